@@ -20,7 +20,17 @@ export class Endpoint {
   /** The raw form above, ready to hand to the native send path. */
   readonly raw: Uint8Array;
 
-  constructor(readonly family: 4 | 6, readonly ip: string, readonly port: number, raw: Uint8Array) {
+  /** 4 or 6. */
+  readonly family: 4 | 6;
+  /** IP address in text form. */
+  readonly ip: string;
+  /** UDP port. */
+  readonly port: number;
+
+  constructor(family: 4 | 6, ip: string, port: number, raw: Uint8Array) {
+    this.family = family;
+    this.ip = ip;
+    this.port = port;
     this.raw = raw;
     this.key = family === 4 ? `${ip}:${port}` : `[${ip}]:${port}`;
     const ipLen = family === 4 ? 4 : 16;
