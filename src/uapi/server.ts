@@ -1,0 +1,110 @@
+// Serves the configuration protocol (protocol.ts) on a unix socket, like wireguard-go's
+// /var/run/wireguard/IFNAME.sock, so that `wg set`, `wg show` and `wg showconf` work unchanged.
+import { chmodSync, mkdirSync, unlinkSync } from 'node:fs';
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { dirname } from 'node:path';
+import { formatGet, parseSet, UapiErrno, UapiError, type UapiSet, type UapiState } from './protocol.ts';
+
+/** What the server configures: the WireGuard interface. */
+export interface UapiTarget {
+  /** Current state for `get`. */
+  uapiGet(): UapiState;
+  /** Applies a validated set operation; throws UapiError to report an errno. */
+  uapiSet(op: UapiSet): void;
+}
+
+/** Directory where wg looks for userspace interfaces' sockets. */
+export const UAPI_DIR = '/var/run/wireguard';
+
+/** Max bytes buffered per connection before a request completes (a config with thousands of peers fits). */
+const MAX_REQUEST = 4 * 1024 * 1024;
+
+/** Returns true when something answers on the socket path (another live instance). */
+export function socketInUse(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = createConnection(path);
+    c.once('connect', () => { c.destroy(); resolve(true); });
+    c.once('error', () => resolve(false));
+  });
+}
+
+/** A UAPI server bound to one socket path. */
+export class UapiServer {
+  private server: Server | undefined;
+  readonly path: string;
+  private readonly target: UapiTarget;
+  private readonly log: (msg: string) => void;
+
+  constructor(path: string, target: UapiTarget, log: (msg: string) => void = () => {}) {
+    this.path = path;
+    this.target = target;
+    this.log = log;
+  }
+
+  /** Listens; a stale socket file is replaced, a live one is an error naming the conflict. */
+  async listen(): Promise<void> {
+    mkdirSync(dirname(this.path), { recursive: true, mode: 0o755 });
+    if (await socketInUse(this.path)) {
+      throw new Error(`${this.path} is in use: another WireGuard process serves this interface (stop it, or pick another name)`);
+    }
+    try { unlinkSync(this.path); } catch { /* not there */ }
+    const server = createServer((sock) => this.handle(sock));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.path, () => { server.off('error', reject); resolve(); });
+    });
+    chmodSync(this.path, 0o600);
+    this.server = server;
+  }
+
+  /** Stops listening and removes the socket file. */
+  async close(): Promise<void> {
+    const s = this.server;
+    this.server = undefined;
+    if (s) await new Promise<void>((r) => s.close(() => r()));
+    try { unlinkSync(this.path); } catch { /* gone */ }
+  }
+
+  private handle(sock: Socket): void {
+    let buf = '';
+    sock.setEncoding('utf8');
+    sock.on('error', () => sock.destroy());
+    sock.on('data', (chunk: string) => {
+      buf += chunk;
+      if (buf.length > MAX_REQUEST) { sock.destroy(); return; }
+      for (;;) {
+        const end = buf.indexOf('\n\n');
+        // "set=1\n\n" has its op line and blank line adjacent, as does "get=1\n\n".
+        if (end < 0) break;
+        const request = buf.slice(0, end + 1);
+        buf = buf.slice(end + 2);
+        const reply = this.answer(request);
+        if (reply === null) { sock.destroy(); return; }
+        sock.write(reply);
+      }
+    });
+  }
+
+  /** Answers one request (text up to and including its last line's newline). Null closes the connection. */
+  answer(request: string): string | null {
+    const lines = request.split('\n');
+    lines.pop(); // trailing '' after the last newline
+    const op = lines.shift();
+    try {
+      if (op === 'get=1') {
+        if (lines.length > 0) throw new UapiError(UapiErrno.invalid, 'trailing data in UAPI get');
+        return `${formatGet(this.target.uapiGet())}errno=0\n\n`;
+      }
+      if (op === 'set=1') {
+        this.target.uapiSet(parseSet(lines));
+        return 'errno=0\n\n';
+      }
+      this.log(`uapi: invalid operation ${JSON.stringify(op)}`);
+      return null;
+    } catch (e) {
+      const errno = e instanceof UapiError ? e.errno : UapiErrno.unknown;
+      this.log(`uapi: ${op ?? ''} failed: ${(e as Error).message}`);
+      return `errno=${errno}\n\n`;
+    }
+  }
+}
