@@ -11,6 +11,8 @@ export interface UapiTarget {
   uapiGet(): UapiState;
   /** Applies a validated set operation; throws UapiError to report an errno. */
   uapiSet(op: UapiSet): void;
+  /** meshd's own counters (dropped packets by reason, …), served by the `meshd-counters=1` operation. */
+  uapiCounters?(): Record<string, number>;
 }
 
 /** Directory where wg looks for userspace interfaces' sockets. */
@@ -18,6 +20,36 @@ export const UAPI_DIR = '/var/run/wireguard';
 
 /** Max bytes buffered per connection before a request completes (a config with thousands of peers fits). */
 const MAX_REQUEST = 4 * 1024 * 1024;
+
+/** Sends one request to a UAPI socket and returns the reply's key=value lines; throws on errno != 0. */
+export function uapiRequest(path: string, request: string, timeoutMs = 5000): Promise<Map<string, string[]>> {
+  return new Promise((resolve, reject) => {
+    const c = createConnection(path);
+    let out = '';
+    const timer = setTimeout(() => { c.destroy(); reject(new Error(`${path}: no answer within ${timeoutMs} ms`)); }, timeoutMs);
+    c.setEncoding('utf8');
+    c.on('error', (e: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      reject(e.code === 'ENOENT' || e.code === 'ECONNREFUSED' ? new Error(`no interface answers on ${path}: is it running?`) : e);
+    });
+    c.on('data', (d: string) => {
+      out += d;
+      if (!out.endsWith('\n\n')) return;
+      clearTimeout(timer);
+      c.end();
+      const map = new Map<string, string[]>();
+      for (const line of out.trim().split('\n')) {
+        const eq = line.indexOf('=');
+        const k = line.slice(0, eq);
+        map.set(k, [...(map.get(k) ?? []), line.slice(eq + 1)]);
+      }
+      const errno = map.get('errno')?.[0];
+      if (errno !== '0') reject(new Error(`${path}: errno=${errno}`));
+      else resolve(map);
+    });
+    c.write(request);
+  });
+}
 
 /** Returns true when something answers on the socket path (another live instance). */
 export function socketInUse(path: string): Promise<boolean> {
@@ -94,6 +126,11 @@ export class UapiServer {
       if (op === 'get=1') {
         if (lines.length > 0) throw new UapiError(UapiErrno.invalid, 'trailing data in UAPI get');
         return `${formatGet(this.target.uapiGet())}errno=0\n\n`;
+      }
+      if (op === 'meshd-counters=1' && this.target.uapiCounters) {
+        // Our extension; the wg tool never sends it. Same framing as get.
+        const c = this.target.uapiCounters();
+        return `${Object.entries(c).map(([k, v]) => `${k}=${v}\n`).join('')}errno=0\n\n`;
       }
       if (op === 'set=1') {
         this.target.uapiSet(parseSet(lines));

@@ -80,6 +80,29 @@ export class Lab {
     this.exec(b, ['ip', 'link', 'set', names.b, 'up']);
   }
 
+  /** Makes namespace `sw` a switch: a bridge br0 that {@link attach} plugs hosts into. */
+  switch(sw: string): void {
+    this.exec(sw, ['ip', 'link', 'add', 'br0', 'type', 'bridge']);
+    this.exec(sw, ['ip', 'link', 'set', 'br0', 'up']);
+  }
+
+  /** Plugs namespace `ns` into switch `sw` with interface `dev` and the given addresses (with prefix). */
+  attach(ns: string, sw: string, addrs: string[], dev = 'veth0'): void {
+    const n = this.ports++;
+    const tmpA = `mv${process.pid % 100000}p${n}`;
+    const tmpB = `mv${process.pid % 100000}s${n}`;
+    sh('ip', ['link', 'add', tmpA, 'netns', ns, 'type', 'veth', 'peer', 'name', tmpB, 'netns', sw]);
+    this.exec(ns, ['ip', 'link', 'set', tmpA, 'name', dev]);
+    this.exec(sw, ['ip', 'link', 'set', tmpB, 'master', 'br0']);
+    this.exec(sw, ['ip', 'link', 'set', tmpB, 'up']);
+    for (const a of addrs) {
+      this.exec(ns, ['ip', 'addr', 'add', a, 'dev', dev, ...(a.includes(':') ? ['nodad'] : [])]);
+    }
+    this.exec(ns, ['ip', 'link', 'set', dev, 'up']);
+  }
+
+  private ports = 0;
+
   /** Kills processes and deletes the namespaces. Safe to call twice. */
   async dispose(): Promise<void> {
     for (const p of this.procs) {

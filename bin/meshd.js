@@ -1,0 +1,9 @@
+#!/usr/bin/env node
+// Entry point: the compiled CLI lives in dist/ (npm run build).
+import { existsSync } from 'node:fs';
+const main = new URL('../dist/src/cli/main.js', import.meta.url);
+if (!existsSync(main)) {
+  console.error('meshd: not built yet: run `npm run build` in the meshd directory');
+  process.exit(1);
+}
+await import(main.href);
