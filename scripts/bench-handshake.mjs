@@ -1,0 +1,2 @@
+// Placeholder until the handshake flood generator lands: returns undefined.
+export async function handshakeBench() { return undefined; }
