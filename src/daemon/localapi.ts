@@ -1,0 +1,252 @@
+// The local API: how the CLI talks to the agent. HTTP/1.1 over a unix socket that only root can
+// use (directory 0700, socket 0600). Requests and responses are JSON; `POST /v0/up` streams
+// newline-delimited JSON progress events and ends with a result event.
+//
+//   GET  /v0/status           -> Status
+//   POST /v0/up   UpRequest   -> {"progress": "..."}* then {"result": Status} | {"error": ApiError}
+//   POST /v0/down             -> {"ok": true}
+//   POST /v0/logout           -> {"ok": true}
+//   POST /v0/shutdown         -> {"ok": true}   (the agent exits)
+import { chmodSync, mkdirSync, unlinkSync } from 'node:fs';
+import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createConnection } from 'node:net';
+import { dirname } from 'node:path';
+
+/** A peer as `meshd status` shows it. */
+export interface PeerStatus {
+  hostname: string;
+  publicKey: string;
+  addresses: string[];
+  online: boolean;
+  /** Current path: a direct "ip:port", a DERP region, or none. */
+  path: { direct: string | null; derp: string | null };
+  /** Unix ms of the latest WireGuard handshake, 0 = never. */
+  lastHandshake: number;
+  rxBytes: number;
+  txBytes: number;
+}
+
+/** The agent's state as `meshd status --json` prints it. */
+export interface Status {
+  self: {
+    hostname: string;
+    addresses: string[];
+    state: 'NoState' | 'NeedsLogin' | 'Starting' | 'Running' | 'Stopped';
+    controlURL: string | null;
+    publicKey: string | null;
+  };
+  peers: PeerStatus[];
+}
+
+/** Arguments of `up`, as the CLI sends them (the auth key travels only over this socket). */
+export interface UpRequest {
+  loginServer: string;
+  authKey?: string;
+  hostname?: string;
+  caFile?: string;
+  timeoutMs: number;
+}
+
+/** An error with a stable code and a one-line message saying what to do. */
+export interface ApiError {
+  code: string;
+  message: string;
+  retryable?: boolean;
+}
+
+/** What the local API serves. */
+export interface LocalBackend {
+  status(): Status;
+  up(req: UpRequest, progress: (msg: string) => void): Promise<Status>;
+  down(): Promise<void>;
+  logout(): Promise<void>;
+  shutdown(): Promise<void>;
+}
+
+/** Max request body (an up request is small). */
+const MAX_BODY = 64 * 1024;
+
+/** Serves the local API on a unix socket. */
+export class LocalApiServer {
+  private server: Server | undefined;
+  readonly path: string;
+  private readonly backend: LocalBackend;
+
+  constructor(path: string, backend: LocalBackend) {
+    this.path = path;
+    this.backend = backend;
+  }
+
+  /** Listens; refuses when another agent answers on the socket, replaces a stale file. */
+  async listen(): Promise<void> {
+    mkdirSync(dirname(this.path), { recursive: true, mode: 0o700 });
+    chmodSync(dirname(this.path), 0o700);
+    if (await socketAnswers(this.path)) throw new Error(`another meshd agent is running on ${this.path}`);
+    try { unlinkSync(this.path); } catch { /* not there */ }
+    const server = createServer((req, res) => { void this.handle(req, res); });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.path, () => { server.off('error', reject); resolve(); });
+    });
+    chmodSync(this.path, 0o600);
+    this.server = server;
+  }
+
+  /** Stops listening and removes the socket. */
+  async close(): Promise<void> {
+    const s = this.server;
+    this.server = undefined;
+    if (s) {
+      s.closeAllConnections();
+      await new Promise<void>((r) => s.close(() => r()));
+    }
+    try { unlinkSync(this.path); } catch { /* gone */ }
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const send = (code: number, body: unknown) => {
+      res.writeHead(code, { 'content-type': 'application/json' });
+      res.end(`${JSON.stringify(body)}\n`);
+    };
+    try {
+      const url = req.url ?? '';
+      if (req.method === 'GET' && url === '/v0/status') return send(200, this.backend.status());
+      if (req.method !== 'POST') return send(404, { error: { code: 'not_found', message: `no such endpoint ${req.method} ${url}` } });
+      const body = await readBody(req);
+      switch (url) {
+        case '/v0/up': {
+          res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+          try {
+            const result = await this.backend.up(JSON.parse(body) as UpRequest, (msg) => res.write(`${JSON.stringify({ progress: msg })}\n`));
+            res.end(`${JSON.stringify({ result })}\n`);
+          } catch (e) {
+            res.end(`${JSON.stringify({ error: toApiError(e) })}\n`);
+          }
+          return;
+        }
+        case '/v0/down': await this.backend.down(); return send(200, { ok: true });
+        case '/v0/logout': await this.backend.logout(); return send(200, { ok: true });
+        case '/v0/shutdown':
+          send(200, { ok: true });
+          await this.backend.shutdown();
+          return;
+        default: return send(404, { error: { code: 'not_found', message: `no such endpoint ${url}` } });
+      }
+    } catch (e) {
+      if (!res.headersSent) send(500, { error: toApiError(e) });
+      else res.end();
+    }
+  }
+}
+
+/** Converts any thrown value into an ApiError (errors with a string `code` keep it). */
+export function toApiError(e: unknown): ApiError {
+  const err = e as { code?: unknown; message?: unknown; retryable?: unknown };
+  return {
+    code: typeof err.code === 'string' ? err.code : 'internal',
+    message: typeof err.message === 'string' ? err.message : String(e),
+    ...(typeof err.retryable === 'boolean' ? { retryable: err.retryable } : {}),
+  };
+}
+
+function readBody(req: IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (d: string) => {
+      body += d;
+      if (body.length > MAX_BODY) { reject(new Error('request too large')); req.destroy(); }
+    });
+    req.on('end', () => resolve(body));
+    req.on('error', reject);
+  });
+}
+
+/** True when something accepts connections on the socket path. */
+export function socketAnswers(path: string, timeoutMs = 1000): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = createConnection(path);
+    const t = setTimeout(() => { c.destroy(); resolve(false); }, timeoutMs);
+    c.once('connect', () => { clearTimeout(t); c.destroy(); resolve(true); });
+    c.once('error', () => { clearTimeout(t); resolve(false); });
+  });
+}
+
+/** Error from the local API client, carrying the agent's code. */
+export class LocalApiError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string) {
+    super(message);
+    this.name = 'LocalApiError';
+    this.code = code;
+  }
+}
+
+/** Client side of the local API. */
+export class LocalApiClient {
+  readonly path: string;
+  constructor(path: string) {
+    this.path = path;
+  }
+
+  private call(method: string, url: string, body: unknown, onLine?: (obj: Record<string, unknown>) => void, timeoutMs = 30_000): Promise<Record<string, unknown>> {
+    return new Promise((resolve, reject) => {
+      const req = request({ socketPath: this.path, method, path: url, headers: { 'content-type': 'application/json' } }, (res) => {
+        let buf = '';
+        let last: Record<string, unknown> = {};
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => {
+          buf += d;
+          for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+            const line = buf.slice(0, nl);
+            buf = buf.slice(nl + 1);
+            if (!line.trim()) continue;
+            last = JSON.parse(line) as Record<string, unknown>;
+            onLine?.(last);
+          }
+        });
+        res.on('end', () => {
+          clearTimeout(timer);
+          const err = last.error as ApiError | undefined;
+          if (err) reject(new LocalApiError(err.code, err.message));
+          else resolve(last);
+        });
+      });
+      const timer = setTimeout(() => { req.destroy(new LocalApiError('timeout', `the agent did not answer ${url} within ${timeoutMs} ms`)); }, timeoutMs);
+      req.on('error', (e: NodeJS.ErrnoException) => {
+        clearTimeout(timer);
+        if (e.code === 'ENOENT' || e.code === 'ECONNREFUSED') reject(new LocalApiError('not_running', `no meshd agent answers on ${this.path}: start one with meshd up (or meshd daemon)`));
+        else if (e.code === 'EACCES') reject(new LocalApiError('permission', `cannot use ${this.path}: the local API is root-only, run with sudo`));
+        else reject(e);
+      });
+      if (body !== undefined) req.end(JSON.stringify(body));
+      else req.end();
+    });
+  }
+
+  /** The agent's status. */
+  async status(): Promise<Status> {
+    return (await this.call('GET', '/v0/status', undefined)) as unknown as Status;
+  }
+
+  /** Logs in and brings the tailnet up; `progress` gets each step. */
+  async up(req: UpRequest, progress: (msg: string) => void): Promise<Status> {
+    const r = await this.call('POST', '/v0/up', req, (o) => { if (typeof o.progress === 'string') progress(o.progress); }, req.timeoutMs + 10_000);
+    return r.result as Status;
+  }
+
+  /** Disconnects, keeping the identity. */
+  async down(): Promise<void> {
+    await this.call('POST', '/v0/down', {});
+  }
+
+  /** Logs out and forgets the identity. */
+  async logout(): Promise<void> {
+    await this.call('POST', '/v0/logout', {});
+  }
+
+  /** Asks the agent to exit. */
+  async shutdown(): Promise<void> {
+    await this.call('POST', '/v0/shutdown', {});
+  }
+}
