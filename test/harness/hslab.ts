@@ -1,0 +1,200 @@
+// A tailnet lab: an unmodified headscale v0.29.2 in a namespace on the simulated internet
+// (198.18.0.1:8080, embedded DERP and STUN on, no internet DERP map), a user, pre-auth keys, and
+// node namespaces (198.18.0.N) that run meshd or tailscaled. Used by e2e tests, scripts/lab and
+// scripts/bench. Everything lives under a temp dir and meshd-* namespaces and goes on dispose().
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { ChildProcess } from 'node:child_process';
+import { Lab, waitFor } from './netns.ts';
+import { which } from './prereq.ts';
+import { packageRoot } from '../../src/util/root.ts';
+
+/** Headscale's address on the simulated internet. */
+export const HS_IP = '198.18.0.1';
+/** Headscale's HTTP port. */
+export const HS_PORT = 8080;
+/** The login server URL nodes use. */
+export const HS_URL = `http://${HS_IP}:${HS_PORT}`;
+
+/** One node of the lab. */
+export interface LabNode {
+  name: string;
+  ns: string;
+  ip4: string;
+  dir: string;
+  socket: string;
+}
+
+/** Headscale plus node namespaces. */
+export class TailnetLab {
+  readonly lab: Lab;
+  readonly sw: string;
+  readonly hsNs: string;
+  readonly dir: string;
+  readonly hsBin: string;
+  readonly meshdBin = join(packageRoot(), 'bin', 'meshd.js');
+  readonly config: string;
+  private hsProc: ChildProcess | undefined;
+  private hsLog = '';
+  private userId = '';
+  readonly nodes: LabNode[] = [];
+
+  constructor(tag: string, opts: { policy?: unknown } = {}) {
+    const hs = which('headscale');
+    if (!hs) throw new Error('headscale is not built: run scripts/install-peers.sh');
+    this.hsBin = hs;
+    this.lab = new Lab(tag);
+    this.sw = this.lab.ns('sw');
+    this.lab.switch(this.sw);
+    this.hsNs = this.lab.ns('hs');
+    this.lab.attach(this.hsNs, this.sw, [`${HS_IP}/24`, '2001:db8::1/64']);
+    this.dir = mkdtempSync(join(tmpdir(), 'meshd-tailnet-'));
+    const hsDir = join(this.dir, 'hs');
+    mkdirSync(hsDir, { recursive: true });
+    const policyPath = join(hsDir, 'policy.hujson');
+    if (opts.policy !== undefined) writeFileSync(policyPath, JSON.stringify(opts.policy, null, 2));
+    this.config = join(hsDir, 'config.yaml');
+    writeFileSync(this.config, `server_url: ${HS_URL}
+listen_addr: 0.0.0.0:${HS_PORT}
+metrics_listen_addr: ""
+grpc_listen_addr: 127.0.0.1:50443
+grpc_allow_insecure: false
+unix_socket: ${hsDir}/headscale.sock
+unix_socket_permission: "0770"
+disable_check_updates: true
+noise:
+  private_key_path: ${hsDir}/noise_private.key
+prefixes:
+  v4: 100.64.0.0/10
+  v6: fd7a:115c:a1e0::/48
+  allocation: sequential
+derp:
+  server:
+    enabled: true
+    region_id: 999
+    region_code: headscale
+    region_name: Headscale Embedded DERP
+    verify_clients: true
+    stun_listen_addr: 0.0.0.0:3478
+    private_key_path: ${hsDir}/derp_server_private.key
+    automatically_add_embedded_derp_region: true
+  urls: []
+  paths: []
+  auto_update_enabled: false
+database:
+  type: sqlite
+  sqlite:
+    path: ${hsDir}/db.sqlite
+    write_ahead_log: true
+log:
+  level: info
+policy:
+  mode: file
+  path: "${opts.policy !== undefined ? policyPath : ''}"
+dns:
+  magic_dns: true
+  base_domain: meshd.test
+  override_local_dns: false
+  nameservers:
+    global: []
+node:
+  expiry: 0
+  ephemeral:
+    inactivity_timeout: 70s
+`);
+  }
+
+  /** Starts headscale and waits until it answers; creates user "lab" once. */
+  async startHeadscale(): Promise<void> {
+    this.hsProc = this.lab.spawn(this.hsNs, [this.hsBin, '-c', this.config, 'serve']);
+    this.hsLog = '';
+    const onData = (d: Buffer) => { this.hsLog = (this.hsLog + d.toString()).slice(-20000); };
+    this.hsProc.stdout?.on('data', onData);
+    this.hsProc.stderr?.on('data', onData);
+    await waitFor('headscale to listen', () => {
+      const r = this.lab.tryExec(this.hsNs, ['bash', '-c', `exec 3<>/dev/tcp/${HS_IP}/${HS_PORT}`], 2000);
+      if (this.hsProc?.exitCode !== null) throw new Error(`headscale exited: ${this.hsLog.slice(-2000)}`);
+      return r.status === 0;
+    }, 20_000, 200);
+    if (!this.userId) {
+      this.hs(['users', 'create', 'lab']);
+      const users = JSON.parse(this.hs(['users', 'list', '-o', 'json'])) as { id: number | string; name: string }[];
+      this.userId = String(users.find((u) => u.name === 'lab')?.id ?? '');
+    }
+  }
+
+  /** Stops headscale (SIGTERM) and waits for it to exit. */
+  async stopHeadscale(): Promise<void> {
+    const p = this.hsProc;
+    if (!p || p.exitCode !== null) return;
+    p.kill('SIGTERM');
+    await waitFor('headscale to exit', () => p.exitCode !== null || p.signalCode !== null, 10_000);
+  }
+
+  /** Runs the headscale CLI (it talks to the server over its unix socket). */
+  hs(args: string[]): string {
+    return this.lab.exec(this.hsNs, [this.hsBin, '-c', this.config, ...args]);
+  }
+
+  /** Creates a pre-auth key. */
+  authKey(opts: { reusable?: boolean; ephemeral?: boolean; expiration?: string } = {}): string {
+    const args = ['preauthkeys', 'create', '--user', this.userId, '--expiration', opts.expiration ?? '1h'];
+    if (opts.reusable !== false) args.push('--reusable');
+    if (opts.ephemeral) args.push('--ephemeral');
+    return this.hs(args).trim().split('\n').pop()!.trim();
+  }
+
+  /** Headscale's node list. */
+  nodeList(): { id: number | string; name: string; given_name: string; online: boolean; ip_addresses: string[]; node_key: string }[] {
+    return JSON.parse(this.hs(['nodes', 'list', '-o', 'json']) || '[]') ?? [];
+  }
+
+  /** Adds a node namespace at 198.18.0.(10+i) with its own state dir. */
+  addNode(name: string): LabNode {
+    const i = this.nodes.length;
+    const ns = this.lab.ns(name);
+    const ip4 = `198.18.0.${10 + i}`;
+    this.lab.attach(ns, this.sw, [`${ip4}/24`, `2001:db8::${(10 + i).toString(16)}/64`]);
+    const dir = join(this.dir, name);
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const node: LabNode = { name, ns, ip4, dir, socket: join(dir, 'meshd.sock') };
+    this.nodes.push(node);
+    return node;
+  }
+
+  /** Runs the meshd CLI in a node's namespace with that node's socket; returns status and output. */
+  meshd(node: LabNode, args: string[], timeoutMs = 60_000): { status: number | null; stdout: string; stderr: string } {
+    return this.lab.tryExec(node.ns, [process.execPath, this.meshdBin, '--socket', node.socket, ...args], timeoutMs);
+  }
+
+  /** `meshd up` for a node with a key passed through a file (never on the command line). */
+  up(node: LabNode, key: string, extra: string[] = []): { status: number | null; stdout: string; stderr: string } {
+    const keyFile = join(node.dir, 'authkey');
+    writeFileSync(keyFile, key, { mode: 0o600 });
+    return this.meshd(node, ['up', '--login-server', HS_URL, '--authkey', `file:${keyFile}`, '--hostname', node.name,
+      '--state-dir', join(node.dir, 'state'), '--timeout', '45s', ...extra], 60_000);
+  }
+
+  /** Pings an address from a node; true when at least one reply came back. */
+  ping(node: LabNode, addr: string, count = 3): boolean {
+    return this.lab.tryExec(node.ns, ['ping', '-c', String(count), '-W', '2', '-i', '0.2', addr], (count * 2 + 5) * 1000).status === 0;
+  }
+
+  /** True when the node's agent socket exists. */
+  agentRunning(node: LabNode): boolean {
+    return existsSync(node.socket);
+  }
+
+  /** Headscale's recent log output (for failure messages). */
+  headscaleLog(): string {
+    return this.hsLog;
+  }
+
+  /** Stops everything and removes namespaces and temp files. */
+  async dispose(): Promise<void> {
+    for (const n of this.nodes) this.meshd(n, ['down'], 10_000);
+    await this.lab.dispose();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
