@@ -1,9 +1,10 @@
 // meshd's command line. Each command parses its arguments and calls the code that does the work;
 // errors print one line `meshd: ...` and exit non-zero.
-import { Command, CommanderError } from 'commander';
+import { Command, CommanderError, Option } from 'commander';
 import { VERSION } from '../util/version.ts';
 import { CliError } from './errors.ts';
 import { interfaceCounters, wgCommand } from './wg.ts';
+import { DEFAULTS, daemonCommand, downCommand, ipCommand, logoutCommand, statusCommand, upCommand } from './tailnet.ts';
 
 const program = new Command();
 program
@@ -11,7 +12,41 @@ program
   .description('A userspace WireGuard mesh agent, compatible with Tailscale and Headscale')
   .version(VERSION, '--version')
   .showHelpAfterError('(run meshd --help for usage)')
+  .option('--socket <path>', 'local API socket of the agent', DEFAULTS.socket)
   .exitOverride();
+
+// Scrub secrets from the process list: an --authkey given literally must not show in ps.
+if (process.argv.some((a) => a === '--authkey' || a.startsWith('--authkey='))) process.title = 'meshd';
+
+const sock = (): string => (program.opts() as { socket: string }).socket;
+const daemonOptions = (c: Command): Command => c
+  .option('--state-dir <dir>', 'where machine and node keys live', DEFAULTS.stateDir)
+  .option('--tun <name>', 'TUN device name', DEFAULTS.tun)
+  .option('--port <n>', 'UDP port for WireGuard (0 = random)', DEFAULTS.port)
+  .option('--verbose', 'log more');
+
+daemonOptions(program.command('daemon').description('run the agent in the foreground (for service managers)'))
+  .addOption(new Option('--exit-when-down').hideHelp())
+  .action(async (opts: Parameters<typeof daemonCommand>[1]) => { await daemonCommand(sock(), opts); });
+
+daemonOptions(program.command('up').description('log in and connect to the tailnet; starts the agent if needed'))
+  .requiredOption('--login-server <url>', 'control server URL, e.g. https://headscale.example.com')
+  .option('--authkey <key>', 'pre-auth key, or file:PATH to read it from a file')
+  .option('--hostname <name>', 'hostname to use in the tailnet')
+  .option('--timeout <duration>', 'give up after this long (e.g. 30s, 2m)', '2m')
+  .option('--ca-file <file>', 'extra CA certificates (PEM) for an https login server')
+  .option('--json', 'print the status as JSON')
+  .action(async (opts: Parameters<typeof upCommand>[1]) => { await upCommand(sock(), opts); });
+
+program.command('down').description('disconnect from the tailnet, keeping the identity')
+  .action(async () => { await downCommand(sock()); });
+program.command('logout').description('log out and forget the identity')
+  .action(async () => { await logoutCommand(sock()); });
+program.command('status').description('show this node and its peers').option('--json', 'print JSON')
+  .action(async (opts: { json?: boolean }) => { await statusCommand(sock(), opts); });
+program.command('ip').description("print this node's tailnet addresses")
+  .option('-4', 'only IPv4').option('-6', 'only IPv6')
+  .action(async (opts: { '4'?: boolean; '6'?: boolean }) => { await ipCommand(sock(), opts); });
 
 program
   .command('version')

@@ -1,0 +1,338 @@
+// The agent: logs in to control, streams the network map and keeps the data plane equal to it.
+// It serves the local API (localapi.ts) for the CLI. States, as tailscale names them:
+//   NoState -> (up) Starting -> Running -> (down) Stopped | (logout) NeedsLogin
+// A failed `up` tears down whatever it built, so nothing is left configured.
+import { networkInterfaces } from 'node:os';
+import { join } from 'node:path';
+import { ControlClient, type MapStream } from '../control/client.ts';
+import { ControlError } from '../control/errors.ts';
+import type { NetworkMap, NodeInfo } from '../control/netmap.ts';
+import { formatNodePublic, type PrivateKey } from '../control/keys.ts';
+import { StateStore, type Identity } from '../state/store.ts';
+import { DataPlane } from './dataplane.ts';
+import { NetConf, TAILNET_V4, TAILNET_V6 } from './netconf.ts';
+import type { LocalBackend, PeerStatus, Status, UpRequest } from './localapi.ts';
+import type { Endpoint } from '../net/endpoint.ts';
+import type { Logf } from '../util/log.ts';
+
+/** Tailscale's MTU for the tailnet interface. */
+export const TAILNET_MTU = 1280;
+
+/** Options for {@link Agent}. */
+export interface AgentOptions {
+  stateDir: string;
+  tunName: string;
+  port: number;
+  log: Logf;
+  /** Called when the agent wants the process to exit (shutdown, or down of an agent `up` started). */
+  onExit: () => void;
+  /** Exit after `down`, `logout` or a failed first `up` (set when `up` started this agent). */
+  exitWhenDown: boolean;
+}
+
+/** A user-facing agent error with a stable code. */
+export class AgentError extends Error {
+  readonly code: string;
+  readonly retryable: boolean;
+  constructor(code: string, message: string, retryable = false) {
+    super(message);
+    this.name = 'AgentError';
+    this.code = code;
+    this.retryable = retryable;
+  }
+}
+
+/** Parses and checks a login server URL; throws AgentError('bad_url') with what to fix. */
+export function checkLoginServer(text: string): string {
+  let u: URL;
+  try {
+    u = new URL(text);
+  } catch {
+    throw new AgentError('bad_url', `bad --login-server ${JSON.stringify(text)}: want a URL like https://headscale.example.com`);
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') {
+    throw new AgentError('bad_url', `bad --login-server ${JSON.stringify(text)}: the scheme must be http or https`);
+  }
+  if (u.pathname !== '/' || u.search || u.hash) {
+    throw new AgentError('bad_url', `bad --login-server ${JSON.stringify(text)}: give only scheme, host and port`);
+  }
+  return u.origin;
+}
+
+/** The running agent. */
+export class Agent implements LocalBackend {
+  private readonly opts: AgentOptions;
+  private readonly log: Logf;
+  private state: Status['self']['state'] = 'NoState';
+  private controlUrl: string | null = null;
+  private hostname = '';
+  private store: StateStore | undefined;
+  private identity: Identity | undefined;
+  private client: ControlClient | undefined;
+  private stream: MapStream | undefined;
+  private dp: DataPlane | undefined;
+  private netconf: NetConf;
+  private map: NetworkMap | undefined;
+  private busy: Promise<unknown> = Promise.resolve();
+
+  constructor(opts: AgentOptions) {
+    this.opts = opts;
+    this.log = opts.log;
+    this.netconf = new NetConf(opts.tunName, opts.log);
+  }
+
+  /** Runs operations one at a time. */
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const p = this.busy.then(fn, fn);
+    this.busy = p.catch(() => {});
+    return p;
+  }
+
+  /** See LocalBackend.status. */
+  status(): Status {
+    const self = this.map?.self;
+    const peers: PeerStatus[] = [];
+    const dev = this.dp?.device;
+    const stats = new Map<string, ReturnType<NonNullable<typeof dev>['peers']>[number]>();
+    if (dev) for (const p of dev.peers()) stats.set(Buffer.from(p.publicKey).toString('hex'), p);
+    for (const p of this.map?.peers.values() ?? []) {
+      const s = stats.get(Buffer.from(p.nodeKey).toString('hex'));
+      peers.push({
+        hostname: p.hostname || p.name.split('.')[0] || '',
+        publicKey: p.nodeKeyText,
+        addresses: p.addresses.map((a) => a.split('/')[0]!),
+        online: p.online ?? false,
+        path: { direct: s?.endpoint ? s.endpoint.key : null, derp: null },
+        lastHandshake: s?.lastHandshakeWallMs ?? 0,
+        rxBytes: s?.rxBytes ?? 0,
+        txBytes: s?.txBytes ?? 0,
+      });
+    }
+    return {
+      self: {
+        hostname: self?.hostname || this.hostname,
+        addresses: (self?.addresses ?? []).map((a) => a.split('/')[0]!),
+        state: this.state,
+        controlURL: this.controlUrl,
+        publicKey: this.identity ? formatNodePublic(this.identity.nodePublic) : null,
+      },
+      peers,
+    };
+  }
+
+  /** See LocalBackend.up. */
+  up(req: UpRequest, progress: (msg: string) => void): Promise<Status> {
+    return this.serial(() => this.doUp(req, progress));
+  }
+
+  private async doUp(req: UpRequest, progress: (msg: string) => void): Promise<Status> {
+    const url = checkLoginServer(req.loginServer);
+    if (this.state === 'Running' && this.controlUrl === url) return this.status();
+    await this.teardown();
+    const deadline = Date.now() + req.timeoutMs;
+    const remaining = () => Math.max(1, deadline - Date.now());
+    try {
+      this.state = 'Starting';
+      this.store = await StateStore.open(this.opts.stateDir);
+      let { identity, state } = await this.store.loadOrCreateIdentity(url);
+      if (state.serverUrl && state.serverUrl !== url) {
+        // A different control server: a new node key, the old registration is not ours there.
+        identity = await this.store.rotateNodeKey();
+        await this.store.update({ serverUrl: url });
+        delete state.serverKey;
+      }
+      this.identity = identity;
+      this.controlUrl = url;
+      this.hostname = req.hostname ?? '';
+      const hostinfo = req.hostname ? { Hostname: req.hostname } : {};
+      progress(`contacting ${url}`);
+      const client = new ControlClient({
+        serverUrl: url,
+        machineKey: identity.machinePrivate,
+        nodeKey: identity.nodePrivate,
+        ...(state.serverKey && state.serverUrl === url ? { serverKey: state.serverKey } : {}),
+        ...(req.caFile ? { caFile: req.caFile } : {}),
+        hostinfo,
+        timeoutMs: Math.min(15_000, remaining()),
+        log: (l) => this.log(`control: ${l}`),
+      });
+      this.client = client;
+      const reg = await withDeadline(client.register({ ...(req.authKey ? { authKey: req.authKey } : {}), hostinfo }), remaining(), 'logging in');
+      if (reg.nodeKeyExpired && !req.authKey) {
+        throw new AgentError('needs_login', 'this node is logged out or its key expired: run meshd up again with --authkey');
+      }
+      if (!reg.machineAuthorized) {
+        throw new AgentError('not_authorized', reg.authUrl
+          ? `control wants an interactive login at ${reg.authUrl}: meshd needs a pre-auth key, pass --authkey`
+          : 'control did not authorize this node: check the auth key, or approve the node on the server');
+      }
+      await this.store.update({ serverUrl: url, serverKey: formatServerKey(await client.serverKey()) });
+      progress(`logged in${reg.user ? ` as ${reg.user.loginName}` : ''}; starting the tunnel`);
+
+      this.dp = DataPlane.open({ name: this.opts.tunName, mtu: TAILNET_MTU, log: this.log, port: this.opts.port });
+      this.dp.device.setPrivateKey(identity.nodePrivate as PrivateKey);
+      this.netconf.reset();
+
+      const firstMap = new Promise<void>((resolve, reject) => {
+        this.stream = client.streamMap({
+          endpoints: this.localEndpoints(),
+          hostinfo,
+          onMap: (m) => { void this.applyMap(m).then(resolve, reject); },
+          onDelta: (_d, m) => { void this.applyMap(m).catch((e: Error) => this.log(`applying map: ${e.message}`)); },
+          onError: (err, retryIn) => {
+            this.log(`map stream: ${err.message}${retryIn === undefined ? '' : `; retrying in ${Math.round(retryIn / 1000)} s`}`);
+            if (retryIn === undefined) reject(err);
+          },
+        });
+      });
+      progress('waiting for the network map');
+      await withDeadline(firstMap, remaining(), 'waiting for the network map');
+      this.state = 'Running';
+      const st = this.status();
+      progress(`up: ${st.self.addresses.join(' ')}`);
+      this.log(`up as ${st.self.hostname} ${st.self.addresses.join(' ')} with ${st.peers.length} peers`);
+      return st;
+    } catch (e) {
+      await this.teardown();
+      this.state = 'NeedsLogin';
+      throw asAgentError(e);
+    }
+  }
+
+  /** Our UDP endpoints to report: every non-loopback, non-link-local address with the listen port. */
+  private localEndpoints(): string[] {
+    const port = this.dp?.listenPort ?? this.opts.port;
+    const out: string[] = [];
+    for (const [name, addrs] of Object.entries(networkInterfaces())) {
+      if (name === this.opts.tunName) continue;
+      for (const a of addrs ?? []) {
+        if (a.internal) continue;
+        if (a.family === 'IPv6' && (a.address.startsWith('fe80') || a.address.startsWith('fd7a:115c:a1e0'))) continue;
+        if (a.family === 'IPv4' && a.address.startsWith('100.')) continue;
+        out.push(a.family === 'IPv6' ? `[${a.address}]:${port}` : `${a.address}:${port}`);
+      }
+    }
+    return out;
+  }
+
+  /** Makes the data plane match the map: addresses, routes, peers. */
+  private async applyMap(m: NetworkMap): Promise<void> {
+    this.map = m;
+    const dp = this.dp;
+    if (!dp || !m.self) return;
+    await this.netconf.apply(m.self.addresses, [TAILNET_V4, TAILNET_V6]);
+    const dev = dp.device;
+    const want = new Set<string>();
+    for (const p of m.peers.values()) {
+      if (p.expired) continue;
+      const hex = Buffer.from(p.nodeKey).toString('hex');
+      want.add(hex);
+      const ep = this.pickEndpoint(p);
+      dev.setPeer(p.nodeKey, {
+        ...(ep ? { endpoint: ep } : {}),
+        allowedIPs: [...p.allowedIPs],
+        replaceAllowedIPs: true,
+      });
+    }
+    for (const p of dev.peers()) {
+      if (!want.has(Buffer.from(p.publicKey).toString('hex'))) dev.removePeer(p.publicKey);
+    }
+    dp.runTimers();
+  }
+
+  /**
+   * Chooses a peer's endpoint on a flat network: an IPv4 endpoint in one of our own subnets, else
+   * the first IPv4 one, else the first. (NAT traversal with disco replaces this.)
+   */
+  private pickEndpoint(p: NodeInfo): Endpoint | undefined {
+    const dp = this.dp;
+    if (!dp || p.endpoints.length === 0) return undefined;
+    const ours = Object.values(networkInterfaces()).flat().filter((a) => a && a.family === 'IPv4' && !a.internal);
+    const sameSubnet = (ip: string) => ours.some((a) => a && a.cidr && inV4Subnet(ip, a.cidr));
+    const parsed = p.endpoints.map((e) => { try { return dp.endpoints.parse(e); } catch { return undefined; } }).filter((e): e is Endpoint => !!e);
+    return parsed.find((e) => e.family === 4 && sameSubnet(e.ip)) ?? parsed.find((e) => e.family === 4) ?? parsed[0];
+  }
+
+  /** See LocalBackend.down. */
+  down(): Promise<void> {
+    return this.serial(async () => {
+      await this.teardown();
+      this.state = 'Stopped';
+      if (this.opts.exitWhenDown) this.opts.onExit();
+    });
+  }
+
+  /** See LocalBackend.logout. */
+  logout(): Promise<void> {
+    return this.serial(async () => {
+      const client = this.client;
+      if (client) {
+        try {
+          await client.logout();
+        } catch (e) {
+          this.log(`logout: ${(e as Error).message}`);
+        }
+      }
+      await this.teardown();
+      if (this.store) await this.store.rotateNodeKey().catch(() => {});
+      this.state = 'NeedsLogin';
+      if (this.opts.exitWhenDown) this.opts.onExit();
+    });
+  }
+
+  /** See LocalBackend.shutdown. */
+  async shutdown(): Promise<void> {
+    await this.serial(() => this.teardown());
+    this.opts.onExit();
+  }
+
+  /** Stops the map stream and removes the data plane (TUN, its addresses and routes). */
+  async teardown(): Promise<void> {
+    const stream = this.stream, client = this.client, dp = this.dp;
+    this.stream = undefined;
+    this.dp = undefined;
+    this.map = undefined;
+    if (stream) await stream.close().catch(() => {});
+    if (client) await client.close().catch(() => {});
+    this.client = undefined;
+    dp?.close();
+    this.netconf.reset();
+  }
+
+  /** Path of the agent's log inside the state dir (used when `up` starts the agent). */
+  static logPath(stateDir: string): string {
+    return join(stateDir, 'meshd.log');
+  }
+}
+
+function formatServerKey(k: Uint8Array): string {
+  return `mkey:${Buffer.from(k).toString('hex')}`;
+}
+
+function inV4Subnet(ip: string, cidr: string): boolean {
+  const [net, bitsText] = cidr.split('/');
+  const bits = Number(bitsText);
+  const toN = (s: string) => s.split('.').reduce((n, x) => n * 256 + Number(x), 0);
+  if (!net || net.includes(':') || ip.includes(':')) return false;
+  const mask = bits === 0 ? 0 : 2 ** 32 - 2 ** (32 - bits);
+  return Math.floor(toN(ip) / 2 ** (32 - bits)) === Math.floor(toN(net) / 2 ** (32 - bits)) && mask >= 0;
+}
+
+function asAgentError(e: unknown): Error {
+  if (e instanceof AgentError || e instanceof ControlError) return e;
+  const err = e as { code?: unknown; message?: string };
+  if (typeof err.code === 'string' && err.message) return e as Error;
+  return new AgentError('internal', err.message ?? String(e));
+}
+
+async function withDeadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const t = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new AgentError('timeout', `timed out ${what} after the --timeout ran out: check that the login server is reachable, or raise --timeout`, true)), ms);
+  });
+  try {
+    return await Promise.race([p, t]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
