@@ -1,0 +1,742 @@
+// A WireGuard device without I/O (whitepaper sections 5 and 6; wireguard-go device/send.go,
+// receive.go, timers.go, noise-protocol.go). The I/O layer hands it IP packets from the TUN and
+// UDP datagrams from the socket, each in a buffer it owns, and calls tick() at least every 100 ms;
+// the device answers through a WgSink. Transport packets are encrypted and decrypted in place, and
+// the per-packet path allocates nothing of its own (node:crypto's cipher objects are the exception).
+// Junk is counted in `counters`, never thrown.
+import { randomBytes } from 'node:crypto';
+import type { Endpoint } from '../net/endpoint.ts';
+import { nodeCrypto } from '../crypto/backend.ts';
+import type { CryptoBackend } from '../crypto/types.ts';
+import { AllowedIPs, parsePrefix, type Prefix } from './allowedips.ts';
+import { CookieChecker, equalBytes } from './cookie.ts';
+import { Keypair } from './keypair.ts';
+import {
+  COOKIE_REPLY_SIZE, MessageType, messageTypeOf, Offsets, readU32LE, TRANSPORT_HEADER_SIZE, TRANSPORT_MIN_SIZE,
+  writeTransportHeader,
+} from './messages.ts';
+import {
+  consumeInitiation, consumeResponse, createInitiation, createResponse, deriveKeys, HandshakeState, Noise,
+  type StaticIdentity,
+} from './noise.ts';
+import { keyHex, Peer, STAGED_HEADROOM } from './peer.ts';
+import { RateLimiter } from './ratelimiter.ts';
+import { readCounter, REJECT_AFTER_MESSAGES, REKEY_AFTER_MESSAGES } from './replay.ts';
+import {
+  KEEPALIVE_TIMEOUT_MS, MAX_TIMER_HANDSHAKES, PeerTimers, REJECT_AFTER_TIME_MS, REKEY_AFTER_TIME_MS,
+  REKEY_TIMEOUT_JITTER_MAX_MS, REKEY_TIMEOUT_MS, ZERO_KEY_MATERIAL_AFTER_MS,
+} from './timers.ts';
+
+/** Time source: monotonic ms for timers, wall ms for what users read. */
+export interface Clock {
+  /** Monotonic milliseconds. */
+  now(): number;
+  /** Unix milliseconds, for last_handshake_time. */
+  wall(): number;
+}
+
+/** Where the device's output goes. */
+export interface WgSink {
+  /** Send bytes buf[off, off+len) to `to`. The bytes stay valid until the I/O layer's flush at the end of the current batch; the sink must not keep them longer. */
+  sendUdp(buf: Uint8Array, off: number, len: number, to: Endpoint): void;
+  /** Deliver a decrypted IP packet buf[off, off+len) to the TUN. Same lifetime rule. */
+  writeTun(buf: Uint8Array, off: number, len: number): void;
+}
+
+/** What setPeer changes; absent fields are left as they are. */
+export interface PeerConfig {
+  /** The peer's UDP endpoint; null forgets it. */
+  endpoint?: Endpoint | null;
+  /** CIDRs routed to this peer (added to the existing ones unless replaceAllowedIPs). */
+  allowedIPs?: string[];
+  /** Remove the peer's existing allowed IPs first. */
+  replaceAllowedIPs?: boolean;
+  /** Persistent keepalive interval in seconds, 0 = off. */
+  persistentKeepalive?: number;
+  /** Pre-shared key (32 bytes); null = none (32 zero bytes). */
+  presharedKey?: Uint8Array | null;
+}
+
+/** A peer as the configuration protocol reports it. */
+export interface PeerStatus {
+  /** Static public key. */
+  publicKey: Uint8Array;
+  /** Pre-shared key (zeros when none). */
+  presharedKey: Uint8Array;
+  /** Current endpoint. */
+  endpoint: Endpoint | null;
+  /** Allowed IPs in canonical CIDR text. */
+  allowedIPs: string[];
+  /** Unix ms of the last completed handshake, 0 = never. */
+  lastHandshakeWallMs: number;
+  /** Bytes received. */
+  rxBytes: number;
+  /** Bytes sent. */
+  txBytes: number;
+  /** Persistent keepalive in seconds. */
+  persistentKeepalive: number;
+}
+
+/** Options for a Device. */
+export interface DeviceOptions {
+  /** Time source. */
+  clock: Clock;
+  /** Random bytes (default node:crypto randomBytes). */
+  random?: (n: number) => Uint8Array;
+  /** Log sink for rare events (default: none). */
+  log?: (msg: string) => void;
+  /** TUN MTU for padding (default 1420). */
+  mtu?: number;
+  /** Crypto backend (default nodeCrypto). */
+  crypto?: CryptoBackend;
+}
+
+/** Names of the counters in Device.counters. */
+export const COUNTER_NAMES = [
+  // traffic
+  'txData', 'txKeepalives', 'txInitiations', 'txResponses', 'txCookieReplies',
+  'rxData', 'rxKeepalives', 'rxInitiations', 'rxResponses', 'rxCookieReplies',
+  'handshakesCompleted', 'handshakesGivenUp', 'keyZeroings', 'underLoadEntered',
+  // outbound drops
+  'dropTxNotIP', 'dropTxNoRoute', 'dropTxNoEndpoint', 'dropTxStagedOverflow', 'dropTxStagedFlushed',
+  // inbound drops
+  'dropRxJunk', 'dropRxBadMac1', 'dropRxNeedCookie', 'dropRxRateLimited', 'dropRxNoPrivateKey',
+  'dropRxHandshakeInvalid', 'dropRxUnknownPeer', 'dropRxReplayedInitiation', 'dropRxInitiationFlood',
+  'dropRxUnknownIndex', 'dropRxBadCookieReply', 'dropRxExpiredKeypair', 'dropRxCounterTooLarge',
+  'dropRxDecryptFailed', 'dropRxReplay', 'dropRxBadInner', 'dropRxSourceNotAllowed',
+] as const;
+/** One counter name. */
+export type CounterName = (typeof COUNTER_NAMES)[number];
+
+/**
+ * Handshake messages per second (after mac1) above which the device puts itself under load for a
+ * second. wireguard-go's signal is a handshake queue at 1/8 full (128 of 1024) held for 1 s; with no
+ * queue here, a rate stands in for it: 1024/s is far above any honest peer set (each peer
+ * initiates at most every 5 s) and about what one core spends a fifth of its time on (4 DH each).
+ */
+export const UNDER_LOAD_HANDSHAKES_PER_SECOND = 1024;
+/** How long the device stays under load after the threshold is crossed (wireguard-go UnderLoadAfterTime). */
+export const UNDER_LOAD_AFTER_MS = 1000;
+/** Default TUN MTU. */
+export const DEFAULT_MTU = 1420;
+
+interface IndexEntry {
+  peer: Peer;
+  /** null: the index names the peer's in-progress handshake. */
+  keypair: Keypair | null;
+}
+
+/** Padded plaintext length for an IP packet of `len` bytes (wireguard-go calculatePaddingSize). */
+export function paddedLength(len: number, mtu: number): number {
+  let last = len;
+  if (mtu > 0 && last > mtu) last %= mtu;
+  let padded = (last + 15) & ~15;
+  if (mtu > 0 && padded > mtu) padded = mtu;
+  return len + (padded - last);
+}
+
+/** A WireGuard interface: peers, handshakes, timers, and the in-place data path. */
+export class Device {
+  private readonly clock: Clock;
+  private readonly random: (n: number) => Uint8Array;
+  private readonly log: (msg: string) => void;
+  private readonly mtu: number;
+  private readonly crypto: CryptoBackend;
+  private readonly noise: Noise;
+  private identity: StaticIdentity | null = null;
+  private readonly byKey = new Map<string, Peer>();
+  private readonly index = new Map<number, IndexEntry>();
+  private readonly allowed = new AllowedIPs<Peer>();
+  private readonly checker: CookieChecker;
+  private readonly limiter = new RateLimiter();
+  private manualUnderLoad = false;
+  private autoUnderLoadUntil = -Infinity;
+  private loadWindowStart = -Infinity;
+  private loadWindowCount = 0;
+  private lastCollect = -Infinity;
+  private jitterState: number;
+  private readonly releaseKeypair = (kp: Keypair): void => {
+    const e = this.index.get(kp.localIndex);
+    if (e !== undefined && e.keypair === kp) this.index.delete(kp.localIndex);
+    kp.zero();
+  };
+  private readonly c: Record<CounterName, number>;
+
+  /** Counters a user can read: dropped packets by reason, handshakes, etc. (names in COUNTER_NAMES). */
+  readonly counters: Record<string, number>;
+
+  constructor(opts: DeviceOptions) {
+    this.clock = opts.clock;
+    this.random = opts.random ?? ((n) => new Uint8Array(randomBytes(n)));
+    this.log = opts.log ?? (() => {});
+    this.mtu = opts.mtu ?? DEFAULT_MTU;
+    this.crypto = opts.crypto ?? nodeCrypto;
+    this.noise = new Noise(this.crypto);
+    this.checker = new CookieChecker(this.crypto, this.random);
+    const seed = this.random(4);
+    this.jitterState = (readU32LE(seed, 0) | 1) >>> 0;
+    const c = {} as Record<CounterName, number>;
+    for (const n of COUNTER_NAMES) c[n] = 0;
+    this.c = c;
+    this.counters = c;
+  }
+
+  /**
+   * True while handshakes need a valid mac2 (else they get a cookie reply) and pass a per-source
+   * rate limiter. Set by the I/O layer when it sees a backlog; also true for UNDER_LOAD_AFTER_MS after
+   * the device saw more than UNDER_LOAD_HANDSHAKES_PER_SECOND handshake messages in a second.
+   */
+  get underLoad(): boolean {
+    return this.manualUnderLoad || this.clock.now() < this.autoUnderLoadUntil;
+  }
+
+  set underLoad(v: boolean) {
+    this.manualUnderLoad = v;
+    if (!v) this.autoUnderLoadUntil = -Infinity;
+  }
+
+  // ---- configuration -------------------------------------------------------------------------
+
+  /** Sets (or clears) our static private key; re-derives each peer's static-static DH and expires sessions. */
+  setPrivateKey(key: Uint8Array | null): void {
+    if (key !== null && key.length !== 32) throw new RangeError(`private key must be 32 bytes, got ${key.length}`);
+    if (key === null ? this.identity === null : this.identity !== null && equalBytes(key, this.identity.privateKey)) return;
+    if (key === null) {
+      this.identity = null;
+    } else {
+      const priv = key.slice();
+      // Clamp as X25519 does, so that what we store is what we use.
+      priv[0] = priv[0]! & 248;
+      priv[31] = (priv[31]! & 127) | 64;
+      const pub = this.crypto.x25519.publicFromPrivate(priv);
+      // A peer with our own public key would be talking to itself (wireguard-go removes it).
+      const self = this.byKey.get(keyHex(pub));
+      if (self !== undefined) this.removePeerObject(self);
+      this.identity = { privateKey: priv, publicKey: pub };
+    }
+    this.checker.init(this.identity?.publicKey ?? null);
+    const now = this.clock.now();
+    for (const peer of this.byKey.values()) {
+      this.precompute(peer);
+      this.expireCurrentKeypairs(peer, now);
+    }
+  }
+
+  /** Our static public key, or null when no private key is set. */
+  publicKey(): Uint8Array | null {
+    return this.identity === null ? null : this.identity.publicKey.slice();
+  }
+
+  /** Creates or updates the peer with this public key. Throws on bad configuration, changing nothing. */
+  setPeer(publicKey: Uint8Array, cfg: PeerConfig): void {
+    if (publicKey.length !== 32) throw new RangeError(`peer public key must be 32 bytes, got ${publicKey.length}`);
+    const prefixes: Prefix[] = (cfg.allowedIPs ?? []).map((s) => parsePrefix(s));
+    if (cfg.presharedKey != null && cfg.presharedKey.length !== 32) {
+      throw new RangeError(`preshared key must be 32 bytes, got ${cfg.presharedKey.length}`);
+    }
+    const ka = cfg.persistentKeepalive;
+    if (ka !== undefined && !(Number.isInteger(ka) && ka >= 0 && ka <= 65535)) {
+      throw new RangeError(`persistent keepalive must be 0..65535 seconds, got ${ka}`);
+    }
+    if (this.identity !== null && equalBytes(publicKey, this.identity.publicKey)) {
+      this.log(`ignoring peer ${keyHex(publicKey).slice(0, 8)}: it has our own public key`);
+      return;
+    }
+    let peer = this.byKey.get(keyHex(publicKey));
+    if (peer === undefined) {
+      peer = new Peer(this.crypto, publicKey);
+      this.byKey.set(peer.id, peer);
+      this.precompute(peer);
+    }
+    if (cfg.presharedKey !== undefined) {
+      peer.handshake.presharedKey = cfg.presharedKey === null ? new Uint8Array(32) : cfg.presharedKey.slice();
+    }
+    if (cfg.endpoint !== undefined) peer.endpoint = cfg.endpoint;
+    if (cfg.replaceAllowedIPs === true) this.allowed.removeValue(peer);
+    for (const p of prefixes) this.allowed.insert(p, peer);
+    if (ka !== undefined) {
+      const old = peer.persistentKeepalive;
+      peer.persistentKeepalive = ka;
+      // Turning it on sends a keepalive right away (wireguard-go uapi), here on the next tick.
+      if (old === 0 && ka > 0) peer.timers.persistentKeepalive = this.clock.now();
+      if (ka === 0) peer.timers.persistentKeepalive = Infinity;
+    }
+  }
+
+  /** Removes a peer and everything it owns. */
+  removePeer(publicKey: Uint8Array): void {
+    const peer = this.byKey.get(keyHex(publicKey));
+    if (peer !== undefined) this.removePeerObject(peer);
+  }
+
+  /** Removes every peer. */
+  removeAllPeers(): void {
+    for (const peer of [...this.byKey.values()]) this.removePeerObject(peer);
+  }
+
+  /** A snapshot of every peer. */
+  peers(): PeerStatus[] {
+    return [...this.byKey.values()].map((p) => ({
+      publicKey: p.publicKey.slice(),
+      presharedKey: p.handshake.presharedKey.slice(),
+      endpoint: p.endpoint,
+      allowedIPs: this.allowed.prefixesOf(p),
+      lastHandshakeWallMs: p.lastHandshakeWallMs,
+      rxBytes: p.rxBytes,
+      txBytes: p.txBytes,
+      persistentKeepalive: p.persistentKeepalive,
+    }));
+  }
+
+  // ---- outbound ------------------------------------------------------------------------------
+
+  /**
+   * Outbound: an IP packet at buf[off, off+len). There are >= 16 bytes of headroom before off and
+   * the buffer's room after off is `cap` bytes (>= len + 16 + 15). Encrypts in place (header at
+   * off-16) and calls sink.sendUdp; without a session, stages a copy (max 128, oldest dropped) and
+   * starts a handshake. No matching allowed IP: dropped and counted.
+   */
+  sendPacketInPlace(buf: Uint8Array, off: number, len: number, cap: number, sink: WgSink): void {
+    const v = len > 0 ? buf[off]! >> 4 : 0;
+    if (!((v === 4 && len >= 20) || (v === 6 && len >= 40)) || off < TRANSPORT_HEADER_SIZE || cap < len + 31) {
+      this.c.dropTxNotIP++;
+      return;
+    }
+    const peer = this.allowed.lookupDestination(buf, off, len);
+    if (peer === undefined) {
+      this.c.dropTxNoRoute++;
+      return;
+    }
+    const now = this.clock.now();
+    const kp = peer.keypairs.current;
+    if (peer.staged.length === 0 && kp !== null && this.usableForSending(kp, now)) {
+      this.encryptAndSend(peer, kp, buf, off, len, sink, now);
+      return;
+    }
+    if (!peer.stage(buf, off, len)) this.c.dropTxStagedOverflow++;
+    this.sendStaged(peer, sink, now);
+  }
+
+  private usableForSending(kp: Keypair, now: number): boolean {
+    return kp.sendCounter < REJECT_AFTER_MESSAGES && now - kp.created < REJECT_AFTER_TIME_MS;
+  }
+
+  /** Encrypts buf[off, off+len) in place under kp and sends it (wireguard-go RoutineEncryption + SequentialSender). */
+  private encryptAndSend(peer: Peer, kp: Keypair, buf: Uint8Array, off: number, len: number, sink: WgSink, now: number): void {
+    const to = peer.endpoint;
+    if (to === null) {
+      this.c.dropTxNoEndpoint++;
+      return;
+    }
+    const counter = kp.sendCounter++;
+    const padded = paddedLength(len, this.mtu);
+    if (padded > len) buf.fill(0, off + len, off + padded);
+    writeTransportHeader(buf, off - TRANSPORT_HEADER_SIZE, kp.remoteIndex, counter);
+    this.crypto.aead.sealInPlace(kp.sendKey, counter, buf, off, padded);
+    const total = TRANSPORT_HEADER_SIZE + padded + 16;
+    const t = peer.timers;
+    t.anyAuthenticatedPacketTraversal(now, peer.persistentKeepalive);
+    t.anyAuthenticatedPacketSent();
+    sink.sendUdp(buf, off - TRANSPORT_HEADER_SIZE, total, to);
+    peer.txBytes += total;
+    if (len > 0) {
+      this.c.txData++;
+      t.dataSent(now, this.jitter());
+    } else {
+      this.c.txKeepalives++;
+    }
+    this.keepKeyFreshSending(peer, sink, now);
+  }
+
+  /** Sends the staged packets if there is a usable session, else starts a handshake. */
+  private sendStaged(peer: Peer, sink: WgSink, now: number): void {
+    if (peer.staged.length === 0) return;
+    const kp = peer.keypairs.current;
+    if (kp === null || !this.usableForSending(kp, now)) {
+      this.sendInitiation(peer, false, sink, now);
+      return;
+    }
+    while (peer.staged.length > 0) {
+      const s = peer.staged.shift()!;
+      // keepKeyFreshSending may have started a handshake, but the keypair stays usable meanwhile.
+      this.encryptAndSend(peer, kp, s.buf, STAGED_HEADROOM, s.len, sink, now);
+    }
+  }
+
+  private sendKeepalive(peer: Peer, sink: WgSink, now: number): void {
+    if (peer.staged.length === 0) peer.stageKeepalive();
+    this.sendStaged(peer, sink, now);
+  }
+
+  private keepKeyFreshSending(peer: Peer, sink: WgSink, now: number): void {
+    const kp = peer.keypairs.current;
+    if (kp === null) return;
+    if (kp.sendCounter > REKEY_AFTER_MESSAGES || (kp.isInitiator && now - kp.created > REKEY_AFTER_TIME_MS)) {
+      this.sendInitiation(peer, false, sink, now);
+    }
+  }
+
+  private keepKeyFreshReceiving(peer: Peer, sink: WgSink, now: number): void {
+    if (peer.timers.sentLastMinuteHandshake) return;
+    const kp = peer.keypairs.current;
+    if (kp !== null && kp.isInitiator && now - kp.created > REJECT_AFTER_TIME_MS - KEEPALIVE_TIMEOUT_MS - REKEY_TIMEOUT_MS) {
+      peer.timers.sentLastMinuteHandshake = true;
+      this.sendInitiation(peer, false, sink, now);
+    }
+  }
+
+  /** Sends a handshake initiation, at most one per REKEY_TIMEOUT (wireguard-go SendHandshakeInitiation). */
+  private sendInitiation(peer: Peer, isRetry: boolean, sink: WgSink, now: number): void {
+    if (!isRetry) peer.timers.handshakeAttempts = 0;
+    const hs = peer.handshake;
+    if (now - hs.lastSentHandshake < REKEY_TIMEOUT_MS) return;
+    hs.lastSentHandshake = now;
+    if (this.identity === null) return;
+    if (hs.localIndex !== 0) this.index.delete(hs.localIndex);
+    const idx = this.newIndex(peer);
+    const msg = createInitiation(this.noise, this.identity, hs, idx, this.random, this.clock.wall());
+    if (msg === null) {
+      this.index.delete(idx);
+      hs.localIndex = 0;
+      this.log(`peer ${peer.id.slice(0, 8)}: cannot create initiation (invalid static key)`);
+      return;
+    }
+    peer.cookies.addMacs(msg, now);
+    peer.timers.anyAuthenticatedPacketTraversal(now, peer.persistentKeepalive);
+    peer.timers.anyAuthenticatedPacketSent();
+    if (peer.endpoint !== null) {
+      sink.sendUdp(msg, 0, msg.length, peer.endpoint);
+      peer.txBytes += msg.length;
+      this.c.txInitiations++;
+    } else {
+      this.c.dropTxNoEndpoint++;
+    }
+    peer.timers.handshakeInitiated(now, this.jitter());
+  }
+
+  private sendResponse(peer: Peer, sink: WgSink, now: number, to: Endpoint): void {
+    const hs = peer.handshake;
+    hs.lastSentHandshake = now;
+    if (hs.localIndex !== 0) {
+      this.index.delete(hs.localIndex);
+      hs.localIndex = 0;
+    }
+    const idx = this.newIndex(peer);
+    const msg = createResponse(this.noise, hs, idx, this.random);
+    if (msg === null) {
+      this.index.delete(idx);
+      this.c.dropRxHandshakeInvalid++;
+      return;
+    }
+    peer.cookies.addMacs(msg, now);
+    if (!this.beginSession(peer, now)) return;
+    peer.timers.anyAuthenticatedPacketTraversal(now, peer.persistentKeepalive);
+    peer.timers.anyAuthenticatedPacketSent();
+    sink.sendUdp(msg, 0, msg.length, to);
+    peer.txBytes += msg.length;
+    this.c.txResponses++;
+  }
+
+  /** Turns a finished handshake into a keypair in the right slot (wireguard-go BeginSymmetricSession). */
+  private beginSession(peer: Peer, now: number): boolean {
+    const hsIndex = peer.handshake.localIndex;
+    const keys = deriveKeys(this.noise, peer.handshake);
+    if (keys === null) return false;
+    const kp = new Keypair(this.crypto.aead, keys, now);
+    // The handshake's index now names the keypair.
+    this.index.set(hsIndex, { peer, keypair: kp });
+    peer.keypairs.install(kp, this.releaseKeypair);
+    peer.timers.sessionDerived(now);
+    return true;
+  }
+
+  // ---- inbound -------------------------------------------------------------------------------
+
+  /**
+   * Inbound: a UDP datagram buf[off, off+len) from `from`. Transport data is decrypted in place and
+   * the IP packet passed to sink.writeTun; handshakes are answered through sink.sendUdp; junk,
+   * replays and bad MACs are dropped and counted. Never throws for bad input.
+   */
+  receiveDatagramInPlace(buf: Uint8Array, off: number, len: number, from: Endpoint, sink: WgSink): void {
+    switch (messageTypeOf(buf, off, len)) {
+      case MessageType.Transport:
+        this.receiveTransport(buf, off, len, from, sink);
+        return;
+      case MessageType.Initiation:
+      case MessageType.Response:
+        this.receiveHandshake(buf.subarray(off, off + len), from, sink);
+        return;
+      case MessageType.CookieReply:
+        this.receiveCookieReply(buf.subarray(off, off + len));
+        return;
+      default:
+        this.c.dropRxJunk++;
+    }
+  }
+
+  private receiveTransport(buf: Uint8Array, off: number, len: number, from: Endpoint, sink: WgSink): void {
+    const entry = this.index.get(readU32LE(buf, off + Offsets.transport.receiver));
+    if (entry === undefined || entry.keypair === null) {
+      this.c.dropRxUnknownIndex++;
+      return;
+    }
+    const { peer, keypair: kp } = entry;
+    const now = this.clock.now();
+    if (now - kp.created >= REJECT_AFTER_TIME_MS) {
+      this.c.dropRxExpiredKeypair++;
+      return;
+    }
+    const counter = readCounter(buf, off + Offsets.transport.counter);
+    if (counter < 0) {
+      this.c.dropRxCounterTooLarge++;
+      return;
+    }
+    const p = off + TRANSPORT_HEADER_SIZE;
+    if (!this.crypto.aead.openInPlace(kp.recvKey, counter, buf, p, len - TRANSPORT_HEADER_SIZE)) {
+      this.c.dropRxDecryptFailed++;
+      return;
+    }
+    if (!kp.replay.validate(counter, REJECT_AFTER_MESSAGES)) {
+      this.c.dropRxReplay++;
+      return;
+    }
+    // Authenticated: the peer is at `from` now (roaming, whitepaper 2.1).
+    peer.endpoint = from;
+    if (peer.keypairs.receivedWith(kp, this.releaseKeypair)) {
+      peer.timers.handshakeComplete();
+      peer.lastHandshakeWallMs = this.clock.wall();
+      this.c.handshakesCompleted++;
+      this.sendStaged(peer, sink, now);
+    }
+    this.keepKeyFreshReceiving(peer, sink, now);
+    peer.timers.anyAuthenticatedPacketTraversal(now, peer.persistentKeepalive);
+    peer.timers.anyAuthenticatedPacketReceived();
+    peer.rxBytes += len;
+    const plainLen = len - TRANSPORT_MIN_SIZE;
+    if (plainLen === 0) {
+      this.c.rxKeepalives++;
+      return;
+    }
+    peer.timers.dataReceived(now);
+    // Strip padding using the inner IP length, then check the source against the sender's allowed IPs.
+    const v = buf[p]! >> 4;
+    let innerLen: number;
+    if (v === 4 && plainLen >= 20) {
+      innerLen = (buf[p + 2]! << 8) | buf[p + 3]!;
+      if (innerLen < 20) innerLen = plainLen + 1;
+    } else if (v === 6 && plainLen >= 40) {
+      innerLen = 40 + ((buf[p + 4]! << 8) | buf[p + 5]!);
+    } else {
+      innerLen = plainLen + 1;
+    }
+    if (innerLen > plainLen) {
+      this.c.dropRxBadInner++;
+      return;
+    }
+    if (this.allowed.lookupSource(buf, p, innerLen) !== peer) {
+      this.c.dropRxSourceNotAllowed++;
+      return;
+    }
+    this.c.rxData++;
+    sink.writeTun(buf, p, innerLen);
+  }
+
+  private receiveHandshake(msg: Uint8Array, from: Endpoint, sink: WgSink): void {
+    if (!this.checker.checkMac1(msg)) {
+      this.c.dropRxBadMac1++;
+      return;
+    }
+    const now = this.clock.now();
+    this.noteHandshakeLoad(now);
+    if (this.underLoad) {
+      if (!this.checker.checkMac2(msg, from.addrBytes, now)) {
+        const reply = this.checker.createReply(msg, readU32LE(msg, 4), from.addrBytes, now);
+        sink.sendUdp(reply, 0, COOKIE_REPLY_SIZE, from);
+        this.c.txCookieReplies++;
+        this.c.dropRxNeedCookie++;
+        return;
+      }
+      // wireguard-go limits per source IP (not port): a cookie is per address and port, so this is the stricter key.
+      if (!this.limiter.allow(from.ip, now)) {
+        this.c.dropRxRateLimited++;
+        return;
+      }
+    }
+    const id = this.identity;
+    if (id === null) {
+      this.c.dropRxNoPrivateKey++;
+      return;
+    }
+    if (msg.length === Offsets.initiation.mac2 + 16) {
+      const r = consumeInitiation(this.noise, id, msg, (k) => this.byKey.get(keyHex(k)), now);
+      switch (r) {
+        case 'invalid': this.c.dropRxHandshakeInvalid++; return;
+        case 'unknownPeer': this.c.dropRxUnknownPeer++; return;
+        case 'replay': this.c.dropRxReplayedInitiation++; return;
+        case 'flood': this.c.dropRxInitiationFlood++; return;
+      }
+      const peer = r;
+      this.c.rxInitiations++;
+      peer.rxBytes += msg.length;
+      peer.endpoint = from;
+      peer.timers.anyAuthenticatedPacketTraversal(now, peer.persistentKeepalive);
+      peer.timers.anyAuthenticatedPacketReceived();
+      this.sendResponse(peer, sink, now, from);
+      return;
+    }
+    // Response: the receiver index names our pending handshake.
+    const entry = this.index.get(readU32LE(msg, Offsets.response.receiver));
+    if (entry === undefined || entry.keypair !== null) {
+      this.c.dropRxUnknownIndex++;
+      return;
+    }
+    const peer = entry.peer;
+    if (peer.handshake.state !== HandshakeState.InitiationCreated || !consumeResponse(this.noise, id, peer.handshake, msg)) {
+      this.c.dropRxHandshakeInvalid++;
+      return;
+    }
+    this.c.rxResponses++;
+    peer.rxBytes += msg.length;
+    peer.endpoint = from;
+    peer.timers.anyAuthenticatedPacketTraversal(now, peer.persistentKeepalive);
+    peer.timers.anyAuthenticatedPacketReceived();
+    if (!this.beginSession(peer, now)) return;
+    peer.timers.handshakeComplete();
+    peer.lastHandshakeWallMs = this.clock.wall();
+    this.c.handshakesCompleted++;
+    this.sendKeepalive(peer, sink, now);
+  }
+
+  private receiveCookieReply(msg: Uint8Array): void {
+    const entry = this.index.get(readU32LE(msg, Offsets.cookieReply.receiver));
+    if (entry === undefined) {
+      this.c.dropRxUnknownIndex++;
+      return;
+    }
+    if (entry.peer.cookies.consumeReply(msg, this.clock.now())) this.c.rxCookieReplies++;
+    else this.c.dropRxBadCookieReply++;
+  }
+
+  private noteHandshakeLoad(now: number): void {
+    if (now - this.loadWindowStart >= 1000) {
+      this.loadWindowStart = now;
+      this.loadWindowCount = 0;
+    }
+    if (++this.loadWindowCount > UNDER_LOAD_HANDSHAKES_PER_SECOND) {
+      if (now >= this.autoUnderLoadUntil) this.c.underLoadEntered++;
+      this.autoUnderLoadUntil = now + UNDER_LOAD_AFTER_MS;
+    }
+  }
+
+  // ---- timers --------------------------------------------------------------------------------
+
+  /** Runs due timers (wireguard-go device/timers.go). Call at least every 100 ms. */
+  tick(sink: WgSink): void {
+    const now = this.clock.now();
+    for (const peer of this.byKey.values()) {
+      const t = peer.timers;
+      if (now >= t.retransmitHandshake) {
+        t.retransmitHandshake = Infinity;
+        this.expiredRetransmitHandshake(peer, sink, now);
+      }
+      if (now >= t.sendKeepalive) {
+        t.sendKeepalive = Infinity;
+        this.sendKeepalive(peer, sink, now);
+        if (t.needAnotherKeepalive) {
+          t.needAnotherKeepalive = false;
+          t.sendKeepalive = now + KEEPALIVE_TIMEOUT_MS;
+        }
+      }
+      if (now >= t.newHandshake) {
+        t.newHandshake = Infinity;
+        this.log(`peer ${peer.id.slice(0, 8)}: no reply to data for ${(KEEPALIVE_TIMEOUT_MS + REKEY_TIMEOUT_MS) / 1000} s, new handshake`);
+        this.sendInitiation(peer, false, sink, now);
+      }
+      if (now >= t.zeroKeyMaterial) {
+        t.zeroKeyMaterial = Infinity;
+        this.zeroAndFlushAll(peer);
+      }
+      if (now >= t.persistentKeepalive) {
+        t.persistentKeepalive = Infinity;
+        if (peer.persistentKeepalive > 0) this.sendKeepalive(peer, sink, now);
+      }
+    }
+    if (now - this.lastCollect >= 1000) {
+      this.lastCollect = now;
+      this.limiter.collect(now);
+    }
+  }
+
+  private expiredRetransmitHandshake(peer: Peer, sink: WgSink, now: number): void {
+    const t = peer.timers;
+    if (t.handshakeAttempts > MAX_TIMER_HANDSHAKES) {
+      this.log(`peer ${peer.id.slice(0, 8)}: handshake did not complete after ${MAX_TIMER_HANDSHAKES + 2} attempts, giving up`);
+      this.c.handshakesGivenUp++;
+      t.sendKeepalive = Infinity;
+      this.c.dropTxStagedFlushed += peer.staged.length;
+      peer.staged.length = 0;
+      if (!PeerTimers.pending(t.zeroKeyMaterial)) t.zeroKeyMaterial = now + ZERO_KEY_MATERIAL_AFTER_MS;
+      return;
+    }
+    t.handshakeAttempts++;
+    this.sendInitiation(peer, true, sink, now);
+  }
+
+  private zeroAndFlushAll(peer: Peer): void {
+    peer.keypairs.clear(this.releaseKeypair);
+    const hs = peer.handshake;
+    if (hs.localIndex !== 0) this.index.delete(hs.localIndex);
+    hs.clear();
+    this.c.dropTxStagedFlushed += peer.staged.length;
+    peer.staged.length = 0;
+    this.c.keyZeroings++;
+  }
+
+  // ---- helpers -------------------------------------------------------------------------------
+
+  private precompute(peer: Peer): void {
+    const hs = peer.handshake;
+    hs.precomputedStaticStatic = this.identity === null ? null : this.crypto.x25519.shared(this.identity.privateKey, hs.remoteStatic);
+  }
+
+  /** wireguard-go ExpireCurrentKeypairs: forget the handshake and stop sending on current/next. */
+  private expireCurrentKeypairs(peer: Peer, now: number): void {
+    const hs = peer.handshake;
+    if (hs.localIndex !== 0) this.index.delete(hs.localIndex);
+    hs.clear();
+    hs.lastSentHandshake = now - REKEY_TIMEOUT_MS - 1000;
+    if (peer.keypairs.current !== null) peer.keypairs.current.sendCounter = REJECT_AFTER_MESSAGES;
+    if (peer.keypairs.next !== null) peer.keypairs.next.sendCounter = REJECT_AFTER_MESSAGES;
+  }
+
+  private removePeerObject(peer: Peer): void {
+    peer.keypairs.clear(this.releaseKeypair);
+    if (peer.handshake.localIndex !== 0) this.index.delete(peer.handshake.localIndex);
+    peer.handshake.clear();
+    peer.timers.stopAll();
+    peer.staged.length = 0;
+    this.allowed.removeValue(peer);
+    this.byKey.delete(peer.id);
+  }
+
+  /** A fresh random index not in use, registered for the peer's handshake. */
+  private newIndex(peer: Peer): number {
+    for (;;) {
+      const b = this.random(4);
+      const idx = readU32LE(b, 0);
+      if (idx === 0 || this.index.has(idx)) continue;
+      this.index.set(idx, { peer, keypair: null });
+      return idx;
+    }
+  }
+
+  /** 0..REKEY_TIMEOUT_JITTER_MAX_MS-1 from a cheap PRNG (jitter needs no secrecy). */
+  private jitter(): number {
+    let x = this.jitterState;
+    x ^= x << 13; x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5; x >>>= 0;
+    this.jitterState = x;
+    return x % REKEY_TIMEOUT_JITTER_MAX_MS;
+  }
+}
