@@ -197,6 +197,16 @@ export class Device {
 
   // ---- configuration -------------------------------------------------------------------------
 
+  /** Our static private key (for the configuration protocol's get), or null. */
+  privateKey(): Uint8Array | null {
+    return this.identity ? this.identity.privateKey : null;
+  }
+
+  /** True when a peer with this public key exists. */
+  hasPeer(publicKey: Uint8Array): boolean {
+    return this.byKey.has(keyHex(publicKey));
+  }
+
   /** Sets (or clears) our static private key; re-derives each peer's static-static DH and expires sessions. */
   setPrivateKey(key: Uint8Array | null): void {
     if (key !== null && key.length !== 32) throw new RangeError(`private key must be 32 bytes, got ${key.length}`);
