@@ -83,6 +83,21 @@ describe('Tun in a network namespace', { skip }, () => {
     }
   });
 
+  it('reports a fatal read error once when the device is deleted under a running reader', () => {
+    const lab4 = new Lab('tung');
+    try {
+      const ns = lab4.ns('a');
+      const events = lines(lab4.exec(ns, [process.execPath, child, 'gone'], { timeoutMs: 10_000 })) as Array<Record<string, unknown>>;
+      assert.equal(events.find((e) => e.event === 'deleted')?.status, 0);
+      const errs = events.filter((e) => e.event === 'error');
+      assert.equal(errs.length, 1, JSON.stringify(events));
+      assert.match(String(errs[0]!.code), /^EBADFD?$/);
+      assert.match(String(errs[0]!.message), /^tun meshdt3: reading stopped after EBADFD?/);
+    } finally {
+      lab4.disposeSync();
+    }
+  });
+
   it('refuses to open a device without CAP_NET_ADMIN, saying it needs root', () => {
     const lab3 = new Lab('tunp');
     try {
