@@ -122,7 +122,10 @@ export function ipv6Bytes(ip: string): Uint8Array {
  * without allocating for IPv4 (the common case on the packet path).
  */
 export class Endpoints {
-  private readonly v4 = new Map<number, Endpoint>();
+  // Two levels keyed by small integers (a.b.c, then d:port, 24 bits each): always SMIs, so a
+  // lookup allocates nothing. One 48-bit key would be a heap number, boxed on every Map.get.
+  private readonly v4 = new Map<number, Map<number, Endpoint>>();
+  private v4Count = 0;
   private readonly v6 = new Map<string, Endpoint>();
   private readonly limit: number;
 
@@ -134,12 +137,23 @@ export class Endpoints {
   intern(raw: Uint8Array, off = 0): Endpoint {
     const port = (raw[off + 16]! << 8) | raw[off + 17]!;
     if (raw[off + 18] === 4) {
-      const key = ((raw[off + 12]! * 16777216 + (raw[off + 13]! << 16) + (raw[off + 14]! << 8) + raw[off + 15]!) * 65536) + port;
-      let ep = this.v4.get(key);
+      const hi = (raw[off + 12]! << 16) | (raw[off + 13]! << 8) | raw[off + 14]!;
+      const lo = (raw[off + 15]! << 16) | port;
+      let inner = this.v4.get(hi);
+      let ep = inner?.get(lo);
       if (ep === undefined) {
-        if (this.v4.size >= this.limit) this.v4.clear();
+        if (this.v4Count >= this.limit) {
+          this.v4.clear();
+          this.v4Count = 0;
+          inner = undefined;
+        }
+        if (inner === undefined) {
+          inner = new Map<number, Endpoint>();
+          this.v4.set(hi, inner);
+        }
         ep = new Endpoint(4, v4Text(raw, off), port, raw.slice(off, off + ENDPOINT_RAW_LEN));
-        this.v4.set(key, ep);
+        inner.set(lo, ep);
+        this.v4Count++;
       }
       return ep;
     }

@@ -1,0 +1,422 @@
+// Batched readers driven by the Node event loop: a libuv uv_poll_t per fd; on readable, packets
+// are read straight into the caller's slot buffer (TUN: read() until EAGAIN; UDP: recvmmsg) and
+// the caller's callback runs once per batch, synchronously, before the slots are reused.
+#include "meshd.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <uv.h>
+
+#define KIND_TUN 0
+#define KIND_UDP 1
+
+// Batches read per wakeup before yielding to the loop (the fd is level-triggered, so whatever is
+// left wakes us again on the next loop iteration, after timers and other fds had their turn).
+#define MAX_BATCHES_PER_WAKEUP 4
+
+typedef struct reader reader;
+
+// Counters, readable with pollStats; they outlive the reader for as long as the JS handle does.
+typedef struct {
+  double packets, batches, wakeups, truncated, errors;
+  int last_errno;
+} poll_stats;
+
+// What the JS handle (an External) points to. `r` is NULL once the reader is gone; the box is
+// freed by whichever of (handle finalized, reader closed) happens last.
+typedef struct {
+  reader *r;
+  bool orphan;  // the handle was finalized while the reader still ran
+  poll_stats st;
+} poll_box;
+
+struct reader {
+  uv_poll_t h;
+  napi_env env;
+  int fd, kind;
+  uint8_t *buf;
+  size_t slot_size, headroom, slots;
+  int32_t *lens;
+  uint8_t *addrs;
+  napi_ref buf_ref, lens_ref, addrs_ref, cb_ref, this_ref;
+  napi_async_context actx;
+  struct mmsghdr *msgs;
+  struct iovec *iov;
+  struct sockaddr_in6 *names;
+  poll_box *box;
+  int in_cb;            // nesting depth of our JS callback
+  bool stop_requested;  // pollStop ran inside the callback; finish after it returns
+  bool stopped;         // poll stopped, refs released, uv_close pending
+};
+
+static void box_release(poll_box *b) {
+  if (b && b->orphan) free(b);
+}
+
+static void on_closed(uv_handle_t *h) {
+  reader *r = (reader *)h->data;
+  if (r->box) {
+    r->box->r = NULL;
+    box_release(r->box);
+  }
+  free(r->msgs);
+  free(r->iov);
+  free(r->names);
+  free(r);
+}
+
+static void env_cleanup(void *arg);
+
+// Stops polling and releases everything; memory goes once libuv has closed the handle.
+static void stop_now(reader *r) {
+  if (r->stopped) return;
+  r->stopped = true;
+  uv_poll_stop(&r->h);
+  napi_remove_env_cleanup_hook(r->env, env_cleanup, r);
+  napi_env env = r->env;
+  napi_handle_scope scope;
+  bool scoped = napi_open_handle_scope(env, &scope) == napi_ok;
+  napi_delete_reference(env, r->buf_ref);
+  napi_delete_reference(env, r->lens_ref);
+  if (r->addrs_ref) napi_delete_reference(env, r->addrs_ref);
+  napi_delete_reference(env, r->cb_ref);
+  napi_delete_reference(env, r->this_ref);
+  napi_async_destroy(env, r->actx);
+  if (scoped) napi_close_handle_scope(env, scope);
+  uv_close((uv_handle_t *)&r->h, on_closed);
+}
+
+// The environment is going away (process exit, worker termination): no JS may run now.
+static void env_cleanup(void *arg) {
+  reader *r = arg;
+  if (r->stopped) return;
+  r->stopped = true;
+  uv_poll_stop(&r->h);
+  uv_close((uv_handle_t *)&r->h, on_closed);
+}
+
+static bool transient(int e) {
+  switch (e) {
+    case ECONNREFUSED: case EHOSTUNREACH: case ENETUNREACH: case EHOSTDOWN: case ENETDOWN:
+    case ENOBUFS: case ENOMEM: case EPERM: case EACCES: case EMSGSIZE: case ETIMEDOUT:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// Reads one batch. Returns packets placed in slots 0..n-1; *full when the batch filled up (more
+// may be waiting); *fatal = errno of an error that ends reading, else 0.
+static size_t read_tun(reader *r, bool *full, int *fatal) {
+  size_t n = 0, cap = r->slot_size - r->headroom;
+  *full = false;
+  while (n < r->slots) {
+    ssize_t got = read(r->fd, r->buf + n * r->slot_size + r->headroom, cap);
+    if (got < 0) {
+      int e = errno;
+      if (e == EINTR) continue;
+      if (e == EAGAIN || e == EWOULDBLOCK) return n;
+      r->box->st.errors++;
+      r->box->st.last_errno = e;
+      if (!transient(e)) *fatal = e;
+      return n;
+    }
+    if ((size_t)got > cap) {  // the kernel reports the full length of a packet it cut short
+      r->box->st.truncated++;
+      continue;
+    }
+    r->lens[n++] = (int32_t)got;
+  }
+  *full = true;
+  return n;
+}
+
+static size_t read_udp(reader *r, bool *full, int *fatal) {
+  *full = false;
+  for (size_t i = 0; i < r->slots; i++) {
+    r->msgs[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_in6);
+    r->msgs[i].msg_hdr.msg_flags = 0;
+  }
+  int got;
+  do got = recvmmsg(r->fd, r->msgs, (unsigned)r->slots, MSG_DONTWAIT, NULL);
+  while (got < 0 && errno == EINTR);
+  if (got < 0) {
+    int e = errno;
+    if (e == EAGAIN || e == EWOULDBLOCK) return 0;
+    r->box->st.errors++;
+    r->box->st.last_errno = e;
+    if (!transient(e)) *fatal = e;
+    return 0;
+  }
+  size_t w = 0;
+  for (size_t i = 0; i < (size_t)got; i++) {
+    struct mmsghdr *m = &r->msgs[i];
+    if (m->msg_hdr.msg_flags & MSG_TRUNC) {  // larger than a slot: dropped and counted
+      r->box->st.truncated++;
+      continue;
+    }
+    if (w != i) {  // close the gap a dropped datagram left (rare)
+      memmove(r->buf + w * r->slot_size + r->headroom, r->buf + i * r->slot_size + r->headroom, m->msg_len);
+    }
+    r->lens[w] = (int32_t)m->msg_len;
+    sockaddr_to_raw((struct sockaddr *)&r->names[i], r->addrs + w * EP_RAW_LEN);
+    w++;
+  }
+  *full = (size_t)got == r->slots;
+  return w;
+}
+
+// Calls the JS callback with one argument; an exception becomes an uncaught exception.
+static void call_js(reader *r, int32_t arg) {
+  napi_env env = r->env;
+  napi_value cb, self, a, res;
+  if (napi_get_reference_value(env, r->cb_ref, &cb) != napi_ok || cb == NULL) return;
+  napi_get_reference_value(env, r->this_ref, &self);
+  napi_create_int32(env, arg, &a);
+  r->in_cb++;
+  napi_status s = napi_make_callback(env, r->actx, self, cb, 1, &a, &res);
+  r->in_cb--;
+  if (s == napi_pending_exception) {
+    napi_value e;
+    napi_get_and_clear_last_exception(env, &e);
+    napi_fatal_exception(env, e);
+  }
+}
+
+static void on_poll(uv_poll_t *h, int status, int events) {
+  (void)events;
+  reader *r = (reader *)h->data;
+  if (r->stopped) return;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(r->env, &scope) != napi_ok) return;
+  r->box->st.wakeups++;
+  if (status < 0) {
+    r->box->st.errors++;
+    r->box->st.last_errno = -status;
+    uv_poll_stop(&r->h);
+    call_js(r, status);  // libuv codes are -errno on Linux
+    stop_now(r);
+    napi_close_handle_scope(r->env, scope);
+    return;
+  }
+  for (int b = 0; b < MAX_BATCHES_PER_WAKEUP; b++) {
+    bool full = false;
+    int fatal = 0;
+    size_t n = r->kind == KIND_TUN ? read_tun(r, &full, &fatal) : read_udp(r, &full, &fatal);
+    if (n > 0) {
+      r->box->st.packets += (double)n;
+      r->box->st.batches++;
+      call_js(r, (int32_t)n);
+      if (r->stop_requested || r->stopped) break;
+    }
+    if (fatal) {
+      uv_poll_stop(&r->h);
+      call_js(r, -fatal);
+      stop_now(r);
+      break;
+    }
+    if (!full) break;
+  }
+  if (r->stop_requested) stop_now(r);
+  napi_close_handle_scope(r->env, scope);
+}
+
+static void box_finalize(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  poll_box *b = data;
+  if (b->r) {
+    b->orphan = true;  // the reader still runs; it frees the box when it closes
+    return;
+  }
+  free(b);
+}
+
+// pollStart(fd, kind: 'tun'|'udp', rx: {buf, slotSize, headroom, slots, lens, addrs?}, callback) -> handle
+static napi_value js_poll_start(napi_env env, napi_callback_info info) {
+  ARGS(4);
+  int32_t fd;
+  if (!arg_int32(env, argv[0], "fd", &fd)) return NULL;
+  char kind[8];
+  if (!arg_string(env, argv[1], "kind", kind, sizeof kind, NULL)) return NULL;
+  int k;
+  if (strcmp(kind, "tun") == 0) k = KIND_TUN;
+  else if (strcmp(kind, "udp") == 0) k = KIND_UDP;
+  else return throw_type(env, "kind must be 'tun' or 'udp'");
+  napi_valuetype t;
+  napi_typeof(env, argv[2], &t);
+  if (t != napi_object) return throw_type(env, "rx must be an object");
+  napi_typeof(env, argv[3], &t);
+  if (t != napi_function) return throw_type(env, "callback must be a function");
+
+  napi_value jbuf, jlens, jaddrs, v;
+  bool present;
+  uint8_t *buf, *addrs = NULL;
+  int32_t *lens;
+  size_t buflen, nlens, naddrs = 0;
+  uint32_t slot_size, headroom, slots;
+  if (!prop_get(env, argv[2], "buf", &jbuf, &present)) return NULL;
+  if (!arg_typed(env, jbuf, napi_uint8_array, "rx.buf", (void **)&buf, &buflen)) return NULL;
+  if (!prop_get(env, argv[2], "lens", &jlens, &present)) return NULL;
+  if (!arg_typed(env, jlens, napi_int32_array, "rx.lens", (void **)&lens, &nlens)) return NULL;
+  if (!prop_get(env, argv[2], "slotSize", &v, &present) || !arg_uint32(env, v, "rx.slotSize", &slot_size)) return NULL;
+  if (!prop_get(env, argv[2], "headroom", &v, &present) || !arg_uint32(env, v, "rx.headroom", &headroom)) return NULL;
+  if (!prop_get(env, argv[2], "slots", &v, &present) || !arg_uint32(env, v, "rx.slots", &slots)) return NULL;
+  if (!prop_get(env, argv[2], "addrs", &jaddrs, &present)) return NULL;
+  if (k == KIND_UDP) {
+    if (!present) return throw_type(env, "rx.addrs is required for kind 'udp'");
+    if (!arg_typed(env, jaddrs, napi_uint8_array, "rx.addrs", (void **)&addrs, &naddrs)) return NULL;
+  }
+  if (slots < 1 || slots > MAX_BATCH) return throw_range(env, "rx.slots must be in 1..128");
+  if (headroom >= slot_size) return throw_range(env, "rx.headroom must be smaller than rx.slotSize");
+  if ((size_t)slot_size * slots > buflen) return throw_range(env, "rx.buf is smaller than slots * slotSize");
+  if (nlens < slots) return throw_range(env, "rx.lens is shorter than slots");
+  if (k == KIND_UDP && naddrs < (size_t)slots * EP_RAW_LEN) return throw_range(env, "rx.addrs is shorter than slots * 20");
+
+  reader *r = calloc(1, sizeof *r);
+  poll_box *box = calloc(1, sizeof *box);
+  if (!r || !box) {
+    free(r);
+    free(box);
+    return throw_errno(env, ENOMEM, "calloc", "pollStart", NULL);
+  }
+  r->env = env;
+  r->fd = fd;
+  r->kind = k;
+  r->buf = buf;
+  r->slot_size = slot_size;
+  r->headroom = headroom;
+  r->slots = slots;
+  r->lens = lens;
+  r->addrs = addrs;
+  r->box = box;
+  box->r = r;
+  if (k == KIND_UDP) {
+    r->msgs = calloc(slots, sizeof *r->msgs);
+    r->iov = calloc(slots, sizeof *r->iov);
+    r->names = calloc(slots, sizeof *r->names);
+    if (!r->msgs || !r->iov || !r->names) {
+      free(r->msgs);
+      free(r->iov);
+      free(r->names);
+      free(r);
+      free(box);
+      return throw_errno(env, ENOMEM, "calloc", "pollStart", NULL);
+    }
+    for (size_t i = 0; i < slots; i++) {
+      r->iov[i].iov_base = buf + i * slot_size + headroom;
+      r->iov[i].iov_len = slot_size - headroom;
+      r->msgs[i].msg_hdr.msg_name = &r->names[i];
+      r->msgs[i].msg_hdr.msg_iov = &r->iov[i];
+      r->msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+  }
+
+  uv_loop_t *loop;
+  napi_get_uv_event_loop(env, &loop);
+  int e = uv_poll_init(loop, &r->h, fd);
+  if (e == 0) {
+    r->h.data = r;
+    e = uv_poll_start(&r->h, UV_READABLE, on_poll);
+    if (e != 0) {
+      // The handle is initialized: it must be closed, and on_closed frees r.
+      r->box = NULL;
+      uv_close((uv_handle_t *)&r->h, on_closed);
+      free(box);
+      return throw_errno(env, -e, "uv_poll_start", "pollStart", NULL);
+    }
+  } else {
+    free(r->msgs);
+    free(r->iov);
+    free(r->names);
+    free(r);
+    free(box);
+    return throw_errno(env, -e, "uv_poll_init", "pollStart",
+                       -e == EBADF ? "the fd is not open" : -e == EPERM ? "this fd cannot be polled (a regular file?)" : NULL);
+  }
+
+  napi_value handle, name;
+  napi_create_external(env, box, box_finalize, NULL, &handle);
+  napi_create_reference(env, jbuf, 1, &r->buf_ref);
+  napi_create_reference(env, jlens, 1, &r->lens_ref);
+  if (k == KIND_UDP) napi_create_reference(env, jaddrs, 1, &r->addrs_ref);
+  napi_create_reference(env, argv[3], 1, &r->cb_ref);
+  napi_create_reference(env, argv[2], 1, &r->this_ref);
+  napi_create_string_utf8(env, k == KIND_TUN ? "meshd.TunRead" : "meshd.UdpRead", NAPI_AUTO_LENGTH, &name);
+  napi_async_init(env, argv[2], name, &r->actx);
+  napi_add_env_cleanup_hook(env, env_cleanup, r);
+  return handle;
+}
+
+static poll_box *get_box(napi_env env, napi_value v) {
+  napi_valuetype t;
+  napi_typeof(env, v, &t);
+  if (t != napi_external) {
+    throw_type(env, "handle must be a value returned by pollStart");
+    return NULL;
+  }
+  void *p;
+  napi_get_value_external(env, v, &p);
+  return p;
+}
+
+// pollStop(handle) -> undefined. Idempotent; safe inside the callback (reading ends after it returns).
+static napi_value js_poll_stop(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  poll_box *b = get_box(env, argv[0]);
+  if (!b) return NULL;
+  reader *r = b->r;
+  if (!r || r->stopped) return NULL;
+  if (r->in_cb > 0) {
+    uv_poll_stop(&r->h);
+    r->stop_requested = true;
+  } else {
+    stop_now(r);
+  }
+  return NULL;
+}
+
+// pollRef(handle, ref: boolean) -> undefined. An unref'd reader does not keep the process alive.
+static napi_value js_poll_ref(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  poll_box *b = get_box(env, argv[0]);
+  if (!b) return NULL;
+  bool ref;
+  if (!arg_bool(env, argv[1], "ref", &ref)) return NULL;
+  if (b->r && !b->r->stopped) {
+    if (ref) uv_ref((uv_handle_t *)&b->r->h);
+    else uv_unref((uv_handle_t *)&b->r->h);
+  }
+  return NULL;
+}
+
+// pollStats(handle) -> { packets, batches, wakeups, truncated, errors, lastErrno, active }
+static napi_value js_poll_stats(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  poll_box *b = get_box(env, argv[0]);
+  if (!b) return NULL;
+  napi_value o, v;
+  napi_create_object(env, &o);
+#define NUM(key, val)                 \
+  napi_create_double(env, (val), &v); \
+  napi_set_named_property(env, o, key, v);
+  NUM("packets", b->st.packets);
+  NUM("batches", b->st.batches);
+  NUM("wakeups", b->st.wakeups);
+  NUM("truncated", b->st.truncated);
+  NUM("errors", b->st.errors);
+  NUM("lastErrno", b->st.last_errno ? -(double)b->st.last_errno : 0);
+#undef NUM
+  napi_get_boolean(env, b->r != NULL && !b->r->stopped && !b->r->stop_requested, &v);
+  napi_set_named_property(env, o, "active", v);
+  return o;
+}
+
+bool init_poll(napi_env env, napi_value exports) {
+  return export_fn(env, exports, "pollStart", js_poll_start) && export_fn(env, exports, "pollStop", js_poll_stop) &&
+         export_fn(env, exports, "pollRef", js_poll_ref) && export_fn(env, exports, "pollStats", js_poll_stats);
+}

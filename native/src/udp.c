@@ -1,0 +1,267 @@
+// UDP sockets: udpOpen and the batched udpSend (sendmmsg), plus the endpoint raw-form conversions.
+// Raw form (src/net/endpoint.ts): [0..16) IPv6 or ::ffff:a.b.c.d, [16..18) port BE, [18] 4|6, [19] 0.
+#include "meshd.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+void sockaddr_to_raw(const struct sockaddr *sa, uint8_t *raw) {
+  memset(raw, 0, EP_RAW_LEN);
+  if (sa->sa_family == AF_INET) {
+    const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
+    raw[10] = 0xff;
+    raw[11] = 0xff;
+    memcpy(raw + 12, &s4->sin_addr, 4);
+    memcpy(raw + 16, &s4->sin_port, 2);
+    raw[18] = 4;
+  } else if (sa->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+    memcpy(raw, &s6->sin6_addr, 16);
+    memcpy(raw + 16, &s6->sin6_port, 2);
+    raw[18] = IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr) ? 4 : 6;
+  }
+}
+
+// Builds the destination for a socket of `domain` from raw; returns its length, 0 when the
+// socket cannot reach that family (an IPv6 destination on an AF_INET socket) or raw is unset.
+static socklen_t raw_to_sockaddr(int domain, const uint8_t *raw, struct sockaddr_in6 *out) {
+  uint8_t fam = raw[18];
+  if (domain == AF_INET6) {
+    memset(out, 0, sizeof *out);
+    out->sin6_family = AF_INET6;
+    memcpy(&out->sin6_port, raw + 16, 2);
+    if (fam == 4) {
+      uint8_t *a = out->sin6_addr.s6_addr;  // ::ffff:a.b.c.d, whatever bytes 0..11 hold
+      a[10] = 0xff;
+      a[11] = 0xff;
+      memcpy(a + 12, raw + 12, 4);
+    } else if (fam == 6) {
+      memcpy(&out->sin6_addr, raw, 16);
+    } else {
+      return 0;
+    }
+    return sizeof(struct sockaddr_in6);
+  }
+  if (domain == AF_INET && fam == 4) {
+    struct sockaddr_in *s4 = (struct sockaddr_in *)out;
+    memset(s4, 0, sizeof *s4);
+    s4->sin_family = AF_INET;
+    memcpy(&s4->sin_port, raw + 16, 2);
+    memcpy(&s4->sin_addr, raw + 12, 4);
+    return sizeof(struct sockaddr_in);
+  }
+  return 0;
+}
+
+static bool opt_uint(napi_env env, napi_value obj, const char *key, uint32_t *out, bool *present) {
+  napi_value v;
+  if (!prop_get(env, obj, key, &v, present)) return false;
+  if (!*present) return true;
+  char what[64];
+  snprintf(what, sizeof what, "options.%s", key);
+  return arg_uint32(env, v, what, out);
+}
+
+static bool set_buf(int fd, int force, int plain, uint32_t size) {
+  int v = size > INT32_MAX ? INT32_MAX : (int)size;
+  if (setsockopt(fd, SOL_SOCKET, force, &v, sizeof v) == 0) return true;
+  return setsockopt(fd, SOL_SOCKET, plain, &v, sizeof v) == 0;
+}
+
+// udpOpen({ family: 4|6, port, bindAddress?, mark?, rcvbuf?, sndbuf? }) -> { fd, port, rcvbuf, sndbuf }
+static napi_value js_udp_open(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  napi_valuetype t;
+  napi_typeof(env, argv[0], &t);
+  if (t != napi_object) return throw_type(env, "options must be an object");
+  napi_value v;
+  bool present;
+  uint32_t family, port, mark = 0, rcvbuf = 0, sndbuf = 0;
+  bool has_mark, has_rcv, has_snd;
+  if (!opt_uint(env, argv[0], "family", &family, &present)) return NULL;
+  if (!present || (family != 4 && family != 6)) return throw_type(env, "options.family must be 4 or 6");
+  if (!opt_uint(env, argv[0], "port", &port, &present)) return NULL;
+  if (!present || port > 65535) return throw_range(env, "options.port must be an integer in 0..65535");
+  if (!opt_uint(env, argv[0], "mark", &mark, &has_mark)) return NULL;
+  if (!opt_uint(env, argv[0], "rcvbuf", &rcvbuf, &has_rcv)) return NULL;
+  if (!opt_uint(env, argv[0], "sndbuf", &sndbuf, &has_snd)) return NULL;
+  char addr[INET6_ADDRSTRLEN + 1] = "";
+  if (!prop_get(env, argv[0], "bindAddress", &v, &present)) return NULL;
+  if (present && !arg_string(env, v, "options.bindAddress", addr, sizeof addr, NULL)) return NULL;
+
+  struct sockaddr_in6 sa;
+  socklen_t salen;
+  memset(&sa, 0, sizeof sa);
+  if (family == 4) {
+    struct sockaddr_in *s4 = (struct sockaddr_in *)&sa;
+    s4->sin_family = AF_INET;
+    s4->sin_port = htons((uint16_t)port);
+    if (addr[0] && inet_pton(AF_INET, addr, &s4->sin_addr) != 1) {
+      napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", "options.bindAddress must be an IPv4 address for family 4");
+      return NULL;
+    }
+    salen = sizeof(struct sockaddr_in);
+  } else {
+    sa.sin6_family = AF_INET6;
+    sa.sin6_port = htons((uint16_t)port);
+    struct in_addr a4;
+    if (addr[0] && inet_pton(AF_INET6, addr, &sa.sin6_addr) != 1) {
+      if (inet_pton(AF_INET, addr, &a4) != 1) {
+        napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", "options.bindAddress must be an IP address");
+        return NULL;
+      }
+      sa.sin6_addr.s6_addr[10] = 0xff;
+      sa.sin6_addr.s6_addr[11] = 0xff;
+      memcpy(sa.sin6_addr.s6_addr + 12, &a4, 4);
+    }
+    salen = sizeof(struct sockaddr_in6);
+  }
+  const char *shown = addr[0] ? addr : family == 4 ? "0.0.0.0" : "::";
+  char ctx[96], adv[200];
+  snprintf(ctx, sizeof ctx, "udpOpen %s%s%s:%u", family == 6 ? "[" : "", shown, family == 6 ? "]" : "", port);
+
+  int fd = socket(family == 4 ? AF_INET : AF_INET6, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_UDP);
+  if (fd < 0) {
+    int e = errno;
+    const char *a = e == EAFNOSUPPORT ? "this host has no IPv6 (disabled or not built in): use family 4" : NULL;
+    return throw_errno(env, e, "socket", ctx, a);
+  }
+  int zero = 0;
+  if (family == 6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero) < 0) {
+    int e = errno;
+    close(fd);
+    return throw_errno(env, e, "setsockopt IPV6_V6ONLY", ctx, "cannot make the socket dual-stack: use family 4");
+  }
+  if (has_mark && setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof mark) < 0) {
+    int e = errno;
+    close(fd);
+    return throw_errno(env, e, "setsockopt SO_MARK", ctx,
+                       e == EPERM ? "setting a socket mark needs root or CAP_NET_ADMIN" : NULL);
+  }
+  // Socket buffers: the *FORCE variants pass net.core.[rw]mem_max but need CAP_NET_ADMIN; the
+  // plain ones are capped by those sysctls. Best effort: the result is reported, not enforced.
+  if (has_rcv) set_buf(fd, SO_RCVBUFFORCE, SO_RCVBUF, rcvbuf);
+  if (has_snd) set_buf(fd, SO_SNDBUFFORCE, SO_SNDBUF, sndbuf);
+  if (bind(fd, (struct sockaddr *)&sa, salen) < 0) {
+    int e = errno;
+    close(fd);
+    const char *a = NULL;
+    switch (e) {
+      case EADDRINUSE:
+        snprintf(adv, sizeof adv, "port %u is in use by another socket: pick another port, or 0 for any free one", port);
+        a = adv;
+        break;
+      case EADDRNOTAVAIL:
+        snprintf(adv, sizeof adv, "%s is not an address of this network namespace: bind to one that is, or leave bindAddress unset", shown);
+        a = adv;
+        break;
+      case EACCES:
+        a = "ports below 1024 need root or CAP_NET_BIND_SERVICE: pick a higher port";
+        break;
+    }
+    return throw_errno(env, e, "bind", ctx, a);
+  }
+  struct sockaddr_in6 got;
+  socklen_t gotlen = sizeof got;
+  getsockname(fd, (struct sockaddr *)&got, &gotlen);
+  int rb = 0, sb = 0;
+  socklen_t ol = sizeof rb;
+  getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rb, &ol);
+  ol = sizeof sb;
+  getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sb, &ol);
+
+  napi_value out;
+  napi_create_object(env, &out);
+  napi_create_int32(env, fd, &v);
+  napi_set_named_property(env, out, "fd", v);
+  // sin_port and sin6_port sit at the same offset.
+  napi_create_uint32(env, ntohs(got.sin6_port), &v);
+  napi_set_named_property(env, out, "port", v);
+  napi_create_int32(env, rb, &v);
+  napi_set_named_property(env, out, "rcvbuf", v);
+  napi_create_int32(env, sb, &v);
+  napi_set_named_property(env, out, "sndbuf", v);
+  return out;
+}
+
+// udpSend(fd, buf, offsets, lens, addrs, count) -> number sent.
+// EAGAIN/ENOBUFS (send queue full) drop the rest of the batch; an error that concerns one
+// datagram (unreachable, EPERM from a firewall, EMSGSIZE, a family the socket cannot reach)
+// drops that datagram only; a bad fd throws.
+static napi_value js_udp_send(napi_env env, napi_callback_info info) {
+  ARGS(6);
+  int32_t fd;
+  uint8_t *buf, *addrs;
+  int32_t *offs, *lens;
+  size_t buflen, noffs, nlens, naddrs;
+  uint32_t count;
+  if (!arg_int32(env, argv[0], "fd", &fd)) return NULL;
+  if (!arg_typed(env, argv[1], napi_uint8_array, "buf", (void **)&buf, &buflen)) return NULL;
+  if (!arg_typed(env, argv[2], napi_int32_array, "offsets", (void **)&offs, &noffs)) return NULL;
+  if (!arg_typed(env, argv[3], napi_int32_array, "lens", (void **)&lens, &nlens)) return NULL;
+  if (!arg_typed(env, argv[4], napi_uint8_array, "addrs", (void **)&addrs, &naddrs)) return NULL;
+  if (!arg_uint32(env, argv[5], "count", &count)) return NULL;
+  if (!check_slices(env, buflen, offs, noffs, lens, nlens, count)) return NULL;
+  if ((size_t)count * EP_RAW_LEN > naddrs) return throw_range(env, "addrs holds fewer than count endpoints (20 bytes each)");
+
+  int domain = 0;
+  socklen_t dl = sizeof domain;
+  if (count > 0 && getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &dl) < 0) {
+    return throw_errno(env, errno, "getsockopt SO_DOMAIN", "udpSend", "the fd is not an open UDP socket");
+  }
+  struct mmsghdr msgs[MAX_BATCH];
+  struct iovec iov[MAX_BATCH];
+  struct sockaddr_in6 names[MAX_BATCH];
+  uint32_t sent = 0, next = 0;
+  bool full = false;
+  while (next < count && !full) {
+    unsigned n = 0;
+    while (next < count && n < MAX_BATCH) {
+      uint32_t i = next++;
+      socklen_t sl = raw_to_sockaddr(domain, addrs + (size_t)i * EP_RAW_LEN, &names[n]);
+      if (sl == 0) continue;  // unreachable family or unset endpoint: drop
+      iov[n].iov_base = buf + offs[i];
+      iov[n].iov_len = (size_t)lens[i];
+      struct msghdr *h = &msgs[n].msg_hdr;
+      h->msg_name = &names[n];
+      h->msg_namelen = sl;
+      h->msg_iov = &iov[n];
+      h->msg_iovlen = 1;
+      h->msg_control = NULL;
+      h->msg_controllen = 0;
+      h->msg_flags = 0;
+      n++;
+    }
+    unsigned j = 0;
+    while (j < n) {
+      int r = sendmmsg(fd, msgs + j, n - j, MSG_DONTWAIT);
+      if (r > 0) {
+        sent += (uint32_t)r;
+        j += (unsigned)r;
+        continue;
+      }
+      int e = r == 0 ? EAGAIN : errno;
+      if (e == EINTR) continue;
+      if (e == EAGAIN || e == EWOULDBLOCK || e == ENOBUFS) {
+        full = true;
+        break;
+      }
+      if (e == EBADF || e == ENOTSOCK || e == EFAULT) {
+        return throw_errno(env, e, "sendmmsg", "udpSend", "the fd is not an open UDP socket");
+      }
+      j++;  // this datagram's own failure: drop it, send the rest
+    }
+  }
+  napi_value v;
+  napi_create_uint32(env, sent, &v);
+  return v;
+}
+
+bool init_udp(napi_env env, napi_value exports) {
+  return export_fn(env, exports, "udpOpen", js_udp_open) && export_fn(env, exports, "udpSend", js_udp_send);
+}
