@@ -4,7 +4,11 @@ import { Command, CommanderError, Option } from 'commander';
 import { VERSION } from '../util/version.ts';
 import { CliError } from './errors.ts';
 import { interfaceCounters, wgCommand } from './wg.ts';
-import { DEFAULTS, daemonCommand, downCommand, ipCommand, logoutCommand, statusCommand, upCommand } from './tailnet.ts';
+import type { DaemonFlags, UpFlags } from './tailnet.ts';
+
+/** Defaults of the tailnet commands (kept here so `meshd wg` does not load the control plane). */
+const DEFAULTS = { stateDir: '/var/lib/meshd', socket: '/run/meshd/meshd.sock', tun: 'meshd0', port: '41641' } as const;
+const tailnet = () => import('./tailnet.ts');
 
 const program = new Command();
 program
@@ -27,7 +31,7 @@ const daemonOptions = (c: Command): Command => c
 
 daemonOptions(program.command('daemon').description('run the agent in the foreground (for service managers)'))
   .addOption(new Option('--exit-when-down').hideHelp())
-  .action(async (opts: Parameters<typeof daemonCommand>[1]) => { await daemonCommand(sock(), opts); });
+  .action(async (opts: DaemonFlags) => { await (await tailnet()).daemonCommand(sock(), opts); });
 
 daemonOptions(program.command('up').description('log in and connect to the tailnet; starts the agent if needed'))
   .requiredOption('--login-server <url>', 'control server URL, e.g. https://headscale.example.com')
@@ -36,17 +40,17 @@ daemonOptions(program.command('up').description('log in and connect to the tailn
   .option('--timeout <duration>', 'give up after this long (e.g. 30s, 2m)', '2m')
   .option('--ca-file <file>', 'extra CA certificates (PEM) for an https login server')
   .option('--json', 'print the status as JSON')
-  .action(async (opts: Parameters<typeof upCommand>[1]) => { await upCommand(sock(), opts); });
+  .action(async (opts: UpFlags) => { await (await tailnet()).upCommand(sock(), opts); });
 
 program.command('down').description('disconnect from the tailnet, keeping the identity')
-  .action(async () => { await downCommand(sock()); });
+  .action(async () => { await (await tailnet()).downCommand(sock()); });
 program.command('logout').description('log out and forget the identity')
-  .action(async () => { await logoutCommand(sock()); });
+  .action(async () => { await (await tailnet()).logoutCommand(sock()); });
 program.command('status').description('show this node and its peers').option('--json', 'print JSON')
-  .action(async (opts: { json?: boolean }) => { await statusCommand(sock(), opts); });
+  .action(async (opts: { json?: boolean }) => { await (await tailnet()).statusCommand(sock(), opts); });
 program.command('ip').description("print this node's tailnet addresses")
   .option('-4', 'only IPv4').option('-6', 'only IPv6')
-  .action(async (opts: { '4'?: boolean; '6'?: boolean }) => { await ipCommand(sock(), opts); });
+  .action(async (opts: { '4'?: boolean; '6'?: boolean }) => { await (await tailnet()).ipCommand(sock(), opts); });
 
 program
   .command('version')

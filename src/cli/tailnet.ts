@@ -9,7 +9,7 @@ import { stderrLogger } from '../util/log.ts';
 import { CliError } from './errors.ts';
 import { parseDuration } from './duration.ts';
 
-/** Defaults, as documented in the README. */
+/** Defaults, as documented in the README (main.ts repeats them for its help text). */
 export const DEFAULTS = {
   stateDir: '/var/lib/meshd',
   socket: '/run/meshd/meshd.sock',

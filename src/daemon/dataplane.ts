@@ -10,7 +10,7 @@ import { Device, type WgSink } from '../wg/device.ts';
 import { Endpoints } from '../net/endpoint.ts';
 import { Tun } from '../tun/tun.ts';
 import { UdpSocket } from '../net/udp.ts';
-import { TxBatch, type RxBatch } from '../net/batch.ts';
+import { TxBatch, slotSizeFor, type RxBatch } from '../net/batch.ts';
 import type { Logf } from '../util/log.ts';
 
 /** Options for {@link DataPlane.open}. */
@@ -35,18 +35,26 @@ export class DataPlane {
   readonly name: string;
   readonly mtu: number;
   readonly device: Device;
-  /** Interns endpoints for configuration (peers' addresses). */
+  /** Interns endpoints for configuration and for received datagrams (one object per address). */
   readonly endpoints = new Endpoints();
   private readonly tun: Tun;
+  private readonly tunRx: RxBatch;
   private udp: UdpSocket | undefined;
+  private udpRx: RxBatch | undefined;
   private port = 0;
   private mark = 0;
-  private readonly txUdp: TxBatch;
-  private readonly txTun: TxBatch;
+  /** Datagrams encrypted in place in the TUN receive buffer: sent without a copy. */
+  private readonly udpRef: TxBatch;
+  /** Datagrams from anywhere else (handshakes, staged packets): copied. */
+  private readonly udpCopy: TxBatch;
+  /** Packets decrypted in place in the UDP receive buffer: written without a copy. */
+  private tunRef: TxBatch | undefined;
+  private readonly tunCopy: TxBatch;
   private readonly sink: WgSink;
   private readonly log: Logf;
   private ticker: NodeJS.Timeout | undefined;
   private closed = false;
+  private dropTxFull = 0;
 
   private constructor(opts: DataPlaneOptions, tun: Tun) {
     this.name = opts.name;
@@ -54,27 +62,46 @@ export class DataPlane {
     this.log = opts.log;
     this.tun = tun;
     this.device = new Device({ clock: { now: () => performance.now(), wall: () => Date.now() }, log: opts.log, mtu: opts.mtu });
+    this.tunRx = tun.startReading((b) => this.readFromTun(b), (e) => this.log(`tun read stopped: ${e.message}`));
+    this.udpRef = TxBatch.over(this.tunRx.buf);
     // Room for a full MTU packet plus the WireGuard header, tag and padding.
-    const slot = opts.mtu + 64;
-    const txUdp = (this.txUdp = new TxBatch({ slots: 128, slotSize: slot, withAddrs: true }));
-    const txTun = (this.txTun = new TxBatch({ slots: 128, slotSize: slot, withAddrs: false }));
+    const shape = { slots: 128, slotSize: slotSizeFor(opts.mtu + 32, 0, 32), headroom: 0 };
+    this.udpCopy = new TxBatch(shape);
+    this.tunCopy = new TxBatch(shape);
+    const self = this;
     this.sink = {
-      sendUdp(buf, off, len, to) { if (!txUdp.push(buf, off, len, to.raw)) txUdp.dropped++; },
-      writeTun(buf, off, len) { if (!txTun.push(buf, off, len)) txTun.dropped++; },
+      sendUdp(buf, off, len, to) {
+        if (buf === self.tunRx.buf) {
+          if (!self.udpRef.pushRef(off, len, to.raw)) { self.flushUdp(); self.udpRef.pushRef(off, len, to.raw); }
+        } else if (!self.udpCopy.push(buf, off, len, to.raw)) {
+          self.flushUdp();
+          if (!self.udpCopy.push(buf, off, len, to.raw)) self.dropTxFull++;
+        }
+      },
+      writeTun(buf, off, len) {
+        const ref = self.tunRef;
+        if (ref !== undefined && buf === ref.buf) {
+          if (!ref.pushRef(off, len)) { self.flushTun(); ref.pushRef(off, len); }
+        } else if (!self.tunCopy.push(buf, off, len)) {
+          self.flushTun();
+          if (!self.tunCopy.push(buf, off, len)) self.dropTxFull++;
+        }
+      },
     };
   }
 
   /** Creates the TUN device (MTU set, link up), binds UDP and starts the loops and timers. */
   static open(opts: DataPlaneOptions): DataPlane {
-    const tun = Tun.open(opts.name, { mtu: opts.mtu });
-    const dp = new DataPlane(opts, tun);
+    const tun = Tun.open(opts.name, { mtu: opts.mtu, up: true });
+    let dp: DataPlane | undefined;
     try {
+      dp = new DataPlane(opts, tun);
       dp.mark = opts.fwmark ?? 0;
       dp.bind(opts.port ?? 0);
-      tun.startReading((b) => dp.readFromTun(b));
-      dp.ticker = setInterval(() => dp.runTimers(), TICK_MS);
+      dp.ticker = setInterval(() => dp!.runTimers(), TICK_MS);
     } catch (e) {
-      dp.close();
+      if (dp) dp.close();
+      else tun.close();
       throw e;
     }
     return dp;
@@ -91,59 +118,84 @@ export class DataPlane {
   }
 
   /** (Re)binds the dual-stack UDP socket to `port` (0 = random). Throws EADDRINUSE errors as they are. */
-  bind(port: number): void {
+  bind(port: number, force = false): void {
     const old = this.udp;
-    if (old && port === this.port && port !== 0) return;
-    const udp = UdpSocket.open({ family: 6, port, rcvbuf: SOCKET_BUFFER, sndbuf: SOCKET_BUFFER, ...(this.mark ? { mark: this.mark } : {}) });
-    old?.close();
+    if (old && port === this.port && port !== 0 && !force) return;
+    // Free the old port first when rebinding to the same one (e.g. to apply a new mark).
+    if (old && port === this.port) { this.flushUdp(); old.close(); this.udp = undefined; }
+    const udp = UdpSocket.open({
+      family: 6, port, rcvbuf: SOCKET_BUFFER, sndbuf: SOCKET_BUFFER, endpoints: this.endpoints,
+      maxDatagram: this.mtu + 128, ...(this.mark ? { mark: this.mark } : {}),
+    });
+    if (this.udp) { this.flushUdp(); this.udp.close(); }
     this.udp = udp;
     this.port = udp.port;
-    udp.startReading((b) => this.receiveUdp(b));
+    this.udpRx = udp.startReading((b) => this.receiveUdp(b), (e) => this.log(`udp read stopped: ${e.message}`));
+    this.tunRef = TxBatch.over(this.udpRx.buf);
     this.log(`listening on UDP port ${this.port}`);
   }
 
-  /** Sets SO_MARK on the UDP socket. */
+  /** Sets SO_MARK on the UDP socket (rebinding it on the same port). */
   setMark(mark: number): void {
     this.mark = mark;
-    this.udp?.setMark(mark);
+    if (this.udp) this.bind(this.port, true);
   }
 
   private readFromTun(b: RxBatch): void {
     const dev = this.device, sink = this.sink;
-    for (let i = 0; i < b.count; i++) dev.sendPacketInPlace(b.buf, b.offset(i), b.lens[i]!, b.capacity(i), sink);
-    this.flush();
+    for (let i = 0; i < b.count; i++) {
+      const off = b.offset(i);
+      dev.sendPacketInPlace(b.buf, off, b.lens[i]!, b.slotEnd(i) - off, sink);
+    }
+    this.flushUdp();
+    this.flushTun();
   }
 
   private receiveUdp(b: RxBatch): void {
     const dev = this.device, sink = this.sink;
     for (let i = 0; i < b.count; i++) dev.receiveDatagramInPlace(b.buf, b.offset(i), b.lens[i]!, b.endpoint(i), sink);
-    this.flush();
+    this.flushTun();
+    this.flushUdp();
   }
 
   /** Runs due WireGuard timers now (also after configuration changes). */
   runTimers(): void {
     if (this.closed) return;
     this.device.tick(this.sink);
-    this.flush();
+    this.flushUdp();
+    this.flushTun();
   }
 
-  private flush(): void {
-    if (this.txUdp.count > 0) {
-      this.udp?.sendBatch(this.txUdp);
-      this.txUdp.clear();
+  private flushUdp(): void {
+    const udp = this.udp;
+    if (udp) {
+      if (this.udpRef.count > 0) udp.sendBatch(this.udpRef);
+      if (this.udpCopy.count > 0) udp.sendBatch(this.udpCopy);
     }
-    if (this.txTun.count > 0) {
-      this.tun.writeBatch(this.txTun);
-      this.txTun.clear();
-    }
+    this.udpRef.clear();
+    this.udpCopy.clear();
+  }
+
+  private flushTun(): void {
+    const ref = this.tunRef;
+    if (ref && ref.count > 0) this.tun.writeBatch(ref);
+    if (this.tunCopy.count > 0) this.tun.writeBatch(this.tunCopy);
+    ref?.clear();
+    this.tunCopy.clear();
   }
 
   /** Dropped-packet and other counters, by name. */
   counters(): Record<string, number> {
+    const t = this.tun.stats(), u = this.udp?.stats();
     return {
       ...this.device.counters,
-      dropUdpSendFull: this.txUdp.dropped + (this.udp?.sendDropped ?? 0),
-      dropTunWriteFull: this.txTun.dropped + this.tun.writeDropped,
+      rxUdpDatagrams: u?.rx?.packets ?? 0,
+      rxTunPackets: t.rx?.packets ?? 0,
+      dropUdpTruncated: u?.rx?.truncated ?? 0,
+      dropTunTruncated: t.rx?.truncated ?? 0,
+      dropUdpSend: u?.txDropped ?? 0,
+      dropTunWrite: t.txDropped,
+      dropTxBatchFull: this.dropTxFull,
     };
   }
 

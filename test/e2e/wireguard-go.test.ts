@@ -102,8 +102,13 @@ describe('meshd wg against wireguard-go', { skip }, () => {
   });
 
   it('follows the peer to a new endpoint (roaming)', async () => {
+    // The peer moves to a new address and port. (wireguard-go keeps a sticky source address until
+    // it rebinds, so the port change is also what makes it send from the new address.)
+    // (Delete first: deleting a primary IPv4 address also deletes the secondaries of its subnet.)
     lab.lab.exec(g.ns, ['ip', 'addr', 'del', `${g.ip4}/24`, 'dev', 'veth0']);
     lab.lab.exec(g.ns, ['ip', 'addr', 'add', '198.18.0.3/24', 'dev', 'veth0']);
+    g.port = 51821;
+    lab.lab.exec(g.ns, ['wg', 'set', g.ifname, 'listen-port', String(g.port)]);
     assert.ok(lab.ping(g, m.tun4), 'the moved peer reaches meshd');
     assert.equal(lab.dump(m)[0]!.endpoint, `198.18.0.3:${g.port}`, 'meshd now sends to the new address');
     assert.ok(lab.ping(m, g.tun4), 'meshd reaches the moved peer');
