@@ -6,7 +6,7 @@
 //
 // Both run inside the native layer's read callbacks and flush once per batch; the sink copies each
 // outgoing packet into a pooled TX slot, so nothing is allocated per packet.
-import { Device, type WgSink } from '../wg/device.ts';
+import { Device, HANDSHAKE_BACKLOG_PER_BATCH, type WgSink } from '../wg/device.ts';
 import { Endpoints } from '../net/endpoint.ts';
 import { Tun } from '../tun/tun.ts';
 import { UdpSocket } from '../net/udp.ts';
@@ -152,8 +152,12 @@ export class DataPlane {
   }
 
   private receiveUdp(b: RxBatch): void {
-    const dev = this.device, sink = this.sink;
-    for (let i = 0; i < b.count; i++) dev.receiveDatagramInPlace(b.buf, b.offset(i), b.lens[i]!, b.endpoint(i), sink);
+    const dev = this.device, sink = this.sink, buf = b.buf;
+    // A batch holding many handshakes means they queued in the kernel: the device is under load.
+    let handshakes = 0;
+    for (let i = 0; i < b.count; i++) { const t = buf[b.offset(i)]; if (t === 1 || t === 2) handshakes++; }
+    if (handshakes >= HANDSHAKE_BACKLOG_PER_BATCH) dev.noteHandshakeBacklog();
+    for (let i = 0; i < b.count; i++) dev.receiveDatagramInPlace(buf, b.offset(i), b.lens[i]!, b.endpoint(i), sink);
     this.flushTun();
     this.flushUdp();
   }

@@ -110,11 +110,14 @@ export type CounterName = (typeof COUNTER_NAMES)[number];
 
 /**
  * Handshake messages per second (after mac1) above which the device puts itself under load for a
- * second. wireguard-go's signal is a handshake queue at 1/8 full (128 of 1024) held for 1 s; with no
- * queue here, a rate stands in for it: 1024/s is far above any honest peer set (each peer
- * initiates at most every 5 s) and about what one core spends a fifth of its time on (4 DH each).
+ * second: a backstop. The main signal is the I/O layer's {@link Device.noteHandshakeBacklog}, the
+ * counterpart of wireguard-go's handshake queue at 1/8 full (128 of 1024); this rate is set above
+ * what one core can answer (about 4 DH per handshake), so it only trips when the queue signal
+ * cannot be seen.
  */
-export const UNDER_LOAD_HANDSHAKES_PER_SECOND = 1024;
+export const UNDER_LOAD_HANDSHAKES_PER_SECOND = 8192;
+/** Handshake messages in one receive batch that count as a backlog (wireguard-go: 128 queued). */
+export const HANDSHAKE_BACKLOG_PER_BATCH = 32;
 /** How long the device stays under load after the threshold is crossed (wireguard-go UnderLoadAfterTime). */
 export const UNDER_LOAD_AFTER_MS = 1000;
 /** Default TUN MTU. */
@@ -625,6 +628,16 @@ export class Device {
     }
     if (entry.peer.cookies.consumeReply(msg, this.clock.now())) this.c.rxCookieReplies++;
     else this.c.dropRxBadCookieReply++;
+  }
+
+  /**
+   * The I/O layer saw a backlog of handshake messages (at least HANDSHAKE_BACKLOG_PER_BATCH in one
+   * receive batch, i.e. queued in the kernel): be under load for UNDER_LOAD_AFTER_MS.
+   */
+  noteHandshakeBacklog(): void {
+    const now = this.clock.now();
+    if (now >= this.autoUnderLoadUntil) this.c.underLoadEntered++;
+    this.autoUnderLoadUntil = now + UNDER_LOAD_AFTER_MS;
   }
 
   private noteHandshakeLoad(now: number): void {
