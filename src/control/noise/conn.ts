@@ -28,6 +28,7 @@ export class NoiseConn extends Duplex {
   private readonly reader: RecordReader;
   private early: 'pending' | 'done';
   private earlyBuf: Uint8Array = new Uint8Array(0);
+  private sawEnd = false;
   private readonly onData = (chunk: Buffer): void => this.receive(chunk);
 
   constructor(socket: Duplex, keys: TransportKeys, opts: NoiseConnOptions = {}) {
@@ -38,12 +39,15 @@ export class NoiseConn extends Duplex {
     this.early = opts.stripEarlyPayload ? 'pending' : 'done';
     socket.on('data', this.onData);
     socket.on('end', () => {
+      this.sawEnd = true;
       if (this.reader.pending > 0) this.destroy(new Error('noise: connection closed inside a record'));
+      else if (this.early === 'pending' && this.earlyBuf.length > 0) this.destroy(new Error('noise: connection closed inside the early payload'));
       else this.push(null);
     });
     socket.on('error', (err: Error) => this.destroy(err));
     socket.on('close', () => {
-      if (!this.destroyed && !this.readableEnded) this.destroy(new Error('noise: underlying connection closed'));
+      // A close after a clean end leaves our readable side to drain; anything else is an abort.
+      if (!this.destroyed && !this.sawEnd) this.destroy(new Error('noise: underlying connection closed'));
     });
     if (opts.initial && opts.initial.length > 0) {
       const init = opts.initial;
