@@ -115,31 +115,52 @@ export class Headscale {
       `    inactivity_timeout: ${opts.ephemeralTimeout ?? '120s'}`,
       '',
     ].join('\n'));
-    const p = spawn(bin, ['-c', hs.config, 'serve'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    hs.proc = p;
-    const keep = (c: Buffer): void => { hs.logText = (hs.logText + c.toString('utf8')).slice(-64 * 1024); };
+    try {
+      await hs.spawnServe();
+    } catch (e) {
+      await hs.stop();
+      throw e;
+    }
+    return hs;
+  }
+
+  private async spawnServe(): Promise<void> {
+    const p = spawn(this.bin, ['-c', this.config, 'serve'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.proc = p;
+    const keep = (c: Buffer): void => { this.logText = (this.logText + c.toString('utf8')).slice(-64 * 1024); };
     p.stdout?.on('data', keep);
     p.stderr?.on('data', keep);
     const deadline = Date.now() + 30_000;
     for (;;) {
-      if (p.exitCode !== null) {
-        await hs.stop();
-        throw new Error(`headscale exited with ${p.exitCode} at startup:\n${hs.logText}`);
-      }
+      if (p.exitCode !== null) throw new Error(`headscale exited with ${p.exitCode} at startup:\n${this.logText}`);
       try {
-        const r = await fetch(`${hs.url}/health`, { signal: AbortSignal.timeout(1000) });
-        if (r.ok) break;
+        const r = await fetch(`${this.url}/health`, { signal: AbortSignal.timeout(1000) });
+        if (r.ok) return;
       } catch {
         // not up yet
       }
-      if (Date.now() > deadline) {
-        const log = hs.logText;
-        await hs.stop();
-        throw new Error(`headscale did not answer /health within 30 s:\n${log}`);
-      }
+      if (Date.now() > deadline) throw new Error(`headscale did not answer /health within 30 s:\n${this.logText}`);
       await new Promise((r) => setTimeout(r, 100));
     }
-    return hs;
+  }
+
+  private async kill(): Promise<void> {
+    const p = this.proc;
+    if (p && p.exitCode === null && p.signalCode === null) {
+      const exited = new Promise<void>((r) => p.once('exit', () => r()));
+      p.kill('SIGTERM');
+      const t = setTimeout(() => p.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(t);
+    }
+    this.proc = undefined;
+  }
+
+  /** Stops and starts headscale again with the same config, database and port. */
+  async restart(downMs = 0): Promise<void> {
+    await this.kill();
+    if (downMs > 0) await new Promise((r) => setTimeout(r, downMs));
+    await this.spawnServe();
   }
 
   /** The last 64 KiB of headscale's output. */
@@ -185,15 +206,7 @@ export class Headscale {
 
   /** Stops headscale (SIGTERM, then SIGKILL after 5 s) and removes the temp dir. */
   async stop(): Promise<void> {
-    const p = this.proc;
-    if (p && p.exitCode === null && p.signalCode === null) {
-      const exited = new Promise<void>((r) => p.once('exit', () => r()));
-      p.kill('SIGTERM');
-      const t = setTimeout(() => p.kill('SIGKILL'), 5000);
-      await exited;
-      clearTimeout(t);
-    }
-    this.proc = undefined;
+    await this.kill();
     rmSync(this.dir, { recursive: true, force: true });
     live.delete(this);
   }
