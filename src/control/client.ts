@@ -1,0 +1,707 @@
+// ControlClient: register, log out, stream the network map and report endpoints to a Tailscale-
+// compatible control server (headscale v0.29.2) over TS2021 (ts2021.ts). control-plane.md 3, 4, 6, 10.
+//
+// One Noise + HTTP/2 connection is shared by every request (as Tailscale's MaxConnsPerHost: 1) and
+// redialled on demand after it breaks. Requests:
+//   POST /machine/register  RegisterRequest → RegisterResponse (JSON; failures in .Error)
+//   POST /machine/map       MapRequest{Stream:true}  → [u32 little-endian length][JSON MapResponse]…
+//   POST /machine/map       MapRequest{Stream:false, OmitPeers:true} → empty 200 (lite update)
+// Compress is never sent: Node 20 has no zstd, and headscale then sends plain JSON.
+import http from 'node:http';
+import https from 'node:https';
+import http2 from 'node:http2';
+import { randomInt } from 'node:crypto';
+import {
+  formatDiscoPublic, formatNodePublic, generateKeyPair, keysEqual, parseMachinePublic, publicKeyOf,
+  type DiscoPublic, type MachinePublic, type NodePublic, type PrivateKey,
+} from './keys.ts';
+import { dialControl, fetchServerKey, TransportError, type ControlConnection } from './ts2021.ts';
+import { HandshakeRefusedError } from './noise/handshake.ts';
+import { ControlError, ControlErrorCode, registerError } from './errors.ts';
+import { buildHostinfo } from './hostinfo.ts';
+import { NetworkMap, type MapDelta } from './netmap.ts';
+import { EndpointType, type Hostinfo, type MapRequest, type MapResponse, type RegisterRequest, type RegisterResponse, type WireUser } from './wire.ts';
+
+/**
+ * The capability version meshd speaks, sent in /key?v=, the Noise header and prologue, and every
+ * request's Version. 138 = Tailscale v1.98, the newest in headscale v0.29.2's tables (which accept
+ * >= 113). control-plane.md 5.
+ */
+export const CAPABILITY_VERSION = 138;
+/** Tailscale's map-poll watchdog: no message for this long breaks the stream (TS direct.go watchdogTimeout). */
+export const MAP_WATCHDOG_MS = 120_000;
+/** Backoff between map-stream reconnects: first delay and cap (Tailscale caps its map backoff at 30 s). */
+export const BACKOFF_INITIAL_MS = 1_000;
+/** Cap of the reconnect backoff. */
+export const BACKOFF_MAX_MS = 30_000;
+/** Largest single MapResponse accepted. */
+export const MAX_MAP_MESSAGE = 64 << 20;
+/** Expiry sent to log out (Tailscale sends Unix time 123). */
+export const LOGOUT_EXPIRY = '1970-01-01T00:02:03Z';
+
+const MAX_REPLY = 1 << 20;
+
+/** A logging function; receives one line without the component prefix. */
+export type LogFn = (line: string) => void;
+
+/** Options for {@link ControlClient}. */
+export interface ControlClientOptions {
+  /** Control server URL, `http://host:port` or `https://host[:port]`. */
+  serverUrl: string;
+  /** Machine private key (the Noise identity toward control; persist it). */
+  machineKey: PrivateKey;
+  /** Node private key (the WireGuard key; persist it). */
+  nodeKey: PrivateKey;
+  /** Disco public key; a fresh one is made per client when absent (as tailscaled does per process). */
+  discoKey?: DiscoPublic;
+  /** Pinned server Noise key (`mkey:` text or bytes); a different key from /key is an error. */
+  serverKey?: MachinePublic | string;
+  /** Extra CA file for https servers. */
+  caFile?: string;
+  /** Hostinfo fields overriding the defaults (hostname, RoutableIPs, NetInfo…). */
+  hostinfo?: Hostinfo;
+  /** Capability version override (debug); default {@link CAPABILITY_VERSION}. */
+  capVer?: number;
+  /** Timeout for connecting and for one-shot requests, ms; default 15 s. */
+  timeoutMs?: number;
+  /** Log sink; default silent. The auth key is never passed to it. */
+  log?: LogFn;
+}
+
+/** Options for {@link ControlClient.register}. */
+export interface RegisterOptions {
+  /** Pre-auth key. Omit to re-register a known node, or for an interactive login (AuthURL). */
+  authKey?: string;
+  /** Hostinfo fields to set before registering (kept for later requests). */
+  hostinfo?: Hostinfo;
+  /** Ask for an ephemeral node (headscale ignores this; ephemerality comes from the key). */
+  ephemeral?: boolean;
+  /** The AuthURL of an earlier answer: waits until that interactive login completes. */
+  followup?: string;
+}
+
+/** A user or login as control reported it. */
+export interface ControlUser {
+  readonly id: number;
+  readonly loginName: string;
+  readonly displayName: string;
+}
+
+/** What a register (or logout) call learned about this node. */
+export interface RegisterResult {
+  /** Control lets this node on the tailnet. */
+  readonly machineAuthorized: boolean;
+  /** The node key is expired (after logout, or control wants a new node key). */
+  readonly nodeKeyExpired: boolean;
+  /** Control deleted the node (ephemeral logout): no state is left on the server. */
+  readonly deleted: boolean;
+  /** Owning user. */
+  readonly user: ControlUser | undefined;
+  /** Login. */
+  readonly login: ControlUser | undefined;
+  /** Set when control wants an interactive login: open it, then register({ followup }). */
+  readonly authUrl: string | undefined;
+  /** The response as received (null for a deleted ephemeral node). */
+  readonly raw: RegisterResponse | null;
+}
+
+/** An endpoint to report: "ip:port" text (type local) or with an explicit type. */
+export type EndpointInput = string | { readonly addr: string; readonly type?: EndpointType };
+
+/** Options for {@link ControlClient.streamMap}. */
+export interface StreamMapOptions {
+  /** Called with the full map: after the first message of every stream (also after a reconnect). */
+  onMap(map: NetworkMap): void;
+  /** Called after each later message (deltas and keep-alives), with the updated map. */
+  onDelta?(delta: MapDelta, map: NetworkMap): void;
+  /** Called when the stream broke and will be retried after `retryInMs`, or gave up (undefined). */
+  onError?(err: ControlError, retryInMs: number | undefined): void;
+  /** Endpoints to report in the poll request (kept for later requests). */
+  endpoints?: readonly EndpointInput[];
+  /** Hostinfo fields to set (kept for later requests). */
+  hostinfo?: Hostinfo;
+  /** Watchdog, ms; default {@link MAP_WATCHDOG_MS}. */
+  watchdogMs?: number;
+  /** Reconnect backoff, ms; defaults {@link BACKOFF_INITIAL_MS} / {@link BACKOFF_MAX_MS}. */
+  backoffInitialMs?: number;
+  /** Cap of the reconnect backoff, ms. */
+  backoffMaxMs?: number;
+}
+
+/** A running map stream. */
+export interface MapStream {
+  /** The current map (a new object after each reconnect; undefined before the first full map). */
+  readonly map: NetworkMap | undefined;
+  /** Reconnects so far. */
+  readonly reconnects: number;
+  /** Stops the stream; resolves when it has stopped. */
+  close(): Promise<void>;
+  /** Resolves after close(); rejects with a ControlError when the stream gave up (not retryable). */
+  readonly done: Promise<void>;
+}
+
+/** Converts anything thrown below into a ControlError. */
+export function toControlError(e: unknown, serverUrl: string): ControlError {
+  if (e instanceof ControlError) return e;
+  if (e instanceof TransportError) {
+    if (e.unreachable) {
+      return new ControlError(ControlErrorCode.serverUnreachable,
+        `cannot reach control server ${serverUrl} (${causeText(e)}): check the URL and that the server is running; retrying may help`,
+        { retryable: true, cause: e });
+    }
+    if (e.stage === 'handshake') {
+      const refused = e.cause instanceof HandshakeRefusedError ? e.cause.serverMessage : undefined;
+      return new ControlError(ControlErrorCode.handshakeFailed,
+        `Noise handshake with ${serverUrl} failed (${e.message}); retrying may help, the server key is fetched again`,
+        { retryable: true, cause: e, ...(refused === undefined ? {} : { serverMessage: refused }) });
+    }
+    return new ControlError(ControlErrorCode.serverError,
+      `control server ${serverUrl}: ${e.message}; retrying may help`, { retryable: true, cause: e });
+  }
+  const err = e as Error;
+  return new ControlError(ControlErrorCode.protocolError,
+    `talking to control server ${serverUrl} failed: ${err?.message ?? String(e)}; retrying may help`, { retryable: true, cause: e });
+}
+
+function causeText(e: Error): string {
+  const c = e.cause as NodeJS.ErrnoException | undefined;
+  return c?.code ?? c?.message ?? e.message;
+}
+
+function toUser(u: WireUser | undefined): ControlUser | undefined {
+  if (!u) return undefined;
+  return { id: u.ID, loginName: u.LoginName ?? u.DisplayName ?? '', displayName: u.DisplayName ?? u.LoginName ?? '' };
+}
+
+function normalizeEndpoints(eps: readonly EndpointInput[]): { Endpoints: string[]; EndpointTypes: number[] } {
+  const Endpoints: string[] = [];
+  const EndpointTypes: number[] = [];
+  for (const e of eps) {
+    if (typeof e === 'string') {
+      Endpoints.push(e);
+      EndpointTypes.push(EndpointType.local);
+    } else {
+      Endpoints.push(e.addr);
+      EndpointTypes.push(e.type ?? EndpointType.local);
+    }
+  }
+  return { Endpoints, EndpointTypes };
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) { resolve(); return; }
+    const t = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(t);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
+
+/** Backoff delay for attempt n (0-based): exponential, capped, with jitter in [d/2, d]. */
+export function backoffDelay(n: number, initialMs: number, maxMs: number): number {
+  const d = Math.min(maxMs, initialMs * 2 ** Math.min(n, 30));
+  return Math.round(d / 2 + (randomInt(0, 1_000_000) / 1_000_000) * (d / 2));
+}
+
+/** Client for one node's session with a control server. */
+export class ControlClient {
+  /** This node's public key. */
+  readonly nodePublic: NodePublic;
+  /** This machine's public key. */
+  readonly machinePublic: MachinePublic;
+  /** The disco key reported to control. */
+  readonly discoPublic: DiscoPublic;
+  /** Capability version in use. */
+  readonly capVer: number;
+  private readonly opts: ControlClientOptions;
+  private readonly pinned: MachinePublic | undefined;
+  private readonly log: LogFn;
+  private hostinfoOverrides: Hostinfo;
+  private endpoints: readonly EndpointInput[] = [];
+  private cachedServerKey: MachinePublic | undefined;
+  private conn: ControlConnection | undefined;
+  private connecting: Promise<ControlConnection> | undefined;
+  private readonly streams = new Set<MapStream>();
+  private closed = false;
+
+  constructor(opts: ControlClientOptions) {
+    this.opts = opts;
+    this.capVer = opts.capVer ?? CAPABILITY_VERSION;
+    this.nodePublic = publicKeyOf<NodePublic>(opts.nodeKey);
+    this.machinePublic = publicKeyOf<MachinePublic>(opts.machineKey);
+    this.discoPublic = opts.discoKey ?? generateKeyPair<DiscoPublic>().publicKey;
+    this.pinned = typeof opts.serverKey === 'string' ? parseMachinePublic(opts.serverKey) : opts.serverKey;
+    this.log = opts.log ?? (() => {});
+    this.hostinfoOverrides = { ...opts.hostinfo };
+  }
+
+  /** The full Hostinfo sent with every request. */
+  get hostinfo(): Hostinfo {
+    return buildHostinfo(this.hostinfoOverrides);
+  }
+
+  /** Merges Hostinfo fields into what later requests send (does not send anything by itself). */
+  setHostinfo(h: Hostinfo): void {
+    this.hostinfoOverrides = { ...this.hostinfoOverrides, ...h };
+  }
+
+  /**
+   * The server's Noise public key from GET /key (cached). Throws server_key_mismatch when a key
+   * was pinned and the server presents another, server_unreachable when it cannot be fetched.
+   */
+  async serverKey(): Promise<MachinePublic> {
+    if (this.cachedServerKey) return this.cachedServerKey;
+    let k: MachinePublic;
+    try {
+      k = await fetchServerKey({ url: this.opts.serverUrl, ...this.endpointOpts() }, this.capVer);
+    } catch (e) {
+      throw toControlError(e, this.opts.serverUrl);
+    }
+    if (this.pinned && !keysEqual(k, this.pinned)) {
+      throw new ControlError(ControlErrorCode.serverKeyMismatch,
+        `control server ${this.opts.serverUrl} presents a different Noise key than the pinned one: if the server was reinstalled, forget the pinned key (remove serverKey from the state file); otherwise do not connect; retrying will not help`,
+        { retryable: false });
+    }
+    this.cachedServerKey = k;
+    return k;
+  }
+
+  private endpointOpts(): { caFile?: string; timeoutMs?: number } {
+    return {
+      ...(this.opts.caFile === undefined ? {} : { caFile: this.opts.caFile }),
+      ...(this.opts.timeoutMs === undefined ? {} : { timeoutMs: this.opts.timeoutMs }),
+    };
+  }
+
+  /** The live connection, dialling one if needed (one dial at a time). */
+  private async connection(): Promise<ControlConnection> {
+    if (this.closed) throw new ControlError(ControlErrorCode.closed, 'control client is closed', { retryable: false });
+    if (this.conn && !this.conn.session.closed && !this.conn.session.destroyed) return this.conn;
+    this.conn = undefined;
+    if (!this.connecting) {
+      this.connecting = this.dial().finally(() => { this.connecting = undefined; });
+    }
+    return this.connecting;
+  }
+
+  private async dial(): Promise<ControlConnection> {
+    const serverKey = await this.serverKey();
+    let c: ControlConnection;
+    try {
+      c = await dialControl({ url: this.opts.serverUrl, serverKey, machinePrivate: this.opts.machineKey, capVer: this.capVer, ...this.endpointOpts() });
+    } catch (e) {
+      if (e instanceof TransportError && e.stage === 'handshake') this.cachedServerKey = undefined; // fetch again next time
+      throw toControlError(e, this.opts.serverUrl);
+    }
+    this.log(`connected to ${this.opts.serverUrl} over ts2021 (capver ${this.capVer})`);
+    const drop = (): void => {
+      if (this.conn === c) this.conn = undefined;
+    };
+    c.session.on('close', drop);
+    c.session.on('goaway', drop);
+    c.session.on('error', (e: Error) => {
+      this.log(`control connection error: ${e.message}`);
+      drop();
+    });
+    if (this.closed) {
+      c.close();
+      throw new ControlError(ControlErrorCode.closed, 'control client is closed', { retryable: false });
+    }
+    this.conn = c;
+    return c;
+  }
+
+  /** Drops the connection (the next request redials). */
+  private resetConnection(c: ControlConnection | undefined): void {
+    if (!c) return;
+    if (this.conn === c) this.conn = undefined;
+    c.close();
+  }
+
+  /**
+   * Opens a POST stream with a JSON body. `onResponse` runs synchronously when the response headers
+   * arrive and must attach its readers right there: Node may emit 'end' of an empty body on the
+   * next tick, before any awaiting code would run.
+   */
+  private async post(path: string, body: unknown, timeoutMs: number | undefined, onResponse: (status: number, stream: http2.ClientHttp2Stream, conn: ControlConnection) => void): Promise<void> {
+    const conn = await this.connection();
+    const data = Buffer.from(JSON.stringify(body), 'utf8');
+    return new Promise((resolve, reject) => {
+      let stream: http2.ClientHttp2Stream;
+      try {
+        stream = conn.session.request({
+          ':method': 'POST',
+          ':path': path,
+          'content-type': 'application/json',
+          'ts-lb': formatNodePublic(this.nodePublic),
+        });
+      } catch (e) {
+        this.resetConnection(conn);
+        reject(toControlError(e, this.opts.serverUrl));
+        return;
+      }
+      let timer: NodeJS.Timeout | undefined;
+      if (timeoutMs !== undefined && timeoutMs > 0) {
+        timer = setTimeout(() => {
+          stream.close(http2.constants.NGHTTP2_CANCEL);
+          this.resetConnection(conn);
+          reject(new ControlError(ControlErrorCode.serverError,
+            `control server ${this.opts.serverUrl} did not answer ${path} within ${timeoutMs} ms; retrying may help`, { retryable: true }));
+        }, timeoutMs);
+      }
+      const onError = (e: Error): void => {
+        if (timer) clearTimeout(timer);
+        reject(toControlError(e, this.opts.serverUrl));
+      };
+      const onClose = (): void => onError(new Error(`${path}: stream closed before a response (code ${stream.rstCode})`));
+      stream.once('error', onError);
+      stream.once('close', onClose);
+      stream.once('response', (headers) => {
+        if (timer) clearTimeout(timer);
+        stream.off('error', onError);
+        stream.off('close', onClose);
+        onResponse(Number(headers[':status'] ?? 0), stream, conn);
+        resolve();
+      });
+      stream.end(data);
+    });
+  }
+
+  /** POST and read the whole (small) reply as text. */
+  private async postForBody(path: string, body: unknown, timeoutMs: number | undefined): Promise<{ status: number; body: string }> {
+    let status = 0;
+    let reply: Promise<Buffer> | undefined;
+    await this.post(path, body, timeoutMs, (st, stream) => {
+      status = st;
+      reply = this.readBody(stream);
+    });
+    return { status, body: (await reply!).toString('utf8') };
+  }
+
+  /** Reads a whole (small) response body; attaches its listeners synchronously. */
+  private readBody(stream: http2.ClientHttp2Stream, limit = MAX_REPLY): Promise<Buffer> {
+    return new Promise((resolve, reject) => {
+      const parts: Buffer[] = [];
+      let n = 0;
+      stream.on('data', (c: Buffer) => {
+        n += c.length;
+        if (n > limit) {
+          stream.close(http2.constants.NGHTTP2_CANCEL);
+          reject(new ControlError(ControlErrorCode.protocolError, `control server reply larger than ${limit} bytes; retrying may help`, { retryable: true }));
+          return;
+        }
+        parts.push(c);
+      });
+      stream.once('end', () => resolve(Buffer.concat(parts)));
+      stream.once('error', (e) => reject(toControlError(e, this.opts.serverUrl)));
+    });
+  }
+
+  /** Turns a non-200 status into a ControlError. */
+  private statusError(path: string, status: number, text: string): ControlError {
+    const t = text.trim().slice(0, 200);
+    if (status === 400 && /unsupported client version/i.test(t)) {
+      return new ControlError(ControlErrorCode.versionRejected,
+        `control server rejects capability version ${this.capVer} (${JSON.stringify(t)}): upgrade meshd; retrying will not help`,
+        { retryable: false, serverMessage: t });
+    }
+    if (status === 404 && path === '/machine/map') {
+      return new ControlError(ControlErrorCode.nodeNotFound,
+        `control server does not know this node (${JSON.stringify(t)}): register again with an auth key; retrying will not help`,
+        { retryable: false, serverMessage: t });
+    }
+    if (status === 401 || status === 403) {
+      return new ControlError(ControlErrorCode.registrationRejected,
+        `control server refused ${path} with HTTP ${status} (${JSON.stringify(t)}); retrying will not help`,
+        { retryable: false, serverMessage: t });
+    }
+    return new ControlError(ControlErrorCode.serverError,
+      `control server answered ${path} with HTTP ${status} (${JSON.stringify(t)}); retrying may help`,
+      { retryable: status >= 500 || status === 429, serverMessage: t });
+  }
+
+  private async registerRequest(req: RegisterRequest, timeoutMs: number | undefined): Promise<RegisterResult> {
+    const { status, body } = await this.postForBody('/machine/register', req, timeoutMs);
+    if (status !== 200) throw this.statusError('/machine/register', status, body);
+    let r: RegisterResponse | null;
+    try {
+      r = JSON.parse(body) as RegisterResponse | null;
+    } catch {
+      throw new ControlError(ControlErrorCode.protocolError, `control server sent a register reply that is not JSON; retrying may help`, { retryable: true });
+    }
+    if (r === null) {
+      return { machineAuthorized: false, nodeKeyExpired: true, deleted: true, user: undefined, login: undefined, authUrl: undefined, raw: null };
+    }
+    if (r.Error) throw registerError(r.Error);
+    return {
+      machineAuthorized: r.MachineAuthorized ?? false,
+      nodeKeyExpired: r.NodeKeyExpired ?? false,
+      deleted: req.Expiry !== undefined && !r.MachineAuthorized,
+      user: toUser(r.User),
+      login: toUser(r.Login),
+      authUrl: r.AuthURL || undefined,
+      raw: r,
+    };
+  }
+
+  /**
+   * Registers (or re-registers) this node key. With an auth key the node is created or updated;
+   * without one a known node gets its current state back. Throws ControlError: auth_key_invalid,
+   * auth_key_expired, auth_key_used, registration_rejected, version_rejected, server_unreachable,
+   * server_key_mismatch, handshake_failed, server_error.
+   */
+  async register(opts: RegisterOptions = {}): Promise<RegisterResult> {
+    if (opts.hostinfo) this.setHostinfo(opts.hostinfo);
+    const req: RegisterRequest = {
+      Version: this.capVer,
+      NodeKey: formatNodePublic(this.nodePublic),
+      Hostinfo: this.hostinfo,
+      ...(opts.authKey ? { Auth: { AuthKey: opts.authKey } } : {}),
+      ...(opts.ephemeral ? { Ephemeral: true } : {}),
+      ...(opts.followup ? { Followup: opts.followup } : {}),
+    };
+    this.log(`registering node ${req.NodeKey.slice(0, 16)}…${opts.authKey ? ' with an auth key' : ''}`);
+    // A followup waits for a human; no timeout then.
+    const r = await this.registerRequest(req, opts.followup ? undefined : (this.opts.timeoutMs ?? 30_000));
+    this.log(`registered: authorized=${r.machineAuthorized} user=${r.user?.loginName ?? '-'}${r.authUrl ? ` authURL=${r.authUrl}` : ''}`);
+    return r;
+  }
+
+  /**
+   * Logs out: expires the node key on the server (an ephemeral node is deleted). Stops running map
+   * streams first. The result has nodeKeyExpired true; a new node key is needed to log in again.
+   */
+  async logout(): Promise<RegisterResult> {
+    await Promise.all([...this.streams].map((s) => s.close()));
+    const req: RegisterRequest = {
+      Version: this.capVer,
+      NodeKey: formatNodePublic(this.nodePublic),
+      Hostinfo: this.hostinfo,
+      Expiry: LOGOUT_EXPIRY,
+    };
+    const r = await this.registerRequest(req, this.opts.timeoutMs ?? 30_000);
+    this.log(`logged out${r.deleted ? ' (node deleted)' : ''}`);
+    return r;
+  }
+
+  private mapRequest(stream: boolean): MapRequest {
+    const eps = normalizeEndpoints(this.endpoints);
+    return {
+      Version: this.capVer,
+      KeepAlive: stream,
+      NodeKey: formatNodePublic(this.nodePublic),
+      DiscoKey: formatDiscoPublic(this.discoPublic),
+      Stream: stream,
+      ...(stream ? {} : { OmitPeers: true }),
+      Hostinfo: this.hostinfo,
+      ...(eps.Endpoints.length > 0 ? eps : {}),
+    };
+  }
+
+  /**
+   * Reports endpoints (and the current Hostinfo) with a lite map request (Stream false,
+   * OmitPeers true); headscale answers with an empty 200. Later requests keep these endpoints.
+   */
+  async updateEndpoints(endpoints: readonly EndpointInput[], opts: { hostinfo?: Hostinfo } = {}): Promise<void> {
+    this.endpoints = [...endpoints];
+    if (opts.hostinfo) this.setHostinfo(opts.hostinfo);
+    const { status, body } = await this.postForBody('/machine/map', this.mapRequest(false), this.opts.timeoutMs ?? 30_000);
+    if (status !== 200) throw this.statusError('/machine/map', status, body);
+  }
+
+  /**
+   * Starts the streaming map poll. Calls onMap with the full map first (and again after every
+   * reconnect), then onDelta per message. Reconnects with exponential backoff and jitter when the
+   * stream breaks or stays silent past the watchdog; gives up only on errors a retry cannot fix
+   * (node_not_found, version_rejected, server_key_mismatch…), rejecting `done`.
+   */
+  streamMap(opts: StreamMapOptions): MapStream {
+    if (opts.endpoints) this.endpoints = [...opts.endpoints];
+    if (opts.hostinfo) this.setHostinfo(opts.hostinfo);
+    const abort = new AbortController();
+    const watchdogMs = opts.watchdogMs ?? MAP_WATCHDOG_MS;
+    const initial = opts.backoffInitialMs ?? BACKOFF_INITIAL_MS;
+    const max = opts.backoffMaxMs ?? BACKOFF_MAX_MS;
+    let current: NetworkMap | undefined;
+    let reconnects = 0;
+    let cancelPoll: (() => void) | undefined;
+
+    const loop = async (): Promise<void> => {
+      let attempt = 0;
+      while (!abort.signal.aborted) {
+        let err: ControlError;
+        try {
+          await this.pollOnce(opts, watchdogMs, abort.signal, (m) => {
+            current = m;
+            attempt = 0;
+          }, (c) => { cancelPoll = c; });
+          if (abort.signal.aborted) return;
+          err = new ControlError(ControlErrorCode.serverError, 'control server ended the map stream; reconnecting', { retryable: true });
+        } catch (e) {
+          if (abort.signal.aborted) return;
+          err = toControlError(e, this.opts.serverUrl);
+        }
+        if (!err.retryable) {
+          opts.onError?.(err, undefined);
+          throw err;
+        }
+        const delay = backoffDelay(attempt++, initial, max);
+        this.log(`map stream: ${err.message}; retrying in ${delay} ms`);
+        opts.onError?.(err, delay);
+        await sleep(delay, abort.signal);
+        reconnects++;
+      }
+    };
+
+    const done = loop();
+    const handle: MapStream = {
+      get map() { return current; },
+      get reconnects() { return reconnects; },
+      close: async () => {
+        abort.abort();
+        cancelPoll?.();
+        try {
+          await done;
+        } catch {
+          // already reported through done
+        }
+        this.streams.delete(handle);
+      },
+      done: done.finally(() => this.streams.delete(handle)),
+    };
+    handle.done.catch(() => {}); // the caller may never look at done
+    this.streams.add(handle);
+    return handle;
+  }
+
+  /** One poll: request, then messages until the stream ends, breaks or the watchdog fires. */
+  private async pollOnce(opts: StreamMapOptions, watchdogMs: number, signal: AbortSignal, onFull: (m: NetworkMap) => void, setCancel: (c: () => void) => void): Promise<void> {
+    let status = 0;
+    let errBody: Promise<Buffer> | undefined;
+    let run: Promise<void> | undefined;
+    await this.post('/machine/map', this.mapRequest(true), this.opts.timeoutMs ?? 30_000, (st, stream, conn) => {
+      status = st;
+      if (st !== 200) errBody = this.readBody(stream);
+      else run = this.consumeMap(stream, conn, opts, watchdogMs, signal, onFull, setCancel);
+    });
+    if (status !== 200) throw this.statusError('/machine/map', status, (await errBody!).toString('utf8'));
+    await run;
+  }
+
+  /** Reads length-prefixed MapResponses from a poll stream; listeners are attached synchronously. */
+  private consumeMap(stream: http2.ClientHttp2Stream, conn: ControlConnection, opts: StreamMapOptions, watchdogMs: number, signal: AbortSignal, onFull: (m: NetworkMap) => void, setCancel: (c: () => void) => void): Promise<void> {
+    const map = new NetworkMap();
+    let gotFull = false;
+    const pinged = new Set<string>();
+    return new Promise<void>((resolve, reject) => {
+      let buf: Buffer = Buffer.alloc(0);
+      let finished = false;
+      let watchdog: NodeJS.Timeout | undefined;
+      const finish = (e?: Error): void => {
+        if (finished) return;
+        finished = true;
+        if (watchdog) clearTimeout(watchdog);
+        signal.removeEventListener('abort', onAbort);
+        if (!stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
+        if (e) reject(e);
+        else resolve();
+      };
+      const arm = (): void => {
+        if (watchdog) clearTimeout(watchdog);
+        watchdog = setTimeout(() => {
+          // A silent stream may mean a dead connection under it: drop the whole connection.
+          this.resetConnection(conn);
+          finish(new ControlError(ControlErrorCode.serverError,
+            `no map message from ${this.opts.serverUrl} for ${watchdogMs} ms; reconnecting`, { retryable: true }));
+        }, watchdogMs);
+      };
+      const onAbort = (): void => finish();
+      signal.addEventListener('abort', onAbort, { once: true });
+      setCancel(onAbort);
+      arm();
+      stream.on('data', (chunk: Buffer) => {
+        if (finished) return;
+        buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+        while (buf.length >= 4) {
+          const len = buf.readUInt32LE(0);
+          if (len > MAX_MAP_MESSAGE) {
+            finish(new ControlError(ControlErrorCode.protocolError, `map message of ${len} bytes exceeds ${MAX_MAP_MESSAGE}; reconnecting`, { retryable: true }));
+            return;
+          }
+          if (buf.length < 4 + len) break;
+          const text = buf.subarray(4, 4 + len).toString('utf8');
+          buf = buf.subarray(4 + len);
+          arm();
+          let msg: MapResponse;
+          try {
+            msg = JSON.parse(text) as MapResponse;
+          } catch {
+            finish(new ControlError(ControlErrorCode.protocolError, 'map message is not JSON (was compression negotiated?); reconnecting', { retryable: true }));
+            return;
+          }
+          try {
+            if (!gotFull && !msg.KeepAlive && !msg.Node) {
+              throw new ControlError(ControlErrorCode.protocolError, 'first map message has no self node; reconnecting', { retryable: true });
+            }
+            const delta = map.apply(msg);
+            if (delta.pingRequest) this.answerPing(delta.pingRequest.URL, pinged);
+            if (!gotFull && !msg.KeepAlive) {
+              gotFull = true;
+              onFull(map);
+              opts.onMap(map);
+            } else if (gotFull) {
+              opts.onDelta?.(delta, map);
+            }
+          } catch (e) {
+            finish(e instanceof ControlError ? e : toControlError(e, this.opts.serverUrl));
+            return;
+          }
+        }
+      });
+      stream.once('end', () => finish());
+      stream.once('error', (e) => finish(toControlError(e, this.opts.serverUrl)));
+      stream.once('close', () => finish(stream.rstCode && stream.rstCode !== http2.constants.NGHTTP2_NO_ERROR
+        ? new ControlError(ControlErrorCode.serverError, `map stream reset (HTTP/2 code ${stream.rstCode}); reconnecting`, { retryable: true })
+        : undefined));
+    });
+  }
+
+  /** Answers a PingRequest with a plain HEAD to its URL (control-plane.md 4.4), once per URL. */
+  private answerPing(url: string, seen: Set<string>): void {
+    if (!url || seen.has(url)) return;
+    seen.add(url);
+    let u: URL;
+    try {
+      u = new URL(url);
+    } catch {
+      return;
+    }
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') return;
+    const mod = u.protocol === 'https:' ? https : http;
+    const req = mod.request(u, { method: 'HEAD', agent: false, timeout: 10_000 }, (res) => res.resume());
+    req.on('timeout', () => req.destroy());
+    req.on('error', (e) => this.log(`ping response to control failed: ${e.message}`));
+    req.end();
+  }
+
+  /** Stops all map streams and closes the connection. */
+  async close(): Promise<void> {
+    await Promise.all([...this.streams].map((s) => s.close()));
+    this.closed = true;
+    const c = this.conn;
+    this.conn = undefined;
+    c?.close();
+    const pending = this.connecting;
+    if (pending) {
+      try {
+        (await pending).close();
+      } catch {
+        // dial failed; nothing to close
+      }
+    }
+  }
+}

@@ -1,0 +1,66 @@
+// Typed control-plane errors. Each has a stable `code`, a one-line message that says what failed
+// and what to do, and `retryable`: whether trying the same thing again later can succeed.
+
+/** Stable error codes of the control client. */
+export const ControlErrorCode = {
+  authKeyInvalid: 'auth_key_invalid',
+  authKeyExpired: 'auth_key_expired',
+  authKeyUsed: 'auth_key_used',
+  authKeyRequired: 'auth_key_required',
+  registrationRejected: 'registration_rejected',
+  nodeKeyExpired: 'node_key_expired',
+  nodeNotFound: 'node_not_found',
+  serverUnreachable: 'server_unreachable',
+  serverKeyMismatch: 'server_key_mismatch',
+  handshakeFailed: 'handshake_failed',
+  versionRejected: 'version_rejected',
+  serverError: 'server_error',
+  protocolError: 'protocol_error',
+  closed: 'closed',
+} as const;
+/** One of {@link ControlErrorCode}. */
+export type ControlErrorCode = (typeof ControlErrorCode)[keyof typeof ControlErrorCode];
+
+/** A control-plane failure with a stable code. */
+export class ControlError extends Error {
+  /** Stable machine-readable code. */
+  readonly code: ControlErrorCode;
+  /** True when retrying later may succeed without the user changing anything. */
+  readonly retryable: boolean;
+  /** Text the server sent, when there was any. */
+  readonly serverMessage: string | undefined;
+
+  constructor(code: ControlErrorCode, message: string, opts: { retryable: boolean; serverMessage?: string; cause?: unknown }) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'ControlError';
+    this.code = code;
+    this.retryable = opts.retryable;
+    this.serverMessage = opts.serverMessage;
+  }
+}
+
+/**
+ * Maps a RegisterResponse.Error from headscale (HS:hscontrol/auth.go, types/preauth_key.go,
+ * db/preauth_keys.go) to a ControlError.
+ */
+export function registerError(serverMessage: string): ControlError {
+  const m = serverMessage.toLowerCase();
+  const q = JSON.stringify(serverMessage);
+  if (/invalid pre ?auth ?key|invalid authkey|failed to parse auth-key|auth-key not found/.test(m)) {
+    return new ControlError(ControlErrorCode.authKeyInvalid,
+      `control server rejected the auth key (${q}): check it, or create a new one (headscale preauthkeys create); retrying will not help`,
+      { retryable: false, serverMessage });
+  }
+  if (/expired/.test(m) && /auth-?key/.test(m)) {
+    return new ControlError(ControlErrorCode.authKeyExpired,
+      `the auth key has expired (${q}): create a new one; retrying will not help`, { retryable: false, serverMessage });
+  }
+  if (/already (been )?used/.test(m)) {
+    return new ControlError(ControlErrorCode.authKeyUsed,
+      `the single-use auth key was already used (${q}): create a new or a reusable one; retrying will not help`,
+      { retryable: false, serverMessage });
+  }
+  return new ControlError(ControlErrorCode.registrationRejected,
+    `control server refused the registration (${q}); retrying will not help until that is fixed`,
+    { retryable: false, serverMessage });
+}

@@ -1,0 +1,257 @@
+// ControlClient against a real, unmodified headscale v0.29.2 on loopback: registration, map
+// streaming between two nodes, endpoint updates, re-registration, logout, ephemeral nodes and the
+// typed errors. headscale is started with a generated config in a temp dir and always stopped.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { needs } from '../harness/prereq.ts';
+import { Headscale, freeTcpPort } from '../harness/headscale.ts';
+import { ControlClient, type MapStream } from '../../src/control/client.ts';
+import { ControlError } from '../../src/control/errors.ts';
+import { formatMachinePublic, formatNodePublic, formatDiscoPublic, generateKeyPair, type MachinePublic } from '../../src/control/keys.ts';
+import type { NetworkMap, MapDelta } from '../../src/control/netmap.ts';
+import { StateStore } from '../../src/state/store.ts';
+
+const skip = needs({ commands: ['headscale'] });
+
+async function waitFor<T>(what: string, f: () => T | undefined | false, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = f();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** A node under test: its state dir, client and the latest map it saw. */
+interface TestNode {
+  dir: string;
+  client: ControlClient;
+  stream?: MapStream;
+  map?: NetworkMap;
+  fullMaps: number;
+  deltas: MapDelta[];
+}
+
+describe('ControlClient against headscale v0.29.2', { skip, timeout: 180_000 }, () => {
+  let hs: Headscale;
+  let userId: number;
+  let authKey: string;
+  const tmpDirs: string[] = [];
+  const clients: ControlClient[] = [];
+
+  async function makeNode(hostname: string, dir?: string): Promise<TestNode> {
+    const d = dir ?? mkdtempSync(join(tmpdir(), 'meshd-state-'));
+    if (!dir) tmpDirs.push(d);
+    const store = await StateStore.open(join(d, 'state'));
+    const { identity } = await store.loadOrCreateIdentity(hs.url);
+    const client = new ControlClient({
+      serverUrl: hs.url,
+      machineKey: identity.machinePrivate,
+      nodeKey: identity.nodePrivate,
+      hostinfo: { Hostname: hostname },
+    });
+    clients.push(client);
+    return { dir: d, client, fullMaps: 0, deltas: [] };
+  }
+
+  function stream(n: TestNode): void {
+    n.stream = n.client.streamMap({
+      onMap: (m) => { n.map = m; n.fullMaps++; },
+      onDelta: (d, m) => { n.deltas.push(d); n.map = m; },
+    });
+  }
+
+  before(async () => {
+    hs = await Headscale.start();
+    userId = hs.createUser('alice');
+    authKey = hs.createPreAuthKey(userId, { reusable: true });
+  });
+
+  after(async () => {
+    await Promise.allSettled(clients.map((c) => c.close()));
+    if (hs) await hs.stop();
+    for (const d of tmpDirs) rmSync(d, { recursive: true, force: true });
+  });
+
+  let a: TestNode;
+  let b: TestNode;
+
+  it('registers two nodes with a reusable pre-auth key', { timeout: 40_000 }, async () => {
+    a = await makeNode('node-a');
+    b = await makeNode('node-b');
+    const ra = await a.client.register({ authKey });
+    const rb = await b.client.register({ authKey });
+    for (const r of [ra, rb]) {
+      assert.equal(r.machineAuthorized, true);
+      assert.equal(r.nodeKeyExpired, false);
+      assert.equal(r.authUrl, undefined);
+      assert.equal(r.user?.displayName, 'alice');
+    }
+    const nodes = hs.nodes();
+    assert.equal(nodes.length, 2);
+    const keys = nodes.map((n) => n['node_key']).sort();
+    assert.deepEqual(keys, [formatNodePublic(a.client.nodePublic), formatNodePublic(b.client.nodePublic)].sort());
+  });
+
+  it('keeps the auth key out of the state directory, which is 0700 with a 0600 file', { timeout: 40_000 }, () => {
+    for (const n of [a, b]) {
+      const file = join(n.dir, 'state', 'state.json');
+      const text = readFileSync(file, 'utf8');
+      assert.ok(!text.includes(authKey), 'auth key must not be persisted');
+      assert.ok(!text.includes('hskey'), 'no pre-auth key material in state');
+      assert.equal(statSync(file).mode & 0o777, 0o600);
+      assert.equal(statSync(join(n.dir, 'state')).mode & 0o777, 0o700);
+    }
+  });
+
+  it('streams a full map in which each node sees the other with keys and tailnet addresses', { timeout: 40_000 }, async () => {
+    stream(a);
+    stream(b);
+    const pa = await waitFor('a to see b', () => a.map?.peerByKey(formatNodePublic(b.client.nodePublic)));
+    const pb = await waitFor('b to see a', () => b.map?.peerByKey(formatNodePublic(a.client.nodePublic)));
+    const selfA = a.map!.self!;
+    const selfB = b.map!.self!;
+    assert.equal(selfA.nodeKeyText, formatNodePublic(a.client.nodePublic));
+    assert.equal(selfA.raw.Machine, formatMachinePublic(a.client.machinePublic));
+    for (const [self, peer, other] of [[selfA, pb, a], [selfB, pa, b]] as const) {
+      assert.equal(self.addresses.length, 2);
+      assert.match(self.addresses[0]!, /^100\.(6[4-9]|[7-9]\d|1[01]\d|12[0-7])\.\d+\.\d+\/32$/);
+      assert.match(self.addresses[1]!, /^fd7a:115c:a1e0:.*\/128$/);
+      // The peer as the other node sees it matches this node's self view.
+      assert.deepEqual([...peer.addresses], [...self.addresses]);
+      assert.ok(peer.allowedIPs.includes(self.addresses[0]!));
+      assert.equal(peer.discoKeyText, formatDiscoPublic(other.client.discoPublic));
+      assert.equal(peer.hostname, other === a ? 'node-a' : 'node-b');
+      assert.equal(peer.online, true);
+    }
+    assert.ok(a.map!.derpMap?.Regions?.['999'], 'embedded DERP region 999 in the DERP map');
+    assert.ok(a.map!.packetFilter.length > 0, 'allow-all packet filter present');
+    assert.ok(a.map!.userProfiles.size >= 1);
+  });
+
+  it('delivers endpoints sent with updateEndpoints to the other node as a delta', { timeout: 40_000 }, async () => {
+    const eps = ['127.0.0.1:41641', '[::1]:41641'];
+    await a.client.updateEndpoints(eps);
+    const keyA = formatNodePublic(a.client.nodePublic);
+    await waitFor('b to see a\'s endpoints', () => {
+      const p = b.map?.peerByKey(keyA);
+      return p && eps.every((e) => p.endpoints.includes(e));
+    });
+    assert.ok(b.deltas.some((d) => !d.keepAlive && (d.patches.length > 0 || d.peersChanged.length > 0)), 'arrived as a delta');
+  });
+
+  it('reconnects the map streams with backoff after headscale restarts, and the peers come back', { timeout: 60_000 }, async () => {
+    const before = [a.fullMaps, b.fullMaps];
+    await hs.restart(1500);
+    await waitFor('both streams to get a new full map', () => a.fullMaps > before[0]! && b.fullMaps > before[1]!, 40_000);
+    assert.ok(a.stream!.reconnects >= 1);
+    await waitFor('a to see b again', () => a.map?.peerByKey(formatNodePublic(b.client.nodePublic))?.online === true);
+    assert.ok(b.map?.peerByKey(formatNodePublic(a.client.nodePublic)));
+  });
+
+  it('breaks a silent stream with the watchdog and reconnects', { timeout: 40_000 }, async () => {
+    const w = await makeNode('node-watch');
+    await w.client.register({ authKey });
+    let maps = 0;
+    const errors: Array<[string, number | undefined]> = [];
+    const s = w.client.streamMap({
+      onMap: () => { maps++; },
+      onError: (e, retry) => { errors.push([e.message, retry]); },
+      watchdogMs: 1500,
+      backoffInitialMs: 100,
+    });
+    await waitFor('two full maps', () => maps >= 2, 20_000);
+    assert.match(errors[0]![0], /no map message .* for 1500 ms/);
+    assert.ok(errors[0]![1] !== undefined && errors[0]![1] <= 100);
+    await s.close();
+    await w.client.logout();
+    await w.client.close();
+  });
+
+  it('re-registers from the same state directory as the same node with the same addresses', { timeout: 40_000 }, async () => {
+    const before = a.map!.self!;
+    const count = hs.nodes().length;
+    const again = await makeNode('node-a', a.dir);
+    const r = await again.client.register({ authKey });
+    assert.equal(r.machineAuthorized, true);
+    let m: NetworkMap | undefined;
+    const s = again.client.streamMap({ onMap: (x) => { m = x; } });
+    const self = await waitFor('map of the re-registered node', () => m?.self);
+    await s.close();
+    assert.equal(self.id, before.id);
+    assert.deepEqual([...self.addresses], [...before.addresses]);
+    assert.equal(hs.nodes().length, count, 'no new node was created');
+    await again.client.close();
+  });
+
+  it('rejects a wrong auth key with code auth_key_invalid and one clear line', { timeout: 40_000 }, async () => {
+    const n = await makeNode('node-wrong');
+    const bogus = 'hskey-auth-AAAAAAAAAAAA-' + 'b'.repeat(64);
+    await assert.rejects(n.client.register({ authKey: bogus }), (e: unknown) => {
+      assert.ok(e instanceof ControlError);
+      assert.equal(e.code, 'auth_key_invalid');
+      assert.equal(e.retryable, false);
+      assert.ok(!e.message.includes('\n'));
+      assert.ok(!e.message.includes(bogus), 'the key itself is not echoed');
+      return true;
+    });
+    await n.client.close();
+  });
+
+  it('reports an unreachable server (closed loopback port) as server_unreachable', { timeout: 40_000 }, async () => {
+    const port = await freeTcpPort();
+    const k = generateKeyPair();
+    const c = new ControlClient({ serverUrl: `http://127.0.0.1:${port}`, machineKey: k.privateKey, nodeKey: generateKeyPair().privateKey });
+    await assert.rejects(c.register({ authKey }), (e: unknown) => {
+      assert.ok(e instanceof ControlError);
+      assert.equal(e.code, 'server_unreachable');
+      assert.equal(e.retryable, true);
+      assert.match(e.message, /cannot reach control server/);
+      return true;
+    });
+    await c.close();
+  });
+
+  it('refuses a server whose Noise key differs from the pinned one', { timeout: 40_000 }, async () => {
+    const k = generateKeyPair();
+    const c = new ControlClient({
+      serverUrl: hs.url, machineKey: k.privateKey, nodeKey: generateKeyPair().privateKey,
+      serverKey: generateKeyPair<MachinePublic>().publicKey,
+    });
+    await assert.rejects(c.register({ authKey }), (e: unknown) => e instanceof ControlError && e.code === 'server_key_mismatch');
+    await c.close();
+  });
+
+  it('logs out: the node key expires on the server and the peer learns it', { timeout: 40_000 }, async () => {
+    const r = await b.client.logout();
+    assert.equal(r.nodeKeyExpired, true);
+    const keyB = formatNodePublic(b.client.nodePublic);
+    await waitFor('a to see b expired or gone', () => {
+      const p = a.map?.peerByKey(keyB);
+      return p?.expired === true && p.keyExpiry !== undefined;
+    });
+    const row = hs.nodes().find((n) => n['node_key'] === keyB);
+    assert.ok(row, 'a non-ephemeral node stays listed after logout');
+    const expiry = (row['expiry'] as { seconds?: string | number } | string | undefined);
+    assert.ok(expiry, 'expiry is set');
+  });
+
+  it('deletes an ephemeral node on logout', { timeout: 40_000 }, async () => {
+    const ephKey = hs.createPreAuthKey(userId, { ephemeral: true });
+    const e = await makeNode('node-eph');
+    const r = await e.client.register({ authKey: ephKey });
+    assert.equal(r.machineAuthorized, true);
+    const keyE = formatNodePublic(e.client.nodePublic);
+    assert.ok(hs.nodes().some((n) => n['node_key'] === keyE), 'ephemeral node listed after register');
+    stream(e);
+    await waitFor('ephemeral node map', () => e.map?.self);
+    const out = await e.client.logout();
+    assert.equal(out.nodeKeyExpired, true);
+    assert.equal(out.machineAuthorized, false);
+    await waitFor('ephemeral node to disappear', () => !hs.nodes().some((n) => n['node_key'] === keyE), 10_000);
+  });
+});

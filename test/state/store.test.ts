@@ -1,0 +1,70 @@
+import { describe, it, afterEach } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, statSync, readdirSync, chmodSync, writeFileSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { StateStore, StateError } from '../../src/state/store.ts';
+import { formatNodePublic, publicKeyOf } from '../../src/control/keys.ts';
+
+const dirs: string[] = [];
+function tmp(): string {
+  const d = mkdtempSync(join(tmpdir(), 'meshd-store-'));
+  dirs.push(d);
+  return d;
+}
+afterEach(() => {
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+describe('state directory', () => {
+  it('creates the directory 0700 and state.json 0600 with new machine and node keys', async () => {
+    const dir = join(tmp(), 'state');
+    const store = await StateStore.open(dir);
+    const { identity, created, state } = await store.loadOrCreateIdentity('http://127.0.0.1:1');
+    assert.equal(created, true);
+    assert.equal(statSync(dir).mode & 0o777, 0o700);
+    assert.equal(statSync(store.file).mode & 0o777, 0o600);
+    assert.deepEqual(identity.nodePublic, publicKeyOf(identity.nodePrivate));
+    assert.notDeepEqual(identity.machinePrivate, identity.nodePrivate);
+    assert.equal(state.serverUrl, 'http://127.0.0.1:1');
+  });
+
+  it('loads the same identity the second time', async () => {
+    const dir = join(tmp(), 'state');
+    const first = await (await StateStore.open(dir)).loadOrCreateIdentity();
+    const again = await (await StateStore.open(dir)).loadOrCreateIdentity();
+    assert.equal(again.created, false);
+    assert.equal(formatNodePublic(again.identity.nodePublic), formatNodePublic(first.identity.nodePublic));
+    assert.deepEqual(again.identity.machinePrivate, first.identity.machinePrivate);
+  });
+
+  it('leaves no temp files behind and tightens a loose directory and file mode', async () => {
+    const dir = join(tmp(), 'state');
+    mkdirSync(dir, { mode: 0o755 });
+    chmodSync(dir, 0o755);
+    const store = await StateStore.open(dir);
+    assert.equal(statSync(dir).mode & 0o777, 0o700);
+    await store.loadOrCreateIdentity();
+    await store.update({ nodeId: 7, addresses: ['100.64.0.7/32'] });
+    assert.deepEqual(readdirSync(dir), ['state.json']);
+    chmodSync(store.file, 0o644);
+    const s = await store.read();
+    assert.equal(s?.nodeId, 7);
+    assert.equal(statSync(store.file).mode & 0o777, 0o600);
+  });
+
+  it('rotates only the node key', async () => {
+    const store = await StateStore.open(join(tmp(), 'state'));
+    const { identity } = await store.loadOrCreateIdentity();
+    const next = await store.rotateNodeKey();
+    assert.deepEqual(next.machinePrivate, identity.machinePrivate);
+    assert.notDeepEqual(next.nodePrivate, identity.nodePrivate);
+  });
+
+  it('reports a corrupt file with code state_corrupt and what to do', async () => {
+    const dir = join(tmp(), 'state');
+    const store = await StateStore.open(dir);
+    writeFileSync(store.file, '{"version":1,"machineKey":"nope","nodeKey":"x"}', { mode: 0o600 });
+    await assert.rejects(store.read(), (e: unknown) => e instanceof StateError && e.code === 'state_corrupt' && /move it away/.test(e.message));
+  });
+});
