@@ -17,8 +17,8 @@
 // dropped, unknown types skipped, an oversized frame or a bad handshake closes the connection.
 import { EventEmitter } from 'node:events';
 import { connect as netConnect, isIP, type Socket } from 'node:net';
-import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
-import { randomFillSync } from 'node:crypto';
+import { checkServerIdentity, connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
+import { createHash, randomFillSync } from 'node:crypto';
 import { debuglog } from 'node:util';
 import { boxBefore, KEY_LEN, publicKeyOf } from '../crypto/box.ts';
 import {
@@ -39,6 +39,12 @@ export interface DerpClientOptions {
   connectAddress?: string;
   /** Extra TLS options (ca, rejectUnauthorized, servername ...). */
   tls?: ConnectionOptions;
+  /**
+   * DERPNode.CertName: `sha256-raw:<hex>` pins the server's leaf certificate by the SHA-256 of its DER
+   * (instead of CA verification, as tailscale's tlsdial does); any other value is the name the
+   * certificate must carry instead of the URL host.
+   */
+  certName?: string;
   /** Whether this server is our home (sends NotePreferred(1) on every connect). */
   preferred?: boolean;
   /** Advertise that we answer server pings (default true; we always answer). */
@@ -263,8 +269,18 @@ export class DerpClient extends EventEmitter<DerpClientEvents> {
     if (this.url.protocol === 'https:') {
       const tlsOpts: ConnectionOptions = { host: target, port, ALPNProtocols: ['http/1.1'], ...this.opts.tls };
       if (tlsOpts.servername === undefined && isIP(host) === 0) tlsOpts.servername = host;
+      const certName = this.opts.certName;
+      const pin = certName?.startsWith('sha256-raw:') ? certName.slice('sha256-raw:'.length).toLowerCase() : undefined;
+      if (pin !== undefined) tlsOpts.rejectUnauthorized = false;
+      else if (certName) tlsOpts.checkServerIdentity = (_host, cert) => checkServerIdentity(certName, cert);
       s = tlsConnect(tlsOpts);
-      s.once('secureConnect', () => this.onTransportUp(s));
+      s.once('secureConnect', () => {
+        if (pin !== undefined) {
+          const problem = checkPinnedCert(s as TLSSocket, pin, isIP(host) === 0 ? host : undefined);
+          if (problem) { this.fail(s, `TLS: ${problem}`, true); return; }
+        }
+        this.onTransportUp(s);
+      });
     } else {
       s = netConnect({ host: target, port });
       s.once('connect', () => this.onTransportUp(s));
@@ -479,6 +495,18 @@ export class DerpClient extends EventEmitter<DerpClientEvents> {
       if (this._state === 'waiting') this.dial();
     }, delay);
   }
+}
+
+/** tlsdial.SetConfigExpectedCertHash: the leaf's DER hash, validity dates and (for names) the host. */
+function checkPinnedCert(s: TLSSocket, wantSha256Hex: string, hostname: string | undefined): string | undefined {
+  const cert = s.getPeerX509Certificate();
+  if (!cert) return 'expected cert not presented';
+  if (createHash('sha256').update(cert.raw).digest('hex') !== wantSha256Hex) return 'cert hash does not match expected cert hash';
+  const now = Date.now();
+  if (now > Date.parse(cert.validTo)) return `cert expired ${cert.validTo}`;
+  if (now < Date.parse(cert.validFrom)) return `cert not yet valid until ${cert.validFrom}; is your clock correct?`;
+  if (hostname !== undefined && cert.checkHost(hostname) === undefined) return `cert does not match server name ${JSON.stringify(hostname)}`;
+  return undefined;
 }
 
 function equalBytes(a: Uint8Array, b: Uint8Array): boolean {

@@ -4,8 +4,8 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createSocket } from 'node:dgram';
-import { rmSync } from 'node:fs';
-import { randomFillSync } from 'node:crypto';
+import { readFileSync, rmSync } from 'node:fs';
+import { createHash, randomFillSync, X509Certificate } from 'node:crypto';
 import { needs } from '../harness/prereq.ts';
 import { Derper } from '../harness/derper.ts';
 import { boxBefore, generateKeyPair } from '../../src/crypto/box.ts';
@@ -204,5 +204,56 @@ describe('derp against a real derper on loopback', { skip }, () => {
     } finally {
       sock.close();
     }
+  });
+});
+
+describe('derp over TLS against a real derper (its self-signed 127.0.0.1 certificate)', { skip }, () => {
+  let derper: Derper;
+  const clients: DerpClient[] = [];
+  let certPem = '';
+  let certName = '';
+
+  function client(opts: { tls?: { ca: string }; certName?: string }): { c: DerpClient; key: ReturnType<typeof generateKeyPair> } {
+    const key = generateKeyPair();
+    const c = new DerpClient({ url: derper.url, privateKey: key.privateKey, backoffInitialMs: 50, backoffMaxMs: 200, ...opts });
+    clients.push(c);
+    c.start();
+    return { c, key };
+  }
+
+  before(async () => {
+    derper = new Derper({ tls: true });
+    await derper.start();
+    certPem = readFileSync(derper.certFile, 'utf8');
+    certName = `sha256-raw:${createHash('sha256').update(new X509Certificate(certPem).raw).digest('hex')}`;
+  });
+
+  after(async () => {
+    for (const c of clients) c.close();
+    await derper?.dispose();
+  });
+
+  it('derper advertises the same sha256-raw CertName we compute from its certificate', () => {
+    assert.ok(derper.log.includes(`"CertName":"${certName}"`), derper.log);
+  });
+
+  it('connects over TLS with the certificate as CA and relays packets', async () => {
+    const a = client({ tls: { ca: certPem } });
+    const b = client({ certName });
+    await Promise.all([once(a.c, 'connected'), once(b.c, 'connected')]);
+    const got: string[] = [];
+    b.c.on('packet', (src, d) => got.push(`${toHex(src)} ${new TextDecoder().decode(d)}`));
+    const deadline = Date.now() + 10_000;
+    while (got.length === 0 && Date.now() < deadline) { a.c.send(b.key.publicKey, new TextEncoder().encode('over tls')); await sleep(50); }
+    assert.equal(got[0], `${toHex(a.key.publicKey)} over tls`);
+  });
+
+  it('refuses the self-signed certificate without a CA or pin, and a wrong pin, counting the failures', async () => {
+    const plain = client({});
+    const wrong = client({ certName: `sha256-raw:${'00'.repeat(32)}` });
+    await waitFor(() => plain.c.counters.connectFailures >= 2 && wrong.c.counters.connectFailures >= 2, 'failed attempts');
+    assert.equal(plain.c.counters.connects, 0);
+    assert.equal(wrong.c.counters.connects, 0);
+    assert.ok(wrong.c.counters.protocolErrors >= 2, 'a pin mismatch is a protocol error');
   });
 });

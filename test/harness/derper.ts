@@ -1,7 +1,7 @@
 // Runs a real, unmodified tailscale `derper` on loopback only: plain HTTP on 127.0.0.1 (no TLS, no
 // certificate fetching, no port 80 listener), STUN on 127.0.0.1, no mesh, no client verification.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { createSocket } from 'node:dgram';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -27,16 +27,22 @@ export async function freeUdpPort(): Promise<number> {
   return port;
 }
 
-/** One derper on loopback; start() and stop() may be repeated (same ports, same key file). */
+/**
+ * One derper on loopback; start() and stop() may be repeated (same ports, same key file). With
+ * tls: true it serves HTTPS with the self-signed certificate for 127.0.0.1 that derper makes itself
+ * in -certmode manual (no ACME, nothing leaves the host).
+ */
 export class Derper {
   readonly dir = mkdtempSync(join(tmpdir(), 'meshd-derper-'));
   readonly bin: string;
   httpPort = 0;
   stunPort = 0;
   log = '';
+  readonly tls: boolean;
   private proc: ChildProcess | undefined;
 
-  constructor() {
+  constructor(opts: { tls?: boolean } = {}) {
+    this.tls = opts.tls ?? false;
     const bin = which('derper');
     if (!bin) throw new Error('derper not found (scripts/install-peers.sh derper)');
     this.bin = bin;
@@ -44,7 +50,12 @@ export class Derper {
 
   /** The DERP URL (plain HTTP on loopback). */
   get url(): string {
-    return `http://127.0.0.1:${this.httpPort}/derp`;
+    return `${this.tls ? 'https' : 'http'}://127.0.0.1:${this.httpPort}/derp`;
+  }
+
+  /** The PEM certificate derper serves in TLS mode (written by derper on first start). */
+  get certFile(): string {
+    return join(this.dir, '127.0.0.1.crt');
   }
 
   /** Its key file; delete it to make the next start() use a new server key. */
@@ -57,6 +68,7 @@ export class Derper {
     if (this.proc) throw new Error('derper already running');
     if (this.httpPort === 0) { this.httpPort = await freeTcpPort(); this.stunPort = await freeUdpPort(); }
     const args = ['-a', `127.0.0.1:${this.httpPort}`, '-http-port', '-1', '-stun-port', String(this.stunPort), '-c', this.keyFile, '-home', 'blank'];
+    if (this.tls) args.push('-certmode', 'manual', '-hostname', '127.0.0.1', '-certdir', this.dir);
     const p = spawn(this.bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     this.proc = p;
     const ready = new Promise<void>((resolve, reject) => {
@@ -71,9 +83,25 @@ export class Derper {
     });
     try {
       await ready;
+      await this.waitListening();
     } catch (e) {
       await this.stop();
       throw e;
+    }
+  }
+
+  /** Polls until the DERP port accepts TCP (derper logs "serving on" just before it listens). */
+  private async waitListening(): Promise<void> {
+    const end = Date.now() + 10_000;
+    for (;;) {
+      const ok = await new Promise<boolean>((resolve) => {
+        const s = connect(this.httpPort, '127.0.0.1');
+        s.once('connect', () => { s.destroy(); resolve(true); });
+        s.once('error', () => resolve(false));
+      });
+      if (ok) return;
+      if (Date.now() > end) throw new Error(`derper not accepting on 127.0.0.1:${this.httpPort}:\n${this.log}`);
+      await new Promise((r) => setTimeout(r, 50));
     }
   }
 
