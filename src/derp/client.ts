@@ -296,7 +296,7 @@ export class DerpClient extends EventEmitter<DerpClientEvents> {
   private onTransportUp(s: Socket): void {
     if (s !== this.socket) return;
     const lines = [
-      `GET ${this.url.pathname || '/derp'} HTTP/1.1`,
+      `GET ${this.url.pathname === '/' ? '/derp' : this.url.pathname} HTTP/1.1`,
       `Host: ${this.url.host}`,
       'User-Agent: meshd',
       'Upgrade: DERP',

@@ -31,7 +31,8 @@ async function setup(opts: Partial<DerpClientOptions> = {}): Promise<{ s: FakeDe
   server = s;
   await s.listen();
   const key = generateKeyPair();
-  const c = new DerpClient({ url: s.url, privateKey: key.privateKey, allowInsecureHttp: true, backoffInitialMs: 10, backoffMaxMs: 50, ...opts });
+  const url = opts.url === '' ? `http://127.0.0.1:${s.port}` : s.url;
+  const c = new DerpClient({ privateKey: key.privateKey, allowInsecureHttp: true, backoffInitialMs: 10, backoffMaxMs: 50, ...opts, url });
   clients.push(c);
   return { s, c, key };
 }
@@ -164,6 +165,23 @@ describe('derp/client against a fake server', () => {
     await once(c, 'connected');
     assert.equal(c.counters.connectFailures, 2);
     assert.equal(c.counters.protocolErrors, 2);
+  });
+
+  it('treats random bytes instead of an HTTP response as a failed connect, then connects', async () => {
+    const { s, c } = await setup({ url: '' });
+    s.script = async (fc, i) => {
+      if (i < 2) {
+        await fc.readHead();
+        fc.write(Uint8Array.from({ length: i === 0 ? 20_000 : 300 }, () => (Math.random() * 256) | 0));
+        if (i === 1) fc.write('\r\n\r\n');
+        return;
+      }
+      await s.handshake(fc);
+    };
+    c.start();
+    await once(c, 'connected');
+    assert.equal(c.counters.protocolErrors, 2);
+    assert.match(s.conns[2]!.head, /^GET \/derp HTTP\/1\.1/, 'a URL without a path asks for /derp');
   });
 
   it('survives random junk frames after the handshake, counting them', async () => {
