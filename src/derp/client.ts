@@ -369,6 +369,14 @@ export class DerpClient extends EventEmitter<DerpClientEvents> {
   }
 
   private onFrame(s: Socket, f: { type: number; payload: Uint8Array }): void {
+    const p = f.payload;
+    if (f.type === FrameType.recvPacket && p.length >= KEY_LEN) {
+      // The common case, without building a message object: source key ‖ packet.
+      this.counters.packetsIn++;
+      this.counters.bytesIn += p.length - KEY_LEN;
+      this.emit('packet', p.subarray(0, KEY_LEN), p.subarray(KEY_LEN));
+      return;
+    }
     const r = parseServerMessage(f);
     if (!r.ok) {
       if (r.error === 'unknown') this.counters.unknownFrames++;
