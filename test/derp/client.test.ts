@@ -1,0 +1,298 @@
+// The DERP client against an in-process fake server that scripts each connection, including hostile
+// input: bogus frame lengths, bad boxes, refused upgrades, junk frames, silence, restarts.
+import { afterEach, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { boxBefore, generateKeyPair } from '../../src/crypto/box.ts';
+import { DerpClient, type DerpClientOptions } from '../../src/derp/client.ts';
+import {
+  encodeFrame, encodeHealth, encodePeerGone, encodePingPong, encodeRecvPacket, encodeRestarting, encodeServerInfo,
+  encodeServerKey, FrameType,
+} from '../../src/derp/frames.ts';
+import { FakeDerp, type FakeConn } from './fake-server.ts';
+
+const toHex = (b: Uint8Array) => Buffer.from(b).toString('hex');
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+let server: FakeDerp | undefined;
+let clients: DerpClient[] = [];
+
+afterEach(async () => {
+  for (const c of clients) c.close();
+  clients = [];
+  await server?.close();
+  const errors = server?.errors ?? [];
+  server = undefined;
+  assert.deepEqual(errors.map((e) => e.message), [], 'fake server script errors');
+});
+
+async function setup(opts: Partial<DerpClientOptions> = {}): Promise<{ s: FakeDerp; c: DerpClient; key: ReturnType<typeof generateKeyPair> }> {
+  const s = new FakeDerp();
+  server = s;
+  await s.listen();
+  const key = generateKeyPair();
+  const url = opts.url === '' ? `http://127.0.0.1:${s.port}` : s.url;
+  const c = new DerpClient({ privateKey: key.privateKey, allowInsecureHttp: true, backoffInitialMs: 10, backoffMaxMs: 50, ...opts, url });
+  clients.push(c);
+  return { s, c, key };
+}
+
+async function waitFor(cond: () => boolean, ms = 3000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('timed out waiting for condition');
+    await sleep(5);
+  }
+}
+
+describe('derp/client against a fake server', () => {
+  it('refuses a plain-http URL unless allowInsecureHttp is set', () => {
+    assert.throws(() => new DerpClient({ url: 'http://127.0.0.1:1/derp', privateKey: generateKeyPair().privateKey }), /allowInsecureHttp/);
+    assert.throws(() => new DerpClient({ url: 'ftp://x/derp', privateKey: generateKeyPair().privateKey }), /scheme/);
+  });
+
+  it('does the handshake, sends NotePreferred, and speaks packets, pings and server notices', async () => {
+    const { s, c, key } = await setup({ preferred: true, appName: 'meshd-test' });
+    const peer = generateKeyPair().publicKey;
+    let conn: FakeConn | undefined;
+    const got: { type: number; payload: string }[] = [];
+    s.script = async (fc) => {
+      conn = fc;
+      await s.handshake(fc);
+      for (;;) { const f = await fc.nextFrame(); got.push({ type: f.type, payload: toHex(f.payload) }); }
+    };
+    c.start();
+    const [info] = await once(c, 'connected');
+    assert.equal(toHex(info.serverKey), toHex(s.key.publicKey));
+    assert.equal(toHex(conn!.clientKey!), toHex(key.publicKey));
+    assert.deepEqual(conn!.info, { version: 2, canAckPings: true, appName: 'meshd-test' });
+    assert.match(conn!.head, /^GET \/derp HTTP\/1\.1\r\n/);
+    assert.match(conn!.head, /\r\nUpgrade: DERP\r\n/);
+    assert.match(conn!.head, /\r\nConnection: Upgrade\r\n/);
+    assert.match(conn!.head, new RegExp(`\\r\\nHost: 127\\.0\\.0\\.1:${s.port}\\r\\n`));
+
+    const packets: [string, string][] = [];
+    const events: string[] = [];
+    c.on('packet', (src, data) => packets.push([toHex(src), toHex(data)]));
+    c.on('peer-gone', (p, r) => events.push(`gone ${toHex(p).slice(0, 4)} ${r}`));
+    c.on('health', (p) => events.push(`health ${p}`));
+    c.on('keep-alive', () => events.push('keepalive'));
+
+    conn!.write(encodePingPong(FrameType.ping, Uint8Array.from([1, 2, 3, 4, 5, 6, 7, 8])));
+    conn!.write(encodeRecvPacket(peer, Uint8Array.from([0xca, 0xfe])));
+    conn!.write(encodeFrame(0x42, Uint8Array.from([1, 2, 3]))); // unknown type: skipped
+    conn!.write(encodeFrame(FrameType.recvPacket, new Uint8Array(10))); // short: dropped
+    conn!.write(encodeFrame(FrameType.peerGone, peer)); // old server: no reason byte
+    conn!.write(encodePeerGone(peer, 1));
+    conn!.write(encodeHealth('duplicate connection'));
+    conn!.write(encodeFrame(FrameType.keepAlive));
+    conn!.write(encodeServerKey(s.key.publicKey)); // late ServerKey: ignored
+    assert.ok(c.send(peer, Uint8Array.from([0xbe, 0xef])));
+
+    await waitFor(() => events.includes('keepalive') && got.length >= 3);
+    assert.deepEqual(packets, [[toHex(peer), 'cafe']]);
+    assert.deepEqual(events, [`gone ${toHex(peer).slice(0, 4)} 0`, `gone ${toHex(peer).slice(0, 4)} 1`, 'health duplicate connection', 'keepalive']);
+    assert.equal(got[0]?.type, FrameType.notePreferred, 'NotePreferred comes first');
+    got.sort((a, b) => a.type - b.type);
+    assert.deepEqual(got, [
+      { type: FrameType.sendPacket, payload: `${toHex(peer)}beef` },
+      { type: FrameType.notePreferred, payload: '01' },
+      { type: FrameType.pong, payload: '0102030405060708' },
+    ]);
+    assert.equal(c.counters.unknownFrames, 1);
+    assert.equal(c.counters.bogusFrames, 1);
+    assert.equal(c.counters.pingsAnswered, 1);
+    assert.equal(c.counters.packetsIn, 1);
+    assert.equal(c.counters.packetsOut, 1);
+    assert.equal(c.state, 'connected');
+  });
+
+  it('closes on a bogus frame length, counts it, and reconnects', async () => {
+    const { s, c } = await setup();
+    s.script = async (fc, i) => {
+      await s.handshake(fc);
+      if (i === 0) fc.write(Uint8Array.from([FrameType.recvPacket, 0xff, 0xff, 0xff, 0xff, 0]));
+    };
+    const reasons: string[] = [];
+    c.on('disconnected', (r) => reasons.push(r));
+    c.start();
+    await waitFor(() => c.counters.connects === 2);
+    assert.equal(c.counters.protocolErrors, 1);
+    assert.match(reasons[0]!, /bogus frame length 4294967295/);
+    assert.equal(s.conns.length, 2);
+  });
+
+  it('retries with backoff after a refused upgrade (HTTP 426)', async () => {
+    const { s, c } = await setup();
+    s.script = async (fc, i) => {
+      if (i === 0) {
+        await fc.readHead();
+        fc.write('HTTP/1.1 426 Upgrade Required\r\nContent-Length: 35\r\n\r\nDERP requires connection upgrade\n');
+        return;
+      }
+      await s.handshake(fc);
+    };
+    c.start();
+    await once(c, 'connected');
+    assert.equal(c.counters.connectFailures, 1);
+    assert.equal(c.counters.protocolErrors, 1);
+  });
+
+  it('treats a bad greeting or an unopenable ServerInfo as a failed connect', async () => {
+    const { s, c } = await setup();
+    const other = generateKeyPair();
+    s.script = async (fc, i) => {
+      if (i === 0) {
+        await fc.readHead();
+        fc.write('HTTP/1.1 101 Switching Protocols\r\n\r\n');
+        const bad = encodeServerKey(s.key.publicKey);
+        bad[5] = 0; // breaks the magic
+        fc.write(bad);
+        return;
+      }
+      if (i === 1) {
+        await fc.readHead();
+        fc.write('HTTP/1.1 101 Switching Protocols\r\n\r\n');
+        fc.write(encodeServerKey(s.key.publicKey));
+        const ci = await fc.nextFrame();
+        // sealed with the wrong key
+        fc.write(encodeServerInfo(boxBefore(ci.payload.slice(0, 32), other.privateKey)));
+        return;
+      }
+      await s.handshake(fc);
+    };
+    c.start();
+    await once(c, 'connected');
+    assert.equal(c.counters.connectFailures, 2);
+    assert.equal(c.counters.protocolErrors, 2);
+  });
+
+  it('treats random bytes instead of an HTTP response as a failed connect, then connects', async () => {
+    const { s, c } = await setup({ url: '' });
+    s.script = async (fc, i) => {
+      if (i < 2) {
+        await fc.readHead();
+        fc.write(Uint8Array.from({ length: i === 0 ? 20_000 : 300 }, () => (Math.random() * 256) | 0));
+        if (i === 1) fc.write('\r\n\r\n');
+        return;
+      }
+      await s.handshake(fc);
+    };
+    c.start();
+    await once(c, 'connected');
+    assert.equal(c.counters.protocolErrors, 2);
+    assert.match(s.conns[2]!.head, /^GET \/derp HTTP\/1\.1/, 'a URL without a path asks for /derp');
+  });
+
+  it('survives random junk frames after the handshake, counting them', async () => {
+    const { s, c } = await setup();
+    s.script = async (fc, i) => {
+      await s.handshake(fc);
+      if (i > 0) return;
+      for (let n = 0; n < 500; n++) {
+        const type = (Math.random() * 32) | 0;
+        if (type === FrameType.serverInfo) continue;
+        const len = (Math.random() * 60) | 0;
+        fc.write(encodeFrame(type, Uint8Array.from({ length: len }, () => (Math.random() * 256) | 0)));
+      }
+      fc.write(encodeFrame(FrameType.keepAlive));
+    };
+    let ka = 0;
+    c.on('keep-alive', () => ka++);
+    c.start();
+    await waitFor(() => c.counters.framesIn >= 400 && ka > 0);
+    assert.ok(c.counters.unknownFrames + c.counters.bogusFrames > 0);
+    assert.equal(c.counters.connects, 1, 'junk of allowed sizes does not break the connection');
+  });
+
+  it('reconnects after the server goes silent for longer than the read timeout', async () => {
+    const { s, c } = await setup({ readTimeoutMs: 200 });
+    const reasons: string[] = [];
+    c.on('disconnected', (r) => reasons.push(r));
+    c.start();
+    await waitFor(() => c.counters.connects === 2, 3000);
+    assert.match(reasons[0]!, /no frame from server for 200 ms/);
+    assert.equal(s.conns.length, 2);
+  });
+
+  it('follows a Restarting frame: waits reconnectIn, then retries within tryFor', async () => {
+    const { s, c } = await setup({ backoffInitialMs: 5, backoffMaxMs: 5 });
+    let downAt = 0;
+    s.script = async (fc, i) => {
+      if (i === 1 || i === 2) { fc.socket.destroy(); return; } // still restarting: refuse twice
+      await s.handshake(fc);
+      if (i === 0) {
+        fc.write(encodeRestarting(300, 2000));
+        await sleep(20);
+        downAt = Date.now();
+        fc.socket.destroy();
+      }
+    };
+    const restarts: number[][] = [];
+    c.on('restarting', (a, b) => restarts.push([a, b]));
+    c.start();
+    await waitFor(() => c.counters.connects === 2, 4000);
+    assert.deepEqual(restarts, [[300, 2000]]);
+    assert.equal(s.conns.length, 4);
+    assert.ok(Date.now() - downAt >= 290, `reconnected after ${Date.now() - downAt} ms, want >= 300`);
+  });
+
+  it('uses fast start with a known server key, and falls back to a full upgrade when the key changed', async () => {
+    const s = new FakeDerp();
+    server = s;
+    await s.listen();
+    const c = new DerpClient({ url: s.url, privateKey: generateKeyPair().privateKey, allowInsecureHttp: true, serverKey: s.key.publicKey, backoffInitialMs: 10 });
+    clients.push(c);
+    c.start();
+    await once(c, 'connected');
+    assert.ok(s.conns[0]!.fastStart);
+
+    const wrong = generateKeyPair().publicKey;
+    const c2 = new DerpClient({ url: s.url, privateKey: generateKeyPair().privateKey, allowInsecureHttp: true, serverKey: wrong, backoffInitialMs: 10 });
+    clients.push(c2);
+    c2.start();
+    await once(c2, 'connected');
+    assert.equal(c2.counters.protocolErrors, 1);
+    assert.ok(s.conns[1]!.fastStart);
+    assert.ok(!s.conns[2]!.fastStart, 'second attempt does the full upgrade');
+    assert.equal(toHex(c2.serverKey!), toHex(s.key.publicKey));
+  });
+
+  it('drops sends it cannot make and counts why', async () => {
+    const { s, c } = await setup();
+    const peer = generateKeyPair().publicKey;
+    assert.equal(c.send(peer, new Uint8Array(10)), false);
+    assert.equal(c.counters.dropNotConnected, 1);
+    s.script = async (fc) => { await s.handshake(fc, { tokenBucketBytesPerSecond: 10, tokenBucketBytesBurst: 300 }); };
+    c.start();
+    await once(c, 'connected');
+    assert.equal(c.send(peer, new Uint8Array(65537)), false);
+    assert.equal(c.counters.dropTooBig, 1);
+    assert.equal(c.send(peer, new Uint8Array(200)), true);
+    assert.equal(c.send(peer, new Uint8Array(200)), false, 'over the server token bucket');
+    assert.equal(c.counters.dropRateLimited, 1);
+    assert.throws(() => c.send(new Uint8Array(31), new Uint8Array(1)), /32 bytes/);
+  });
+
+  it('measures a DERP ping round trip and fails pending pings on close', async () => {
+    const { s, c } = await setup();
+    s.script = async (fc) => {
+      await s.handshake(fc);
+      for (;;) {
+        const f = await fc.nextFrame();
+        if (f.type === FrameType.ping) fc.write(encodePingPong(FrameType.pong, f.payload));
+        if (f.type === FrameType.sendPacket) return; // then stop answering
+      }
+    };
+    c.start();
+    await once(c, 'connected');
+    const rtt = await c.ping();
+    assert.ok(rtt >= 0 && rtt < 1000);
+    c.send(generateKeyPair().publicKey, new Uint8Array(1));
+    await sleep(20);
+    const p = c.ping();
+    c.close();
+    await assert.rejects(p, /closed/);
+    assert.equal(c.state, 'closed');
+  });
+});
