@@ -172,6 +172,25 @@ describe('UdpSocket', () => {
     assert.equal(rx.stats().rx!.active, false);
   });
 
+  it('lets a callback close its socket and poll a new one on the same fd number', async () => {
+    const eps = new Endpoints();
+    const first = UdpSocket.open({ family: 4, bindAddress: '127.0.0.1', endpoints: eps });
+    const tx = sock({ family: 4, bindAddress: '127.0.0.1' });
+    const second = new Promise<{ fd: number; got: Got[] }>((resolve, reject) => {
+      first.startReading(() => {
+        const fd = first.fd;
+        first.close(); // inside its own callback
+        const next = sock({ family: 4, bindAddress: '127.0.0.1', endpoints: eps });
+        collect(next, 1).then((got) => resolve({ fd: next.fd === fd ? fd : -1, got }), reject);
+        tx.sendTo(datagram(7), eps.of('127.0.0.1', next.port));
+      });
+    });
+    tx.sendTo(datagram(1), eps.of('127.0.0.1', first.port));
+    const { fd, got } = await second;
+    assert.notEqual(fd, -1, 'the new socket was expected to reuse the fd number');
+    assert.deepEqual(got[0]!.data, datagram(7));
+  });
+
   it('refuses a port already in use with EADDRINUSE and says what to do', () => {
     const a = sock({ family: 4, bindAddress: '127.0.0.1' });
     assert.throws(() => UdpSocket.open({ family: 4, bindAddress: '127.0.0.1', port: a.port }), (err: unknown) => {
