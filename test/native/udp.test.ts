@@ -2,6 +2,7 @@
 import { describe, it, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { constants } from 'node:os';
+import { spawnSync } from 'node:child_process';
 import { UdpSocket } from '../../src/net/udp.ts';
 import { TxBatch, slotSizeFor, type RxBatch } from '../../src/net/batch.ts';
 import { Endpoints, type Endpoint } from '../../src/net/endpoint.ts';
@@ -213,5 +214,7 @@ describe('UdpSocket', () => {
     const s = sock({ family: 6, mark: 0x80000, rcvbuf: 4 << 20, sndbuf: 4 << 20 });
     assert.equal(s.rcvbuf, 8 << 20); // the kernel reports twice the size it granted
     assert.equal(s.sndbuf, 8 << 20);
+    const ss = spawnSync('ss', ['-uane', 'sport', '=', `:${s.port}`], { encoding: 'utf8' });
+    if (ss.status === 0) assert.match(ss.stdout, /fwmark:0x80000/);
   });
 });
