@@ -23,6 +23,7 @@ typedef struct reader reader;
 // Counters, readable with pollStats; they outlive the reader for as long as the JS handle does.
 typedef struct {
   double packets, batches, wakeups, truncated, errors;
+  double kernel_drops;  // UDP: datagrams the kernel dropped for a full receive queue (SO_RXQ_OVFL)
   int last_errno;
 } poll_stats;
 
@@ -47,6 +48,7 @@ struct reader {
   struct mmsghdr *msgs;
   struct iovec *iov;
   struct sockaddr_in6 *names;
+  uint8_t *ctrl;  // per-slot control buffer for the SO_RXQ_OVFL counter
   poll_box *box;
   int in_cb;      // nesting depth of our JS callback
   bool closing;   // uv_close called: no more reads; memory goes in on_closed
@@ -66,6 +68,7 @@ static void on_closed(uv_handle_t *h) {
   free(r->msgs);
   free(r->iov);
   free(r->names);
+  free(r->ctrl);
   free(r);
 }
 
@@ -145,10 +148,13 @@ static size_t read_tun(reader *r, bool *full, int *fatal) {
   return n;
 }
 
+#define CTRL_LEN CMSG_SPACE(sizeof(uint32_t))
+
 static size_t read_udp(reader *r, bool *full, int *fatal) {
   *full = false;
   for (size_t i = 0; i < r->slots; i++) {
     r->msgs[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_in6);
+    r->msgs[i].msg_hdr.msg_controllen = CTRL_LEN;
     r->msgs[i].msg_hdr.msg_flags = 0;
   }
   int got;
@@ -165,6 +171,16 @@ static size_t read_udp(reader *r, bool *full, int *fatal) {
   size_t w = 0;
   for (size_t i = 0; i < (size_t)got; i++) {
     struct mmsghdr *m = &r->msgs[i];
+    if (m->msg_hdr.msg_controllen > 0) {
+      // The socket's cumulative drop count when this datagram was queued (only sent once nonzero).
+      for (struct cmsghdr *c = CMSG_FIRSTHDR(&m->msg_hdr); c; c = CMSG_NXTHDR(&m->msg_hdr, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_RXQ_OVFL) {
+          uint32_t drops;
+          memcpy(&drops, CMSG_DATA(c), sizeof drops);
+          if ((double)drops > r->box->st.kernel_drops) r->box->st.kernel_drops = drops;
+        }
+      }
+    }
     if (m->msg_hdr.msg_flags & MSG_TRUNC) {  // larger than a slot: dropped and counted
       r->box->st.truncated++;
       continue;
@@ -308,10 +324,12 @@ static napi_value js_poll_start(napi_env env, napi_callback_info info) {
     r->msgs = calloc(slots, sizeof *r->msgs);
     r->iov = calloc(slots, sizeof *r->iov);
     r->names = calloc(slots, sizeof *r->names);
-    if (!r->msgs || !r->iov || !r->names) {
+    r->ctrl = calloc(slots, CTRL_LEN);
+    if (!r->msgs || !r->iov || !r->names || !r->ctrl) {
       free(r->msgs);
       free(r->iov);
       free(r->names);
+      free(r->ctrl);
       free(r);
       free(box);
       return throw_errno(env, ENOMEM, "calloc", "pollStart", NULL);
@@ -322,6 +340,7 @@ static napi_value js_poll_start(napi_env env, napi_callback_info info) {
       r->msgs[i].msg_hdr.msg_name = &r->names[i];
       r->msgs[i].msg_hdr.msg_iov = &r->iov[i];
       r->msgs[i].msg_hdr.msg_iovlen = 1;
+      r->msgs[i].msg_hdr.msg_control = r->ctrl + i * CTRL_LEN;
     }
   }
 
@@ -342,6 +361,7 @@ static napi_value js_poll_start(napi_env env, napi_callback_info info) {
     free(r->msgs);
     free(r->iov);
     free(r->names);
+    free(r->ctrl);
     free(r);
     free(box);
     return throw_errno(env, -e, "uv_poll_init", "pollStart",
@@ -399,7 +419,7 @@ static napi_value js_poll_ref(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-// pollStats(handle) -> { packets, batches, wakeups, truncated, errors, lastErrno, active }
+// pollStats(handle) -> { packets, batches, wakeups, truncated, errors, kernelDrops, lastErrno, active }
 static napi_value js_poll_stats(napi_env env, napi_callback_info info) {
   ARGS(1);
   poll_box *b = get_box(env, argv[0]);
@@ -414,6 +434,7 @@ static napi_value js_poll_stats(napi_env env, napi_callback_info info) {
   NUM("wakeups", b->st.wakeups);
   NUM("truncated", b->st.truncated);
   NUM("errors", b->st.errors);
+  NUM("kernelDrops", b->st.kernel_drops);
   NUM("lastErrno", b->st.last_errno ? -(double)b->st.last_errno : 0);
 #undef NUM
   napi_get_boolean(env, b->r != NULL && !b->r->closing, &v);

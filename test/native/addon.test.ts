@@ -55,7 +55,7 @@ describe('native addon', () => {
       n.pollStop(h); // idempotent
       n.close(fd);
     }
-    assert.deepEqual(n.pollStats(h), { packets: 0, batches: 0, wakeups: 0, truncated: 0, errors: 0, lastErrno: 0, active: false });
+    assert.deepEqual(n.pollStats(h), { packets: 0, batches: 0, wakeups: 0, truncated: 0, errors: 0, kernelDrops: 0, lastErrno: 0, active: false });
   });
 
   it('tears a running reader down with its worker thread', async () => {

@@ -7,6 +7,7 @@ import { UdpSocket } from '../../src/net/udp.ts';
 import { TxBatch, slotSizeFor, type RxBatch } from '../../src/net/batch.ts';
 import { Endpoints, type Endpoint } from '../../src/net/endpoint.ts';
 import { isNativeError } from '../../src/native/index.ts';
+import { waitFor } from '../harness/netns.ts';
 
 const open: UdpSocket[] = [];
 function sock(opts: Parameters<typeof UdpSocket.open>[0]): UdpSocket {
@@ -156,6 +157,21 @@ describe('UdpSocket', () => {
     const got = await pending;
     assert.deepEqual(got.map((g) => [g.data.length, g.data[0]]), [[100, 2], [256, 3]]);
     assert.equal(rx.stats().rx!.truncated, 1);
+  });
+
+  it('counts datagrams the kernel dropped for a full receive queue', { skip: process.getuid?.() === 0 ? false : 'needs root (SO_RCVBUFFORCE for a tiny buffer)' }, async () => {
+    const eps = new Endpoints();
+    const rx = sock({ family: 4, bindAddress: '127.0.0.1', rcvbuf: 4096, endpoints: eps });
+    const tx = sock({ family: 4, bindAddress: '127.0.0.1' });
+    const to = eps.of('127.0.0.1', rx.port);
+    for (let i = 0; i < 50; i++) tx.sendTo(new Uint8Array(1000), to); // nobody reads: most are dropped
+    let got = 0;
+    rx.startReading((b) => { got += b.count; });
+    await waitFor('the queued datagrams', () => got > 0, 2000, 5);
+    tx.sendTo(new Uint8Array(10), to); // carries the drop count
+    await waitFor('the last datagram', () => rx.stats().rx!.packets === got && got > 1 && rx.stats().rx!.kernelDrops > 0, 2000, 5);
+    const st = rx.stats().rx!;
+    assert.equal(st.kernelDrops, 50 - (st.packets - 1));
   });
 
   it('stops delivering batches once stopReading is called inside the callback', async () => {
