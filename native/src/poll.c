@@ -23,6 +23,7 @@ typedef struct reader reader;
 // Counters, readable with pollStats; they outlive the reader for as long as the JS handle does.
 typedef struct {
   double packets, batches, wakeups, truncated, errors;
+  double kernel_drops;  // UDP: datagrams the kernel dropped for a full receive queue (SO_RXQ_OVFL)
   int last_errno;
 } poll_stats;
 
@@ -47,10 +48,11 @@ struct reader {
   struct mmsghdr *msgs;
   struct iovec *iov;
   struct sockaddr_in6 *names;
+  uint8_t *ctrl;  // per-slot control buffer for the SO_RXQ_OVFL counter
   poll_box *box;
-  int in_cb;            // nesting depth of our JS callback
-  bool stop_requested;  // pollStop ran inside the callback; finish after it returns
-  bool stopped;         // poll stopped, refs released, uv_close pending
+  int in_cb;      // nesting depth of our JS callback
+  bool closing;   // uv_close called: no more reads; memory goes in on_closed
+  bool released;  // JS references and async context released
 };
 
 static void box_release(poll_box *b) {
@@ -66,17 +68,27 @@ static void on_closed(uv_handle_t *h) {
   free(r->msgs);
   free(r->iov);
   free(r->names);
+  free(r->ctrl);
   free(r);
 }
 
 static void env_cleanup(void *arg);
 
-// Stops polling and releases everything; memory goes once libuv has closed the handle.
-static void stop_now(reader *r) {
-  if (r->stopped) return;
-  r->stopped = true;
+// Closes the poll handle at once: the fd leaves epoll now, so the caller may close it (and the
+// number may be reused) right after. Memory is freed later, in on_closed, after any callback.
+static void close_handle(reader *r) {
+  if (r->closing) return;
+  r->closing = true;
   uv_poll_stop(&r->h);
   napi_remove_env_cleanup_hook(r->env, env_cleanup, r);
+  uv_close((uv_handle_t *)&r->h, on_closed);
+}
+
+// Releases what keeps JS objects alive. Never while our callback runs: napi_make_callback is
+// still using the async context then.
+static void release_js(reader *r) {
+  if (r->released) return;
+  r->released = true;
   napi_env env = r->env;
   napi_handle_scope scope;
   bool scoped = napi_open_handle_scope(env, &scope) == napi_ok;
@@ -87,14 +99,15 @@ static void stop_now(reader *r) {
   napi_delete_reference(env, r->this_ref);
   napi_async_destroy(env, r->actx);
   if (scoped) napi_close_handle_scope(env, scope);
-  uv_close((uv_handle_t *)&r->h, on_closed);
 }
 
-// The environment is going away (process exit, worker termination): no JS may run now.
+// The environment is going away (process exit, worker termination): no JS may run now, and the
+// environment frees the references itself.
 static void env_cleanup(void *arg) {
   reader *r = arg;
-  if (r->stopped) return;
-  r->stopped = true;
+  if (r->closing) return;
+  r->closing = true;
+  r->released = true;
   uv_poll_stop(&r->h);
   uv_close((uv_handle_t *)&r->h, on_closed);
 }
@@ -135,10 +148,13 @@ static size_t read_tun(reader *r, bool *full, int *fatal) {
   return n;
 }
 
+#define CTRL_LEN CMSG_SPACE(sizeof(uint32_t))
+
 static size_t read_udp(reader *r, bool *full, int *fatal) {
   *full = false;
   for (size_t i = 0; i < r->slots; i++) {
     r->msgs[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_in6);
+    r->msgs[i].msg_hdr.msg_controllen = CTRL_LEN;
     r->msgs[i].msg_hdr.msg_flags = 0;
   }
   int got;
@@ -155,6 +171,16 @@ static size_t read_udp(reader *r, bool *full, int *fatal) {
   size_t w = 0;
   for (size_t i = 0; i < (size_t)got; i++) {
     struct mmsghdr *m = &r->msgs[i];
+    if (m->msg_hdr.msg_controllen > 0) {
+      // The socket's cumulative drop count when this datagram was queued (only sent once nonzero).
+      for (struct cmsghdr *c = CMSG_FIRSTHDR(&m->msg_hdr); c; c = CMSG_NXTHDR(&m->msg_hdr, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_RXQ_OVFL) {
+          uint32_t drops;
+          memcpy(&drops, CMSG_DATA(c), sizeof drops);
+          if ((double)drops > r->box->st.kernel_drops) r->box->st.kernel_drops = drops;
+        }
+      }
+    }
     if (m->msg_hdr.msg_flags & MSG_TRUNC) {  // larger than a slot: dropped and counted
       r->box->st.truncated++;
       continue;
@@ -190,16 +216,16 @@ static void call_js(reader *r, int32_t arg) {
 static void on_poll(uv_poll_t *h, int status, int events) {
   (void)events;
   reader *r = (reader *)h->data;
-  if (r->stopped) return;
+  if (r->closing) return;
   napi_handle_scope scope;
   if (napi_open_handle_scope(r->env, &scope) != napi_ok) return;
   r->box->st.wakeups++;
   if (status < 0) {
     r->box->st.errors++;
     r->box->st.last_errno = -status;
-    uv_poll_stop(&r->h);
+    close_handle(r);
     call_js(r, status);  // libuv codes are -errno on Linux
-    stop_now(r);
+    release_js(r);
     napi_close_handle_scope(r->env, scope);
     return;
   }
@@ -211,17 +237,16 @@ static void on_poll(uv_poll_t *h, int status, int events) {
       r->box->st.packets += (double)n;
       r->box->st.batches++;
       call_js(r, (int32_t)n);
-      if (r->stop_requested || r->stopped) break;
+      if (r->closing) break;
     }
     if (fatal) {
-      uv_poll_stop(&r->h);
+      close_handle(r);
       call_js(r, -fatal);
-      stop_now(r);
       break;
     }
     if (!full) break;
   }
-  if (r->stop_requested) stop_now(r);
+  if (r->closing) release_js(r);  // pollStop ran in the callback, or a fatal error
   napi_close_handle_scope(r->env, scope);
 }
 
@@ -299,10 +324,12 @@ static napi_value js_poll_start(napi_env env, napi_callback_info info) {
     r->msgs = calloc(slots, sizeof *r->msgs);
     r->iov = calloc(slots, sizeof *r->iov);
     r->names = calloc(slots, sizeof *r->names);
-    if (!r->msgs || !r->iov || !r->names) {
+    r->ctrl = calloc(slots, CTRL_LEN);
+    if (!r->msgs || !r->iov || !r->names || !r->ctrl) {
       free(r->msgs);
       free(r->iov);
       free(r->names);
+      free(r->ctrl);
       free(r);
       free(box);
       return throw_errno(env, ENOMEM, "calloc", "pollStart", NULL);
@@ -313,6 +340,7 @@ static napi_value js_poll_start(napi_env env, napi_callback_info info) {
       r->msgs[i].msg_hdr.msg_name = &r->names[i];
       r->msgs[i].msg_hdr.msg_iov = &r->iov[i];
       r->msgs[i].msg_hdr.msg_iovlen = 1;
+      r->msgs[i].msg_hdr.msg_control = r->ctrl + i * CTRL_LEN;
     }
   }
 
@@ -333,6 +361,7 @@ static napi_value js_poll_start(napi_env env, napi_callback_info info) {
     free(r->msgs);
     free(r->iov);
     free(r->names);
+    free(r->ctrl);
     free(r);
     free(box);
     return throw_errno(env, -e, "uv_poll_init", "pollStart",
@@ -370,13 +399,9 @@ static napi_value js_poll_stop(napi_env env, napi_callback_info info) {
   poll_box *b = get_box(env, argv[0]);
   if (!b) return NULL;
   reader *r = b->r;
-  if (!r || r->stopped) return NULL;
-  if (r->in_cb > 0) {
-    uv_poll_stop(&r->h);
-    r->stop_requested = true;
-  } else {
-    stop_now(r);
-  }
+  if (!r || r->closing) return NULL;
+  close_handle(r);
+  if (r->in_cb == 0) release_js(r);  // else on_poll releases after the callback returns
   return NULL;
 }
 
@@ -387,14 +412,14 @@ static napi_value js_poll_ref(napi_env env, napi_callback_info info) {
   if (!b) return NULL;
   bool ref;
   if (!arg_bool(env, argv[1], "ref", &ref)) return NULL;
-  if (b->r && !b->r->stopped) {
+  if (b->r && !b->r->closing) {
     if (ref) uv_ref((uv_handle_t *)&b->r->h);
     else uv_unref((uv_handle_t *)&b->r->h);
   }
   return NULL;
 }
 
-// pollStats(handle) -> { packets, batches, wakeups, truncated, errors, lastErrno, active }
+// pollStats(handle) -> { packets, batches, wakeups, truncated, errors, kernelDrops, lastErrno, active }
 static napi_value js_poll_stats(napi_env env, napi_callback_info info) {
   ARGS(1);
   poll_box *b = get_box(env, argv[0]);
@@ -409,9 +434,10 @@ static napi_value js_poll_stats(napi_env env, napi_callback_info info) {
   NUM("wakeups", b->st.wakeups);
   NUM("truncated", b->st.truncated);
   NUM("errors", b->st.errors);
+  NUM("kernelDrops", b->st.kernel_drops);
   NUM("lastErrno", b->st.last_errno ? -(double)b->st.last_errno : 0);
 #undef NUM
-  napi_get_boolean(env, b->r != NULL && !b->r->stopped && !b->r->stop_requested, &v);
+  napi_get_boolean(env, b->r != NULL && !b->r->closing, &v);
   napi_set_named_property(env, o, "active", v);
   return o;
 }

@@ -146,6 +146,8 @@ static napi_value js_udp_open(napi_env env, napi_callback_info info) {
   // Socket buffers: the *FORCE variants pass net.core.[rw]mem_max but need CAP_NET_ADMIN; the
   // plain ones are capped by those sysctls. Best effort: the result is reported, not enforced.
   if (has_rcv) set_buf(fd, SO_RCVBUFFORCE, SO_RCVBUF, rcvbuf);
+  int one = 1;  // receive-queue drop counter for pollStats().kernelDrops; best effort
+  setsockopt(fd, SOL_SOCKET, SO_RXQ_OVFL, &one, sizeof one);
   if (has_snd) set_buf(fd, SO_SNDBUFFORCE, SO_SNDBUF, sndbuf);
   if (bind(fd, (struct sockaddr *)&sa, salen) < 0) {
     int e = errno;

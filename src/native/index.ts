@@ -23,6 +23,8 @@ export interface PollStats {
   wakeups: number;
   truncated: number;
   errors: number;
+  /** UDP: datagrams the kernel dropped because the receive queue was full (SO_RXQ_OVFL). */
+  kernelDrops: number;
   lastErrno: number;
   active: boolean;
 }

@@ -64,6 +64,7 @@ export class RxBatch {
   /** Packets in the current batch. */
   count = 0;
   private readonly endpoints: Endpoints | undefined;
+  private lastEndpoint: Endpoint | undefined;
 
   constructor(shape: BatchShape, endpoints?: Endpoints) {
     checkShape(shape);
@@ -104,8 +105,21 @@ export class RxBatch {
 
   /** The interned source endpoint of packet i (UDP batches); allocation-free once an endpoint is known. */
   endpoint(i: number): Endpoint {
-    if (!this.endpoints || !this.addrs) throw new TypeError('endpoint(): this batch has no source addresses (not a UDP batch)');
-    return this.endpoints.intern(this.addrs, i * ENDPOINT_RAW_LEN);
+    const addrs = this.addrs;
+    if (!this.endpoints || !addrs) throw new TypeError('endpoint(): this batch has no source addresses (not a UDP batch)');
+    const off = i * ENDPOINT_RAW_LEN;
+    // Datagrams come in runs from one peer: the last answer is checked first. This also keeps
+    // IPv6 sources allocation-free, whose interning builds a text key.
+    const last = this.lastEndpoint;
+    if (last !== undefined) {
+      const raw = last.raw;
+      let k = 0;
+      while (k < 19 && raw[k] === addrs[off + k]) k++;
+      if (k === 19) return last;
+    }
+    const ep = this.endpoints.intern(addrs, off);
+    this.lastEndpoint = ep;
+    return ep;
   }
 }
 

@@ -9,7 +9,7 @@ import { Lab, waitFor } from '../harness/netns.ts';
 import { needs } from '../harness/prereq.ts';
 
 const child = fileURLToPath(new URL('./fixtures/tun-child.js', import.meta.url));
-const skip = needs({ root: true, tun: true, commands: ['ip', 'ping', 'setpriv'] });
+const skip = needs({ root: true, tun: true, commands: ['ip', 'ping', 'setpriv', 'unshare'] });
 
 interface ErrInfo { code?: string; errno?: number; syscall?: string; message: string; name?: string; ok?: boolean }
 
@@ -96,6 +96,25 @@ describe('Tun in a network namespace', { skip }, () => {
     } finally {
       lab4.disposeSync();
     }
+  });
+
+  it('says to load the tun module when /dev/net/tun is missing', () => {
+    const lab5 = new Lab('tunm');
+    try {
+      const ns = lab5.ns('a');
+      // A private mount namespace (unshare -m: propagation private) hides /dev/net under a tmpfs
+      // for this one child only.
+      const r = lab5.tryExec(ns, ['unshare', '-m', 'sh', '-c', 'mount -t tmpfs tmpfs /dev/net && exec "$0" "$1" open',
+        process.execPath, child]);
+      const info = lines(r.stdout)[0] as ErrInfo | undefined;
+      assert.ok(info, `no output: ${r.stderr}`);
+      assert.equal(info.code, 'ENOENT');
+      assert.equal(info.syscall, 'open');
+      assert.match(info.message, /\/dev\/net\/tun missing: load the tun module/);
+    } finally {
+      lab5.disposeSync();
+    }
+    assert.ok(spawnSync('test', ['-c', '/dev/net/tun']).status === 0, '/dev/net/tun must still exist here');
   });
 
   it('refuses to open a device without CAP_NET_ADMIN, saying it needs root', () => {

@@ -2,10 +2,12 @@
 import { describe, it, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { constants } from 'node:os';
+import { spawnSync } from 'node:child_process';
 import { UdpSocket } from '../../src/net/udp.ts';
 import { TxBatch, slotSizeFor, type RxBatch } from '../../src/net/batch.ts';
 import { Endpoints, type Endpoint } from '../../src/net/endpoint.ts';
 import { isNativeError } from '../../src/native/index.ts';
+import { waitFor } from '../harness/netns.ts';
 
 const open: UdpSocket[] = [];
 function sock(opts: Parameters<typeof UdpSocket.open>[0]): UdpSocket {
@@ -157,6 +159,21 @@ describe('UdpSocket', () => {
     assert.equal(rx.stats().rx!.truncated, 1);
   });
 
+  it('counts datagrams the kernel dropped for a full receive queue', { skip: process.getuid?.() === 0 ? false : 'needs root (SO_RCVBUFFORCE for a tiny buffer)' }, async () => {
+    const eps = new Endpoints();
+    const rx = sock({ family: 4, bindAddress: '127.0.0.1', rcvbuf: 4096, endpoints: eps });
+    const tx = sock({ family: 4, bindAddress: '127.0.0.1' });
+    const to = eps.of('127.0.0.1', rx.port);
+    for (let i = 0; i < 50; i++) tx.sendTo(new Uint8Array(1000), to); // nobody reads: most are dropped
+    let got = 0;
+    rx.startReading((b) => { got += b.count; });
+    await waitFor('the queued datagrams', () => got > 0, 2000, 5);
+    tx.sendTo(new Uint8Array(10), to); // carries the drop count
+    await waitFor('the last datagram', () => rx.stats().rx!.packets === got && got > 1 && rx.stats().rx!.kernelDrops > 0, 2000, 5);
+    const st = rx.stats().rx!;
+    assert.equal(st.kernelDrops, 50 - (st.packets - 1));
+  });
+
   it('stops delivering batches once stopReading is called inside the callback', async () => {
     const eps = new Endpoints();
     const rx = sock({ family: 4, bindAddress: '127.0.0.1', slots: 4, endpoints: eps });
@@ -170,6 +187,25 @@ describe('UdpSocket', () => {
     await new Promise((r) => setTimeout(r, 100));
     assert.equal(calls, 1);
     assert.equal(rx.stats().rx!.active, false);
+  });
+
+  it('lets a callback close its socket and poll a new one on the same fd number', async () => {
+    const eps = new Endpoints();
+    const first = UdpSocket.open({ family: 4, bindAddress: '127.0.0.1', endpoints: eps });
+    const tx = sock({ family: 4, bindAddress: '127.0.0.1' });
+    const second = new Promise<{ fd: number; got: Got[] }>((resolve, reject) => {
+      first.startReading(() => {
+        const fd = first.fd;
+        first.close(); // inside its own callback
+        const next = sock({ family: 4, bindAddress: '127.0.0.1', endpoints: eps });
+        collect(next, 1).then((got) => resolve({ fd: next.fd === fd ? fd : -1, got }), reject);
+        tx.sendTo(datagram(7), eps.of('127.0.0.1', next.port));
+      });
+    });
+    tx.sendTo(datagram(1), eps.of('127.0.0.1', first.port));
+    const { fd, got } = await second;
+    assert.notEqual(fd, -1, 'the new socket was expected to reuse the fd number');
+    assert.deepEqual(got[0]!.data, datagram(7));
   });
 
   it('refuses a port already in use with EADDRINUSE and says what to do', () => {
@@ -194,5 +230,7 @@ describe('UdpSocket', () => {
     const s = sock({ family: 6, mark: 0x80000, rcvbuf: 4 << 20, sndbuf: 4 << 20 });
     assert.equal(s.rcvbuf, 8 << 20); // the kernel reports twice the size it granted
     assert.equal(s.sndbuf, 8 << 20);
+    const ss = spawnSync('ss', ['-uane', 'sport', '=', `:${s.port}`], { encoding: 'utf8' });
+    if (ss.status === 0) assert.match(ss.stdout, /fwmark:0x80000/);
   });
 });

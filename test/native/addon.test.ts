@@ -1,0 +1,86 @@
+// The addon's ABI at its edges: argument checks, reader lifetime, worker teardown, unref.
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { Worker } from 'node:worker_threads';
+import { native, nativeAddonPath } from '../../src/native/index.ts';
+import { ENDPOINT_RAW_LEN } from '../../src/net/endpoint.ts';
+import { RxBatch } from '../../src/net/batch.ts';
+import { Endpoints } from '../../src/net/endpoint.ts';
+
+const udpUrl = new URL('../../src/net/udp.js', import.meta.url).href;
+
+describe('native addon', () => {
+  it('loads with the expected ABI and endpoint size', () => {
+    const n = native();
+    assert.equal(n.abiVersion, 1);
+    assert.equal(n.endpointRawLen, ENDPOINT_RAW_LEN);
+    assert.equal(n.maxBatch, 128);
+    assert.match(nativeAddonPath(), /native\/build\/meshd_native\.node$/);
+  });
+
+  it('rejects slices outside the buffer and wrong argument types before any syscall', () => {
+    const n = native();
+    const { fd } = n.udpOpen({ family: 4, port: 0, bindAddress: '127.0.0.1' });
+    try {
+      const buf = new Uint8Array(100);
+      const addrs = new Uint8Array(40);
+      assert.throws(() => n.udpSend(fd, buf, Int32Array.of(90), Int32Array.of(20), addrs, 1), { name: 'RangeError', code: 'ERR_OUT_OF_RANGE' });
+      assert.throws(() => n.udpSend(fd, buf, Int32Array.of(0), Int32Array.of(-1), addrs, 1), { name: 'RangeError' });
+      assert.throws(() => n.udpSend(fd, buf, Int32Array.of(0), Int32Array.of(1), addrs, 2), { name: 'RangeError' });
+      assert.throws(() => n.udpSend(fd, buf, Int32Array.of(0, 0, 0), Int32Array.of(1, 1, 1), addrs, 3), /addrs holds fewer/);
+      assert.throws(() => n.udpSend(fd, [] as unknown as Uint8Array, Int32Array.of(0), Int32Array.of(1), addrs, 1), { name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE' });
+      assert.throws(() => n.tunWrite(fd, buf, new Uint32Array(1) as unknown as Int32Array, Int32Array.of(1), 1), { name: 'TypeError' });
+      assert.equal(n.udpSend(fd, buf, new Int32Array(0), new Int32Array(0), addrs, 0), 0);
+      const rx = { buf: new Uint8Array(256), slotSize: 128, headroom: 0, slots: 2, lens: new Int32Array(2), addrs: new Uint8Array(40) };
+      assert.throws(() => n.pollStart(fd, 'udp', { ...rx, slots: 0 }, () => {}), { name: 'RangeError' });
+      assert.throws(() => n.pollStart(fd, 'udp', { ...rx, slots: 3 }, () => {}), /smaller than slots \* slotSize/);
+      assert.throws(() => n.pollStart(fd, 'udp', { ...rx, addrs: undefined }, () => {}), /rx.addrs is required/);
+      assert.throws(() => n.pollStart(fd, 'raw' as 'udp', rx, () => {}), /kind must be/);
+    } finally {
+      n.close(fd);
+    }
+  });
+
+  it('refuses a second reader on the same fd with EEXIST and keeps counters after stopping', () => {
+    const n = native();
+    const { fd } = n.udpOpen({ family: 4, port: 0, bindAddress: '127.0.0.1' });
+    const rx = new RxBatch({ slots: 4, slotSize: 128, headroom: 0 }, new Endpoints());
+    const h = n.pollStart(fd, 'udp', rx, () => {});
+    try {
+      assert.throws(() => n.pollStart(fd, 'udp', rx, () => {}), { code: 'EEXIST', syscall: 'uv_poll_init' });
+      assert.equal(n.pollStats(h).active, true);
+    } finally {
+      n.pollStop(h);
+      n.pollStop(h); // idempotent
+      n.close(fd);
+    }
+    assert.deepEqual(n.pollStats(h), { packets: 0, batches: 0, wakeups: 0, truncated: 0, errors: 0, kernelDrops: 0, lastErrno: 0, active: false });
+  });
+
+  it('tears a running reader down with its worker thread', async () => {
+    const code = `
+      const { parentPort } = require('node:worker_threads');
+      import(${JSON.stringify(udpUrl)}).then(({ UdpSocket }) => {
+        const s = UdpSocket.open({ family: 4, bindAddress: '127.0.0.1' });
+        s.startReading(() => {});
+        parentPort.postMessage(s.port);
+      });`;
+    for (let round = 0; round < 3; round++) {
+      const w = new Worker(code, { eval: true });
+      const port = await new Promise<number>((resolve, reject) => { w.once('message', resolve); w.once('error', reject); });
+      assert.ok(port > 0);
+      assert.equal(await w.terminate(), 1);
+    }
+  });
+
+  it('lets the process exit while an unref\'d reader runs', () => {
+    const script = `import(${JSON.stringify(udpUrl)}).then(({ UdpSocket }) => {
+      const s = UdpSocket.open({ family: 4, bindAddress: '127.0.0.1' });
+      s.startReading(() => {});
+      s.ref(false);
+    });`;
+    const r = spawnSync(process.execPath, ['-e', script], { timeout: 5000, encoding: 'utf8' });
+    assert.equal(r.status, 0, `exit status ${r.status} signal ${r.signal}: ${r.stderr}`);
+  });
+});
