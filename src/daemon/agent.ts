@@ -143,8 +143,11 @@ export class Agent implements LocalBackend {
       }
       this.identity = identity;
       this.controlUrl = url;
-      this.hostname = req.hostname ?? '';
-      const hostinfo = req.hostname ? { Hostname: req.hostname } : {};
+      // Like tailscale, a hostname given once is kept until another is given.
+      const hostname = req.hostname ?? state.hostname;
+      if (req.hostname && req.hostname !== state.hostname) await this.store.update({ hostname: req.hostname });
+      this.hostname = hostname ?? '';
+      const hostinfo = hostname ? { Hostname: hostname } : {};
       progress(`contacting ${url}`);
       const client = new ControlClient({
         serverUrl: url,
@@ -258,7 +261,7 @@ export class Agent implements LocalBackend {
     return this.serial(async () => {
       await this.teardown();
       this.state = 'Stopped';
-      if (this.opts.exitWhenDown) this.opts.onExit();
+      if (this.opts.exitWhenDown) this.exitSoon();
     });
   }
 
@@ -276,14 +279,19 @@ export class Agent implements LocalBackend {
       await this.teardown();
       if (this.store) await this.store.rotateNodeKey().catch(() => {});
       this.state = 'NeedsLogin';
-      if (this.opts.exitWhenDown) this.opts.onExit();
+      if (this.opts.exitWhenDown) this.exitSoon();
     });
+  }
+
+  /** Exits after the current local API reply has gone out. */
+  private exitSoon(): void {
+    setTimeout(() => this.opts.onExit(), 100);
   }
 
   /** See LocalBackend.shutdown. */
   async shutdown(): Promise<void> {
     await this.serial(() => this.teardown());
-    this.opts.onExit();
+    this.exitSoon();
   }
 
   /** Stops the map stream and removes the data plane (TUN, its addresses and routes). */

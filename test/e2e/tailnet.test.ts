@@ -113,8 +113,11 @@ describe('meshd against real headscale', { skip }, () => {
     const [n1, n2] = [nodes[0]!, nodes[1]!];
     const a2 = status(lab, n2).self.addresses[0]!;
     await lab.stopHeadscale();
-    assert.ok(lab.ping(n1, a2), 'traffic flows during the outage');
-    await lab.startHeadscale();
+    try {
+      assert.ok(lab.ping(n1, a2), 'traffic flows during the outage');
+    } finally {
+      await lab.startHeadscale();
+    }
     // A change made after the restart reaches the nodes: a new node appears in n1's map.
     const n5 = lab.addNode('n5');
     nodes.push(n5);
