@@ -59,8 +59,8 @@ export async function daemonCommand(socket: string, f: DaemonFlags): Promise<voi
   await agent.teardown();
   await api.close();
   log('stopped');
-  // Timers of half-closed connections must not keep the process alive.
-  setTimeout(() => process.exit(0), 200).unref();
+  // Nothing is left to do; half-closed connections must not keep the process alive.
+  process.exit(0);
 }
 
 /** Reads --authkey: a literal key or file:PATH. */

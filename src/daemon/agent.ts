@@ -88,6 +88,11 @@ export class Agent implements LocalBackend {
     return p;
   }
 
+  /** See LocalBackend.exitsWhenDown. */
+  get exitsWhenDown(): boolean {
+    return this.opts.exitWhenDown;
+  }
+
   /** See LocalBackend.status. */
   status(): Status {
     const self = this.map?.self;
@@ -183,8 +188,11 @@ export class Agent implements LocalBackend {
           onMap: (m) => { void this.applyMap(m).then(resolve, reject); },
           onDelta: (_d, m) => { void this.applyMap(m).catch((e: Error) => this.log(`applying map: ${e.message}`)); },
           onError: (err, retryIn) => {
-            this.log(`map stream: ${err.message}${retryIn === undefined ? '' : `; retrying in ${Math.round(retryIn / 1000)} s`}`);
-            if (retryIn === undefined) reject(err);
+            // The client logs each retry; giving up is ours to report.
+            if (retryIn === undefined) {
+              this.log(`map stream gave up: ${err.message}`);
+              reject(err);
+            }
           },
         });
       });
@@ -285,7 +293,7 @@ export class Agent implements LocalBackend {
 
   /** Exits after the current local API reply has gone out. */
   private exitSoon(): void {
-    setTimeout(() => this.opts.onExit(), 100);
+    setTimeout(() => this.opts.onExit(), 20);
   }
 
   /** See LocalBackend.shutdown. */

@@ -57,6 +57,8 @@ export interface ApiError {
 /** What the local API serves. */
 export interface LocalBackend {
   status(): Status;
+  /** True when the agent will exit after down/logout (it was started by up). */
+  readonly exitsWhenDown: boolean;
   up(req: UpRequest, progress: (msg: string) => void): Promise<Status>;
   down(): Promise<void>;
   logout(): Promise<void>;
@@ -124,10 +126,11 @@ export class LocalApiServer {
           }
           return;
         }
-        case '/v0/down': await this.backend.down(); return send(200, { ok: true });
-        case '/v0/logout': await this.backend.logout(); return send(200, { ok: true });
+        // `exiting` tells the CLI to wait for `pid` to be gone before it returns.
+        case '/v0/down': await this.backend.down(); return send(200, { ok: true, exiting: this.backend.exitsWhenDown, pid: process.pid });
+        case '/v0/logout': await this.backend.logout(); return send(200, { ok: true, exiting: this.backend.exitsWhenDown, pid: process.pid });
         case '/v0/shutdown':
-          send(200, { ok: true });
+          send(200, { ok: true, exiting: true, pid: process.pid });
           await this.backend.shutdown();
           return;
         default: return send(404, { error: { code: 'not_found', message: `no such endpoint ${url}` } });
@@ -235,18 +238,33 @@ export class LocalApiClient {
     return r.result as Status;
   }
 
-  /** Disconnects, keeping the identity. */
+  /** Disconnects, keeping the identity (an agent started by up exits; this waits for that). */
   async down(): Promise<void> {
-    await this.call('POST', '/v0/down', {});
+    await waitExit(await this.call('POST', '/v0/down', {}));
   }
 
-  /** Logs out and forgets the identity. */
+  /** Logs out and forgets the identity (an agent started by up exits; this waits for that). */
   async logout(): Promise<void> {
-    await this.call('POST', '/v0/logout', {});
+    await waitExit(await this.call('POST', '/v0/logout', {}));
   }
 
-  /** Asks the agent to exit. */
+  /** Asks the agent to exit and waits until it has. */
   async shutdown(): Promise<void> {
-    await this.call('POST', '/v0/shutdown', {});
+    await waitExit(await this.call('POST', '/v0/shutdown', {}));
   }
+}
+
+/** Waits (at most 10 s) for an exiting agent's process to be gone. */
+async function waitExit(reply: Record<string, unknown>): Promise<void> {
+  if (reply.exiting !== true || typeof reply.pid !== 'number') return;
+  const pid = reply.pid;
+  for (let i = 0; i < 200; i++) {
+    try {
+      process.kill(pid, 0);
+    } catch {
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new LocalApiError('exit_timeout', `the agent (pid ${pid}) did not exit within 10 s: kill it with kill ${pid}`);
 }
