@@ -15,6 +15,9 @@ import type { LocalBackend, PeerStatus, Status, UpRequest } from './localapi.ts'
 import type { Endpoint } from '../net/endpoint.ts';
 import type { Logf } from '../util/log.ts';
 
+/** How often the host's addresses are checked for endpoint changes (ms). */
+const ENDPOINT_CHECK_MS = 5_000;
+
 /** Tailscale's MTU for the tailnet interface. */
 export const TAILNET_MTU = 1280;
 
@@ -74,6 +77,8 @@ export class Agent implements LocalBackend {
   private netconf: NetConf;
   private map: NetworkMap | undefined;
   private busy: Promise<unknown> = Promise.resolve();
+  private endpointTimer: NodeJS.Timeout | undefined;
+  private reportedEndpoints = '';
 
   constructor(opts: AgentOptions) {
     this.opts = opts;
@@ -199,6 +204,8 @@ export class Agent implements LocalBackend {
       progress('waiting for the network map');
       await withDeadline(firstMap, remaining(), 'waiting for the network map');
       this.state = 'Running';
+      this.reportedEndpoints = this.localEndpoints().join(',');
+      this.endpointTimer = setInterval(() => { void this.checkEndpoints(); }, ENDPOINT_CHECK_MS);
       const st = this.status();
       progress(`up: ${st.self.addresses.join(' ')}`);
       this.log(`up as ${st.self.hostname} ${st.self.addresses.join(' ')} with ${st.peers.length} peers`);
@@ -207,6 +214,21 @@ export class Agent implements LocalBackend {
       await this.teardown();
       this.state = 'NeedsLogin';
       throw asAgentError(e);
+    }
+  }
+
+  /** Reports our endpoints to control when the host's addresses changed. */
+  private async checkEndpoints(): Promise<void> {
+    const eps = this.localEndpoints();
+    const text = eps.join(',');
+    if (text === this.reportedEndpoints || !this.client) return;
+    this.reportedEndpoints = text;
+    this.log(`endpoints changed: ${text || 'none'}`);
+    try {
+      await this.client.updateEndpoints(eps);
+    } catch (e) {
+      this.reportedEndpoints = ''; // try again next time
+      this.log(`reporting endpoints: ${(e as Error).message}`);
     }
   }
 
@@ -304,6 +326,8 @@ export class Agent implements LocalBackend {
 
   /** Stops the map stream and removes the data plane (TUN, its addresses and routes). */
   async teardown(): Promise<void> {
+    if (this.endpointTimer) clearInterval(this.endpointTimer);
+    this.endpointTimer = undefined;
     const stream = this.stream, client = this.client, dp = this.dp;
     this.stream = undefined;
     this.dp = undefined;
