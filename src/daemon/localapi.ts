@@ -11,6 +11,7 @@ import { chmodSync, mkdirSync, unlinkSync } from 'node:fs';
 import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createConnection } from 'node:net';
 import { dirname } from 'node:path';
+import type { PeerRouting, SelfRouting } from './routing.ts';
 
 /** A peer as `meshd status` shows it. */
 export interface PeerStatus {
@@ -24,6 +25,8 @@ export interface PeerStatus {
   lastHandshake: number;
   rxBytes: number;
   txBytes: number;
+  /** Exit node and subnet routes of the peer. */
+  routing?: PeerRouting;
 }
 
 /** The agent's state as `meshd status --json` prints it. */
@@ -34,6 +37,8 @@ export interface Status {
     state: 'NoState' | 'NeedsLogin' | 'Starting' | 'Running' | 'Stopped';
     controlURL: string | null;
     publicKey: string | null;
+    /** Advertised/approved routes, exit node in use, packet filter, health warnings. */
+    routing?: SelfRouting;
   };
   peers: PeerStatus[];
 }
@@ -45,6 +50,13 @@ export interface UpRequest {
   hostname?: string;
   caFile?: string;
   timeoutMs: number;
+  /** Routing flags; absent ones keep their current value. */
+  advertiseExitNode?: boolean;
+  advertiseRoutes?: string[];
+  /** Exit node IP or hostname; "" clears it. */
+  exitNode?: string;
+  exitNodeAllowLanAccess?: boolean;
+  acceptRoutes?: boolean;
 }
 
 /** An error with a stable code and a one-line message saying what to do. */
