@@ -211,7 +211,10 @@ export class Agent implements LocalBackend {
           endpoints: this.localEndpoints(),
           hostinfo,
           onMap: (m) => { void this.applyMap(m).then(resolve, reject); },
-          onDelta: (_d, m) => { void this.applyMap(m).catch((e: Error) => this.log(`applying map: ${e.message}`)); },
+          onDelta: (d, m) => {
+            void this.applyMap(m).catch((e: Error) => this.log(`applying map: ${e.message}`));
+            if (this.routing.wantsFreshMap(d, m)) this.stream?.refresh();
+          },
           onError: (err, retryIn) => {
             // The client logs each retry; giving up is ours to report.
             if (retryIn === undefined) {

@@ -4,7 +4,7 @@
 import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
-import type { NetworkMap } from '../control/netmap.ts';
+import type { MapDelta, NetworkMap } from '../control/netmap.ts';
 import type { Hostinfo } from '../control/wire.ts';
 import { PacketFilter } from '../filter/filter.ts';
 import { LinuxRouter, cleanupStale, forwardingWarning, type Exec } from '../router/linux.ts';
@@ -63,6 +63,7 @@ export class Routing {
   private controlHosts: string[] = [];
   private plan: RoutePlan | undefined;
   private routerError: string | undefined;
+  private lastRefresh = 0;
   /** apply() runs one at a time (map deltas and `up` may both call it). */
   private applying: Promise<unknown> = Promise.resolve();
 
@@ -139,6 +140,22 @@ export class Routing {
       }
     }
     return plan.peerAllowedIPs;
+  }
+
+  /**
+   * True when a fresh full map should be fetched to learn whether control approved our routes.
+   * Headscale v0.29.2 answers `nodes approve-routes` with a policy change that carries the packet
+   * filter but not our own node (hscontrol/state SetApprovedRoutes -> change.PolicyChange), so
+   * our AllowedIPs stay stale until the next full map. At most once per 3 s, and only while some
+   * advertised route is not approved yet.
+   */
+  wantsFreshMap(d: MapDelta, m: NetworkMap, now = Date.now()): boolean {
+    if (!d.packetFilterChanged || d.selfChanged) return false;
+    const self = m.self;
+    if (!self || !routableIPs(this.prefs).some((r) => !self.allowedIPs.includes(r))) return false;
+    if (now - this.lastRefresh < 3_000) return false;
+    this.lastRefresh = now;
+    return true;
   }
 
   /** Removes routes, rules and the nft table; detaches the filter. */
