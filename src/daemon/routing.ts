@@ -120,10 +120,11 @@ export class Routing {
   }
 
   private async applyNow(m: NetworkMap): Promise<Map<number, string[]>> {
-    const plan = planRoutes(m, this.prefs, { lanPrefixes: lanPrefixes(this.tun), bypassHosts: [...this.controlHosts, ...derpHosts(m)] });
+    const host = hostNets(this.tun);
+    const plan = planRoutes(m, this.prefs, { lanPrefixes: host.prefixes, hostAddresses: host.addresses, bypassHosts: [...this.controlHosts, ...derpHosts(m)] });
     const prev = this.plan?.exitNode;
     this.plan = plan;
-    this.filter.update(m.packetFilter, plan.localNets);
+    this.filter.update(m.packetFilter, plan.localNets, plan.notLocalNets);
     for (const p of this.filter.problems) this.log(`packet filter: skipped ${p.text}: ${p.reason}`);
     const ex = plan.exitNode;
     if (ex && (ex.id !== prev?.id || ex.offersExit !== prev?.offersExit)) {
@@ -207,22 +208,24 @@ export class Routing {
   }
 }
 
-/** The host's own LAN prefixes (not the TUN, loopback, link-local or tailnet ranges). */
-function lanPrefixes(tun: string): string[] {
+/** The host's own LAN prefixes and addresses (not the TUN, loopback, link-local or tailnet ranges). */
+function hostNets(tun: string): { prefixes: string[]; addresses: string[] } {
   const out = new Set<string>();
+  const addresses: string[] = [];
   for (const [name, addrs] of Object.entries(networkInterfaces())) {
     if (name === tun) continue;
     for (const a of addrs ?? []) {
       if (a.internal || !a.cidr) continue;
       if (a.family === 'IPv6' && (a.address.startsWith('fe80') || a.address.startsWith('fd7a:115c:a1e0'))) continue;
       if (a.family === 'IPv4' && inTailnetV4(a.address)) continue;
+      addresses.push(a.address);
       try {
         const c = canonicalPrefix(a.cidr);
         if (!isExitRoute(c)) out.add(c);
       } catch { /* skip */ }
     }
   }
-  return [...out];
+  return { prefixes: [...out], addresses };
 }
 
 function inTailnetV4(ip: string): boolean {

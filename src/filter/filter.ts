@@ -176,6 +176,7 @@ export class PacketFilter {
   problems: FilterProblem[] = [];
   private rules: Rule[] = [];
   private local: Ranges = { v4: new Uint32Array(0), v6: new Uint32Array(0) };
+  private notLocal: Ranges = { v4: new Uint32Array(0), v6: new Uint32Array(0) };
   private readonly flows = new FlowTable();
   // The packet being looked at (parse() fills these).
   private fam = 0;
@@ -192,18 +193,24 @@ export class PacketFilter {
 
   /**
    * Replaces the rules and the node's local nets (its addresses and the routes it serves; a
-   * packet from the tunnel must be addressed to one of them). Keeps the UDP flow table.
-   * With no update yet every inbound packet is dropped (tailscale's allow-none before a netmap).
+   * packet from the tunnel must be addressed to one of them and to none of `notLocal`, which an
+   * exit node uses to keep its own LANs and host addresses out of 0.0.0.0/0, data-plane.md 7.6).
+   * Keeps the UDP flow table. With no update yet every inbound packet is dropped (tailscale's
+   * allow-none before a netmap).
    */
-  update(rules: readonly FilterRule[], localNets: readonly string[]): void {
+  update(rules: readonly FilterRule[], localNets: readonly string[], notLocal: readonly string[] = []): void {
     const problems: FilterProblem[] = [];
     const compiled = compileRules(rules, problems);
-    const local: Range[] = [];
-    for (const n of localNets) {
-      try { local.push(...parseFilterIP(n)); } catch (e) { problems.push({ text: n, reason: (e as Error).message }); }
-    }
+    const ranges = (list: readonly string[]): Ranges => {
+      const out: Range[] = [];
+      for (const n of list) {
+        try { out.push(...parseFilterIP(n)); } catch (e) { problems.push({ text: n, reason: (e as Error).message }); }
+      }
+      return toRanges(out);
+    };
     this.rules = compiled;
-    this.local = toRanges(local);
+    this.local = ranges(localNets);
+    this.notLocal = ranges(notLocal);
     this.problems = problems;
   }
 
@@ -291,7 +298,8 @@ export class PacketFilter {
   }
 
   private dstIsLocal(): boolean {
-    return this.fam === 4 ? in4(this.local.v4, 2, this.dst4) >= 0 : in6(this.local.v6, 8, this.dst6) >= 0;
+    if (this.fam === 4) return in4(this.local.v4, 2, this.dst4) >= 0 && in4(this.notLocal.v4, 2, this.dst4) < 0;
+    return in6(this.local.v6, 8, this.dst6) >= 0 && in6(this.notLocal.v6, 8, this.dst6) < 0;
   }
 
   private match(mode: number): boolean {

@@ -77,8 +77,10 @@ export interface RoutePlan {
   peerAllowedIPs: Map<number, string[]>;
   /** Host routing. */
   router: RouterConfig;
-  /** Where packets from the tunnel may go: our addresses and the routes we serve. */
+  /** Where packets from the tunnel may go: our addresses and the routes we serve... */
   localNets: string[];
+  /** ...except these: an exit node's own LANs and host addresses, unless advertised as routes. */
+  notLocalNets: string[];
   /** The exit node in use, if any was asked for. */
   exitNode: { wanted: string; id: number | undefined; hostname: string | undefined; offersExit: boolean } | undefined;
 }
@@ -87,6 +89,8 @@ export interface RoutePlan {
 export interface HostFacts {
   /** Prefixes of the host's own LANs (for --exit-node-allow-lan-access). */
   lanPrefixes: readonly string[];
+  /** The host's own addresses outside the tailnet. */
+  hostAddresses?: readonly string[];
   /** Control and DERP server addresses. */
   bypassHosts: readonly string[];
 }
@@ -110,6 +114,12 @@ export function planRoutes(map: NetworkMap, prefs: RoutePrefs, host: HostFacts):
   const localNets = new Set<string>([...(self?.addresses ?? []), ...(self?.allowedIPs ?? [])]);
   for (const r of routableIPs(prefs)) localNets.add(r);
   const advertising = prefs.advertiseExitNode || prefs.advertiseRoutes.length > 0;
+  // Tailscale's exit node serves "the internet": 0.0.0.0/0 minus its own LANs and addresses,
+  // unless those are advertised as subnet routes (data-plane.md 7.6).
+  const servesExit = prefs.advertiseExitNode || EXIT_ROUTES.some((r) => self?.allowedIPs.includes(r));
+  const notLocalNets = servesExit
+    ? [...host.lanPrefixes.filter((p) => !prefs.advertiseRoutes.includes(p)), ...(host.hostAddresses ?? []).map((a) => (a.includes(':') ? `${a}/128` : `${a}/32`))]
+    : [];
   return {
     peerAllowedIPs,
     router: {
@@ -119,6 +129,7 @@ export function planRoutes(map: NetworkMap, prefs: RoutePrefs, host: HostFacts):
       masquerade: advertising,
     },
     localNets: [...localNets],
+    notLocalNets,
     exitNode: prefs.exitNode
       ? { wanted: prefs.exitNode, id: exit?.id, hostname: exit ? (exit.hostname || exit.name.split('.')[0]) : undefined, offersExit: exit ? offersExit(exit) : false }
       : undefined,

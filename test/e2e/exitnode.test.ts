@@ -1,18 +1,19 @@
 // Exit nodes, subnet routers and access rules with meshd nodes against a real, unmodified headscale
-// v0.29.2, in network namespaces. The "internet" host is a server namespace on the lab switch at
-// 198.18.0.200 / 2001:db8::c8 that answers with the source address it sees.
+// v0.29.2, in network namespaces. The "internet" host is a server namespace behind a router on the
+// lab switch (198.19.200.2 / 2001:db8:200::2 via 198.18.0.254) that answers with the source
+// address it sees; the router also answers on the switch, as a host on everyone's LAN.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { needs, sh } from '../harness/prereq.ts';
 import { waitFor } from '../harness/netns.ts';
 import { TailnetLab, HS_URL, type LabNode } from '../harness/hslab.ts';
-import { startEchoServers, tcpProbe, udpProbe } from '../harness/probe.ts';
+import { INTERNET, addInternet, routeToInternet, startEchoServers, tcpProbe, udpProbe } from '../harness/probe.ts';
 import type { Status } from '../../src/daemon/localapi.ts';
 
 const skip = needs({ root: true, tun: true, commands: ['headscale', 'ip', 'ping', 'nft'] });
 
-const SERVER4 = '198.18.0.200', SERVER6 = '2001:db8::c8', PORT = 8000;
+const SERVER4 = INTERNET.server4, SERVER6 = INTERNET.server6, LANHOST = INTERNET.router4, PORT = 8000;
 
 function status(lab: TailnetLab, n: LabNode): Status {
   const r = lab.meshd(n, ['status', '--json']);
@@ -51,7 +52,7 @@ function leftovers(lab: TailnetLab, n: LabNode): string[] {
 describe('exit nodes and subnet routers (meshd, real headscale)', { skip }, () => {
   let lab: TailnetLab;
   let key: string;
-  let exit: LabNode, client: LabNode, router: LabNode, acceptor: LabNode, server: string, lan: string;
+  let exit: LabNode, client: LabNode, router: LabNode, acceptor: LabNode, lan: string;
 
   before(async () => {
     lab = new TailnetLab('ex');
@@ -61,9 +62,11 @@ describe('exit nodes and subnet routers (meshd, real headscale)', { skip }, () =
     client = lab.addNode('client');
     router = lab.addNode('router');
     acceptor = lab.addNode('acc');
-    server = lab.lab.ns('server');
-    lab.lab.attach(server, lab.sw, [`${SERVER4}/24`, `${SERVER6}/64`]);
-    startEchoServers(lab.lab, server, PORT);
+    const inet = addInternet(lab.lab, lab.sw);
+    startEchoServers(lab.lab, inet.server, PORT);
+    startEchoServers(lab.lab, inet.router, PORT);
+    routeToInternet(lab.lab, exit.ns);
+    routeToInternet(lab.lab, client.ns);
     // The router's LAN: 198.19.5.0/24 with one host that has no route back to the tailnet.
     lan = lab.lab.ns('lan');
     lab.lab.link(router.ns, lan, { a4: '198.19.5.1', b4: '198.19.5.2' }, { a: 'lan0', b: 'veth0' });
@@ -100,6 +103,7 @@ describe('exit nodes and subnet routers (meshd, real headscale)', { skip }, () =
     assert.equal(tcpProbe(lab.lab, client.ns, SERVER4, PORT), exit.ip4, 'TCP over IPv4: the server sees the exit node');
     assert.equal(udpProbe(lab.lab, client.ns, SERVER4, PORT), exit.ip4, 'UDP over IPv4');
     assert.equal(tcpProbe(lab.lab, client.ns, SERVER6, PORT), '2001:db8::a', 'TCP over IPv6: the server sees the exit node');
+    assert.equal(tcpProbe(lab.lab, client.ns, LANHOST, PORT), null, 'the exit node\'s own LAN is not served to exit-node users (as tailscale)');
     assert.ok(lab.ping(client, SERVER4), 'ping through the exit node');
     const viaTun = lab.lab.exec(client.ns, ['ip', 'route', 'get', SERVER4]);
     assert.match(viaTun, /dev meshd0/, viaTun);
@@ -128,10 +132,12 @@ describe('exit nodes and subnet routers (meshd, real headscale)', { skip }, () =
 
   it('keeps the LAN local with --exit-node-allow-lan-access', () => {
     reUp(lab, client, ['--exit-node', 'exit', '--exit-node-allow-lan-access']);
-    assert.equal(tcpProbe(lab.lab, client.ns, SERVER4, PORT), client.ip4, 'the LAN server is reached directly');
-    assert.equal(tcpProbe(lab.lab, client.ns, SERVER6, PORT), '2001:db8::b', 'the IPv6 LAN stays local too');
+    assert.equal(tcpProbe(lab.lab, client.ns, LANHOST, PORT), client.ip4, 'a LAN host is reached directly');
+    assert.equal(tcpProbe(lab.lab, client.ns, INTERNET.router6, PORT), '2001:db8::b', 'over IPv6 too');
+    assert.equal(tcpProbe(lab.lab, client.ns, SERVER4, PORT), exit.ip4, 'the internet still goes through the exit node');
     reUp(lab, client, ['--no-exit-node-allow-lan-access']);
-    assert.equal(tcpProbe(lab.lab, client.ns, SERVER4, PORT), exit.ip4, 'through the exit node again');
+    assert.equal(tcpProbe(lab.lab, client.ns, LANHOST, PORT), null, 'without it the LAN goes into the tunnel');
+    assert.equal(tcpProbe(lab.lab, client.ns, SERVER4, PORT), exit.ip4);
     reUp(lab, client, ['--exit-node=']);
   });
 

@@ -163,6 +163,15 @@ describe('PacketFilter.runIn', () => {
     assert.equal(runIn(f, { src: A6, dst: '2001:db8::c8', proto: IPProto.TCP, dport: 80 }), true);
   });
 
+  it('keeps an exit node\'s own LAN and host addresses out of 0.0.0.0/0', () => {
+    const f = new PacketFilter();
+    f.update([rule(['*'], '*')], [`${B}/32`, '0.0.0.0/0', '::/0'], ['198.18.0.0/24', '2001:db8::/64']);
+    assert.equal(runIn(f, { src: A, dst: '198.18.0.200', proto: IPProto.TCP, dport: 80 }), false);
+    assert.equal(runIn(f, { src: A6, dst: '2001:db8::c8', proto: IPProto.TCP, dport: 80 }), false);
+    assert.equal(runIn(f, { src: A, dst: '198.19.200.2', proto: IPProto.TCP, dport: 80 }), true);
+    assert.equal(runIn(f, { src: A, dst: B, proto: IPProto.TCP, dport: 80 }), true);
+  });
+
   it('drops runts and junk without throwing, accepts keepalives and non-first fragments', () => {
     const f = filter([]);
     assert.equal(f.runIn(new Uint8Array(10), 0, 0), true, 'empty = keepalive');

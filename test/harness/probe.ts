@@ -28,3 +28,31 @@ export function udpProbe(lab: Lab, ns: string, host: string, port: number): stri
   const r = lab.tryExec(ns, [process.execPath, '-e', UDP_CLIENT, host, String(port)], 8000);
   return r.status === 0 ? r.stdout.trim() : null;
 }
+
+/** The simulated internet beyond the lab switch: a router on the switch and a server behind it. */
+export const INTERNET = {
+  router4: '198.18.0.254', router6: '2001:db8::fe',
+  server4: '198.19.200.2', server6: '2001:db8:200::2',
+  net4: '198.19.200.0/24', net6: '2001:db8:200::/64',
+} as const;
+
+/**
+ * Adds namespaces `inet` (a router at 198.18.0.254 on the switch) and `server` (198.19.200.2 and
+ * 2001:db8:200::2 behind it). The server is not on any node's LAN, as an internet host would be.
+ */
+export function addInternet(lab: Lab, sw: string): { router: string; server: string } {
+  const router = lab.ns('inet');
+  lab.attach(router, sw, [`${INTERNET.router4}/24`, `${INTERNET.router6}/64`]);
+  const server = lab.ns('server');
+  lab.link(router, server, { a4: '198.19.200.1', b4: INTERNET.server4, a6: '2001:db8:200::1', b6: INTERNET.server6 }, { a: 'srv0', b: 'veth0' });
+  lab.exec(router, ['sysctl', '-qw', 'net.ipv4.ip_forward=1', 'net.ipv6.conf.all.forwarding=1']);
+  lab.exec(server, ['ip', 'route', 'add', 'default', 'via', '198.19.200.1']);
+  lab.exec(server, ['ip', '-6', 'route', 'add', 'default', 'via', '2001:db8:200::1']);
+  return { router, server };
+}
+
+/** Gives a node namespace routes to the simulated internet through the `inet` router. */
+export function routeToInternet(lab: Lab, ns: string): void {
+  lab.exec(ns, ['ip', 'route', 'add', INTERNET.net4, 'via', INTERNET.router4]);
+  lab.exec(ns, ['ip', '-6', 'route', 'add', INTERNET.net6, 'via', INTERNET.router6]);
+}

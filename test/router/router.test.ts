@@ -139,4 +139,11 @@ describe('planRoutes', () => {
     assert.equal(plan.router.masquerade, true);
     assert.ok(plan.localNets.includes('0.0.0.0/0') && plan.localNets.includes('198.19.7.0/24') && plan.localNets.includes('100.64.0.1/32'));
   });
+
+  it('keeps an exit node\'s own LANs and addresses out of what it serves, unless advertised', () => {
+    const facts = { ...host, lanPrefixes: ['198.18.0.0/24', '198.19.7.0/24'], hostAddresses: ['198.18.0.10', '2001:db8::a'] };
+    const plan = planRoutes(map(), prefs({ advertiseExitNode: true, advertiseRoutes: ['198.19.7.0/24'] }), facts);
+    assert.deepEqual(plan.notLocalNets, ['198.18.0.0/24', '198.18.0.10/32', '2001:db8::a/128']);
+    assert.deepEqual(planRoutes(map(), prefs({ advertiseRoutes: ['198.19.7.0/24'] }), facts).notLocalNets, [], 'a plain subnet router excludes nothing');
+  });
 });

@@ -1,0 +1,130 @@
+#!/usr/bin/env node
+// Exit-node throughput in one headscale lab: client -> exit node -> "internet" server (iperf3 TCP,
+// receiver side), meshd client through a meshd exit node against a tailscaled (v1.102.3) client
+// through a tailscaled exit node, alternated in the same run, plus the direct path without a tunnel.
+//   sudo node scripts/bench-exitnode.mjs [--rounds N] [--seconds S] [--json]
+// Needs: npm run build, root, headscale, iperf3; tailscaled/tailscale for the comparison.
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { TailnetLab, HS_URL } from '../dist/test/harness/hslab.js';
+import { which } from '../dist/test/harness/prereq.js';
+
+const arg = (name, def) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? Number(process.argv[i + 1]) : def;
+};
+const rounds = arg('rounds', 3);
+const seconds = arg('seconds', 10);
+const asJson = process.argv.includes('--json');
+const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s.length ? s[Math.floor((s.length - 1) / 2)] : NaN; };
+const tsd = which('tailscaled'), ts = which('tailscale');
+const SERVER = '198.18.0.200';
+
+const lab = new TailnetLab('bx');
+const out = { rounds, seconds, meshd: { mbps: [], rtt: [] }, tailscaled: { mbps: [], rtt: [] }, direct: { mbps: [] } };
+const tsEnv = { TS_DEBUG_USE_DERP_HTTP: '1', TS_DISABLE_PORTMAPPER: '1', TS_ASSUME_NETWORK_UP_FOR_TEST: '1', TS_NO_LOGS_NO_SUPPORT: 'true' };
+
+async function tailscaledNode(name) {
+  const n = lab.addNode(name);
+  const dir = join(n.dir, 'ts');
+  mkdirSync(dir, { recursive: true });
+  const sock = join(dir, 'ts.sock');
+  const p = lab.lab.spawn(n.ns, ['env', ...Object.entries(tsEnv).map(([k, v]) => `${k}=${v}`), tsd, `--statedir=${dir}`, `--socket=${sock}`, '--tun=tailscale0', '--port=41641', '--no-logs-no-support']);
+  p.stdout.resume(); p.stderr.resume();
+  for (let i = 0; i < 100 && lab.lab.tryExec(n.ns, ['test', '-S', sock]).status !== 0; i++) await new Promise((r) => setTimeout(r, 100));
+  const cli = (args, t = 70_000) => lab.lab.tryExec(n.ns, [ts, `--socket=${sock}`, ...args], t);
+  return { n, cli };
+}
+
+function iperf(ns) {
+  const r = lab.lab.tryExec(ns, ['iperf3', '-c', SERVER, '-t', String(seconds), '-J', '-O', '1'], (seconds + 30) * 1000);
+  if (r.status !== 0) throw new Error(`iperf3 from ${ns}: ${r.stdout.slice(-400)} ${r.stderr}`);
+  return Math.round(JSON.parse(r.stdout).end.sum_received.bits_per_second / 1e6);
+}
+function rtt(ns) {
+  const m = /= [\d.]+\/([\d.]+)\//.exec(lab.lab.tryExec(ns, ['ping', '-c', '20', '-i', '0.05', '-q', SERVER], 20000).stdout);
+  return m ? Number(m[1]) : NaN;
+}
+/** The source address the server sees, via iperf3's own report of the connection. */
+function seenAs(ns) {
+  const r = lab.lab.tryExec(ns, ['iperf3', '-c', SERVER, '-t', '1', '-J'], 20_000);
+  return r.status === 0 ? JSON.parse(r.stdout).start.connected[0]?.local_host : undefined;
+}
+
+try {
+  await lab.startHeadscale();
+  const key = lab.authKey({ reusable: true });
+  const server = lab.lab.ns('server');
+  lab.lab.attach(server, lab.sw, [`${SERVER}/24`, '2001:db8::c8/64']);
+  const srv = lab.lab.spawn(server, ['iperf3', '-s', '-B', SERVER]);
+  srv.stdout.resume(); srv.stderr.resume();
+
+  const mx = lab.addNode('mx'), mc = lab.addNode('mc');
+  lab.lab.exec(mx.ns, ['sysctl', '-qw', 'net.ipv4.ip_forward=1', 'net.ipv6.conf.all.forwarding=1']);
+  if (lab.up(mx, key, ['--advertise-exit-node']).status !== 0) throw new Error('meshd exit node did not come up');
+  if (lab.up(mc, key).status !== 0) throw new Error('meshd client did not come up');
+  lab.hs(['nodes', 'approve-routes', '-i', lab.nodeId('mx'), '-r', '0.0.0.0/0,::/0']);
+  await new Promise((r) => setTimeout(r, 2000));
+  out.direct.mbps.push(iperf(mc.ns));
+  const mxIp = JSON.parse(lab.meshd(mx, ['status', '--json']).stdout).self.addresses[0];
+  const r = lab.meshd(mc, ['up', '--login-server', HS_URL, '--state-dir', join(mc.dir, 'state'), '--exit-node', mxIp]);
+  if (r.status !== 0) throw new Error(`meshd --exit-node: ${r.stderr}`);
+  out.meshd.seenAs = seenAs(mc.ns);
+  if (out.meshd.seenAs === undefined) throw new Error('meshd client does not reach the server through the exit node');
+
+  let tc;
+  if (tsd && ts) {
+    const tx = await tailscaledNode('tx');
+    tc = await tailscaledNode('tc');
+    lab.lab.exec(tx.n.ns, ['sysctl', '-qw', 'net.ipv4.ip_forward=1', 'net.ipv6.conf.all.forwarding=1']);
+    const upTx = tx.cli(['up', `--login-server=${HS_URL}`, `--auth-key=${key}`, '--hostname=tx', '--accept-dns=false', '--advertise-exit-node', '--timeout=60s']);
+    if (upTx.status !== 0) throw new Error(`tailscale up (exit): ${upTx.stderr}`);
+    lab.hs(['nodes', 'approve-routes', '-i', lab.nodeId('tx'), '-r', '0.0.0.0/0,::/0']);
+    const upTc = tc.cli(['up', `--login-server=${HS_URL}`, `--auth-key=${key}`, '--hostname=tc', '--accept-dns=false', '--timeout=60s']);
+    if (upTc.status !== 0) throw new Error(`tailscale up (client): ${upTc.stderr}`);
+    const txIp = tx.cli(['ip', '-4']).stdout.trim();
+    let set;
+    for (let i = 0; i < 40; i++) {
+      set = tc.cli(['set', `--exit-node=${txIp}`], 20_000);
+      if (set.status === 0) break;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    if (set?.status !== 0) throw new Error(`tailscale set --exit-node: ${set?.stderr}`);
+    await new Promise((r) => setTimeout(r, 2000));
+    out.tailscaled.seenAs = seenAs(tc.n.ns);
+    if (out.tailscaled.seenAs === undefined) {
+      const diag = [tc.cli(['status']).stdout, tx.cli(['status']).stdout, lab.lab.tryExec(tc.n.ns, ['ip', 'route', 'get', SERVER]).stdout, lab.lab.tryExec(tc.n.ns, ['ip', 'rule']).stdout, lab.lab.tryExec(tc.n.ns, ['ip', 'route', 'show', 'table', '52']).stdout];
+      throw new Error(`tailscaled client does not reach the server through its exit node:\n${diag.join('\n')}`);
+    }
+  }
+  for (let i = 0; i < rounds; i++) {
+    for (const [impl, ns] of [['meshd', mc.ns], ['tailscaled', tc?.n.ns]]) {
+      if (!ns) continue;
+      const mbps = iperf(ns);
+      out[impl].mbps.push(mbps);
+      out[impl].rtt.push(rtt(ns));
+      if (!asJson) console.error(`round ${i + 1}: ${impl} client -> ${impl} exit -> server: ${mbps} Mbit/s`);
+    }
+  }
+} finally {
+  await lab.dispose();
+}
+out.summary = {
+  directMbps: out.direct.mbps[0],
+  meshdMbps: median(out.meshd.mbps),
+  tailscaledMbps: out.tailscaled.mbps.length ? median(out.tailscaled.mbps) : undefined,
+  meshdRttMs: median(out.meshd.rtt),
+  tailscaledRttMs: out.tailscaled.rtt.length ? median(out.tailscaled.rtt) : undefined,
+};
+if (out.summary.tailscaledMbps) out.summary.ratio = +(out.summary.meshdMbps / out.summary.tailscaledMbps).toFixed(2);
+if (asJson) console.log(JSON.stringify(out, null, 2));
+else {
+  const s = out.summary;
+  console.log(`| path (iperf3 TCP ${seconds} s x ${rounds}, median) | Mbit/s | ping RTT ms |`);
+  console.log('|---|---|---|');
+  console.log(`| direct, no tunnel | ${s.directMbps} | - |`);
+  console.log(`| meshd client -> meshd exit node -> server | ${s.meshdMbps} | ${s.meshdRttMs} |`);
+  if (s.tailscaledMbps !== undefined) console.log(`| tailscaled client -> tailscaled exit node -> server | ${s.tailscaledMbps} | ${s.tailscaledRttMs} |`);
+  if (s.ratio !== undefined) console.log(`meshd / tailscaled: ${s.ratio}`);
+  console.log(`raw: ${JSON.stringify(out)}`);
+}
