@@ -8,6 +8,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { TailnetLab, HS_URL } from '../dist/test/harness/hslab.js';
 import { which } from '../dist/test/harness/prereq.js';
+import { INTERNET, addInternet, routeToInternet } from '../dist/test/harness/probe.js';
 
 const arg = (name, def) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -18,10 +19,13 @@ const seconds = arg('seconds', 10);
 const asJson = process.argv.includes('--json');
 const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s.length ? s[Math.floor((s.length - 1) / 2)] : NaN; };
 const tsd = which('tailscaled'), ts = which('tailscale');
-const SERVER = '198.18.0.200';
+// The server sits behind a router, off every node's LAN (a tailscaled exit node refuses its own LAN).
+const SERVER = INTERNET.server4;
 
 const lab = new TailnetLab('bx');
-const out = { rounds, seconds, meshd: { mbps: [], rtt: [] }, tailscaled: { mbps: [], rtt: [] }, direct: { mbps: [] } };
+const out = { rounds, seconds, meshd: { mbps: [], rtt: [], tunnelMbps: [] }, tailscaled: { mbps: [], rtt: [], tunnelMbps: [] }, direct: { mbps: [] } };
+/** Tailnet IPv4 of each client's exit node: iperf3 to it measures the tunnel alone (no forwarding, no NAT). */
+const exitTailnetIp = {};
 const tsEnv = { TS_DEBUG_USE_DERP_HTTP: '1', TS_DISABLE_PORTMAPPER: '1', TS_ASSUME_NETWORK_UP_FOR_TEST: '1', TS_NO_LOGS_NO_SUPPORT: 'true' };
 
 async function tailscaledNode(name) {
@@ -36,8 +40,8 @@ async function tailscaledNode(name) {
   return { n, cli };
 }
 
-function iperf(ns) {
-  const r = lab.lab.tryExec(ns, ['iperf3', '-c', SERVER, '-t', String(seconds), '-J', '-O', '1'], (seconds + 30) * 1000);
+function iperf(ns, to = SERVER) {
+  const r = lab.lab.tryExec(ns, ['iperf3', '-c', to, '-t', String(seconds), '-J', '-O', '1'], (seconds + 30) * 1000);
   if (r.status !== 0) throw new Error(`iperf3 from ${ns}: ${r.stdout.slice(-400)} ${r.stderr}`);
   return Math.round(JSON.parse(r.stdout).end.sum_received.bits_per_second / 1e6);
 }
@@ -45,8 +49,8 @@ function rtt(ns) {
   const m = /= [\d.]+\/([\d.]+)\//.exec(lab.lab.tryExec(ns, ['ping', '-c', '20', '-i', '0.05', '-q', SERVER], 20000).stdout);
   return m ? Number(m[1]) : NaN;
 }
-/** The source address the server sees, via iperf3's own report of the connection. */
-function seenAs(ns) {
+/** The client's source address for the connection, as iperf3 reports it (undefined = no connection). */
+function clientSource(ns) {
   const r = lab.lab.tryExec(ns, ['iperf3', '-c', SERVER, '-t', '1', '-J'], 20_000);
   return r.status === 0 ? JSON.parse(r.stdout).start.connected[0]?.local_host : undefined;
 }
@@ -54,12 +58,13 @@ function seenAs(ns) {
 try {
   await lab.startHeadscale();
   const key = lab.authKey({ reusable: true });
-  const server = lab.lab.ns('server');
-  lab.lab.attach(server, lab.sw, [`${SERVER}/24`, '2001:db8::c8/64']);
+  const { server } = addInternet(lab.lab, lab.sw);
   const srv = lab.lab.spawn(server, ['iperf3', '-s', '-B', SERVER]);
   srv.stdout.resume(); srv.stderr.resume();
 
   const mx = lab.addNode('mx'), mc = lab.addNode('mc');
+  routeToInternet(lab.lab, mx.ns);
+  routeToInternet(lab.lab, mc.ns);
   lab.lab.exec(mx.ns, ['sysctl', '-qw', 'net.ipv4.ip_forward=1', 'net.ipv6.conf.all.forwarding=1']);
   if (lab.up(mx, key, ['--advertise-exit-node']).status !== 0) throw new Error('meshd exit node did not come up');
   if (lab.up(mc, key).status !== 0) throw new Error('meshd client did not come up');
@@ -67,15 +72,18 @@ try {
   await new Promise((r) => setTimeout(r, 2000));
   out.direct.mbps.push(iperf(mc.ns));
   const mxIp = JSON.parse(lab.meshd(mx, ['status', '--json']).stdout).self.addresses[0];
+  exitTailnetIp.meshd = mxIp;
+  lab.lab.spawn(mx.ns, ['iperf3', '-s', '-B', mxIp]).stdout.resume();
   const r = lab.meshd(mc, ['up', '--login-server', HS_URL, '--state-dir', join(mc.dir, 'state'), '--exit-node', mxIp]);
   if (r.status !== 0) throw new Error(`meshd --exit-node: ${r.stderr}`);
-  out.meshd.seenAs = seenAs(mc.ns);
-  if (out.meshd.seenAs === undefined) throw new Error('meshd client does not reach the server through the exit node');
+  out.meshd.clientSource = clientSource(mc.ns);
+  if (out.meshd.clientSource === undefined) throw new Error('meshd client does not reach the server through the exit node');
 
   let tc;
   if (tsd && ts) {
     const tx = await tailscaledNode('tx');
     tc = await tailscaledNode('tc');
+    routeToInternet(lab.lab, tx.n.ns);
     lab.lab.exec(tx.n.ns, ['sysctl', '-qw', 'net.ipv4.ip_forward=1', 'net.ipv6.conf.all.forwarding=1']);
     const upTx = tx.cli(['up', `--login-server=${HS_URL}`, `--auth-key=${key}`, '--hostname=tx', '--accept-dns=false', '--advertise-exit-node', '--timeout=60s']);
     if (upTx.status !== 0) throw new Error(`tailscale up (exit): ${upTx.stderr}`);
@@ -83,6 +91,8 @@ try {
     const upTc = tc.cli(['up', `--login-server=${HS_URL}`, `--auth-key=${key}`, '--hostname=tc', '--accept-dns=false', '--timeout=60s']);
     if (upTc.status !== 0) throw new Error(`tailscale up (client): ${upTc.stderr}`);
     const txIp = tx.cli(['ip', '-4']).stdout.trim();
+    exitTailnetIp.tailscaled = txIp;
+    lab.lab.spawn(tx.n.ns, ['iperf3', '-s', '-B', txIp]).stdout.resume();
     let set;
     for (let i = 0; i < 40; i++) {
       set = tc.cli(['set', `--exit-node=${txIp}`], 20_000);
@@ -91,8 +101,11 @@ try {
     }
     if (set?.status !== 0) throw new Error(`tailscale set --exit-node: ${set?.stderr}`);
     await new Promise((r) => setTimeout(r, 2000));
-    out.tailscaled.seenAs = seenAs(tc.n.ns);
-    if (out.tailscaled.seenAs === undefined) {
+    for (let i = 0; i < 15 && out.tailscaled.clientSource === undefined; i++) {
+      out.tailscaled.clientSource = clientSource(tc.n.ns);
+      if (out.tailscaled.clientSource === undefined) await new Promise((r) => setTimeout(r, 1000));
+    }
+    if (out.tailscaled.clientSource === undefined) {
       const diag = [tc.cli(['status']).stdout, tx.cli(['status']).stdout, lab.lab.tryExec(tc.n.ns, ['ip', 'route', 'get', SERVER]).stdout, lab.lab.tryExec(tc.n.ns, ['ip', 'rule']).stdout, lab.lab.tryExec(tc.n.ns, ['ip', 'route', 'show', 'table', '52']).stdout];
       throw new Error(`tailscaled client does not reach the server through its exit node:\n${diag.join('\n')}`);
     }
@@ -103,6 +116,7 @@ try {
       const mbps = iperf(ns);
       out[impl].mbps.push(mbps);
       out[impl].rtt.push(rtt(ns));
+      out[impl].tunnelMbps.push(iperf(ns, exitTailnetIp[impl]));
       if (!asJson) console.error(`round ${i + 1}: ${impl} client -> ${impl} exit -> server: ${mbps} Mbit/s`);
     }
   }
@@ -114,17 +128,19 @@ out.summary = {
   meshdMbps: median(out.meshd.mbps),
   tailscaledMbps: out.tailscaled.mbps.length ? median(out.tailscaled.mbps) : undefined,
   meshdRttMs: median(out.meshd.rtt),
+  meshdTunnelMbps: median(out.meshd.tunnelMbps),
+  tailscaledTunnelMbps: out.tailscaled.tunnelMbps.length ? median(out.tailscaled.tunnelMbps) : undefined,
   tailscaledRttMs: out.tailscaled.rtt.length ? median(out.tailscaled.rtt) : undefined,
 };
 if (out.summary.tailscaledMbps) out.summary.ratio = +(out.summary.meshdMbps / out.summary.tailscaledMbps).toFixed(2);
 if (asJson) console.log(JSON.stringify(out, null, 2));
 else {
   const s = out.summary;
-  console.log(`| path (iperf3 TCP ${seconds} s x ${rounds}, median) | Mbit/s | ping RTT ms |`);
-  console.log('|---|---|---|');
-  console.log(`| direct, no tunnel | ${s.directMbps} | - |`);
-  console.log(`| meshd client -> meshd exit node -> server | ${s.meshdMbps} | ${s.meshdRttMs} |`);
-  if (s.tailscaledMbps !== undefined) console.log(`| tailscaled client -> tailscaled exit node -> server | ${s.tailscaledMbps} | ${s.tailscaledRttMs} |`);
+  console.log(`| path (iperf3 TCP ${seconds} s x ${rounds}, median) | Mbit/s via exit node | ping RTT ms | Mbit/s to the exit node itself |`);
+  console.log('|---|---|---|---|');
+  console.log(`| direct, no tunnel | ${s.directMbps} | - | - |`);
+  console.log(`| meshd client -> meshd exit node -> server | ${s.meshdMbps} | ${s.meshdRttMs} | ${s.meshdTunnelMbps} |`);
+  if (s.tailscaledMbps !== undefined) console.log(`| tailscaled client -> tailscaled exit node -> server | ${s.tailscaledMbps} | ${s.tailscaledRttMs} | ${s.tailscaledTunnelMbps} |`);
   if (s.ratio !== undefined) console.log(`meshd / tailscaled: ${s.ratio}`);
   console.log(`raw: ${JSON.stringify(out)}`);
 }

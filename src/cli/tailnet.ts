@@ -53,6 +53,7 @@ export async function daemonCommand(socket: string, f: DaemonFlags): Promise<voi
   } catch (e) {
     throw new CliError((e as Error).message);
   }
+  await agent.cleanupStale();
   log(`agent listening on ${socket} (state ${stateDir}, tun ${tun}, port ${port})`);
   if (process.send) process.send('ready');
   for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.once(sig, () => { log(`${sig}: shutting down`); exit(); });

@@ -153,6 +153,7 @@ export class Agent implements LocalBackend {
     if (this.state === 'Running' && this.controlUrl === url) {
       // Routing flags change without a restart: new RoutableIPs go to control, routes apply now.
       if (routesChanged && this.client) await this.client.updateEndpoints(this.localEndpoints(), { hostinfo: this.routing.hostinfo() });
+      await this.store?.update({ routing: this.routing.prefs });
       if (this.map) await this.applyMap(this.map);
       return this.status();
     }
@@ -176,6 +177,9 @@ export class Agent implements LocalBackend {
       const hostname = req.hostname ?? state.hostname;
       if (req.hostname && req.hostname !== state.hostname) await this.store.update({ hostname: req.hostname });
       this.hostname = hostname ?? '';
+      // Routing flags, like the hostname, persist: the stored ones overlaid with those given now.
+      if (state.routing) { this.routing.setPrefs(state.routing); this.routing.setPrefs(req); }
+      await this.store.update({ routing: this.routing.prefs });
       const hostinfo = { ...(hostname ? { Hostname: hostname } : {}), ...this.routing.hostinfo() };
       progress(`contacting ${url}`);
       const client = new ControlClient({
@@ -362,6 +366,11 @@ export class Agent implements LocalBackend {
     await this.routing.stop(dp);
     dp?.close();
     this.netconf.reset();
+  }
+
+  /** Removes routing and firewall state a crashed agent left (called when the daemon starts). */
+  async cleanupStale(): Promise<void> {
+    await this.routing.cleanupStale();
   }
 
   /** Path of the agent's log inside the state dir (used when `up` starts the agent). */

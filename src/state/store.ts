@@ -32,6 +32,14 @@ export interface StateFile {
   serverKey?: string;
   /** Hostname the user chose with --hostname (kept for later `up`s without it). */
   hostname?: string;
+  /** Routing flags of the last `up` (exit node, routes), kept for later `up`s without them. */
+  routing?: {
+    advertiseExitNode: boolean;
+    advertiseRoutes: string[];
+    exitNode: string;
+    exitNodeAllowLanAccess: boolean;
+    acceptRoutes: boolean;
+  };
   /** Node ID, user and addresses from the last map, for display. */
   nodeId?: number;
   user?: string;

@@ -158,6 +158,12 @@ describe('exit nodes and subnet routers (meshd, real headscale)', { skip }, () =
     assert.ok(leftovers(lab, client).length > 0, 'the client has rules while up');
     assert.equal(lab.meshd(client, ['down']).status, 0);
     assert.deepEqual(leftovers(lab, client), [], 'nothing left on the client after down');
+    // The routing flags persist in the state dir: a later up without them uses the exit node again.
+    reUp(lab, client, []);
+    assert.equal(status(lab, client).self.routing?.exitNode?.hostname, 'exit', 'the exit node choice survives down/up');
+    assert.equal(tcpProbe(lab.lab, client.ns, SERVER4, PORT), exit.ip4);
+    assert.equal(lab.meshd(client, ['down']).status, 0);
+    assert.deepEqual(leftovers(lab, client), [], 'nothing left after the second down');
 
     assert.ok(leftovers(lab, exit).includes('nft table inet meshd'), 'the exit node masquerades while up');
     for (const pid of sh('ip', ['netns', 'pids', exit.ns]).split(/\s+/).filter(Boolean)) process.kill(Number(pid), 'SIGKILL');
