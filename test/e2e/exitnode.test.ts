@@ -103,6 +103,7 @@ describe('exit nodes and subnet routers (meshd, real headscale)', { skip }, () =
     assert.equal(tcpProbe(lab.lab, client.ns, SERVER4, PORT), exit.ip4, 'TCP over IPv4: the server sees the exit node');
     assert.equal(udpProbe(lab.lab, client.ns, SERVER4, PORT), exit.ip4, 'UDP over IPv4');
     assert.equal(tcpProbe(lab.lab, client.ns, SERVER6, PORT), '2001:db8::a', 'TCP over IPv6: the server sees the exit node');
+    assert.equal(udpProbe(lab.lab, client.ns, SERVER6, PORT), '2001:db8::a', 'UDP over IPv6');
     assert.equal(tcpProbe(lab.lab, client.ns, LANHOST, PORT), null, 'the exit node\'s own LAN is not served to exit-node users (as tailscale)');
     assert.ok(lab.ping(client, SERVER4), 'ping through the exit node');
     const viaTun = lab.lab.exec(client.ns, ['ip', 'route', 'get', SERVER4]);
@@ -151,6 +152,17 @@ describe('exit nodes and subnet routers (meshd, real headscale)', { skip }, () =
     assert.equal(tcpProbe(lab.lab, client.ns, '198.19.5.2', PORT), '198.19.5.1', 'after --accept-routes it does');
     reUp(lab, client, ['--no-accept-routes']);
     assert.equal(tcpProbe(lab.lab, client.ns, '198.19.5.2', PORT), null, 'and not after --no-accept-routes');
+  });
+
+  it('sends changed --advertise-routes to headscale without a restart', async () => {
+    const available = () => (JSON.parse(lab.hs(['nodes', 'list', '-o', 'json'])) as { given_name: string; available_routes?: string[] }[])
+      .find((x) => x.given_name === 'router')?.available_routes ?? [];
+    reUp(lab, router, ['--advertise-routes', '198.19.5.0/24,198.19.6.0/24']);
+    await waitFor('headscale to list the new route', () => available().includes('198.19.6.0/24'), 20_000, 500);
+    const st = status(lab, router).self.routing!;
+    assert.deepEqual(st.unapprovedRoutes, ['198.19.6.0/24'], 'status says which route waits for approval');
+    reUp(lab, router, ['--advertise-routes', '198.19.5.0/24']);
+    await waitFor('headscale to drop it again', () => !available().includes('198.19.6.0/24'), 20_000, 500);
   });
 
   it('leaves no rule, route or nft table behind after down, and cleans up after kill -9 on restart', () => {
