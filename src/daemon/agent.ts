@@ -217,7 +217,7 @@ export class Agent implements LocalBackend {
           onMap: (m) => { void this.applyMap(m).then(resolve, reject); },
           onDelta: (d, m) => {
             void this.applyMap(m).catch((e: Error) => this.log(`applying map: ${e.message}`));
-            if (this.routing.wantsFreshMap(d, m)) this.stream?.refresh();
+            this.routing.onDelta(d, m, () => this.stream?.refresh());
           },
           onError: (err, retryIn) => {
             // The client logs each retry; giving up is ours to report.

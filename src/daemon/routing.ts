@@ -12,6 +12,9 @@ import { DEFAULT_PREFS, canonicalPrefix, isExitRoute, offersExit, planRoutes, ro
 import type { DataPlane } from './dataplane.ts';
 import type { Logf } from '../util/log.ts';
 
+/** Least time between two map refreshes for route approval (ms). */
+const REFRESH_MIN_MS = 3_000;
+
 /** Routing fields of `meshd status` for this node. */
 export interface SelfRouting {
   /** Routes this node offers (Hostinfo.RoutableIPs). */
@@ -64,6 +67,7 @@ export class Routing {
   private plan: RoutePlan | undefined;
   private routerError: string | undefined;
   private lastRefresh = 0;
+  private refreshTimer: NodeJS.Timeout | undefined;
   /** apply() runs one at a time (map deltas and `up` may both call it). */
   private applying: Promise<unknown> = Promise.resolve();
 
@@ -87,6 +91,9 @@ export class Routing {
     if (p.exitNode !== undefined) next.exitNode = p.exitNode.trim();
     if (p.exitNodeAllowLanAccess !== undefined) next.exitNodeAllowLanAccess = p.exitNodeAllowLanAccess;
     if (p.acceptRoutes !== undefined) next.acceptRoutes = p.acceptRoutes;
+    if (next.advertiseExitNode && next.exitNode) {
+      throw new TypeError('cannot offer an exit node and use one at the same time: drop --advertise-exit-node or pass --exit-node=');
+    }
     this.prefs = next;
     return routableIPs(next).join(',') !== before;
   }
@@ -144,24 +151,28 @@ export class Routing {
   }
 
   /**
-   * True when a fresh full map should be fetched to learn whether control approved our routes.
-   * Headscale v0.29.2 answers `nodes approve-routes` with a policy change that carries the packet
-   * filter but not our own node (hscontrol/state SetApprovedRoutes -> change.PolicyChange), so
-   * our AllowedIPs stay stale until the next full map. At most once per 3 s, and only while some
-   * advertised route is not approved yet.
+   * Calls `refresh` (a fresh full map) when one is needed to learn whether control approved our
+   * routes. Headscale v0.29.2 answers `nodes approve-routes` with a policy change that carries the
+   * packet filter but not our own node (hscontrol/state SetApprovedRoutes -> change.PolicyChange),
+   * so our AllowedIPs stay stale until the next full map. Only while some advertised route is not
+   * approved yet; at most once per 3 s, a change inside that window refreshes when it ends.
    */
-  wantsFreshMap(d: MapDelta, m: NetworkMap, now = Date.now()): boolean {
-    if (!d.packetFilterChanged || d.selfChanged) return false;
+  onDelta(d: MapDelta, m: NetworkMap, refresh: () => void, now = Date.now()): void {
+    if (!d.packetFilterChanged || d.selfChanged) return;
     const self = m.self;
-    if (!self || !routableIPs(this.prefs).some((r) => !self.allowedIPs.includes(r))) return false;
-    if (now - this.lastRefresh < 3_000) return false;
-    this.lastRefresh = now;
-    return true;
+    if (!self || !routableIPs(this.prefs).some((r) => !self.allowedIPs.includes(r))) return;
+    if (this.refreshTimer) return;
+    const wait = this.lastRefresh + REFRESH_MIN_MS - now;
+    const go = (): void => { this.refreshTimer = undefined; this.lastRefresh = Date.now(); refresh(); };
+    if (wait <= 0) go();
+    else this.refreshTimer = setTimeout(go, wait);
   }
 
   /** Removes routes, rules and the nft table; detaches the filter. */
   async stop(dp: DataPlane | undefined): Promise<void> {
     if (dp) dp.filter = undefined;
+    clearTimeout(this.refreshTimer);
+    this.refreshTimer = undefined;
     const r = this.router;
     this.router = undefined;
     this.plan = undefined;

@@ -165,6 +165,18 @@ describe('exit nodes and subnet routers (meshd, real headscale)', { skip }, () =
     await waitFor('headscale to drop it again', () => !available().includes('198.19.6.0/24'), 20_000, 500);
   });
 
+  it('says exactly what to run when forwarding is off, and refuses to use and offer an exit node at once', () => {
+    const r = lab.meshd(acceptor, ['up', '--login-server', HS_URL, '--state-dir', join(acceptor.dir, 'state'), '--advertise-routes', '198.19.9.0/24']);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, /^warning: IP forwarding is off.*"sysctl -w net\.ipv4\.ip_forward=1"/m);
+    reUp(lab, acceptor, ['--advertise-routes', '']);
+    assert.deepEqual(status(lab, acceptor).self.routing?.health, []);
+    const both = lab.meshd(exit, ['up', '--login-server', HS_URL, '--state-dir', join(exit.dir, 'state'), '--exit-node', 'client']);
+    assert.notEqual(both.status, 0);
+    assert.match(both.stderr.trim(), /^meshd: cannot offer an exit node and use one/);
+    assert.equal(status(lab, exit).self.routing?.exitNode, null, 'the refused flags changed nothing');
+  });
+
   it('leaves no rule, route or nft table behind after down, and cleans up after kill -9 on restart', () => {
     reUp(lab, client, ['--exit-node', 'exit', '--exit-node-allow-lan-access']);
     assert.ok(leftovers(lab, client).length > 0, 'the client has rules while up');
