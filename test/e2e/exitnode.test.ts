@@ -203,10 +203,11 @@ describe('exit nodes and subnet routers (meshd, real headscale)', { skip }, () =
 
 describe('access rules from the headscale policy (meshd, real headscale)', { skip }, () => {
   let lab: TailnetLab;
-  let a: LabNode, b: LabNode, aIp: string, bIp: string;
+  let a: LabNode, b: LabNode, x: LabNode, aIp: string, bIp: string;
+  // B may reach A; A (only) may use the internet through exit node X.
   const onlyBtoA = {
-    hosts: { a: '100.64.0.1/32', b: '100.64.0.2/32' },
-    acls: [{ action: 'accept', src: ['b'], dst: ['a:*'] }],
+    hosts: { a: '100.64.0.1/32', b: '100.64.0.2/32', x: '100.64.0.3/32' },
+    acls: [{ action: 'accept', src: ['b'], dst: ['a:*'] }, { action: 'accept', src: ['a'], dst: ['autogroup:internet:*'] }],
   };
 
   before(async () => {
@@ -215,8 +216,15 @@ describe('access rules from the headscale policy (meshd, real headscale)', { ski
     const key = lab.authKey({ reusable: true });
     a = lab.addNode('a');
     b = lab.addNode('b');
+    x = lab.addNode('x');
     mustUp(lab, a, key);
     mustUp(lab, b, key);
+    const inet = addInternet(lab.lab, lab.sw);
+    startEchoServers(lab.lab, inet.server, PORT);
+    routeToInternet(lab.lab, x.ns);
+    forwarding(lab, x);
+    mustUp(lab, x, key, ['--advertise-exit-node']);
+    lab.hs(['nodes', 'approve-routes', '-i', lab.nodeId('x'), '-r', '0.0.0.0/0,::/0']);
     aIp = v4(status(lab, a));
     bIp = v4(status(lab, b));
     assert.deepEqual([aIp, bIp], ['100.64.0.1', '100.64.0.2'], 'sequential allocation, as the policy assumes');
@@ -237,10 +245,21 @@ describe('access rules from the headscale policy (meshd, real headscale)', { ski
     assert.ok(status(lab, b).self.routing!.filter.dropped > dropsBefore, 'B counted the drops');
   });
 
+  it('lets A use exit node X for the internet (autogroup:internet), and not B', async () => {
+    await waitFor('A to see X offering an exit node', () => status(lab, a).peers.some((p) => p.hostname === 'x' && p.routing?.exitNodeOption && p.path.direct), 20_000, 500);
+    reUp(lab, a, ['--exit-node', 'x']);
+    assert.equal(tcpProbe(lab.lab, a.ns, SERVER4, PORT), x.ip4, 'A reaches the internet through X');
+    assert.equal(status(lab, b).peers.some((p) => p.hostname === 'x' && p.routing?.exitNodeOption), false, 'B is not offered X as an exit node');
+    reUp(lab, b, ['--exit-node', '100.64.0.3']);
+    assert.equal(tcpProbe(lab.lab, b.ns, SERVER4, PORT), null, 'B gets no internet through X');
+    reUp(lab, a, ['--exit-node=']);
+    reUp(lab, b, ['--exit-node=']);
+  });
+
   it('applies a policy change at runtime (edit + SIGHUP) without restarting meshd', async () => {
     lab.reloadPolicy({
       hosts: onlyBtoA.hosts,
-      acls: [{ action: 'accept', src: ['b'], dst: ['a:*'] }, { action: 'accept', src: ['a'], dst: ['b:8000'] }],
+      acls: [...onlyBtoA.acls, { action: 'accept', src: ['a'], dst: ['b:8000'] }],
     });
     await waitFor('A to reach B on port 8000', () => tcpProbe(lab.lab, a.ns, bIp, PORT) === aIp, 30_000, 1000);
     assert.equal(udpProbe(lab.lab, a.ns, bIp, PORT), aIp, 'A -> B UDP 8000 now allowed');
