@@ -204,6 +204,7 @@ export class Agent implements LocalBackend {
       progress('waiting for the network map');
       await withDeadline(firstMap, remaining(), 'waiting for the network map');
       this.state = 'Running';
+      await this.store.update({ wantRunning: true });
       this.reportedEndpoints = this.localEndpoints().join(',');
       this.endpointTimer = setInterval(() => { void this.checkEndpoints(); }, ENDPOINT_CHECK_MS);
       const st = this.status();
@@ -286,11 +287,28 @@ export class Agent implements LocalBackend {
     return parsed.find((e) => e.family === 4 && sameSubnet(e.ip)) ?? parsed.find((e) => e.family === 4) ?? parsed[0];
   }
 
+  /**
+   * At agent start: reconnects when the state says the tailnet was up (a restart by the service
+   * manager, or after a crash), as tailscaled does. A failure is logged; `meshd up` can retry.
+   */
+  async resume(): Promise<void> {
+    const store = await StateStore.open(this.opts.stateDir);
+    const s = await store.read().catch(() => undefined);
+    if (!s?.wantRunning || !s.serverUrl) return;
+    this.log(`reconnecting to ${s.serverUrl} (the tailnet was up when the agent last ran)`);
+    try {
+      await this.up({ loginServer: s.serverUrl, timeoutMs: 60_000 }, () => {});
+    } catch (e) {
+      this.log(`reconnect failed: ${(e as Error).message}`);
+    }
+  }
+
   /** See LocalBackend.down. */
   down(): Promise<void> {
     return this.serial(async () => {
       await this.teardown();
       this.state = 'Stopped';
+      await this.store?.update({ wantRunning: false }).catch(() => {});
       if (this.opts.exitWhenDown) this.exitSoon();
     });
   }
@@ -307,7 +325,10 @@ export class Agent implements LocalBackend {
         }
       }
       await this.teardown();
-      if (this.store) await this.store.rotateNodeKey().catch(() => {});
+      if (this.store) {
+        await this.store.rotateNodeKey().catch(() => {});
+        await this.store.update({ wantRunning: false }).catch(() => {});
+      }
       this.state = 'NeedsLogin';
       if (this.opts.exitWhenDown) this.exitSoon();
     });

@@ -83,7 +83,7 @@ describe('meshd against real headscale', { skip }, () => {
     assert.ok(lab.ping(n, status(lab, nodes[1]!).self.addresses[0]!));
   });
 
-  it('registers again after logout with a new key', () => {
+  it('registers again after logout with a new key', async () => {
     const n = nodes[2]!;
     const oldKey = status(lab, n).self.publicKey;
     assert.equal(lab.meshd(n, ['logout']).status, 0);
@@ -92,7 +92,10 @@ describe('meshd against real headscale', { skip }, () => {
     assert.match(r.stderr.trim(), /^meshd: .*(auth|key|login)/i);
     assert.equal(r.stderr.trim().split('\n').length, 1, 'one line');
     mustUp(lab, n, lab.authKey());
-    assert.notEqual(status(lab, n).self.publicKey, oldKey, 'a fresh node key');
+    const newKey = status(lab, n).self.publicKey;
+    assert.notEqual(newKey, oldKey, 'a fresh node key');
+    // n2 accepts n3's handshake once control has told it n3's new key.
+    await waitFor('n2 to learn the new key', () => status(lab, nodes[1]!).peers.some((p) => p.publicKey === newKey && p.path.direct), 20_000, 500);
     assert.ok(lab.ping(n, status(lab, nodes[1]!).self.addresses[0]!));
   });
 
@@ -159,6 +162,31 @@ describe('meshd against real headscale', { skip }, () => {
       assert.match(lines[0]!, c.want, `${c.name}: names the cause`);
       assertNothingLeft(lab, b);
     }
+  });
+
+  it('after kill -9 leaves no TUN or route behind, and a restarted agent reconnects on its own', async () => {
+    const n = lab.addNode('svc');
+    const daemonArgv = [process.execPath, lab.meshdBin, '--socket', n.socket, 'daemon', '--state-dir', join(n.dir, 'state')];
+    const d1 = lab.lab.spawn(n.ns, daemonArgv);
+    await waitFor('the agent socket', () => lab.agentRunning(n), 10_000);
+    mustUp(lab, n, key);
+    const peer = status(lab, nodes[0]!).self.addresses[0]!;
+    const svcKey = status(lab, n).self.publicKey;
+    await waitFor('n1 to know the new node', () => status(lab, nodes[0]!).peers.some((p) => p.publicKey === svcKey && p.path.direct), 20_000, 500);
+    assert.ok(lab.ping(n, peer), 'traffic flows before the crash');
+    d1.kill('SIGKILL');
+    await waitFor('the agent to die', () => d1.exitCode !== null || d1.signalCode !== null, 5000);
+    assert.notEqual(lab.lab.tryExec(n.ns, ['ip', 'link', 'show', 'meshd0']).status, 0, 'the TUN went with the process');
+    assert.doesNotMatch(lab.lab.exec(n.ns, ['ip', 'route', 'show']), /100\.64\.0\.0\/10/, 'and its route');
+    lab.lab.spawn(n.ns, daemonArgv);
+    await waitFor('the restarted agent to be running again', () => {
+      const r = lab.meshd(n, ['status', '--json']);
+      return r.status === 0 && (JSON.parse(r.stdout) as Status).self.state === 'Running';
+    }, 30_000, 500);
+    assert.ok(lab.ping(n, peer), 'traffic flows after the restart');
+    assert.equal(lab.meshd(n, ['down']).status, 0);
+    assert.notEqual(lab.lab.tryExec(n.ns, ['ip', 'link', 'show', 'meshd0']).status, 0, 'down removed the TUN');
+    assert.ok(lab.agentRunning(n), 'an agent run by a service manager stays up after down');
   });
 
   it('detects a server presenting a different Noise key than the one it pinned', async () => {
