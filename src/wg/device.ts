@@ -154,7 +154,8 @@ export class Device {
   private loadWindowStart = -Infinity;
   private loadWindowCount = 0;
   private lastCollect = -Infinity;
-  private jitterState: number;
+  /** xorshift32 state, in a typed array so that updating it never boxes a number. */
+  private readonly jitterState = new Uint32Array(1);
   private readonly releaseKeypair = (kp: Keypair): void => {
     const e = this.index.get(kp.localIndex);
     if (e !== undefined && e.keypair === kp) this.index.delete(kp.localIndex);
@@ -174,7 +175,7 @@ export class Device {
     this.noise = new Noise(this.crypto);
     this.checker = new CookieChecker(this.crypto, this.random);
     const seed = this.random(4);
-    this.jitterState = (readU32LE(seed, 0) | 1) >>> 0;
+    this.jitterState[0] = readU32LE(seed, 0) | 1;
     const c = {} as Record<CounterName, number>;
     for (const n of COUNTER_NAMES) c[n] = 0;
     this.c = c;
@@ -331,7 +332,7 @@ export class Device {
     const counter = kp.sendCounter++;
     const padded = paddedLength(len, this.mtu);
     if (padded > len) buf.fill(0, off + len, off + padded);
-    writeTransportHeader(buf, off - TRANSPORT_HEADER_SIZE, kp.remoteIndex, counter);
+    writeTransportHeader(buf, off - TRANSPORT_HEADER_SIZE, kp.remoteIndexBytes, counter);
     this.crypto.aead.sealInPlace(kp.sendKey, counter, buf, off, padded);
     const total = TRANSPORT_HEADER_SIZE + padded + 16;
     const t = peer.timers;
@@ -341,7 +342,7 @@ export class Device {
     peer.txBytes += total;
     if (len > 0) {
       this.c.txData++;
-      t.dataSent(now, this.jitter());
+      if (!PeerTimers.pending(t.newHandshake)) t.dataSent(now, this.jitter());
     } else {
       this.c.txKeepalives++;
     }
@@ -719,11 +720,15 @@ export class Device {
     this.byKey.delete(peer.id);
   }
 
-  /** A fresh random index not in use, registered for the peer's handshake. */
+  /**
+   * A fresh random index not in use, registered for the peer's handshake. Our indices are 30 bits
+   * (1..2^30-1): the index is opaque to the peer, and keeping it a V8 small integer means looking up
+   * a received transport packet's index never boxes a number.
+   */
   private newIndex(peer: Peer): number {
     for (;;) {
       const b = this.random(4);
-      const idx = readU32LE(b, 0);
+      const idx = readU32LE(b, 0) & 0x3fffffff;
       if (idx === 0 || this.index.has(idx)) continue;
       this.index.set(idx, { peer, keypair: null });
       return idx;
@@ -732,11 +737,11 @@ export class Device {
 
   /** 0..REKEY_TIMEOUT_JITTER_MAX_MS-1 from a cheap PRNG (jitter needs no secrecy). */
   private jitter(): number {
-    let x = this.jitterState;
-    x ^= x << 13; x >>>= 0;
+    let x = this.jitterState[0]!;
+    x ^= x << 13;
     x ^= x >>> 17;
-    x ^= x << 5; x >>>= 0;
-    this.jitterState = x;
-    return x % REKEY_TIMEOUT_JITTER_MAX_MS;
+    x ^= x << 5;
+    this.jitterState[0] = x;
+    return (x >>> 0) % REKEY_TIMEOUT_JITTER_MAX_MS;
   }
 }

@@ -38,7 +38,7 @@ describe('message layouts', () => {
 
   it('writes the transport header as type 4, receiver LE, counter LE u64', () => {
     const b = new Uint8Array(16);
-    writeTransportHeader(b, 0, 0xdeadbeef, 0x0123456789ab);
+    writeTransportHeader(b, 0, Uint8Array.of(0xef, 0xbe, 0xad, 0xde), 0x0123456789ab);
     assert.equal(toHex(b), '04000000' + 'efbeadde' + 'ab89674523010000');
   });
 
