@@ -98,7 +98,7 @@ export const COUNTER_NAMES = [
   'rxData', 'rxKeepalives', 'rxInitiations', 'rxResponses', 'rxCookieReplies',
   'handshakesCompleted', 'handshakesGivenUp', 'keyZeroings', 'underLoadEntered',
   // outbound drops
-  'dropTxNotIP', 'dropTxNoRoute', 'dropTxNoEndpoint', 'dropTxStagedOverflow', 'dropTxStagedFlushed',
+  'dropTxNotIP', 'dropTxBadBuffer', 'dropTxNoRoute', 'dropTxNoEndpoint', 'dropTxStagedOverflow', 'dropTxStagedFlushed',
   // inbound drops
   'dropRxJunk', 'dropRxBadMac1', 'dropRxNeedCookie', 'dropRxRateLimited', 'dropRxNoPrivateKey',
   'dropRxHandshakeInvalid', 'dropRxUnknownPeer', 'dropRxReplayedInitiation', 'dropRxInitiationFlood',
@@ -191,6 +191,7 @@ export class Device {
     return this.manualUnderLoad || this.clock.now() < this.autoUnderLoadUntil;
   }
 
+  /** Setting true holds the device under load until set false; setting false also ends an automatic period. */
   set underLoad(v: boolean) {
     this.manualUnderLoad = v;
     if (!v) this.autoUnderLoadUntil = -Infinity;
@@ -298,8 +299,12 @@ export class Device {
    * starts a handshake. No matching allowed IP: dropped and counted.
    */
   sendPacketInPlace(buf: Uint8Array, off: number, len: number, cap: number, sink: WgSink): void {
+    if (off < TRANSPORT_HEADER_SIZE || cap < len + 31 || off + cap > buf.length) {
+      this.c.dropTxBadBuffer++;
+      return;
+    }
     const v = len > 0 ? buf[off]! >> 4 : 0;
-    if (!((v === 4 && len >= 20) || (v === 6 && len >= 40)) || off < TRANSPORT_HEADER_SIZE || cap < len + 31) {
+    if (!((v === 4 && len >= 20) || (v === 6 && len >= 40))) {
       this.c.dropTxNotIP++;
       return;
     }
@@ -358,8 +363,12 @@ export class Device {
       return;
     }
     while (peer.staged.length > 0) {
+      // keepKeyFreshSending may start a handshake meanwhile; the keypair stays usable until its limits.
+      if (!this.usableForSending(kp, now)) {
+        this.sendInitiation(peer, false, sink, now);
+        return;
+      }
       const s = peer.staged.shift()!;
-      // keepKeyFreshSending may have started a handshake, but the keypair stays usable meanwhile.
       this.encryptAndSend(peer, kp, s.buf, STAGED_HEADROOM, s.len, sink, now);
     }
   }
@@ -464,8 +473,10 @@ export class Device {
         this.receiveTransport(buf, off, len, from, sink);
         return;
       case MessageType.Initiation:
+        this.receiveHandshake(MessageType.Initiation, buf.subarray(off, off + len), from, sink);
+        return;
       case MessageType.Response:
-        this.receiveHandshake(buf.subarray(off, off + len), from, sink);
+        this.receiveHandshake(MessageType.Response, buf.subarray(off, off + len), from, sink);
         return;
       case MessageType.CookieReply:
         this.receiveCookieReply(buf.subarray(off, off + len));
@@ -542,7 +553,7 @@ export class Device {
     sink.writeTun(buf, p, innerLen);
   }
 
-  private receiveHandshake(msg: Uint8Array, from: Endpoint, sink: WgSink): void {
+  private receiveHandshake(type: 1 | 2, msg: Uint8Array, from: Endpoint, sink: WgSink): void {
     if (!this.checker.checkMac1(msg)) {
       this.c.dropRxBadMac1++;
       return;
@@ -568,7 +579,7 @@ export class Device {
       this.c.dropRxNoPrivateKey++;
       return;
     }
-    if (msg.length === Offsets.initiation.mac2 + 16) {
+    if (type === MessageType.Initiation) {
       const r = consumeInitiation(this.noise, id, msg, (k) => this.byKey.get(keyHex(k)), now);
       switch (r) {
         case 'invalid': this.c.dropRxHandshakeInvalid++; return;
