@@ -30,7 +30,7 @@ describe('WireGuard core against wireguard-go', { skip }, () => {
   let labCount = 0;
   after(async () => { for (const l of labs) await l.dispose(); });
 
-  async function setup(opts: { psk?: Uint8Array; weKnowEndpoint: boolean }) {
+  async function setup(opts: { psk?: Uint8Array; weKnowEndpoint: boolean; underLoad?: boolean }) {
     // One lab per test, with its own prefix; the previous one is gone first.
     for (const l of labs.splice(0)) await l.dispose();
     const lab = new Lab(`wgc${labCount++}`);
@@ -60,6 +60,7 @@ describe('WireGuard core against wireguard-go', { skip }, () => {
       listen: { ip: '198.18.0.1', port: 51820 },
       ...(opts.weKnowEndpoint ? { peer: { ip: '198.18.0.2', port: 51820 } } : {}),
       self: '10.99.0.1', other: '10.99.0.2', pings, intervalMs: 100, durationMs,
+      underLoad: opts.underLoad === true,
     });
     const run = (pings: number, durationMs: number): Promise<Result> => new Promise((resolve, reject) => {
       const p = lab.spawn(us, [process.execPath, runner, config(pings, durationMs)]);
@@ -100,5 +101,18 @@ describe('WireGuard core against wireguard-go', { skip }, () => {
     const { run } = await setup({ weKnowEndpoint: true, psk: rand(32) });
     const r = await run(5, 2500);
     assert.equal(r.replies, 5, JSON.stringify(r));
+  });
+
+  it('under load, sends a cookie reply that wireguard-go accepts and answers with a valid mac2', async () => {
+    const { run, lab, them } = await setup({ weKnowEndpoint: false, underLoad: true });
+    const running = run(0, 9000);
+    await new Promise((r) => setTimeout(r, 500));
+    // The first initiation gets a cookie; wireguard-go retransmits after 5 s with mac2.
+    const ping = lab.tryExec(them, ['ping', '-c', '1', '-W', '8', '10.99.0.1'], 12_000);
+    const r = await running;
+    assert.equal(ping.status, 0, ping.stdout + ping.stderr + JSON.stringify(r));
+    assert.ok(r.counters.txCookieReplies! >= 1, JSON.stringify(r.counters));
+    assert.equal(r.counters.rxInitiations, 1);
+    assert.equal(r.requestsAnswered, 1);
   });
 });

@@ -27,6 +27,8 @@ interface Config {
   intervalMs: number;
   /** Exit after this long. */
   durationMs: number;
+  /** Hold the device under load (handshakes need a cookie first). */
+  underLoad?: boolean;
 }
 
 const cfg = JSON.parse(process.argv[2] ?? '{}') as Config;
@@ -42,6 +44,8 @@ dev.setPeer(b64(cfg.peerPublicKey), {
   allowedIPs: [`${cfg.other}/32`],
   presharedKey: cfg.presharedKey ? b64(cfg.presharedKey) : null,
 });
+
+if (cfg.underLoad === true) dev.underLoad = true;
 
 const sock = dgram.createSocket('udp4');
 const stats = { replies: 0, requestsAnswered: 0, badReplies: 0 };
