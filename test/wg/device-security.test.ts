@@ -92,6 +92,23 @@ describe('Device under attack and on bad input', () => {
     assert.equal(p.tunA.length, 1);
   });
 
+  it('roams to an IPv6 endpoint and hands out cookies bound to it under load', () => {
+    const p = handshaken();
+    const v6 = p.eps.of('2001:db8::1', 51820);
+    p.route(v6, 'a');
+    p.aAddr = v6;
+    p.send('a', ipv4('10.0.0.1', '10.0.0.2', 10));
+    p.deliver();
+    assert.equal(p.b.peers()[0]!.endpoint, v6);
+    p.b.underLoad = true;
+    p.clock.t += 200_000; // sessions expired: the next packet needs a handshake
+    p.send('a', ipv4('10.0.0.1', '10.0.0.2', 11));
+    p.run(6000);
+    assert.ok(p.b.counters.txCookieReplies! >= 1);
+    assert.ok(p.log.some((d) => typeOf(d) === 3 && d.to === v6), 'a cookie reply went to the IPv6 endpoint');
+    assert.equal(p.tunB.length, 3);
+  });
+
   it('does not move the endpoint for unauthenticated or replayed packets', () => {
     const p = handshaken();
     const attacker = p.eps.of('192.0.2.66', 666);
