@@ -9,6 +9,7 @@ import { Device } from '../dist/src/wg/device.js';
 import { Endpoints } from '../dist/src/net/endpoint.js';
 import { nodeCrypto, referenceCrypto } from '../dist/src/crypto/backend.js';
 import { PerformanceObserver } from 'node:perf_hooks';
+import { Noise, Handshake, createInitiation, consumeInitiation, createResponse, consumeResponse, deriveKeys } from '../dist/src/wg/noise.js';
 
 const SIZE = 1280;
 const seconds = Number(process.argv[2] ?? 2);
@@ -97,3 +98,33 @@ for (const r of [fast, ref]) {
     `${r.gbps.toFixed(2)} Gbit/s inner  ${r.n} packets  ${r.gcs} GC events`);
 }
 console.log(`node:crypto / reference = ${(fast.pps / ref.pps).toFixed(2)}x`);
+
+// Handshakes: a full IKpsk2 exchange (both sides), and the responder's share alone (what a flood costs).
+function handshakes(crypto, secs) {
+  const rnd = (n) => globalThis.crypto.getRandomValues(new Uint8Array(n));
+  const noise = new Noise(crypto);
+  const id = () => { const privateKey = crypto.x25519.generatePrivate(rnd); return { privateKey, publicKey: crypto.x25519.publicFromPrivate(privateKey) }; };
+  const I = id(), R = id();
+  const peerOnR = { handshake: new Handshake(I.publicKey) };
+  peerOnR.handshake.precomputedStaticStatic = crypto.x25519.shared(R.privateKey, I.publicKey);
+  let n = 0, responderMs = 0;
+  const t0 = performance.now();
+  while (performance.now() - t0 < secs * 1000) {
+    const hs = new Handshake(R.publicKey);
+    hs.precomputedStaticStatic = crypto.x25519.shared(I.privateKey, R.publicKey);
+    const init = createInitiation(noise, I, hs, 1, rnd, 1.7e12 + n * 1000);
+    const r0 = performance.now();
+    const peer = consumeInitiation(noise, R, init, () => peerOnR, n * 100);
+    const resp = createResponse(noise, peer.handshake, 2, rnd);
+    const kr = deriveKeys(noise, peer.handshake);
+    responderMs += performance.now() - r0;
+    if (!consumeResponse(noise, I, hs, resp)) throw new Error('bench: handshake failed');
+    const ki = deriveKeys(noise, hs);
+    if (Buffer.compare(Buffer.from(ki.send), Buffer.from(kr.recv)) !== 0) throw new Error('bench: keys differ');
+    n++;
+  }
+  return { name: crypto.name, perSec: n / ((performance.now() - t0) / 1000), responderUs: (1000 * responderMs) / n };
+}
+for (const h of [handshakes(nodeCrypto, seconds / 2), handshakes(referenceCrypto, seconds / 2)]) {
+  console.log(`${h.name.padEnd(10)} ${Math.round(h.perSec).toString().padStart(8)} handshakes/s (both sides)  responder ${h.responderUs.toFixed(0)} us each`);
+}

@@ -112,7 +112,8 @@ export type CounterName = (typeof COUNTER_NAMES)[number];
  * Handshake messages per second (after mac1) above which the device puts itself under load for a
  * second. wireguard-go's signal is a handshake queue at 1/8 full (128 of 1024) held for 1 s; with no
  * queue here, a rate stands in for it: 1024/s is far above any honest peer set (each peer
- * initiates at most every 5 s) and about what one core spends a fifth of its time on (4 DH each).
+ * initiates at most every 5 s), and at the ~0.3 ms a responder spends per initiation on node:crypto
+ * (measured: consume + respond) it is about a third of one core.
  */
 export const UNDER_LOAD_HANDSHAKES_PER_SECOND = 1024;
 /** How long the device stays under load after the threshold is crossed (wireguard-go UnderLoadAfterTime). */
