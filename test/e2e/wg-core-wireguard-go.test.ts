@@ -30,7 +30,7 @@ describe('WireGuard core against wireguard-go', { skip }, () => {
   let labCount = 0;
   after(async () => { for (const l of labs) await l.dispose(); });
 
-  async function setup(opts: { psk?: Uint8Array; weKnowEndpoint: boolean; underLoad?: boolean }) {
+  async function setup(opts: { psk?: Uint8Array; weKnowEndpoint: boolean; underLoad?: boolean; flood?: number }) {
     // One lab per test, with its own prefix; the previous one is gone first.
     for (const l of labs.splice(0)) await l.dispose();
     const lab = new Lab(`wgc${labCount++}`);
@@ -61,6 +61,7 @@ describe('WireGuard core against wireguard-go', { skip }, () => {
       ...(opts.weKnowEndpoint ? { peer: { ip: '198.18.0.2', port: 51820 } } : {}),
       self: '10.99.0.1', other: '10.99.0.2', pings, intervalMs: 100, durationMs,
       underLoad: opts.underLoad === true,
+      floodInitiations: opts.flood ?? 0,
     });
     const run = (pings: number, durationMs: number): Promise<Result> => new Promise((resolve, reject) => {
       const p = lab.spawn(us, [process.execPath, runner, config(pings, durationMs)]);
@@ -114,5 +115,15 @@ describe('WireGuard core against wireguard-go', { skip }, () => {
     assert.ok(r.counters.txCookieReplies! >= 1, JSON.stringify(r.counters));
     assert.equal(r.counters.rxInitiations, 1);
     assert.equal(r.requestsAnswered, 1);
+  });
+
+  it('takes the cookie reply of a wireguard-go under load and completes the handshake', async () => {
+    // Thousands of bogus initiations with a valid mac1 fill wireguard-go's handshake queue, so it
+    // answers our real initiation with a cookie reply; we retry with mac2 five seconds later.
+    const { run } = await setup({ weKnowEndpoint: true, flood: 4000 });
+    const r = await run(80, 9000);
+    assert.ok(r.counters.rxCookieReplies! >= 1, JSON.stringify(r.counters));
+    assert.equal(r.counters.dropRxBadCookieReply ?? 0, 0);
+    assert.ok(r.replies >= 1, JSON.stringify(r));
   });
 });

@@ -7,6 +7,9 @@
 import dgram from 'node:dgram';
 import { Device, type WgSink } from '../../src/wg/device.ts';
 import { Endpoints } from '../../src/net/endpoint.ts';
+import { nodeCrypto } from '../../src/crypto/backend.ts';
+import { CookieGenerator } from '../../src/wg/cookie.ts';
+import { INITIATION_SIZE } from '../../src/wg/messages.ts';
 
 interface Config {
   /** Our private key, base64. */
@@ -29,6 +32,8 @@ interface Config {
   durationMs: number;
   /** Hold the device under load (handshakes need a cookie first). */
   underLoad?: boolean;
+  /** Before pinging, send this many bogus initiations with a valid mac1 (to put the peer under load). */
+  floodInitiations?: number;
 }
 
 const cfg = JSON.parse(process.argv[2] ?? '{}') as Config;
@@ -101,6 +106,16 @@ sock.on('message', (msg, rinfo) => {
 sock.bind(cfg.listen.port, cfg.listen.ip, () => {
   out({ ready: true });
   const ticker = setInterval(() => dev.tick(sink), 50);
+  if ((cfg.floodInitiations ?? 0) > 0 && cfg.peer) {
+    const gen = new CookieGenerator(nodeCrypto, b64(cfg.peerPublicKey));
+    for (let i = 0; i < cfg.floodInitiations!; i++) {
+      const m = new Uint8Array(INITIATION_SIZE);
+      globalThis.crypto.getRandomValues(m.subarray(4, 116));
+      m[0] = 1;
+      gen.addMacs(m, 0);
+      sock.send(m, cfg.peer.port, cfg.peer.ip);
+    }
+  }
   let seq = 0;
   const pinger = cfg.pings > 0 ? setInterval(() => {
     if (++seq >= cfg.pings) clearInterval(pinger);
