@@ -680,6 +680,21 @@ export class Device {
     }
   }
 
+  /**
+   * Monotonic ms of the earliest pending timer (Infinity when none). Optional for the I/O layer:
+   * calling tick() at that time, rather than only on its 100 ms beat, makes retransmissions as
+   * precise as wireguard-go's and makes crossing initiations (both sides retrying in the same
+   * beat) rarer.
+   */
+  nextTimerDue(): number {
+    let due = Infinity;
+    for (const peer of this.byKey.values()) {
+      const t = peer.timers;
+      due = Math.min(due, t.retransmitHandshake, t.sendKeepalive, t.newHandshake, t.zeroKeyMaterial, t.persistentKeepalive);
+    }
+    return due;
+  }
+
   private expiredRetransmitHandshake(peer: Peer, sink: WgSink, now: number): void {
     const t = peer.timers;
     if (t.handshakeAttempts > MAX_TIMER_HANDSHAKES) {

@@ -175,4 +175,20 @@ describe('Device timers', () => {
     assert.equal(inits[0]!.from, p.aAddr);
     assert.equal(p.tunA.length, 2);
   });
+
+  it('reports when its next timer is due', () => {
+    const p = new WgPipe();
+    assert.equal(p.a.nextTimerDue(), Infinity);
+    p.dropIf = () => true;
+    const t0 = p.clock.t;
+    p.send('a', ipv4('10.0.0.1', '10.0.0.2', 10));
+    const due = p.a.nextTimerDue();
+    assert.ok(due >= t0 + 5000 && due < t0 + 5334, `retransmit due at +${due - t0}`);
+    p.clock.t = due - 1;
+    p.a.tick(p.sinkA);
+    assert.equal(p.a.counters.txInitiations, 1);
+    p.clock.t = due;
+    p.a.tick(p.sinkA);
+    assert.equal(p.a.counters.txInitiations, 2);
+  });
 });
