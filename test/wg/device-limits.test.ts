@@ -107,4 +107,18 @@ describe('Device message limits and keys', () => {
     p.a.sendPacketInPlace(buf, 16, pkt.length, pkt.length + 16, p.sinkA);
     assert.equal(p.a.counters.dropTxBadBuffer, 2);
   });
+
+  it('does not leak session indices across many rekeys', () => {
+    const p = handshaken();
+    for (let s = 0; s < 1000; s++) {
+      p.send('a', ipv4('10.0.0.1', '10.0.0.2', 10));
+      p.send('b', ipv4('10.0.0.2', '10.0.0.1', 10));
+      p.run(1000);
+    }
+    assert.ok(p.a.counters.handshakesCompleted! >= 8);
+    for (const dev of [p.a, p.b]) {
+      const size = (dev as unknown as { index: Map<number, unknown> }).index.size;
+      assert.ok(size <= 4, `index table holds ${size} entries for one peer`);
+    }
+  });
 });
