@@ -62,6 +62,8 @@ export function ipv4(src: string, dst: string, payloadLen: number, fill = 0xab):
 export interface PipeOptions {
   /** Crypto for both devices. */
   crypto?: CryptoBackend;
+  /** Crypto for B only (to run node against reference). */
+  cryptoB?: CryptoBackend;
   /** TUN MTU. */
   mtu?: number;
   /** Whether B starts knowing A's endpoint (default true); false is the usual "server" setup. */
@@ -111,14 +113,14 @@ export class WgPipe {
 
   constructor(opts: PipeOptions = {}) {
     const crypto = opts.crypto ?? nodeCrypto;
-    const mk = (): Device => new Device({
+    const mk = (c: CryptoBackend): Device => new Device({
       clock: this.clock,
-      crypto,
+      crypto: c,
       ...(opts.mtu !== undefined ? { mtu: opts.mtu } : {}),
       ...(opts.random !== undefined ? { random: opts.random } : {}),
     });
-    this.a = mk();
-    this.b = mk();
+    this.a = mk(crypto);
+    this.b = mk(opts.cryptoB ?? crypto);
     const rnd = opts.random ?? ((n: number) => new Uint8Array(globalThis.crypto.getRandomValues(new Uint8Array(n))));
     this.aKey = crypto.x25519.generatePrivate(rnd);
     this.bKey = crypto.x25519.generatePrivate(rnd);
