@@ -22,6 +22,7 @@ if (process.getuid?.() !== 0) {
 }
 
 async function start(tag) {
+  spawnSync('bash', [join(root, 'scripts/install-peers.sh'), 'headscale'], { stdio: ['ignore', 'ignore', 'inherit'] });
   const lab = new TailnetLab(tag);
   await lab.startHeadscale();
   const key = lab.authKey({ reusable: true });
