@@ -89,6 +89,11 @@ export interface DeviceOptions {
   mtu?: number;
   /** Crypto backend (default nodeCrypto). */
   crypto?: CryptoBackend;
+  /**
+   * Follow a peer to the source of its latest authenticated packet (default true, whitepaper 2.1).
+   * Off when endpoints are magicsock peers, which choose the path themselves (tailscale does the same).
+   */
+  roaming?: boolean;
 }
 
 /** Names of the counters in Device.counters. */
@@ -144,6 +149,7 @@ export class Device {
   private readonly random: (n: number) => Uint8Array;
   private readonly log: (msg: string) => void;
   private readonly mtu: number;
+  private readonly roaming: boolean;
   private readonly crypto: CryptoBackend;
   private readonly noise: Noise;
   private identity: StaticIdentity | null = null;
@@ -173,6 +179,7 @@ export class Device {
     this.random = opts.random ?? ((n) => new Uint8Array(randomBytes(n)));
     this.log = opts.log ?? (() => {});
     this.mtu = opts.mtu ?? DEFAULT_MTU;
+    this.roaming = opts.roaming ?? true;
     this.crypto = opts.crypto ?? nodeCrypto;
     this.noise = new Noise(this.crypto);
     this.checker = new CookieChecker(this.crypto, this.random);
@@ -514,7 +521,7 @@ export class Device {
       return;
     }
     // Authenticated: the peer is at `from` now (roaming, whitepaper 2.1).
-    peer.endpoint = from;
+    if (this.roaming) peer.endpoint = from;
     if (peer.keypairs.receivedWith(kp, this.releaseKeypair)) {
       peer.timers.handshakeComplete();
       peer.lastHandshakeWallMs = this.clock.wall();
@@ -591,7 +598,7 @@ export class Device {
       const peer = r;
       this.c.rxInitiations++;
       peer.rxBytes += msg.length;
-      peer.endpoint = from;
+      if (this.roaming) peer.endpoint = from;
       peer.timers.anyAuthenticatedPacketTraversal(now, peer.persistentKeepalive);
       peer.timers.anyAuthenticatedPacketReceived();
       this.sendResponse(peer, sink, now, from);
@@ -610,7 +617,7 @@ export class Device {
     }
     this.c.rxResponses++;
     peer.rxBytes += msg.length;
-    peer.endpoint = from;
+    if (this.roaming) peer.endpoint = from;
     peer.timers.anyAuthenticatedPacketTraversal(now, peer.persistentKeepalive);
     peer.timers.anyAuthenticatedPacketReceived();
     if (!this.beginSession(peer, now)) return;

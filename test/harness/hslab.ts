@@ -165,7 +165,8 @@ node:
 
   /** Runs the meshd CLI in a node's namespace with that node's socket; returns status and output. */
   meshd(node: LabNode, args: string[], timeoutMs = 60_000): { status: number | null; stdout: string; stderr: string } {
-    return this.lab.tryExec(node.ns, [process.execPath, this.meshdBin, '--socket', node.socket, ...args], timeoutMs);
+    // The lab's DERP (headscale's embedded one) speaks plain HTTP: meshd needs the explicit switch.
+    return this.lab.tryExec(node.ns, ['env', 'MESHD_DERP_HTTP=1', process.execPath, this.meshdBin, '--socket', node.socket, ...args], timeoutMs);
   }
 
   /** `meshd up` for a node with a key passed through a file (never on the command line). */
