@@ -40,6 +40,14 @@ daemonOptions(program.command('up').description('log in and connect to the tailn
   .option('--timeout <duration>', 'give up after this long (e.g. 30s, 2m)', '2m')
   .option('--ca-file <file>', 'extra CA certificates (PEM) for an https login server')
   .option('--json', 'print the status as JSON')
+  .option('--advertise-exit-node', 'offer this node as an exit node (control must approve it)')
+  .option('--no-advertise-exit-node', 'stop offering this node as an exit node')
+  .option('--advertise-routes <cidrs>', 'subnet routes to offer, comma-separated ("" = none)')
+  .option('--exit-node <ip|name>', 'send internet traffic through this peer ("" = stop)')
+  .option('--exit-node-allow-lan-access', 'keep the local network reachable while using an exit node')
+  .option('--no-exit-node-allow-lan-access', 'send LAN traffic through the exit node too')
+  .option('--accept-routes', "use the subnet routes other nodes offer")
+  .option('--no-accept-routes', "ignore other nodes' subnet routes")
   .action(async (opts: UpFlags) => { await (await tailnet()).upCommand(sock(), opts); });
 
 program.command('down').description('disconnect from the tailnet, keeping the identity')

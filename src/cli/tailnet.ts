@@ -4,7 +4,8 @@ import { spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Agent, checkLoginServer } from '../daemon/agent.ts';
-import { LocalApiClient, LocalApiError, LocalApiServer, socketAnswers, type Status } from '../daemon/localapi.ts';
+import { LocalApiClient, LocalApiError, LocalApiServer, socketAnswers, type Status, type UpRequest } from '../daemon/localapi.ts';
+import { parseRouteList } from '../daemon/routing.ts';
 import { stderrLogger } from '../util/log.ts';
 import { CliError } from './errors.ts';
 import { parseDuration } from './duration.ts';
@@ -116,6 +117,33 @@ export interface UpFlags extends DaemonFlags {
   timeout?: string;
   caFile?: string;
   json?: boolean;
+  advertiseExitNode?: boolean;
+  advertiseRoutes?: string;
+  exitNode?: string;
+  exitNodeAllowLanAccess?: boolean;
+  acceptRoutes?: boolean;
+}
+
+/** The routing fields of an up request, from the flags given (absent flags are left out). */
+export function routingFlags(f: UpFlags): Pick<UpRequest, 'advertiseExitNode' | 'advertiseRoutes' | 'exitNode' | 'exitNodeAllowLanAccess' | 'acceptRoutes'> {
+  let routes: string[] | undefined;
+  if (f.advertiseRoutes !== undefined) {
+    try {
+      routes = parseRouteList(f.advertiseRoutes);
+    } catch (e) {
+      throw new CliError(`--advertise-routes: ${(e as Error).message}`);
+    }
+  }
+  if (f.exitNode !== undefined && f.exitNode.trim() && !/^[A-Za-z0-9.:_-]{1,253}$/.test(f.exitNode.trim())) {
+    throw new CliError(`bad --exit-node ${JSON.stringify(f.exitNode)}: give a tailnet IP or a hostname`);
+  }
+  return {
+    ...(f.advertiseExitNode !== undefined ? { advertiseExitNode: f.advertiseExitNode } : {}),
+    ...(routes !== undefined ? { advertiseRoutes: routes } : {}),
+    ...(f.exitNode !== undefined ? { exitNode: f.exitNode.trim() } : {}),
+    ...(f.exitNodeAllowLanAccess !== undefined ? { exitNodeAllowLanAccess: f.exitNodeAllowLanAccess } : {}),
+    ...(f.acceptRoutes !== undefined ? { acceptRoutes: f.acceptRoutes } : {}),
+  };
 }
 
 /** `meshd up`. */
@@ -137,6 +165,7 @@ export async function upCommand(socket: string, f: UpFlags): Promise<void> {
     throw new CliError(`bad --hostname ${JSON.stringify(f.hostname)}: use letters, digits and '-' (at most 63)`);
   }
   const authKey = readAuthKey(f.authkey);
+  const routing = routingFlags(f);
   checkDaemonFlags(f);
   requireRoot('meshd up');
 
@@ -149,11 +178,12 @@ export async function upCommand(socket: string, f: UpFlags): Promise<void> {
   const tty = process.stderr.isTTY && !f.json;
   try {
     const st = await client.up(
-      { loginServer: url, timeoutMs, ...(authKey ? { authKey } : {}), ...(f.hostname ? { hostname: f.hostname } : {}), ...(f.caFile ? { caFile: f.caFile } : {}) },
+      { loginServer: url, timeoutMs, ...(authKey ? { authKey } : {}), ...(f.hostname ? { hostname: f.hostname } : {}), ...(f.caFile ? { caFile: f.caFile } : {}), ...routing },
       (msg) => { if (tty) process.stderr.write(`${msg}\n`); },
     );
     if (f.json) console.log(JSON.stringify(st, null, 2));
     else console.log(st.self.addresses.join('\n'));
+    for (const w of st.self.routing?.health ?? []) console.error(`warning: ${w}`);
   } catch (e) {
     if (started) await client.shutdown().catch(() => {});
     if (e instanceof LocalApiError) throw new CliError(e.message);
@@ -196,10 +226,21 @@ export function formatStatus(st: Status): string {
   for (const p of st.peers) {
     const path = p.path.direct ? `direct ${p.path.direct}` : p.path.derp ? `relay "${p.path.derp}"` : '-';
     const seen = p.lastHandshake ? `${Math.round((Date.now() - p.lastHandshake) / 1000)}s ago` : 'never';
-    rows.push([p.addresses[0] ?? '-', p.hostname, p.online ? 'online' : 'offline', path, `handshake ${seen}, rx ${p.rxBytes} tx ${p.txBytes}`]);
+    const r = p.routing;
+    const extra = [r?.exitNode ? 'exit node in use' : r?.exitNodeOption ? 'offers exit node' : '', r?.subnetRoutes.length ? `routes ${r.subnetRoutes.join(',')}` : ''].filter(Boolean).join('; ');
+    rows.push([p.addresses[0] ?? '-', p.hostname, p.online ? 'online' : 'offline', path, `handshake ${seen}, rx ${p.rxBytes} tx ${p.txBytes}${extra ? `; ${extra}` : ''}`]);
   }
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
+  const lines = rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd());
+  const rt = st.self.routing;
+  if (rt) {
+    if (rt.advertisedRoutes.length) {
+      lines.push(`advertised routes: ${rt.advertisedRoutes.map((x) => `${x} (${rt.approvedRoutes.includes(x) ? 'approved' : 'not approved yet'})`).join(', ')}`);
+    }
+    if (rt.exitNode) lines.push(`exit node: ${rt.exitNode.hostname ?? rt.exitNode.wanted}${rt.exitNode.active ? '' : ' (not usable: internet traffic is dropped)'}`);
+    for (const h of rt.health) lines.push(`warning: ${h}`);
+  }
+  return lines.join('\n');
 }
 
 /** `meshd ip`. */

@@ -136,6 +136,8 @@ export interface MapStream {
   readonly reconnects: number;
   /** Stops the stream; resolves when it has stopped. */
   close(): Promise<void>;
+  /** Ends the current poll; the stream reconnects at once and delivers a fresh full map (onMap). */
+  refresh(): void;
   /** Resolves after close(); rejects with a ControlError when the stream gave up (not retryable). */
   readonly done: Promise<void>;
 }
@@ -561,6 +563,7 @@ export class ControlClient {
     const handle: MapStream = {
       get map() { return current; },
       get reconnects() { return reconnects; },
+      refresh: () => { cancelPoll?.(); },
       close: async () => {
         abort.abort();
         cancelPoll?.();

@@ -11,6 +11,8 @@ import { formatNodePublic, type PrivateKey } from '../control/keys.ts';
 import { StateStore, type Identity } from '../state/store.ts';
 import { DataPlane } from './dataplane.ts';
 import { NetConf, TAILNET_V4, TAILNET_V6 } from './netconf.ts';
+import { Routing } from './routing.ts';
+import { BYPASS_MARK } from '../router/linux.ts';
 import type { LocalBackend, PeerStatus, Status, UpRequest } from './localapi.ts';
 import type { Endpoint } from '../net/endpoint.ts';
 import type { Logf } from '../util/log.ts';
@@ -79,6 +81,8 @@ export class Agent implements LocalBackend {
   private dp: DataPlane | undefined;
   private magic: MagicSock | undefined;
   private netconf: NetConf;
+  /** Exit node, subnet routes and packet filter (src/daemon/routing.ts). */
+  private readonly routing: Routing;
   private map: NetworkMap | undefined;
   private busy: Promise<unknown> = Promise.resolve();
   private endpointTimer: NodeJS.Timeout | undefined;
@@ -87,6 +91,7 @@ export class Agent implements LocalBackend {
     this.opts = opts;
     this.log = opts.log;
     this.netconf = new NetConf(opts.tunName, opts.log);
+    this.routing = new Routing(opts.tunName, opts.log);
   }
 
   /** Runs operations one at a time. */
@@ -119,6 +124,7 @@ export class Agent implements LocalBackend {
         lastHandshake: s?.lastHandshakeWallMs ?? 0,
         rxBytes: s?.rxBytes ?? 0,
         txBytes: s?.txBytes ?? 0,
+        routing: this.routing.peerStatus(this.map!, p.id),
       });
     }
     return {
@@ -128,6 +134,7 @@ export class Agent implements LocalBackend {
         state: this.state,
         controlURL: this.controlUrl,
         publicKey: this.identity ? formatNodePublic(this.identity.nodePublic) : null,
+        routing: this.routing.selfStatus(this.map),
       },
       peers,
     };
@@ -140,8 +147,20 @@ export class Agent implements LocalBackend {
 
   private async doUp(req: UpRequest, progress: (msg: string) => void): Promise<Status> {
     const url = checkLoginServer(req.loginServer);
-    if (this.state === 'Running' && this.controlUrl === url) return this.status();
+    let routesChanged: boolean;
+    try {
+      routesChanged = this.routing.setPrefs(req);
+    } catch (e) {
+      throw new AgentError('bad_route', (e as Error).message);
+    }
+    if (this.state === 'Running' && this.controlUrl === url) {
+      // Routing flags change without a restart: new RoutableIPs go to control, routes apply now.
+      if (routesChanged && this.client) await this.client.updateEndpoints(this.localEndpoints(), { hostinfo: this.routing.hostinfo() });
+      if (this.map) await this.applyMap(this.map);
+      return this.status();
+    }
     await this.teardown();
+    await this.routing.cleanupStale();
     const deadline = Date.now() + req.timeoutMs;
     const remaining = () => Math.max(1, deadline - Date.now());
     try {
@@ -160,7 +179,7 @@ export class Agent implements LocalBackend {
       const hostname = req.hostname ?? state.hostname;
       if (req.hostname && req.hostname !== state.hostname) await this.store.update({ hostname: req.hostname });
       this.hostname = hostname ?? '';
-      const hostinfo = hostname ? { Hostname: hostname } : {};
+      const hostinfo = { ...(hostname ? { Hostname: hostname } : {}), ...this.routing.hostinfo() };
       // A fresh disco key per start, as tailscaled makes one per process.
       const disco = generateKeyPair();
       progress(`contacting ${url}`);
@@ -188,7 +207,8 @@ export class Agent implements LocalBackend {
       await this.store.update({ serverUrl: url, serverKey: formatServerKey(await client.serverKey()) });
       progress(`logged in${reg.user ? ` as ${reg.user.loginName}` : ''}; starting the tunnel`);
 
-      this.dp = DataPlane.open({ name: this.opts.tunName, mtu: TAILNET_MTU, log: this.log, port: this.opts.port, roaming: false });
+      this.dp = DataPlane.open({ name: this.opts.tunName, mtu: TAILNET_MTU, log: this.log, port: this.opts.port, roaming: false, fwmark: BYPASS_MARK });
+      await this.routing.start(this.dp, url);
       this.dp.device.setPrivateKey(identity.nodePrivate as PrivateKey);
       this.magic = this.startMagic(this.dp, identity.nodePrivate, disco.privateKey, client);
       this.netconf.reset();
@@ -198,7 +218,10 @@ export class Agent implements LocalBackend {
           endpoints: this.magic!.ourEndpoints(),
           hostinfo,
           onMap: (m) => { void this.applyMap(m).then(resolve, reject); },
-          onDelta: (_d, m) => { void this.applyMap(m).catch((e: Error) => this.log(`applying map: ${e.message}`)); },
+          onDelta: (d, m) => {
+            void this.applyMap(m).catch((e: Error) => this.log(`applying map: ${e.message}`));
+            if (this.routing.wantsFreshMap(d, m)) this.stream?.refresh();
+          },
           onError: (err, retryIn) => {
             // The client logs each retry; giving up is ours to report.
             if (retryIn === undefined) {
@@ -266,6 +289,7 @@ export class Agent implements LocalBackend {
     const dp = this.dp;
     if (!dp || !m.self) return;
     await this.netconf.apply(m.self.addresses, [TAILNET_V4, TAILNET_V6]);
+    const allowed = await this.routing.apply(m);
     const dev = dp.device;
     const magic = this.magic;
     magic?.setDerpMap(m.derpMap);
@@ -277,7 +301,7 @@ export class Agent implements LocalBackend {
       const ep = magic ? magic.upsertPeer(p) : this.pickEndpoint(p);
       dev.setPeer(p.nodeKey, {
         ...(ep ? { endpoint: ep } : {}),
-        allowedIPs: [...p.allowedIPs],
+        allowedIPs: allowed.get(p.id) ?? [...p.addresses],
         replaceAllowedIPs: true,
       });
     }
@@ -372,6 +396,7 @@ export class Agent implements LocalBackend {
     if (stream) await stream.close().catch(() => {});
     if (client) await client.close().catch(() => {});
     this.client = undefined;
+    await this.routing.stop(dp);
     dp?.close();
     this.netconf.reset();
   }

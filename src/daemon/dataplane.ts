@@ -14,6 +14,7 @@ import { TxBatch, slotSizeFor, type RxBatch } from '../net/batch.ts';
 import type { Logf } from '../util/log.ts';
 import { PeerEndpoint } from '../magicsock/peer-endpoint.ts';
 import type { Endpoint } from '../net/endpoint.ts';
+import type { PacketFilter } from '../filter/filter.ts';
 
 /** Where the data plane hands what is not plain WireGuard-over-UDP (magicsock implements it). */
 export interface PacketRouter {
@@ -49,6 +50,8 @@ export class DataPlane {
   readonly device: Device;
   /** Interns endpoints for configuration and for received datagrams (one object per address). */
   readonly endpoints = new Endpoints();
+  /** The tailnet's packet filter: runIn on packets the tunnel delivers, runOut on packets it takes; none = pass all. */
+  filter: PacketFilter | undefined;
   private readonly tun: Tun;
   private readonly tunRx: RxBatch;
   private udp: UdpSocket | undefined;
@@ -99,6 +102,8 @@ export class DataPlane {
         }
       },
       writeTun(buf, off, len) {
+        const f = self.filter;
+        if (f !== undefined && !f.runIn(buf, off, len)) return;
         const ref = self.tunRef;
         if (ref !== undefined && buf === ref.buf) {
           if (!ref.pushRef(off, len)) { self.flushTun(); ref.pushRef(off, len); }
@@ -162,9 +167,10 @@ export class DataPlane {
   }
 
   private readFromTun(b: RxBatch): void {
-    const dev = this.device, sink = this.sink;
+    const dev = this.device, sink = this.sink, f = this.filter;
     for (let i = 0; i < b.count; i++) {
       const off = b.offset(i);
+      if (f !== undefined) f.runOut(b.buf, off, b.lens[i]!);
       dev.sendPacketInPlace(b.buf, off, b.lens[i]!, b.slotEnd(i) - off, sink);
     }
     this.flushUdp();
@@ -242,6 +248,7 @@ export class DataPlane {
       dropUdpSend: u?.txDropped ?? 0,
       dropTunWrite: t.txDropped,
       dropTxBatchFull: this.dropTxFull,
+      ...Object.fromEntries(Object.entries(this.filter?.counters ?? {}).map(([k, v]) => [`filter.${k}`, v])),
     };
   }
 

@@ -9,6 +9,7 @@
 //   POST /v0/shutdown         -> {"ok": true}   (the agent exits)
 import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { listenUnix, removeSocket } from '../util/unixsocket.ts';
+import type { PeerRouting, SelfRouting } from './routing.ts';
 export { socketAnswers } from '../util/unixsocket.ts';
 
 /** A peer as `meshd status` shows it. */
@@ -23,6 +24,8 @@ export interface PeerStatus {
   lastHandshake: number;
   rxBytes: number;
   txBytes: number;
+  /** Exit node and subnet routes of the peer. */
+  routing?: PeerRouting;
 }
 
 /** The agent's state as `meshd status --json` prints it. */
@@ -33,6 +36,8 @@ export interface Status {
     state: 'NoState' | 'NeedsLogin' | 'Starting' | 'Running' | 'Stopped';
     controlURL: string | null;
     publicKey: string | null;
+    /** Advertised/approved routes, exit node in use, packet filter, health warnings. */
+    routing?: SelfRouting;
   };
   peers: PeerStatus[];
 }
@@ -44,6 +49,13 @@ export interface UpRequest {
   hostname?: string;
   caFile?: string;
   timeoutMs: number;
+  /** Routing flags; absent ones keep their current value. */
+  advertiseExitNode?: boolean;
+  advertiseRoutes?: string[];
+  /** Exit node IP or hostname; "" clears it. */
+  exitNode?: string;
+  exitNodeAllowLanAccess?: boolean;
+  acceptRoutes?: boolean;
 }
 
 /** An error with a stable code and a one-line message saying what to do. */

@@ -132,6 +132,19 @@ node:
     await waitFor('headscale to exit', () => p.exitCode !== null || p.signalCode !== null, 10_000);
   }
 
+  /** Rewrites the policy file and makes the running headscale reload it (SIGHUP, control-plane.md 8.7). */
+  reloadPolicy(policy: unknown): void {
+    writeFileSync(join(this.dir, 'hs', 'policy.hujson'), JSON.stringify(policy, null, 2));
+    this.hsProc?.kill('SIGHUP');
+  }
+
+  /** Headscale's node ID of a lab node (by the hostname it registered with). */
+  nodeId(name: string): string {
+    const n = this.nodeList().find((x) => x.given_name === name || x.name === name);
+    if (!n) throw new Error(`headscale does not list ${name}`);
+    return String(n.id);
+  }
+
   /** Runs the headscale CLI (it talks to the server over its unix socket). */
   hs(args: string[]): string {
     return this.lab.exec(this.hsNs, [this.hsBin, '-c', this.config, ...args]);

@@ -1,0 +1,242 @@
+// The agent's routing side: routing prefs from `up`, the packet filter, and the Linux router,
+// driven by each network map. The agent calls in at up (start), per map (apply), at down (stop);
+// everything else lives in src/router and src/filter.
+import { lookup } from 'node:dns/promises';
+import { isIP } from 'node:net';
+import { networkInterfaces } from 'node:os';
+import type { MapDelta, NetworkMap } from '../control/netmap.ts';
+import type { Hostinfo } from '../control/wire.ts';
+import { PacketFilter } from '../filter/filter.ts';
+import { LinuxRouter, cleanupStale, forwardingWarning, type Exec } from '../router/linux.ts';
+import { DEFAULT_PREFS, canonicalPrefix, isExitRoute, offersExit, planRoutes, routableIPs, subnetRoutes, type RoutePlan, type RoutePrefs } from '../router/plan.ts';
+import type { DataPlane } from './dataplane.ts';
+import type { Logf } from '../util/log.ts';
+
+/** Routing fields of `meshd status` for this node. */
+export interface SelfRouting {
+  /** Routes this node offers (Hostinfo.RoutableIPs). */
+  advertisedRoutes: string[];
+  /** Of those, the ones control approved (they appear in our own AllowedIPs). */
+  approvedRoutes: string[];
+  /** Advertised but not (yet) approved. */
+  unapprovedRoutes: string[];
+  /** The exit node in use. */
+  exitNode: { wanted: string; hostname: string | null; active: boolean } | null;
+  acceptRoutes: boolean;
+  exitNodeAllowLanAccess: boolean;
+  /** Packet filter: rules in force and packets it dropped. */
+  filter: { rules: number; dropped: number };
+  /** Problems the user can fix (forwarding off, exit node missing). */
+  health: string[];
+}
+
+/** Routing fields of `meshd status` for a peer. */
+export interface PeerRouting {
+  /** The peer offers itself as an exit node. */
+  exitNodeOption: boolean;
+  /** This peer is our exit node. */
+  exitNode: boolean;
+  /** Its approved subnet routes. */
+  subnetRoutes: string[];
+}
+
+/** Parses --advertise-routes text (comma-separated CIDRs); throws TypeError naming a bad entry. */
+export function parseRouteList(text: string): string[] {
+  const out: string[] = [];
+  for (const part of text.split(',').map((s) => s.trim()).filter(Boolean)) {
+    const c = canonicalPrefix(part);
+    if (!out.includes(c)) out.push(c);
+  }
+  return out;
+}
+
+/** Prefs, filter and router for one agent. */
+export class Routing {
+  /** Current prefs (kept while the agent runs; `up` changes only the flags it was given). */
+  prefs: RoutePrefs = { ...DEFAULT_PREFS };
+  /** The packet filter the data plane runs. */
+  readonly filter = new PacketFilter();
+  private readonly tun: string;
+  private readonly log: Logf;
+  private readonly exec: Exec | undefined;
+  private router: LinuxRouter | undefined;
+  private controlHosts: string[] = [];
+  private plan: RoutePlan | undefined;
+  private routerError: string | undefined;
+  private lastRefresh = 0;
+  /** apply() runs one at a time (map deltas and `up` may both call it). */
+  private applying: Promise<unknown> = Promise.resolve();
+
+  constructor(tun: string, log: Logf, exec?: Exec) {
+    this.tun = tun;
+    this.log = log;
+    this.exec = exec;
+  }
+
+  /** Removes rules, routes and nft tables a crashed agent left behind. */
+  async cleanupStale(): Promise<void> {
+    await cleanupStale(this.log, this.exec);
+  }
+
+  /** Merges the flags `up` was given; true when the advertised routes changed. */
+  setPrefs(p: Partial<RoutePrefs>): boolean {
+    const before = routableIPs(this.prefs).join(',');
+    const next: RoutePrefs = { ...this.prefs };
+    if (p.advertiseExitNode !== undefined) next.advertiseExitNode = p.advertiseExitNode;
+    if (p.advertiseRoutes !== undefined) next.advertiseRoutes = p.advertiseRoutes.map(canonicalPrefix);
+    if (p.exitNode !== undefined) next.exitNode = p.exitNode.trim();
+    if (p.exitNodeAllowLanAccess !== undefined) next.exitNodeAllowLanAccess = p.exitNodeAllowLanAccess;
+    if (p.acceptRoutes !== undefined) next.acceptRoutes = p.acceptRoutes;
+    this.prefs = next;
+    return routableIPs(next).join(',') !== before;
+  }
+
+  /** The Hostinfo fields routing owns. */
+  hostinfo(): Hostinfo {
+    return { RoutableIPs: routableIPs(this.prefs) };
+  }
+
+  /** Attaches to a new data plane; resolves the control server's addresses (they bypass the tunnel). */
+  async start(dp: DataPlane, controlUrl: string): Promise<void> {
+    dp.filter = this.filter;
+    this.router = new LinuxRouter(this.tun, this.log, this.exec);
+    const host = new URL(controlUrl).hostname.replace(/^\[|\]$/g, '');
+    if (isIP(host)) this.controlHosts = [host];
+    else {
+      try {
+        this.controlHosts = (await lookup(host, { all: true })).map((a) => a.address);
+      } catch (e) {
+        this.controlHosts = [];
+        this.log(`resolving ${host}: ${(e as Error).message}; control traffic may enter an exit node's tunnel`);
+      }
+    }
+  }
+
+  /** Applies a network map: host routes and filter now; returns each peer's WireGuard allowed IPs. */
+  apply(m: NetworkMap): Promise<Map<number, string[]>> {
+    const p = this.applying.then(() => this.applyNow(m));
+    this.applying = p.catch(() => {});
+    return p;
+  }
+
+  private async applyNow(m: NetworkMap): Promise<Map<number, string[]>> {
+    const plan = planRoutes(m, this.prefs, { lanPrefixes: lanPrefixes(this.tun), bypassHosts: [...this.controlHosts, ...derpHosts(m)] });
+    const prev = this.plan?.exitNode;
+    this.plan = plan;
+    this.filter.update(m.packetFilter, plan.localNets);
+    for (const p of this.filter.problems) this.log(`packet filter: skipped ${p.text}: ${p.reason}`);
+    const ex = plan.exitNode;
+    if (ex && (ex.id !== prev?.id || ex.offersExit !== prev?.offersExit)) {
+      this.log(ex.id === undefined ? `exit node ${ex.wanted} is not in the tailnet: internet traffic is dropped until it appears`
+        : ex.offersExit ? `using exit node ${ex.hostname}` : `exit node ${ex.hostname} offers no approved exit routes: internet traffic is dropped`);
+    }
+    if (this.router) {
+      try {
+        await this.router.set(plan.router);
+        this.routerError = undefined;
+      } catch (e) {
+        this.routerError = (e as Error).message;
+        this.log(`routing: ${this.routerError}`);
+      }
+    }
+    return plan.peerAllowedIPs;
+  }
+
+  /**
+   * True when a fresh full map should be fetched to learn whether control approved our routes.
+   * Headscale v0.29.2 answers `nodes approve-routes` with a policy change that carries the packet
+   * filter but not our own node (hscontrol/state SetApprovedRoutes -> change.PolicyChange), so
+   * our AllowedIPs stay stale until the next full map. At most once per 3 s, and only while some
+   * advertised route is not approved yet.
+   */
+  wantsFreshMap(d: MapDelta, m: NetworkMap, now = Date.now()): boolean {
+    if (!d.packetFilterChanged || d.selfChanged) return false;
+    const self = m.self;
+    if (!self || !routableIPs(this.prefs).some((r) => !self.allowedIPs.includes(r))) return false;
+    if (now - this.lastRefresh < 3_000) return false;
+    this.lastRefresh = now;
+    return true;
+  }
+
+  /** Removes routes, rules and the nft table; detaches the filter. */
+  async stop(dp: DataPlane | undefined): Promise<void> {
+    if (dp) dp.filter = undefined;
+    const r = this.router;
+    this.router = undefined;
+    this.plan = undefined;
+    if (r) await r.close();
+  }
+
+  /** Status of this node's routing. */
+  selfStatus(m: NetworkMap | undefined): SelfRouting {
+    const advertised = routableIPs(this.prefs);
+    const self = m?.self;
+    const approved = advertised.filter((r) => self?.allowedIPs.includes(r) ?? false);
+    const health: string[] = [];
+    if (advertised.length > 0) {
+      const w = forwardingWarning(advertised.some((r) => !r.includes(':')), advertised.some((r) => r.includes(':')));
+      if (w) health.push(w);
+    }
+    const ex = this.plan?.exitNode;
+    if (ex && (ex.id === undefined || !ex.offersExit)) {
+      health.push(ex.id === undefined ? `exit node ${ex.wanted} is not a peer: internet traffic is dropped (clear it with --exit-node=)`
+        : `exit node ${ex.wanted} has no approved exit routes: internet traffic is dropped`);
+    }
+    if (this.routerError) health.push(`routing: ${this.routerError}`);
+    const c = this.filter.counters;
+    return {
+      advertisedRoutes: advertised,
+      approvedRoutes: approved,
+      unapprovedRoutes: advertised.filter((r) => !approved.includes(r)),
+      exitNode: ex ? { wanted: ex.wanted, hostname: ex.hostname ?? null, active: ex.id !== undefined && ex.offersExit } : null,
+      acceptRoutes: this.prefs.acceptRoutes,
+      exitNodeAllowLanAccess: this.prefs.exitNodeAllowLanAccess,
+      filter: { rules: this.filter.ruleCount, dropped: c.dropNoRule + c.dropNotLocal + c.dropShort + c.dropMulticast + c.dropLinkLocal + c.dropUnknown },
+      health,
+    };
+  }
+
+  /** Status of a peer's routing. */
+  peerStatus(m: NetworkMap, id: number): PeerRouting {
+    const p = m.peers.get(id);
+    return {
+      exitNodeOption: p ? offersExit(p) : false,
+      exitNode: this.plan?.exitNode?.id === id,
+      subnetRoutes: p ? subnetRoutes(p) : [],
+    };
+  }
+}
+
+/** The host's own LAN prefixes (not the TUN, loopback, link-local or tailnet ranges). */
+function lanPrefixes(tun: string): string[] {
+  const out = new Set<string>();
+  for (const [name, addrs] of Object.entries(networkInterfaces())) {
+    if (name === tun) continue;
+    for (const a of addrs ?? []) {
+      if (a.internal || !a.cidr) continue;
+      if (a.family === 'IPv6' && (a.address.startsWith('fe80') || a.address.startsWith('fd7a:115c:a1e0'))) continue;
+      if (a.family === 'IPv4' && inTailnetV4(a.address)) continue;
+      try {
+        const c = canonicalPrefix(a.cidr);
+        if (!isExitRoute(c)) out.add(c);
+      } catch { /* skip */ }
+    }
+  }
+  return [...out];
+}
+
+function inTailnetV4(ip: string): boolean {
+  const [a, b] = ip.split('.').map(Number);
+  return a === 100 && b !== undefined && b >= 64 && b < 128;
+}
+
+/** Addresses of the DERP servers in the map (IPv4/IPv6 fields, or a literal host name). */
+function derpHosts(m: NetworkMap): string[] {
+  const out: string[] = [];
+  for (const r of Object.values(m.derpMap?.Regions ?? {})) {
+    for (const n of r?.Nodes ?? []) {
+      for (const a of [n.IPv4, n.IPv6, n.HostName]) if (typeof a === 'string' && isIP(a) && !out.includes(a)) out.push(a);
+    }
+  }
+  return out;
+}

@@ -1,0 +1,214 @@
+// Exit nodes, subnet routers and access rules with meshd nodes against a real, unmodified headscale
+// v0.29.2, in network namespaces. The "internet" host is a server namespace on the lab switch at
+// 198.18.0.200 / 2001:db8::c8 that answers with the source address it sees.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { needs, sh } from '../harness/prereq.ts';
+import { waitFor } from '../harness/netns.ts';
+import { TailnetLab, HS_URL, type LabNode } from '../harness/hslab.ts';
+import { startEchoServers, tcpProbe, udpProbe } from '../harness/probe.ts';
+import type { Status } from '../../src/daemon/localapi.ts';
+
+const skip = needs({ root: true, tun: true, commands: ['headscale', 'ip', 'ping', 'nft'] });
+
+const SERVER4 = '198.18.0.200', SERVER6 = '2001:db8::c8', PORT = 8000;
+
+function status(lab: TailnetLab, n: LabNode): Status {
+  const r = lab.meshd(n, ['status', '--json']);
+  assert.equal(r.status, 0, `meshd status on ${n.name}: ${r.stderr}`);
+  return JSON.parse(r.stdout) as Status;
+}
+
+function mustUp(lab: TailnetLab, n: LabNode, key: string, extra: string[] = []): void {
+  const r = lab.up(n, key, extra);
+  assert.equal(r.status, 0, `meshd up on ${n.name} failed: ${r.stderr}\n${lab.headscaleLog().slice(-1500)}`);
+}
+
+/** `meshd up` on a running node with changed flags only. */
+function reUp(lab: TailnetLab, n: LabNode, extra: string[]): void {
+  const r = lab.meshd(n, ['up', '--login-server', HS_URL, '--state-dir', join(n.dir, 'state'), '--timeout', '20s', ...extra]);
+  assert.equal(r.status, 0, `meshd up ${extra.join(' ')} on ${n.name}: ${r.stderr}`);
+}
+
+const v4 = (st: Status) => st.self.addresses.find((a) => !a.includes(':'))!;
+
+function forwarding(lab: TailnetLab, n: LabNode): void {
+  lab.lab.exec(n.ns, ['sysctl', '-qw', 'net.ipv4.ip_forward=1', 'net.ipv6.conf.all.forwarding=1']);
+}
+
+/** Routing state of ours in a namespace: policy rules 52xx, table 52 routes, the nft table. */
+function leftovers(lab: TailnetLab, n: LabNode): string[] {
+  const out: string[] = [];
+  for (const f of ['-4', '-6']) {
+    out.push(...lab.lab.exec(n.ns, ['ip', f, 'rule', 'show']).split('\n').filter((l) => /^52\d\d:/.test(l)).map((l) => `rule ${f} ${l}`));
+    out.push(...lab.lab.tryExec(n.ns, ['ip', f, 'route', 'show', 'table', '52']).stdout.split('\n').filter(Boolean).map((l) => `route ${f} ${l}`));
+  }
+  if (/inet meshd/.test(lab.lab.exec(n.ns, ['nft', 'list', 'tables']))) out.push('nft table inet meshd');
+  return out;
+}
+
+describe('exit nodes and subnet routers (meshd, real headscale)', { skip }, () => {
+  let lab: TailnetLab;
+  let key: string;
+  let exit: LabNode, client: LabNode, router: LabNode, acceptor: LabNode, server: string, lan: string;
+
+  before(async () => {
+    lab = new TailnetLab('ex');
+    await lab.startHeadscale();
+    key = lab.authKey({ reusable: true });
+    exit = lab.addNode('exit');
+    client = lab.addNode('client');
+    router = lab.addNode('router');
+    acceptor = lab.addNode('acc');
+    server = lab.lab.ns('server');
+    lab.lab.attach(server, lab.sw, [`${SERVER4}/24`, `${SERVER6}/64`]);
+    startEchoServers(lab.lab, server, PORT);
+    // The router's LAN: 198.19.5.0/24 with one host that has no route back to the tailnet.
+    lan = lab.lab.ns('lan');
+    lab.lab.link(router.ns, lan, { a4: '198.19.5.1', b4: '198.19.5.2' }, { a: 'lan0', b: 'veth0' });
+    startEchoServers(lab.lab, lan, PORT);
+    forwarding(lab, exit);
+    forwarding(lab, router);
+    mustUp(lab, exit, key, ['--advertise-exit-node']);
+    mustUp(lab, client, key);
+    mustUp(lab, router, key, ['--advertise-routes', '198.19.5.0/24']);
+    mustUp(lab, acceptor, key, ['--accept-routes']);
+  });
+  after(async () => { await lab?.dispose(); });
+
+  it('advertises exit routes and shows them unapproved until headscale approves them', async () => {
+    const r = status(lab, exit).self.routing!;
+    assert.deepEqual(r.advertisedRoutes, ['0.0.0.0/0', '::/0']);
+    assert.deepEqual(r.approvedRoutes, []);
+    assert.deepEqual(r.health, [], 'forwarding is on: no warning');
+    lab.hs(['nodes', 'approve-routes', '-i', lab.nodeId('exit'), '-r', '0.0.0.0/0,::/0']);
+    lab.hs(['nodes', 'approve-routes', '-i', lab.nodeId('router'), '-r', '198.19.5.0/24']);
+    await waitFor('exit routes approved in status', () => status(lab, exit).self.routing!.approvedRoutes.length === 2, 20_000, 500);
+    await waitFor('the router route approved', () => status(lab, router).self.routing!.approvedRoutes.includes('198.19.5.0/24'), 20_000, 500);
+    const text = lab.meshd(exit, ['status']).stdout;
+    assert.match(text, /advertised routes: 0\.0\.0\.0\/0 \(approved\), ::\/0 \(approved\)/);
+    await waitFor('the client to see the exit node offer', () => status(lab, client).peers.some((p) => p.hostname === 'exit' && p.routing?.exitNodeOption && p.path.direct), 20_000, 500);
+  });
+
+  it('sends the client\'s internet traffic through the exit node (v4 and v6, TCP, UDP, ICMP) and back direct after --exit-node=', async () => {
+    assert.equal(tcpProbe(lab.lab, client.ns, SERVER4, PORT), client.ip4, 'direct before');
+    const exitIp = v4(status(lab, exit));
+    reUp(lab, client, ['--exit-node', exitIp]);
+    const st = status(lab, client);
+    assert.equal(st.self.routing?.exitNode?.active, true, JSON.stringify(st.self.routing));
+    assert.equal(tcpProbe(lab.lab, client.ns, SERVER4, PORT), exit.ip4, 'TCP over IPv4: the server sees the exit node');
+    assert.equal(udpProbe(lab.lab, client.ns, SERVER4, PORT), exit.ip4, 'UDP over IPv4');
+    assert.equal(tcpProbe(lab.lab, client.ns, SERVER6, PORT), '2001:db8::a', 'TCP over IPv6: the server sees the exit node');
+    assert.ok(lab.ping(client, SERVER4), 'ping through the exit node');
+    const viaTun = lab.lab.exec(client.ns, ['ip', 'route', 'get', SERVER4]);
+    assert.match(viaTun, /dev meshd0/, viaTun);
+    // By hostname too, and the switch is live.
+    reUp(lab, client, ['--exit-node', 'exit']);
+    assert.equal(tcpProbe(lab.lab, client.ns, SERVER4, PORT), exit.ip4);
+    reUp(lab, client, ['--exit-node=']);
+    assert.equal(tcpProbe(lab.lab, client.ns, SERVER4, PORT), client.ip4, 'direct again after --exit-node=');
+    assert.equal(status(lab, client).self.routing?.exitNode, null);
+  });
+
+  it('keeps control and peer traffic working while the exit node is in use (no routing loop)', async () => {
+    reUp(lab, client, ['--exit-node', 'exit']);
+    assert.equal(tcpProbe(lab.lab, client.ns, SERVER4, PORT), exit.ip4);
+    // Peer traffic: the WireGuard socket is marked and bypasses table 52.
+    assert.ok(lab.ping(client, v4(status(lab, router))), 'client pings another peer');
+    // Control: a node joining now reaches the client through the map stream, and is reachable.
+    const late = lab.addNode('late');
+    mustUp(lab, late, key);
+    await waitFor('the client to learn of the late node', () => status(lab, client).peers.some((p) => p.hostname === 'late' && p.path.direct), 30_000, 500);
+    assert.ok(lab.ping(client, v4(status(lab, late))), 'client pings the late node');
+    assert.equal(lab.nodeList().find((x) => x.given_name === 'client')?.online, true, 'headscale sees the client online');
+    assert.equal(lab.meshd(late, ['down']).status, 0);
+    reUp(lab, client, ['--exit-node=']);
+  });
+
+  it('keeps the LAN local with --exit-node-allow-lan-access', () => {
+    reUp(lab, client, ['--exit-node', 'exit', '--exit-node-allow-lan-access']);
+    assert.equal(tcpProbe(lab.lab, client.ns, SERVER4, PORT), client.ip4, 'the LAN server is reached directly');
+    assert.equal(tcpProbe(lab.lab, client.ns, SERVER6, PORT), '2001:db8::b', 'the IPv6 LAN stays local too');
+    reUp(lab, client, ['--no-exit-node-allow-lan-access']);
+    assert.equal(tcpProbe(lab.lab, client.ns, SERVER4, PORT), exit.ip4, 'through the exit node again');
+    reUp(lab, client, ['--exit-node=']);
+  });
+
+  it('reaches a LAN host behind a meshd subnet router only from a peer with --accept-routes', async () => {
+    await waitFor('the acceptor to learn the route', () => status(lab, acceptor).peers.some((p) => p.hostname === 'router' && p.routing?.subnetRoutes.includes('198.19.5.0/24')), 20_000, 500);
+    assert.equal(tcpProbe(lab.lab, acceptor.ns, '198.19.5.2', PORT), '198.19.5.1', 'the LAN host sees the router (masquerade)');
+    assert.equal(udpProbe(lab.lab, acceptor.ns, '198.19.5.2', PORT), '198.19.5.1');
+    assert.ok(lab.ping(acceptor, '198.19.5.2'));
+    assert.equal(tcpProbe(lab.lab, client.ns, '198.19.5.2', PORT), null, 'a peer without --accept-routes does not reach it');
+    reUp(lab, client, ['--accept-routes']);
+    assert.equal(tcpProbe(lab.lab, client.ns, '198.19.5.2', PORT), '198.19.5.1', 'after --accept-routes it does');
+    reUp(lab, client, ['--no-accept-routes']);
+    assert.equal(tcpProbe(lab.lab, client.ns, '198.19.5.2', PORT), null, 'and not after --no-accept-routes');
+  });
+
+  it('leaves no rule, route or nft table behind after down, and cleans up after kill -9 on restart', () => {
+    reUp(lab, client, ['--exit-node', 'exit', '--exit-node-allow-lan-access']);
+    assert.ok(leftovers(lab, client).length > 0, 'the client has rules while up');
+    assert.equal(lab.meshd(client, ['down']).status, 0);
+    assert.deepEqual(leftovers(lab, client), [], 'nothing left on the client after down');
+
+    assert.ok(leftovers(lab, exit).includes('nft table inet meshd'), 'the exit node masquerades while up');
+    for (const pid of sh('ip', ['netns', 'pids', exit.ns]).split(/\s+/).filter(Boolean)) process.kill(Number(pid), 'SIGKILL');
+    const after = leftovers(lab, exit);
+    assert.ok(after.includes('nft table inet meshd') && after.some((l) => l.startsWith('rule')), `kill -9 leaves state: ${after}`);
+    mustUp(lab, exit, key, ['--advertise-exit-node']);
+    const rules = leftovers(lab, exit).filter((l) => l.startsWith('rule -4'));
+    assert.equal(rules.length, 4, `a restart replaces the stale rules, no duplicates: ${rules}`);
+    assert.equal(lab.meshd(exit, ['down']).status, 0);
+    assert.deepEqual(leftovers(lab, exit), [], 'nothing left on the exit node after down');
+  });
+});
+
+describe('access rules from the headscale policy (meshd, real headscale)', { skip }, () => {
+  let lab: TailnetLab;
+  let a: LabNode, b: LabNode, aIp: string, bIp: string;
+  const onlyBtoA = {
+    hosts: { a: '100.64.0.1/32', b: '100.64.0.2/32' },
+    acls: [{ action: 'accept', src: ['b'], dst: ['a:*'] }],
+  };
+
+  before(async () => {
+    lab = new TailnetLab('acl', { policy: onlyBtoA });
+    await lab.startHeadscale();
+    const key = lab.authKey({ reusable: true });
+    a = lab.addNode('a');
+    b = lab.addNode('b');
+    mustUp(lab, a, key);
+    mustUp(lab, b, key);
+    aIp = v4(status(lab, a));
+    bIp = v4(status(lab, b));
+    assert.deepEqual([aIp, bIp], ['100.64.0.1', '100.64.0.2'], 'sequential allocation, as the policy assumes');
+    startEchoServers(lab.lab, a.ns, PORT);
+    startEchoServers(lab.lab, b.ns, PORT);
+    await waitFor('a and b to see each other with endpoints', () => status(lab, a).peers.some((p) => p.path.direct) && status(lab, b).peers.some((p) => p.path.direct), 20_000, 500);
+  });
+  after(async () => { await lab?.dispose(); });
+
+  it('lets B reach A over TCP, UDP and ICMP, while A cannot reach B', () => {
+    assert.equal(tcpProbe(lab.lab, b.ns, aIp, PORT), bIp, 'B -> A TCP');
+    assert.equal(udpProbe(lab.lab, b.ns, aIp, PORT), bIp, 'B -> A UDP (the reply passes B\'s filter as a known flow)');
+    assert.ok(lab.ping(b, aIp), 'B -> A ping');
+    const dropsBefore = status(lab, b).self.routing!.filter.dropped;
+    assert.equal(tcpProbe(lab.lab, a.ns, bIp, PORT), null, 'A -> B TCP blocked');
+    assert.equal(udpProbe(lab.lab, a.ns, bIp, PORT), null, 'A -> B UDP blocked');
+    assert.equal(lab.ping(a, bIp, 2), false, 'A -> B ping blocked');
+    assert.ok(status(lab, b).self.routing!.filter.dropped > dropsBefore, 'B counted the drops');
+  });
+
+  it('applies a policy change at runtime (edit + SIGHUP) without restarting meshd', async () => {
+    lab.reloadPolicy({
+      hosts: onlyBtoA.hosts,
+      acls: [{ action: 'accept', src: ['b'], dst: ['a:*'] }, { action: 'accept', src: ['a'], dst: ['b:8000'] }],
+    });
+    await waitFor('A to reach B on port 8000', () => tcpProbe(lab.lab, a.ns, bIp, PORT) === aIp, 30_000, 1000);
+    assert.equal(udpProbe(lab.lab, a.ns, bIp, PORT), aIp, 'A -> B UDP 8000 now allowed');
+    assert.ok(lab.ping(a, bIp), 'A -> B ping: a rule for the pair allows echo requests');
+    assert.equal(tcpProbe(lab.lab, a.ns, bIp, PORT + 1), null, 'other ports stay closed');
+  });
+});
