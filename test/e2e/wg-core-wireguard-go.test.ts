@@ -25,6 +25,9 @@ interface Result {
   peers: Array<{ endpoint: string | null; handshake: boolean }>;
 }
 
+// The interface's config socket /var/run/wireguard/IFACE.sock is machine-wide: a name of our own.
+const IFACE = `gwgc${process.pid % 100000}`;
+
 describe('WireGuard core against wireguard-go', { skip }, () => {
   const labs: Lab[] = [];
   let labCount = 0;
@@ -42,24 +45,24 @@ describe('WireGuard core against wireguard-go', { skip }, () => {
     const theirs = nodeCrypto.x25519.generatePrivate(rand);
     const dir = mkdtempSync(join(tmpdir(), 'meshd-wgc-'));
     writeFileSync(join(dir, 'key'), b64(theirs));
-    const wg = lab.spawn(them, ['wireguard-go', '-f', 'wg0'], { env: { ...process.env, WG_PROCESS_FOREGROUND: '1' } });
+    const wg = lab.spawn(them, ['wireguard-go', '-f', IFACE], { env: { ...process.env, WG_PROCESS_FOREGROUND: '1' } });
     void wg;
-    await waitFor('wireguard-go interface', () => lab.tryExec(them, ['ip', 'link', 'show', 'wg0']).status === 0, 10_000);
-    const peerArgs = ['peer', b64(nodeCrypto.x25519.publicFromPrivate(ours)), 'allowed-ips', '10.99.0.1/32', 'endpoint', '198.18.0.1:51820'];
+    await waitFor('wireguard-go interface', () => lab.tryExec(them, ['ip', 'link', 'show', IFACE]).status === 0, 10_000);
+    const peerArgs = ['peer', b64(nodeCrypto.x25519.publicFromPrivate(ours)), 'allowed-ips', '100.64.99.1/32', 'endpoint', '198.18.0.1:51820'];
     if (opts.psk) {
       writeFileSync(join(dir, 'psk'), b64(opts.psk));
       peerArgs.push('preshared-key', join(dir, 'psk'));
     }
-    lab.exec(them, ['wg', 'set', 'wg0', 'private-key', join(dir, 'key'), 'listen-port', '51820', ...peerArgs]);
-    lab.exec(them, ['ip', 'addr', 'add', '10.99.0.2/24', 'dev', 'wg0']);
-    lab.exec(them, ['ip', 'link', 'set', 'wg0', 'up']);
+    lab.exec(them, ['wg', 'set', IFACE, 'private-key', join(dir, 'key'), 'listen-port', '51820', ...peerArgs]);
+    lab.exec(them, ['ip', 'addr', 'add', '100.64.99.2/24', 'dev', IFACE]);
+    lab.exec(them, ['ip', 'link', 'set', IFACE, 'up']);
     const config = (pings: number, durationMs: number) => JSON.stringify({
       privateKey: b64(ours),
       peerPublicKey: b64(nodeCrypto.x25519.publicFromPrivate(theirs)),
       ...(opts.psk ? { presharedKey: b64(opts.psk) } : {}),
       listen: { ip: '198.18.0.1', port: 51820 },
       ...(opts.weKnowEndpoint ? { peer: { ip: '198.18.0.2', port: 51820 } } : {}),
-      self: '10.99.0.1', other: '10.99.0.2', pings, intervalMs: 100, durationMs,
+      self: '100.64.99.1', other: '100.64.99.2', pings, intervalMs: 100, durationMs,
       underLoad: opts.underLoad === true,
       floodInitiations: opts.flood ?? 0,
     });
@@ -83,14 +86,14 @@ describe('WireGuard core against wireguard-go', { skip }, () => {
     assert.equal(r.badReplies, 0);
     assert.equal(r.replies, 20, JSON.stringify(r));
     assert.equal(r.counters.handshakesCompleted, 1);
-    assert.match(lab.exec(them, ['wg', 'show', 'wg0', 'latest-handshakes']), /\t[1-9]\d*\n/);
+    assert.match(lab.exec(them, ['wg', 'show', IFACE, 'latest-handshakes']), /\t[1-9]\d*\n/);
   });
 
   it('answers a handshake wireguard-go initiates and learns its endpoint', async () => {
     const { run, lab, them } = await setup({ weKnowEndpoint: false });
     const running = run(0, 4000);
     await new Promise((r) => setTimeout(r, 500));
-    const ping = lab.tryExec(them, ['ping', '-c', '5', '-i', '0.2', '-W', '2', '10.99.0.1'], 10_000);
+    const ping = lab.tryExec(them, ['ping', '-c', '5', '-i', '0.2', '-W', '2', '100.64.99.1'], 10_000);
     const r = await running;
     assert.equal(ping.status, 0, ping.stdout + ping.stderr);
     assert.equal(r.requestsAnswered, 5);
@@ -109,7 +112,7 @@ describe('WireGuard core against wireguard-go', { skip }, () => {
     const running = run(0, 9000);
     await new Promise((r) => setTimeout(r, 500));
     // The first initiation gets a cookie; wireguard-go retransmits after 5 s with mac2.
-    const ping = lab.tryExec(them, ['ping', '-c', '1', '-W', '8', '10.99.0.1'], 12_000);
+    const ping = lab.tryExec(them, ['ping', '-c', '1', '-W', '8', '100.64.99.1'], 12_000);
     const r = await running;
     assert.equal(ping.status, 0, ping.stdout + ping.stderr + JSON.stringify(r));
     assert.ok(r.counters.txCookieReplies! >= 1, JSON.stringify(r.counters));
@@ -120,9 +123,15 @@ describe('WireGuard core against wireguard-go', { skip }, () => {
   it('takes the cookie reply of a wireguard-go under load and completes the handshake', async () => {
     // Thousands of bogus initiations with a valid mac1 fill wireguard-go's handshake queue, so it
     // answers our real initiation with a cookie reply; we retry with mac2 five seconds later.
-    const { run } = await setup({ weKnowEndpoint: true, flood: 4000 });
-    const r = await run(80, 9000);
-    assert.ok(r.counters.rxCookieReplies! >= 1, JSON.stringify(r.counters));
+    // Whether the flood outruns wireguard-go depends on how busy the machine is: up to three tries,
+    // each with a bigger flood.
+    let r: Awaited<ReturnType<Awaited<ReturnType<typeof setup>>['run']>> | undefined;
+    for (const flood of [4000, 12000, 30000]) {
+      const { run } = await setup({ weKnowEndpoint: true, flood });
+      r = await run(80, 9000);
+      if ((r.counters.rxCookieReplies ?? 0) >= 1) break;
+    }
+    assert.ok(r && r.counters.rxCookieReplies! >= 1, JSON.stringify(r?.counters));
     assert.equal(r.counters.dropRxBadCookieReply ?? 0, 0);
     assert.ok(r.replies >= 1, JSON.stringify(r));
   });
