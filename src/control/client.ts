@@ -149,6 +149,11 @@ export function toControlError(e: unknown, serverUrl: string): ControlError {
         `cannot reach control server ${serverUrl} (${causeText(e)}): check the URL and that the server is running; retrying may help`,
         { retryable: true, cause: e });
     }
+    if (e.tlsUntrusted) {
+      return new ControlError(ControlErrorCode.tlsUntrusted,
+        `control server ${serverUrl} presents a TLS certificate this machine does not trust (${causeText(e)}): give its CA with the CA-file option or fix the certificate; retrying will not help`,
+        { retryable: false, cause: e });
+    }
     if (e.stage === 'handshake') {
       const refused = e.cause instanceof HandshakeRefusedError ? e.cause.serverMessage : undefined;
       return new ControlError(ControlErrorCode.handshakeFailed,

@@ -12,6 +12,7 @@ export const ControlErrorCode = {
   nodeNotFound: 'node_not_found',
   serverUnreachable: 'server_unreachable',
   serverKeyMismatch: 'server_key_mismatch',
+  tlsUntrusted: 'tls_untrusted',
   handshakeFailed: 'handshake_failed',
   versionRejected: 'version_rejected',
   serverError: 'server_error',

@@ -44,15 +44,19 @@ export class TransportError extends Error {
   readonly stage: 'connect' | 'key' | 'upgrade' | 'handshake' | 'http2';
   /** True when no TCP connection could be made at all. */
   readonly unreachable: boolean;
-  constructor(stage: TransportError['stage'], message: string, opts: { unreachable?: boolean; cause?: unknown } = {}) {
+  /** True when the server's TLS certificate was not trusted. */
+  readonly tlsUntrusted: boolean;
+  constructor(stage: TransportError['stage'], message: string, opts: { unreachable?: boolean; tlsUntrusted?: boolean; cause?: unknown } = {}) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'TransportError';
     this.stage = stage;
     this.unreachable = opts.unreachable ?? false;
+    this.tlsUntrusted = opts.tlsUntrusted ?? false;
   }
 }
 
 const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'ECONNRESET']);
+const TLS_CODES = /^(ERR_TLS_CERT|CERT_|DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT)/;
 
 function tlsOptions(ep: ServerEndpoint): https.RequestOptions {
   if (!ep.caFile) return {};
@@ -74,8 +78,10 @@ function parseServerUrl(raw: string): URL {
 
 function netError(stage: TransportError['stage'], u: URL, e: unknown): TransportError {
   const code = (e as NodeJS.ErrnoException).code ?? '';
-  const unreachable = UNREACHABLE_CODES.has(code) || code === 'ETIMEDOUT_MESHD';
-  return new TransportError(stage, `cannot reach control server ${u.origin}: ${(e as Error).message}`, { unreachable, cause: e });
+  if (TLS_CODES.test(code)) {
+    return new TransportError(stage, `TLS certificate of ${u.origin} is not trusted: ${(e as Error).message}`, { tlsUntrusted: true, cause: e });
+  }
+  return new TransportError(stage, `cannot reach control server ${u.origin}: ${(e as Error).message}`, { unreachable: UNREACHABLE_CODES.has(code), cause: e });
 }
 
 /** Fetches the server's Noise public key with GET /key?v=capver (plain HTTP(S), not Noise). */

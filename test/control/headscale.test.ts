@@ -255,3 +255,40 @@ describe('ControlClient against headscale v0.29.2', { skip, timeout: 180_000 }, 
     await waitFor('ephemeral node to disappear', () => !hs.nodes().some((n) => n['node_key'] === keyE), 10_000);
   });
 });
+
+describe('ControlClient against headscale v0.29.2 over https', { skip: skip || needs({ commands: ['openssl'] }), timeout: 90_000 }, () => {
+  let hs: Headscale;
+  before(async () => {
+    hs = await Headscale.start({ tls: true });
+  });
+  after(async () => {
+    if (hs) await hs.stop();
+  });
+
+  it('registers and streams a map when given the CA file', { timeout: 40_000 }, async () => {
+    const key = hs.createPreAuthKey(hs.createUser('bob'), {});
+    const c = new ControlClient({ serverUrl: hs.url, caFile: hs.caFile, machineKey: generateKeyPair().privateKey, nodeKey: generateKeyPair().privateKey, hostinfo: { Hostname: 'tls-node' } });
+    try {
+      const r = await c.register({ authKey: key });
+      assert.equal(r.machineAuthorized, true);
+      let m: NetworkMap | undefined;
+      const s = c.streamMap({ onMap: (x) => { m = x; } });
+      const self = await waitFor('map over https', () => m?.self);
+      assert.match(self.addresses[0]!, /^100\.64\./);
+      await s.close();
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('refuses an untrusted certificate with code tls_untrusted', { timeout: 20_000 }, async () => {
+    const c = new ControlClient({ serverUrl: hs.url, machineKey: generateKeyPair().privateKey, nodeKey: generateKeyPair().privateKey });
+    await assert.rejects(c.register({ authKey: 'irrelevant' }), (e: unknown) => {
+      assert.ok(e instanceof ControlError);
+      assert.equal(e.code, 'tls_untrusted');
+      assert.equal(e.retryable, false);
+      return true;
+    });
+    await c.close();
+  });
+});
