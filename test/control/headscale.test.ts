@@ -188,6 +188,31 @@ describe('ControlClient against headscale v0.29.2', { skip, timeout: 180_000 }, 
     await again.client.close();
   });
 
+  it('gives a new node without an auth key an AuthURL, and a followup completes once an admin registers it', { timeout: 40_000 }, async () => {
+    const n = await makeNode('node-interactive');
+    const r = await n.client.register();
+    assert.equal(r.machineAuthorized, false);
+    assert.ok(r.authUrl?.startsWith(`${hs.url}/register/`), `authUrl ${r.authUrl}`);
+    const authId = r.authUrl!.slice(`${hs.url}/register/`.length);
+    const waiting = n.client.register({ followup: r.authUrl! });
+    await new Promise((res) => setTimeout(res, 500));
+    hs.cli(['auth', 'register', '--auth-id', authId, '--user', 'alice']);
+    const done = await waiting;
+    assert.equal(done.machineAuthorized, true);
+    assert.equal(done.user?.displayName, 'alice');
+    await n.client.logout();
+    await n.client.close();
+  });
+
+  it('gives up streaming the map of an unregistered node with node_not_found', { timeout: 20_000 }, async () => {
+    const n = await makeNode('node-unknown');
+    const errs: Array<[string, number | undefined]> = [];
+    const s = n.client.streamMap({ onMap: () => assert.fail('no map expected'), onError: (e, retry) => { errs.push([e.code, retry]); } });
+    await assert.rejects(s.done, (e: unknown) => e instanceof ControlError && e.code === 'node_not_found' && !e.retryable);
+    assert.deepEqual(errs, [['node_not_found', undefined]]);
+    await n.client.close();
+  });
+
   it('rejects a wrong auth key with code auth_key_invalid and one clear line', { timeout: 40_000 }, async () => {
     const n = await makeNode('node-wrong');
     const bogus = 'hskey-auth-AAAAAAAAAAAA-' + 'b'.repeat(64);
