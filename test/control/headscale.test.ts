@@ -227,6 +227,20 @@ describe('ControlClient against headscale v0.29.2', { skip, timeout: 180_000 }, 
     await n.client.close();
   });
 
+  it('names an expired key auth_key_expired and a spent single-use key auth_key_used', { timeout: 20_000 }, async () => {
+    const expired = hs.createPreAuthKey(userId, { expiration: '1s' });
+    const single = hs.createPreAuthKey(userId, {});
+    await new Promise((r) => setTimeout(r, 1500));
+    const n1 = await makeNode('node-exp');
+    await assert.rejects(n1.client.register({ authKey: expired }), (e: unknown) => e instanceof ControlError && e.code === 'auth_key_expired' && !e.retryable);
+    const n2 = await makeNode('node-once');
+    assert.equal((await n2.client.register({ authKey: single })).machineAuthorized, true);
+    const n3 = await makeNode('node-twice');
+    await assert.rejects(n3.client.register({ authKey: single }), (e: unknown) => e instanceof ControlError && e.code === 'auth_key_used' && !e.retryable);
+    await n2.client.logout();
+    for (const n of [n1, n2, n3]) await n.client.close();
+  });
+
   it('reports an unreachable server (closed loopback port) as server_unreachable', { timeout: 40_000 }, async () => {
     const port = await freeTcpPort();
     const k = generateKeyPair();
