@@ -418,7 +418,7 @@ export class ControlClient {
       status = st;
       if (st !== 200) errBody = readBody(stream, this.opts.serverUrl);
       else run = this.consumeMap(stream, conn, opts, watchdogMs, signal, onFull, setCancel);
-    });
+    }, signal);
     if (status !== 200) throw this.statusError('/machine/map', status, (await errBody!).toString('utf8'));
     await run;
   }
@@ -451,6 +451,11 @@ export class ControlClient {
         }, watchdogMs);
       };
       const onAbort = (): void => finish();
+      if (signal.aborted) {
+        // close() ran while the request was waiting for its headers.
+        finish();
+        return;
+      }
       signal.addEventListener('abort', onAbort, { once: true });
       setCancel(onAbort);
       arm();

@@ -148,8 +148,9 @@ export class ControlSession {
    * attach its readers right there: Node may end an empty body on the next tick, before any
    * awaiting code would run. The timeout covers the wait for the headers only.
    */
-  async post(path: string, body: unknown, timeoutMs: number | undefined, onResponse: OnResponse): Promise<void> {
+  async post(path: string, body: unknown, timeoutMs: number | undefined, onResponse: OnResponse, signal?: AbortSignal): Promise<void> {
     const conn = await this.connection();
+    if (signal?.aborted) throw new ControlError(ControlErrorCode.closed, `${path}: cancelled`, { retryable: false });
     const data = Buffer.from(JSON.stringify(body), 'utf8');
     return new Promise((resolve, reject) => {
       let stream: http2.ClientHttp2Stream;
@@ -168,21 +169,29 @@ export class ControlSession {
       let timer: NodeJS.Timeout | undefined;
       if (timeoutMs !== undefined && timeoutMs > 0) {
         timer = setTimeout(() => {
+          signal?.removeEventListener('abort', onAbort);
           stream.close(http2.constants.NGHTTP2_CANCEL);
           this.reset(conn);
           reject(new ControlError(ControlErrorCode.serverError,
             `control server ${this.opts.serverUrl} did not answer ${path} within ${timeoutMs} ms; retrying may help`, { retryable: true }));
         }, timeoutMs);
       }
+      const onAbort = (): void => {
+        stream.close(http2.constants.NGHTTP2_CANCEL);
+        onError(new ControlError(ControlErrorCode.closed, `${path}: cancelled`, { retryable: false }));
+      };
       const onError = (e: Error): void => {
         if (timer) clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
         reject(toControlError(e, this.opts.serverUrl));
       };
+      signal?.addEventListener('abort', onAbort, { once: true });
       const onClose = (): void => onError(new Error(`${path}: stream closed before a response (HTTP/2 code ${stream.rstCode})`));
       stream.once('error', onError);
       stream.once('close', onClose);
       stream.once('response', (headers) => {
         if (timer) clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
         stream.off('error', onError);
         stream.off('close', onClose);
         onResponse(Number(headers[':status'] ?? 0), stream, conn);
