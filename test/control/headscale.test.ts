@@ -255,6 +255,12 @@ describe('ControlClient against headscale v0.29.2', { skip, timeout: 180_000 }, 
     await c.close();
   });
 
+  it('sees a capability version below headscale\'s floor (113) refused at the handshake', { timeout: 20_000 }, async () => {
+    const c = new ControlClient({ serverUrl: hs.url, machineKey: generateKeyPair().privateKey, nodeKey: generateKeyPair().privateKey, capVer: 100 });
+    await assert.rejects(c.register({ authKey }), (e: unknown) => e instanceof ControlError && e.code === 'handshake_failed' && /capability version refused/.test(e.message));
+    await c.close();
+  });
+
   it('refuses a server whose Noise key differs from the pinned one', { timeout: 40_000 }, async () => {
     const k = generateKeyPair();
     const c = new ControlClient({
