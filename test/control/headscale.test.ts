@@ -42,6 +42,7 @@ describe('ControlClient against headscale v0.29.2', { skip, timeout: 180_000 }, 
   let authKey: string;
   const tmpDirs: string[] = [];
   const clients: ControlClient[] = [];
+  const logLines: string[] = [];
 
   async function makeNode(hostname: string, dir?: string): Promise<TestNode> {
     const d = dir ?? mkdtempSync(join(tmpdir(), 'meshd-state-'));
@@ -53,6 +54,7 @@ describe('ControlClient against headscale v0.29.2', { skip, timeout: 180_000 }, 
       machineKey: identity.machinePrivate,
       nodeKey: identity.nodePrivate,
       hostinfo: { Hostname: hostname },
+      log: (line) => logLines.push(`[${hostname}] ${line}`),
     });
     clients.push(client);
     return { dir: d, client, fullMaps: 0, deltas: [] };
@@ -298,6 +300,12 @@ describe('ControlClient against headscale v0.29.2', { skip, timeout: 180_000 }, 
     assert.equal(out.nodeKeyExpired, true);
     assert.equal(out.machineAuthorized, false);
     await waitFor('ephemeral node to disappear', () => !hs.nodes().some((n) => n['node_key'] === keyE), 10_000);
+  });
+
+  it('logged what it did without ever logging an auth key', () => {
+    assert.ok(logLines.some((l) => /registered: authorized=true/.test(l)));
+    assert.ok(logLines.some((l) => /connected to .* over ts2021/.test(l)));
+    for (const l of logLines) assert.ok(!l.includes('hskey-auth-'), `log line leaks a key: ${l}`);
   });
 });
 

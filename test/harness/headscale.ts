@@ -15,6 +15,12 @@ const live = new Set<Headscale>();
 process.on('exit', () => {
   for (const h of live) h.stopSync();
 });
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(sig, () => {
+    for (const h of live) h.stopSync();
+    process.exit(130);
+  });
+}
 
 /** A free TCP port on 127.0.0.1 (closed again before returning). */
 export function freeTcpPort(): Promise<number> {
