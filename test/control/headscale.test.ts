@@ -135,13 +135,13 @@ describe('ControlClient against headscale v0.29.2', { skip, timeout: 180_000 }, 
     assert.ok(a.map!.userProfiles.size >= 1);
   });
 
-  it('delivers endpoints sent with updateEndpoints to the other node as a delta', { timeout: 40_000 }, async () => {
+  it('delivers endpoints and home DERP sent with updateEndpoints to the other node as a delta', { timeout: 40_000 }, async () => {
     const eps = ['127.0.0.1:41641', '[::1]:41641'];
-    await a.client.updateEndpoints(eps);
+    await a.client.updateEndpoints(eps, { hostinfo: { NetInfo: { PreferredDERP: 999 } } });
     const keyA = formatNodePublic(a.client.nodePublic);
-    await waitFor('b to see a\'s endpoints', () => {
+    await waitFor('b to see a\'s endpoints and home DERP', () => {
       const p = b.map?.peerByKey(keyA);
-      return p && eps.every((e) => p.endpoints.includes(e));
+      return p && eps.every((e) => p.endpoints.includes(e)) && p.homeDERP === 999;
     });
     assert.ok(b.deltas.some((d) => !d.keepAlive && (d.patches.length > 0 || d.peersChanged.length > 0)), 'arrived as a delta');
   });
@@ -343,5 +343,41 @@ describe('ControlClient against headscale v0.29.2 over https', { skip: skip || n
       return true;
     });
     await c.close();
+  });
+});
+
+describe('ControlClient answers headscale PingRequests', { skip, timeout: 90_000 }, () => {
+  let hs: Headscale;
+  before(async () => {
+    hs = await Headscale.start();
+  });
+  after(async () => {
+    if (hs) await hs.stop();
+  });
+
+  it('HEADs the ping URL when headscale probes two routers of the same HA subnet route', { timeout: 60_000 }, async () => {
+    const key = hs.createPreAuthKey(hs.createUser('carol'), { reusable: true });
+    const route = '198.19.5.0/24';
+    const mk = (h: string): ControlClient => new ControlClient({
+      serverUrl: hs.url, machineKey: generateKeyPair().privateKey, nodeKey: generateKeyPair().privateKey,
+      hostinfo: { Hostname: h, RoutableIPs: [route] },
+    });
+    const routers = [mk('router-1'), mk('router-2')];
+    const pings: string[] = [];
+    const streams: MapStream[] = [];
+    try {
+      for (const c of routers) {
+        await c.register({ authKey: key });
+        streams.push(c.streamMap({ onMap: () => {}, onDelta: (d) => { if (d.pingRequest) pings.push(d.pingRequest.URL); } }));
+      }
+      await new Promise((r) => setTimeout(r, 1000));
+      for (const n of hs.nodes()) hs.cli(['nodes', 'approve-routes', '-i', String(n['id']), '-r', route]);
+      await waitFor('a PingRequest', () => pings.length > 0, 30_000);
+      await waitFor('headscale to log the HEAD answer', () => /method=HEAD path=\/machine\/ping-response .*status=200/.test(hs.log), 10_000);
+      assert.match(pings[0]!, new RegExp(`^${hs.url}/machine/ping-response\\?id=`));
+    } finally {
+      await Promise.all(streams.map((s) => s.close()));
+      await Promise.all(routers.map((c) => c.close()));
+    }
   });
 });
