@@ -90,7 +90,11 @@ export interface RegisterResult {
   readonly machineAuthorized: boolean;
   /** The node key is expired (after logout, or control wants a new node key). */
   readonly nodeKeyExpired: boolean;
-  /** Control deleted the node (ephemeral logout): no state is left on the server. */
+  /**
+   * Logout only: control answered MachineAuthorized false, which headscale (auth.go handleLogout)
+   * sends when it deleted an ephemeral node, and also when the node was already expired before
+   * this logout; a null body (deleted during a combined logout + auth key) counts too.
+   */
   readonly deleted: boolean;
   /** Owning user. */
   readonly user: ControlUser | undefined;

@@ -276,6 +276,7 @@ describe('ControlClient against headscale v0.29.2', { skip, timeout: 180_000 }, 
   it('logs out: the node key expires on the server and the peer learns it', { timeout: 40_000 }, async () => {
     const r = await b.client.logout();
     assert.equal(r.nodeKeyExpired, true);
+    assert.equal(r.deleted, false, JSON.stringify(r.raw));
     const keyB = formatNodePublic(b.client.nodePublic);
     await waitFor('a to see b expired or gone', () => {
       const p = a.map?.peerByKey(keyB);
@@ -299,6 +300,7 @@ describe('ControlClient against headscale v0.29.2', { skip, timeout: 180_000 }, 
     const out = await e.client.logout();
     assert.equal(out.nodeKeyExpired, true);
     assert.equal(out.machineAuthorized, false);
+    assert.equal(out.deleted, true);
     await waitFor('ephemeral node to disappear', () => !hs.nodes().some((n) => n['node_key'] === keyE), 10_000);
   });
 
