@@ -10,6 +10,10 @@
 //   3. ← 51-byte Noise response (or a type-3 error frame), then transport records both ways.
 //   4. The server's decrypted stream starts with the early payload (noise/early.ts), then HTTP/2.
 //   5. HTTP/2 with prior knowledge over the NoiseConn.
+// TLS (https:// URLs): no ALPN is offered (HTTP/2 cannot switch protocols), and certificates are
+// verified against the system roots plus an optional CA file, for /key and for the upgrade alike.
+// (Tailscale's Go client only logs certificate errors on the upgrade, since Noise authenticates the
+// server; it verifies /key, so a server that works with it works here.)
 import http from 'node:http';
 import https from 'node:https';
 import http2 from 'node:http2';
