@@ -31,7 +31,11 @@ import { EndpointType, type Hostinfo, type MapRequest, type MapResponse, type Re
 export const CAPABILITY_VERSION = 138;
 /** Tailscale's map-poll watchdog: no message for this long breaks the stream (TS direct.go watchdogTimeout). */
 export const MAP_WATCHDOG_MS = 120_000;
-/** Backoff between map-stream reconnects: first delay and cap (Tailscale caps its map backoff at 30 s). */
+/**
+ * First delay of the map-stream reconnect backoff: exponential from here, jitter in [d/2, d],
+ * capped at BACKOFF_MAX_MS. (Tailscale's util/backoff grows n²·10 ms with 0.5–1.5× jitter and the
+ * same 30 s cap for its mapRoutine; exponential from 1 s backs off harder in the first seconds.)
+ */
 export const BACKOFF_INITIAL_MS = 1_000;
 /** Cap of the reconnect backoff. */
 export const BACKOFF_MAX_MS = 30_000;
