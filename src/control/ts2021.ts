@@ -218,7 +218,9 @@ function upgrade(ep: DialOptions, initiation: Uint8Array): Promise<{ socket: Dup
         reject(new TransportError('upgrade', `control server upgraded to ${JSON.stringify(up)}, not ${UPGRADE_PROTOCOL}`));
         return;
       }
-      socket.setNoDelay?.(true);
+      // The request's idle timeout must not follow the socket into its long-lived Noise life.
+      socket.setTimeout(0);
+      socket.setNoDelay(true);
       resolve({ socket, head: new Uint8Array(head) });
     });
     req.on('response', (res) => {
