@@ -531,9 +531,10 @@ export class ControlClient {
     req.end();
   }
 
-  /** Stops all map streams and closes the connection. */
+  /** Stops all map streams and closes the connection (which also fails any request in flight). */
   async close(): Promise<void> {
-    await Promise.all([...this.streams].map((st) => st.close()));
-    await this.session.close();
+    const stopping = [...this.streams].map((st) => st.close());
+    this.session.close();
+    await Promise.all(stopping);
   }
 }

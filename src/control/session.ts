@@ -34,6 +34,19 @@ export interface ControlSessionOptions {
 /** Called synchronously with the response headers; must attach its stream readers right there. */
 export type OnResponse = (status: number, stream: http2.ClientHttp2Stream, conn: ControlConnection) => void;
 
+/** Resolves like p, or rejects with code closed as soon as the signal aborts. */
+function raceAbort<T>(p: Promise<T>, signal: AbortSignal, what: string): Promise<T> {
+  if (signal.aborted) return Promise.reject(new ControlError(ControlErrorCode.closed, `${what}: cancelled`, { retryable: false }));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(new ControlError(ControlErrorCode.closed, `${what}: cancelled`, { retryable: false }));
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => { signal.removeEventListener('abort', onAbort); resolve(v); },
+      (e: unknown) => { signal.removeEventListener('abort', onAbort); reject(e); },
+    );
+  });
+}
+
 /** Reads a whole (small) response body; attaches its listeners synchronously. */
 export function readBody(stream: http2.ClientHttp2Stream, serverUrl: string, limit = MAX_REPLY): Promise<Buffer> {
   return new Promise((resolve, reject) => {
@@ -149,7 +162,7 @@ export class ControlSession {
    * awaiting code would run. The timeout covers the wait for the headers only.
    */
   async post(path: string, body: unknown, timeoutMs: number | undefined, onResponse: OnResponse, signal?: AbortSignal): Promise<void> {
-    const conn = await this.connection();
+    const conn = await (signal ? raceAbort(this.connection(), signal, path) : this.connection());
     if (signal?.aborted) throw new ControlError(ControlErrorCode.closed, `${path}: cancelled`, { retryable: false });
     const data = Buffer.from(JSON.stringify(body), 'utf8');
     return new Promise((resolve, reject) => {
@@ -212,19 +225,14 @@ export class ControlSession {
     return { status, body: (await reply!).toString('utf8') };
   }
 
-  /** Closes the connection; later requests fail with code closed. */
-  async close(): Promise<void> {
+  /**
+   * Closes the connection; pending requests fail, later ones fail with code closed. A dial still
+   * under way closes its connection when it completes (see dial) without being waited for.
+   */
+  close(): void {
     this.closed = true;
     const c = this.conn;
     this.conn = undefined;
     c?.close();
-    const pending = this.connecting;
-    if (pending) {
-      try {
-        (await pending).close();
-      } catch {
-        // dial failed; nothing to close
-      }
-    }
   }
 }

@@ -26,6 +26,22 @@ async function waitFor<T>(what: string, f: () => T | undefined | false, timeoutM
   }
 }
 
+/** Waits for p at most ms; a cleanup step that hangs must not keep headscale running. */
+async function bounded<T>(p: Promise<T>, ms: number, what: string): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const limit = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => {
+      console.error(`headscale.test: ${what} took more than ${ms} ms; stopping headscale anyway`);
+      resolve(undefined);
+    }, ms);
+  });
+  try {
+    return await Promise.race([p, limit]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** A node under test: its state dir, client and the latest map it saw. */
 interface TestNode {
   dir: string;
@@ -74,9 +90,12 @@ describe('ControlClient against headscale v0.29.2', { skip, timeout: 180_000 }, 
   });
 
   after(async () => {
-    await Promise.allSettled(clients.map((c) => c.close()));
-    if (hs) await hs.stop();
-    for (const d of tmpDirs) rmSync(d, { recursive: true, force: true });
+    try {
+      await bounded(Promise.allSettled(clients.map((c) => c.close())), 15_000, 'closing the clients');
+    } finally {
+      if (hs) await hs.stop();
+      for (const d of tmpDirs) rmSync(d, { recursive: true, force: true });
+    }
   });
 
   let a: TestNode;

@@ -82,7 +82,7 @@ export class Headscale {
       // A self-signed certificate for 127.0.0.1; tests trust it through caFile.
       const r = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
         '-keyout', join(dir, 'tls.key'), '-out', hs.caFile, '-days', '1', '-subj', '/CN=127.0.0.1',
-        '-addext', 'subjectAltName=IP:127.0.0.1'], { encoding: 'utf8' });
+        '-addext', 'subjectAltName=IP:127.0.0.1'], { encoding: 'utf8', timeout: 20_000, killSignal: 'SIGKILL' });
       if (r.status !== 0) {
         await hs.stop();
         throw new Error(`openssl failed: ${r.stderr}`);
@@ -208,7 +208,9 @@ export class Headscale {
 
   /** Runs a headscale CLI command against this server and returns stdout. */
   cli(args: string[]): string {
-    const r = spawnSync(this.bin, ['-c', this.config, ...args], { encoding: 'utf8', timeout: 30_000 });
+    // SIGKILL on timeout: spawnSync blocks the whole event loop (test timeouts, signal handlers)
+    // until the child is gone, so a CLI that ignored SIGTERM would hang the test process for good.
+    const r = spawnSync(this.bin, ['-c', this.config, ...args], { encoding: 'utf8', timeout: 20_000, killSignal: 'SIGKILL' });
     if (r.error) throw r.error;
     if (r.status !== 0) throw new Error(`headscale ${args.join(' ')} exited ${r.status}: ${r.stderr.trim()} ${r.stdout.trim()}`);
     return r.stdout;
