@@ -3,8 +3,7 @@
 // typed errors. headscale is started with a generated config in a temp dir and always stopped.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdtempSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { needs } from '../harness/prereq.ts';
 import { Headscale, freeTcpPort } from '../harness/headscale.ts';
@@ -56,13 +55,12 @@ describe('ControlClient against headscale v0.29.2', { skip, timeout: 180_000 }, 
   let hs: Headscale;
   let userId: number;
   let authKey: string;
-  const tmpDirs: string[] = [];
   const clients: ControlClient[] = [];
   const logLines: string[] = [];
 
   async function makeNode(hostname: string, dir?: string): Promise<TestNode> {
-    const d = dir ?? mkdtempSync(join(tmpdir(), 'meshd-state-'));
-    if (!dir) tmpDirs.push(d);
+    // Inside headscale's temp dir, so that every exit path (stop, exit, SIGINT/SIGTERM) removes it.
+    const d = dir ?? mkdtempSync(join(hs.dir, 'node-'));
     const store = await StateStore.open(join(d, 'state'));
     const { identity } = await store.loadOrCreateIdentity(hs.url);
     const client = new ControlClient({
@@ -94,7 +92,6 @@ describe('ControlClient against headscale v0.29.2', { skip, timeout: 180_000 }, 
       await bounded(Promise.allSettled(clients.map((c) => c.close())), 15_000, 'closing the clients');
     } finally {
       if (hs) await hs.stop();
-      for (const d of tmpDirs) rmSync(d, { recursive: true, force: true });
     }
   });
 
