@@ -6,7 +6,7 @@ import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { ControlClient, type MapStream } from '../control/client.ts';
 import { ControlError } from '../control/errors.ts';
-import type { NetworkMap, NodeInfo } from '../control/netmap.ts';
+import type { NetworkMap } from '../control/netmap.ts';
 import { formatNodePublic, type PrivateKey } from '../control/keys.ts';
 import { StateStore, type Identity } from '../state/store.ts';
 import { DataPlane } from './dataplane.ts';
@@ -14,7 +14,6 @@ import { NetConf, TAILNET_V4, TAILNET_V6 } from './netconf.ts';
 import { Routing } from './routing.ts';
 import { BYPASS_MARK } from '../router/linux.ts';
 import type { LocalBackend, PeerStatus, Status, UpRequest } from './localapi.ts';
-import type { Endpoint } from '../net/endpoint.ts';
 import type { Logf } from '../util/log.ts';
 import { generateKeyPair } from '../crypto/box.ts';
 import type { DiscoPublic } from '../control/keys.ts';
@@ -298,7 +297,7 @@ export class Agent implements LocalBackend {
       if (p.expired) continue;
       const hex = Buffer.from(p.nodeKey).toString('hex');
       want.add(hex);
-      const ep = magic ? magic.upsertPeer(p) : this.pickEndpoint(p);
+      const ep = magic?.upsertPeer(p);
       dev.setPeer(p.nodeKey, {
         ...(ep ? { endpoint: ep } : {}),
         allowedIPs: allowed.get(p.id) ?? [...p.addresses],
@@ -310,19 +309,6 @@ export class Agent implements LocalBackend {
     }
     magic?.retainPeers(want);
     dp.runTimers();
-  }
-
-  /**
-   * Chooses a peer's endpoint on a flat network: an IPv4 endpoint in one of our own subnets, else
-   * the first IPv4 one, else the first. (NAT traversal with disco replaces this.)
-   */
-  private pickEndpoint(p: NodeInfo): Endpoint | undefined {
-    const dp = this.dp;
-    if (!dp || p.endpoints.length === 0) return undefined;
-    const ours = Object.values(networkInterfaces()).flat().filter((a) => a && a.family === 'IPv4' && !a.internal);
-    const sameSubnet = (ip: string) => ours.some((a) => a && a.cidr && inV4Subnet(ip, a.cidr));
-    const parsed = p.endpoints.map((e) => { try { return dp.endpoints.parse(e); } catch { return undefined; } }).filter((e): e is Endpoint => !!e);
-    return parsed.find((e) => e.family === 4 && sameSubnet(e.ip)) ?? parsed.find((e) => e.family === 4) ?? parsed[0];
   }
 
   /**
@@ -411,14 +397,6 @@ function formatServerKey(k: Uint8Array): string {
   return `mkey:${Buffer.from(k).toString('hex')}`;
 }
 
-function inV4Subnet(ip: string, cidr: string): boolean {
-  const [net, bitsText] = cidr.split('/');
-  const bits = Number(bitsText);
-  const toN = (s: string) => s.split('.').reduce((n, x) => n * 256 + Number(x), 0);
-  if (!net || net.includes(':') || ip.includes(':')) return false;
-  const mask = bits === 0 ? 0 : 2 ** 32 - 2 ** (32 - bits);
-  return Math.floor(toN(ip) / 2 ** (32 - bits)) === Math.floor(toN(net) / 2 ** (32 - bits)) && mask >= 0;
-}
 
 function asAgentError(e: unknown): Error {
   if (e instanceof AgentError || e instanceof ControlError) return e;
