@@ -1,7 +1,7 @@
 // meshd's command line. Each command parses its arguments and calls the code that does the work;
 // errors print one line `meshd: ...` and exit non-zero.
 import { Command, CommanderError, Option } from 'commander';
-import { VERSION } from '../util/version.ts';
+import { MESHD_VERSION as VERSION } from '../version.ts';
 import { CliError } from './errors.ts';
 import { interfaceCounters, wgCommand } from './wg.ts';
 import type { DaemonFlags, UpFlags } from './tailnet.ts';

@@ -56,6 +56,7 @@ export async function daemonCommand(socket: string, f: DaemonFlags): Promise<voi
   await agent.cleanupStale();
   log(`agent listening on ${socket} (state ${stateDir}, tun ${tun}, port ${port})`);
   if (process.send) process.send('ready');
+  if (!f.exitWhenDown) void agent.resume();
   for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.once(sig, () => { log(`${sig}: shutting down`); exit(); });
   await exited;
   await agent.teardown();

@@ -12,14 +12,15 @@ import https from 'node:https';
 import http2 from 'node:http2';
 import { randomInt } from 'node:crypto';
 import {
-  formatDiscoPublic, formatNodePublic, generateKeyPair, keysEqual, parseMachinePublic, publicKeyOf,
+  formatDiscoPublic, formatNodePublic, generateKeyPair, parseMachinePublic, publicKeyOf,
   type DiscoPublic, type MachinePublic, type NodePublic, type PrivateKey,
 } from './keys.ts';
-import { dialControl, fetchServerKey, TransportError, type ControlConnection } from './ts2021.ts';
-import { HandshakeRefusedError } from './noise/handshake.ts';
-import { ControlError, ControlErrorCode, registerError } from './errors.ts';
+import type { ControlConnection } from './ts2021.ts';
+import { ControlError, ControlErrorCode, registerError, toControlError } from './errors.ts';
+import { ControlSession, readBody } from './session.ts';
 import { buildHostinfo } from './hostinfo.ts';
 import { NetworkMap, type MapDelta } from './netmap.ts';
+import { MapFrameReader } from './mapframe.ts';
 import { EndpointType, type Hostinfo, type MapRequest, type MapResponse, type RegisterRequest, type RegisterResponse, type WireUser } from './wire.ts';
 
 /**
@@ -30,16 +31,16 @@ import { EndpointType, type Hostinfo, type MapRequest, type MapResponse, type Re
 export const CAPABILITY_VERSION = 138;
 /** Tailscale's map-poll watchdog: no message for this long breaks the stream (TS direct.go watchdogTimeout). */
 export const MAP_WATCHDOG_MS = 120_000;
-/** Backoff between map-stream reconnects: first delay and cap (Tailscale caps its map backoff at 30 s). */
+/**
+ * First delay of the map-stream reconnect backoff: exponential from here, jitter in [d/2, d],
+ * capped at BACKOFF_MAX_MS. (Tailscale's util/backoff grows n²·10 ms with 0.5–1.5× jitter and the
+ * same 30 s cap for its mapRoutine; exponential from 1 s backs off harder in the first seconds.)
+ */
 export const BACKOFF_INITIAL_MS = 1_000;
 /** Cap of the reconnect backoff. */
 export const BACKOFF_MAX_MS = 30_000;
-/** Largest single MapResponse accepted. */
-export const MAX_MAP_MESSAGE = 64 << 20;
 /** Expiry sent to log out (Tailscale sends Unix time 123). */
 export const LOGOUT_EXPIRY = '1970-01-01T00:02:03Z';
-
-const MAX_REPLY = 1 << 20;
 
 /** A logging function; receives one line without the component prefix. */
 export type LogFn = (line: string) => void;
@@ -93,7 +94,11 @@ export interface RegisterResult {
   readonly machineAuthorized: boolean;
   /** The node key is expired (after logout, or control wants a new node key). */
   readonly nodeKeyExpired: boolean;
-  /** Control deleted the node (ephemeral logout): no state is left on the server. */
+  /**
+   * Logout only: control answered MachineAuthorized false, which headscale (auth.go handleLogout)
+   * sends when it deleted an ephemeral node, and also when the node was already expired before
+   * this logout; a null body (deleted during a combined logout + auth key) counts too.
+   */
   readonly deleted: boolean;
   /** Owning user. */
   readonly user: ControlUser | undefined;
@@ -140,34 +145,6 @@ export interface MapStream {
   refresh(): void;
   /** Resolves after close(); rejects with a ControlError when the stream gave up (not retryable). */
   readonly done: Promise<void>;
-}
-
-/** Converts anything thrown below into a ControlError. */
-export function toControlError(e: unknown, serverUrl: string): ControlError {
-  if (e instanceof ControlError) return e;
-  if (e instanceof TransportError) {
-    if (e.unreachable) {
-      return new ControlError(ControlErrorCode.serverUnreachable,
-        `cannot reach control server ${serverUrl} (${causeText(e)}): check the URL and that the server is running; retrying may help`,
-        { retryable: true, cause: e });
-    }
-    if (e.stage === 'handshake') {
-      const refused = e.cause instanceof HandshakeRefusedError ? e.cause.serverMessage : undefined;
-      return new ControlError(ControlErrorCode.handshakeFailed,
-        `Noise handshake with ${serverUrl} failed (${e.message}); retrying may help, the server key is fetched again`,
-        { retryable: true, cause: e, ...(refused === undefined ? {} : { serverMessage: refused }) });
-    }
-    return new ControlError(ControlErrorCode.serverError,
-      `control server ${serverUrl}: ${e.message}; retrying may help`, { retryable: true, cause: e });
-  }
-  const err = e as Error;
-  return new ControlError(ControlErrorCode.protocolError,
-    `talking to control server ${serverUrl} failed: ${err?.message ?? String(e)}; retrying may help`, { retryable: true, cause: e });
-}
-
-function causeText(e: Error): string {
-  const c = e.cause as NodeJS.ErrnoException | undefined;
-  return c?.code ?? c?.message ?? e.message;
 }
 
 function toUser(u: WireUser | undefined): ControlUser | undefined {
@@ -220,15 +197,11 @@ export class ControlClient {
   /** Capability version in use. */
   readonly capVer: number;
   private readonly opts: ControlClientOptions;
-  private readonly pinned: MachinePublic | undefined;
   private readonly log: LogFn;
   private hostinfoOverrides: Hostinfo;
   private endpoints: readonly EndpointInput[] = [];
-  private cachedServerKey: MachinePublic | undefined;
-  private conn: ControlConnection | undefined;
-  private connecting: Promise<ControlConnection> | undefined;
   private readonly streams = new Set<MapStream>();
-  private closed = false;
+  private readonly session: ControlSession;
 
   constructor(opts: ControlClientOptions) {
     this.opts = opts;
@@ -236,9 +209,19 @@ export class ControlClient {
     this.nodePublic = publicKeyOf<NodePublic>(opts.nodeKey);
     this.machinePublic = publicKeyOf<MachinePublic>(opts.machineKey);
     this.discoPublic = opts.discoKey ?? generateKeyPair<DiscoPublic>().publicKey;
-    this.pinned = typeof opts.serverKey === 'string' ? parseMachinePublic(opts.serverKey) : opts.serverKey;
+    const pinned = typeof opts.serverKey === 'string' ? parseMachinePublic(opts.serverKey) : opts.serverKey;
     this.log = opts.log ?? (() => {});
     this.hostinfoOverrides = { ...opts.hostinfo };
+    this.session = new ControlSession({
+      serverUrl: opts.serverUrl,
+      machineKey: opts.machineKey,
+      nodePublic: this.nodePublic,
+      capVer: this.capVer,
+      log: this.log,
+      ...(pinned === undefined ? {} : { pinned }),
+      ...(opts.caFile === undefined ? {} : { caFile: opts.caFile }),
+      ...(opts.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs }),
+    });
   }
 
   /** The full Hostinfo sent with every request. */
@@ -255,152 +238,8 @@ export class ControlClient {
    * The server's Noise public key from GET /key (cached). Throws server_key_mismatch when a key
    * was pinned and the server presents another, server_unreachable when it cannot be fetched.
    */
-  async serverKey(): Promise<MachinePublic> {
-    if (this.cachedServerKey) return this.cachedServerKey;
-    let k: MachinePublic;
-    try {
-      k = await fetchServerKey({ url: this.opts.serverUrl, ...this.endpointOpts() }, this.capVer);
-    } catch (e) {
-      throw toControlError(e, this.opts.serverUrl);
-    }
-    if (this.pinned && !keysEqual(k, this.pinned)) {
-      throw new ControlError(ControlErrorCode.serverKeyMismatch,
-        `control server ${this.opts.serverUrl} presents a different Noise key than the pinned one: if the server was reinstalled, forget the pinned key (remove serverKey from the state file); otherwise do not connect; retrying will not help`,
-        { retryable: false });
-    }
-    this.cachedServerKey = k;
-    return k;
-  }
-
-  private endpointOpts(): { caFile?: string; timeoutMs?: number } {
-    return {
-      ...(this.opts.caFile === undefined ? {} : { caFile: this.opts.caFile }),
-      ...(this.opts.timeoutMs === undefined ? {} : { timeoutMs: this.opts.timeoutMs }),
-    };
-  }
-
-  /** The live connection, dialling one if needed (one dial at a time). */
-  private async connection(): Promise<ControlConnection> {
-    if (this.closed) throw new ControlError(ControlErrorCode.closed, 'control client is closed', { retryable: false });
-    if (this.conn && !this.conn.session.closed && !this.conn.session.destroyed) return this.conn;
-    this.conn = undefined;
-    if (!this.connecting) {
-      this.connecting = this.dial().finally(() => { this.connecting = undefined; });
-    }
-    return this.connecting;
-  }
-
-  private async dial(): Promise<ControlConnection> {
-    const serverKey = await this.serverKey();
-    let c: ControlConnection;
-    try {
-      c = await dialControl({ url: this.opts.serverUrl, serverKey, machinePrivate: this.opts.machineKey, capVer: this.capVer, ...this.endpointOpts() });
-    } catch (e) {
-      if (e instanceof TransportError && e.stage === 'handshake') this.cachedServerKey = undefined; // fetch again next time
-      throw toControlError(e, this.opts.serverUrl);
-    }
-    this.log(`connected to ${this.opts.serverUrl} over ts2021 (capver ${this.capVer})`);
-    const drop = (): void => {
-      if (this.conn === c) this.conn = undefined;
-    };
-    c.session.on('close', drop);
-    c.session.on('goaway', drop);
-    c.session.on('error', (e: Error) => {
-      this.log(`control connection error: ${e.message}`);
-      drop();
-    });
-    if (this.closed) {
-      c.close();
-      throw new ControlError(ControlErrorCode.closed, 'control client is closed', { retryable: false });
-    }
-    this.conn = c;
-    return c;
-  }
-
-  /** Drops the connection (the next request redials). */
-  private resetConnection(c: ControlConnection | undefined): void {
-    if (!c) return;
-    if (this.conn === c) this.conn = undefined;
-    c.close();
-  }
-
-  /**
-   * Opens a POST stream with a JSON body. `onResponse` runs synchronously when the response headers
-   * arrive and must attach its readers right there: Node may emit 'end' of an empty body on the
-   * next tick, before any awaiting code would run.
-   */
-  private async post(path: string, body: unknown, timeoutMs: number | undefined, onResponse: (status: number, stream: http2.ClientHttp2Stream, conn: ControlConnection) => void): Promise<void> {
-    const conn = await this.connection();
-    const data = Buffer.from(JSON.stringify(body), 'utf8');
-    return new Promise((resolve, reject) => {
-      let stream: http2.ClientHttp2Stream;
-      try {
-        stream = conn.session.request({
-          ':method': 'POST',
-          ':path': path,
-          'content-type': 'application/json',
-          'ts-lb': formatNodePublic(this.nodePublic),
-        });
-      } catch (e) {
-        this.resetConnection(conn);
-        reject(toControlError(e, this.opts.serverUrl));
-        return;
-      }
-      let timer: NodeJS.Timeout | undefined;
-      if (timeoutMs !== undefined && timeoutMs > 0) {
-        timer = setTimeout(() => {
-          stream.close(http2.constants.NGHTTP2_CANCEL);
-          this.resetConnection(conn);
-          reject(new ControlError(ControlErrorCode.serverError,
-            `control server ${this.opts.serverUrl} did not answer ${path} within ${timeoutMs} ms; retrying may help`, { retryable: true }));
-        }, timeoutMs);
-      }
-      const onError = (e: Error): void => {
-        if (timer) clearTimeout(timer);
-        reject(toControlError(e, this.opts.serverUrl));
-      };
-      const onClose = (): void => onError(new Error(`${path}: stream closed before a response (code ${stream.rstCode})`));
-      stream.once('error', onError);
-      stream.once('close', onClose);
-      stream.once('response', (headers) => {
-        if (timer) clearTimeout(timer);
-        stream.off('error', onError);
-        stream.off('close', onClose);
-        onResponse(Number(headers[':status'] ?? 0), stream, conn);
-        resolve();
-      });
-      stream.end(data);
-    });
-  }
-
-  /** POST and read the whole (small) reply as text. */
-  private async postForBody(path: string, body: unknown, timeoutMs: number | undefined): Promise<{ status: number; body: string }> {
-    let status = 0;
-    let reply: Promise<Buffer> | undefined;
-    await this.post(path, body, timeoutMs, (st, stream) => {
-      status = st;
-      reply = this.readBody(stream);
-    });
-    return { status, body: (await reply!).toString('utf8') };
-  }
-
-  /** Reads a whole (small) response body; attaches its listeners synchronously. */
-  private readBody(stream: http2.ClientHttp2Stream, limit = MAX_REPLY): Promise<Buffer> {
-    return new Promise((resolve, reject) => {
-      const parts: Buffer[] = [];
-      let n = 0;
-      stream.on('data', (c: Buffer) => {
-        n += c.length;
-        if (n > limit) {
-          stream.close(http2.constants.NGHTTP2_CANCEL);
-          reject(new ControlError(ControlErrorCode.protocolError, `control server reply larger than ${limit} bytes; retrying may help`, { retryable: true }));
-          return;
-        }
-        parts.push(c);
-      });
-      stream.once('end', () => resolve(Buffer.concat(parts)));
-      stream.once('error', (e) => reject(toControlError(e, this.opts.serverUrl)));
-    });
+  serverKey(): Promise<MachinePublic> {
+    return this.session.serverKey();
   }
 
   /** Turns a non-200 status into a ControlError. */
@@ -427,7 +266,7 @@ export class ControlClient {
   }
 
   private async registerRequest(req: RegisterRequest, timeoutMs: number | undefined): Promise<RegisterResult> {
-    const { status, body } = await this.postForBody('/machine/register', req, timeoutMs);
+    const { status, body } = await this.session.postForBody('/machine/register', req, timeoutMs);
     if (status !== 200) throw this.statusError('/machine/register', status, body);
     let r: RegisterResponse | null;
     try {
@@ -511,7 +350,7 @@ export class ControlClient {
   async updateEndpoints(endpoints: readonly EndpointInput[], opts: { hostinfo?: Hostinfo } = {}): Promise<void> {
     this.endpoints = [...endpoints];
     if (opts.hostinfo) this.setHostinfo(opts.hostinfo);
-    const { status, body } = await this.postForBody('/machine/map', this.mapRequest(false), this.opts.timeoutMs ?? 30_000);
+    const { status, body } = await this.session.postForBody('/machine/map', this.mapRequest(false), this.opts.timeoutMs ?? 30_000);
     if (status !== 200) throw this.statusError('/machine/map', status, body);
   }
 
@@ -586,11 +425,11 @@ export class ControlClient {
     let status = 0;
     let errBody: Promise<Buffer> | undefined;
     let run: Promise<void> | undefined;
-    await this.post('/machine/map', this.mapRequest(true), this.opts.timeoutMs ?? 30_000, (st, stream, conn) => {
+    await this.session.post('/machine/map', this.mapRequest(true), this.opts.timeoutMs ?? 30_000, (st, stream, conn) => {
       status = st;
-      if (st !== 200) errBody = this.readBody(stream);
+      if (st !== 200) errBody = readBody(stream, this.opts.serverUrl);
       else run = this.consumeMap(stream, conn, opts, watchdogMs, signal, onFull, setCancel);
-    });
+    }, signal);
     if (status !== 200) throw this.statusError('/machine/map', status, (await errBody!).toString('utf8'));
     await run;
   }
@@ -601,7 +440,7 @@ export class ControlClient {
     let gotFull = false;
     const pinged = new Set<string>();
     return new Promise<void>((resolve, reject) => {
-      let buf: Buffer = Buffer.alloc(0);
+      const frames = new MapFrameReader();
       let finished = false;
       let watchdog: NodeJS.Timeout | undefined;
       const finish = (e?: Error): void => {
@@ -617,27 +456,31 @@ export class ControlClient {
         if (watchdog) clearTimeout(watchdog);
         watchdog = setTimeout(() => {
           // A silent stream may mean a dead connection under it: drop the whole connection.
-          this.resetConnection(conn);
+          this.session.reset(conn);
           finish(new ControlError(ControlErrorCode.serverError,
             `no map message from ${this.opts.serverUrl} for ${watchdogMs} ms; reconnecting`, { retryable: true }));
         }, watchdogMs);
       };
       const onAbort = (): void => finish();
+      if (signal.aborted) {
+        // close() ran while the request was waiting for its headers.
+        finish();
+        return;
+      }
       signal.addEventListener('abort', onAbort, { once: true });
       setCancel(onAbort);
       arm();
       stream.on('data', (chunk: Buffer) => {
         if (finished) return;
-        buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
-        while (buf.length >= 4) {
-          const len = buf.readUInt32LE(0);
-          if (len > MAX_MAP_MESSAGE) {
-            finish(new ControlError(ControlErrorCode.protocolError, `map message of ${len} bytes exceeds ${MAX_MAP_MESSAGE}; reconnecting`, { retryable: true }));
-            return;
-          }
-          if (buf.length < 4 + len) break;
-          const text = buf.subarray(4, 4 + len).toString('utf8');
-          buf = buf.subarray(4 + len);
+        let texts: string[];
+        try {
+          texts = frames.feed(chunk);
+        } catch (e) {
+          finish(new ControlError(ControlErrorCode.protocolError, `${(e as Error).message}; reconnecting`, { retryable: true }));
+          return;
+        }
+        for (const text of texts) {
+          if (finished) return;
           arm();
           let msg: MapResponse;
           try {
@@ -691,20 +534,10 @@ export class ControlClient {
     req.end();
   }
 
-  /** Stops all map streams and closes the connection. */
+  /** Stops all map streams and closes the connection (which also fails any request in flight). */
   async close(): Promise<void> {
-    await Promise.all([...this.streams].map((s) => s.close()));
-    this.closed = true;
-    const c = this.conn;
-    this.conn = undefined;
-    c?.close();
-    const pending = this.connecting;
-    if (pending) {
-      try {
-        (await pending).close();
-      } catch {
-        // dial failed; nothing to close
-      }
-    }
+    const stopping = [...this.streams].map((st) => st.close());
+    this.session.close();
+    await Promise.all(stopping);
   }
 }

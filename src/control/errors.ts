@@ -1,5 +1,7 @@
 // Typed control-plane errors. Each has a stable `code`, a one-line message that says what failed
 // and what to do, and `retryable`: whether trying the same thing again later can succeed.
+import { TransportError } from './ts2021.ts';
+import { HandshakeRefusedError } from './noise/handshake.ts';
 
 /** Stable error codes of the control client. */
 export const ControlErrorCode = {
@@ -12,6 +14,7 @@ export const ControlErrorCode = {
   nodeNotFound: 'node_not_found',
   serverUnreachable: 'server_unreachable',
   serverKeyMismatch: 'server_key_mismatch',
+  tlsUntrusted: 'tls_untrusted',
   handshakeFailed: 'handshake_failed',
   versionRejected: 'version_rejected',
   serverError: 'server_error',
@@ -63,4 +66,37 @@ export function registerError(serverMessage: string): ControlError {
   return new ControlError(ControlErrorCode.registrationRejected,
     `control server refused the registration (${q}); retrying will not help until that is fixed`,
     { retryable: false, serverMessage });
+}
+
+/** Converts anything thrown below into a ControlError. */
+export function toControlError(e: unknown, serverUrl: string): ControlError {
+  if (e instanceof ControlError) return e;
+  if (e instanceof TransportError) {
+    if (e.unreachable) {
+      return new ControlError(ControlErrorCode.serverUnreachable,
+        `cannot reach control server ${serverUrl} (${causeText(e)}): check the URL and that the server is running; retrying may help`,
+        { retryable: true, cause: e });
+    }
+    if (e.tlsUntrusted) {
+      return new ControlError(ControlErrorCode.tlsUntrusted,
+        `control server ${serverUrl} presents a TLS certificate this machine does not trust (${causeText(e)}): give its CA with the CA-file option or fix the certificate; retrying will not help`,
+        { retryable: false, cause: e });
+    }
+    if (e.stage === 'handshake') {
+      const refused = e.cause instanceof HandshakeRefusedError ? e.cause.serverMessage : undefined;
+      return new ControlError(ControlErrorCode.handshakeFailed,
+        `Noise handshake with ${serverUrl} failed (${e.message}); retrying may help, the server key is fetched again`,
+        { retryable: true, cause: e, ...(refused === undefined ? {} : { serverMessage: refused }) });
+    }
+    return new ControlError(ControlErrorCode.serverError,
+      `control server ${serverUrl}: ${e.message}; retrying may help`, { retryable: true, cause: e });
+  }
+  const err = e as Error;
+  return new ControlError(ControlErrorCode.protocolError,
+    `talking to control server ${serverUrl} failed: ${err?.message ?? String(e)}; retrying may help`, { retryable: true, cause: e });
+}
+
+function causeText(e: Error): string {
+  const c = e.cause as NodeJS.ErrnoException | undefined;
+  return c?.code ?? c?.message ?? e.message;
 }

@@ -15,8 +15,9 @@ export function defaultHostinfo(): Hostinfo {
     Hostname: os.hostname(),
     GoArch: GOARCH[process.arch] ?? process.arch,
     Machine: os.machine(),
-    Userspace: true,
-    UserspaceRouter: true,
+    // A kernel TUN device, not a userspace network stack (Userspace means netstack in tailscale).
+    Userspace: false,
+    UserspaceRouter: false,
   };
 }
 

@@ -10,6 +10,10 @@
 //   3. ← 51-byte Noise response (or a type-3 error frame), then transport records both ways.
 //   4. The server's decrypted stream starts with the early payload (noise/early.ts), then HTTP/2.
 //   5. HTTP/2 with prior knowledge over the NoiseConn.
+// TLS (https:// URLs): no ALPN is offered (HTTP/2 cannot switch protocols), and certificates are
+// verified against the system roots plus an optional CA file, for /key and for the upgrade alike.
+// (Tailscale's Go client only logs certificate errors on the upgrade, since Noise authenticates the
+// server; it verifies /key, so a server that works with it works here.)
 import http from 'node:http';
 import https from 'node:https';
 import http2 from 'node:http2';
@@ -44,15 +48,19 @@ export class TransportError extends Error {
   readonly stage: 'connect' | 'key' | 'upgrade' | 'handshake' | 'http2';
   /** True when no TCP connection could be made at all. */
   readonly unreachable: boolean;
-  constructor(stage: TransportError['stage'], message: string, opts: { unreachable?: boolean; cause?: unknown } = {}) {
+  /** True when the server's TLS certificate was not trusted. */
+  readonly tlsUntrusted: boolean;
+  constructor(stage: TransportError['stage'], message: string, opts: { unreachable?: boolean; tlsUntrusted?: boolean; cause?: unknown } = {}) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'TransportError';
     this.stage = stage;
     this.unreachable = opts.unreachable ?? false;
+    this.tlsUntrusted = opts.tlsUntrusted ?? false;
   }
 }
 
 const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'ECONNRESET']);
+const TLS_CODES = /^(ERR_TLS_CERT|CERT_|DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT)/;
 
 function tlsOptions(ep: ServerEndpoint): https.RequestOptions {
   if (!ep.caFile) return {};
@@ -74,8 +82,10 @@ function parseServerUrl(raw: string): URL {
 
 function netError(stage: TransportError['stage'], u: URL, e: unknown): TransportError {
   const code = (e as NodeJS.ErrnoException).code ?? '';
-  const unreachable = UNREACHABLE_CODES.has(code) || code === 'ETIMEDOUT_MESHD';
-  return new TransportError(stage, `cannot reach control server ${u.origin}: ${(e as Error).message}`, { unreachable, cause: e });
+  if (TLS_CODES.test(code)) {
+    return new TransportError(stage, `TLS certificate of ${u.origin} is not trusted: ${(e as Error).message}`, { tlsUntrusted: true, cause: e });
+  }
+  return new TransportError(stage, `cannot reach control server ${u.origin}: ${(e as Error).message}`, { unreachable: UNREACHABLE_CODES.has(code), cause: e });
 }
 
 /** Fetches the server's Noise public key with GET /key?v=capver (plain HTTP(S), not Noise). */
@@ -208,7 +218,9 @@ function upgrade(ep: DialOptions, initiation: Uint8Array): Promise<{ socket: Dup
         reject(new TransportError('upgrade', `control server upgraded to ${JSON.stringify(up)}, not ${UPGRADE_PROTOCOL}`));
         return;
       }
-      socket.setNoDelay?.(true);
+      // The request's idle timeout must not follow the socket into its long-lived Noise life.
+      socket.setTimeout(0);
+      socket.setNoDelay(true);
       resolve({ socket, head: new Uint8Array(head) });
     });
     req.on('response', (res) => {

@@ -6,7 +6,7 @@ import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { ControlClient, type MapStream } from '../control/client.ts';
 import { ControlError } from '../control/errors.ts';
-import type { NetworkMap, NodeInfo } from '../control/netmap.ts';
+import type { NetworkMap } from '../control/netmap.ts';
 import { formatNodePublic, type PrivateKey } from '../control/keys.ts';
 import { StateStore, type Identity } from '../state/store.ts';
 import { DataPlane } from './dataplane.ts';
@@ -14,8 +14,10 @@ import { NetConf, TAILNET_V4, TAILNET_V6 } from './netconf.ts';
 import { Routing } from './routing.ts';
 import { BYPASS_MARK } from '../router/linux.ts';
 import type { LocalBackend, PeerStatus, Status, UpRequest } from './localapi.ts';
-import type { Endpoint } from '../net/endpoint.ts';
 import type { Logf } from '../util/log.ts';
+import { generateKeyPair } from '../crypto/box.ts';
+import type { DiscoPublic } from '../control/keys.ts';
+import { MagicSock } from '../magicsock/magicsock.ts';
 
 /** How often the host's addresses are checked for endpoint changes (ms). */
 const ENDPOINT_CHECK_MS = 5_000;
@@ -76,13 +78,13 @@ export class Agent implements LocalBackend {
   private client: ControlClient | undefined;
   private stream: MapStream | undefined;
   private dp: DataPlane | undefined;
+  private magic: MagicSock | undefined;
   private netconf: NetConf;
   /** Exit node, subnet routes and packet filter (src/daemon/routing.ts). */
   private readonly routing: Routing;
   private map: NetworkMap | undefined;
   private busy: Promise<unknown> = Promise.resolve();
   private endpointTimer: NodeJS.Timeout | undefined;
-  private reportedEndpoints = '';
 
   constructor(opts: AgentOptions) {
     this.opts = opts;
@@ -117,7 +119,7 @@ export class Agent implements LocalBackend {
         publicKey: p.nodeKeyText,
         addresses: p.addresses.map((a) => a.split('/')[0]!),
         online: p.online ?? false,
-        path: { direct: s?.endpoint ? s.endpoint.key : null, derp: null },
+        path: this.magic?.pathOf(p.nodeKey) ?? { direct: s?.endpoint ? s.endpoint.key : null, derp: null },
         lastHandshake: s?.lastHandshakeWallMs ?? 0,
         rxBytes: s?.rxBytes ?? 0,
         txBytes: s?.txBytes ?? 0,
@@ -181,6 +183,8 @@ export class Agent implements LocalBackend {
       if (state.routing) { this.routing.setPrefs(state.routing); this.routing.setPrefs(req); }
       await this.store.update({ routing: this.routing.prefs });
       const hostinfo = { ...(hostname ? { Hostname: hostname } : {}), ...this.routing.hostinfo() };
+      // A fresh disco key per start, as tailscaled makes one per process.
+      const disco = generateKeyPair();
       progress(`contacting ${url}`);
       const client = new ControlClient({
         serverUrl: url,
@@ -189,6 +193,7 @@ export class Agent implements LocalBackend {
         ...(state.serverKey && state.serverUrl === url ? { serverKey: state.serverKey } : {}),
         ...(req.caFile ? { caFile: req.caFile } : {}),
         hostinfo,
+        discoKey: disco.publicKey as DiscoPublic,
         timeoutMs: Math.min(15_000, remaining()),
         log: (l) => this.log(`control: ${l}`),
       });
@@ -205,14 +210,15 @@ export class Agent implements LocalBackend {
       await this.store.update({ serverUrl: url, serverKey: formatServerKey(await client.serverKey()) });
       progress(`logged in${reg.user ? ` as ${reg.user.loginName}` : ''}; starting the tunnel`);
 
-      this.dp = DataPlane.open({ name: this.opts.tunName, mtu: TAILNET_MTU, log: this.log, port: this.opts.port, fwmark: BYPASS_MARK });
+      this.dp = DataPlane.open({ name: this.opts.tunName, mtu: TAILNET_MTU, log: this.log, port: this.opts.port, roaming: false, fwmark: BYPASS_MARK });
       await this.routing.start(this.dp, url);
       this.dp.device.setPrivateKey(identity.nodePrivate as PrivateKey);
+      this.magic = this.startMagic(this.dp, identity.nodePrivate, disco.privateKey, client);
       this.netconf.reset();
 
       const firstMap = new Promise<void>((resolve, reject) => {
         this.stream = client.streamMap({
-          endpoints: this.localEndpoints(),
+          endpoints: this.magic!.ourEndpoints(),
           hostinfo,
           onMap: (m) => { void this.applyMap(m).then(resolve, reject); },
           onDelta: (d, m) => {
@@ -231,8 +237,8 @@ export class Agent implements LocalBackend {
       progress('waiting for the network map');
       await withDeadline(firstMap, remaining(), 'waiting for the network map');
       this.state = 'Running';
-      this.reportedEndpoints = this.localEndpoints().join(',');
-      this.endpointTimer = setInterval(() => { void this.checkEndpoints(); }, ENDPOINT_CHECK_MS);
+      await this.store.update({ wantRunning: true });
+      this.endpointTimer = setInterval(() => this.magic?.maybeReport(), ENDPOINT_CHECK_MS);
       const st = this.status();
       progress(`up: ${st.self.addresses.join(' ')}`);
       this.log(`up as ${st.self.hostname} ${st.self.addresses.join(' ')} with ${st.peers.length} peers`);
@@ -244,19 +250,24 @@ export class Agent implements LocalBackend {
     }
   }
 
-  /** Reports our endpoints to control when the host's addresses changed. */
-  private async checkEndpoints(): Promise<void> {
-    const eps = this.localEndpoints();
-    const text = eps.join(',');
-    if (text === this.reportedEndpoints || !this.client) return;
-    this.reportedEndpoints = text;
-    this.log(`endpoints changed: ${text || 'none'}`);
-    try {
-      await this.client.updateEndpoints(eps);
-    } catch (e) {
-      this.reportedEndpoints = ''; // try again next time
-      this.log(`reporting endpoints: ${(e as Error).message}`);
-    }
+  /** Starts magicsock on the data plane: disco, DERP, netcheck; it reports endpoints and NetInfo to control. */
+  private startMagic(dp: DataPlane, nodePrivate: Uint8Array, discoPrivate: Uint8Array, client: ControlClient): MagicSock {
+    const magic: MagicSock = new MagicSock({
+      io: dp, nodePrivate, discoPrivate,
+      log: (l) => this.log(`magicsock: ${l}`),
+      derpHttp: process.env.MESHD_DERP_HTTP === '1',
+      localEndpoints: () => this.localEndpoints(),
+      onReport: (eps, netInfo) => {
+        if (this.client !== client) return;
+        this.log(`endpoints: ${eps.map((e) => e.addr).join(' ') || 'none'}; home DERP ${String(netInfo.PreferredDERP)}`);
+        client.updateEndpoints(eps, { hostinfo: { NetInfo: netInfo } }).catch((e: Error) => {
+          magic.reportFailed();
+          this.log(`reporting endpoints: ${e.message}`);
+        });
+      },
+    });
+    dp.router = magic;
+    return magic;
   }
 
   /** Our UDP endpoints to report: every non-loopback, non-link-local address with the listen port. */
@@ -283,12 +294,14 @@ export class Agent implements LocalBackend {
     await this.netconf.apply(m.self.addresses, [TAILNET_V4, TAILNET_V6]);
     const allowed = await this.routing.apply(m);
     const dev = dp.device;
+    const magic = this.magic;
+    magic?.setDerpMap(m.derpMap);
     const want = new Set<string>();
     for (const p of m.peers.values()) {
       if (p.expired) continue;
       const hex = Buffer.from(p.nodeKey).toString('hex');
       want.add(hex);
-      const ep = this.pickEndpoint(p);
+      const ep = magic?.upsertPeer(p);
       dev.setPeer(p.nodeKey, {
         ...(ep ? { endpoint: ep } : {}),
         allowedIPs: allowed.get(p.id) ?? [...p.addresses],
@@ -298,20 +311,24 @@ export class Agent implements LocalBackend {
     for (const p of dev.peers()) {
       if (!want.has(Buffer.from(p.publicKey).toString('hex'))) dev.removePeer(p.publicKey);
     }
+    magic?.retainPeers(want);
     dp.runTimers();
   }
 
   /**
-   * Chooses a peer's endpoint on a flat network: an IPv4 endpoint in one of our own subnets, else
-   * the first IPv4 one, else the first. (NAT traversal with disco replaces this.)
+   * At agent start: reconnects when the state says the tailnet was up (a restart by the service
+   * manager, or after a crash), as tailscaled does. A failure is logged; `meshd up` can retry.
    */
-  private pickEndpoint(p: NodeInfo): Endpoint | undefined {
-    const dp = this.dp;
-    if (!dp || p.endpoints.length === 0) return undefined;
-    const ours = Object.values(networkInterfaces()).flat().filter((a) => a && a.family === 'IPv4' && !a.internal);
-    const sameSubnet = (ip: string) => ours.some((a) => a && a.cidr && inV4Subnet(ip, a.cidr));
-    const parsed = p.endpoints.map((e) => { try { return dp.endpoints.parse(e); } catch { return undefined; } }).filter((e): e is Endpoint => !!e);
-    return parsed.find((e) => e.family === 4 && sameSubnet(e.ip)) ?? parsed.find((e) => e.family === 4) ?? parsed[0];
+  async resume(): Promise<void> {
+    const store = await StateStore.open(this.opts.stateDir);
+    const s = await store.read().catch(() => undefined);
+    if (!s?.wantRunning || !s.serverUrl) return;
+    this.log(`reconnecting to ${s.serverUrl} (the tailnet was up when the agent last ran)`);
+    try {
+      await this.up({ loginServer: s.serverUrl, timeoutMs: 60_000 }, () => {});
+    } catch (e) {
+      this.log(`reconnect failed: ${(e as Error).message}`);
+    }
   }
 
   /** See LocalBackend.down. */
@@ -319,6 +336,7 @@ export class Agent implements LocalBackend {
     return this.serial(async () => {
       await this.teardown();
       this.state = 'Stopped';
+      await this.store?.update({ wantRunning: false }).catch(() => {});
       if (this.opts.exitWhenDown) this.exitSoon();
     });
   }
@@ -335,7 +353,10 @@ export class Agent implements LocalBackend {
         }
       }
       await this.teardown();
-      if (this.store) await this.store.rotateNodeKey().catch(() => {});
+      if (this.store) {
+        await this.store.rotateNodeKey().catch(() => {});
+        await this.store.update({ wantRunning: false }).catch(() => {});
+      }
       this.state = 'NeedsLogin';
       if (this.opts.exitWhenDown) this.exitSoon();
     });
@@ -360,6 +381,8 @@ export class Agent implements LocalBackend {
     this.stream = undefined;
     this.dp = undefined;
     this.map = undefined;
+    this.magic?.close();
+    this.magic = undefined;
     if (stream) await stream.close().catch(() => {});
     if (client) await client.close().catch(() => {});
     this.client = undefined;
@@ -383,14 +406,6 @@ function formatServerKey(k: Uint8Array): string {
   return `mkey:${Buffer.from(k).toString('hex')}`;
 }
 
-function inV4Subnet(ip: string, cidr: string): boolean {
-  const [net, bitsText] = cidr.split('/');
-  const bits = Number(bitsText);
-  const toN = (s: string) => s.split('.').reduce((n, x) => n * 256 + Number(x), 0);
-  if (!net || net.includes(':') || ip.includes(':')) return false;
-  const mask = bits === 0 ? 0 : 2 ** 32 - 2 ** (32 - bits);
-  return Math.floor(toN(ip) / 2 ** (32 - bits)) === Math.floor(toN(net) / 2 ** (32 - bits)) && mask >= 0;
-}
 
 function asAgentError(e: unknown): Error {
   if (e instanceof AgentError || e instanceof ControlError) return e;

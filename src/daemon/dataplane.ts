@@ -12,7 +12,17 @@ import { Tun } from '../tun/tun.ts';
 import { UdpSocket } from '../net/udp.ts';
 import { TxBatch, slotSizeFor, type RxBatch } from '../net/batch.ts';
 import type { Logf } from '../util/log.ts';
+import { PeerEndpoint } from '../magicsock/peer-endpoint.ts';
+import type { Endpoint } from '../net/endpoint.ts';
 import type { PacketFilter } from '../filter/filter.ts';
+
+/** Where the data plane hands what is not plain WireGuard-over-UDP (magicsock implements it). */
+export interface PacketRouter {
+  /** The UDP endpoint for a WireGuard packet to a PeerEndpoint, or null (sent elsewhere, e.g. DERP, or dropped). */
+  route(to: PeerEndpoint, buf: Uint8Array, off: number, len: number): Endpoint | null;
+  /** A received datagram that is not WireGuard (STUN, disco, junk); buf is reused after return. */
+  receiveOther(buf: Uint8Array, off: number, len: number, from: Endpoint): void;
+}
 
 /** Options for {@link DataPlane.open}. */
 export interface DataPlaneOptions {
@@ -24,6 +34,8 @@ export interface DataPlaneOptions {
   port?: number;
   /** SO_MARK for the UDP socket (0 = none). */
   fwmark?: number;
+  /** WireGuard follows peers to their latest source address (default true; false under magicsock). */
+  roaming?: boolean;
 }
 
 /** How often timers run (ms); the WireGuard core needs at least every 100 ms. */
@@ -58,13 +70,15 @@ export class DataPlane {
   private ticker: NodeJS.Timeout | undefined;
   private closed = false;
   private dropTxFull = 0;
+  /** Set by magicsock: routes PeerEndpoint sends and takes STUN/disco datagrams. */
+  router: PacketRouter | undefined;
 
   private constructor(opts: DataPlaneOptions, tun: Tun) {
     this.name = opts.name;
     this.mtu = opts.mtu;
     this.log = opts.log;
     this.tun = tun;
-    this.device = new Device({ clock: { now: () => performance.now(), wall: () => Date.now() }, log: opts.log, mtu: opts.mtu });
+    this.device = new Device({ clock: { now: () => performance.now(), wall: () => Date.now() }, log: opts.log, mtu: opts.mtu, roaming: opts.roaming ?? true });
     this.tunRx = tun.startReading((b) => this.readFromTun(b), (e) => this.log(`tun read stopped: ${e.message}`));
     this.udpRef = TxBatch.over(this.tunRx.buf);
     // Room for a full MTU packet plus the WireGuard header, tag and padding.
@@ -73,7 +87,13 @@ export class DataPlane {
     this.tunCopy = new TxBatch(shape);
     const self = this;
     this.sink = {
-      sendUdp(buf, off, len, to) {
+      sendUdp(buf, off, len, toIn) {
+        let to = toIn;
+        if (to instanceof PeerEndpoint) {
+          const r = self.router?.route(to, buf, off, len);
+          if (!r) return;
+          to = r;
+        }
         if (buf === self.tunRx.buf) {
           if (!self.udpRef.pushRef(off, len, to.raw)) { self.flushUdp(); self.udpRef.pushRef(off, len, to.raw); }
         } else if (!self.udpCopy.push(buf, off, len, to.raw)) {
@@ -163,7 +183,29 @@ export class DataPlane {
     let handshakes = 0;
     for (let i = 0; i < b.count; i++) { const t = buf[b.offset(i)]; if (t === 1 || t === 2) handshakes++; }
     if (handshakes >= HANDSHAKE_BACKLOG_PER_BATCH) dev.noteHandshakeBacklog();
-    for (let i = 0; i < b.count; i++) dev.receiveDatagramInPlace(buf, b.offset(i), b.lens[i]!, b.endpoint(i), sink);
+    const router = this.router;
+    for (let i = 0; i < b.count; i++) {
+      const off = b.offset(i), len = b.lens[i]!;
+      // WireGuard: type 1-4 then three zero bytes; anything else is STUN, disco or junk (magicsock demux).
+      if (router !== undefined && (len < 4 || buf[off]! - 1 >>> 0 > 3 || buf[off + 1] !== 0 || buf[off + 2] !== 0 || buf[off + 3] !== 0)) {
+        router.receiveOther(buf, off, len, b.endpoint(i));
+        continue;
+      }
+      dev.receiveDatagramInPlace(buf, off, len, b.endpoint(i), sink);
+    }
+    this.flushTun();
+    this.flushUdp();
+  }
+
+  /** Sends one datagram from the WireGuard socket (disco, STUN); false when not sent. */
+  sendDatagram(data: Uint8Array, to: Endpoint): boolean {
+    return this.udp?.sendTo(data, to) ?? false;
+  }
+
+  /** Hands a WireGuard datagram that came another way (DERP) to the device, as if from `from`. */
+  receiveWireGuard(buf: Uint8Array, off: number, len: number, from: Endpoint): void {
+    if (this.closed) return;
+    this.device.receiveDatagramInPlace(buf, off, len, from, this.sink);
     this.flushTun();
     this.flushUdp();
   }

@@ -7,11 +7,10 @@
 //   POST /v0/down             -> {"ok": true}
 //   POST /v0/logout           -> {"ok": true}
 //   POST /v0/shutdown         -> {"ok": true}   (the agent exits)
-import { chmodSync, mkdirSync, unlinkSync } from 'node:fs';
 import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { createConnection } from 'node:net';
-import { dirname } from 'node:path';
+import { listenUnix, removeSocket } from '../util/unixsocket.ts';
 import type { PeerRouting, SelfRouting } from './routing.ts';
+export { socketAnswers } from '../util/unixsocket.ts';
 
 /** A peer as `meshd status` shows it. */
 export interface PeerStatus {
@@ -93,16 +92,8 @@ export class LocalApiServer {
 
   /** Listens; refuses when another agent answers on the socket, replaces a stale file. */
   async listen(): Promise<void> {
-    mkdirSync(dirname(this.path), { recursive: true, mode: 0o700 });
-    chmodSync(dirname(this.path), 0o700);
-    if (await socketAnswers(this.path)) throw new Error(`another meshd agent is running on ${this.path}`);
-    try { unlinkSync(this.path); } catch { /* not there */ }
     const server = createServer((req, res) => { void this.handle(req, res); });
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(this.path, () => { server.off('error', reject); resolve(); });
-    });
-    chmodSync(this.path, 0o600);
+    await listenUnix(server, this.path, { dirMode: 0o700, forceDirMode: true, mode: 0o600, inUse: `another meshd agent is running on ${this.path}` });
     this.server = server;
   }
 
@@ -114,7 +105,7 @@ export class LocalApiServer {
       s.closeAllConnections();
       await new Promise<void>((r) => s.close(() => r()));
     }
-    try { unlinkSync(this.path); } catch { /* gone */ }
+    removeSocket(this.path);
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -174,16 +165,6 @@ function readBody(req: IncomingMessage): Promise<string> {
     });
     req.on('end', () => resolve(body));
     req.on('error', reject);
-  });
-}
-
-/** True when something accepts connections on the socket path. */
-export function socketAnswers(path: string, timeoutMs = 1000): Promise<boolean> {
-  return new Promise((resolve) => {
-    const c = createConnection(path);
-    const t = setTimeout(() => { c.destroy(); resolve(false); }, timeoutMs);
-    c.once('connect', () => { clearTimeout(t); c.destroy(); resolve(true); });
-    c.once('error', () => { clearTimeout(t); resolve(false); });
   });
 }
 

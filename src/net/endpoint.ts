@@ -49,7 +49,8 @@ function v4Text(raw: Uint8Array, off: number): string {
   return `${raw[off + 12]}.${raw[off + 13]}.${raw[off + 14]}.${raw[off + 15]}`;
 }
 
-function v6Text(raw: Uint8Array, off: number): string {
+/** RFC 5952 text of the IPv6 address at raw[off..off+16). */
+export function v6Text(raw: Uint8Array, off = 0): string {
   const groups: string[] = [];
   for (let i = 0; i < 16; i += 2) groups.push(((raw[off + i]! << 8) | raw[off + i + 1]!).toString(16));
   // Compress the longest run of zero groups (RFC 5952).

@@ -30,6 +30,8 @@ export interface StateFile {
   serverUrl?: string;
   /** Pinned server Noise key (`mkey:`), once learned. */
   serverKey?: string;
+  /** The user wants the tailnet up: an agent that restarts reconnects on its own (cleared by down/logout). */
+  wantRunning?: boolean;
   /** Hostname the user chose with --hostname (kept for later `up`s without it). */
   hostname?: string;
   /** Routing flags of the last `up` (exit node, routes), kept for later `up`s without them. */

@@ -8,6 +8,7 @@
 // Unlike wireguard-go, a set operation is parsed and validated whole before anything is applied:
 // a bad line rejects the operation and changes nothing.
 import { isIP } from 'node:net';
+import { ipv6Bytes, v6Text } from '../net/endpoint.ts';
 
 /** Error codes on the wire: negative Linux errno values, as wireguard-go's ipc package sends. */
 export const UapiErrno = {
@@ -118,54 +119,12 @@ export function canonicalCidr(value: string): string {
     n = bits === 0 ? 0 : (n & (0xffffffff << (32 - bits))) >>> 0;
     return `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}/${bits}`;
   }
-  const bytes = ipv6ToBytes(ip);
+  const bytes = ipv6Bytes(ip);
   for (let i = 0; i < 16; i++) {
     const keep = Math.max(0, Math.min(8, bits - i * 8));
     bytes[i]! &= keep === 0 ? 0 : (0xff << (8 - keep)) & 0xff;
   }
-  return `${bytesToIpv6(bytes)}/${bits}`;
-}
-
-function ipv6ToBytes(ip: string): Uint8Array {
-  const out = new Uint8Array(16);
-  const [head, tail] = ip.includes('::') ? (ip.split('::') as [string, string]) : [ip, undefined];
-  const h = head ? head.split(':') : [];
-  let t = tail ? tail.split(':') : [];
-  const expand = (groups: string[]): number[] => {
-    const words: number[] = [];
-    for (const g of groups) {
-      if (g.includes('.')) {
-        const p = g.split('.').map(Number);
-        words.push((p[0]! << 8) | p[1]!, (p[2]! << 8) | p[3]!);
-      } else words.push(parseInt(g, 16));
-    }
-    return words;
-  };
-  const hw = expand(h);
-  const tw = expand(t);
-  t = [];
-  const words = tail === undefined ? hw : [...hw, ...new Array<number>(8 - hw.length - tw.length).fill(0), ...tw];
-  for (let i = 0; i < 8; i++) {
-    out[i * 2] = (words[i] ?? 0) >> 8;
-    out[i * 2 + 1] = (words[i] ?? 0) & 0xff;
-  }
-  return out;
-}
-
-function bytesToIpv6(b: Uint8Array): string {
-  const g: number[] = [];
-  for (let i = 0; i < 16; i += 2) g.push((b[i]! << 8) | b[i + 1]!);
-  let best = -1, len = 0;
-  for (let i = 0; i < 8; ) {
-    if (g[i] !== 0) { i++; continue; }
-    let j = i;
-    while (j < 8 && g[j] === 0) j++;
-    if (j - i > len && j - i > 1) { best = i; len = j - i; }
-    i = j;
-  }
-  const hex = g.map((w) => w.toString(16));
-  if (best < 0) return hex.join(':');
-  return `${hex.slice(0, best).join(':')}::${hex.slice(best + len).join(':')}`;
+  return `${v6Text(bytes)}/${bits}`;
 }
 
 /** Parses the body of a set operation (the lines after "set=1", without the blank terminator). */

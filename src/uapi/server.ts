@@ -1,8 +1,7 @@
 // Serves the configuration protocol (protocol.ts) on a unix socket, like wireguard-go's
 // /var/run/wireguard/IFNAME.sock, so that `wg set`, `wg show` and `wg showconf` work unchanged.
-import { chmodSync, mkdirSync, unlinkSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
-import { dirname } from 'node:path';
+import { listenUnix, removeSocket } from '../util/unixsocket.ts';
 import { formatGet, parseSet, UapiErrno, UapiError, type UapiSet, type UapiState } from './protocol.ts';
 
 /** What the server configures: the WireGuard interface. */
@@ -51,15 +50,6 @@ export function uapiRequest(path: string, request: string, timeoutMs = 5000): Pr
   });
 }
 
-/** Returns true when something answers on the socket path (another live instance). */
-export function socketInUse(path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const c = createConnection(path);
-    c.once('connect', () => { c.destroy(); resolve(true); });
-    c.once('error', () => resolve(false));
-  });
-}
-
 /** A UAPI server bound to one socket path. */
 export class UapiServer {
   private server: Server | undefined;
@@ -75,17 +65,8 @@ export class UapiServer {
 
   /** Listens; a stale socket file is replaced, a live one is an error naming the conflict. */
   async listen(): Promise<void> {
-    mkdirSync(dirname(this.path), { recursive: true, mode: 0o755 });
-    if (await socketInUse(this.path)) {
-      throw new Error(`${this.path} is in use: another WireGuard process serves this interface (stop it, or pick another name)`);
-    }
-    try { unlinkSync(this.path); } catch { /* not there */ }
     const server = createServer((sock) => this.handle(sock));
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(this.path, () => { server.off('error', reject); resolve(); });
-    });
-    chmodSync(this.path, 0o600);
+    await listenUnix(server, this.path, { dirMode: 0o755, mode: 0o600, inUse: `${this.path} is in use: another WireGuard process serves this interface (stop it, or pick another name)` });
     this.server = server;
   }
 
@@ -94,7 +75,7 @@ export class UapiServer {
     const s = this.server;
     this.server = undefined;
     if (s) await new Promise<void>((r) => s.close(() => r()));
-    try { unlinkSync(this.path); } catch { /* gone */ }
+    removeSocket(this.path);
   }
 
   private handle(sock: Socket): void {

@@ -22,91 +22,14 @@ import {
 import { keyHex, Peer, STAGED_HEADROOM } from './peer.ts';
 import { RateLimiter } from './ratelimiter.ts';
 import { readCounter, REJECT_AFTER_MESSAGES, REKEY_AFTER_MESSAGES } from './replay.ts';
+import { COUNTER_NAMES, type Clock, type CounterName, type DeviceOptions, type PeerConfig, type PeerStatus, type WgSink } from './api.ts';
 import {
   KEEPALIVE_TIMEOUT_MS, MAX_TIMER_HANDSHAKES, PeerTimers, REJECT_AFTER_TIME_MS, REKEY_AFTER_TIME_MS,
   REKEY_TIMEOUT_JITTER_MAX_MS, REKEY_TIMEOUT_MS, ZERO_KEY_MATERIAL_AFTER_MS,
 } from './timers.ts';
 
-/** Time source: monotonic ms for timers, wall ms for what users read. */
-export interface Clock {
-  /** Monotonic milliseconds. */
-  now(): number;
-  /** Unix milliseconds, for last_handshake_time. */
-  wall(): number;
-}
-
-/** Where the device's output goes. */
-export interface WgSink {
-  /** Send bytes buf[off, off+len) to `to`. The bytes stay valid until the I/O layer's flush at the end of the current batch; the sink must not keep them longer. */
-  sendUdp(buf: Uint8Array, off: number, len: number, to: Endpoint): void;
-  /** Deliver a decrypted IP packet buf[off, off+len) to the TUN. Same lifetime rule. */
-  writeTun(buf: Uint8Array, off: number, len: number): void;
-}
-
-/** What setPeer changes; absent fields are left as they are. */
-export interface PeerConfig {
-  /** The peer's UDP endpoint; null forgets it. */
-  endpoint?: Endpoint | null;
-  /** CIDRs routed to this peer (added to the existing ones unless replaceAllowedIPs). */
-  allowedIPs?: string[];
-  /** Remove the peer's existing allowed IPs first. */
-  replaceAllowedIPs?: boolean;
-  /** Persistent keepalive interval in seconds, 0 = off. */
-  persistentKeepalive?: number;
-  /** Pre-shared key (32 bytes); null = none (32 zero bytes). */
-  presharedKey?: Uint8Array | null;
-}
-
-/** A peer as the configuration protocol reports it. */
-export interface PeerStatus {
-  /** Static public key. */
-  publicKey: Uint8Array;
-  /** Pre-shared key (zeros when none). */
-  presharedKey: Uint8Array;
-  /** Current endpoint. */
-  endpoint: Endpoint | null;
-  /** Allowed IPs in canonical CIDR text. */
-  allowedIPs: string[];
-  /** Unix ms of the last completed handshake, 0 = never. */
-  lastHandshakeWallMs: number;
-  /** Bytes received. */
-  rxBytes: number;
-  /** Bytes sent. */
-  txBytes: number;
-  /** Persistent keepalive in seconds. */
-  persistentKeepalive: number;
-}
-
-/** Options for a Device. */
-export interface DeviceOptions {
-  /** Time source. */
-  clock: Clock;
-  /** Random bytes (default node:crypto randomBytes). */
-  random?: (n: number) => Uint8Array;
-  /** Log sink for rare events (default: none). */
-  log?: (msg: string) => void;
-  /** TUN MTU for padding (default 1420). */
-  mtu?: number;
-  /** Crypto backend (default nodeCrypto). */
-  crypto?: CryptoBackend;
-}
-
-/** Names of the counters in Device.counters. */
-export const COUNTER_NAMES = [
-  // traffic
-  'txData', 'txKeepalives', 'txInitiations', 'txResponses', 'txCookieReplies',
-  'rxData', 'rxKeepalives', 'rxInitiations', 'rxResponses', 'rxCookieReplies',
-  'handshakesCompleted', 'handshakesGivenUp', 'keyZeroings', 'underLoadEntered',
-  // outbound drops
-  'dropTxNotIP', 'dropTxNoRoute', 'dropTxNoEndpoint', 'dropTxStagedOverflow', 'dropTxStagedFlushed',
-  // inbound drops
-  'dropRxJunk', 'dropRxBadMac1', 'dropRxNeedCookie', 'dropRxRateLimited', 'dropRxNoPrivateKey',
-  'dropRxHandshakeInvalid', 'dropRxUnknownPeer', 'dropRxReplayedInitiation', 'dropRxInitiationFlood',
-  'dropRxUnknownIndex', 'dropRxBadCookieReply', 'dropRxExpiredKeypair', 'dropRxCounterTooLarge',
-  'dropRxDecryptFailed', 'dropRxReplay', 'dropRxBadInner', 'dropRxSourceNotAllowed',
-] as const;
-/** One counter name. */
-export type CounterName = (typeof COUNTER_NAMES)[number];
+export type { Clock, WgSink, PeerConfig, PeerStatus, DeviceOptions, CounterName } from './api.ts';
+export { COUNTER_NAMES } from './api.ts';
 
 /**
  * Handshake messages per second (after mac1) above which the device puts itself under load for a
@@ -144,6 +67,7 @@ export class Device {
   private readonly random: (n: number) => Uint8Array;
   private readonly log: (msg: string) => void;
   private readonly mtu: number;
+  private readonly roaming: boolean;
   private readonly crypto: CryptoBackend;
   private readonly noise: Noise;
   private identity: StaticIdentity | null = null;
@@ -157,7 +81,8 @@ export class Device {
   private loadWindowStart = -Infinity;
   private loadWindowCount = 0;
   private lastCollect = -Infinity;
-  private jitterState: number;
+  /** xorshift32 state, in a typed array so that updating it never boxes a number. */
+  private readonly jitterState = new Uint32Array(1);
   private readonly releaseKeypair = (kp: Keypair): void => {
     const e = this.index.get(kp.localIndex);
     if (e !== undefined && e.keypair === kp) this.index.delete(kp.localIndex);
@@ -173,11 +98,12 @@ export class Device {
     this.random = opts.random ?? ((n) => new Uint8Array(randomBytes(n)));
     this.log = opts.log ?? (() => {});
     this.mtu = opts.mtu ?? DEFAULT_MTU;
+    this.roaming = opts.roaming ?? true;
     this.crypto = opts.crypto ?? nodeCrypto;
     this.noise = new Noise(this.crypto);
     this.checker = new CookieChecker(this.crypto, this.random);
     const seed = this.random(4);
-    this.jitterState = (readU32LE(seed, 0) | 1) >>> 0;
+    this.jitterState[0] = readU32LE(seed, 0) | 1;
     const c = {} as Record<CounterName, number>;
     for (const n of COUNTER_NAMES) c[n] = 0;
     this.c = c;
@@ -193,6 +119,7 @@ export class Device {
     return this.manualUnderLoad || this.clock.now() < this.autoUnderLoadUntil;
   }
 
+  /** Setting true holds the device under load until set false; setting false also ends an automatic period. */
   set underLoad(v: boolean) {
     this.manualUnderLoad = v;
     if (!v) this.autoUnderLoadUntil = -Infinity;
@@ -310,8 +237,12 @@ export class Device {
    * starts a handshake. No matching allowed IP: dropped and counted.
    */
   sendPacketInPlace(buf: Uint8Array, off: number, len: number, cap: number, sink: WgSink): void {
+    if (off < TRANSPORT_HEADER_SIZE || cap < len + 31 || off + cap > buf.length) {
+      this.c.dropTxBadBuffer++;
+      return;
+    }
     const v = len > 0 ? buf[off]! >> 4 : 0;
-    if (!((v === 4 && len >= 20) || (v === 6 && len >= 40)) || off < TRANSPORT_HEADER_SIZE || cap < len + 31) {
+    if (!((v === 4 && len >= 20) || (v === 6 && len >= 40))) {
       this.c.dropTxNotIP++;
       return;
     }
@@ -344,7 +275,7 @@ export class Device {
     const counter = kp.sendCounter++;
     const padded = paddedLength(len, this.mtu);
     if (padded > len) buf.fill(0, off + len, off + padded);
-    writeTransportHeader(buf, off - TRANSPORT_HEADER_SIZE, kp.remoteIndex, counter);
+    writeTransportHeader(buf, off - TRANSPORT_HEADER_SIZE, kp.remoteIndexBytes, counter);
     this.crypto.aead.sealInPlace(kp.sendKey, counter, buf, off, padded);
     const total = TRANSPORT_HEADER_SIZE + padded + 16;
     const t = peer.timers;
@@ -354,7 +285,7 @@ export class Device {
     peer.txBytes += total;
     if (len > 0) {
       this.c.txData++;
-      t.dataSent(now, this.jitter());
+      if (!PeerTimers.pending(t.newHandshake)) t.dataSent(now, this.jitter());
     } else {
       this.c.txKeepalives++;
     }
@@ -370,8 +301,12 @@ export class Device {
       return;
     }
     while (peer.staged.length > 0) {
+      // keepKeyFreshSending may start a handshake meanwhile; the keypair stays usable until its limits.
+      if (!this.usableForSending(kp, now)) {
+        this.sendInitiation(peer, false, sink, now);
+        return;
+      }
       const s = peer.staged.shift()!;
-      // keepKeyFreshSending may have started a handshake, but the keypair stays usable meanwhile.
       this.encryptAndSend(peer, kp, s.buf, STAGED_HEADROOM, s.len, sink, now);
     }
   }
@@ -476,8 +411,10 @@ export class Device {
         this.receiveTransport(buf, off, len, from, sink);
         return;
       case MessageType.Initiation:
+        this.receiveHandshake(MessageType.Initiation, buf.subarray(off, off + len), from, sink);
+        return;
       case MessageType.Response:
-        this.receiveHandshake(buf.subarray(off, off + len), from, sink);
+        this.receiveHandshake(MessageType.Response, buf.subarray(off, off + len), from, sink);
         return;
       case MessageType.CookieReply:
         this.receiveCookieReply(buf.subarray(off, off + len));
@@ -514,7 +451,7 @@ export class Device {
       return;
     }
     // Authenticated: the peer is at `from` now (roaming, whitepaper 2.1).
-    peer.endpoint = from;
+    if (this.roaming) peer.endpoint = from;
     if (peer.keypairs.receivedWith(kp, this.releaseKeypair)) {
       peer.timers.handshakeComplete();
       peer.lastHandshakeWallMs = this.clock.wall();
@@ -554,7 +491,7 @@ export class Device {
     sink.writeTun(buf, p, innerLen);
   }
 
-  private receiveHandshake(msg: Uint8Array, from: Endpoint, sink: WgSink): void {
+  private receiveHandshake(type: 1 | 2, msg: Uint8Array, from: Endpoint, sink: WgSink): void {
     if (!this.checker.checkMac1(msg)) {
       this.c.dropRxBadMac1++;
       return;
@@ -580,7 +517,7 @@ export class Device {
       this.c.dropRxNoPrivateKey++;
       return;
     }
-    if (msg.length === Offsets.initiation.mac2 + 16) {
+    if (type === MessageType.Initiation) {
       const r = consumeInitiation(this.noise, id, msg, (k) => this.byKey.get(keyHex(k)), now);
       switch (r) {
         case 'invalid': this.c.dropRxHandshakeInvalid++; return;
@@ -591,7 +528,7 @@ export class Device {
       const peer = r;
       this.c.rxInitiations++;
       peer.rxBytes += msg.length;
-      peer.endpoint = from;
+      if (this.roaming) peer.endpoint = from;
       peer.timers.anyAuthenticatedPacketTraversal(now, peer.persistentKeepalive);
       peer.timers.anyAuthenticatedPacketReceived();
       this.sendResponse(peer, sink, now, from);
@@ -610,7 +547,7 @@ export class Device {
     }
     this.c.rxResponses++;
     peer.rxBytes += msg.length;
-    peer.endpoint = from;
+    if (this.roaming) peer.endpoint = from;
     peer.timers.anyAuthenticatedPacketTraversal(now, peer.persistentKeepalive);
     peer.timers.anyAuthenticatedPacketReceived();
     if (!this.beginSession(peer, now)) return;
@@ -690,6 +627,21 @@ export class Device {
     }
   }
 
+  /**
+   * Monotonic ms of the earliest pending timer (Infinity when none). Optional for the I/O layer:
+   * calling tick() at that time, rather than only on its 100 ms beat, makes retransmissions as
+   * precise as wireguard-go's and makes crossing initiations (both sides retrying in the same
+   * beat) rarer.
+   */
+  nextTimerDue(): number {
+    let due = Infinity;
+    for (const peer of this.byKey.values()) {
+      const t = peer.timers;
+      due = Math.min(due, t.retransmitHandshake, t.sendKeepalive, t.newHandshake, t.zeroKeyMaterial, t.persistentKeepalive);
+    }
+    return due;
+  }
+
   private expiredRetransmitHandshake(peer: Peer, sink: WgSink, now: number): void {
     const t = peer.timers;
     if (t.handshakeAttempts > MAX_TIMER_HANDSHAKES) {
@@ -742,11 +694,15 @@ export class Device {
     this.byKey.delete(peer.id);
   }
 
-  /** A fresh random index not in use, registered for the peer's handshake. */
+  /**
+   * A fresh random index not in use, registered for the peer's handshake. Our indices are 30 bits
+   * (1..2^30-1): the index is opaque to the peer, and keeping it a V8 small integer means looking up
+   * a received transport packet's index never boxes a number.
+   */
   private newIndex(peer: Peer): number {
     for (;;) {
       const b = this.random(4);
-      const idx = readU32LE(b, 0);
+      const idx = readU32LE(b, 0) & 0x3fffffff;
       if (idx === 0 || this.index.has(idx)) continue;
       this.index.set(idx, { peer, keypair: null });
       return idx;
@@ -755,11 +711,11 @@ export class Device {
 
   /** 0..REKEY_TIMEOUT_JITTER_MAX_MS-1 from a cheap PRNG (jitter needs no secrecy). */
   private jitter(): number {
-    let x = this.jitterState;
-    x ^= x << 13; x >>>= 0;
+    let x = this.jitterState[0]!;
+    x ^= x << 13;
     x ^= x >>> 17;
-    x ^= x << 5; x >>>= 0;
-    this.jitterState = x;
-    return x % REKEY_TIMEOUT_JITTER_MAX_MS;
+    x ^= x << 5;
+    this.jitterState[0] = x;
+    return (x >>> 0) % REKEY_TIMEOUT_JITTER_MAX_MS;
   }
 }

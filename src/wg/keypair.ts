@@ -27,6 +27,11 @@ export class Keypair {
   readonly localIndex: number;
   /** The peer's index: we write it into transport messages we send. */
   readonly remoteIndex: number;
+  /**
+   * remoteIndex as its 4 wire bytes (LE). A u32 above 2^30 is not a small integer in V8, so
+   * writing it from a number can box it per packet; copying bytes never does.
+   */
+  readonly remoteIndexBytes = new Uint8Array(4);
 
   constructor(aead: ChaChaPoly, keys: SessionKeys, now: number) {
     this.sendKey = aead.prepareKey(keys.send);
@@ -35,6 +40,8 @@ export class Keypair {
     this.created = now;
     this.localIndex = keys.localIndex;
     this.remoteIndex = keys.remoteIndex;
+    const r = keys.remoteIndex;
+    this.remoteIndexBytes.set([r & 0xff, (r >>> 8) & 0xff, (r >>> 16) & 0xff, (r >>> 24) & 0xff]);
   }
 
   /**

@@ -182,10 +182,19 @@ export function writeCookieReply(m: CookieReply): Uint8Array {
   return out;
 }
 
-/** Writes a transport header at buf[off, off+16): type 4, receiver index, counter (< 2^53) as LE u64. */
-export function writeTransportHeader(buf: Uint8Array, off: number, receiver: number, counter: number): void {
-  writeU32LE(buf, off, MessageType.Transport);
-  writeU32LE(buf, off + 4, receiver);
+/**
+ * Writes a transport header at buf[off, off+16): type 4, the receiver index (its 4 LE bytes), and the
+ * counter (< 2^53) as LE u64.
+ */
+export function writeTransportHeader(buf: Uint8Array, off: number, receiverLE: Uint8Array, counter: number): void {
+  buf[off] = MessageType.Transport;
+  buf[off + 1] = 0;
+  buf[off + 2] = 0;
+  buf[off + 3] = 0;
+  buf[off + 4] = receiverLE[0]!;
+  buf[off + 5] = receiverLE[1]!;
+  buf[off + 6] = receiverLE[2]!;
+  buf[off + 7] = receiverLE[3]!;
   writeU32LE(buf, off + 8, counter >>> 0);
   writeU32LE(buf, off + 12, Math.floor(counter / 4294967296));
 }

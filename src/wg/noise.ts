@@ -77,7 +77,9 @@ export class Noise {
   /** The plaintext of AEAD(key, 0, ·, aad), or null. */
   open(key: Uint8Array, sealed: Uint8Array, aad: Uint8Array): Uint8Array | null {
     const a = this.crypto.aead;
-    const buf = sealed.slice();
+    // A copy, also when `sealed` is a Buffer (whose slice() is a view: opening in place would
+    // overwrite the message the handshake still hashes).
+    const buf = new Uint8Array(sealed);
     if (!a.openInPlace(a.prepareKey(key), 0, buf, 0, buf.length, aad)) return null;
     return buf.subarray(0, buf.length - 16);
   }

@@ -1,8 +1,8 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { backoffDelay, toControlError, ControlClient, CAPABILITY_VERSION, MAP_WATCHDOG_MS } from '../../src/control/client.ts';
-import { registerError } from '../../src/control/errors.ts';
+import { backoffDelay, ControlClient, CAPABILITY_VERSION, MAP_WATCHDOG_MS } from '../../src/control/client.ts';
+import { registerError, toControlError } from '../../src/control/errors.ts';
 import { TransportError } from '../../src/control/ts2021.ts';
 import { buildHostinfo } from '../../src/control/hostinfo.ts';
 import { MESHD_VERSION } from '../../src/version.ts';

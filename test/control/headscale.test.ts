@@ -3,8 +3,7 @@
 // typed errors. headscale is started with a generated config in a temp dir and always stopped.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdtempSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { needs } from '../harness/prereq.ts';
 import { Headscale, freeTcpPort } from '../harness/headscale.ts';
@@ -26,6 +25,22 @@ async function waitFor<T>(what: string, f: () => T | undefined | false, timeoutM
   }
 }
 
+/** Waits for p at most ms; a cleanup step that hangs must not keep headscale running. */
+async function bounded<T>(p: Promise<T>, ms: number, what: string): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const limit = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => {
+      console.error(`headscale.test: ${what} took more than ${ms} ms; stopping headscale anyway`);
+      resolve(undefined);
+    }, ms);
+  });
+  try {
+    return await Promise.race([p, limit]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** A node under test: its state dir, client and the latest map it saw. */
 interface TestNode {
   dir: string;
@@ -40,12 +55,12 @@ describe('ControlClient against headscale v0.29.2', { skip, timeout: 180_000 }, 
   let hs: Headscale;
   let userId: number;
   let authKey: string;
-  const tmpDirs: string[] = [];
   const clients: ControlClient[] = [];
+  const logLines: string[] = [];
 
   async function makeNode(hostname: string, dir?: string): Promise<TestNode> {
-    const d = dir ?? mkdtempSync(join(tmpdir(), 'meshd-state-'));
-    if (!dir) tmpDirs.push(d);
+    // Inside headscale's temp dir, so that every exit path (stop, exit, SIGINT/SIGTERM) removes it.
+    const d = dir ?? mkdtempSync(join(hs.dir, 'node-'));
     const store = await StateStore.open(join(d, 'state'));
     const { identity } = await store.loadOrCreateIdentity(hs.url);
     const client = new ControlClient({
@@ -53,6 +68,7 @@ describe('ControlClient against headscale v0.29.2', { skip, timeout: 180_000 }, 
       machineKey: identity.machinePrivate,
       nodeKey: identity.nodePrivate,
       hostinfo: { Hostname: hostname },
+      log: (line) => logLines.push(`[${hostname}] ${line}`),
     });
     clients.push(client);
     return { dir: d, client, fullMaps: 0, deltas: [] };
@@ -72,9 +88,11 @@ describe('ControlClient against headscale v0.29.2', { skip, timeout: 180_000 }, 
   });
 
   after(async () => {
-    await Promise.allSettled(clients.map((c) => c.close()));
-    if (hs) await hs.stop();
-    for (const d of tmpDirs) rmSync(d, { recursive: true, force: true });
+    try {
+      await bounded(Promise.allSettled(clients.map((c) => c.close())), 15_000, 'closing the clients');
+    } finally {
+      if (hs) await hs.stop();
+    }
   });
 
   let a: TestNode;
@@ -133,13 +151,13 @@ describe('ControlClient against headscale v0.29.2', { skip, timeout: 180_000 }, 
     assert.ok(a.map!.userProfiles.size >= 1);
   });
 
-  it('delivers endpoints sent with updateEndpoints to the other node as a delta', { timeout: 40_000 }, async () => {
+  it('delivers endpoints and home DERP sent with updateEndpoints to the other node as a delta', { timeout: 40_000 }, async () => {
     const eps = ['127.0.0.1:41641', '[::1]:41641'];
-    await a.client.updateEndpoints(eps);
+    await a.client.updateEndpoints(eps, { hostinfo: { NetInfo: { PreferredDERP: 999 } } });
     const keyA = formatNodePublic(a.client.nodePublic);
-    await waitFor('b to see a\'s endpoints', () => {
+    await waitFor('b to see a\'s endpoints and home DERP', () => {
       const p = b.map?.peerByKey(keyA);
-      return p && eps.every((e) => p.endpoints.includes(e));
+      return p && eps.every((e) => p.endpoints.includes(e)) && p.homeDERP === 999;
     });
     assert.ok(b.deltas.some((d) => !d.keepAlive && (d.patches.length > 0 || d.peersChanged.length > 0)), 'arrived as a delta');
   });
@@ -188,6 +206,31 @@ describe('ControlClient against headscale v0.29.2', { skip, timeout: 180_000 }, 
     await again.client.close();
   });
 
+  it('gives a new node without an auth key an AuthURL, and a followup completes once an admin registers it', { timeout: 40_000 }, async () => {
+    const n = await makeNode('node-interactive');
+    const r = await n.client.register();
+    assert.equal(r.machineAuthorized, false);
+    assert.ok(r.authUrl?.startsWith(`${hs.url}/register/`), `authUrl ${r.authUrl}`);
+    const authId = r.authUrl!.slice(`${hs.url}/register/`.length);
+    const waiting = n.client.register({ followup: r.authUrl! });
+    await new Promise((res) => setTimeout(res, 500));
+    hs.cli(['auth', 'register', '--auth-id', authId, '--user', 'alice']);
+    const done = await waiting;
+    assert.equal(done.machineAuthorized, true);
+    assert.equal(done.user?.displayName, 'alice');
+    await n.client.logout();
+    await n.client.close();
+  });
+
+  it('gives up streaming the map of an unregistered node with node_not_found', { timeout: 20_000 }, async () => {
+    const n = await makeNode('node-unknown');
+    const errs: Array<[string, number | undefined]> = [];
+    const s = n.client.streamMap({ onMap: () => assert.fail('no map expected'), onError: (e, retry) => { errs.push([e.code, retry]); } });
+    await assert.rejects(s.done, (e: unknown) => e instanceof ControlError && e.code === 'node_not_found' && !e.retryable);
+    assert.deepEqual(errs, [['node_not_found', undefined]]);
+    await n.client.close();
+  });
+
   it('rejects a wrong auth key with code auth_key_invalid and one clear line', { timeout: 40_000 }, async () => {
     const n = await makeNode('node-wrong');
     const bogus = 'hskey-auth-AAAAAAAAAAAA-' + 'b'.repeat(64);
@@ -200,6 +243,20 @@ describe('ControlClient against headscale v0.29.2', { skip, timeout: 180_000 }, 
       return true;
     });
     await n.client.close();
+  });
+
+  it('names an expired key auth_key_expired and a spent single-use key auth_key_used', { timeout: 20_000 }, async () => {
+    const expired = hs.createPreAuthKey(userId, { expiration: '1s' });
+    const single = hs.createPreAuthKey(userId, {});
+    await new Promise((r) => setTimeout(r, 1500));
+    const n1 = await makeNode('node-exp');
+    await assert.rejects(n1.client.register({ authKey: expired }), (e: unknown) => e instanceof ControlError && e.code === 'auth_key_expired' && !e.retryable);
+    const n2 = await makeNode('node-once');
+    assert.equal((await n2.client.register({ authKey: single })).machineAuthorized, true);
+    const n3 = await makeNode('node-twice');
+    await assert.rejects(n3.client.register({ authKey: single }), (e: unknown) => e instanceof ControlError && e.code === 'auth_key_used' && !e.retryable);
+    await n2.client.logout();
+    for (const n of [n1, n2, n3]) await n.client.close();
   });
 
   it('reports an unreachable server (closed loopback port) as server_unreachable', { timeout: 40_000 }, async () => {
@@ -216,6 +273,12 @@ describe('ControlClient against headscale v0.29.2', { skip, timeout: 180_000 }, 
     await c.close();
   });
 
+  it('sees a capability version below headscale\'s floor (113) refused at the handshake', { timeout: 20_000 }, async () => {
+    const c = new ControlClient({ serverUrl: hs.url, machineKey: generateKeyPair().privateKey, nodeKey: generateKeyPair().privateKey, capVer: 100 });
+    await assert.rejects(c.register({ authKey }), (e: unknown) => e instanceof ControlError && e.code === 'handshake_failed' && /capability version refused/.test(e.message));
+    await c.close();
+  });
+
   it('refuses a server whose Noise key differs from the pinned one', { timeout: 40_000 }, async () => {
     const k = generateKeyPair();
     const c = new ControlClient({
@@ -229,6 +292,7 @@ describe('ControlClient against headscale v0.29.2', { skip, timeout: 180_000 }, 
   it('logs out: the node key expires on the server and the peer learns it', { timeout: 40_000 }, async () => {
     const r = await b.client.logout();
     assert.equal(r.nodeKeyExpired, true);
+    assert.equal(r.deleted, false, JSON.stringify(r.raw));
     const keyB = formatNodePublic(b.client.nodePublic);
     await waitFor('a to see b expired or gone', () => {
       const p = a.map?.peerByKey(keyB);
@@ -252,6 +316,86 @@ describe('ControlClient against headscale v0.29.2', { skip, timeout: 180_000 }, 
     const out = await e.client.logout();
     assert.equal(out.nodeKeyExpired, true);
     assert.equal(out.machineAuthorized, false);
+    assert.equal(out.deleted, true);
     await waitFor('ephemeral node to disappear', () => !hs.nodes().some((n) => n['node_key'] === keyE), 10_000);
+  });
+
+  it('logged what it did without ever logging an auth key', () => {
+    assert.ok(logLines.some((l) => /registered: authorized=true/.test(l)));
+    assert.ok(logLines.some((l) => /connected to .* over ts2021/.test(l)));
+    for (const l of logLines) assert.ok(!l.includes('hskey-auth-'), `log line leaks a key: ${l}`);
+  });
+});
+
+describe('ControlClient against headscale v0.29.2 over https', { skip: skip || needs({ commands: ['openssl'] }), timeout: 90_000 }, () => {
+  let hs: Headscale;
+  before(async () => {
+    hs = await Headscale.start({ tls: true });
+  });
+  after(async () => {
+    if (hs) await hs.stop();
+  });
+
+  it('registers and streams a map when given the CA file', { timeout: 40_000 }, async () => {
+    const key = hs.createPreAuthKey(hs.createUser('bob'), {});
+    const c = new ControlClient({ serverUrl: hs.url, caFile: hs.caFile, machineKey: generateKeyPair().privateKey, nodeKey: generateKeyPair().privateKey, hostinfo: { Hostname: 'tls-node' } });
+    try {
+      const r = await c.register({ authKey: key });
+      assert.equal(r.machineAuthorized, true);
+      let m: NetworkMap | undefined;
+      const s = c.streamMap({ onMap: (x) => { m = x; } });
+      const self = await waitFor('map over https', () => m?.self);
+      assert.match(self.addresses[0]!, /^100\.64\./);
+      await s.close();
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('refuses an untrusted certificate with code tls_untrusted', { timeout: 20_000 }, async () => {
+    const c = new ControlClient({ serverUrl: hs.url, machineKey: generateKeyPair().privateKey, nodeKey: generateKeyPair().privateKey });
+    await assert.rejects(c.register({ authKey: 'irrelevant' }), (e: unknown) => {
+      assert.ok(e instanceof ControlError);
+      assert.equal(e.code, 'tls_untrusted');
+      assert.equal(e.retryable, false);
+      return true;
+    });
+    await c.close();
+  });
+});
+
+describe('ControlClient answers headscale PingRequests', { skip, timeout: 90_000 }, () => {
+  let hs: Headscale;
+  before(async () => {
+    hs = await Headscale.start();
+  });
+  after(async () => {
+    if (hs) await hs.stop();
+  });
+
+  it('HEADs the ping URL when headscale probes two routers of the same HA subnet route', { timeout: 60_000 }, async () => {
+    const key = hs.createPreAuthKey(hs.createUser('carol'), { reusable: true });
+    const route = '198.19.5.0/24';
+    const mk = (h: string): ControlClient => new ControlClient({
+      serverUrl: hs.url, machineKey: generateKeyPair().privateKey, nodeKey: generateKeyPair().privateKey,
+      hostinfo: { Hostname: h, RoutableIPs: [route] },
+    });
+    const routers = [mk('router-1'), mk('router-2')];
+    const pings: string[] = [];
+    const streams: MapStream[] = [];
+    try {
+      for (const c of routers) {
+        await c.register({ authKey: key });
+        streams.push(c.streamMap({ onMap: () => {}, onDelta: (d) => { if (d.pingRequest) pings.push(d.pingRequest.URL); } }));
+      }
+      await new Promise((r) => setTimeout(r, 1000));
+      for (const n of hs.nodes()) hs.cli(['nodes', 'approve-routes', '-i', String(n['id']), '-r', route]);
+      await waitFor('a PingRequest', () => pings.length > 0, 30_000);
+      await waitFor('headscale to log the HEAD answer', () => /method=HEAD path=\/machine\/ping-response .*status=200/.test(hs.log), 10_000);
+      assert.match(pings[0]!, new RegExp(`^${hs.url}/machine/ping-response\\?id=`));
+    } finally {
+      await Promise.all(streams.map((s) => s.close()));
+      await Promise.all(routers.map((c) => c.close()));
+    }
   });
 });

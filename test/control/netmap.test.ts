@@ -8,6 +8,7 @@ import type { MapResponse } from '../../src/control/wire.ts';
 const fixtures = new URL('../../../test/control/fixtures/', import.meta.url);
 const load = (name: string): MapResponse[] => JSON.parse(readFileSync(new URL(name, fixtures), 'utf8')) as MapResponse[];
 
+// headscale-stream.json was recorded by capture-fixture.ts (node-a's view; see its header).
 describe('NetworkMap folding a real headscale v0.29.2 stream', () => {
   const msgs = load('headscale-stream.json');
 

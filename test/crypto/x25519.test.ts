@@ -1,6 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { nobleX25519Backend, nodeX25519, clampPrivate } from '../../src/crypto/x25519.ts';
+import { createPrivateKey, createPublicKey } from 'node:crypto';
+import { nobleX25519Backend, nodeX25519, clampPrivate, x25519Der } from '../../src/crypto/x25519.ts';
 import { hex, rand, toHex } from '../harness/bytes.ts';
 
 const backends = [nodeX25519, nobleX25519Backend] as const;
@@ -68,6 +69,14 @@ describe('X25519', () => {
       assert.deepEqual(nodeX25519.shared(a, bPub), nobleX25519Backend.shared(a, bPub));
       assert.deepEqual(nodeX25519.shared(b, aPub), nobleX25519Backend.shared(a, bPub));
     }
+  });
+
+  it('wraps raw keys in the RFC 8410 DER forms that node:crypto parses to the same key', () => {
+    const priv = clampPrivate(rand(32));
+    const obj = createPrivateKey({ key: x25519Der('private', priv), format: 'der', type: 'pkcs8' });
+    const pub = createPublicKey(obj).export({ format: 'der', type: 'spki' });
+    assert.deepEqual(new Uint8Array(pub.subarray(12)), nodeX25519.publicFromPrivate(priv));
+    assert.deepEqual(pub, x25519Der('public', nodeX25519.publicFromPrivate(priv)));
   });
 
   it('notices when a cached key array is changed in place', () => {

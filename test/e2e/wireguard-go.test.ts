@@ -64,6 +64,16 @@ describe('meshd wg against wireguard-go', { skip }, () => {
     assert.ok(peer.rx > 0 && peer.tx > 0, 'wg show reports transfer both ways');
   });
 
+  it('round-trips its configuration through wg showconf and wg setconf', () => {
+    const conf = lab.lab.exec(m.ns, ['wg', 'showconf', m.ifname]);
+    assert.match(conf, /\[Interface\][\s\S]*ListenPort = 51820[\s\S]*\[Peer\][\s\S]*AllowedIPs = /);
+    const file = join(lab.dir, 'm.conf');
+    writeFileSync(file, conf, { mode: 0o600 });
+    lab.lab.exec(m.ns, ['wg', 'setconf', m.ifname, file]);
+    assert.equal(lab.lab.exec(m.ns, ['wg', 'showconf', m.ifname]), conf, 'setconf of showconf changes nothing');
+    assert.ok(lab.ping(m, g.tun4), 'and the tunnel still works');
+  });
+
   it('carries a 100 MB TCP transfer intact, meshd sending and then receiving', async () => {
     for (const [from, to] of [[m, g], [g, m]] as const) {
       const server = lab.lab.spawn(to.ns, [process.execPath, join(scripts, 'tcpxfer.mjs'), 'serve', to.tun4, '5201']);

@@ -2,7 +2,9 @@
 // embedded DERP with STUN on a loopback port, no internet DERP map), CLI helpers, and cleanup that
 // runs on stop() and on process exit. Nothing listens beyond 127.0.0.1.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
 import { createSocket } from 'node:dgram';
 import { tmpdir } from 'node:os';
@@ -13,6 +15,12 @@ const live = new Set<Headscale>();
 process.on('exit', () => {
   for (const h of live) h.stopSync();
 });
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(sig, () => {
+    for (const h of live) h.stopSync();
+    process.exit(130);
+  });
+}
 
 /** A free TCP port on 127.0.0.1 (closed again before returning). */
 export function freeTcpPort(): Promise<number> {
@@ -48,25 +56,42 @@ export class Headscale {
   private proc: ChildProcess | undefined;
   private logText = '';
 
-  private constructor(bin: string, dir: string, port: number) {
+  /** The self-signed certificate (also its own CA) when started with tls. */
+  readonly caFile: string;
+
+  private constructor(bin: string, dir: string, port: number, tls: boolean) {
     this.bin = bin;
     this.dir = dir;
     this.config = join(dir, 'config.yaml');
-    this.url = `http://127.0.0.1:${port}`;
+    this.url = `${tls ? 'https' : 'http'}://127.0.0.1:${port}`;
+    this.caFile = join(dir, 'tls.crt');
   }
 
   /** Writes a config and starts `headscale serve`; resolves when /health answers. */
-  static async start(opts: { ephemeralTimeout?: string } = {}): Promise<Headscale> {
+  static async start(opts: { ephemeralTimeout?: string; tls?: boolean } = {}): Promise<Headscale> {
     const bin = which('headscale');
     if (!bin) throw new Error('headscale is not installed (scripts/install-peers.sh headscale)');
     const dir = mkdtempSync(join(tmpdir(), 'meshd-hs-'));
     const port = await freeTcpPort();
     const grpc = await freeTcpPort();
     const stun = await freeUdpPort();
-    const hs = new Headscale(bin, dir, port);
+    const hs = new Headscale(bin, dir, port, opts.tls ?? false);
     live.add(hs);
+    const tlsLines: string[] = [];
+    if (opts.tls) {
+      // A self-signed certificate for 127.0.0.1; tests trust it through caFile.
+      const r = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+        '-keyout', join(dir, 'tls.key'), '-out', hs.caFile, '-days', '1', '-subj', '/CN=127.0.0.1',
+        '-addext', 'subjectAltName=IP:127.0.0.1'], { encoding: 'utf8', timeout: 20_000, killSignal: 'SIGKILL' });
+      if (r.status !== 0) {
+        await hs.stop();
+        throw new Error(`openssl failed: ${r.stderr}`);
+      }
+      tlsLines.push(`tls_cert_path: ${hs.caFile}`, `tls_key_path: ${join(dir, 'tls.key')}`);
+    }
     writeFileSync(hs.config, [
-      `server_url: http://127.0.0.1:${port}`,
+      `server_url: ${hs.url}`,
+      ...tlsLines,
       `listen_addr: 127.0.0.1:${port}`,
       'metrics_listen_addr: ""',
       `grpc_listen_addr: 127.0.0.1:${grpc}`,
@@ -134,14 +159,27 @@ export class Headscale {
     for (;;) {
       if (p.exitCode !== null) throw new Error(`headscale exited with ${p.exitCode} at startup:\n${this.logText}`);
       try {
-        const r = await fetch(`${this.url}/health`, { signal: AbortSignal.timeout(1000) });
-        if (r.ok) return;
+        if (await this.healthy()) return;
       } catch {
         // not up yet
       }
       if (Date.now() > deadline) throw new Error(`headscale did not answer /health within 30 s:\n${this.logText}`);
       await new Promise((r) => setTimeout(r, 100));
     }
+  }
+
+  private healthy(): Promise<boolean> {
+    return new Promise((resolve) => {
+      const u = new URL('/health', this.url);
+      const opts = { timeout: 1000, ...(u.protocol === 'https:' ? { ca: readFileSync(this.caFile) } : {}) };
+      const req = (u.protocol === 'https:' ? httpsRequest : httpRequest)(u, opts, (res) => {
+        res.resume();
+        resolve(res.statusCode === 200);
+      });
+      req.on('timeout', () => req.destroy());
+      req.on('error', () => resolve(false));
+      req.end();
+    });
   }
 
   private async kill(): Promise<void> {
@@ -170,7 +208,9 @@ export class Headscale {
 
   /** Runs a headscale CLI command against this server and returns stdout. */
   cli(args: string[]): string {
-    const r = spawnSync(this.bin, ['-c', this.config, ...args], { encoding: 'utf8', timeout: 30_000 });
+    // SIGKILL on timeout: spawnSync blocks the whole event loop (test timeouts, signal handlers)
+    // until the child is gone, so a CLI that ignored SIGTERM would hang the test process for good.
+    const r = spawnSync(this.bin, ['-c', this.config, ...args], { encoding: 'utf8', timeout: 20_000, killSignal: 'SIGKILL' });
     if (r.error) throw r.error;
     if (r.status !== 0) throw new Error(`headscale ${args.join(' ')} exited ${r.status}: ${r.stderr.trim()} ${r.stdout.trim()}`);
     return r.stdout;

@@ -178,7 +178,8 @@ node:
 
   /** Runs the meshd CLI in a node's namespace with that node's socket; returns status and output. */
   meshd(node: LabNode, args: string[], timeoutMs = 60_000): { status: number | null; stdout: string; stderr: string } {
-    return this.lab.tryExec(node.ns, [process.execPath, this.meshdBin, '--socket', node.socket, ...args], timeoutMs);
+    // The lab's DERP (headscale's embedded one) speaks plain HTTP: meshd needs the explicit switch.
+    return this.lab.tryExec(node.ns, ['env', 'MESHD_DERP_HTTP=1', process.execPath, this.meshdBin, '--socket', node.socket, ...args], timeoutMs);
   }
 
   /** `meshd up` for a node with a key passed through a file (never on the command line). */
@@ -192,6 +193,83 @@ node:
   /** Pings an address from a node; true when at least one reply came back. */
   ping(node: LabNode, addr: string, count = 3): boolean {
     return this.lab.tryExec(node.ns, ['ping', '-c', String(count), '-W', '2', '-i', '0.2', addr], (count * 2 + 5) * 1000).status === 0;
+  }
+
+  /**
+   * Starts an unmodified tailscaled in the node's namespace (TUN tailscale0, UDP 41641, plain-HTTP
+   * DERP as the lab needs) and runs `tailscale up` against the lab's headscale. Throws with the
+   * daemon's log when it does not come up.
+   */
+  async startTailscaled(node: LabNode, key: string, extraEnv: Record<string, string> = {}): Promise<void> {
+    const bin = which('tailscaled');
+    if (!bin) throw new Error('tailscaled is not built: run scripts/install-peers.sh');
+    node.socket = join(node.dir, 'tailscaled.sock');
+    const env = {
+      TS_DEBUG_USE_DERP_HTTP: '1', TS_DISABLE_PORTMAPPER: '1', TS_ASSUME_NETWORK_UP_FOR_TEST: '1',
+      TS_NO_LOGS_NO_SUPPORT: 'true', ...extraEnv,
+    };
+    const p = this.lab.spawn(node.ns, ['env', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), bin,
+      `--statedir=${join(node.dir, 'ts-state')}`, `--socket=${node.socket}`, '--port=41641', '--tun=tailscale0', '--no-logs-no-support']);
+    let log = '';
+    const onData = (d: Buffer) => { log = (log + d.toString()).slice(-50_000); };
+    p.stdout?.on('data', onData);
+    p.stderr?.on('data', onData);
+    this.tsLogs.set(node.name, () => log);
+    await waitFor('tailscaled to serve its socket', () => {
+      if (p.exitCode !== null) throw new Error(`tailscaled exited: ${log.slice(-2000)}`);
+      return existsSync(node.socket);
+    }, 15_000, 100);
+    const r = this.tailscale(node, ['up', `--login-server=${HS_URL}`, `--auth-key=${key}`, `--hostname=${node.name}`,
+      '--netfilter-mode=off', '--accept-dns=false', '--timeout=45s'], 60_000);
+    if (r.status !== 0) throw new Error(`tailscale up on ${node.name} failed: ${r.stderr}\n${log.slice(-3000)}`);
+  }
+
+  /** Runs the tailscale CLI against a node's tailscaled. */
+  tailscale(node: LabNode, args: string[], timeoutMs = 30_000): { status: number | null; stdout: string; stderr: string } {
+    const bin = which('tailscale');
+    if (!bin) throw new Error('tailscale is not built: run scripts/install-peers.sh');
+    return this.lab.tryExec(node.ns, [bin, `--socket=${node.socket}`, ...args], timeoutMs);
+  }
+
+  /** The recent log of a node's tailscaled. */
+  tailscaledLog(node: LabNode): string {
+    return this.tsLogs.get(node.name)?.() ?? '';
+  }
+
+  private readonly tsLogs = new Map<string, () => string>();
+
+  /** Drops every UDP datagram in and out of a node's namespace (nftables there only); TCP still works. */
+  blockUdp(node: LabNode): void {
+    this.lab.exec(node.ns, ['nft', '-f', '-'], { input: `table inet meshd_block {
+  chain in { type filter hook input priority 0; meta l4proto udp drop; }
+  chain out { type filter hook output priority 0; meta l4proto udp drop; }
+}
+` });
+  }
+
+  /** Removes what blockUdp added. */
+  unblockUdp(node: LabNode): void {
+    this.lab.tryExec(node.ns, ['nft', 'delete', 'table', 'inet', 'meshd_block']);
+  }
+
+  /** Starts `scripts/tcpxfer.mjs serve` in a node's namespace; resolves with its JSON result line. */
+  xferServe(node: LabNode, host: string, port: number): Promise<{ bytes: number; sha256: string }> {
+    const p = this.lab.spawn(node.ns, [process.execPath, join(packageRoot(), 'scripts', 'tcpxfer.mjs'), 'serve', host, String(port)]);
+    let out = '';
+    p.stdout?.on('data', (d: Buffer) => { out += d.toString(); });
+    return new Promise((resolve, reject) => {
+      p.on('exit', (code) => {
+        if (code === 0) resolve(JSON.parse(out.trim().split('\n').pop()!) as { bytes: number; sha256: string });
+        else reject(new Error(`tcpxfer serve exited ${code}`));
+      });
+    });
+  }
+
+  /** Sends `bytes` random bytes with tcpxfer from a node; returns its JSON result. */
+  xferSend(node: LabNode, host: string, port: number, bytes: number): { bytes: number; sha256: string; ms: number } {
+    const r = this.lab.tryExec(node.ns, [process.execPath, join(packageRoot(), 'scripts', 'tcpxfer.mjs'), 'send', host, String(port), String(bytes)], 150_000);
+    if (r.status !== 0) throw new Error(`tcpxfer send failed: ${r.stderr}`);
+    return JSON.parse(r.stdout.trim().split('\n').pop()!) as { bytes: number; sha256: string; ms: number };
   }
 
   /** True when the node's agent socket exists. */

@@ -55,6 +55,10 @@ export class Lab {
   /** Starts a long-running process in a namespace; it is killed on dispose. */
   spawn(ns: string, argv: string[], opts: SpawnOptions = {}): ChildProcess {
     const p = spawn('ip', ['netns', 'exec', ns, ...argv], { stdio: ['ignore', 'pipe', 'pipe'], ...opts });
+    // Always drain: Node writes to pipes synchronously, so an unread pipe that fills up blocks the
+    // child. Listeners attached right after spawn() still see every chunk.
+    p.stdout?.resume();
+    p.stderr?.resume();
     this.procs.push(p);
     return p;
   }

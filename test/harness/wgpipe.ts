@@ -62,6 +62,8 @@ export function ipv4(src: string, dst: string, payloadLen: number, fill = 0xab):
 export interface PipeOptions {
   /** Crypto for both devices. */
   crypto?: CryptoBackend;
+  /** Crypto for B only (to run node against reference). */
+  cryptoB?: CryptoBackend;
   /** TUN MTU. */
   mtu?: number;
   /** Whether B starts knowing A's endpoint (default true); false is the usual "server" setup. */
@@ -98,6 +100,8 @@ export class WgPipe {
   readonly tunA: Uint8Array[] = [];
   /** Packets written to B's TUN. */
   readonly tunB: Uint8Array[] = [];
+  /** Deliver datagrams in Node Buffers instead of plain Uint8Arrays. */
+  buffers = false;
   /** Datagrams waiting for delivery. */
   readonly inFlight: Datagram[] = [];
   /** Every datagram ever sent, in order. */
@@ -111,14 +115,14 @@ export class WgPipe {
 
   constructor(opts: PipeOptions = {}) {
     const crypto = opts.crypto ?? nodeCrypto;
-    const mk = (): Device => new Device({
+    const mk = (c: CryptoBackend): Device => new Device({
       clock: this.clock,
-      crypto,
+      crypto: c,
       ...(opts.mtu !== undefined ? { mtu: opts.mtu } : {}),
       ...(opts.random !== undefined ? { random: opts.random } : {}),
     });
-    this.a = mk();
-    this.b = mk();
+    this.a = mk(crypto);
+    this.b = mk(opts.cryptoB ?? crypto);
     const rnd = opts.random ?? ((n: number) => new Uint8Array(globalThis.crypto.getRandomValues(new Uint8Array(n))));
     this.aKey = crypto.x25519.generatePrivate(rnd);
     this.bKey = crypto.x25519.generatePrivate(rnd);
@@ -171,7 +175,8 @@ export class WgPipe {
   inject(d: Datagram): void {
     const side = this.routes.get(d.to);
     if (side === undefined) return;
-    const buf = new Uint8Array(d.bytes.length + 48);
+    // As a Buffer when asked: DERP delivers Buffers, whose slice() is a view, not a copy.
+    const buf = this.buffers ? Buffer.alloc(d.bytes.length + 48) : new Uint8Array(d.bytes.length + 48);
     buf.set(d.bytes, 24);
     const { dev, sink } = this.side(side);
     dev.receiveDatagramInPlace(buf, 24, d.bytes.length, d.from, sink);

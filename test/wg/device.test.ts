@@ -14,4 +14,12 @@ describe('Device handshake and data', () => {
     assert.deepEqual(p.tunA, [ipv4('10.0.0.2', '10.0.0.1', 50)]);
     assert.deepEqual(p.log.map(typeOf), [1, 2, 4, 4]);
   });
+
+  it('completes a handshake when datagrams arrive in Node Buffers (as DERP delivers them)', () => {
+    const p = new WgPipe();
+    p.buffers = true;
+    p.send('a', ipv4('10.0.0.1', '10.0.0.2', 100));
+    p.deliver();
+    assert.deepEqual(p.tunB.map((x) => Uint8Array.from(x)), [ipv4('10.0.0.1', '10.0.0.2', 100)]);
+  });
 });

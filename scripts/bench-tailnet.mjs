@@ -1,0 +1,103 @@
+#!/usr/bin/env node
+// Tailnet numbers in one lab with an unmodified headscale: time from `up` to the first ping reply
+// from a peer (median of N), and the RSS of an idle agent with 3 peers. meshd joins a meshd peer,
+// tailscaled (v1.102.3, when built) joins a tailscaled peer, in the same run.
+//   sudo node scripts/bench-tailnet.mjs [--runs N] [--json]
+import { mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { TailnetLab, HS_URL } from '../dist/test/harness/hslab.js';
+import { which } from '../dist/test/harness/prereq.js';
+
+const ri = process.argv.indexOf('--runs');
+const runs = ri > 0 ? Number(process.argv[ri + 1]) : 5;
+const asJson = process.argv.includes('--json');
+const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor((s.length - 1) / 2)]; };
+const tsd = which('tailscaled'), ts = which('tailscale');
+const lab = new TailnetLab('bench');
+const out = { runs, meshd: { upToPingMs: [] }, tailscaled: { upToPingMs: [] } };
+
+function pingUntil(ns, addr, deadlineMs) {
+  for (let i = 0; Date.now() < deadlineMs && i < 1000; i++) {
+    if (lab.lab.tryExec(ns, ['ping', '-c', '1', '-W', '1', addr], 3000).status === 0) return true;
+  }
+  return false;
+}
+function rssKb(ns, name) {
+  for (const pid of spawnSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).stdout.split(/\s+/).filter(Boolean)) {
+    let cmd = '';
+    try { cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8'); } catch { continue; }
+    if (!cmd.includes(name)) continue;
+    const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    if (m) return Number(m[1]);
+  }
+  return undefined;
+}
+const tsEnv = { TS_DEBUG_USE_DERP_HTTP: '1', TS_DISABLE_PORTMAPPER: '1', TS_ASSUME_NETWORK_UP_FOR_TEST: '1', TS_NO_LOGS_NO_SUPPORT: 'true' };
+async function tailscaledNode(name, key) {
+  const n = lab.addNode(name);
+  const dir = join(n.dir, 'ts');
+  mkdirSync(dir, { recursive: true });
+  const sock = join(dir, 'ts.sock');
+  const p = lab.lab.spawn(n.ns, ['env', ...Object.entries(tsEnv).map(([k, v]) => `${k}=${v}`), tsd, `--statedir=${dir}`, `--socket=${sock}`, '--tun=tailscale0', '--port=41641', '--no-logs-no-support']);
+  p.stdout.resume(); p.stderr.resume();
+  for (let i = 0; i < 100 && lab.lab.tryExec(n.ns, ['test', '-S', sock]).status !== 0; i++) await new Promise((r) => setTimeout(r, 100));
+  const up = () => lab.lab.tryExec(n.ns, [ts, `--socket=${sock}`, 'up', `--login-server=${HS_URL}`, `--auth-key=${key}`, `--hostname=${name}`, '--netfilter-mode=off', '--accept-dns=false', '--timeout=60s'], 70_000);
+  return { n, sock, up };
+}
+
+try {
+  await lab.startHeadscale();
+  const key = lab.authKey({ reusable: true });
+  // meshd: a target peer, then fresh nodes that each time `up` and ping it.
+  const target = lab.addNode('mt');
+  if (lab.up(target, key).status !== 0) throw new Error('meshd target did not come up');
+  const targetAddr = JSON.parse(lab.meshd(target, ['status', '--json']).stdout).self.addresses[0];
+  for (let i = 0; i < runs; i++) {
+    const n = lab.addNode(`m${i}`);
+    const t0 = Date.now();
+    const r = lab.up(n, key);
+    if (r.status !== 0) throw new Error(`meshd up: ${r.stderr}`);
+    if (!pingUntil(n.ns, targetAddr, t0 + 30_000)) throw new Error('meshd: no ping reply within 30 s');
+    out.meshd.upToPingMs.push(Date.now() - t0);
+    if (i === 2) {
+      // The third node has exactly 3 peers (mt, m0, m1): its idle RSS after 2 s.
+      await new Promise((r) => setTimeout(r, 2000));
+      out.meshd.peersOfMeasured = JSON.parse(lab.meshd(n, ['status', '--json']).stdout).peers.length;
+      out.meshd.rssKb = rssKb(n.ns, 'daemon');
+    }
+  }
+  // The tailscaled half starts from an empty tailnet.
+  for (const n of lab.nodes) lab.meshd(n, ['down']);
+  for (const x of lab.nodeList()) lab.hs(['nodes', 'delete', '-i', String(x.id), '--force']);
+  if (tsd && ts) {
+    const tt = await tailscaledNode('tt', key);
+    if (tt.up().status !== 0) throw new Error('tailscaled target did not come up');
+    const ttAddr = lab.lab.exec(tt.n.ns, [ts, `--socket=${tt.sock}`, 'ip', '-4']).trim();
+    for (let i = 0; i < runs; i++) {
+      const node = await tailscaledNode(`t${i}`, key);
+      const t0 = Date.now();
+      const r = node.up();
+      if (r.status !== 0) throw new Error(`tailscale up: ${r.stderr}`);
+      if (!pingUntil(node.n.ns, ttAddr, t0 + 30_000)) throw new Error('tailscaled: no ping reply within 30 s');
+      out.tailscaled.upToPingMs.push(Date.now() - t0);
+      if (i === 2) {
+        await new Promise((r) => setTimeout(r, 2000));
+        out.tailscaled.peersOfMeasured = JSON.parse(lab.lab.exec(node.n.ns, [ts, `--socket=${node.sock}`, 'status', '--json'])).Peer ? Object.keys(JSON.parse(lab.lab.exec(node.n.ns, [ts, `--socket=${node.sock}`, 'status', '--json'])).Peer).length : 0;
+        out.tailscaled.rssKb = rssKb(node.n.ns, 'tailscaled');
+      }
+    }
+  }
+} finally {
+  await lab.dispose();
+}
+out.meshd.medianUpToPingMs = median(out.meshd.upToPingMs);
+out.tailscaled.medianUpToPingMs = out.tailscaled.upToPingMs.length ? median(out.tailscaled.upToPingMs) : undefined;
+if (asJson) console.log(JSON.stringify(out, null, 2));
+else {
+  console.log(`| agent (headscale lab, ${runs} runs) | up -> first ping reply, median ms | idle RSS MiB, 3 peers |`);
+  console.log('|---|---|---|');
+  console.log(`| meshd (meshd peer) | ${out.meshd.medianUpToPingMs} | ${(out.meshd.rssKb / 1024).toFixed(1)} |`);
+  if (out.tailscaled.medianUpToPingMs !== undefined) console.log(`| tailscaled 1.102.3 (tailscaled peer) | ${out.tailscaled.medianUpToPingMs} | ${(out.tailscaled.rssKb / 1024).toFixed(1)} |`);
+  console.log(`raw: ${JSON.stringify(out)}`);
+}

@@ -1,0 +1,584 @@
+// magicsock: the one UDP socket shared by WireGuard, disco and STUN, plus DERP, as tailscale's
+// wgengine/magicsock does it (reference data-plane.md 4, 5.5, 6). The data plane owns the socket and
+// the WireGuard device; it hands this module
+//   - every received datagram that is not WireGuard (STUN answers, disco),
+//   - every WireGuard packet addressed to a peer's PeerEndpoint (route()), which goes out over UDP
+//     to the peer's best address, over DERP, or both, as the peer's PeerPath decides,
+// and this module hands WireGuard packets that arrived over DERP back to the device.
+//
+// DERP: one client per region, the home region always connected (NotePreferred), others dialled
+// when a peer needs them and closed after 60 s unused. Home region and our endpoints come from
+// netcheck (STUN from the WireGuard socket) every 20-26 s and are reported through onReport.
+import { randomBytes, randomInt } from 'node:crypto';
+import { lookup } from 'node:dns/promises';
+import { isIP } from 'node:net';
+import { boxBefore, publicKeyOf } from '../crypto/box.ts';
+import { DerpClient } from '../derp/client.ts';
+import { decodeDisco, encodeDisco, looksLikeDisco, type DiscoMessage } from '../disco/disco.ts';
+import { bindingRequest, isStunPacket, parseBindingResponse } from '../stun/stun.ts';
+import { EndpointType, type DERPMap, type DERPNode, type DERPRegion } from '../control/wire.ts';
+import type { NodeInfo } from '../control/netmap.ts';
+import type { Endpoint, Endpoints } from '../net/endpoint.ts';
+import { netInfoOf, pickHome, planProbes, ReportBuilder, STUN_TIMEOUT_MS, type NetReport } from '../netcheck/netcheck.ts';
+import { PeerPath, Route, type PathAction } from './path.ts';
+import { PeerEndpoint } from './peer-endpoint.ts';
+import { trace, type Logf } from '../util/log.ts';
+
+/** Close a non-home DERP connection unused this long (derpInactiveCleanupTime). */
+export const DERP_INACTIVE_MS = 60_000;
+/** Packets queued per DERP region while it connects (derpWriteQueueDepth). */
+export const DERP_QUEUE_DEPTH = 32;
+/** Timer resolution of heartbeats and cleanups. */
+const TICK_MS = 250;
+
+/** What magicsock needs from the data plane. */
+export interface MagicIo {
+  /** The interner the socket uses for source addresses. */
+  readonly endpoints: Endpoints;
+  /** Sends one datagram from the WireGuard socket; false when the kernel refused it. */
+  sendDatagram(data: Uint8Array, to: Endpoint): boolean;
+  /** Gives a WireGuard packet that arrived over DERP to the device, as if from `from`. */
+  receiveWireGuard(buf: Uint8Array, off: number, len: number, from: Endpoint): void;
+  /** The socket's port. */
+  readonly listenPort: number;
+}
+
+/** Options for {@link MagicSock}. */
+export interface MagicSockOptions {
+  io: MagicIo;
+  nodePrivate: Uint8Array;
+  discoPrivate: Uint8Array;
+  log: Logf;
+  /** Speak plain HTTP to DERP servers (lab only; tailscale's TS_DEBUG_USE_DERP_HTTP). */
+  derpHttp: boolean;
+  /** Our local interface endpoints ("ip:port"), asked for at every report. */
+  localEndpoints: () => string[];
+  /** Called when our endpoints or NetInfo changed and should go to control. */
+  onReport: (endpoints: { addr: string; type: EndpointType }[], netInfo: Record<string, unknown>) => void;
+  /** Monotonic clock, ms. */
+  now?: () => number;
+}
+
+/** A peer's path as status shows it. */
+export interface PathStatus { direct: string | null; derp: string | null; latencyMs: number | null }
+
+/** The answer to a disco ping from the CLI. */
+export interface PingResult { via: 'direct' | 'derp'; endpoint: string | null; region: number; regionCode: string; latencyMs: number }
+
+interface MagicPeer {
+  readonly id: number;
+  readonly vep: PeerEndpoint;
+  readonly path: PeerPath;
+  nodeKey: Uint8Array;
+  nodeHex: string;
+  discoHex: string;
+  shared: Uint8Array | undefined;
+  name: string;
+  homeDERP: number;
+  /** Region we last heard from this peer on. */
+  lastDerpRegion: number;
+}
+
+interface DerpConn { region: number; client: DerpClient; queue: { dst: Uint8Array; data: Uint8Array }[]; lastUsed: number }
+
+interface CliPing { peer: MagicPeer; at: number; resolve: (r: PingResult) => void }
+
+/** Always-on counters. */
+export interface MagicCounters {
+  rxDisco: number; rxDiscoDerp: number; rxStun: number; rxWgDerp: number; txWgDerp: number;
+  dropJunk: number; dropDiscoUnknownSender: number; dropDiscoBadBox: number; dropDiscoOther: number;
+  dropDerpUnknownPeer: number; dropDerpNoRegion: number; dropDerpQueueFull: number;
+  pongsSent: number; netchecks: number;
+}
+
+function hex(b: Uint8Array): string {
+  return Buffer.from(b.buffer, b.byteOffset, b.length).toString('hex');
+}
+
+/** The UDP+DERP multiplexer of one running node. */
+export class MagicSock {
+  /** Our disco public key. */
+  readonly discoPublic: Uint8Array;
+  /** Counters. */
+  readonly counters: MagicCounters = {
+    rxDisco: 0, rxDiscoDerp: 0, rxStun: 0, rxWgDerp: 0, txWgDerp: 0, dropJunk: 0, dropDiscoUnknownSender: 0,
+    dropDiscoBadBox: 0, dropDiscoOther: 0, dropDerpUnknownPeer: 0, dropDerpNoRegion: 0, dropDerpQueueFull: 0,
+    pongsSent: 0, netchecks: 0,
+  };
+  private readonly opts: MagicSockOptions;
+  private readonly io: MagicIo;
+  private readonly log: Logf;
+  private readonly now: () => number;
+  private readonly nodePublic: Uint8Array;
+  private readonly byNode = new Map<string, MagicPeer>();
+  private readonly byDisco = new Map<string, MagicPeer>();
+  private readonly byId = new Map<number, MagicPeer>();
+  private nextId = 1;
+  private readonly actions: PathAction[] = [];
+  private derpMap: DERPMap | undefined;
+  private readonly derps = new Map<number, DerpConn>();
+  private home = 0;
+  private report: NetReport | undefined;
+  private netcheckRun: ReportBuilder | undefined;
+  private netcheckTimers: NodeJS.Timeout[] = [];
+  private nextNetcheck: NodeJS.Timeout | undefined;
+  private readonly ticker: NodeJS.Timeout;
+  private readonly cliPings = new Map<string, CliPing>();
+  private lastReported = '';
+  private closed = false;
+
+  constructor(opts: MagicSockOptions) {
+    this.opts = opts;
+    this.io = opts.io;
+    this.log = opts.log;
+    this.now = opts.now ?? (() => performance.now());
+    this.nodePublic = publicKeyOf(opts.nodePrivate);
+    this.discoPublic = publicKeyOf(opts.discoPrivate);
+    this.ticker = setInterval(() => this.tick(), TICK_MS);
+    this.ticker.unref();
+  }
+
+  /** Our home DERP region (0 until netcheck chose one). */
+  get homeRegion(): number {
+    return this.home;
+  }
+
+  /** The latest netcheck report. */
+  get lastReport(): NetReport | undefined {
+    return this.report;
+  }
+
+  // ---- peers ---------------------------------------------------------------------------------
+
+  /** Creates or updates a peer from the network map; returns the endpoint to give WireGuard. */
+  upsertPeer(n: NodeInfo): PeerEndpoint {
+    const nodeHex = hex(n.nodeKey);
+    let p = this.byNode.get(nodeHex);
+    if (p === undefined) {
+      const id = this.nextId++;
+      p = {
+        id, vep: new PeerEndpoint(id), path: new PeerPath(() => new Uint8Array(randomBytes(12))),
+        nodeKey: n.nodeKey.slice(), nodeHex, discoHex: '', shared: undefined, name: '', homeDERP: 0, lastDerpRegion: 0,
+      };
+      this.byNode.set(nodeHex, p);
+      this.byId.set(id, p);
+    }
+    p.name = n.hostname || n.name.split('.')[0] || '';
+    p.homeDERP = n.homeDERP;
+    const discoHex = n.discoKey ? hex(n.discoKey) : '';
+    if (discoHex !== p.discoHex) {
+      if (p.discoHex) this.byDisco.delete(p.discoHex);
+      p.discoHex = discoHex;
+      p.shared = n.discoKey ? boxBefore(n.discoKey, this.opts.discoPrivate) : undefined;
+      if (discoHex) this.byDisco.set(discoHex, p);
+      // A new disco key means the peer restarted: what we knew about its paths is stale.
+      p.path.bestAddr = undefined;
+      p.path.trustUntil = -Infinity;
+    }
+    const eps: Endpoint[] = [];
+    for (const e of n.endpoints) {
+      try { eps.push(this.io.endpoints.parse(e)); } catch { /* skip a malformed endpoint */ }
+    }
+    p.path.setMapEndpoints(eps);
+    return p.vep;
+  }
+
+  /** Forgets peers whose node keys (hex) are not in `keep`. */
+  retainPeers(keep: ReadonlySet<string>): void {
+    for (const [k, p] of this.byNode) {
+      if (keep.has(k)) continue;
+      this.byNode.delete(k);
+      this.byId.delete(p.id);
+      if (p.discoHex) this.byDisco.delete(p.discoHex);
+    }
+  }
+
+  /** The path to a peer (by node key) for status. */
+  pathOf(nodeKey: Uint8Array): PathStatus | undefined {
+    const p = this.byNode.get(hex(nodeKey));
+    if (!p) return undefined;
+    const now = this.now();
+    const region = this.regionFor(p);
+    const trusted = p.path.trusted(now);
+    return {
+      direct: p.path.bestAddr ? p.path.bestAddr.key : null,
+      derp: !trusted && region ? this.regionName(region) : null,
+      latencyMs: p.path.bestAddr ? p.path.bestLatency : null,
+    };
+  }
+
+  private regionName(region: number): string {
+    const r = this.derpMap?.Regions?.[String(region)];
+    return r?.RegionCode || String(region);
+  }
+
+  // ---- WireGuard out -------------------------------------------------------------------------
+
+  /**
+   * Routes a WireGuard packet for `to` (a PeerEndpoint): returns the UDP endpoint to send it to, or
+   * null when it goes over DERP only (sent here, copied) or nowhere. The hot path when the direct
+   * path is trusted: one map lookup and a comparison.
+   */
+  route(to: PeerEndpoint, buf: Uint8Array, off: number, len: number): Endpoint | null {
+    const p = this.byId.get(to.id);
+    if (p === undefined) return null;
+    const actions = this.actions;
+    const r = p.path.noteSend(this.now(), actions);
+    if (actions.length > 0) this.runActions(p);
+    if (r & Route.derp) this.sendDerp(p, buf.subarray(off, off + len));
+    return (r & Route.udp) !== 0 ? p.path.bestAddr ?? null : null;
+  }
+
+  private runActions(p: MagicPeer): void {
+    const actions = this.actions;
+    for (let i = 0; i < actions.length; i++) {
+      const a = actions[i]!;
+      if (a.kind === 'ping') this.sendDiscoUdp(p, { type: 'ping', txId: a.txId, nodeKey: this.nodePublic, padding: 0 }, a.to);
+      else this.sendCallMeMaybe(p);
+    }
+    actions.length = 0;
+  }
+
+  private sendDiscoUdp(p: MagicPeer, msg: DiscoMessage, to: Endpoint): void {
+    if (!p.shared) return;
+    if (!this.io.sendDatagram(encodeDisco(msg, this.discoPublic, p.shared), to) && msg.type === 'ping') p.path.onSendError(to);
+  }
+
+  private sendDiscoDerp(p: MagicPeer, msg: DiscoMessage, region = this.regionFor(p)): void {
+    if (!p.shared) return;
+    this.sendDerp(p, encodeDisco(msg, this.discoPublic, p.shared), region);
+  }
+
+  private sendCallMeMaybe(p: MagicPeer): void {
+    const eps: Endpoint[] = [];
+    for (const e of this.ourEndpoints()) {
+      try { eps.push(this.io.endpoints.parse(e.addr)); } catch { /* skip */ }
+    }
+    this.sendDiscoDerp(p, { type: 'call-me-maybe', endpoints: eps });
+  }
+
+  // ---- DERP ----------------------------------------------------------------------------------
+
+  private regionFor(p: MagicPeer): number {
+    return p.homeDERP || p.lastDerpRegion || this.home;
+  }
+
+  private sendDerp(p: MagicPeer, data: Uint8Array, region = this.regionFor(p)): void {
+    if (trace.enabled) trace(`derp out to ${p.name} region ${region}: ${data.length} bytes type ${data[0]}`);
+    if (!region) { this.counters.dropDerpNoRegion++; return; }
+    const c = this.derpConn(region);
+    if (!c) { this.counters.dropDerpNoRegion++; return; }
+    c.lastUsed = this.now();
+    this.counters.txWgDerp++;
+    if (c.client.connected && c.queue.length === 0) { c.client.send(p.nodeKey, data); return; }
+    if (c.queue.length >= DERP_QUEUE_DEPTH) { c.queue.shift(); this.counters.dropDerpQueueFull++; }
+    c.queue.push({ dst: p.nodeKey, data: data.slice() });
+  }
+
+  private derpConn(region: number): DerpConn | undefined {
+    let c = this.derps.get(region);
+    if (c) return c;
+    const r = this.derpMap?.Regions?.[String(region)];
+    if (!r || this.closed) return undefined;
+    const node = r.Nodes.find((n) => !n.STUNOnly);
+    if (!node) return undefined;
+    const client = new DerpClient({
+      url: derpUrl(node, this.opts.derpHttp),
+      privateKey: this.opts.nodePrivate,
+      allowInsecureHttp: this.opts.derpHttp,
+      ...(node.IPv4 && isIP(node.IPv4) ? { connectAddress: node.IPv4 } : {}),
+      ...(node.CertName ? { certName: node.CertName } : {}),
+      ...(node.InsecureForTests ? { tls: { rejectUnauthorized: false } } : {}),
+      preferred: region === this.home,
+      appName: 'meshd',
+      log: (m) => this.log(`derp-${region}: ${m}`),
+    });
+    const conn: DerpConn = { region, client, queue: [], lastUsed: this.now() };
+    client.on('packet', (src, data) => this.onDerpPacket(region, src, data));
+    client.on('connected', () => {
+      this.log(`derp-${region}: connected${region === this.home ? ' (home)' : ''}`);
+      const q = conn.queue.splice(0);
+      for (const m of q) client.send(m.dst, m.data);
+    });
+    client.on('peer-gone', (peer) => {
+      const p = this.byNode.get(hex(peer));
+      if (p && p.lastDerpRegion === region) p.lastDerpRegion = 0;
+    });
+    this.derps.set(region, conn);
+    client.start();
+    return conn;
+  }
+
+  private onDerpPacket(region: number, src: Uint8Array, dataIn: Uint8Array): void {
+    // A plain Uint8Array view: DERP hands out Buffers, whose slice() does not copy.
+    const data = new Uint8Array(dataIn.buffer, dataIn.byteOffset, dataIn.length);
+    const p = this.byNode.get(hex(src));
+    if (looksLikeDisco(data)) {
+      this.counters.rxDiscoDerp++;
+      this.handleDisco(data, undefined, region, p);
+      return;
+    }
+    if (p === undefined) { this.counters.dropDerpUnknownPeer++; return; }
+    if (trace.enabled) trace(`derp in from ${p.name}: ${data.length} bytes type ${data[0]}`);
+    p.lastDerpRegion = region;
+    this.counters.rxWgDerp++;
+    this.io.receiveWireGuard(data, 0, data.length, p.vep);
+  }
+
+  /** Sets the DERP map (from control); connects home once netcheck has chosen it. */
+  setDerpMap(map: DERPMap | undefined): void {
+    if (!map) return;
+    const first = this.derpMap === undefined;
+    this.derpMap = map;
+    for (const [region, c] of this.derps) {
+      if (!map.Regions?.[String(region)]) { c.client.close(); this.derps.delete(region); }
+    }
+    if (first) void this.netcheck();
+  }
+
+  // ---- UDP in --------------------------------------------------------------------------------
+
+  /** A datagram that is not WireGuard arrived on the socket (STUN, disco or junk). buf is reused after return. */
+  receiveOther(buf: Uint8Array, off: number, len: number, from: Endpoint): void {
+    const pkt = buf.subarray(off, off + len);
+    if (isStunPacket(pkt)) {
+      this.counters.rxStun++;
+      this.onStun(pkt);
+      return;
+    }
+    if (looksLikeDisco(pkt)) {
+      this.counters.rxDisco++;
+      this.handleDisco(pkt, from, 0, undefined);
+      return;
+    }
+    this.counters.dropJunk++;
+  }
+
+  private handleDisco(pkt: Uint8Array, from: Endpoint | undefined, region: number, derpSrc: MagicPeer | undefined): void {
+    const d = decodeDisco(pkt, (sender) => this.byDisco.get(hex(sender))?.shared, this.io.endpoints);
+    if (!d.ok) {
+      if (d.error === 'unknown-sender') this.counters.dropDiscoUnknownSender++;
+      else if (d.error === 'bad-box') this.counters.dropDiscoBadBox++;
+      else this.counters.dropDiscoOther++;
+      return;
+    }
+    const p = this.byDisco.get(hex(d.sender));
+    if (!p) return;
+    const now = this.now();
+    const m = d.msg;
+    if (from === undefined && derpSrc !== p) {
+      // Over DERP the source node key must be the node with this disco key.
+      this.counters.dropDiscoOther++;
+      return;
+    }
+    if (from === undefined) p.lastDerpRegion = region;
+    switch (m.type) {
+      case 'ping':
+        if (from !== undefined) {
+          p.path.onPingFrom(from, now);
+          this.sendDiscoUdp(p, { type: 'pong', txId: m.txId, src: from }, from);
+        } else {
+          // The pong's source for a DERP ping is the DERP magic address, as tailscale reports it.
+          this.sendDiscoDerp(p, { type: 'pong', txId: m.txId, src: this.io.endpoints.of('127.3.3.40', region) }, region);
+        }
+        this.counters.pongsSent++;
+        return;
+      case 'pong': {
+        const k = hex(m.txId);
+        const cli = this.cliPings.get(k);
+        if (from !== undefined) {
+          const r = p.path.onPong(m.txId, now);
+          if (r?.becameBest) this.log(`${p.name}: direct path ${r.to.key} (${r.latencyMs.toFixed(1)} ms)`);
+        }
+        if (cli) {
+          this.cliPings.delete(k);
+          const derpRegion = from === undefined ? region : 0;
+          cli.resolve({
+            via: from === undefined ? 'derp' : 'direct', endpoint: from?.key ?? null, region: derpRegion,
+            regionCode: derpRegion ? this.regionName(derpRegion) : '', latencyMs: now - cli.at,
+          });
+        }
+        return;
+      }
+      case 'call-me-maybe':
+        if (from !== undefined) return; // only accepted via DERP
+        p.path.onCallMeMaybe(m.endpoints, now, this.actions);
+        this.runActions(p);
+        return;
+      default:
+        return; // peer relay messages: not implemented, ignored as tailscale ignores unknown types
+    }
+  }
+
+  // ---- CLI ping ------------------------------------------------------------------------------
+
+  /** A disco ping to a peer (by node key hex or tailnet IP lookup done by the caller); resolves on the first pong. */
+  ping(nodeKey: Uint8Array, timeoutMs: number): Promise<PingResult | undefined> {
+    const p = this.byNode.get(hex(nodeKey));
+    if (!p || !p.shared) return Promise.resolve(undefined);
+    return new Promise((resolve) => {
+      const now = this.now();
+      const keys: string[] = [];
+      const done = (r: PingResult | undefined) => { clearTimeout(timer); for (const k of keys) this.cliPings.delete(k); resolve(r); };
+      const timer = setTimeout(() => done(undefined), timeoutMs);
+      const txIds = p.path.cliPing(now, this.actions);
+      this.runActions(p);
+      if (!p.path.trusted(now)) {
+        const tx = new Uint8Array(randomBytes(12));
+        txIds.push(tx);
+        this.sendDiscoDerp(p, { type: 'ping', txId: tx, nodeKey: this.nodePublic, padding: 0 });
+      }
+      for (const tx of txIds) {
+        const k = hex(tx);
+        keys.push(k);
+        this.cliPings.set(k, { peer: p, at: now, resolve: done });
+      }
+    });
+  }
+
+  // ---- netcheck and endpoints ----------------------------------------------------------------
+
+  /** Runs a netcheck now: STUN to every region from the WireGuard socket; then picks home and reports. */
+  async netcheck(): Promise<NetReport | undefined> {
+    if (this.netcheckRun || this.closed) return undefined;
+    const map = this.derpMap;
+    const probes = planProbes(map);
+    const run = new ReportBuilder();
+    this.netcheckRun = run;
+    this.counters.netchecks++;
+    const start = this.now();
+    const targets = new Map<string, Endpoint>();
+    for (const pr of probes) {
+      const key = `${pr.host}:${pr.port}`;
+      if (targets.has(key)) continue;
+      try {
+        const ip = isIP(pr.host) ? pr.host : (await lookup(pr.host, { family: 4 })).address;
+        targets.set(key, this.io.endpoints.of(ip, pr.port));
+      } catch (e) {
+        this.log(`netcheck: cannot resolve ${pr.host}: ${(e as Error).message}`);
+      }
+    }
+    await new Promise<void>((resolve) => {
+      for (const pr of probes) {
+        const to = targets.get(`${pr.host}:${pr.port}`);
+        if (!to) continue;
+        this.netcheckTimers.push(setTimeout(() => {
+          const req = bindingRequest();
+          run.sentProbe(hex(req.subarray(8, 20)), pr.region, pr.host, this.now());
+          this.io.sendDatagram(req, to);
+        }, pr.delayMs));
+      }
+      const regions = new Set(probes.map((p) => p.region)).size;
+      // Done when every region answered (plus a little for better samples), or at the STUN timeout.
+      const poll = setInterval(() => {
+        const t = this.now() - start;
+        if ((run.regionsAnswered >= regions && t >= 300) || t >= STUN_TIMEOUT_MS || this.closed) { clearInterval(poll); resolve(); }
+      }, 50);
+      this.netcheckTimers.push(poll);
+    });
+    for (const t of this.netcheckTimers) clearTimeout(t);
+    this.netcheckTimers = [];
+    this.netcheckRun = undefined;
+    if (this.closed) return undefined;
+    const report = run.report();
+    this.report = report;
+    const oldHome = this.home;
+    this.home = pickHome(map, report.regionLatency, oldHome);
+    if (this.home !== oldHome) {
+      this.log(`home DERP region ${this.home}${oldHome ? ` (was ${oldHome})` : ''}`);
+      this.derps.get(oldHome)?.client.notePreferred(false);
+      const c = this.derpConn(this.home);
+      c?.client.notePreferred(true);
+    }
+    this.maybeReport();
+    this.scheduleNetcheck();
+    return report;
+  }
+
+  private scheduleNetcheck(): void {
+    clearTimeout(this.nextNetcheck);
+    if (this.closed) return;
+    this.nextNetcheck = setTimeout(() => { void this.netcheck(); }, randomInt(20_000, 26_000));
+    this.nextNetcheck.unref();
+  }
+
+  private onStun(pkt: Uint8Array): void {
+    const run = this.netcheckRun;
+    if (!run) return;
+    const r = parseBindingResponse(pkt, this.io.endpoints);
+    if (r.ok) run.onResponse(hex(r.txId), r.endpoint, this.now());
+  }
+
+  /** Our endpoints in report order: STUN-discovered first (type 2), then local addresses (type 1). */
+  ourEndpoints(): { addr: string; type: EndpointType }[] {
+    const out: { addr: string; type: EndpointType }[] = [];
+    const seen = new Set<string>();
+    const add = (addr: string, type: EndpointType) => { if (!seen.has(addr)) { seen.add(addr); out.push({ addr, type }); } };
+    const r = this.report;
+    if (r?.globalV4) add(r.globalV4.key, EndpointType.stun);
+    if (r?.globalV6) add(r.globalV6.key, EndpointType.stun);
+    for (const e of this.opts.localEndpoints()) add(e, EndpointType.local);
+    return out;
+  }
+
+  /** Reports endpoints and NetInfo through onReport when they changed. */
+  maybeReport(force = false): void {
+    const eps = this.ourEndpoints();
+    const ni = this.report ? netInfoOf(this.report, this.home) : { PreferredDERP: this.home };
+    const text = JSON.stringify([eps, ni.PreferredDERP, ni.WorkingUDP ?? null, ni.MappingVariesByDestIP ?? null]);
+    if (!force && text === this.lastReported) return;
+    this.lastReported = text;
+    this.opts.onReport(eps, ni);
+  }
+
+  /** Makes the next maybeReport send even if nothing changed (after a failed report). */
+  reportFailed(): void {
+    this.lastReported = '';
+  }
+
+  private tick(): void {
+    if (this.closed) return;
+    const now = this.now();
+    for (const p of this.byNode.values()) {
+      p.path.tick(now, this.actions);
+      if (this.actions.length > 0) this.runActions(p);
+    }
+    for (const [region, c] of this.derps) {
+      if (region !== this.home && now - c.lastUsed > DERP_INACTIVE_MS) {
+        this.log(`derp-${region}: closing, unused for ${DERP_INACTIVE_MS / 1000} s`);
+        c.client.close();
+        this.derps.delete(region);
+      }
+    }
+  }
+
+  /** DERP counters by region, for status and tests. */
+  derpStatus(): { region: number; connected: boolean; home: boolean }[] {
+    return [...this.derps.values()].map((c) => ({ region: c.region, connected: c.client.connected, home: c.region === this.home }));
+  }
+
+  /** Stops timers and closes DERP connections. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.ticker);
+    clearTimeout(this.nextNetcheck);
+    for (const t of this.netcheckTimers) clearTimeout(t);
+    for (const c of this.derps.values()) c.client.close();
+    this.derps.clear();
+    for (const c of this.cliPings.values()) c.resolve(undefined as unknown as PingResult);
+    this.cliPings.clear();
+  }
+}
+
+/** The DERP URL of a node: https://HostName[:DERPPort]/derp, or plain http (port 3340 by default) when asked. */
+export function derpUrl(n: DERPNode, http: boolean): string {
+  const host = n.HostName.includes(':') ? `[${n.HostName}]` : n.HostName;
+  const port = n.DERPPort || (http ? 3340 : 443);
+  return `${http ? 'http' : 'https'}://${host}:${port}/derp`;
+}
+
+/** The regions of a DERP map, sorted by ID. */
+export function regionsOf(map: DERPMap | undefined): DERPRegion[] {
+  return Object.values(map?.Regions ?? {}).filter((r): r is DERPRegion => !!r).sort((a, b) => a.RegionID - b.RegionID);
+}

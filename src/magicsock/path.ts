@@ -1,0 +1,328 @@
+// Per-peer path choice, without I/O (tailscale wgengine/magicsock/endpoint.go; reference
+// data-plane.md 4.3-4.5). The I/O layer tells a PeerPath what happened (a WireGuard packet goes out,
+// a pong came back, a ping or call-me-maybe arrived, time passed) with `now` in ms, and the path
+// answers with actions: disco pings to send over UDP, call-me-maybe to send over DERP.
+//
+// Where a WireGuard packet goes (addrForSendLocked):
+//   best address confirmed by a pong less than 6.5 s ago  -> UDP to it only
+//   best address known but its trust expired              -> UDP to it and DERP
+//   no best address                                       -> DERP only
+// Candidates: the peer's endpoints from the map, from its call-me-maybe, and sources of its pings.
+import type { Endpoint } from '../net/endpoint.ts';
+
+/** Ping the best address this often while the peer is active (heartbeatInterval). */
+export const HEARTBEAT_MS = 3_000;
+/** After a pong, use UDP alone this long (trustUDPAddrDuration). */
+export const TRUST_UDP_ADDR_MS = 6_500;
+/** A ping without a pong after this long is lost (pingTimeoutDuration). */
+export const PING_TIMEOUT_MS = 5_000;
+/** Least time between pings to one candidate (discoPingInterval). */
+export const DISCO_PING_INTERVAL_MS = 5_000;
+/** No outbound traffic this long: the session is idle, heartbeats stop (sessionActiveTimeout). */
+export const SESSION_ACTIVE_TIMEOUT_MS = 45_000;
+/** Re-probe every candidate this often when the direct path is slower than goodEnough (upgradeUDPDirectInterval). */
+export const UPGRADE_INTERVAL_MS = 60_000;
+/** A direct path at or below this latency is never upgraded (goodEnoughLatency). */
+export const GOOD_ENOUGH_LATENCY_MS = 5;
+/** Most candidates kept per peer. */
+export const MAX_CANDIDATES = 100;
+/** Most pings awaiting a pong per peer. */
+const MAX_PENDING_PINGS = 256;
+
+/** Where one WireGuard packet goes: a bit set. */
+export const Route = { none: 0, udp: 1, derp: 2, both: 3 } as const;
+/** One of {@link Route}. */
+export type Route = (typeof Route)[keyof typeof Route];
+
+/** What a PeerPath asks the I/O layer to do. */
+export type PathAction =
+  | { kind: 'ping'; to: Endpoint; txId: Uint8Array }
+  | { kind: 'call-me-maybe' };
+
+/** Why a ping was sent; a CLI ping wants to hear about its pong. */
+export type PingPurpose = 'discovery' | 'heartbeat' | 'cli';
+
+interface Candidate {
+  ep: Endpoint;
+  lastPing: number;
+  /** Latency of the latest pong, ms; Infinity before one. */
+  latency: number;
+  fromMap: boolean;
+  fromCallMeMaybe: boolean;
+  /** Last time the peer pinged us from here (runtime-learned candidate). */
+  lastPingFrom: number;
+}
+
+interface SentPing { to: Endpoint; at: number; purpose: PingPurpose }
+
+/** A pong matched to its ping. */
+export interface PongResult { to: Endpoint; latencyMs: number; purpose: PingPurpose; becameBest: boolean }
+
+/** Counters of one path, always on. */
+export interface PathCounters {
+  pingsSent: number;
+  pongsReceived: number;
+  pingsTimedOut: number;
+  callMeMaybeSent: number;
+  callMeMaybeReceived: number;
+  unknownPongs: number;
+}
+
+/**
+ * betterAddr (endpoint.go): does a (latency la) beat b (latency lb)? The faster gets up to 100
+ * points for its advantage; private addresses +20, IPv6 +10, loopback +50; ties keep b.
+ */
+export function betterAddr(a: Endpoint, la: number, b: Endpoint | undefined, lb: number): boolean {
+  if (b === undefined) return true;
+  if (a.key === b.key) return false;
+  let pa = 0, pb = 0;
+  if (la < lb) pa += 100 - (100 * la) / lb;
+  else if (lb < la) pb += 100 - (100 * lb) / la;
+  pa += addrPoints(a);
+  pb += addrPoints(b);
+  if (pa <= 1 && pb === 0) return false;
+  return pa > pb;
+}
+
+function addrPoints(e: Endpoint): number {
+  let p = 0;
+  if (e.family === 6) p += 10;
+  if (e.ip.startsWith('127.') || e.ip === '::1') p += 50;
+  else if (isPrivate(e.ip)) p += 20;
+  return p;
+}
+
+function isPrivate(ip: string): boolean {
+  if (ip.startsWith('10.') || ip.startsWith('192.168.')) return true;
+  const m = /^172\.(\d+)\./.exec(ip);
+  if (m && Number(m[1]) >= 16 && Number(m[1]) <= 31) return true;
+  return /^f[cd][0-9a-f]{2}:/i.test(ip);
+}
+
+function txKey(txId: Uint8Array): string {
+  return Buffer.from(txId.buffer, txId.byteOffset, txId.length).toString('hex');
+}
+
+/** The path state of one peer: candidates, best address, trust, outstanding pings. */
+export class PeerPath {
+  /** Best UDP address, undefined while only DERP is known to work. */
+  bestAddr: Endpoint | undefined;
+  /** Latency of bestAddr, ms. */
+  bestLatency = Infinity;
+  /** Until when bestAddr is used without DERP. */
+  trustUntil = -Infinity;
+  /** Counters. */
+  readonly counters: PathCounters = { pingsSent: 0, pongsReceived: 0, pingsTimedOut: 0, callMeMaybeSent: 0, callMeMaybeReceived: 0, unknownPongs: 0 };
+  private readonly candidates = new Map<string, Candidate>();
+  private readonly pings = new Map<string, SentPing>();
+  private readonly newTxId: () => Uint8Array;
+  private lastSend = -Infinity;
+  private lastFullPing = -Infinity;
+  private nextHeartbeat = Infinity;
+  /** Earliest time a discovery round could ping anyone (skips the scan on the hot path). */
+  private nextDiscovery = -Infinity;
+
+  constructor(newTxId: () => Uint8Array) {
+    this.newTxId = newTxId;
+  }
+
+  /** Whether bestAddr is confirmed (WireGuard goes over UDP alone). */
+  trusted(now: number): boolean {
+    return this.bestAddr !== undefined && now < this.trustUntil;
+  }
+
+  /** Candidate endpoints, as text. */
+  candidateKeys(): string[] {
+    return [...this.candidates.keys()];
+  }
+
+  /** Replaces the candidates that came from the network map. */
+  setMapEndpoints(eps: readonly Endpoint[]): void {
+    const want = new Set(eps.map((e) => e.key));
+    for (const [k, c] of this.candidates) {
+      if (c.fromMap && !want.has(k)) {
+        c.fromMap = false;
+        this.dropIfOrphan(k, c);
+      }
+    }
+    for (const e of eps) this.candidate(e).fromMap = true;
+  }
+
+  private dropIfOrphan(k: string, c: Candidate): void {
+    if (c.fromMap || c.fromCallMeMaybe || c.lastPingFrom > -Infinity) return;
+    this.candidates.delete(k);
+    if (this.bestAddr?.key === k) this.clearBest();
+  }
+
+  private candidate(e: Endpoint): Candidate {
+    let c = this.candidates.get(e.key);
+    if (c === undefined) {
+      if (this.candidates.size >= MAX_CANDIDATES) this.pruneOne();
+      c = { ep: e, lastPing: -Infinity, latency: Infinity, fromMap: false, fromCallMeMaybe: false, lastPingFrom: -Infinity };
+      this.candidates.set(e.key, c);
+      this.nextDiscovery = -Infinity;
+    }
+    return c;
+  }
+
+  private pruneOne(): void {
+    for (const [k, c] of this.candidates) {
+      if (!c.fromMap && this.bestAddr?.key !== k) { this.candidates.delete(k); return; }
+    }
+  }
+
+  private clearBest(): void {
+    this.bestAddr = undefined;
+    this.bestLatency = Infinity;
+    this.trustUntil = -Infinity;
+  }
+
+  /**
+   * A WireGuard packet is about to go out (endpoint.send): returns where it goes and, when the
+   * direct path is not trusted, starts discovery. Cheap when trusted: no scan, no allocation.
+   */
+  noteSend(now: number, out: PathAction[]): Route {
+    this.lastSend = now;
+    if (this.bestAddr !== undefined && now < this.trustUntil) return Route.udp;
+    if (this.nextHeartbeat === Infinity) this.nextHeartbeat = now + HEARTBEAT_MS;
+    if (now >= this.nextDiscovery) this.discover(now, out, true);
+    return this.bestAddr === undefined ? Route.derp : Route.both;
+  }
+
+  /** Pings every candidate not pinged within DISCO_PING_INTERVAL_MS; call-me-maybe if any went out. */
+  private discover(now: number, out: PathAction[], withCallMeMaybe: boolean): void {
+    let sent = 0;
+    let next = Infinity;
+    for (const c of this.candidates.values()) {
+      if (now - c.lastPing >= DISCO_PING_INTERVAL_MS) {
+        this.ping(c, now, 'discovery', out);
+        sent++;
+      }
+      next = Math.min(next, c.lastPing + DISCO_PING_INTERVAL_MS);
+    }
+    this.nextDiscovery = next;
+    this.lastFullPing = now;
+    // With no candidate at all a call-me-maybe still lets the peer ping us (we may have a public address).
+    if (withCallMeMaybe && (sent > 0 || this.candidates.size === 0)) {
+      out.push({ kind: 'call-me-maybe' });
+      this.counters.callMeMaybeSent++;
+      if (this.candidates.size === 0) this.nextDiscovery = now + DISCO_PING_INTERVAL_MS;
+    }
+  }
+
+  private ping(c: Candidate, now: number, purpose: PingPurpose, out: PathAction[]): void {
+    c.lastPing = now;
+    const txId = this.newTxId();
+    if (this.pings.size >= MAX_PENDING_PINGS) this.expirePings(now, true);
+    this.pings.set(txKey(txId), { to: c.ep, at: now, purpose });
+    this.counters.pingsSent++;
+    out.push({ kind: 'ping', to: c.ep, txId });
+  }
+
+  /** A ping for `meshd ping`: to bestAddr if any, else to every candidate. Returns the txids. */
+  cliPing(now: number, out: PathAction[]): Uint8Array[] {
+    const txIds: Uint8Array[] = [];
+    const targets = this.bestAddr !== undefined ? [this.candidate(this.bestAddr)] : [...this.candidates.values()];
+    for (const c of targets) {
+      const before = out.length;
+      this.ping(c, now, 'cli', out);
+      const a = out[before];
+      if (a?.kind === 'ping') txIds.push(a.txId);
+    }
+    return txIds;
+  }
+
+  /** A pong arrived over UDP (handlePongConnLocked); undefined when it answers no ping of ours. */
+  onPong(txId: Uint8Array, now: number): PongResult | undefined {
+    const k = txKey(txId);
+    const sp = this.pings.get(k);
+    if (sp === undefined) {
+      this.counters.unknownPongs++;
+      return undefined;
+    }
+    this.pings.delete(k);
+    this.counters.pongsReceived++;
+    const latency = Math.max(0, now - sp.at);
+    const c = this.candidates.get(sp.to.key);
+    if (c !== undefined) c.latency = latency;
+    let becameBest = false;
+    if (this.bestAddr === undefined || now >= this.trustUntil || betterAddr(sp.to, latency, this.bestAddr, this.bestLatency)) {
+      becameBest = this.bestAddr?.key !== sp.to.key;
+      this.bestAddr = sp.to;
+    }
+    if (this.bestAddr.key === sp.to.key) {
+      this.bestLatency = latency;
+      this.trustUntil = now + TRUST_UDP_ADDR_MS;
+    }
+    return { to: sp.to, latencyMs: latency, purpose: sp.purpose, becameBest };
+  }
+
+  /** The peer pinged us over UDP from `from`: remember the address as a candidate. */
+  onPingFrom(from: Endpoint, now: number): void {
+    this.candidate(from).lastPingFrom = now;
+  }
+
+  /** The peer's call-me-maybe (via DERP): its endpoints replace the earlier ones; ping all now. */
+  onCallMeMaybe(eps: readonly Endpoint[], now: number, out: PathAction[]): void {
+    this.counters.callMeMaybeReceived++;
+    const want = new Set<string>();
+    for (const e of eps) {
+      if (e.family === 6 && /^fe80:/i.test(e.ip)) continue;
+      want.add(e.key);
+      this.candidate(e).fromCallMeMaybe = true;
+    }
+    for (const [k, c] of this.candidates) {
+      if (c.fromCallMeMaybe && !want.has(k)) {
+        c.fromCallMeMaybe = false;
+        this.dropIfOrphan(k, c);
+      }
+    }
+    for (const c of this.candidates.values()) c.lastPing = -Infinity;
+    this.discover(now, out, false);
+  }
+
+  /** Sending to bestAddr failed in a way that means it cannot work: forget it. */
+  onSendError(ep: Endpoint): void {
+    if (this.bestAddr?.key === ep.key) this.clearBest();
+    const c = this.candidates.get(ep.key);
+    if (c) c.latency = Infinity;
+  }
+
+  private expirePings(now: number, all = false): void {
+    for (const [k, sp] of this.pings) {
+      if (!all && now - sp.at < PING_TIMEOUT_MS) continue;
+      this.pings.delete(k);
+      this.counters.pingsTimedOut++;
+      // A lost ping to an already untrusted best address: the direct path is gone (discoPingTimeout).
+      if (this.bestAddr?.key === sp.to.key && now >= this.trustUntil) this.clearBest();
+    }
+  }
+
+  /**
+   * Timers (heartbeat, endpoint.go): every HEARTBEAT_MS while the peer saw outbound traffic in the
+   * last SESSION_ACTIVE_TIMEOUT_MS, ping bestAddr, and do a full round when it is untrusted or
+   * slow and a minute has passed. Also expires lost pings and forgets stale ping-learned candidates.
+   */
+  tick(now: number, out: PathAction[]): void {
+    this.expirePings(now);
+    if (now < this.nextHeartbeat) return;
+    if (now - this.lastSend > SESSION_ACTIVE_TIMEOUT_MS) {
+      this.nextHeartbeat = Infinity;
+      for (const [k, c] of this.candidates) {
+        if (c.lastPingFrom > -Infinity && now - c.lastPingFrom > SESSION_ACTIVE_TIMEOUT_MS) {
+          c.lastPingFrom = -Infinity;
+          this.dropIfOrphan(k, c);
+        }
+      }
+      return;
+    }
+    this.nextHeartbeat = now + HEARTBEAT_MS;
+    if (this.bestAddr !== undefined) {
+      const c = this.candidate(this.bestAddr);
+      this.ping(c, now, 'heartbeat', out);
+    }
+    const untrusted = !this.trusted(now);
+    const slowAndStale = this.bestLatency > GOOD_ENOUGH_LATENCY_MS && now - this.lastFullPing >= UPGRADE_INTERVAL_MS;
+    if (untrusted || slowAndStale) this.discover(now, out, true);
+  }
+}

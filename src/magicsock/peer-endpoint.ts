@@ -1,0 +1,21 @@
+// The WireGuard endpoint of a magicsock peer: not an address but the peer itself. The data plane
+// hands packets sent to it to magicsock, which picks UDP or DERP per packet (tailscale's
+// magicsock.endpoint as a conn.Endpoint). Its raw form is 127.3.3.40:<id> (tailcfg.DerpMagicIP),
+// loopback, so a packet that ever reached the kernel with it would go nowhere.
+import { ENDPOINT_RAW_LEN, Endpoint, writeEndpointRaw } from '../net/endpoint.ts';
+
+/** The fake IP of DERP paths in tailscale (tailcfg.DerpMagicIP). */
+export const DERP_MAGIC_IP = '127.3.3.40';
+
+/** A peer's endpoint as WireGuard sees it; `id` names the peer inside magicsock. */
+export class PeerEndpoint extends Endpoint {
+  /** Magicsock's peer number. */
+  readonly id: number;
+
+  constructor(id: number) {
+    const raw = new Uint8Array(ENDPOINT_RAW_LEN);
+    writeEndpointRaw(DERP_MAGIC_IP, id & 0xffff, raw, 0);
+    super(4, DERP_MAGIC_IP, id & 0xffff, raw);
+    this.id = id;
+  }
+}

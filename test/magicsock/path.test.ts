@@ -1,0 +1,105 @@
+// PeerPath on a fake clock: DERP first, direct after a pong, trust and heartbeats, fallback.
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { Endpoints } from '../../src/net/endpoint.ts';
+import {
+  betterAddr, HEARTBEAT_MS, PeerPath, PING_TIMEOUT_MS, Route, SESSION_ACTIVE_TIMEOUT_MS, TRUST_UDP_ADDR_MS, type PathAction,
+} from '../../src/magicsock/path.ts';
+
+const eps = new Endpoints();
+let seq = 0;
+function newPath(): PeerPath {
+  return new PeerPath(() => { const t = new Uint8Array(12); t[0] = ++seq & 0xff; t[1] = seq >> 8; return t; });
+}
+function pings(out: PathAction[]): Extract<PathAction, { kind: 'ping' }>[] {
+  return out.filter((a): a is Extract<PathAction, { kind: 'ping' }> => a.kind === 'ping');
+}
+
+describe('PeerPath', () => {
+  it('sends over DERP and pings every candidate with a call-me-maybe until a pong arrives', () => {
+    const p = newPath();
+    p.setMapEndpoints([eps.parse('198.18.0.10:41641'), eps.parse('[2001:db8::a]:41641')]);
+    const out: PathAction[] = [];
+    assert.equal(p.noteSend(0, out), Route.derp);
+    assert.equal(pings(out).length, 2);
+    assert.equal(out.filter((a) => a.kind === 'call-me-maybe').length, 1);
+    // A second packet right after starts no new round.
+    const out2: PathAction[] = [];
+    assert.equal(p.noteSend(10, out2), Route.derp);
+    assert.equal(out2.length, 0);
+  });
+
+  it('goes direct on a pong, trusts it 6.5 s, then sends both ways until the next pong', () => {
+    const p = newPath();
+    const a = eps.parse('198.18.0.10:41641');
+    p.setMapEndpoints([a]);
+    const out: PathAction[] = [];
+    p.noteSend(0, out);
+    const r = p.onPong(pings(out)[0]!.txId, 12);
+    assert.equal(r?.latencyMs, 12);
+    assert.equal(r?.becameBest, true);
+    assert.equal(p.bestAddr?.key, a.key);
+    assert.equal(p.noteSend(100, []), Route.udp);
+    assert.equal(p.noteSend(12 + TRUST_UDP_ADDR_MS, []), Route.both);
+  });
+
+  it('keeps the path trusted with heartbeats while traffic flows', () => {
+    const p = newPath();
+    p.setMapEndpoints([eps.parse('198.18.0.10:41641')]);
+    const out: PathAction[] = [];
+    p.noteSend(0, out);
+    p.onPong(pings(out)[0]!.txId, 5);
+    for (let t = 0; t < 30_000; t += 100) {
+      p.noteSend(t, []);
+      const o: PathAction[] = [];
+      p.tick(t, o);
+      for (const x of pings(o)) p.onPong(x.txId, t + 5);
+      assert.equal(p.trusted(t), true, `trusted at ${t}`);
+    }
+  });
+
+  it('falls back to DERP when pongs stop', () => {
+    const p = newPath();
+    p.setMapEndpoints([eps.parse('198.18.0.10:41641')]);
+    const out: PathAction[] = [];
+    p.noteSend(0, out);
+    p.onPong(pings(out)[0]!.txId, 5);
+    let t = 0;
+    for (; t < 20_000 && p.bestAddr !== undefined; t += 100) { p.noteSend(t, []); p.tick(t, []); }
+    assert.equal(p.bestAddr, undefined, 'best address forgotten');
+    assert.ok(t <= TRUST_UDP_ADDR_MS + HEARTBEAT_MS + PING_TIMEOUT_MS + 200, `after ${t} ms`);
+    assert.equal(p.noteSend(t, []), Route.derp);
+  });
+
+  it('pings call-me-maybe endpoints at once and learns candidates from received pings', () => {
+    const p = newPath();
+    const out: PathAction[] = [];
+    p.onCallMeMaybe([eps.parse('203.0.113.1:1000'), eps.parse('[fe80::1]:1000')], 0, out);
+    assert.deepEqual(pings(out).map((x) => x.to.key), ['203.0.113.1:1000']);
+    p.onPingFrom(eps.parse('203.0.113.2:2000'), 1);
+    assert.deepEqual(p.candidateKeys().sort(), ['203.0.113.1:1000', '203.0.113.2:2000']);
+  });
+
+  it('stops heartbeats when idle and forgets ping-learned candidates', () => {
+    const p = newPath();
+    p.onPingFrom(eps.parse('203.0.113.2:2000'), 0);
+    p.noteSend(0, []);
+    let n = 0;
+    for (let t = 0; t < SESSION_ACTIVE_TIMEOUT_MS + 10_000; t += 500) { const o: PathAction[] = []; p.tick(t, o); n += o.length; }
+    assert.ok(n < 40, `bounded pings: ${n}`);
+    assert.deepEqual(p.candidateKeys(), []);
+  });
+
+  it('ignores pongs it did not ask for', () => {
+    const p = newPath();
+    assert.equal(p.onPong(new Uint8Array(12), 0), undefined);
+    assert.equal(p.counters.unknownPongs, 1);
+  });
+
+  it('prefers a clearly faster address and keeps the current one on a small difference', () => {
+    const a = eps.parse('198.18.0.10:1'), b = eps.parse('198.18.0.11:1');
+    assert.equal(betterAddr(a, 1, b, 10), true);
+    assert.equal(betterAddr(a, 9.95, b, 10), false);
+    assert.equal(betterAddr(a, 5, undefined, Infinity), true);
+  });
+});
