@@ -163,6 +163,37 @@ node:
     return node;
   }
 
+  private lans = 0;
+
+  /**
+   * Adds a node behind its own NAT router: LAN 198.19.N.0/24 (router .1, node .2), router WAN
+   * 198.18.0.(100+N) on the simulated internet. 'easy' masquerades keeping the source port when it
+   * can (one mapping for every destination); 'hard' picks a random port per connection (a mapping
+   * per destination). Neither forwards anything unsolicited inward. Unsolicited packets to the
+   * router are dropped before conntrack confirms them: otherwise their entry would clash with the
+   * node's own mapping to the same peer and force a new port (Linux's hole-punching quirk). IPv4 only.
+   */
+  addNatNode(name: string, nat: 'easy' | 'hard'): LabNode {
+    const n = ++this.lans;
+    const router = this.lab.ns(`r${n}`);
+    this.lab.attach(router, this.sw, [`198.18.0.${100 + n}/24`], 'wan');
+    const ns = this.lab.ns(name);
+    this.lab.link(router, ns, { a4: `198.19.${n}.1`, b4: `198.19.${n}.2` }, { a: 'lan', b: 'veth0' });
+    this.lab.exec(ns, ['ip', 'route', 'add', 'default', 'via', `198.19.${n}.1`]);
+    this.lab.exec(router, ['sysctl', '-qw', 'net.ipv4.ip_forward=1']);
+    this.lab.exec(router, ['nft', '-f', '-'], { input: `table ip meshd_nat {
+  chain outward { type nat hook postrouting priority 100; oifname "wan" masquerade${nat === 'hard' ? ' random' : ''}; }
+  chain inward { type filter hook forward priority 0; policy drop; iifname "lan" accept; ct state established,related accept; }
+  chain local { type filter hook input priority 0; iifname "wan" ct state new drop; }
+}
+` });
+    const dir = join(this.dir, name);
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const node: LabNode = { name, ns, ip4: `198.19.${n}.2`, dir, socket: join(dir, 'meshd.sock') };
+    this.nodes.push(node);
+    return node;
+  }
+
   /** Runs the meshd CLI in a node's namespace with that node's socket; returns status and output. */
   meshd(node: LabNode, args: string[], timeoutMs = 60_000): { status: number | null; stdout: string; stderr: string } {
     // The lab's DERP (headscale's embedded one) speaks plain HTTP: meshd needs the explicit switch.
