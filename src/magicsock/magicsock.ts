@@ -120,6 +120,7 @@ export class MagicSock {
   private home = 0;
   private report: NetReport | undefined;
   private netcheckRun: ReportBuilder | undefined;
+  private netcheckPromise: Promise<NetReport | undefined> | undefined;
   private netcheckTimers: NodeJS.Timeout[] = [];
   private nextNetcheck: NodeJS.Timeout | undefined;
   private readonly ticker: NodeJS.Timeout;
@@ -136,6 +137,11 @@ export class MagicSock {
     this.discoPublic = publicKeyOf(opts.discoPrivate);
     this.ticker = setInterval(() => this.tick(), TICK_MS);
     this.ticker.unref();
+  }
+
+  /** The DERP map in use. */
+  get derpRegions(): DERPRegion[] {
+    return regionsOf(this.derpMap);
   }
 
   /** Our home DERP region (0 until netcheck chose one). */
@@ -439,8 +445,13 @@ export class MagicSock {
   // ---- netcheck and endpoints ----------------------------------------------------------------
 
   /** Runs a netcheck now: STUN to every region from the WireGuard socket; then picks home and reports. */
-  async netcheck(): Promise<NetReport | undefined> {
-    if (this.netcheckRun || this.closed) return undefined;
+  netcheck(): Promise<NetReport | undefined> {
+    if (this.closed) return Promise.resolve(undefined);
+    this.netcheckPromise ??= this.runNetcheck().finally(() => { this.netcheckPromise = undefined; });
+    return this.netcheckPromise;
+  }
+
+  private async runNetcheck(): Promise<NetReport | undefined> {
     const map = this.derpMap;
     const probes = planProbes(map);
     const run = new ReportBuilder();

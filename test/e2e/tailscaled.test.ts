@@ -52,6 +52,19 @@ describe('meshd with a real tailscaled peer', { skip }, () => {
     assert.match(peerT()!.path.direct!, /^(198\.18\.0\.11:41641|\[2001:db8::b\]:41641)$/);
   });
 
+  it('`meshd ping` says the path is direct, and `meshd netcheck` finds UDP and the home DERP', () => {
+    const r = lab.meshd(m, ['ping', '-c', '5', 't1']);
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /pong from t1 \(100\.64\.0\.\d+\) via (198\.18\.0\.11:41641|\[2001:db8::b\]:41641) in \d+ms/, r.stdout);
+    const nc = lab.meshd(m, ['netcheck', '--json']);
+    assert.equal(nc.status, 0, nc.stderr);
+    const rep = JSON.parse(nc.stdout) as { udp: boolean; preferredDERP: number; globalV4: string; regions: { id: number; latencyMs: number | null }[] };
+    assert.equal(rep.udp, true);
+    assert.equal(rep.preferredDERP, 999);
+    assert.equal(rep.globalV4, '198.18.0.10:41641');
+    assert.ok((rep.regions.find((g) => g.id === 999)?.latencyMs ?? -1) >= 0);
+  });
+
   it('pings from tailscaled to meshd and `tailscale ping` reports a direct path', () => {
     assert.ok(lab.ping(t, mIp, 3), `tailscaled -> meshd ${mIp}`);
     const out = tsPing();
@@ -79,6 +92,10 @@ describe('meshd with a real tailscaled peer', { skip }, () => {
       await waitFor('pings through DERP', () => lab.ping(m, tIp, 2) && lab.ping(t, mIp, 2), 20_000, 500);
       const out = tsPing();
       assert.match(out, /pong from m1 \(100\.64\.0\.\d+\) via DERP\(headscale\) in/, out);
+      const mp = lab.meshd(m, ['ping', '-c', '2', 't1']);
+      assert.notEqual(mp.status, 0, 'no direct connection: exit status 1 as tailscale ping');
+      assert.match(mp.stdout, /pong from t1 \(100\.64\.0\.\d+\) via DERP\(headscale\) in \d+ms/, mp.stdout + mp.stderr);
+      assert.match(mp.stderr, /direct connection not established/);
       const got = lab.xferServe(t, tIp, 5203);
       await new Promise((r) => setTimeout(r, 500));
       const sent = lab.xferSend(m, tIp, 5203, 5 * 1024 * 1024);
