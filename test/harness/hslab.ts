@@ -283,6 +283,20 @@ node:
     });
   }
 
+  /** Like xferSend, without blocking this process (for things to do during the transfer). */
+  xferSendAsync(node: LabNode, host: string, port: number, bytes: number): Promise<{ bytes: number; sha256: string; ms: number }> {
+    const p = this.lab.spawn(node.ns, [process.execPath, join(packageRoot(), 'scripts', 'tcpxfer.mjs'), 'send', host, String(port), String(bytes)]);
+    let out = '', err = '';
+    p.stdout?.on('data', (d: Buffer) => { out += d.toString(); });
+    p.stderr?.on('data', (d: Buffer) => { err += d.toString(); });
+    return new Promise((resolve, reject) => {
+      p.on('exit', (code) => {
+        if (code === 0) resolve(JSON.parse(out.trim().split('\n').pop()!) as { bytes: number; sha256: string; ms: number });
+        else reject(new Error(`tcpxfer send exited ${code}: ${err}`));
+      });
+    });
+  }
+
   /** Sends `bytes` random bytes with tcpxfer from a node; returns its JSON result. */
   xferSend(node: LabNode, host: string, port: number, bytes: number): { bytes: number; sha256: string; ms: number } {
     const r = this.lab.tryExec(node.ns, [process.execPath, join(packageRoot(), 'scripts', 'tcpxfer.mjs'), 'send', host, String(port), String(bytes)], 150_000);
