@@ -81,7 +81,7 @@ interface MagicPeer {
 
 interface DerpConn { region: number; client: DerpClient; queue: { dst: Uint8Array; data: Uint8Array }[]; lastUsed: number }
 
-interface CliPing { peer: MagicPeer; at: number; resolve: (r: PingResult) => void }
+interface CliPing { peer: MagicPeer; at: number; resolve: (r: PingResult | undefined) => void }
 
 /** Always-on counters. */
 export interface MagicCounters {
@@ -577,7 +577,7 @@ export class MagicSock {
     for (const t of this.netcheckTimers) clearTimeout(t);
     for (const c of this.derps.values()) c.client.close();
     this.derps.clear();
-    for (const c of this.cliPings.values()) c.resolve(undefined as unknown as PingResult);
+    for (const c of this.cliPings.values()) c.resolve(undefined);
     this.cliPings.clear();
   }
 }

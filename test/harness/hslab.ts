@@ -14,6 +14,8 @@ import { packageRoot } from '../../src/util/root.ts';
 export const HS_IP = '198.18.0.1';
 /** Headscale's HTTP port. */
 export const HS_PORT = 8080;
+/** The standalone derper's address (TailnetLab with `derper`). */
+export const DERPER_IP = '198.18.0.2';
 /** The login server URL nodes use. */
 export const HS_URL = `http://${HS_IP}:${HS_PORT}`;
 
@@ -40,7 +42,11 @@ export class TailnetLab {
   private userId = '';
   readonly nodes: LabNode[] = [];
 
-  constructor(tag: string, opts: { policy?: unknown } = {}) {
+  /**
+   * With `derper`, headscale's embedded DERP is off and the DERP map has one region (900, code
+   * "derper") served by an unmodified standalone derper at {@link DERPER_IP}:3340 (plain HTTP, STUN 3478).
+   */
+  constructor(tag: string, opts: { policy?: unknown; derper?: boolean } = {}) {
     const hs = which('headscale');
     if (!hs) throw new Error('headscale is not built: run scripts/install-peers.sh');
     this.hsBin = hs;
@@ -54,6 +60,22 @@ export class TailnetLab {
     mkdirSync(hsDir, { recursive: true });
     const policyPath = join(hsDir, 'policy.hujson');
     if (opts.policy !== undefined) writeFileSync(policyPath, JSON.stringify(opts.policy, null, 2));
+    if (opts.derper) {
+      writeFileSync(join(hsDir, 'derper.yaml'), `regions:
+  900:
+    regionid: 900
+    regioncode: derper
+    regionname: Standalone derper
+    nodes:
+      - name: 900a
+        regionid: 900
+        hostname: ${DERPER_IP}
+        ipv4: ${DERPER_IP}
+        stunport: 3478
+        derpport: 3340
+`);
+      this.startDerper();
+    }
     this.config = join(hsDir, 'config.yaml');
     writeFileSync(this.config, `server_url: ${HS_URL}
 listen_addr: 0.0.0.0:${HS_PORT}
@@ -71,7 +93,7 @@ prefixes:
   allocation: sequential
 derp:
   server:
-    enabled: true
+    enabled: ${opts.derper ? 'false' : 'true'}
     region_id: 999
     region_code: headscale
     region_name: Headscale Embedded DERP
@@ -80,7 +102,7 @@ derp:
     private_key_path: ${hsDir}/derp_server_private.key
     automatically_add_embedded_derp_region: true
   urls: []
-  paths: []
+  paths: [${opts.derper ? join(hsDir, 'derper.yaml') : ''}]
   auto_update_enabled: false
 database:
   type: sqlite
@@ -103,6 +125,20 @@ node:
   ephemeral:
     inactivity_timeout: 70s
 `);
+  }
+
+  private derperProc: ChildProcess | undefined;
+
+  /** Runs tailscale's derper in namespace `dp` at DERPER_IP (plain HTTP on 3340, STUN on 3478). */
+  private startDerper(): void {
+    const bin = which('derper');
+    if (!bin) throw new Error('derper is not built: run scripts/install-peers.sh');
+    const ns = this.lab.ns('dp');
+    this.lab.attach(ns, this.sw, [`${DERPER_IP}/24`]);
+    this.derperProc = this.lab.spawn(ns, [bin, '-a', `${DERPER_IP}:3340`, '-http-port', '-1', '-stun-port', '3478',
+      '-c', join(this.dir, 'derper.key'), '-home', 'blank']);
+    this.derperProc.stdout?.resume();
+    this.derperProc.stderr?.resume();
   }
 
   /** Starts headscale and waits until it answers; creates user "lab" once. */
