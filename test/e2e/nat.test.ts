@@ -16,7 +16,7 @@ const skip = needs({ root: true, tun: true, commands: ['headscale', 'tailscaled'
 const DIRECT_WITHIN_MS = 10_000;
 
 type Kind = 'meshd' | 'tailscaled';
-interface Node { node: LabNode; kind: Kind; nat: 'easy' | 'hard'; ip: string }
+interface Node { node: LabNode; kind: Kind; nat: 'easy' | 'hard' | 'udp-blocked'; ip: string }
 interface Result { pair: string; nat: string; firstReplyMs: number; directMs: number | null; path: string }
 
 describe('through NAT routers, meshd and tailscaled', { skip }, () => {
@@ -38,7 +38,7 @@ describe('through NAT routers, meshd and tailscaled', { skip }, () => {
     return p?.CurAddr ? p.CurAddr : null;
   }
 
-  async function add(name: string, kind: Kind, nat: 'easy' | 'hard', key: string): Promise<void> {
+  async function add(name: string, kind: Kind, nat: 'easy' | 'hard' | 'udp-blocked', key: string): Promise<void> {
     const node = lab.addNatNode(name, nat);
     let ip: string;
     if (kind === 'meshd') {
@@ -89,6 +89,8 @@ describe('through NAT routers, meshd and tailscaled', { skip }, () => {
     await add('te2', 'tailscaled', 'easy', key);
     await add('mh1', 'meshd', 'hard', key);
     await add('th1', 'tailscaled', 'hard', key);
+    await add('mb1', 'meshd', 'udp-blocked', key);
+    await add('tb1', 'tailscaled', 'udp-blocked', key);
   });
   after(async () => {
     if (results.length > 0) {
@@ -130,5 +132,15 @@ describe('through NAT routers, meshd and tailscaled', { skip }, () => {
     const got = await pair('mh1', 'te2');
     assert.ok(got.firstReplyMs >= 0, 'works at all');
     assert.equal(got.directMs !== null, ref.directMs !== null, `meshd ${JSON.stringify(got)} vs tailscaled ${JSON.stringify(ref)}`);
+  });
+
+  it('UDP blocked on one side: meshd works through DERP with tailscaled and with meshd, as tailscaled does', async () => {
+    const ref = await pair('tb1', 'te1');
+    const got = await pair('mb1', 'te1');
+    const mm = await pair('me2', 'mb1');
+    for (const r of [ref, got, mm]) {
+      assert.ok(r.firstReplyMs >= 0, `works: ${JSON.stringify(r)}`);
+      assert.equal(r.directMs, null, `through DERP: ${JSON.stringify(r)}`);
+    }
   });
 });

@@ -205,11 +205,11 @@ node:
    * Adds a node behind its own NAT router: LAN 198.19.N.0/24 (router .1, node .2), router WAN
    * 198.18.0.(100+N) on the simulated internet. 'easy' masquerades keeping the source port when it
    * can (one mapping for every destination); 'hard' picks a random port per connection (a mapping
-   * per destination). Neither forwards anything unsolicited inward. Unsolicited packets to the
+   * per destination); 'udp-blocked' is easy but lets only TCP out. None forwards anything unsolicited inward. Unsolicited packets to the
    * router are dropped before conntrack confirms them: otherwise their entry would clash with the
    * node's own mapping to the same peer and force a new port (Linux's hole-punching quirk). IPv4 only.
    */
-  addNatNode(name: string, nat: 'easy' | 'hard'): LabNode {
+  addNatNode(name: string, nat: 'easy' | 'hard' | 'udp-blocked'): LabNode {
     const n = ++this.lans;
     const router = this.lab.ns(`r${n}`);
     this.lab.attach(router, this.sw, [`198.18.0.${100 + n}/24`], 'wan');
@@ -219,7 +219,7 @@ node:
     this.lab.exec(router, ['sysctl', '-qw', 'net.ipv4.ip_forward=1']);
     this.lab.exec(router, ['nft', '-f', '-'], { input: `table ip meshd_nat {
   chain outward { type nat hook postrouting priority 100; oifname "wan" masquerade${nat === 'hard' ? ' random' : ''}; }
-  chain inward { type filter hook forward priority 0; policy drop; iifname "lan" accept; ct state established,related accept; }
+  chain inward { type filter hook forward priority 0; policy drop;${nat === 'udp-blocked' ? ' meta l4proto udp drop;' : ''} iifname "lan" accept; ct state established,related accept; }
   chain local { type filter hook input priority 0; iifname "wan" ct state new drop; }
 }
 ` });
