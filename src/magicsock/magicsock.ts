@@ -265,8 +265,9 @@ export class MagicSock {
 
   // ---- DERP ----------------------------------------------------------------------------------
 
+  /** The peer's home region, else where we last heard from it, else ours, else the first region (before netcheck). */
   private regionFor(p: MagicPeer): number {
-    return p.homeDERP || p.lastDerpRegion || this.home;
+    return p.homeDERP || p.lastDerpRegion || this.home || (regionsOf(this.derpMap).find((r) => !r.NoMeasureNoHome)?.RegionID ?? 0);
   }
 
   private sendDerp(p: MagicPeer, data: Uint8Array, region = this.regionFor(p)): void {
