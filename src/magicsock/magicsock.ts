@@ -28,6 +28,8 @@ import { trace, type Logf } from '../util/log.ts';
 export const DERP_INACTIVE_MS = 60_000;
 /** Packets queued per DERP region while it connects (derpWriteQueueDepth). */
 export const DERP_QUEUE_DEPTH = 32;
+/** Own endpoints older than this are re-STUNed before a call-me-maybe (endpointsFreshEnoughDuration). */
+export const ENDPOINTS_FRESH_MS = 27_000;
 /** Timer resolution of heartbeats and cleanups. */
 const TICK_MS = 250;
 
@@ -119,6 +121,7 @@ export class MagicSock {
   private readonly derps = new Map<number, DerpConn>();
   private home = 0;
   private report: NetReport | undefined;
+  private reportAt = -Infinity;
   private netcheckRun: ReportBuilder | undefined;
   private netcheckPromise: Promise<NetReport | undefined> | undefined;
   private netcheckTimers: NodeJS.Timeout[] = [];
@@ -256,6 +259,15 @@ export class MagicSock {
   }
 
   private sendCallMeMaybe(p: MagicPeer): void {
+    // Our endpoints must be fresh for the peer to reach us: re-STUN first when they are old.
+    if (this.derpMap && this.now() - this.reportAt > ENDPOINTS_FRESH_MS) {
+      void this.netcheck().then(() => this.sendCallMeMaybeNow(p));
+      return;
+    }
+    this.sendCallMeMaybeNow(p);
+  }
+
+  private sendCallMeMaybeNow(p: MagicPeer): void {
     const eps: Endpoint[] = [];
     for (const e of this.ourEndpoints()) {
       try { eps.push(this.io.endpoints.parse(e.addr)); } catch { /* skip */ }
@@ -494,6 +506,7 @@ export class MagicSock {
     if (this.closed) return undefined;
     const report = run.report();
     this.report = report;
+    this.reportAt = this.now();
     const oldHome = this.home;
     this.home = pickHome(map, report.regionLatency, oldHome);
     if (this.home !== oldHome) {
