@@ -128,6 +128,7 @@ export class Agent implements LocalBackend {
         state: this.state,
         controlURL: this.controlUrl,
         publicKey: this.identity ? formatNodePublic(this.identity.nodePublic) : null,
+        ...(this.magic ? { counters: this.magic.allCounters() } : {}),
       },
       peers,
     };

@@ -36,6 +36,8 @@ export interface Status {
     state: 'NoState' | 'NeedsLogin' | 'Starting' | 'Running' | 'Stopped';
     controlURL: string | null;
     publicKey: string | null;
+    /** magicsock and DERP counters (disco, STUN, DERP packets, drops by reason), when running. */
+    counters?: Record<string, number>;
   };
   peers: PeerStatus[];
 }

@@ -577,6 +577,18 @@ export class MagicSock {
     }
   }
 
+  /** magicsock counters plus each DERP region's (prefixed derpN.) and the paths' summed. */
+  allCounters(): Record<string, number> {
+    const out: Record<string, number> = { ...this.counters };
+    for (const c of this.derps.values()) {
+      for (const [k, v] of Object.entries(c.client.counters)) out[`derp${c.region}.${k}`] = v;
+    }
+    for (const p of this.byNode.values()) {
+      for (const [k, v] of Object.entries(p.path.counters)) out[`paths.${k}`] = (out[`paths.${k}`] ?? 0) + v;
+    }
+    return out;
+  }
+
   /** DERP counters by region, for status and tests. */
   derpStatus(): { region: number; connected: boolean; home: boolean }[] {
     return [...this.derps.values()].map((c) => ({ region: c.region, connected: c.client.connected, home: c.region === this.home }));
