@@ -3,7 +3,9 @@
 // with UDP blocked on the meshd side the two keep talking through DERP.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { needs } from '../harness/prereq.ts';
+import { packageRoot } from '../../src/util/root.ts';
 import { waitFor } from '../harness/netns.ts';
 import { TailnetLab, type LabNode } from '../harness/hslab.ts';
 import type { PeerStatus, Status } from '../../src/daemon/localapi.ts';
@@ -82,6 +84,17 @@ describe('meshd with a real tailscaled peer', { skip }, () => {
     assert.deepEqual(await got2, { bytes: sent2.bytes, sha256: sent2.sha256 }, 'tailscaled -> meshd');
     assert.equal(sent.bytes, MB50);
     process.stderr.write(`# 50 MB meshd->tailscaled ${(MB50 * 8 / sent.ms / 1000).toFixed(0)} Mbit/s, tailscaled->meshd ${(MB50 * 8 / sent2.ms / 1000).toFixed(0)} Mbit/s (direct)\n`);
+  });
+
+  it('shrugs off hostile datagrams at its port: counted, and the direct path to tailscaled stays', () => {
+    const before = status().self.counters ?? {};
+    const junk = lab.lab.tryExec(t.ns, [process.execPath, join(packageRoot(), 'scripts', 'udpjunk.mjs'), m.ip4, '41641', '5000'], 40_000);
+    assert.equal(junk.status, 0, junk.stderr);
+    const after = status().self.counters ?? {};
+    assert.ok((after.dropJunk ?? 0) > (before.dropJunk ?? 0), `junk counted: ${after.dropJunk}`);
+    assert.ok(lab.ping(m, tIp, 3), 'still pings');
+    const r = lab.meshd(m, ['ping', '-c', '3', 't1']);
+    assert.equal(r.status, 0, `still direct: ${r.stdout}${r.stderr}`);
   });
 
   it('a direct transfer is unaffected when headscale and its DERP restart during it', async () => {
