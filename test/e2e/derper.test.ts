@@ -54,3 +54,32 @@ describe('meshd and tailscaled with a standalone derper', { skip }, () => {
     }
   });
 });
+
+describe('two DERP regions (embedded and derper): netcheck tells easy from hard NAT', { skip }, () => {
+  let lab: TailnetLab;
+  before(async () => {
+    lab = new TailnetLab('dp2', { derper: 'extra' });
+    await lab.startHeadscale();
+  });
+  after(async () => { await lab?.dispose(); });
+
+  it('reports MappingVariesByDestIP false behind an easy NAT and true behind a hard one, as tailscale netcheck does', async () => {
+    const key = lab.authKey({ reusable: true });
+    const got: Record<string, { meshd: boolean | null; tailscaled: string }> = {};
+    for (const nat of ['easy', 'hard'] as const) {
+      const m = lab.addNatNode(`m${nat[0]}`, nat);
+      assert.equal(lab.up(m, key).status, 0);
+      const t = lab.addNatNode(`t${nat[0]}`, nat);
+      await lab.startTailscaled(t, key);
+      let rep: { mappingVariesByDestIP: boolean | null; regions: { latencyMs: number | null }[] } | undefined;
+      await waitFor(`meshd netcheck behind the ${nat} NAT to measure both regions`, () => {
+        rep = JSON.parse(lab.meshd(m, ['netcheck', '--json']).stdout);
+        return rep!.regions.length === 2 && rep!.regions.every((g) => g.latencyMs !== null) && rep!.mappingVariesByDestIP !== null;
+      }, 20_000, 500);
+      const tn = lab.tailscale(t, ['netcheck'], 30_000).stdout;
+      got[nat] = { meshd: rep!.mappingVariesByDestIP, tailscaled: /MappingVariesByDestIP: (\w*)/.exec(tn)?.[1] ?? '?' };
+    }
+    process.stderr.write(`# MappingVariesByDestIP: ${JSON.stringify(got)}\n`);
+    assert.deepEqual(got, { easy: { meshd: false, tailscaled: 'false' }, hard: { meshd: true, tailscaled: 'true' } });
+  });
+});

@@ -45,8 +45,9 @@ export class TailnetLab {
   /**
    * With `derper`, headscale's embedded DERP is off and the DERP map has one region (900, code
    * "derper") served by an unmodified standalone derper at {@link DERPER_IP}:3340 (plain HTTP, STUN 3478).
+   * With `derper: 'extra'` that region comes in addition to the embedded one (two STUN servers).
    */
-  constructor(tag: string, opts: { policy?: unknown; derper?: boolean } = {}) {
+  constructor(tag: string, opts: { policy?: unknown; derper?: boolean | 'extra' } = {}) {
     const hs = which('headscale');
     if (!hs) throw new Error('headscale is not built: run scripts/install-peers.sh');
     this.hsBin = hs;
@@ -93,7 +94,7 @@ prefixes:
   allocation: sequential
 derp:
   server:
-    enabled: ${opts.derper ? 'false' : 'true'}
+    enabled: ${opts.derper === true ? 'false' : 'true'}
     region_id: 999
     region_code: headscale
     region_name: Headscale Embedded DERP
