@@ -60,6 +60,18 @@ program.command('ip').description("print this node's tailnet addresses")
   .option('-4', 'only IPv4').option('-6', 'only IPv6')
   .action(async (opts: { '4'?: boolean; '6'?: boolean }) => { await (await tailnet()).ipCommand(sock(), opts); });
 
+const magic = () => import('./magic.ts');
+program.command('ping').description('disco-ping a peer: says whether the path is direct or via DERP, like tailscale ping')
+  .argument('<peer>', 'tailnet IP, hostname or nodekey')
+  .option('-c <count>', 'how many pings at most', '10')
+  .option('--timeout <duration>', 'wait this long for each pong', '5s')
+  .option('--until-direct <bool>', 'stop at the first direct pong; fail without one (default true)', (v) => v !== 'false', true)
+  .option('--json', 'print the pongs as JSON')
+  .action(async (peer: string, opts: import('./magic.ts').PingFlags) => { await (await magic()).pingCommand(sock(), peer, opts); });
+program.command('netcheck').description('measure UDP, our global address and the latency to each DERP region')
+  .option('--json', 'print JSON')
+  .action(async (opts: { json?: boolean }) => { await (await magic()).netcheckCommand(sock(), opts); });
+
 program
   .command('version')
   .description('print the version')

@@ -354,6 +354,11 @@ export class ControlClient {
     if (status !== 200) throw this.statusError('/machine/map', status, body);
   }
 
+  /** Sends changed Hostinfo (e.g. RoutableIPs) with a lite map request, keeping the endpoints last reported. */
+  async updateHostinfo(h: Hostinfo): Promise<void> {
+    await this.updateEndpoints(this.endpoints, { hostinfo: h });
+  }
+
   /**
    * Starts the streaming map poll. Calls onMap with the full map first (and again after every
    * reconnect), then onDelta per message. Reconnects with exponential backoff and jitter when the

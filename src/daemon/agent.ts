@@ -13,7 +13,7 @@ import { DataPlane } from './dataplane.ts';
 import { NetConf, TAILNET_V4, TAILNET_V6 } from './netconf.ts';
 import { Routing } from './routing.ts';
 import { BYPASS_MARK } from '../router/linux.ts';
-import type { LocalBackend, PeerStatus, Status, UpRequest } from './localapi.ts';
+import type { LocalBackend, NetcheckReport, PeerStatus, PingReply, PingRequest, Status, UpRequest } from './localapi.ts';
 import type { Logf } from '../util/log.ts';
 import { generateKeyPair } from '../crypto/box.ts';
 import type { DiscoPublic } from '../control/keys.ts';
@@ -134,6 +134,7 @@ export class Agent implements LocalBackend {
         controlURL: this.controlUrl,
         publicKey: this.identity ? formatNodePublic(this.identity.nodePublic) : null,
         routing: this.routing.selfStatus(this.map),
+        ...(this.magic ? { counters: this.magic.allCounters() } : {}),
       },
       peers,
     };
@@ -154,7 +155,7 @@ export class Agent implements LocalBackend {
     }
     if (this.state === 'Running' && this.controlUrl === url) {
       // Routing flags change without a restart: new RoutableIPs go to control, routes apply now.
-      if (routesChanged && this.client) await this.client.updateEndpoints(this.localEndpoints(), { hostinfo: this.routing.hostinfo() });
+      if (routesChanged && this.client) await this.client.updateHostinfo(this.routing.hostinfo());
       await this.store?.update({ routing: this.routing.prefs });
       if (this.map) await this.applyMap(this.map);
       return this.status();
@@ -329,6 +330,37 @@ export class Agent implements LocalBackend {
     } catch (e) {
       this.log(`reconnect failed: ${(e as Error).message}`);
     }
+  }
+
+  /** See LocalBackend.ping: resolves the peer by tailnet IP, hostname or nodekey, then one disco ping. */
+  async ping(req: PingRequest): Promise<PingReply> {
+    const magic = this.magic, map = this.map;
+    if (!magic || !map) throw new AgentError('not_running', 'not connected: run meshd up first');
+    const want = req.peer;
+    const peer = [...map.peers.values()].find((p) => p.nodeKeyText === want || p.hostname === want ||
+      p.name === want || p.name.split('.')[0] === want || p.addresses.some((a) => a.split('/')[0] === want));
+    if (!peer) throw new AgentError('no_such_peer', `no peer ${JSON.stringify(want)} in the tailnet: see meshd status`);
+    const ip = peer.addresses[0]?.split('/')[0] ?? '';
+    const name = peer.hostname || peer.name.split('.')[0] || ip;
+    if (!peer.discoKey) throw new AgentError('no_disco', `${name} has no disco key yet: it cannot be pinged`);
+    const r = await magic.ping(peer.nodeKey, Math.max(100, Math.min(req.timeoutMs, 60_000)));
+    if (!r) throw new AgentError('timeout', `ping to ${name} (${ip}) timed out`, true);
+    return { name, ip, via: r.via, endpoint: r.endpoint, region: r.region, regionCode: r.regionCode, latencyMs: r.latencyMs };
+  }
+
+  /** See LocalBackend.netcheck. */
+  async netcheck(): Promise<NetcheckReport> {
+    const magic = this.magic;
+    if (!magic) throw new AgentError('not_running', 'not connected: run meshd up first');
+    const r = await magic.netcheck() ?? magic.lastReport;
+    return {
+      udp: r?.udp ?? false,
+      globalV4: r?.globalV4?.key ?? null,
+      globalV6: r?.globalV6?.key ?? null,
+      mappingVariesByDestIP: r?.mappingVariesByDestIP ?? null,
+      preferredDERP: magic.homeRegion,
+      regions: magic.derpRegions.map((g) => ({ id: g.RegionID, code: g.RegionCode, name: g.RegionName, latencyMs: r?.regionLatency.get(g.RegionID) ?? null })),
+    };
   }
 
   /** See LocalBackend.down. */

@@ -7,6 +7,8 @@
 //   POST /v0/down             -> {"ok": true}
 //   POST /v0/logout           -> {"ok": true}
 //   POST /v0/shutdown         -> {"ok": true}   (the agent exits)
+//   POST /v0/ping  PingRequest -> PingReply     (one disco ping)
+//   POST /v0/netcheck         -> NetcheckReport
 import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { listenUnix, removeSocket } from '../util/unixsocket.ts';
 import type { PeerRouting, SelfRouting } from './routing.ts';
@@ -38,8 +40,43 @@ export interface Status {
     publicKey: string | null;
     /** Advertised/approved routes, exit node in use, packet filter, health warnings. */
     routing?: SelfRouting;
+    /** magicsock and DERP counters (disco, STUN, DERP packets, drops by reason), when running. */
+    counters?: Record<string, number>;
   };
   peers: PeerStatus[];
+}
+
+/** Arguments of `ping` (a disco ping, like `tailscale ping`). */
+export interface PingRequest {
+  /** Tailnet IP, hostname or nodekey of the peer. */
+  peer: string;
+  timeoutMs: number;
+}
+
+/** One pong. */
+export interface PingReply {
+  /** The peer's name and first tailnet address. */
+  name: string;
+  ip: string;
+  /** 'direct' (UDP) or 'derp'. */
+  via: 'direct' | 'derp';
+  /** The peer's address for a direct pong. */
+  endpoint: string | null;
+  /** DERP region ID and code for a pong via DERP. */
+  region: number;
+  regionCode: string;
+  latencyMs: number;
+}
+
+/** `meshd netcheck --json`. */
+export interface NetcheckReport {
+  udp: boolean;
+  globalV4: string | null;
+  globalV6: string | null;
+  mappingVariesByDestIP: boolean | null;
+  preferredDERP: number;
+  /** Latency by region ID (ms), with the region's name. */
+  regions: { id: number; code: string; name: string; latencyMs: number | null }[];
 }
 
 /** Arguments of `up`, as the CLI sends them (the auth key travels only over this socket). */
@@ -74,6 +111,10 @@ export interface LocalBackend {
   down(): Promise<void>;
   logout(): Promise<void>;
   shutdown(): Promise<void>;
+  /** A disco ping to a peer; rejects with a code when the peer is unknown or does not answer. */
+  ping?(req: PingRequest): Promise<PingReply>;
+  /** Runs a netcheck now. */
+  netcheck?(): Promise<NetcheckReport>;
 }
 
 /** Max request body (an up request is small). */
@@ -132,6 +173,12 @@ export class LocalApiServer {
         // `exiting` tells the CLI to wait for `pid` to be gone before it returns.
         case '/v0/down': await this.backend.down(); return send(200, { ok: true, exiting: this.backend.exitsWhenDown, pid: process.pid });
         case '/v0/logout': await this.backend.logout(); return send(200, { ok: true, exiting: this.backend.exitsWhenDown, pid: process.pid });
+        case '/v0/ping':
+          if (!this.backend.ping) return send(404, { error: { code: 'not_found', message: 'this agent cannot ping' } });
+          return send(200, await this.backend.ping(JSON.parse(body) as PingRequest));
+        case '/v0/netcheck':
+          if (!this.backend.netcheck) return send(404, { error: { code: 'not_found', message: 'this agent cannot netcheck' } });
+          return send(200, await this.backend.netcheck());
         case '/v0/shutdown':
           send(200, { ok: true, exiting: true, pid: process.pid });
           await this.backend.shutdown();
@@ -239,6 +286,16 @@ export class LocalApiClient {
   /** Logs out and forgets the identity (an agent started by up exits; this waits for that). */
   async logout(): Promise<void> {
     await waitExit(await this.call('POST', '/v0/logout', {}));
+  }
+
+  /** One disco ping to a peer. */
+  async ping(req: PingRequest): Promise<PingReply> {
+    return (await this.call('POST', '/v0/ping', req, undefined, req.timeoutMs + 5_000)) as unknown as PingReply;
+  }
+
+  /** A fresh netcheck report. */
+  async netcheck(): Promise<NetcheckReport> {
+    return (await this.call('POST', '/v0/netcheck', {}, undefined, 15_000)) as unknown as NetcheckReport;
   }
 
   /** Asks the agent to exit and waits until it has. */

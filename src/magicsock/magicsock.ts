@@ -28,6 +28,8 @@ import { trace, type Logf } from '../util/log.ts';
 export const DERP_INACTIVE_MS = 60_000;
 /** Packets queued per DERP region while it connects (derpWriteQueueDepth). */
 export const DERP_QUEUE_DEPTH = 32;
+/** Own endpoints older than this are re-STUNed before a call-me-maybe (endpointsFreshEnoughDuration). */
+export const ENDPOINTS_FRESH_MS = 27_000;
 /** Timer resolution of heartbeats and cleanups. */
 const TICK_MS = 250;
 
@@ -81,7 +83,7 @@ interface MagicPeer {
 
 interface DerpConn { region: number; client: DerpClient; queue: { dst: Uint8Array; data: Uint8Array }[]; lastUsed: number }
 
-interface CliPing { peer: MagicPeer; at: number; resolve: (r: PingResult) => void }
+interface CliPing { peer: MagicPeer; at: number; resolve: (r: PingResult | undefined) => void }
 
 /** Always-on counters. */
 export interface MagicCounters {
@@ -119,7 +121,9 @@ export class MagicSock {
   private readonly derps = new Map<number, DerpConn>();
   private home = 0;
   private report: NetReport | undefined;
+  private reportAt = -Infinity;
   private netcheckRun: ReportBuilder | undefined;
+  private netcheckPromise: Promise<NetReport | undefined> | undefined;
   private netcheckTimers: NodeJS.Timeout[] = [];
   private nextNetcheck: NodeJS.Timeout | undefined;
   private readonly ticker: NodeJS.Timeout;
@@ -136,6 +140,11 @@ export class MagicSock {
     this.discoPublic = publicKeyOf(opts.discoPrivate);
     this.ticker = setInterval(() => this.tick(), TICK_MS);
     this.ticker.unref();
+  }
+
+  /** The DERP map in use. */
+  get derpRegions(): DERPRegion[] {
+    return regionsOf(this.derpMap);
   }
 
   /** Our home DERP region (0 until netcheck chose one). */
@@ -250,6 +259,15 @@ export class MagicSock {
   }
 
   private sendCallMeMaybe(p: MagicPeer): void {
+    // Our endpoints must be fresh for the peer to reach us: re-STUN first when they are old.
+    if (this.derpMap && this.now() - this.reportAt > ENDPOINTS_FRESH_MS) {
+      void this.netcheck().then(() => this.sendCallMeMaybeNow(p));
+      return;
+    }
+    this.sendCallMeMaybeNow(p);
+  }
+
+  private sendCallMeMaybeNow(p: MagicPeer): void {
     const eps: Endpoint[] = [];
     for (const e of this.ourEndpoints()) {
       try { eps.push(this.io.endpoints.parse(e.addr)); } catch { /* skip */ }
@@ -259,8 +277,9 @@ export class MagicSock {
 
   // ---- DERP ----------------------------------------------------------------------------------
 
+  /** The peer's home region, else where we last heard from it, else ours, else the first region (before netcheck). */
   private regionFor(p: MagicPeer): number {
-    return p.homeDERP || p.lastDerpRegion || this.home;
+    return p.homeDERP || p.lastDerpRegion || this.home || (regionsOf(this.derpMap).find((r) => !r.NoMeasureNoHome)?.RegionID ?? 0);
   }
 
   private sendDerp(p: MagicPeer, data: Uint8Array, region = this.regionFor(p)): void {
@@ -439,8 +458,13 @@ export class MagicSock {
   // ---- netcheck and endpoints ----------------------------------------------------------------
 
   /** Runs a netcheck now: STUN to every region from the WireGuard socket; then picks home and reports. */
-  async netcheck(): Promise<NetReport | undefined> {
-    if (this.netcheckRun || this.closed) return undefined;
+  netcheck(): Promise<NetReport | undefined> {
+    if (this.closed) return Promise.resolve(undefined);
+    this.netcheckPromise ??= this.runNetcheck().finally(() => { this.netcheckPromise = undefined; });
+    return this.netcheckPromise;
+  }
+
+  private async runNetcheck(): Promise<NetReport | undefined> {
     const map = this.derpMap;
     const probes = planProbes(map);
     const run = new ReportBuilder();
@@ -482,6 +506,7 @@ export class MagicSock {
     if (this.closed) return undefined;
     const report = run.report();
     this.report = report;
+    this.reportAt = this.now();
     const oldHome = this.home;
     this.home = pickHome(map, report.regionLatency, oldHome);
     if (this.home !== oldHome) {
@@ -552,6 +577,18 @@ export class MagicSock {
     }
   }
 
+  /** magicsock counters plus each DERP region's (prefixed derpN.) and the paths' summed. */
+  allCounters(): Record<string, number> {
+    const out: Record<string, number> = { ...this.counters };
+    for (const c of this.derps.values()) {
+      for (const [k, v] of Object.entries(c.client.counters)) out[`derp${c.region}.${k}`] = v;
+    }
+    for (const p of this.byNode.values()) {
+      for (const [k, v] of Object.entries(p.path.counters)) out[`paths.${k}`] = (out[`paths.${k}`] ?? 0) + v;
+    }
+    return out;
+  }
+
   /** DERP counters by region, for status and tests. */
   derpStatus(): { region: number; connected: boolean; home: boolean }[] {
     return [...this.derps.values()].map((c) => ({ region: c.region, connected: c.client.connected, home: c.region === this.home }));
@@ -566,7 +603,7 @@ export class MagicSock {
     for (const t of this.netcheckTimers) clearTimeout(t);
     for (const c of this.derps.values()) c.client.close();
     this.derps.clear();
-    for (const c of this.cliPings.values()) c.resolve(undefined as unknown as PingResult);
+    for (const c of this.cliPings.values()) c.resolve(undefined);
     this.cliPings.clear();
   }
 }

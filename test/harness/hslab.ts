@@ -14,6 +14,8 @@ import { packageRoot } from '../../src/util/root.ts';
 export const HS_IP = '198.18.0.1';
 /** Headscale's HTTP port. */
 export const HS_PORT = 8080;
+/** The standalone derper's address (TailnetLab with `derper`). */
+export const DERPER_IP = '198.18.0.2';
 /** The login server URL nodes use. */
 export const HS_URL = `http://${HS_IP}:${HS_PORT}`;
 
@@ -40,7 +42,12 @@ export class TailnetLab {
   private userId = '';
   readonly nodes: LabNode[] = [];
 
-  constructor(tag: string, opts: { policy?: unknown } = {}) {
+  /**
+   * With `derper`, headscale's embedded DERP is off and the DERP map has one region (900, code
+   * "derper") served by an unmodified standalone derper at {@link DERPER_IP}:3340 (plain HTTP, STUN 3478).
+   * With `derper: 'extra'` that region comes in addition to the embedded one (two STUN servers).
+   */
+  constructor(tag: string, opts: { policy?: unknown; derper?: boolean | 'extra' } = {}) {
     const hs = which('headscale');
     if (!hs) throw new Error('headscale is not built: run scripts/install-peers.sh');
     this.hsBin = hs;
@@ -54,6 +61,22 @@ export class TailnetLab {
     mkdirSync(hsDir, { recursive: true });
     const policyPath = join(hsDir, 'policy.hujson');
     if (opts.policy !== undefined) writeFileSync(policyPath, JSON.stringify(opts.policy, null, 2));
+    if (opts.derper) {
+      writeFileSync(join(hsDir, 'derper.yaml'), `regions:
+  900:
+    regionid: 900
+    regioncode: derper
+    regionname: Standalone derper
+    nodes:
+      - name: 900a
+        regionid: 900
+        hostname: ${DERPER_IP}
+        ipv4: ${DERPER_IP}
+        stunport: 3478
+        derpport: 3340
+`);
+      this.startDerper();
+    }
     this.config = join(hsDir, 'config.yaml');
     writeFileSync(this.config, `server_url: ${HS_URL}
 listen_addr: 0.0.0.0:${HS_PORT}
@@ -71,7 +94,7 @@ prefixes:
   allocation: sequential
 derp:
   server:
-    enabled: true
+    enabled: ${opts.derper === true ? 'false' : 'true'}
     region_id: 999
     region_code: headscale
     region_name: Headscale Embedded DERP
@@ -80,7 +103,7 @@ derp:
     private_key_path: ${hsDir}/derp_server_private.key
     automatically_add_embedded_derp_region: true
   urls: []
-  paths: []
+  paths: [${opts.derper ? join(hsDir, 'derper.yaml') : ''}]
   auto_update_enabled: false
 database:
   type: sqlite
@@ -103,6 +126,20 @@ node:
   ephemeral:
     inactivity_timeout: 70s
 `);
+  }
+
+  private derperProc: ChildProcess | undefined;
+
+  /** Runs tailscale's derper in namespace `dp` at DERPER_IP (plain HTTP on 3340, STUN on 3478). */
+  private startDerper(): void {
+    const bin = which('derper');
+    if (!bin) throw new Error('derper is not built: run scripts/install-peers.sh');
+    const ns = this.lab.ns('dp');
+    this.lab.attach(ns, this.sw, [`${DERPER_IP}/24`]);
+    this.derperProc = this.lab.spawn(ns, [bin, '-a', `${DERPER_IP}:3340`, '-http-port', '-1', '-stun-port', '3478',
+      '-c', join(this.dir, 'derper.key'), '-home', 'blank']);
+    this.derperProc.stdout?.resume();
+    this.derperProc.stderr?.resume();
   }
 
   /** Starts headscale and waits until it answers; creates user "lab" once. */
@@ -172,6 +209,37 @@ node:
     const dir = join(this.dir, name);
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const node: LabNode = { name, ns, ip4, dir, socket: join(dir, 'meshd.sock') };
+    this.nodes.push(node);
+    return node;
+  }
+
+  private lans = 0;
+
+  /**
+   * Adds a node behind its own NAT router: LAN 198.19.N.0/24 (router .1, node .2), router WAN
+   * 198.18.0.(100+N) on the simulated internet. 'easy' masquerades keeping the source port when it
+   * can (one mapping for every destination); 'hard' picks a random port per connection (a mapping
+   * per destination); 'udp-blocked' is easy but lets only TCP out. None forwards anything unsolicited inward. Unsolicited packets to the
+   * router are dropped before conntrack confirms them: otherwise their entry would clash with the
+   * node's own mapping to the same peer and force a new port (Linux's hole-punching quirk). IPv4 only.
+   */
+  addNatNode(name: string, nat: 'easy' | 'hard' | 'udp-blocked'): LabNode {
+    const n = ++this.lans;
+    const router = this.lab.ns(`r${n}`);
+    this.lab.attach(router, this.sw, [`198.18.0.${100 + n}/24`], 'wan');
+    const ns = this.lab.ns(name);
+    this.lab.link(router, ns, { a4: `198.19.${n}.1`, b4: `198.19.${n}.2` }, { a: 'lan', b: 'veth0' });
+    this.lab.exec(ns, ['ip', 'route', 'add', 'default', 'via', `198.19.${n}.1`]);
+    this.lab.exec(router, ['sysctl', '-qw', 'net.ipv4.ip_forward=1']);
+    this.lab.exec(router, ['nft', '-f', '-'], { input: `table ip meshd_nat {
+  chain outward { type nat hook postrouting priority 100; oifname "wan" masquerade${nat === 'hard' ? ' random' : ''}; }
+  chain inward { type filter hook forward priority 0; policy drop;${nat === 'udp-blocked' ? ' meta l4proto udp drop;' : ''} iifname "lan" accept; ct state established,related accept; }
+  chain local { type filter hook input priority 0; iifname "wan" ct state new drop; }
+}
+` });
+    const dir = join(this.dir, name);
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const node: LabNode = { name, ns, ip4: `198.19.${n}.2`, dir, socket: join(dir, 'meshd.sock') };
     this.nodes.push(node);
     return node;
   }
@@ -261,6 +329,20 @@ node:
       p.on('exit', (code) => {
         if (code === 0) resolve(JSON.parse(out.trim().split('\n').pop()!) as { bytes: number; sha256: string });
         else reject(new Error(`tcpxfer serve exited ${code}`));
+      });
+    });
+  }
+
+  /** Like xferSend, without blocking this process (for things to do during the transfer). */
+  xferSendAsync(node: LabNode, host: string, port: number, bytes: number): Promise<{ bytes: number; sha256: string; ms: number }> {
+    const p = this.lab.spawn(node.ns, [process.execPath, join(packageRoot(), 'scripts', 'tcpxfer.mjs'), 'send', host, String(port), String(bytes)]);
+    let out = '', err = '';
+    p.stdout?.on('data', (d: Buffer) => { out += d.toString(); });
+    p.stderr?.on('data', (d: Buffer) => { err += d.toString(); });
+    return new Promise((resolve, reject) => {
+      p.on('exit', (code) => {
+        if (code === 0) resolve(JSON.parse(out.trim().split('\n').pop()!) as { bytes: number; sha256: string; ms: number });
+        else reject(new Error(`tcpxfer send exited ${code}: ${err}`));
       });
     });
   }
