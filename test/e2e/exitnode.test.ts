@@ -267,3 +267,57 @@ describe('access rules from the headscale policy (meshd, real headscale)', { ski
     assert.equal(tcpProbe(lab.lab, a.ns, bIp, PORT + 1), null, 'other ports stay closed');
   });
 });
+
+describe('exit nodes between meshd and a real tailscaled v1.102.3', { skip: skip || needs({ commands: ['tailscaled', 'tailscale'] }) }, () => {
+  let lab: TailnetLab;
+  let mx: LabNode, tx: LabNode, mc: LabNode, tc: LabNode;
+
+  before(async () => {
+    lab = new TailnetLab('ext');
+    await lab.startHeadscale();
+    const key = lab.authKey({ reusable: true });
+    const inet = addInternet(lab.lab, lab.sw);
+    startEchoServers(lab.lab, inet.server, PORT);
+    mx = lab.addNode('mx'); tx = lab.addNode('tx'); mc = lab.addNode('mc'); tc = lab.addNode('tc');
+    for (const n of [mx, tx]) { routeToInternet(lab.lab, n.ns); forwarding(lab, n); }
+    mustUp(lab, mx, key, ['--advertise-exit-node']);
+    await lab.startTailscaled(tx, key);
+    // The lab runs tailscaled with --netfilter-mode=off: its exit node gets a masquerade rule here.
+    lab.lab.exec(tx.ns, ['nft', '-f', '-'], { input: 'table ip labnat {\n chain post {\n  type nat hook postrouting priority srcnat;\n  ip saddr 100.64.0.0/10 oifname "veth0" masquerade\n }\n}\n' });
+    const set = lab.tailscale(tx, ['set', '--advertise-exit-node']);
+    assert.equal(set.status, 0, set.stderr);
+    mustUp(lab, mc, key);
+    await lab.startTailscaled(tc, key);
+    await waitFor('headscale to list both exit routes', () => {
+      const nodes = JSON.parse(lab.hs(['nodes', 'list', '-o', 'json'])) as { given_name: string; available_routes?: string[] }[];
+      return ['mx', 'tx'].every((n) => nodes.find((x) => x.given_name === n)?.available_routes?.includes('0.0.0.0/0'));
+    }, 20_000, 500);
+    for (const n of ['mx', 'tx']) lab.hs(['nodes', 'approve-routes', '-i', lab.nodeId(n), '-r', '0.0.0.0/0,::/0']);
+  });
+  after(async () => { await lab?.dispose(); });
+
+  it('tailscaled uses a meshd exit node: the server sees the meshd exit node', async () => {
+    const mxIp = v4(status(lab, mx));
+    let r = { status: 1 as number | null, stderr: '' };
+    await waitFor('tailscaled to accept meshd as exit node', () => {
+      r = lab.tailscale(tc, ['set', `--exit-node=${mxIp}`]);
+      return r.status === 0;
+    }, 30_000, 1000);
+    let seen: string | null = null;
+    await waitFor('traffic through the meshd exit node', () => (seen = tcpProbe(lab.lab, tc.ns, SERVER4, PORT)) !== null, 30_000, 1000)
+      .catch(() => { throw new Error(`no path: ${lab.tailscale(tc, ['status']).stdout}\n${lab.tailscaledLog(tc).slice(-1500)}`); });
+    assert.equal(seen, mx.ip4);
+    assert.equal(udpProbe(lab.lab, tc.ns, SERVER4, PORT), mx.ip4, 'UDP too');
+    assert.equal(lab.tailscale(tc, ['set', '--exit-node=']).status, 0);
+  });
+
+  it('meshd uses a tailscaled exit node: the server sees the tailscaled exit node', async () => {
+    await waitFor('meshd to see tx offering an exit node', () => status(lab, mc).peers.some((p) => p.hostname === 'tx' && p.routing?.exitNodeOption), 30_000, 500);
+    reUp(lab, mc, ['--exit-node', 'tx']);
+    let seen: string | null = null;
+    await waitFor('traffic through the tailscaled exit node', () => (seen = tcpProbe(lab.lab, mc.ns, SERVER4, PORT)) !== null, 30_000, 1000);
+    assert.equal(seen, tx.ip4);
+    assert.equal(udpProbe(lab.lab, mc.ns, SERVER4, PORT), tx.ip4, 'UDP too');
+    reUp(lab, mc, ['--exit-node=']);
+  });
+});
