@@ -120,6 +120,20 @@ try {
       if (!asJson) console.error(`round ${i + 1}: ${impl} client -> ${impl} exit -> server: ${mbps} Mbit/s`);
     }
   }
+  // Mixed pairs, one round each: each client through the other implementation's exit node.
+  if (tc) {
+    const txIp = exitTailnetIp.tailscaled;
+    const sw = lab.meshd(mc, ['up', '--login-server', HS_URL, '--state-dir', join(mc.dir, 'state'), '--exit-node', txIp]);
+    if (sw.status !== 0) throw new Error(`meshd --exit-node tx: ${sw.stderr}`);
+    for (let i = 0; i < 30 && clientSource(mc.ns) === undefined; i++) await new Promise((r) => setTimeout(r, 1000));
+    out.meshdViaTailscaled = iperf(mc.ns);
+    if (!asJson) console.error(`meshd client -> tailscaled exit -> server: ${out.meshdViaTailscaled} Mbit/s`);
+    const set = tc.cli(['set', `--exit-node=${exitTailnetIp.meshd}`]);
+    if (set.status !== 0) throw new Error(`tailscale set --exit-node=mx: ${set.stderr}`);
+    for (let i = 0; i < 30 && clientSource(tc.n.ns) === undefined; i++) await new Promise((r) => setTimeout(r, 1000));
+    out.tailscaledViaMeshd = iperf(tc.n.ns);
+    if (!asJson) console.error(`tailscaled client -> meshd exit -> server: ${out.tailscaledViaMeshd} Mbit/s`);
+  }
 } finally {
   await lab.dispose();
 }
@@ -141,6 +155,8 @@ else {
   console.log(`| direct, no tunnel | ${s.directMbps} | - | - |`);
   console.log(`| meshd client -> meshd exit node -> server | ${s.meshdMbps} | ${s.meshdRttMs} | ${s.meshdTunnelMbps} |`);
   if (s.tailscaledMbps !== undefined) console.log(`| tailscaled client -> tailscaled exit node -> server | ${s.tailscaledMbps} | ${s.tailscaledRttMs} | ${s.tailscaledTunnelMbps} |`);
+  if (out.meshdViaTailscaled !== undefined) console.log(`| meshd client -> tailscaled exit node (1 round) | ${out.meshdViaTailscaled} | - | - |`);
+  if (out.tailscaledViaMeshd !== undefined) console.log(`| tailscaled client -> meshd exit node (1 round) | ${out.tailscaledViaMeshd} | - | - |`);
   if (s.ratio !== undefined) console.log(`meshd / tailscaled: ${s.ratio}`);
   console.log(`raw: ${JSON.stringify(out)}`);
 }
