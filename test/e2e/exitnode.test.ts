@@ -33,6 +33,8 @@ function reUp(lab: TailnetLab, n: LabNode, extra: string[]): void {
 }
 
 const v4 = (st: Status) => st.self.addresses.find((a) => !a.includes(':'))!;
+/** A node's global IPv6 address on the simulated internet (what a server sees after masquerade). */
+const underlay6 = (lab: TailnetLab, n: LabNode) => /inet6 ([0-9a-f:]+)\//.exec(lab.lab.exec(n.ns, ['ip', '-6', '-o', 'addr', 'show', 'dev', 'veth0', 'scope', 'global']))![1]!;
 
 function forwarding(lab: TailnetLab, n: LabNode): void {
   lab.lab.exec(n.ns, ['sysctl', '-qw', 'net.ipv4.ip_forward=1', 'net.ipv6.conf.all.forwarding=1']);
@@ -284,6 +286,7 @@ describe('exit nodes between meshd and a real tailscaled v1.102.3', { skip: skip
     await lab.startTailscaled(tx, key);
     // The lab runs tailscaled with --netfilter-mode=off: its exit node gets a masquerade rule here.
     lab.lab.exec(tx.ns, ['nft', '-f', '-'], { input: 'table ip labnat {\n chain post {\n  type nat hook postrouting priority srcnat;\n  ip saddr 100.64.0.0/10 oifname "veth0" masquerade\n }\n}\n' });
+    lab.lab.exec(tx.ns, ['nft', '-f', '-'], { input: 'table ip6 labnat6 {\n chain post {\n  type nat hook postrouting priority srcnat;\n  ip6 saddr fd7a:115c:a1e0::/48 oifname "veth0" masquerade\n }\n}\n' });
     const set = lab.tailscale(tx, ['set', '--advertise-exit-node']);
     assert.equal(set.status, 0, set.stderr);
     mustUp(lab, mc, key);
@@ -308,6 +311,11 @@ describe('exit nodes between meshd and a real tailscaled v1.102.3', { skip: skip
       .catch(() => { throw new Error(`no path: ${lab.tailscale(tc, ['status']).stdout}\n${lab.tailscaledLog(tc).slice(-1500)}`); });
     assert.equal(seen, mx.ip4);
     assert.equal(udpProbe(lab.lab, tc.ns, SERVER4, PORT), mx.ip4, 'UDP too');
+    const mx6 = underlay6(lab, mx);
+    let seen6: string | null = null;
+    await waitFor('IPv6 traffic through the meshd exit node', () => (seen6 = tcpProbe(lab.lab, tc.ns, SERVER6, PORT)) !== null, 30_000, 1000);
+    assert.equal(seen6, mx6, 'TCP over IPv6: the server sees the meshd exit node');
+    assert.equal(udpProbe(lab.lab, tc.ns, SERVER6, PORT), mx6, 'UDP over IPv6');
     assert.equal(lab.tailscale(tc, ['set', '--exit-node=']).status, 0);
   });
 
@@ -318,6 +326,11 @@ describe('exit nodes between meshd and a real tailscaled v1.102.3', { skip: skip
     await waitFor('traffic through the tailscaled exit node', () => (seen = tcpProbe(lab.lab, mc.ns, SERVER4, PORT)) !== null, 30_000, 1000);
     assert.equal(seen, tx.ip4);
     assert.equal(udpProbe(lab.lab, mc.ns, SERVER4, PORT), tx.ip4, 'UDP too');
+    const tx6 = underlay6(lab, tx);
+    let seen6: string | null = null;
+    await waitFor('IPv6 traffic through the tailscaled exit node', () => (seen6 = tcpProbe(lab.lab, mc.ns, SERVER6, PORT)) !== null, 30_000, 1000);
+    assert.equal(seen6, tx6, 'TCP over IPv6: the server sees the tailscaled exit node');
+    assert.equal(udpProbe(lab.lab, mc.ns, SERVER6, PORT), tx6, 'UDP over IPv6');
     reUp(lab, mc, ['--exit-node=']);
   });
 });
