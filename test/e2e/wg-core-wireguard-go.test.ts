@@ -4,7 +4,7 @@
 // ICMP stack behind its TUN device.
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -31,7 +31,11 @@ const IFACE = `gwgc${process.pid % 100000}`;
 describe('WireGuard core against wireguard-go', { skip }, () => {
   const labs: Lab[] = [];
   let labCount = 0;
-  after(async () => { for (const l of labs) await l.dispose(); });
+  const dirs: string[] = [];
+  after(async () => {
+    for (const l of labs) await l.dispose();
+    for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+  });
 
   async function setup(opts: { psk?: Uint8Array; weKnowEndpoint: boolean; underLoad?: boolean; flood?: number }) {
     // One lab per test, with its own prefix; the previous one is gone first.
@@ -44,6 +48,7 @@ describe('WireGuard core against wireguard-go', { skip }, () => {
     const ours = nodeCrypto.x25519.generatePrivate(rand);
     const theirs = nodeCrypto.x25519.generatePrivate(rand);
     const dir = mkdtempSync(join(tmpdir(), 'meshd-wgc-'));
+    dirs.push(dir);
     writeFileSync(join(dir, 'key'), b64(theirs));
     const wg = lab.spawn(them, ['wireguard-go', '-f', IFACE], { env: { ...process.env, WG_PROCESS_FOREGROUND: '1' } });
     void wg;
