@@ -51,8 +51,6 @@ if (cmd === 'demo') {
   try {
     const [n1, n2] = lab.nodes;
     await new Promise((r) => setTimeout(r, 1500));
-    console.log(`\n$ meshd status        (on ${n1.name})`);
-    show(lab, n1, ['status']);
     const st = lab.nodes.map((n) => JSON.parse(lab.meshd(n, ['status', '--json']).stdout));
     console.log('\npings between every pair, over IPv4 and IPv6:');
     for (let i = 0; i < lab.nodes.length; i++) {
@@ -61,6 +59,8 @@ if (cmd === 'demo') {
         for (const a of st[j].self.addresses) console.log(`  ${lab.nodes[i].name} -> ${lab.nodes[j].name} ${a}: ${lab.ping(lab.nodes[i], a, 2) ? 'ok' : 'FAILED'}`);
       }
     }
+    console.log(`\n$ meshd status        (on ${n1.name}, after the pings: paths have turned direct)`);
+    show(lab, n1, ['status']);
     console.log(`\n20 MB TCP transfer ${n1.name} -> ${n2.name} through the tunnel:`);
     const server = lab.lab.spawn(n2.ns, [process.execPath, join(root, 'scripts/tcpxfer.mjs'), 'serve', st[1].self.addresses[0], '5201']);
     let got = '';
