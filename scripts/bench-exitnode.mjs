@@ -4,7 +4,6 @@
 // through a tailscaled exit node, alternated in the same run, plus the direct path without a tunnel.
 //   sudo node scripts/bench-exitnode.mjs [--rounds N] [--seconds S] [--json]
 // Needs: npm run build, root, headscale, iperf3; tailscaled/tailscale for the comparison.
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { TailnetLab, HS_URL } from '../dist/test/harness/hslab.js';
 import { which } from '../dist/test/harness/prereq.js';
@@ -26,17 +25,11 @@ const lab = new TailnetLab('bx');
 const out = { rounds, seconds, meshd: { mbps: [], rtt: [], tunnelMbps: [] }, tailscaled: { mbps: [], rtt: [], tunnelMbps: [] }, direct: { mbps: [] } };
 /** Tailnet IPv4 of each client's exit node: iperf3 to it measures the tunnel alone (no forwarding, no NAT). */
 const exitTailnetIp = {};
-const tsEnv = { TS_DEBUG_USE_DERP_HTTP: '1', TS_DISABLE_PORTMAPPER: '1', TS_ASSUME_NETWORK_UP_FOR_TEST: '1', TS_NO_LOGS_NO_SUPPORT: 'true' };
-
+/** A namespace running tailscaled (not yet up) via the lab harness, and its CLI. */
 async function tailscaledNode(name) {
   const n = lab.addNode(name);
-  const dir = join(n.dir, 'ts');
-  mkdirSync(dir, { recursive: true });
-  const sock = join(dir, 'ts.sock');
-  const p = lab.lab.spawn(n.ns, ['env', ...Object.entries(tsEnv).map(([k, v]) => `${k}=${v}`), tsd, `--statedir=${dir}`, `--socket=${sock}`, '--tun=tailscale0', '--port=41641', '--no-logs-no-support']);
-  p.stdout.resume(); p.stderr.resume();
-  for (let i = 0; i < 100 && lab.lab.tryExec(n.ns, ['test', '-S', sock]).status !== 0; i++) await new Promise((r) => setTimeout(r, 100));
-  const cli = (args, t = 70_000) => lab.lab.tryExec(n.ns, [ts, `--socket=${sock}`, ...args], t);
+  await lab.startTailscaled(n, undefined);
+  const cli = (args, t = 70_000) => lab.tailscale(n, args, t);
   return { n, cli };
 }
 

@@ -3,7 +3,7 @@
 // from a peer (median of N), and the RSS of an idle agent with 3 peers. meshd joins a meshd peer,
 // tailscaled (v1.102.3, when built) joins a tailscaled peer, in the same run.
 //   sudo node scripts/bench-tailnet.mjs [--runs N] [--json]
-import { mkdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { TailnetLab, HS_URL } from '../dist/test/harness/hslab.js';
@@ -33,18 +33,13 @@ function rssKb(ns, name) {
   }
   return undefined;
 }
-const tsEnv = { TS_DEBUG_USE_DERP_HTTP: '1', TS_DISABLE_PORTMAPPER: '1', TS_ASSUME_NETWORK_UP_FOR_TEST: '1', TS_NO_LOGS_NO_SUPPORT: 'true' };
-async function tailscaledNode(name, key) {
+/** A namespace running tailscaled (not yet up) via the lab harness. */
+async function tailscaledNode(name) {
   const n = lab.addNode(name);
-  const dir = join(n.dir, 'ts');
-  mkdirSync(dir, { recursive: true });
-  const sock = join(dir, 'ts.sock');
-  const p = lab.lab.spawn(n.ns, ['env', ...Object.entries(tsEnv).map(([k, v]) => `${k}=${v}`), tsd, `--statedir=${dir}`, `--socket=${sock}`, '--tun=tailscale0', '--port=41641', '--no-logs-no-support']);
-  p.stdout.resume(); p.stderr.resume();
-  for (let i = 0; i < 100 && lab.lab.tryExec(n.ns, ['test', '-S', sock]).status !== 0; i++) await new Promise((r) => setTimeout(r, 100));
-  const up = () => lab.lab.tryExec(n.ns, [ts, `--socket=${sock}`, 'up', `--login-server=${HS_URL}`, `--auth-key=${key}`, `--hostname=${name}`, '--netfilter-mode=off', '--accept-dns=false', '--timeout=60s'], 70_000);
-  return { n, sock, up };
+  await lab.startTailscaled(n, undefined);
+  return n;
 }
+const tsUp = (n, key) => lab.tailscale(n, ['up', `--login-server=${HS_URL}`, `--auth-key=${key}`, `--hostname=${n.name}`, '--netfilter-mode=off', '--accept-dns=false', '--timeout=60s'], 70_000);
 
 try {
   await lab.startHeadscale();
@@ -71,20 +66,20 @@ try {
   for (const n of lab.nodes) lab.meshd(n, ['down']);
   for (const x of lab.nodeList()) lab.hs(['nodes', 'delete', '-i', String(x.id), '--force']);
   if (tsd && ts) {
-    const tt = await tailscaledNode('tt', key);
-    if (tt.up().status !== 0) throw new Error('tailscaled target did not come up');
-    const ttAddr = lab.lab.exec(tt.n.ns, [ts, `--socket=${tt.sock}`, 'ip', '-4']).trim();
+    const tt = await tailscaledNode('tt');
+    if (tsUp(tt, key).status !== 0) throw new Error('tailscaled target did not come up');
+    const ttAddr = lab.tailscale(tt, ['ip', '-4']).stdout.trim();
     for (let i = 0; i < runs; i++) {
-      const node = await tailscaledNode(`t${i}`, key);
+      const node = await tailscaledNode(`t${i}`);
       const t0 = Date.now();
-      const r = node.up();
+      const r = tsUp(node, key);
       if (r.status !== 0) throw new Error(`tailscale up: ${r.stderr}`);
-      if (!pingUntil(node.n.ns, ttAddr, t0 + 30_000)) throw new Error('tailscaled: no ping reply within 30 s');
+      if (!pingUntil(node.ns, ttAddr, t0 + 30_000)) throw new Error('tailscaled: no ping reply within 30 s');
       out.tailscaled.upToPingMs.push(Date.now() - t0);
       if (i === 2) {
         await new Promise((r) => setTimeout(r, 2000));
-        out.tailscaled.peersOfMeasured = JSON.parse(lab.lab.exec(node.n.ns, [ts, `--socket=${node.sock}`, 'status', '--json'])).Peer ? Object.keys(JSON.parse(lab.lab.exec(node.n.ns, [ts, `--socket=${node.sock}`, 'status', '--json'])).Peer).length : 0;
-        out.tailscaled.rssKb = rssKb(node.n.ns, 'tailscaled');
+        out.tailscaled.peersOfMeasured = Object.keys(JSON.parse(lab.tailscale(node, ['status', '--json']).stdout).Peer ?? {}).length;
+        out.tailscaled.rssKb = rssKb(node.ns, 'tailscaled');
       }
     }
   }
