@@ -9,6 +9,7 @@
 import { Device, HANDSHAKE_BACKLOG_PER_BATCH, type WgSink } from '../wg/device.ts';
 import { Endpoints } from '../net/endpoint.ts';
 import { Tun } from '../tun/tun.ts';
+import type { HostDevice, LocalPacketHandler } from '../tun/device.ts';
 import { UdpSocket } from '../net/udp.ts';
 import { TxBatch, slotSizeFor, type RxBatch } from '../net/batch.ts';
 import type { Logf } from '../util/log.ts';
@@ -36,6 +37,8 @@ export interface DataPlaneOptions {
   fwmark?: number;
   /** WireGuard follows peers to their latest source address (default true; false under magicsock). */
   roaming?: boolean;
+  /** The host side to use instead of opening TUN device `name` (e.g. a userspace TCP/IP stack). */
+  device?: HostDevice;
 }
 
 /** How often timers run (ms); the WireGuard core needs at least every 100 ms. */
@@ -52,7 +55,7 @@ export class DataPlane {
   readonly endpoints = new Endpoints();
   /** The tailnet's packet filter: runIn on packets the tunnel delivers, runOut on packets it takes; none = pass all. */
   filter: PacketFilter | undefined;
-  private readonly tun: Tun;
+  private readonly tun: HostDevice;
   private readonly tunRx: RxBatch;
   private udp: UdpSocket | undefined;
   private udpRx: RxBatch | undefined;
@@ -72,8 +75,10 @@ export class DataPlane {
   private dropTxFull = 0;
   /** Set by magicsock: routes PeerEndpoint sends and takes STUN/disco datagrams. */
   router: PacketRouter | undefined;
+  /** Sees every packet from the host first and may consume it (MagicDNS, agent services). */
+  local: LocalPacketHandler | undefined;
 
-  private constructor(opts: DataPlaneOptions, tun: Tun) {
+  private constructor(opts: DataPlaneOptions, tun: HostDevice) {
     this.name = opts.name;
     this.mtu = opts.mtu;
     this.log = opts.log;
@@ -115,9 +120,9 @@ export class DataPlane {
     };
   }
 
-  /** Creates the TUN device (MTU set, link up), binds UDP and starts the loops and timers. */
+  /** Creates the TUN device (MTU set, link up) unless opts.device is given, binds UDP and starts the loops and timers. */
   static open(opts: DataPlaneOptions): DataPlane {
-    const tun = Tun.open(opts.name, { mtu: opts.mtu, up: true });
+    const tun = opts.device ?? Tun.open(opts.name, { mtu: opts.mtu, up: true });
     let dp: DataPlane | undefined;
     try {
       dp = new DataPlane(opts, tun);
@@ -167,9 +172,10 @@ export class DataPlane {
   }
 
   private readFromTun(b: RxBatch): void {
-    const dev = this.device, sink = this.sink, f = this.filter;
+    const dev = this.device, sink = this.sink, f = this.filter, local = this.local;
     for (let i = 0; i < b.count; i++) {
       const off = b.offset(i);
+      if (local !== undefined && local.handleOutbound(b.buf, off, b.lens[i]!)) continue;
       if (f !== undefined) f.runOut(b.buf, off, b.lens[i]!);
       dev.sendPacketInPlace(b.buf, off, b.lens[i]!, b.slotEnd(i) - off, sink);
     }
@@ -208,6 +214,16 @@ export class DataPlane {
     this.device.receiveDatagramInPlace(buf, off, len, from, this.sink);
     this.flushTun();
     this.flushUdp();
+  }
+
+  /** Writes one packet to the host as if the tunnel delivered it, without the packet filter (answers from local services); copied. */
+  deliverToHost(buf: Uint8Array, off: number, len: number): void {
+    if (this.closed) return;
+    if (!this.tunCopy.push(buf, off, len)) {
+      this.flushTun();
+      if (!this.tunCopy.push(buf, off, len)) { this.dropTxFull++; return; }
+    }
+    this.flushTun();
   }
 
   /** Runs due WireGuard timers now (also after configuration changes). */

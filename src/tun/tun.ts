@@ -2,6 +2,7 @@
 // in batches on the event loop and written in batches. The device lives as long as the fd: close()
 // removes it. Needs root or CAP_NET_ADMIN in the device's network namespace.
 import { native, readerError, type PollHandle, type PollStats } from '../native/index.ts';
+import type { HostDevice } from './device.ts';
 import { DEFAULT_HEADROOM, DEFAULT_SLOTS, DEFAULT_TAILROOM, RxBatch, slotSizeFor, type TxBatch } from '../net/batch.ts';
 
 /** Options of Tun.open. */
@@ -31,7 +32,7 @@ export interface TunStats {
 }
 
 /** A TUN device with batched, allocation-free reads and writes. */
-export class Tun {
+export class Tun implements HostDevice {
   /** Interface name the kernel gave the device. */
   readonly name: string;
   /** The device fd (non-blocking, close-on-exec). */
