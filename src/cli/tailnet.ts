@@ -123,6 +123,7 @@ export interface UpFlags extends DaemonFlags {
   exitNode?: string;
   exitNodeAllowLanAccess?: boolean;
   acceptRoutes?: boolean;
+  acceptDns?: boolean;
 }
 
 /** The routing fields of an up request, from the flags given (absent flags are left out). */
@@ -179,7 +180,8 @@ export async function upCommand(socket: string, f: UpFlags): Promise<void> {
   const tty = process.stderr.isTTY && !f.json;
   try {
     const st = await client.up(
-      { loginServer: url, timeoutMs, ...(authKey ? { authKey } : {}), ...(f.hostname ? { hostname: f.hostname } : {}), ...(f.caFile ? { caFile: f.caFile } : {}), ...routing },
+      { loginServer: url, timeoutMs, ...(authKey ? { authKey } : {}), ...(f.hostname ? { hostname: f.hostname } : {}), ...(f.caFile ? { caFile: f.caFile } : {}), ...routing,
+        ...(f.acceptDns !== undefined ? { acceptDns: f.acceptDns } : {}) },
       (msg) => { if (tty) process.stderr.write(`${msg}\n`); },
     );
     if (f.json) console.log(JSON.stringify(st, null, 2));
@@ -241,6 +243,8 @@ export function formatStatus(st: Status): string {
     if (rt.exitNode) lines.push(`exit node: ${rt.exitNode.hostname ?? rt.exitNode.wanted}${rt.exitNode.active ? '' : ' (not usable: internet traffic is dropped)'}`);
     for (const h of rt.health) lines.push(`warning: ${h}`);
   }
+  const d = st.self.dns;
+  if (d) lines.push(`dns: ${d.acceptDns ? `MagicDNS at 100.100.100.100; host resolver mode ${d.mode}` : 'MagicDNS at 100.100.100.100; host left alone (--accept-dns=false)'}`);
   return lines.join('\n');
 }
 

@@ -18,6 +18,7 @@ import type { Logf } from '../util/log.ts';
 import { generateKeyPair } from '../crypto/box.ts';
 import type { DiscoPublic } from '../control/keys.ts';
 import { MagicSock } from '../magicsock/magicsock.ts';
+import { DnsService, type DnsStatus } from '../dns/service.ts';
 
 /** How often the host's addresses are checked for endpoint changes (ms). */
 const ENDPOINT_CHECK_MS = 5_000;
@@ -35,6 +36,8 @@ export interface AgentOptions {
   onExit: () => void;
   /** Exit after `down`, `logout` or a failed first `up` (set when `up` started this agent). */
   exitWhenDown: boolean;
+  /** Where resolv.conf lives (default /etc; tests point it elsewhere). */
+  etcDir?: string;
 }
 
 /** A user-facing agent error with a stable code. */
@@ -85,12 +88,17 @@ export class Agent implements LocalBackend {
   private map: NetworkMap | undefined;
   private busy: Promise<unknown> = Promise.resolve();
   private endpointTimer: NodeJS.Timeout | undefined;
+  /** MagicDNS: quad-100 on the data plane and the host's resolver configuration (src/dns). */
+  private readonly dns: DnsService;
+  /** --accept-dns (kept like the routing flags). */
+  private acceptDns = true;
 
   constructor(opts: AgentOptions) {
     this.opts = opts;
     this.log = opts.log;
     this.netconf = new NetConf(opts.tunName, opts.log);
     this.routing = new Routing(opts.tunName, opts.log);
+    this.dns = new DnsService({ log: opts.log, tunName: opts.tunName, ...(opts.etcDir ? { etcDir: opts.etcDir } : {}) });
   }
 
   /** Runs operations one at a time. */
@@ -134,6 +142,7 @@ export class Agent implements LocalBackend {
         controlURL: this.controlUrl,
         publicKey: this.identity ? formatNodePublic(this.identity.nodePublic) : null,
         routing: this.routing.selfStatus(this.map),
+        dns: { acceptDns: this.acceptDns, mode: this.dns.status().host.mode },
         ...(this.magic ? { counters: this.magic.allCounters() } : {}),
       },
       peers,
@@ -156,7 +165,8 @@ export class Agent implements LocalBackend {
     if (this.state === 'Running' && this.controlUrl === url) {
       // Routing flags change without a restart: new RoutableIPs go to control, routes apply now.
       if (routesChanged && this.client) await this.client.updateHostinfo(this.routing.hostinfo());
-      await this.store?.update({ routing: this.routing.prefs });
+      if (req.acceptDns !== undefined) { this.acceptDns = req.acceptDns; this.dns.setAcceptDns(req.acceptDns); }
+      await this.store?.update({ routing: this.routing.prefs, acceptDns: this.acceptDns });
       if (this.map) await this.applyMap(this.map);
       return this.status();
     }
@@ -183,6 +193,9 @@ export class Agent implements LocalBackend {
       // Routing flags, like the hostname, persist: the stored ones overlaid with those given now.
       if (state.routing) { this.routing.setPrefs(state.routing); this.routing.setPrefs(req); }
       await this.store.update({ routing: this.routing.prefs });
+      this.acceptDns = req.acceptDns ?? state.acceptDns ?? true;
+      await this.store.update({ acceptDns: this.acceptDns });
+      this.dns.setAcceptDns(this.acceptDns);
       const hostinfo = { ...(hostname ? { Hostname: hostname } : {}), ...this.routing.hostinfo() };
       // A fresh disco key per start, as tailscaled makes one per process.
       const disco = generateKeyPair();
@@ -215,6 +228,9 @@ export class Agent implements LocalBackend {
       await this.routing.start(this.dp, url);
       this.dp.device.setPrivateKey(identity.nodePrivate as PrivateKey);
       this.magic = this.startMagic(this.dp, identity.nodePrivate, disco.privateKey, client);
+      const dp = this.dp;
+      this.dns.start((b, o, l) => dp.deliverToHost(b, o, l));
+      dp.local = this.dns;
       this.netconf.reset();
 
       const firstMap = new Promise<void>((resolve, reject) => {
@@ -314,6 +330,7 @@ export class Agent implements LocalBackend {
     }
     magic?.retainPeers(want);
     dp.runTimers();
+    await this.dns.apply(m).catch((e: Error) => this.log(`dns: ${e.message}`));
   }
 
   /**
@@ -418,6 +435,7 @@ export class Agent implements LocalBackend {
     if (stream) await stream.close().catch(() => {});
     if (client) await client.close().catch(() => {});
     this.client = undefined;
+    await this.dns.stop();
     await this.routing.stop(dp);
     dp?.close();
     this.netconf.reset();
@@ -426,6 +444,23 @@ export class Agent implements LocalBackend {
   /** Removes routing and firewall state a crashed agent left (called when the daemon starts). */
   async cleanupStale(): Promise<void> {
     await this.routing.cleanupStale();
+    await DnsService.cleanupStale(this.log, this.opts.etcDir);
+  }
+
+  /** See LocalBackend.dnsStatus. */
+  dnsStatus(): DnsStatus {
+    return this.dns.status();
+  }
+
+  /** See LocalBackend.dnsQuery. */
+  async dnsQuery(name: string, type: string): Promise<{ bytes: string; resolvers: string[] }> {
+    if (this.state !== 'Running') throw new AgentError('not_running', 'not connected: run meshd up first');
+    try {
+      const r = await this.dns.query(name, type);
+      return { bytes: Buffer.from(r.bytes).toString('base64'), resolvers: r.resolvers };
+    } catch (e) {
+      throw new AgentError('bad_query', (e as Error).message);
+    }
   }
 
   /** Path of the agent's log inside the state dir (used when `up` starts the agent). */

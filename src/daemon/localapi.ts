@@ -9,9 +9,12 @@
 //   POST /v0/shutdown         -> {"ok": true}   (the agent exits)
 //   POST /v0/ping  PingRequest -> PingReply     (one disco ping)
 //   POST /v0/netcheck         -> NetcheckReport
+//   GET  /v0/dns/status       -> DnsStatus   (MagicDNS: what the map says, what the host got)
+//   POST /v0/dns/query {name,type} -> {bytes (base64 DNS answer), resolvers}
 import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { listenUnix, removeSocket } from '../util/unixsocket.ts';
 import type { PeerRouting, SelfRouting } from './routing.ts';
+import type { DnsStatus } from '../dns/service.ts';
 export { socketAnswers } from '../util/unixsocket.ts';
 
 /** A peer as `meshd status` shows it. */
@@ -40,6 +43,8 @@ export interface Status {
     publicKey: string | null;
     /** Advertised/approved routes, exit node in use, packet filter, health warnings. */
     routing?: SelfRouting;
+    /** MagicDNS: --accept-dns and how the host's resolver is configured (direct, systemd-resolved, none). */
+    dns?: { acceptDns: boolean; mode: string };
     /** magicsock and DERP counters (disco, STUN, DERP packets, drops by reason), when running. */
     counters?: Record<string, number>;
   };
@@ -93,6 +98,8 @@ export interface UpRequest {
   exitNode?: string;
   exitNodeAllowLanAccess?: boolean;
   acceptRoutes?: boolean;
+  /** --accept-dns; absent keeps the current value (default true). */
+  acceptDns?: boolean;
 }
 
 /** An error with a stable code and a one-line message saying what to do. */
@@ -115,6 +122,10 @@ export interface LocalBackend {
   ping?(req: PingRequest): Promise<PingReply>;
   /** Runs a netcheck now. */
   netcheck?(): Promise<NetcheckReport>;
+  /** MagicDNS configuration and host state. */
+  dnsStatus?(): DnsStatus;
+  /** Asks quad-100 (as `tailscale dns query`). */
+  dnsQuery?(name: string, type: string): Promise<{ bytes: string; resolvers: string[] }>;
 }
 
 /** Max request body (an up request is small). */
@@ -157,6 +168,10 @@ export class LocalApiServer {
     try {
       const url = req.url ?? '';
       if (req.method === 'GET' && url === '/v0/status') return send(200, this.backend.status());
+      if (req.method === 'GET' && url === '/v0/dns/status') {
+        if (!this.backend.dnsStatus) return send(404, { error: { code: 'not_found', message: 'this agent has no MagicDNS' } });
+        return send(200, this.backend.dnsStatus());
+      }
       if (req.method !== 'POST') return send(404, { error: { code: 'not_found', message: `no such endpoint ${req.method} ${url}` } });
       const body = await readBody(req);
       switch (url) {
@@ -179,6 +194,12 @@ export class LocalApiServer {
         case '/v0/netcheck':
           if (!this.backend.netcheck) return send(404, { error: { code: 'not_found', message: 'this agent cannot netcheck' } });
           return send(200, await this.backend.netcheck());
+        case '/v0/dns/query': {
+          if (!this.backend.dnsQuery) return send(404, { error: { code: 'not_found', message: 'this agent has no MagicDNS' } });
+          const q = JSON.parse(body) as { name?: unknown; type?: unknown };
+          if (typeof q.name !== 'string' || typeof q.type !== 'string') return send(400, { error: { code: 'bad_request', message: 'want {"name": "...", "type": "A"}' } });
+          return send(200, await this.backend.dnsQuery(q.name, q.type));
+        }
         case '/v0/shutdown':
           send(200, { ok: true, exiting: true, pid: process.pid });
           await this.backend.shutdown();
@@ -296,6 +317,16 @@ export class LocalApiClient {
   /** A fresh netcheck report. */
   async netcheck(): Promise<NetcheckReport> {
     return (await this.call('POST', '/v0/netcheck', {}, undefined, 15_000)) as unknown as NetcheckReport;
+  }
+
+  /** MagicDNS status. */
+  async dnsStatus(): Promise<DnsStatus> {
+    return (await this.call('GET', '/v0/dns/status', undefined)) as unknown as DnsStatus;
+  }
+
+  /** One query through quad-100. */
+  async dnsQuery(name: string, type: string): Promise<{ bytes: string; resolvers: string[] }> {
+    return (await this.call('POST', '/v0/dns/query', { name, type }, undefined, 15_000)) as unknown as { bytes: string; resolvers: string[] };
   }
 
   /** Asks the agent to exit and waits until it has. */

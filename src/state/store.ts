@@ -42,6 +42,8 @@ export interface StateFile {
     exitNodeAllowLanAccess: boolean;
     acceptRoutes: boolean;
   };
+  /** --accept-dns of the last `up` (default true). */
+  acceptDns?: boolean;
   /** Node ID, user and addresses from the last map, for display. */
   nodeId?: number;
   user?: string;
