@@ -47,7 +47,7 @@ export class TailnetLab {
    * "derper") served by an unmodified standalone derper at {@link DERPER_IP}:3340 (plain HTTP, STUN 3478).
    * With `derper: 'extra'` that region comes in addition to the embedded one (two STUN servers).
    */
-  constructor(tag: string, opts: { policy?: unknown; derper?: boolean | 'extra' } = {}) {
+  constructor(tag: string, opts: { policy?: unknown; derper?: boolean | 'extra'; dns?: string } = {}) {
     const hs = which('headscale');
     if (!hs) throw new Error('headscale is not built: run scripts/install-peers.sh');
     this.hsBin = hs;
@@ -115,12 +115,12 @@ log:
 policy:
   mode: file
   path: "${opts.policy !== undefined ? policyPath : ''}"
-dns:
+${opts.dns ?? `dns:
   magic_dns: true
   base_domain: meshd.test
   override_local_dns: false
   nameservers:
-    global: []
+    global: []`}
 node:
   expiry: 0
   ephemeral:
@@ -266,9 +266,9 @@ node:
   /**
    * Starts an unmodified tailscaled in the node's namespace (TUN tailscale0, UDP 41641, plain-HTTP
    * DERP as the lab needs) and runs `tailscale up` against the lab's headscale. Throws with the
-   * daemon's log when it does not come up.
+   * daemon's log when it does not come up. `prefix` runs before it (e.g. a private /etc).
    */
-  async startTailscaled(node: LabNode, key: string | undefined, extraEnv: Record<string, string> = {}): Promise<void> {
+  async startTailscaled(node: LabNode, key: string | undefined, extraEnv: Record<string, string> = {}, prefix: string[] = []): Promise<void> {
     const bin = which('tailscaled');
     if (!bin) throw new Error('tailscaled is not built: run scripts/install-peers.sh');
     node.socket = join(node.dir, 'tailscaled.sock');
@@ -276,7 +276,7 @@ node:
       TS_DEBUG_USE_DERP_HTTP: '1', TS_DISABLE_PORTMAPPER: '1', TS_ASSUME_NETWORK_UP_FOR_TEST: '1',
       TS_NO_LOGS_NO_SUPPORT: 'true', ...extraEnv,
     };
-    const p = this.lab.spawn(node.ns, ['env', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), bin,
+    const p = this.lab.spawn(node.ns, [...prefix, 'env', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), bin,
       `--statedir=${join(node.dir, 'ts-state')}`, `--socket=${node.socket}`, '--port=41641', '--tun=tailscale0', '--no-logs-no-support']);
     let log = '';
     const onData = (d: Buffer) => { log = (log + d.toString()).slice(-50_000); };
