@@ -7,7 +7,8 @@
 //   restore   on an empty config, down, logout, and at the next start after a crash: when the live
 //             file is meshd's or missing, the backup goes back (rename, or copy over a bind mount)
 //             and is removed; when something else replaced the file meanwhile, that file stays and
-//             the backup is deleted. The original bytes come back unchanged.
+//             the backup is deleted. The original bytes come back unchanged. With no backup (there
+//             was no file), meshd's own file is removed.
 //   base      the host's resolvers before meshd: the backup while the live file is meshd's.
 import { promises as fs, constants } from 'node:fs';
 import { randomBytes } from 'node:crypto';
@@ -93,7 +94,15 @@ export class DirectManager {
    * was found. Never throws: a failure is logged and the backup stays for the next try.
    */
   async restore(): Promise<boolean> {
-    if (!(await this.exists(this.backupPath))) return false;
+    if (!(await this.exists(this.backupPath))) {
+      // No backup but our file: there was no resolv.conf before meshd; pointing at a quad-100 that
+      // is gone would break every lookup, so ours goes.
+      const live = await this.readLive();
+      if (live === undefined || !isMeshdResolvConf(live)) return false;
+      await fs.rm(this.path, { force: true }).catch(() => {});
+      this.log(`dns: removed ${this.path} (there was none before meshd)`);
+      return true;
+    }
     try {
       const live = await this.readLive();
       const liveExists = await this.exists(this.path);

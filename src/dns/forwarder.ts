@@ -5,12 +5,13 @@
 //   race       every resolver of the route in parallel; the first good answer wins
 //   transport  UDP (a fresh connected socket per query, so ICMP errors surface); after 2 s without
 //              an answer TCP joins in; a truncated UDP answer or a TCP client starts TCP at once;
-//              each TCP attempt has 5 s; the whole query 10 s
+//              each TCP attempt has 5 s; the whole query 5 s (below)
 //   answers    accepted only from the resolver, with the query's ID; upstream SERVFAIL and
 //              REFUSED are soft (the race goes on); when every resolver failed: the first SERVFAIL
 //              as received if the first failure was one, all REFUSED -> the first REFUSED, else a
-//              synthetic SERVFAIL. Unlike tailscaled, which stays silent when the 10 s run out,
-//              meshd answers SERVFAIL then, so clients learn the upstream is dead.
+//              synthetic SERVFAIL. tailscaled bounds a forward at 10 s and then stays silent; meshd
+//              answers SERVFAIL after 5 s without an answer, before a stub resolver's usual 5 s
+//              timeout, so clients learn the upstream is dead instead of retrying into silence.
 //   size       EDNS size clamped to 4095 when the OPT is last and has no options; the UDP read buffer
 //              is 4096 bytes; a UDP client gets TC=1 when the answer exceeds its size (512 without EDNS)
 //   limits     at most 256 forwards in flight (more are dropped and counted); quad-100's own
@@ -69,7 +70,7 @@ export class Forwarder {
   constructor(opts: ForwarderOptions) {
     this.log = opts.log;
     this.maxInFlight = opts.maxInFlight ?? 256;
-    this.queryTimeoutMs = opts.queryTimeoutMs ?? 10_000;
+    this.queryTimeoutMs = opts.queryTimeoutMs ?? 5_000;
     this.udpBeforeTcpMs = opts.udpBeforeTcpMs ?? 2_000;
     this.tcpTimeoutMs = opts.tcpTimeoutMs ?? 5_000;
   }
