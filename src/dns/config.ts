@@ -91,54 +91,46 @@ export interface DnsConfig {
 
 /** Tailnet node names and addresses for quad-100, rebuilt with every map (TS nodeByName, nodeByAddr). */
 export class NodeIndex {
-  /** Lowercase name without trailing dot (FQDN and short) -> node. */
-  private readonly byName = new Map<string, NodeInfo>();
-  /** Address -> the node's FQDN. */
+  /** Lowercase name with trailing dot (FQDN, and short name) -> the addresses quad-100 answers with. */
+  private readonly byName = new Map<string, readonly string[]>();
+  /** Address (canonical text) -> the node's FQDN. */
   private readonly byAddr = new Map<string, string>();
-  private readonly proxied: boolean;
-  private readonly selfV6Only: boolean;
-  private readonly wantAAAA: boolean;
   /** MagicDNS suffix without trailing dot ("" when unknown). */
   readonly suffix: string;
 
   constructor(nodes: readonly NodeInfo[], self: NodeInfo | undefined, proxied: boolean) {
-    this.proxied = proxied;
     const selfAddrs = (self?.addresses ?? []).map(addrOf);
-    this.selfV6Only = selfAddrs.some((a) => a.includes(':')) && !selfAddrs.some((a) => !a.includes(':'));
-    this.wantAAAA = self?.raw.CapMap != null && ATTR_MAGICDNS_AAAA in self.raw.CapMap;
+    const selfV6Only = selfAddrs.some((a) => a.includes(':')) && !selfAddrs.some((a) => !a.includes(':'));
+    const wantAAAA = self?.raw.CapMap != null && ATTR_MAGICDNS_AAAA in self.raw.CapMap;
     const selfName = asciiLower(trimDot(self?.name ?? ''));
     const dot = selfName.indexOf('.');
     this.suffix = dot >= 0 ? selfName.slice(dot + 1) : '';
     for (const n of nodes) {
       if (!n.name) continue;
-      const canon = asciiLower(trimDot(n.name));
-      this.byName.set(canon, n);
-      if (this.suffix && canon.endsWith(`.${this.suffix}`)) this.byName.set(canon.slice(0, -this.suffix.length - 1), n);
+      const all = n.addresses.map(addrOf);
       let fqdn: string;
       try { fqdn = toFQDN(n.name); } catch { continue; }
-      for (const a of n.addresses) this.byAddr.set(normIp(addrOf(a)), fqdn);
+      for (const a of all) this.byAddr.set(a, fqdn);
+      if (all.length === 0) continue;
+      // TS magicDNSAddrs: an IPv6-only self gets IPv6 only; otherwise dual-stack nodes lose their IPv6 unless magicdns-aaaa.
+      const have4 = all.some((a) => !a.includes(':'));
+      const answer = all.filter((a) => (selfV6Only ? a.includes(':') : !(a.includes(':') && have4 && !wantAAAA)));
+      const canon = asciiLower(trimDot(n.name));
+      this.byName.set(`${canon}.`, answer);
+      if (this.suffix && canon.endsWith(`.${this.suffix}`)) {
+        const short = canon.slice(0, -this.suffix.length - 1);
+        // Bare names resolve only with MagicDNS on (TS nodeByFQDNLocked).
+        if (proxied || short.includes('.')) this.byName.set(`${short}.`, answer);
+      }
     }
   }
 
-  /** The addresses quad-100 gives for a lowercase FQDN, or undefined when no node has that name (TS magicDNSHostAddrs). */
-  lookup(fqdn: string): string[] | undefined {
-    const canon = trimDot(fqdn);
-    if (!this.proxied && !canon.includes('.')) return undefined;
-    const n = this.byName.get(canon);
-    if (!n || n.addresses.length === 0) return undefined;
-    const addrs = n.addresses.map(addrOf);
-    const have4 = addrs.some((a) => !a.includes(':'));
-    const out: string[] = [];
-    for (const a of addrs) {
-      const v6 = a.includes(':');
-      if (this.selfV6Only) { if (v6) out.push(a); continue; }
-      if (v6 && have4 && !this.wantAAAA) continue;
-      out.push(a);
-    }
-    return out;
+  /** The addresses quad-100 gives for a lowercase FQDN (maybe none), or undefined when no node has that name (TS magicDNSHostAddrs). */
+  lookup(fqdn: string): readonly string[] | undefined {
+    return this.byName.get(fqdn);
   }
 
-  /** The FQDN of the node owning `ip` (normalized text), or undefined. */
+  /** The FQDN of the node owning `ip` (canonical text), or undefined. */
   nameOf(ip: string): string | undefined {
     return this.byAddr.get(ip);
   }

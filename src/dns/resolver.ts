@@ -18,12 +18,11 @@
 //              NOERROR-without-A/AAAA/ANY-answer carry the zone's SOA in the authority section
 //              (owner = MNAME = RNAME = zone, serial = Unix time, other fields 10, TTL 10). No OPT.
 //
-// The question is written back with its exact type and class; records are encoded by dns-packet.
-import { packet, type Packet } from './codec.ts';
-import { Buffer } from 'node:buffer';
+// Queries are read and replies written by wire.ts (hand-written for speed, see there).
 import { isIPv4 } from 'node:net';
 import { type DnsConfig, EMPTY_CONFIG, SERVICE_FQDN, SERVICE_IP4, SERVICE_IP6, type Route, normIp, routeFor } from './config.ts';
-import { asciiLower, DnsNameError, reverseToIPv4, reverseToIPv6, tailscale6to4, toFQDN, zoneContains } from './names.ts';
+import { ipv6Bytes, reverseToIPv4, reverseToIPv6, tailscale6to4, zoneContains } from './names.ts';
+import { buildReply, encodeName, ipv4Bytes, readName, type WireAnswer, type WireSoa } from './wire.ts';
 
 /** TTL of every answer (TS defaultTTL). */
 export const ANSWER_TTL = 5;
@@ -50,6 +49,10 @@ export interface Query {
   readonly qclass: number;
   /** Offset just past the first question. */
   readonly end: number;
+  /** The first question as sent: name, type, class (a view into the query). */
+  readonly question: Uint8Array;
+  /** The question name in wire form (answers' owner name). */
+  readonly owner: Uint8Array;
 }
 
 /** What to do with a query. */
@@ -71,36 +74,22 @@ export interface ResolverCounters {
 }
 
 /** Why a query could not be parsed (FORMERR). */
-type ParseFail = { readonly fail: 'short' } | { readonly fail: 'header'; readonly id: number; readonly flags: number } | { readonly fail: 'name'; readonly q: Query };
+type ParseFail = { readonly fail: 'short' } | { readonly fail: 'header'; readonly id: number; readonly flags: number };
 
-/** Parses the header and first question; never throws. */
+/** Parses the header and first question; never throws. The Query holds views into `buf`. */
 export function parseQuery(buf: Uint8Array): Query | ParseFail {
   if (buf.length < 12) return { fail: 'short' };
   const id = (buf[0]! << 8) | buf[1]!;
   const flags = (buf[2]! << 8) | buf[3]!;
   const qd = (buf[4]! << 8) | buf[5]!;
   if ((flags & Flag.QR) !== 0 || qd === 0) return { fail: 'header', id, flags };
-  const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
-  let name: string;
-  let end: number;
-  try {
-    name = packet.name.decode(b, 12);
-    end = 12 + packet.name.decode.bytes;
-  } catch {
-    return { fail: 'header', id, flags };
-  }
-  if (end + 4 > buf.length) return { fail: 'header', id, flags };
-  const type = (buf[end]! << 8) | buf[end + 1]!;
-  const qclass = (buf[end + 2]! << 8) | buf[end + 3]!;
-  let fqdn: string;
-  const q = { id, flags, name, fqdn: '', type, qclass, end: end + 4 };
-  try {
-    fqdn = asciiLower(toFQDN(name));
-  } catch (e) {
-    if (e instanceof DnsNameError) return { fail: 'name', q };
-    throw e;
-  }
-  return { ...q, fqdn };
+  const n = readName(buf, 12);
+  if (typeof n === 'string' || n.end + 4 > buf.length) return { fail: 'header', id, flags };
+  const end = n.end + 4;
+  return {
+    id, flags, name: n.text, fqdn: n.lower, type: (buf[n.end]! << 8) | buf[n.end + 1]!, qclass: (buf[n.end + 2]! << 8) | buf[n.end + 3]!,
+    end, question: buf.subarray(12, end), owner: n.wire,
+  };
 }
 
 /** True when parseQuery failed. */
@@ -108,48 +97,26 @@ function failed(r: Query | ParseFail): r is ParseFail {
   return 'fail' in r;
 }
 
-/** A record to write: dns-packet's answer shape. */
-type Rec = Packet.Answer;
-
-/** Writes a reply: header from the query, the question as sent (unless `noQuestion`), records. */
-export function writeReply(q: { id: number; flags: number; name?: string; type?: number; qclass?: number }, rcode: number,
-  opts: { aa?: boolean; raFromRd?: boolean; answers?: Rec[]; authorities?: Rec[] } = {}): Uint8Array {
-  let flags = q.flags & (Flag.OPCODE | Flag.TC | Flag.RD | Flag.RA | Flag.AD | Flag.CD);
-  if (opts.aa !== false) flags |= Flag.AA;
-  if (opts.raFromRd !== false && (flags & Flag.RD) !== 0) flags |= Flag.RA;
-  flags |= rcode & 0xf;
-  const hasQ = q.name !== undefined && q.type !== undefined;
-  const msg: Packet.Packet = {
-    type: 'response', id: q.id, flags,
-    questions: hasQ ? [{ name: q.name!, type: 'A', class: 'IN' }] : [],
-    answers: opts.answers ?? [], authorities: opts.authorities ?? [],
-  };
-  const out = packet.encode(msg);
-  if (hasQ) {
-    // The exact type and class as sent (dns-packet would rename unknown classes).
-    const at = 12 + packet.name.encodingLength(q.name!);
-    out.writeUInt16BE(q.type!, at);
-    out.writeUInt16BE(q.qclass!, at + 2);
-  }
-  return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+/** The reply flags: QR, AA (unless aa=false), RA when RD (unless raFromRd=false), opcode/TC/RD/RA/AD/CD echoed, rcode. */
+function replyFlags(qflags: number, rcode: number, aa: boolean, raFromRd: boolean): number {
+  let flags = Flag.QR | (qflags & (Flag.OPCODE | Flag.TC | Flag.RD | Flag.RA | Flag.AD | Flag.CD));
+  if (aa) flags |= Flag.AA;
+  if (raFromRd && (flags & Flag.RD) !== 0) flags |= Flag.RA;
+  return flags | (rcode & 0xf);
 }
 
-/** The negative-caching SOA of a zone (TS marshalSOA). */
-function soa(zone: string, nowSec: number): Rec {
-  const z = zone === '.' ? '.' : zone.slice(0, -1);
-  return {
-    name: z, type: 'SOA', class: 'IN', ttl: NEGATIVE_TTL,
-    data: { mname: z, rname: z, serial: nowSec >>> 0, refresh: NEGATIVE_TTL, retry: NEGATIVE_TTL, expire: NEGATIVE_TTL, minimum: NEGATIVE_TTL },
-  };
-}
-
-function ipRecord(name: string, ip: string): Rec {
-  return isIPv4(ip) ? { name, type: 'A', class: 'IN', ttl: ANSWER_TTL, data: ip } : { name, type: 'AAAA', class: 'IN', ttl: ANSWER_TTL, data: ip };
+/** A reply with the query's header and question and no records (FORMERR, SERVFAIL, NOTIMP, ...). */
+export function writeReply(q: { id: number; flags: number; question?: Uint8Array }, rcode: number, opts: { aa?: boolean; raFromRd?: boolean } = {}): Uint8Array {
+  return buildReply(q.id, replyFlags(q.flags, rcode, opts.aa !== false, opts.raFromRd !== false), q.question, undefined, undefined, undefined);
 }
 
 /** The tailnet resolver core: answers from a {@link DnsConfig}, swapped whole on each map. */
 export class Resolver {
   private cfg: DnsConfig = EMPTY_CONFIG;
+  /** Zones in wire form (SOA owner names), per config. */
+  private zoneWire = new Map<string, Uint8Array>();
+  /** IPv6 answer addresses in wire form, per config. */
+  private v6Bytes = new Map<string, Uint8Array>();
   readonly counters: ResolverCounters = { local: 0, forwarded: 0, formErr: 0, dropShort: 0 };
   /** Wall clock in seconds (SOA serial). */
   private readonly nowSec: () => number;
@@ -161,6 +128,8 @@ export class Resolver {
   /** Replaces the configuration; the next query sees it. */
   setConfig(cfg: DnsConfig): void {
     this.cfg = cfg;
+    this.zoneWire = new Map();
+    this.v6Bytes = new Map();
   }
 
   /** The configuration in force. */
@@ -174,8 +143,7 @@ export class Resolver {
     if (failed(p)) {
       if (p.fail === 'short') { this.counters.dropShort++; return { kind: 'drop' }; }
       this.counters.formErr++;
-      const bytes = p.fail === 'header' ? writeReply({ id: p.id, flags: p.flags }, Rcode.FORMERR) : writeReply(p.q, Rcode.FORMERR);
-      return { kind: 'reply', bytes, rcode: Rcode.FORMERR };
+      return { kind: 'reply', bytes: writeReply({ id: p.id, flags: p.flags }, Rcode.FORMERR), rcode: Rcode.FORMERR };
     }
     if (p.type === QType.PTR) return this.respondReverse(p);
     const [ip, rcode] = this.resolveLocal(p.fqdn, p.type);
@@ -184,13 +152,28 @@ export class Resolver {
     if (rcode === Rcode.NXDOMAIN || (rcode === Rcode.NOERROR && ip === undefined && (p.type === QType.A || p.type === QType.AAAA || p.type === QType.ANY))) {
       zone = this.zoneOf(p.fqdn);
     }
-    return this.reply(p, rcode, ip === undefined ? [] : [ipRecord(p.name, ip)], zone);
+    return this.reply(p, rcode, ip === undefined ? undefined : this.ipAnswer(ip), zone);
   }
 
-  private reply(q: Query, rcode: number, answers: Rec[], zone: string | undefined): Outcome {
+  /** The A/AAAA answer for an address (IPv6 bytes memoized per config). */
+  private ipAnswer(ip: string): WireAnswer {
+    if (!ip.includes(':')) return { type: QType.A, ttl: ANSWER_TTL, rdata: ipv4Bytes(ip) };
+    let b = this.v6Bytes.get(ip);
+    if (!b) { b = ipv6Bytes(ip); if (this.v6Bytes.size < 4096) this.v6Bytes.set(ip, b); }
+    return { type: QType.AAAA, ttl: ANSWER_TTL, rdata: b };
+  }
+
+  private reply(q: Query, rcode: number, answer: WireAnswer | undefined, zone: string | undefined): Outcome {
     this.counters.local++;
-    const authorities = zone !== undefined ? [soa(zone, this.nowSec())] : [];
-    return { kind: 'reply', bytes: writeReply(q, rcode, { answers: rcode === Rcode.NOERROR ? answers : [], authorities }), rcode };
+    let soa: WireSoa | undefined;
+    if (zone !== undefined) {
+      let z = this.zoneWire.get(zone);
+      if (!z) { z = encodeName(zone); this.zoneWire.set(zone, z); }
+      soa = { zone: z, ttl: NEGATIVE_TTL, serial: this.nowSec() >>> 0, timer: NEGATIVE_TTL };
+    }
+    const flags = replyFlags(q.flags, rcode, true, true);
+    const bytes = buildReply(q.id, flags, q.question, q.owner, rcode === Rcode.NOERROR ? answer : undefined, soa);
+    return { kind: 'reply', bytes, rcode };
   }
 
   private forward(q: Query): Outcome {
@@ -243,16 +226,15 @@ export class Resolver {
     if (name === undefined) {
       const zone = this.zoneOf(q.fqdn);
       if (zone === undefined) return this.forward(q);
-      return this.reply(q, Rcode.NXDOMAIN, [], zone);
+      return this.reply(q, Rcode.NXDOMAIN, undefined, zone);
     }
-    const target = name === '.' ? '.' : name.slice(0, -1);
-    return this.reply(q, Rcode.NOERROR, [{ name: q.name, type: 'PTR', class: 'IN', ttl: ANSWER_TTL, data: target }], undefined);
+    return this.reply(q, Rcode.NOERROR, { type: QType.PTR, ttl: ANSWER_TTL, rdata: encodeName(name) }, undefined);
   }
 
+  /** `ip` is canonical text (reverseToIPv4/6 and tailscale6to4 give it so). */
   private nameForIp(ip: string): string | undefined {
-    const n = normIp(ip);
-    if (n === SERVICE_IP4 || n === SERVICE_IP6) return SERVICE_FQDN;
-    return this.cfg.resolver.hostByIp.get(n) ?? this.cfg.nodes.nameOf(n);
+    if (ip === SERVICE_IP4 || ip === SERVICE_IP6) return SERVICE_FQDN;
+    return this.cfg.resolver.hostByIp.get(ip) ?? this.cfg.nodes.nameOf(ip);
   }
 }
 

@@ -17,7 +17,7 @@ import { Forwarder } from './forwarder.ts';
 import { detectMode, type DnsMode, type ModeDecision, type ModeEnv } from './mode.ts';
 import { classify, parseDnsPacket, Verdict, writeUdpReply, type Flow } from './quad100.ts';
 import { ResolvedManager, type ResolvectlExec } from './resolved.ts';
-import { Resolver } from './resolver.ts';
+import { parseQuery, Resolver } from './resolver.ts';
 import { DnsStreamServer } from './stream.ts';
 import { asciiLower, toFQDN } from './names.ts';
 import { packet } from './codec.ts';
@@ -206,9 +206,24 @@ export class DnsService implements LocalPacketHandler {
     if (v === Verdict.MALFORMED) { this.counters.udpMalformed++; return true; }
     this.counters.udpQueries++;
     const p = parseDnsPacket(buf, off);
+    // Local answers are written back at once, from the packet buffer; only forwards copy the query.
+    let o;
+    try {
+      o = this.resolver.respond(buf.subarray(p.payloadOff, p.payloadOff + p.payloadLen));
+    } catch (e) {
+      this.log(`dns: resolver error: ${(e as Error).message}`);
+      this.counters.udpNoAnswer++;
+      return true;
+    }
+    if (o.kind === 'reply') { this.replyUdp(p.flow, o.bytes); return true; }
+    if (o.kind === 'drop') { this.counters.udpNoAnswer++; return true; }
+    const fwd = this.forwarder;
+    if (!fwd) { this.counters.udpNoAnswer++; return true; }
     const query = buf.slice(p.payloadOff, p.payloadOff + p.payloadLen);
+    const q = parseQuery(query);
+    if ('fail' in q) return true;
     const flow = p.flow;
-    this.answer(query, false).then((a) => this.replyUdp(flow, a), () => this.counters.udpNoAnswer++);
+    fwd.forward(query, q, o.route, false).then((a) => this.replyUdp(flow, a), () => this.counters.udpNoAnswer++);
     return true;
   }
 
