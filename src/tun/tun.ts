@@ -116,7 +116,16 @@ export class Tun implements HostDevice {
     let offload: { vnetHdr: boolean; tso: boolean; uso: boolean; reason?: string } = { vnetHdr: false, tso: false, uso: false };
     let opened: { fd: number; name: string } | undefined;
     if (wantOffload) {
-      opened = n.tunOpen(name, (opts.flags ?? 0) | n.tunFlags.IFF_VNET_HDR);
+      try {
+        opened = n.tunOpen(name, (opts.flags ?? 0) | n.tunFlags.IFF_VNET_HDR);
+      } catch (err) {
+        // A kernel without IFF_VNET_HDR says EINVAL; so does a bad name, which the plain open
+        // below reports again as it is.
+        if ((err as { code?: string }).code !== 'EINVAL') throw err;
+        offload.reason = 'the kernel refuses IFF_VNET_HDR: plain TUN';
+      }
+    }
+    if (opened) {
       const f = n.tunOffloadFlags;
       try {
         n.tunSetOffload(opened.fd, f.CSUM | f.TSO4 | f.TSO6);
@@ -133,7 +142,7 @@ export class Tun implements HostDevice {
         opened = undefined;
         offload.reason = `the kernel refuses TUN offloads (${(err as { code?: string }).code ?? String(err)}): plain TUN`;
       }
-    } else {
+    } else if (!wantOffload) {
       offload.reason = 'offloads off (MESHD_DISABLE_TUN_OFFLOAD or offload: false)';
     }
     const { fd, name: actual } = opened ?? n.tunOpen(name, opts.flags ?? 0);
