@@ -10,7 +10,7 @@
 // exception). Junk is counted in `counters`, never thrown.
 import { randomBytes } from 'node:crypto';
 import type { Endpoint } from '../net/endpoint.ts';
-import { defaultCrypto } from '../crypto/backend.ts';
+import { defaultCrypto, nativeAeadError } from '../crypto/backend.ts';
 import { PerPacketTransport } from '../crypto/transport.ts';
 import { AeadBatch, type CryptoBackend, type TransportAead } from '../crypto/types.ts';
 import { AllowedIPs, parsePrefix, type Prefix } from './allowedips.ts';
@@ -129,6 +129,10 @@ export class Device {
     this.mtu = opts.mtu ?? DEFAULT_MTU;
     this.roaming = opts.roaming ?? true;
     this.crypto = opts.crypto ?? defaultCrypto();
+    if (opts.crypto === undefined) {
+      const why = nativeAeadError();
+      this.log(why === null ? 'transport crypto: native batched ChaCha20-Poly1305 (OpenSSL EVP)' : `transport crypto: node:crypto per packet (native AEAD unavailable: ${why})`);
+    }
     this.transport = this.crypto.transport ?? new PerPacketTransport(this.crypto.name, this.crypto.aead);
     this.batched = opts.batched ?? false;
     this.noise = new Noise(this.crypto);
