@@ -229,7 +229,7 @@ export class Agent implements LocalBackend {
       this.dp.device.setPrivateKey(identity.nodePrivate as PrivateKey);
       this.magic = this.startMagic(this.dp, identity.nodePrivate, disco.privateKey, client);
       const dp = this.dp;
-      this.dns.start((b, o, l) => dp.deliverToHost(b, o, l));
+      this.dns.start((b, o, l) => dp.deliverToHost(b, o, l), dp.mtu);
       dp.local = this.dns;
       this.netconf.reset();
 

@@ -141,6 +141,49 @@ export function writeUdpReply(out: Uint8Array, flow: Flow, payload: Uint8Array):
   return udp + ulen;
 }
 
+/**
+ * Splits the reply packet out[0, len) into fragments of at most `mtu` bytes (RFC 791 2.3 for IPv4,
+ * RFC 8200 4.5 for IPv6: a Fragment header, offsets in 8-byte units) and hands each to `emit`;
+ * a packet that fits is emitted as it is. `frag` is scratch space of at least `mtu` bytes; `id`
+ * identifies the datagram. The host's stack reassembles, as it would from gVisor's netstack.
+ */
+export function emitFragments(out: Uint8Array, len: number, mtu: number, id: number, frag: Uint8Array,
+  emit: (buf: Uint8Array, off: number, len: number) => void): number {
+  if (len <= mtu) { emit(out, 0, len); return 1; }
+  const v6 = out[0]! >> 4 === 6;
+  const hlen = v6 ? 40 : 20;
+  const per = Math.floor((mtu - hlen - (v6 ? 8 : 0)) / 8) * 8;
+  let n = 0;
+  for (let at = hlen; at < len; at += per) {
+    const chunk = Math.min(per, len - at);
+    const more = at + chunk < len;
+    const offUnits = (at - hlen) / 8;
+    frag.set(out.subarray(0, hlen), 0);
+    let o: number;
+    if (!v6) {
+      const total = 20 + chunk;
+      frag[2] = total >> 8; frag[3] = total & 0xff;
+      frag[4] = (id >> 8) & 0xff; frag[5] = id & 0xff;
+      frag[6] = (more ? 0x20 : 0) | ((offUnits >> 8) & 0x1f); frag[7] = offUnits & 0xff;
+      frag[10] = 0; frag[11] = 0;
+      const c = (~fold(sum16(frag, 0, 20, 0))) & 0xffff;
+      frag[10] = c >> 8; frag[11] = c & 0xff;
+      o = 20;
+    } else {
+      const plen = 8 + chunk;
+      frag[4] = plen >> 8; frag[5] = plen & 0xff; frag[6] = 44;
+      frag[40] = 17; frag[41] = 0;
+      frag[42] = (offUnits >> 5) & 0xff; frag[43] = ((offUnits & 0x1f) << 3) | (more ? 1 : 0);
+      frag[44] = (id >>> 24) & 0xff; frag[45] = (id >>> 16) & 0xff; frag[46] = (id >>> 8) & 0xff; frag[47] = id & 0xff;
+      o = 48;
+    }
+    frag.set(out.subarray(at, at + chunk), o);
+    emit(frag, 0, o + chunk);
+    n++;
+  }
+  return n;
+}
+
 /** True when the IPv4 header checksum of a packet verifies (tests). */
 export function ipv4ChecksumOk(b: Uint8Array, off = 0): boolean {
   return fold(sum16(b, off, (b[off]! & 15) * 4, 0)) === 0xffff;

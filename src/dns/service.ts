@@ -15,7 +15,7 @@ import { compileDnsConfig, EMPTY_CONFIG, type BaseConfig, type DnsConfig, type O
 import { DirectManager } from './direct.ts';
 import { Forwarder } from './forwarder.ts';
 import { detectMode, type DnsMode, type ModeDecision, type ModeEnv } from './mode.ts';
-import { classify, parseDnsPacket, Verdict, writeUdpReply, type Flow } from './quad100.ts';
+import { classify, emitFragments, parseDnsPacket, Verdict, writeUdpReply, type Flow } from './quad100.ts';
 import { ResolvedManager, type ResolvectlExec } from './resolved.ts';
 import { parseQuery, Resolver } from './resolver.ts';
 import { DnsStreamServer } from './stream.ts';
@@ -89,6 +89,9 @@ export class DnsService implements LocalPacketHandler {
   readonly tcp: DnsStreamServer;
   private deliver: ((buf: Uint8Array, off: number, len: number) => void) | undefined;
   private readonly out = new Uint8Array(65535 + 64);
+  private readonly frag = new Uint8Array(65535);
+  private mtu = 1280;
+  private fragId = 1;
   private readonly log: Logf;
   private readonly opts: DnsServiceOptions;
   private readonly direct: DirectManager;
@@ -100,7 +103,7 @@ export class DnsService implements LocalPacketHandler {
   private hostError: string | null = null;
   private base: BaseConfig | undefined;
   private applying: Promise<unknown> = Promise.resolve();
-  private readonly counters = { udpQueries: 0, udpMalformed: 0, otherServicePackets: 0, udpAnswers: 0, udpNoAnswer: 0 };
+  private readonly counters = { udpQueries: 0, udpMalformed: 0, otherServicePackets: 0, udpAnswers: 0, udpNoAnswer: 0, udpFragmented: 0 };
 
   constructor(opts: DnsServiceOptions) {
     this.opts = opts;
@@ -109,9 +112,10 @@ export class DnsService implements LocalPacketHandler {
     this.tcp = new DnsStreamServer((q) => this.answer(q, true));
   }
 
-  /** Starts answering: replies go to the host through `deliver`. */
-  start(deliver: (buf: Uint8Array, off: number, len: number) => void): void {
+  /** Starts answering: replies go to the host through `deliver`, fragmented to `mtu` (the TUN's). */
+  start(deliver: (buf: Uint8Array, off: number, len: number) => void, mtu = 1280): void {
     this.deliver = deliver;
+    this.mtu = mtu;
     this.forwarder ??= new Forwarder({
       log: this.log,
       ...(this.opts.forwardTimeoutMs !== undefined ? { queryTimeoutMs: this.opts.forwardTimeoutMs } : {}),
@@ -232,7 +236,11 @@ export class DnsService implements LocalPacketHandler {
     if (!a || !deliver) { this.counters.udpNoAnswer++; return; }
     const n = writeUdpReply(this.out, flow, a);
     this.counters.udpAnswers++;
-    deliver(this.out, 0, n);
+    // Answers larger than the TUN's MTU (forwarded TXT, DNSSEC) go out as IP fragments.
+    if (emitFragments(this.out, n, this.mtu, this.fragId, this.frag, deliver) > 1) {
+      this.fragId = (this.fragId + 1) & 0xffff || 1;
+      this.counters.udpFragmented++;
+    }
   }
 
   /** One query through quad-100 (local answer or forward); null = no answer. Never rejects. */

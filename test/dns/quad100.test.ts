@@ -3,7 +3,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Buffer } from 'node:buffer';
-import { classify, ipv4ChecksumOk, parseDnsPacket, udpChecksumOk, Verdict, writeUdpReply, SERVICE_IP4_BYTES, SERVICE_IP6_BYTES } from '../../src/dns/quad100.ts';
+import { classify, emitFragments, ipv4ChecksumOk, parseDnsPacket, udpChecksumOk, Verdict, writeUdpReply, SERVICE_IP4_BYTES, SERVICE_IP6_BYTES } from '../../src/dns/quad100.ts';
 import { DnsService } from '../../src/dns/service.ts';
 import { compileDnsConfig } from '../../src/dns/config.ts';
 import { packet } from '../../src/dns/codec.ts';
@@ -65,6 +65,38 @@ describe('quad-100 packets', () => {
     const n6 = writeUdpReply(out, p6.flow, payload.subarray(0, 101));
     assert.ok(udpChecksumOk(out.subarray(0, n6)));
     assert.equal(Buffer.from(out.subarray(8, 24)).toString('hex'), Buffer.from(SERVICE_IP6_BYTES).toString('hex'));
+  });
+
+  it('fragments replies larger than the MTU (IPv4 and IPv6) so that they reassemble to the original datagram', () => {
+    const payload = Uint8Array.from({ length: 3000 }, (_, i) => (i * 7) & 0xff);
+    for (const v6 of [false, true]) {
+      const p = parseDnsPacket(v6 ? udp6(query('x')) : udp4(query('x')), 0);
+      const out = new Uint8Array(4000);
+      const n = writeUdpReply(out, p.flow, payload);
+      const frags: Uint8Array[] = [];
+      assert.equal(emitFragments(out, n, 1280, 0x1234, new Uint8Array(1280), (b, o, l) => frags.push(b.slice(o, o + l))), 3);
+      const hlen = v6 ? 48 : 20;
+      const whole = new Uint8Array(n - (v6 ? 40 : 20));
+      for (const f of frags) {
+        assert.ok(f.length <= 1280);
+        let off: number, more: boolean;
+        if (v6) {
+          assert.equal(f[6], 44);
+          assert.equal(f[40], 17);
+          off = ((f[42]! << 8) | (f[43]! & 0xf8));
+          more = (f[43]! & 1) === 1;
+          assert.equal((f[4]! << 8) | f[5]!, f.length - 40);
+        } else {
+          assert.ok(ipv4ChecksumOk(f));
+          off = (((f[6]! & 0x1f) << 8) | f[7]!) * 8;
+          more = (f[6]! & 0x20) !== 0;
+          assert.equal((f[2]! << 8) | f[3]!, f.length);
+        }
+        whole.set(f.subarray(hlen), off);
+        assert.equal(more, f !== frags.at(-1));
+      }
+      assert.deepEqual(whole, out.subarray(v6 ? 40 : 20, n));
+    }
   });
 
   it('the service answers a query packet with a reply packet through deliver, and lets other packets pass', async () => {

@@ -88,7 +88,8 @@ describe('MagicDNS with headscale, dnsmasq upstreams and tailscaled', { skip }, 
     lab = new TailnetLab('mdns', { dns: HS_DNS });
     // The upstream resolvers: dnsmasq in namespaces of their own on the simulated internet.
     for (const [name, ip, records] of [
-      ['g53', GLOBAL_DNS, ['--host-record=www.example.net,198.18.0.80', '--txt-record=txt.example.net,"global zone"']],
+      ['g53', GLOBAL_DNS, ['--host-record=www.example.net,198.18.0.80', '--txt-record=txt.example.net,"global zone"',
+        `--txt-record=big.example.net,${Array.from({ length: 12 }, (_, i) => `"${String(i).padStart(2, '0')}${'x'.repeat(240)}"`).join(',')}`]],
       ['s54', SPLIT_DNS, ['--host-record=db.corp.test,10.1.2.3']],
     ] as const) {
       const ns = lab.lab.ns(name);
@@ -166,6 +167,11 @@ describe('MagicDNS with headscale, dnsmasq upstreams and tailscaled', { skip }, 
     }
     process.stderr.write(`# same answers as tailscaled for ${seen.join(' ')}\n`);
     assert.deepEqual(diffs, []);
+    // A 3 KB answer is larger than the TUN's MTU: it arrives as IP fragments, whole (both agents).
+    const big = dig(m, 'big.example.net', 'TXT', ['+bufsize=4096']);
+    assert.equal(big.status, 'NOERROR');
+    assert.equal(big.answers.join('').length > 2900, true, `big TXT: ${big.answers.join('').length} bytes`);
+    assert.deepEqual(big.answers, dig(t, 'big.example.net', 'TXT', ['+bufsize=4096']).answers);
     // And the content itself, not only the agreement.
     assert.deepEqual(dig(m, 't1.meshd.test').answers, [`t1.meshd.test. 5 IN A ${tIp}`]);
     assert.equal(dig(m, 't1.meshd.test').flags, 'qr aa rd ra ad');
