@@ -17,11 +17,12 @@ export type ResolvectlExec = (args: string[]) => Promise<void>;
 
 /** Runs the real resolvectl (5 s budget per call). */
 export const runResolvectl: ResolvectlExec = (args) => new Promise((resolve, reject) => {
-  execFile('resolvectl', args, { timeout: 5_000 }, (err, _out, stderr) => {
+  execFile('resolvectl', args, { timeout: 5_000 }, (err, out, stderr) => {
     if (!err) { resolve(); return; }
-    const code = (err as NodeJS.ErrnoException).code;
-    reject(new Error(code === 'ENOENT' ? 'resolvectl is missing: install systemd-resolved (or run without it: meshd falls back to direct mode)'
-      : `resolvectl ${args.join(' ')}: ${(stderr || err.message).trim()}`));
+    const e = err as NodeJS.ErrnoException & { killed?: boolean; signal?: string };
+    if (e.code === 'ENOENT') { reject(new Error('resolvectl is missing: install systemd-resolved, or set up the host without it (meshd then uses direct mode)')); return; }
+    const why = (stderr || out).trim() || (e.killed ? 'no answer within 5 s' : `exit status ${String(e.code ?? e.signal)}`);
+    reject(new Error(`resolvectl ${args.join(' ')}: ${why}`));
   });
 });
 
@@ -64,7 +65,15 @@ export class ResolvedManager {
   /** Applies `cfg` (an empty one reverts the link). */
   async set(cfg: OSConfig): Promise<void> {
     if (cfg.nameservers.length === 0 && cfg.searchDomains.length === 0) { await this.revert(); return; }
-    for (const args of resolvedCommands(this.tun, cfg)) await this.exec(args);
+    const cmds = resolvedCommands(this.tun, cfg);
+    // resolved learns about a new TUN from netlink: the first call may race it, so it is retried.
+    for (let i = 0; ; i++) {
+      try { await this.exec(cmds[0]!); break; } catch (e) {
+        if (i >= 4 || /no answer within/.test((e as Error).message)) throw e;
+        await new Promise((r) => setTimeout(r, 200 * (i + 1)));
+      }
+    }
+    for (const args of cmds.slice(1)) await this.exec(args);
     this.applied = true;
     this.log(`dns: systemd-resolved: link ${this.tun} dns ${cfg.nameservers.join(' ')}; domains ${resolvedCommands(this.tun, cfg)[1]!.slice(2).join(' ')}`);
   }

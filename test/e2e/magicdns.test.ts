@@ -6,7 +6,7 @@
 // bind-mounted over /etc in its own mount namespace); the host's /etc/resolv* is checked unchanged.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { cpSync, existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, lstatSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { needs } from '../harness/prereq.ts';
@@ -15,7 +15,11 @@ import { HS_URL, TailnetLab, type LabNode } from '../harness/hslab.ts';
 import type { Status } from '../../src/daemon/localapi.ts';
 import type { DnsStatus } from '../../src/dns/service.ts';
 
-const skip = needs({ root: true, tun: true, commands: ['headscale', 'tailscaled', 'tailscale', 'ip', 'dig', 'dnsmasq', 'getent', 'curl', 'unshare'] });
+const skip = needs({ root: true, tun: true, commands: ['headscale', 'tailscaled', 'tailscale', 'ip', 'dig', 'dnsmasq', 'getent', 'curl', 'unshare', 'nsenter', 'dbus-daemon'] });
+/** systemd-resolved unpacked, not installed (.ci/run): installing it would take over this machine's resolv.conf. */
+const RESOLVED_ROOT = process.env.MESHD_RESOLVED_ROOT ?? '/opt/meshd/systemd-resolved';
+const resolvedMissing = !existsSync(join(RESOLVED_ROOT, 'lib/systemd/systemd-resolved'));
+if (resolvedMissing && process.env.CI === 'true') throw new Error(`missing prerequisite under CI: systemd-resolved unpacked at ${RESOLVED_ROOT} (.ci/run does it)`);
 
 const GLOBAL_DNS = '198.18.0.53';
 const SPLIT_DNS = '198.18.0.54';
@@ -271,6 +275,66 @@ s.bind(0, () => {
     await waitFor('tailscaled to forget m2x', () => dig(t, 'm2x.meshd.test').status === 'NXDOMAIN', 15_000, 200);
     assert.deepEqual(readFileSync(join(etcOf(m2), 'resolv.conf')), rcBefore, 'm2 resolv.conf unchanged');
   });
+
+  it('configures a real systemd-resolved (link DNS, search domain, ~.) when it owns resolv.conf, and reverts on down',
+    { skip: resolvedMissing ? `systemd-resolved is not unpacked at ${RESOLVED_ROOT} (see .ci/run)` : false }, async () => {
+      // Node m3: private /etc whose resolv.conf is resolved's stub (as on Ubuntu), a private /run with
+      // its own system bus and systemd-resolved; every command enters that mount namespace.
+      const m3 = lab.addNode('m3');
+      privateEtc(m3);
+      const etc = etcOf(m3);
+      writeFileSync(join(etc, 'passwd'), `${readFileSync(join(etc, 'passwd'), 'utf8')}systemd-resolve:x:991:991:systemd Resolver:/:/usr/sbin/nologin\n`);
+      writeFileSync(join(etc, 'group'), `${readFileSync(join(etc, 'group'), 'utf8')}systemd-resolve:x:991:\n`);
+      rmSync(join(etc, 'resolv.conf'), { force: true });
+      symlinkSync('/run/systemd/resolve/stub-resolv.conf', join(etc, 'resolv.conf'));
+      const busConf = join(m3.dir, 'bus.conf');
+      writeFileSync(busConf, `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN" "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path=/run/dbus/system_bus_socket</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+  </policy>
+</busconfig>
+`);
+      const holder = lab.lab.spawn(m3.ns, ['unshare', '-m', '--propagation', 'private', 'sh', '-c',
+        `exec >"${join(m3.dir, 'holder.log')}" 2>&1 </dev/null; mount --bind "${etc}" /etc && mount -t tmpfs tmpfs /run && mkdir -p /run/dbus /run/systemd && dbus-daemon --config-file="${busConf}" --fork --nopidfile && sleep 0.3 && exec "${join(RESOLVED_ROOT, 'lib/systemd/systemd-resolved')}"`]);
+      const log = () => { try { return readFileSync(join(m3.dir, 'holder.log'), 'utf8').slice(-3000); } catch { return ''; } };
+      const pid = holder.pid!;
+      const inM3 = (argv: string[], timeoutMs = 30_000) => lab.lab.tryExec(m3.ns, ['nsenter', '-t', String(pid), '-m', '--', 'env', `PATH=${join(RESOLVED_ROOT, 'usr/bin')}:${process.env.PATH ?? ''}`, ...argv], timeoutMs);
+      await waitFor('systemd-resolved to listen', () => inM3(['test', '-S', '/run/systemd/resolve/io.systemd.Resolve']).status === 0, 10_000, 200)
+        .catch((e: Error) => { throw new Error(`${e.message}: ${log()}`); });
+      const keyFile = join(m3.dir, 'authkey');
+      writeFileSync(keyFile, key, { mode: 0o600 });
+      const up = inM3(['env', 'MESHD_DERP_HTTP=1', process.execPath, lab.meshdBin, '--socket', m3.socket, 'up', '--login-server', HS_URL, '--authkey', `file:${keyFile}`,
+        '--hostname', 'm3', '--state-dir', join(m3.dir, 'state'), '--timeout', '45s'], 60_000);
+      assert.equal(up.status, 0, `meshd up on m3: ${up.stderr}`);
+      const st = dnsStatus(m3);
+      assert.equal(st.host.mode, 'systemd-resolved', JSON.stringify(st.host));
+      if (st.host.error !== null) {
+        const diag = [['resolvectl', 'dns', 'meshd0', '100.100.100.100'], ['busctl', 'list'], ['ls', '-la', '/run/dbus', '/run/systemd/resolve'], ['ps', '-eo', 'pid,stat,wchan:20,cmd']]
+          .map((a) => { const r = inM3(a, 8000); return `$ ${a.join(' ')} -> ${r.status}\n${r.stdout}${r.stderr}`; }).join('\n');
+        assert.fail(`${st.host.error}\n${diag}\n${log()}`);
+      }
+      const link = inM3(['resolvectl', 'status', 'meshd0']).stdout;
+      assert.match(link, /DNS Servers: 100\.100\.100\.100 fd7a:115c:a1e0::53/, link);
+      assert.match(link, /DNS Domain: meshd\.test ~\./, link);
+      assert.match(link, /\+DefaultRoute/, link);
+      // Programs on m3 now resolve tailnet names and the rest through resolved -> quad-100.
+      await waitFor('getent through systemd-resolved', () => inM3(['getent', 'hosts', 't1']).stdout.includes(tIp), 10_000, 300);
+      assert.match(inM3(['getent', 'hosts', 'www.example.net']).stdout, /198\.18\.0\.80/);
+      assert.match(inM3(['cat', '/etc/resolv.conf']).stdout, /^search meshd\.test/m, 'the stub lists the search domain');
+      const down = lab.meshd(m3, ['down']);
+      assert.equal(down.status, 0, down.stderr);
+      await waitFor('resolved to forget the link', () => !inM3(['resolvectl', 'dns']).stdout.includes('100.100.100.100'), 10_000, 200);
+      assert.equal(lstatSync(join(etc, 'resolv.conf')).isSymbolicLink(), true, 'resolv.conf is still the stub symlink');
+      assert.ok(!existsSync(join(etc, 'resolv.pre-meshd-backup.conf')));
+      holder.kill('SIGTERM');
+    });
 
   it('puts resolv.conf back byte for byte after down, after logout, and after kill -9 plus restart', async () => {
     const rc = join(etcOf(m), 'resolv.conf');
