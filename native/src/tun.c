@@ -436,7 +436,7 @@ static void build_probe(uint8_t *buf, int32_t *offs, int32_t *lens, bool udp) {
     uint16_t ipsum = (uint16_t)~csum_fold(csum_add(0, p, 20));
     memcpy(p + 10, &ipsum, 2);
     size_t l4len = len - 20;
-    uint16_t s = (uint16_t)~csum_fold(csum_pseudo(p, false, udp ? 17 : 6, (uint32_t)l4len) + csum_add(0, l4, l4len));
+    uint16_t s = (uint16_t)~csum_fold(csum_add(csum_pseudo(p, false, udp ? 17 : 6, (uint32_t)l4len), l4, l4len));
     memcpy(l4 + (udp ? 6 : 16), &s, 2);
     offs[i] = i * 256;
     lens[i] = (int32_t)len;
