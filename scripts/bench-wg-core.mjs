@@ -139,6 +139,7 @@ function rawAead(t, secs, batch) {
   const sk = t.prepare(key, true), ok = t.prepare(key, false);
   const sb = new AeadBatch(batch), ob = new AeadBatch(batch);
   let ctr = 0, n = 0;
+  const c0 = process.cpuUsage();
   const t0 = performance.now();
   let t1 = t0;
   while (t1 - t0 < secs * 1000) {
@@ -151,9 +152,10 @@ function rawAead(t, secs, batch) {
     }
     t1 = performance.now();
   }
+  const cpu = process.cpuUsage(c0);
   t.release(sk); t.release(ok);
   const pps = n / ((t1 - t0) / 1000);
-  return { pps, gbps: (pps * SIZE * 8) / 1e9 };
+  return { pps, gbps: (pps * SIZE * 8) / 1e9, cpuUs: (cpu.user + cpu.system) / n };
 }
 
 const fast = await run(nodeCrypto, seconds);
@@ -180,8 +182,9 @@ for (const batch of batches) {
   const rawTwo = batch >= 2 ? rawAead(t, seconds / 4, batch) : null;
   rows.push({ batch, one, two, rawOne, rawTwo });
   const f = (r) => (r ? `${Math.round(r.pps).toString().padStart(8)} pps ${r.gbps.toFixed(2).padStart(5)} Gbit/s` : '-'.padStart(27));
+  const c = (r) => (r ? ` ${r.cpuUs.toFixed(2)} CPU us/pkt` : '');
   console.log(`batched device, batch ${String(batch).padStart(3)}: 1 thread ${f(one)} | 2 threads ${f(two)}   ` +
-    `bare AEAD: 1 thread ${f(rawOne)} | 2 threads ${f(rawTwo)}   GC ${one.gcs}/${two?.gcs ?? '-'}`);
+    `bare AEAD (seal+open): 1 thread ${f(rawOne)}${c(rawOne)} | 2 threads ${f(rawTwo)}${c(rawTwo)}   GC ${one.gcs}/${two?.gcs ?? '-'}`);
 }
 t.setParallelMin(old);
 
