@@ -162,7 +162,7 @@ static napi_value init(napi_env env, napi_value exports) {
   if (!init_tun(env, exports) || !init_udp(env, exports) || !init_poll(env, exports)) return NULL;
   if (!init_aead(env, exports)) return NULL;
   napi_value v;
-  napi_create_uint32(env, 1, &v);
+  napi_create_uint32(env, 2, &v);  // native/README.md: bump on any change of the contract
   napi_set_named_property(env, exports, "abiVersion", v);
   napi_create_uint32(env, EP_RAW_LEN, &v);
   napi_set_named_property(env, exports, "endpointRawLen", v);

@@ -11,6 +11,7 @@ import { Endpoints } from '../net/endpoint.ts';
 import { Tun } from '../tun/tun.ts';
 import type { HostDevice, LocalPacketHandler } from '../tun/device.ts';
 import { UdpSocket } from '../net/udp.ts';
+import { offloadCounters } from '../net/offload.ts';
 import { TxBatch, slotSizeFor, type RxBatch } from '../net/batch.ts';
 import type { Logf } from '../util/log.ts';
 import { PeerEndpoint } from '../magicsock/peer-endpoint.ts';
@@ -266,6 +267,7 @@ export class DataPlane {
       dropUdpSend: u?.txDropped ?? 0,
       dropTunWrite: t.txDropped,
       dropTxBatchFull: this.dropTxFull,
+      ...offloadCounters(t, u),
       ...Object.fromEntries(Object.entries(this.filter?.counters ?? {}).map(([k, v]) => [`filter.${k}`, v])),
     };
   }
