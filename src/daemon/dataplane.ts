@@ -15,7 +15,7 @@
 //   runHandshakes  the queue, in slices between data batches (RoutineHandshake)
 // Nothing is allocated per data packet: packets are encrypted and decrypted in place in the
 // receive batches and sent from there by reference.
-import { Device, type WgSink } from '../wg/device.ts';
+import { Device, type Clock, type WgSink } from '../wg/device.ts';
 import { HandshakeQueue, isHandshakeMessage } from '../wg/handshake-queue.ts';
 import { Tun } from '../tun/tun.ts';
 import { TunWrapper } from '../tun/wrapper.ts';
@@ -25,6 +25,7 @@ import type { RxBatch } from '../net/batch.ts';
 import type { Endpoint, Endpoints } from '../net/endpoint.ts';
 import type { Logf } from '../util/log.ts';
 import type { PacketFilter } from '../filter/filter.ts';
+import type { CryptoBackend } from '../crypto/types.ts';
 
 /** Options for {@link DataPlane.open}. */
 export interface DataPlaneOptions {
@@ -42,12 +43,44 @@ export interface DataPlaneOptions {
   device?: HostDevice;
   /** The socket side to use (magicsock) instead of a plain UdpBind on `port`; closed with the data plane. */
   bind?: Bind;
+  /** The WireGuard device's crypto backend (default: the device's default). */
+  crypto?: CryptoBackend;
 }
 
 /** How often timers run (ms); the WireGuard core needs at least every 100 ms. */
 const TICK_MS = 100;
 /** Time one slice of handshake work may take before data batches get their turn (ms). */
 export const HANDSHAKE_SLICE_MS = 2;
+
+/**
+ * The device's clock, performance.now() in whole milliseconds, read
+ * once per batch and held while the batch runs (as wireguard-go reads the time once per vector).
+ * Both choices keep the per-packet path free of allocation: performance.now() allocates about 32
+ * bytes per call on Node 20, and a fractional time passed between functions is boxed (16 bytes)
+ * where an integer below 2^30 (12.4 days of process uptime; later, 16 bytes per packet) is not. WireGuard's timers are 100 ms and coarser.
+ * Outside a batch (configuration calls) it reads the time afresh.
+ */
+export class BatchClock implements Clock {
+  private t = 0;
+  private depth = 0;
+
+  /** Reads the time and holds it until the matching release(). Nests. */
+  hold(): void {
+    if (this.depth++ === 0) this.t = Math.floor(performance.now());
+  }
+
+  release(): void {
+    if (this.depth > 0) this.depth--;
+  }
+
+  now(): number {
+    return this.depth > 0 ? this.t : Math.floor(performance.now());
+  }
+
+  wall(): number {
+    return Date.now();
+  }
+}
 
 /** A host device, a Bind and a WireGuard {@link Device} with the loops between them. */
 export class DataPlane implements BindReceiver {
@@ -63,6 +96,7 @@ export class DataPlane implements BindReceiver {
   private readonly tunRx: RxBatch;
   private readonly sink: WgSink;
   private readonly log: Logf;
+  private readonly clock = new BatchClock();
   private ticker: NodeJS.Timeout | undefined;
   private handshakeTask: NodeJS.Immediate | undefined;
   private readonly runHandshakesBound = (): void => this.runHandshakes();
@@ -72,7 +106,7 @@ export class DataPlane implements BindReceiver {
     this.name = opts.name;
     this.mtu = opts.mtu;
     this.log = opts.log;
-    this.device = new Device({ clock: { now: () => performance.now(), wall: () => Date.now() }, log: opts.log, mtu: opts.mtu, roaming: opts.roaming ?? true });
+    this.device = new Device({ clock: this.clock, log: opts.log, mtu: opts.mtu, roaming: opts.roaming ?? true, ...(opts.crypto ? { crypto: opts.crypto } : {}) });
     this.tun = new TunWrapper(host, opts.mtu);
     this.sock = bind;
     const tun = this.tun;
@@ -149,6 +183,7 @@ export class DataPlane implements BindReceiver {
   private readFromTun(b: RxBatch): void {
     const dev = this.device, sink = this.sink, buf = b.buf, lens = b.lens;
     this.sock.shareBuffer(buf);
+    this.clock.hold();
     for (let i = 0; i < b.count; i++) {
       const len = lens[i]!;
       if (len <= 0) continue; // taken by the local handler
@@ -157,6 +192,7 @@ export class DataPlane implements BindReceiver {
     }
     this.flushUdp();
     this.flushTun();
+    this.clock.release();
   }
 
   /** RoutineReceiveIncoming: datagrams from the Bind; data is decrypted in place, handshakes are queued. */
@@ -164,6 +200,7 @@ export class DataPlane implements BindReceiver {
     if (this.closed) return;
     const dev = this.device, sink = this.sink, buf = b.buf, lens = b.lens, hs = this.handshakes;
     this.tun.shareBuffer(buf);
+    this.clock.hold();
     let queued = false;
     for (let i = 0; i < b.count; i++) {
       const len = lens[i]!;
@@ -178,6 +215,7 @@ export class DataPlane implements BindReceiver {
     }
     this.flushTun();
     this.flushUdp();
+    this.clock.release();
     if (queued) this.scheduleHandshakes();
   }
 
@@ -189,9 +227,11 @@ export class DataPlane implements BindReceiver {
       this.scheduleHandshakes();
       return;
     }
+    this.clock.hold();
     this.device.receiveDatagramInPlace(buf, off, len, from, this.sink);
     this.flushTun();
     this.flushUdp();
+    this.clock.release();
   }
 
   private scheduleHandshakes(): void {
@@ -208,6 +248,7 @@ export class DataPlane implements BindReceiver {
     if (this.closed) return;
     const hs = this.handshakes, dev = this.device, sink = this.sink, q = hs.buf;
     const deadline = performance.now() + HANDSHAKE_SLICE_MS;
+    this.clock.hold();
     do {
       const off = hs.peekOffset();
       if (off < 0) break;
@@ -217,6 +258,7 @@ export class DataPlane implements BindReceiver {
     } while (performance.now() < deadline);
     this.flushUdp();
     this.flushTun();
+    this.clock.release();
     this.scheduleHandshakes();
   }
 
@@ -230,9 +272,11 @@ export class DataPlane implements BindReceiver {
   /** Runs due WireGuard timers now (also after configuration changes). */
   runTimers(): void {
     if (this.closed) return;
+    this.clock.hold();
     this.device.tick(this.sink);
     this.flushUdp();
     this.flushTun();
+    this.clock.release();
   }
 
   /** Sends what the device queued on the Bind. (Batched sealing, when the device has it, is flushed here first.) */

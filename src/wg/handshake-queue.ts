@@ -6,8 +6,6 @@
 import type { Endpoint } from '../net/endpoint.ts';
 import { INITIATION_SIZE, messageTypeOf, MessageType } from './messages.ts';
 
-const copyBytes = Buffer.prototype.copy as (this: Uint8Array, target: Uint8Array, targetStart: number, sourceStart: number, sourceEnd: number) => number;
-
 /** Messages the queue holds (wireguard-go QueueHandshakeSize). */
 export const HANDSHAKE_QUEUE_SIZE = 1024;
 
@@ -46,7 +44,8 @@ export class HandshakeQueue {
     if (this.count >= this.cap || len > INITIATION_SIZE || len < 0) { this.dropped++; return false; }
     let i = this.head + this.count;
     if (i >= this.cap) i -= this.cap;
-    copyBytes.call(buf, this.buf, i * INITIATION_SIZE, off, off + len);
+    const q = this.buf, at = i * INITIATION_SIZE;
+    for (let k = 0; k < len; k++) q[at + k] = buf[off + k]!; // a loop: Buffer copy and subarray() allocate a view
     this.lens[i] = len;
     this.froms[i] = from;
     this.count++;

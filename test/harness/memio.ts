@@ -8,7 +8,11 @@ import { RxBatch, TxBatch, slotSizeFor } from '../../src/net/batch.ts';
 import { ENDPOINT_RAW_LEN, Endpoints, type Endpoint } from '../../src/net/endpoint.ts';
 
 const SLOTS = 128;
-const copyBytes = Buffer.prototype.copy as (this: Uint8Array, target: Uint8Array, targetStart: number, sourceStart: number, sourceEnd: number) => number;
+
+/** Copies without allocating (Buffer.prototype.copy and subarray() make a view per call). */
+function copyInto(src: Uint8Array, from: number, len: number, dst: Uint8Array, to: number): void {
+  for (let k = 0; k < len; k++) dst[to + k] = src[from + k]!;
+}
 
 /** The host side as a test: inject() hands a batch to the data plane; writes are counted (and kept when asked). */
 export class MemHost implements HostDevice {
@@ -78,6 +82,8 @@ export class MemBind implements Bind {
   peer: MemBind | undefined;
   private recv: BindReceiver | undefined;
   private readonly out: TxBatch;
+  /** Datagrams sent by reference from the shared (TUN receive) buffer, as UdpBind does. */
+  private ref: TxBatch | undefined;
   /** Batches in flight to this end, as (buffer, count) from a ring of preallocated RxBatches. */
   private readonly inbox: RxBatch[] = [];
   private readonly spare: RxBatch[] = [];
@@ -89,6 +95,8 @@ export class MemBind implements Bind {
   readonly elsewhere: { to: Endpoint; data: Uint8Array }[] = [];
   /** Datagrams dropped because no receive batch was free (the link's "socket buffer"). */
   dropped = 0;
+  /** Deliver each flushed batch to the peer at once, inside flush() (for synchronous measurements). */
+  sync = false;
 
   constructor(endpoints: Endpoints, ip: string, mtu: number, depth = 64) {
     this.endpoints = endpoints;
@@ -107,7 +115,11 @@ export class MemBind implements Bind {
 
   bind(): void {}
   setMark(): void {}
-  shareBuffer(): void {}
+  shareBuffer(buf: Uint8Array): void {
+    if (this.ref?.buf === buf) return;
+    this.flush();
+    this.ref = TxBatch.over(buf);
+  }
 
   send(buf: Uint8Array, off: number, len: number, to: Endpoint): void {
     this.sentByType[buf[off]! < 5 ? buf[off]! : 0]!++;
@@ -115,12 +127,20 @@ export class MemBind implements Bind {
       this.elsewhere.push({ to, data: buf.slice(off, off + len) });
       return;
     }
-    if (!this.out.push(buf, off, len, to.raw)) { this.flush(); this.out.push(buf, off, len, to.raw); }
+    const ref = this.ref;
+    if (ref !== undefined && buf === ref.buf) {
+      if (!ref.pushRef(off, len, to.raw)) { this.flush(); ref.pushRef(off, len, to.raw); }
+    } else if (!this.out.push(buf, off, len, to.raw)) {
+      this.flush();
+      this.out.push(buf, off, len, to.raw);
+    }
   }
 
   flush(): void {
-    const out = this.out, peer = this.peer;
+    const out = this.out, ref = this.ref, peer = this.peer;
+    if (ref !== undefined && ref.count > 0 && peer !== undefined) peer.accept(ref, this.self);
     if (out.count > 0 && peer !== undefined) peer.accept(out, this.self);
+    ref?.clear();
     out.clear();
   }
 
@@ -130,11 +150,16 @@ export class MemBind implements Bind {
     if (b === undefined) { this.dropped += tx.count; return; }
     for (let i = 0; i < tx.count; i++) {
       const o = b.offset(i);
-      copyBytes.call(tx.buf, b.buf, o, tx.offsets[i]!, tx.offsets[i]! + tx.lens[i]!);
+      copyInto(tx.buf, tx.offsets[i]!, tx.lens[i]!, b.buf, o);
       b.lens[i] = tx.lens[i]!;
       b.addrs!.set(from.raw, i * ENDPOINT_RAW_LEN);
     }
     b.count = tx.count;
+    if (this.sync) {
+      this.recv?.receiveBatch(b);
+      this.spare.push(b);
+      return;
+    }
     this.inbox.push(b);
     if (!this.scheduled) { this.scheduled = true; setImmediate(this.deliverBound); }
   }
