@@ -106,7 +106,7 @@ export class DataPlane implements BindReceiver {
     this.name = opts.name;
     this.mtu = opts.mtu;
     this.log = opts.log;
-    this.device = new Device({ clock: this.clock, log: opts.log, mtu: opts.mtu, roaming: opts.roaming ?? true, ...(opts.crypto ? { crypto: opts.crypto } : {}) });
+    this.device = new Device({ clock: this.clock, log: opts.log, mtu: opts.mtu, roaming: opts.roaming ?? true, batched: true, ...(opts.crypto ? { crypto: opts.crypto } : {}) });
     this.tun = new TunWrapper(host, opts.mtu);
     this.sock = bind;
     const tun = this.tun;
@@ -279,12 +279,14 @@ export class DataPlane implements BindReceiver {
     this.clock.release();
   }
 
-  /** Sends what the device queued on the Bind. (Batched sealing, when the device has it, is flushed here first.) */
+  /** Sends what the device queued on the Bind. */
   private flushUdp(): void {
+    this.device.flush(this.sink); // seals (and opens) the batch's queued transport packets in one call
     this.sock.flush();
   }
 
   private flushTun(): void {
+    this.device.flush(this.sink);
     this.tun.flush();
   }
 

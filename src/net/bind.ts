@@ -9,6 +9,7 @@ import { UdpSocket } from './udp.ts';
 import { Endpoints, type Endpoint } from './endpoint.ts';
 import { TxBatch, slotSizeFor, type RxBatch } from './batch.ts';
 import type { Logf } from '../util/log.ts';
+import { offloadCounters } from './offload.ts';
 
 /** What a Bind hands up to the device runner. */
 export interface BindReceiver {
@@ -172,6 +173,7 @@ export class UdpBind implements Bind {
       dropUdpTruncated: u?.rx?.truncated ?? 0,
       dropUdpSend: u?.txDropped ?? 0,
       dropUdpBatchFull: this.dropTxFull,
+      ...offloadCounters({ rx: undefined, txPackets: 0, txDropped: 0 }, u),
     };
   }
 

@@ -8,6 +8,7 @@
 import type { HostDevice, HostDeviceStats, LocalPacketHandler } from './device.ts';
 import type { PacketFilter } from '../filter/filter.ts';
 import { TxBatch, slotSizeFor, type RxBatch } from '../net/batch.ts';
+import { offloadCounters } from '../net/offload.ts';
 
 /** The filter and local-handler layer on the TUN side. */
 export class TunWrapper {
@@ -96,6 +97,7 @@ export class TunWrapper {
       dropTunTruncated: t.rx?.truncated ?? 0,
       dropTunWrite: t.txDropped,
       dropTunBatchFull: this.dropTxFull,
+      ...offloadCounters(t, undefined),
     };
     for (const [k, v] of Object.entries(this.filter?.counters ?? {})) out[`filter.${k}`] = v;
     return out;

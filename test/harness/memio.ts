@@ -64,7 +64,7 @@ export class MemHost implements HostDevice {
 
   stats(): HostDeviceStats {
     return {
-      rx: { packets: this.rxPackets, batches: 0, wakeups: 0, truncated: 0, errors: 0, kernelDrops: 0, lastErrno: 0, active: true },
+      rx: { packets: this.rxPackets, batches: 0, wakeups: 0, truncated: 0, errors: 0, kernelDrops: 0, gsoReads: 0, gsoSegments: 0, csumCompleted: 0, badGso: 0, groMessages: 0, groSegments: 0, lastErrno: 0, active: true },
       txPackets: this.written, txDropped: 0,
     };
   }
