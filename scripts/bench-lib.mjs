@@ -64,9 +64,13 @@ export function rssMiB(pid) {
 /** Summed CPU seconds of pids. */
 export const cpuOf = (pids) => pids.reduce((a, p) => a + cpuSeconds(p), 0);
 
-/** iperf3 client run; returns { mbps, bytes, lossPct, json } (receiver side), or null when it failed. */
+/**
+ * iperf3 client run; returns { mbps, bytes, lossPct } (receiver side; lossPct for UDP), or null when
+ * it failed. UDP runs without -O (omitted seconds confuse iperf3's loss count).
+ */
 export function iperf(lab, ns, to, { seconds, reverse = false, udpRate, len } = {}) {
-  const a = ['iperf3', '-c', to, '-t', String(seconds), '-J', '-O', '1'];
+  const a = ['iperf3', '-c', to, '-t', String(seconds), '-J'];
+  if (!udpRate) a.push('-O', '1');
   if (reverse) a.push('-R');
   if (udpRate) a.push('-u', '-b', String(udpRate));
   if (len) a.push('-l', String(len));
@@ -74,8 +78,13 @@ export function iperf(lab, ns, to, { seconds, reverse = false, udpRate, len } = 
   if (r.status !== 0) return null;
   try {
     const j = JSON.parse(r.stdout);
-    const s = j.end.sum_received ?? j.end.sum;
-    return { mbps: Math.round(s.bits_per_second / 1e6), bytes: s.bytes, lossPct: udpRate ? +(j.end.sum?.lost_percent ?? 0).toFixed(2) : null };
+    const recv = j.end.sum_received ?? j.end.sum, sent = j.end.sum_sent ?? j.end.sum;
+    let lossPct = null;
+    if (udpRate) {
+      lossPct = j.end.sum_received && sent.bytes > 0 ? 100 * (1 - recv.bytes / sent.bytes) : (j.end.sum?.lost_percent ?? null);
+      if (lossPct !== null) lossPct = +Math.max(0, lossPct).toFixed(2);
+    }
+    return { mbps: Math.round(recv.bits_per_second / 1e6), bytes: recv.bytes, lossPct };
   } catch { return null; }
 }
 

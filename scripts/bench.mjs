@@ -7,11 +7,13 @@
 //     both WireGuard processes, from /proc/PID/stat in the same run;
 //   - UDP at a fixed offered rate above what any of them carries: delivered rate and loss;
 //   - ping RTT through the tunnel;
-// and once (first MTU): handshakes per second one responder completes under an open-loop load at a
-// fixed offered rate, and TCP throughput while 2,000 initiations/s arrive at the receiver.
+// and once (first MTU): handshakes per second one responder completes under open-loop loads at fixed
+// offered rates (a sweep: below its capacity it answers all; above, its queue fills, it turns to
+// cookie replies and completes few, as WireGuard is meant to), and TCP throughput while 2,000
+// initiations/s arrive at the receiver.
 // Writes bench-results/bench.json and SVG charts next to it; prints markdown tables and ratios.
 //   sudo node scripts/bench.mjs [--rounds 3] [--seconds 8] [--mtus 1280,1420] [--udp-rate 4G]
-//        [--hs-rate 8000] [--hs-seconds 5] [--load-rate 2000] [--out bench-results] [--smoke] [--json]
+//        [--hs-rates 1000,2000,4000,8000] [--hs-seconds 5] [--load-rate 2000] [--out bench-results] [--smoke] [--json]
 // --smoke: 1 round of 2 s per case (checks the script works; the numbers mean little).
 // Needs: npm run build, root, wg, iperf3, wireguard-go; scripts/install-peers.sh wireguard-go-current.
 import { WgLab } from '../dist/test/harness/wglab.js';
@@ -19,9 +21,10 @@ import { which } from '../dist/test/harness/prereq.js';
 import { handshakeLoad } from './bench-handshake.mjs';
 import { args, median, round, ratio, pidsIn, cpuOf, iperf, pingRtt, table, barChart, writeResults } from './bench-lib.mjs';
 
-const o = args({ rounds: 3, seconds: 8, mtus: '1280,1420', 'udp-rate': '4G', 'hs-rate': 8000, 'hs-seconds': 5, 'load-rate': 2000, out: 'bench-results', smoke: false, json: false });
+const o = args({ rounds: 3, seconds: 8, mtus: '1280,1420', 'udp-rate': '4G', 'hs-rates': '1000,2000,4000,8000', 'hs-seconds': 5, 'load-rate': 2000, out: 'bench-results', smoke: false, json: false });
 if (o.smoke) { o.rounds = 1; o.seconds = 2; o['hs-seconds'] = 2; }
 const mtus = String(o.mtus).split(',').map(Number);
+const hsRates = String(o['hs-rates']).split(',').map(Number);
 const log = (s) => { if (!o.json) console.error(s); };
 const IMPLS = ['meshd', 'wireguard-go-current', 'wireguard-go'].filter((i) => i === 'meshd' || which(i));
 const PROC = {
@@ -77,13 +80,16 @@ for (const mtu of mtus) {
     }
     if (mtu === mtus[0]) {
       const responders = Object.values(pairs).map(([, y]) => y);
-      const load = handshakeLoad(lab, responders, o['hs-rate']);
+      const load = handshakeLoad(lab, responders, Math.max(...hsRates, o['load-rate']));
       for (const [impl, [x, y]] of Object.entries(pairs)) {
-        const f = load.run(y, o['hs-seconds']);
-        await f.ready;
-        res.handshakes[impl] = await f.done;
-        log(`handshakes ${impl}: ${JSON.stringify(res.handshakes[impl])}`);
-        await new Promise((r) => setTimeout(r, 1500)); // let the responder leave its under-load second
+        res.handshakes[impl] = {};
+        for (const rate of hsRates) {
+          const f = load.run(y, o['hs-seconds'], rate);
+          await f.ready;
+          res.handshakes[impl][rate] = await f.done;
+          log(`handshakes ${impl} at ${rate}/s: ${JSON.stringify(res.handshakes[impl][rate])}`);
+          await new Promise((r) => setTimeout(r, 1500)); // let the responder leave its under-load second
+        }
         // Data while initiations arrive at the receiver at a fixed rate.
         const g = load.run(y, o.seconds + 4, o['load-rate']);
         await g.ready;
@@ -122,11 +128,14 @@ for (const mtu of mtus) {
   lines.push(`MTU ${mtu}, iperf3 ${o.seconds} s x ${o.rounds}, median; UDP offered at ${o['udp-rate']}bit/s; CPU of both ends per GB carried`, '',
     table(['pair', 'TCP -> Mbit/s', 'TCP <- Mbit/s', 'CPU s/GB ->', 'CPU s/GB <-', 'UDP delivered Mbit/s', 'UDP loss %', 'ping RTT ms'], rows), '');
 }
-const hsRows = IMPLS.map((i) => [i, res.handshakes[i]?.offeredPerSecond ?? null, res.handshakes[i]?.perSecond ?? null, res.handshakes[i]?.cookiesPerSecond ?? null,
-  res.summary[mtus[0]][i].tcpUpMbps, res.underLoad[i]?.mbps ?? null, ratio(res.underLoad[i]?.mbps ?? null, res.summary[mtus[0]][i].tcpUpMbps)]);
-hsRows.push([`meshd / ${ref}`, '-', ratio(res.handshakes.meshd?.perSecond ?? null, res.handshakes[ref]?.perSecond ?? null), '-', '-', ratio(res.underLoad.meshd?.mbps ?? null, res.underLoad[ref]?.mbps ?? null), '-']);
-lines.push(`Handshakes (one responder, open loop ${o['hs-rate']}/s for ${o['hs-seconds']} s) and TCP (MTU ${mtus[0]}) while ${o['load-rate']} initiations/s arrive`, '',
-  table(['responder', 'offered/s', 'handshakes/s completed', 'cookie replies/s', 'TCP unloaded Mbit/s', `TCP under ${o['load-rate']} init/s`, 'loaded / unloaded'], hsRows), '');
+const hs = (i, rate) => res.handshakes[i]?.[rate]?.perSecond ?? null;
+const hsRows = IMPLS.map((i) => [i, ...hsRates.map((r) => `${hs(i, r) ?? '-'} (${res.handshakes[i]?.[r]?.cookiesPerSecond ?? '-'})`)]);
+hsRows.push([`meshd / ${ref}`, ...hsRates.map((r) => ratio(hs('meshd', r), hs(ref, r)))]);
+lines.push(`Handshakes per second one responder completes (cookie replies/s in brackets), open loop for ${o['hs-seconds']} s at each offered rate`, '',
+  table(['responder', ...hsRates.map((r) => `offered ${r}/s`)], hsRows), '');
+const loadRows = IMPLS.map((i) => [i, res.summary[mtus[0]][i].tcpUpMbps, res.underLoad[i]?.mbps ?? null, ratio(res.underLoad[i]?.mbps ?? null, res.summary[mtus[0]][i].tcpUpMbps)]);
+lines.push(`TCP (MTU ${mtus[0]}) while ${o['load-rate']} valid initiations/s arrive at the receiver (goal: loaded / unloaded >= 0.5)`, '',
+  table(['pair', 'TCP unloaded Mbit/s', `TCP under ${o['load-rate']} init/s`, 'loaded / unloaded'], loadRows), '');
 const text = lines.join('\n');
 res.markdown = text;
 const groups = [], tput = [], cpu = [];
