@@ -11,7 +11,8 @@ import { spawnSync } from 'node:child_process';
 import type { NetworkMap } from '../control/netmap.ts';
 import type { LocalPacketHandler } from '../tun/device.ts';
 import type { Logf } from '../util/log.ts';
-import { compileDnsConfig, EMPTY_CONFIG, type BaseConfig, type DnsConfig, type OSConfig, routeFor } from './config.ts';
+import { compileDnsConfig, EMPTY_CONFIG, SERVICE_IP4, SERVICE_IP6, type BaseConfig, type DnsConfig, type OSConfig, routeFor } from './config.ts';
+import type { Duplex } from 'node:stream';
 import { DirectManager } from './direct.ts';
 import { Forwarder } from './forwarder.ts';
 import { detectMode, type DnsMode, type ModeDecision, type ModeEnv } from './mode.ts';
@@ -203,10 +204,22 @@ export class DnsService implements LocalPacketHandler {
     return new DirectManager(etcDir, log).restore();
   }
 
-  /** LocalPacketHandler: takes UDP/53 packets to quad-100; everything else passes. Never throws. */
+  /**
+   * The handler tried for packets quad-100's UDP path does not take (TCP to the service IPs goes
+   * to a userspace TCP stack here, e.g. the netstack's LocalServices, which then calls listenTcp's
+   * listener).
+   */
+  next: LocalPacketHandler | undefined;
+
+  /** Serves DNS over TCP at both service IPs, port 53, on a stack that hands out duplex streams. */
+  listenTcp(stack: { listen(addr: string, port: number, onConnection: (sock: Duplex) => void): unknown }): void {
+    for (const ip of [SERVICE_IP4, SERVICE_IP6]) stack.listen(ip, 53, (sock) => this.tcp.serve(sock));
+  }
+
+  /** LocalPacketHandler: takes UDP/53 packets to quad-100; everything else goes to `next`, or passes. Never throws. */
   handleOutbound(buf: Uint8Array, off: number, len: number): boolean {
     const v = classify(buf, off, len);
-    if (v === Verdict.NOT_OURS || v === Verdict.OTHER_SERVICE) return false;
+    if (v === Verdict.NOT_OURS || v === Verdict.OTHER_SERVICE) return this.next?.handleOutbound(buf, off, len) ?? false;
     if (v === Verdict.MALFORMED) { this.counters.udpMalformed++; return true; }
     this.counters.udpQueries++;
     const p = parseDnsPacket(buf, off);

@@ -149,6 +149,33 @@ describe('forwarder', () => {
 });
 
 describe('DNS over streams', () => {
+  it('DnsService.listenTcp serves quad-100 over TCP on a stack that hands out streams (both service IPs)', async () => {
+    const { DnsService } = await import('../../src/dns/service.ts');
+    const { labMap } = await import('./fixtures.ts');
+    const svc = new DnsService({ log: () => {}, tunName: 'x', etcDir: '/nonexistent' });
+    svc.setAcceptDns(false);
+    svc.start(() => {});
+    await svc.apply(labMap());
+    const listeners = new Map<string, (s: import('node:stream').Duplex) => void>();
+    svc.listenTcp({ listen: (addr, port, cb) => { listeners.set(`${addr}:${port}`, cb); } });
+    assert.deepEqual([...listeners.keys()].sort(), ['100.100.100.100:53', 'fd7a:115c:a1e0::53:53']);
+    const tcp = createServer((s) => listeners.get('100.100.100.100:53')!(s));
+    await new Promise<void>((r) => tcp.listen(0, '127.0.0.1', r));
+    try {
+      const c = connect((tcp.address() as { port: number }).port, '127.0.0.1');
+      const m = q('t1.meshd.test', 77);
+      const f = Buffer.alloc(2 + m.length); f.writeUInt16BE(m.length); f.set(m, 2);
+      c.write(f);
+      const got = await new Promise<Buffer>((resolve) => { let b = Buffer.alloc(0); c.on('data', (d: Buffer) => { b = Buffer.concat([b, d]); if (b.length >= 2 && b.length >= 2 + b.readUInt16BE(0)) resolve(b); }); });
+      c.destroy();
+      assert.equal(ipOf(got.subarray(2)), '100.64.0.2');
+    } finally {
+      tcp.close();
+      await svc.stop();
+    }
+  });
+
+
   it('answers pipelined queries, closes on a 64 KiB length with no body, caps connections', async () => {
     const srv = new DnsStreamServer(async (m) => { await new Promise((r) => setTimeout(r, m[1] === 1 ? 50 : 0)); return m; }, { maxConnections: 2, idleMs: 2000 });
     const tcp = createServer((s) => srv.serve(s));
