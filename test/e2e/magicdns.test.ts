@@ -8,6 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { cpSync, existsSync, lstatSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { needs } from '../harness/prereq.ts';
 import { waitFor } from '../harness/netns.ts';
@@ -94,7 +95,8 @@ describe('MagicDNS with headscale, dnsmasq upstreams and tailscaled', { skip }, 
     for (const [name, ip, records] of [
       ['g53', GLOBAL_DNS, ['--host-record=www.example.net,198.18.0.80', '--txt-record=txt.example.net,"global zone"',
         `--txt-record=big.example.net,${Array.from({ length: 12 }, (_, i) => `"${String(i).padStart(2, '0')}${'x'.repeat(240)}"`).join(',')}`]],
-      ['s54', SPLIT_DNS, ['--host-record=db.corp.test,10.1.2.3']],
+      // Also the nodes' own resolver (their resolv.conf before meshd): it knows www.example.net differently.
+      ['s54', SPLIT_DNS, ['--host-record=db.corp.test,10.1.2.3', '--host-record=www.example.net,198.18.0.81']],
     ] as const) {
       const ns = lab.lab.ns(name);
       lab.lab.attach(ns, lab.sw, [`${ip}/24`]);
@@ -107,6 +109,8 @@ describe('MagicDNS with headscale, dnsmasq upstreams and tailscaled', { skip }, 
     t = lab.addNode('t1');
     privateEtc(m);
     privateEtc(t);
+    // The nodes' own resolver (used once the map names no global one) is the split route's dnsmasq.
+    for (const n of [m, t]) writeFileSync(join(etcOf(n), 'resolv.conf'), `# the lab host's resolver\nnameserver ${SPLIT_DNS}\n`);
     upIn(m);
     await lab.startTailscaled(t, key, {}, ['unshare', '-m', '--propagation', 'private', 'sh', '-c', 'mount --bind "$0" /etc && exec "$@"', etcOf(t)]);
     const set = lab.tailscale(t, ['set', '--accept-dns=true']);
@@ -335,6 +339,28 @@ s.bind(0, () => {
       assert.ok(!existsSync(join(etc, 'resolv.pre-meshd-backup.conf')));
       holder.kill('SIGTERM');
     });
+
+  it('follows a DNS settings change at once: without global resolvers, the rest goes to the host resolvers of before', async () => {
+    writeFileSync(lab.config, readFileSync(lab.config, 'utf8').replace('override_local_dns: true', 'override_local_dns: false').replace(`global: [${GLOBAL_DNS}]`, 'global: []'));
+    // headscale reads dns: only at start. A graceful stop can outlast the harness's 10 s with
+    // streaming clients: then its process (this lab's own) is killed.
+    const hsPids = () => spawnSync('ip', ['netns', 'pids', lab.hsNs], { encoding: 'utf8' }).stdout.split(/\s+/).filter(Boolean).map(Number);
+    await lab.stopHeadscale().catch(() => {
+      for (const pid of hsPids()) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
+    });
+    await waitFor('headscale to be gone', () => hsPids().length === 0, 10_000, 200);
+    await lab.startHeadscale();
+    await waitFor('meshd to get the new DNS settings', () => dnsStatus(m).resolvers.length === 0, 30_000, 300);
+    const q = lab.meshd(m, ['dns', 'query', 'www.example.net']);
+    assert.match(q.stdout, new RegExp(`Forwarding to resolver: ${SPLIT_DNS.replaceAll('.', '\\.')}`), q.stdout);
+    // 198.18.0.81 is what the nodes' own resolver says; the global one said .80.
+    assert.deepEqual(dig(m, 'www.example.net').answers, ['www.example.net. 60 IN A 198.18.0.81']);
+    // (tailscaled is not compared here: after the headscale restart it kept its old map for longer
+    // than this test waits.)
+    assert.deepEqual(dig(m, 'db.corp.test').answers, ['db.corp.test. 60 IN A 10.1.2.3']);
+    assert.match(readFileSync(join(etcOf(m), 'resolv.conf'), 'utf8'), /^nameserver 100\.100\.100\.100$/m, 'the host still asks quad-100');
+    assert.match(inNode(m, ['getent', 'hosts', 'www.example.net']).stdout, /198\.18\.0\.81/);
+  });
 
   it('puts resolv.conf back byte for byte after down, after logout, and after kill -9 plus restart', async () => {
     const rc = join(etcOf(m), 'resolv.conf');
