@@ -25,6 +25,7 @@ if (process.argv.some((a) => a === '--authkey' || a.startsWith('--authkey='))) p
 const sock = (): string => (program.opts() as { socket: string }).socket;
 const daemonOptions = (c: Command): Command => c
   .option('--state-dir <dir>', 'where machine and node keys live', DEFAULTS.stateDir)
+  .option('--state <mem:>', 'mem: keeps the keys in memory only: nothing on disk, logged out when the agent ends')
   .option('--tun <name>', 'TUN device name', DEFAULTS.tun)
   .option('--port <n>', 'UDP port for WireGuard (0 = random)', DEFAULTS.port)
   .option('--verbose', 'log more');
@@ -48,6 +49,9 @@ daemonOptions(program.command('up').description('log in and connect to the tailn
   .option('--no-exit-node-allow-lan-access', 'send LAN traffic through the exit node too')
   .option('--accept-routes', "use the subnet routes other nodes offer")
   .option('--no-accept-routes', "ignore other nodes' subnet routes")
+  .option('--advertise-tags <tags>', 'ACL tags this node must carry, e.g. tag:ci (a pre-auth key must carry them)')
+  .option('--wait-for <hosts>', 'return only once these peers answer (IPs or names, comma-separated), within --timeout')
+  .option('--retry <n>', 'try again up to N times on errors where retrying helps', '0')
   .action(async (opts: UpFlags) => { await (await tailnet()).upCommand(sock(), opts); });
 
 program.command('down').description('disconnect from the tailnet, keeping the identity')
@@ -68,6 +72,11 @@ program.command('ping').description('disco-ping a peer: says whether the path is
   .option('--until-direct <bool>', 'stop at the first direct pong; fail without one (default true)', (v) => v !== 'false', true)
   .option('--json', 'print the pongs as JSON')
   .action(async (peer: string, opts: import('./magic.ts').PingFlags) => { await (await magic()).pingCommand(sock(), peer, opts); });
+program.command('wait').description('wait until each host answers a disco ping (direct or via DERP)')
+  .argument('<hosts...>', 'tailnet IPs, hostnames or node names')
+  .option('--timeout <duration>', 'give up after this long', '30s')
+  .option('--json', 'print the results as JSON')
+  .action(async (hosts: string[], opts: { timeout?: string; json?: boolean }) => { await (await import('./wait.ts')).waitCommand(sock(), hosts, opts); });
 program.command('netcheck').description('measure UDP, our global address and the latency to each DERP region')
   .option('--json', 'print JSON')
   .action(async (opts: { json?: boolean }) => { await (await magic()).netcheckCommand(sock(), opts); });

@@ -9,6 +9,7 @@ import { ControlError } from '../control/errors.ts';
 import type { NetworkMap } from '../control/netmap.ts';
 import { formatNodePublic, type PrivateKey } from '../control/keys.ts';
 import { StateStore, type Identity } from '../state/store.ts';
+import { MemoryStore, type Store } from '../state/memstore.ts';
 import { DataPlane } from './dataplane.ts';
 import { NetConf, TAILNET_V4, TAILNET_V6 } from './netconf.ts';
 import { Routing } from './routing.ts';
@@ -35,6 +36,8 @@ export interface AgentOptions {
   onExit: () => void;
   /** Exit after `down`, `logout` or a failed first `up` (set when `up` started this agent). */
   exitWhenDown: boolean;
+  /** `--state mem:`: keys only in memory, nothing on disk; the node logs out when the agent ends. */
+  memState?: boolean;
 }
 
 /** A user-facing agent error with a stable code. */
@@ -73,7 +76,10 @@ export class Agent implements LocalBackend {
   private state: Status['self']['state'] = 'NoState';
   private controlUrl: string | null = null;
   private hostname = '';
-  private store: StateStore | undefined;
+  private store: Store | undefined;
+  private memStore: MemoryStore | undefined;
+  /** Tags asked for with --advertise-tags in the current session. */
+  private wantTags: string[] = [];
   private identity: Identity | undefined;
   private client: ControlClient | undefined;
   private stream: MapStream | undefined;
@@ -91,6 +97,13 @@ export class Agent implements LocalBackend {
     this.log = opts.log;
     this.netconf = new NetConf(opts.tunName, opts.log);
     this.routing = new Routing(opts.tunName, opts.log);
+  }
+
+  /** The state store: the directory, or one in-memory store for the life of the process. */
+  private async openStore(): Promise<Store> {
+    if (!this.opts.memState) return StateStore.open(this.opts.stateDir);
+    this.memStore ??= new MemoryStore();
+    return this.memStore;
   }
 
   /** Runs operations one at a time. */
@@ -133,6 +146,7 @@ export class Agent implements LocalBackend {
         state: this.state,
         controlURL: this.controlUrl,
         publicKey: this.identity ? formatNodePublic(this.identity.nodePublic) : null,
+        tags: [...(self?.tags ?? [])],
         routing: this.routing.selfStatus(this.map),
         ...(this.magic ? { counters: this.magic.allCounters() } : {}),
       },
@@ -166,7 +180,7 @@ export class Agent implements LocalBackend {
     const remaining = () => Math.max(1, deadline - Date.now());
     try {
       this.state = 'Starting';
-      this.store = await StateStore.open(this.opts.stateDir);
+      this.store = await this.openStore();
       let { identity, state } = await this.store.loadOrCreateIdentity(url);
       if (state.serverUrl && state.serverUrl !== url) {
         // A different control server: a new node key, the old registration is not ours there.
@@ -183,7 +197,14 @@ export class Agent implements LocalBackend {
       // Routing flags, like the hostname, persist: the stored ones overlaid with those given now.
       if (state.routing) { this.routing.setPrefs(state.routing); this.routing.setPrefs(req); }
       await this.store.update({ routing: this.routing.prefs });
-      const hostinfo = { ...(hostname ? { Hostname: hostname } : {}), ...this.routing.hostinfo() };
+      // Tags: a pre-auth key carries its own (headscale refuses RequestTags with one, and takes the
+      // key's tags); they are checked against the map below. Without a key, control decides on
+      // RequestTags by the policy's tagOwners.
+      this.wantTags = req.advertiseTags ?? [];
+      const hostinfo = {
+        ...(hostname ? { Hostname: hostname } : {}), ...this.routing.hostinfo(),
+        ...(this.wantTags.length && !req.authKey ? { RequestTags: this.wantTags } : {}),
+      };
       // A fresh disco key per start, as tailscaled makes one per process.
       const disco = generateKeyPair();
       progress(`contacting ${url}`);
@@ -237,6 +258,7 @@ export class Agent implements LocalBackend {
       });
       progress('waiting for the network map');
       await withDeadline(firstMap, remaining(), 'waiting for the network map');
+      await this.checkTags(client);
       this.state = 'Running';
       await this.store.update({ wantRunning: true });
       this.endpointTimer = setInterval(() => this.magic?.maybeReport(), ENDPOINT_CHECK_MS);
@@ -249,6 +271,15 @@ export class Agent implements LocalBackend {
       this.state = 'NeedsLogin';
       throw asAgentError(e);
     }
+  }
+
+  /** After the first map: the node must carry every tag asked for (else it is logged out again). */
+  private async checkTags(client: ControlClient): Promise<void> {
+    const have = this.map?.self?.tags ?? [];
+    const missing = this.wantTags.filter((t) => !have.includes(t));
+    if (missing.length === 0) return;
+    await client.logout().catch((e: Error) => this.log(`logout after a tag mismatch: ${e.message}`));
+    throw new AgentError('tags_mismatch', `the node does not carry ${missing.join(',')} (it has ${have.join(',') || 'no tags'}): headscale takes a pre-auth key's tags from the key, create it with --tags ${this.wantTags.join(',')}`);
   }
 
   /** Starts magicsock on the data plane: disco, DERP, netcheck; it reports endpoints and NetInfo to control. */
@@ -321,6 +352,7 @@ export class Agent implements LocalBackend {
    * manager, or after a crash), as tailscaled does. A failure is logged; `meshd up` can retry.
    */
   async resume(): Promise<void> {
+    if (this.opts.memState) return;
     const store = await StateStore.open(this.opts.stateDir);
     const s = await store.read().catch(() => undefined);
     if (!s?.wantRunning || !s.serverUrl) return;
@@ -363,8 +395,9 @@ export class Agent implements LocalBackend {
     };
   }
 
-  /** See LocalBackend.down. */
+  /** See LocalBackend.down. With in-memory state the identity cannot outlive the agent: a logout. */
   down(): Promise<void> {
+    if (this.opts.memState) return this.logout();
     return this.serial(async () => {
       await this.teardown();
       this.state = 'Stopped';
@@ -399,9 +432,28 @@ export class Agent implements LocalBackend {
     setTimeout(() => this.opts.onExit(), 20);
   }
 
+  /**
+   * The agent is ending (SIGTERM, SIGINT, shutdown): with in-memory state the node logs out first,
+   * so an ephemeral node disappears from control at once; then the data plane goes.
+   */
+  async end(): Promise<void> {
+    await this.serial(async () => {
+      const client = this.client;
+      if (this.opts.memState && client) {
+        try {
+          await withDeadline(client.logout(), 5_000, 'logging out');
+          this.log('logged out (in-memory state)');
+        } catch (e) {
+          this.log(`logout: ${(e as Error).message}`);
+        }
+      }
+      await this.teardown();
+    });
+  }
+
   /** See LocalBackend.shutdown. */
   async shutdown(): Promise<void> {
-    await this.serial(() => this.teardown());
+    await this.end();
     this.exitSoon();
   }
 

@@ -38,6 +38,8 @@ export interface Status {
     state: 'NoState' | 'NeedsLogin' | 'Starting' | 'Running' | 'Stopped';
     controlURL: string | null;
     publicKey: string | null;
+    /** ACL tags of this node (from control). */
+    tags?: string[];
     /** Advertised/approved routes, exit node in use, packet filter, health warnings. */
     routing?: SelfRouting;
     /** magicsock and DERP counters (disco, STUN, DERP packets, drops by reason), when running. */
@@ -93,6 +95,8 @@ export interface UpRequest {
   exitNode?: string;
   exitNodeAllowLanAccess?: boolean;
   acceptRoutes?: boolean;
+  /** ACL tags this node must carry (`--advertise-tags`). */
+  advertiseTags?: string[];
 }
 
 /** An error with a stable code and a one-line message saying what to do. */
@@ -218,10 +222,13 @@ function readBody(req: IncomingMessage): Promise<string> {
 /** Error from the local API client, carrying the agent's code. */
 export class LocalApiError extends Error {
   readonly code: string;
-  constructor(code: string, message: string) {
+  /** The agent's word on whether trying again can help. */
+  readonly retryable: boolean;
+  constructor(code: string, message: string, retryable = false) {
     super(message);
     this.name = 'LocalApiError';
     this.code = code;
+    this.retryable = retryable;
   }
 }
 
@@ -251,7 +258,7 @@ export class LocalApiClient {
         res.on('end', () => {
           clearTimeout(timer);
           const err = last.error as ApiError | undefined;
-          if (err) reject(new LocalApiError(err.code, err.message));
+          if (err) reject(new LocalApiError(err.code, err.message, err.retryable ?? false));
           else resolve(last);
         });
       });
