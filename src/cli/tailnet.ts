@@ -200,7 +200,7 @@ export async function upCommand(socket: string, f: UpFlags): Promise<void> {
   } catch (e) {
     throw new CliError(`--timeout: ${(e as Error).message}`);
   }
-  const hostname = checkHostname(f.hostname, (l) => console.error(`meshd: ${l}`));
+  const hostname = checkHostname(f.hostname, (l) => console.error(`note: ${l}`));
   const tags = parseTags(f.advertiseTags);
   const waitFor = f.waitFor !== undefined ? parseHosts([f.waitFor]) : [];
   const retries = Number(f.retry ?? '0');
@@ -233,7 +233,7 @@ export async function upCommand(socket: string, f: UpFlags): Promise<void> {
       const msg = e instanceof LocalApiError || e instanceof CliError ? e.message : (e as Error).message;
       if (retryable && attempt < retries) {
         const pause = Math.min(10_000, 1000 * 2 ** attempt);
-        console.error(`meshd: attempt ${attempt + 1} of ${retries + 1} failed: ${msg}; retrying in ${pause / 1000}s`);
+        console.error(`retry: attempt ${attempt + 1} of ${retries + 1} failed: ${msg}; retrying in ${pause / 1000}s`);
         await new Promise((r) => setTimeout(r, pause));
         continue;
       }
