@@ -28,7 +28,8 @@ const daemonOptions = (c: Command): Command => c
   .option('--state <mem:>', 'mem: keeps the keys in memory only: nothing on disk, logged out when the agent ends')
   .option('--tun <name>', 'TUN device name', DEFAULTS.tun)
   .option('--port <n>', 'UDP port for WireGuard (0 = random)', DEFAULTS.port)
-  .option('--verbose', 'log more');
+  .option('--verbose', 'log more')
+  .option('--debug <addr:port>', 'serve /debug/metrics over HTTP here (address defaults to 127.0.0.1)');
 
 daemonOptions(program.command('daemon').description('run the agent in the foreground (for service managers)'))
   .addOption(new Option('--exit-when-down').hideHelp())
@@ -60,6 +61,8 @@ program.command('logout').description('log out and forget the identity')
   .action(async () => { await (await tailnet()).logoutCommand(sock()); });
 program.command('status').description('show this node and its peers').option('--json', 'print JSON')
   .action(async (opts: { json?: boolean }) => { await (await tailnet()).statusCommand(sock(), opts); });
+program.command('metrics').description("print the agent's metrics (Prometheus text)")
+  .action(async () => { await (await tailnet()).metricsCommand(sock()); });
 program.command('ip').description("print this node's tailnet addresses")
   .option('-4', 'only IPv4').option('-6', 'only IPv6')
   .action(async (opts: { '4'?: boolean; '6'?: boolean }) => { await (await tailnet()).ipCommand(sock(), opts); });

@@ -1,6 +1,7 @@
 // The tailnet commands: daemon, up, down, logout, status, ip. They talk to the agent over the
 // local API; `up` starts an agent in the background when none answers.
 import { spawn } from 'node:child_process';
+import { createServer } from 'node:http';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -31,6 +32,16 @@ export interface DaemonFlags {
   port?: string;
   verbose?: boolean;
   exitWhenDown?: boolean;
+  /** ADDR:PORT (or PORT) for an HTTP server with /debug/metrics; loopback when no address is given. */
+  debug?: string;
+}
+
+/** Parses --debug: PORT, :PORT or ADDR:PORT; the address defaults to 127.0.0.1. */
+export function parseDebugAddr(text: string): { host: string; port: number } {
+  const m = /^(?:(\[[0-9a-fA-F:.]+\]|[0-9.]+|localhost)?:)?(\d{1,5})$/.exec(text.trim());
+  const port = Number(m?.[2]);
+  if (!m || port < 1 || port > 65535) throw new CliError(`bad --debug ${JSON.stringify(text)}: want ADDR:PORT or PORT, e.g. 127.0.0.1:9090`);
+  return { host: (m[1] ?? '127.0.0.1').replace(/^\[|\]$/g, ''), port };
 }
 
 function requireRoot(what: string): void {
@@ -42,6 +53,7 @@ function checkDaemonFlags(f: DaemonFlags): { stateDir: string; tun: string; port
   if (!/^[A-Za-z0-9_.-]{1,15}$/.test(tun)) throw new CliError(`bad --tun ${JSON.stringify(tun)}: use 1-15 letters, digits, '_', '-' or '.'`);
   const port = Number(f.port ?? DEFAULTS.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new CliError(`bad --port ${f.port}: want 0-65535 (0 picks a free port)`);
+  if (f.debug !== undefined) parseDebugAddr(f.debug);
   if (f.state !== undefined && f.state !== MEM_STATE) throw new CliError(`bad --state ${JSON.stringify(f.state)}: only ${MEM_STATE} (keys in memory, logged out when the agent ends); use --state-dir for a directory`);
   return { stateDir: f.stateDir ?? DEFAULTS.stateDir, tun, port, mem: f.state === MEM_STATE };
 }
@@ -67,6 +79,7 @@ export async function daemonCommand(socket: string, f: DaemonFlags): Promise<voi
     throw new CliError((e as Error).message);
   }
   await agent.cleanupStale();
+  if (f.debug) await serveDebug(parseDebugAddr(f.debug), agent, log);
   log(`agent listening on ${socket} (state ${mem ? MEM_STATE : stateDir}, tun ${tun}, port ${port})`);
   if (process.send) process.send('ready');
   if (!f.exitWhenDown) void agent.resume();
@@ -77,6 +90,24 @@ export async function daemonCommand(socket: string, f: DaemonFlags): Promise<voi
   log('stopped');
   // Nothing is left to do; half-closed connections must not keep the process alive.
   process.exit(0);
+}
+
+/** The --debug HTTP server: GET /debug/metrics (as tailscaled's) and /metrics. */
+async function serveDebug(at: { host: string; port: number }, agent: Agent, log: (l: string) => void): Promise<void> {
+  const server = createServer((req, res) => {
+    if (req.method === 'GET' && (req.url === '/debug/metrics' || req.url === '/metrics')) {
+      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
+      res.end(agent.metrics());
+    } else {
+      res.writeHead(404).end('not found: try /debug/metrics\n');
+    }
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (e) => reject(new CliError(`--debug ${at.host}:${at.port}: ${(e as NodeJS.ErrnoException).code ?? e.message}`)));
+    server.listen(at.port, at.host, () => resolve());
+  });
+  server.unref();
+  log(`debug server on http://${at.host.includes(':') ? `[${at.host}]` : at.host}:${at.port}/debug/metrics`);
 }
 
 /** Reads --authkey: a literal key or file:PATH. */
@@ -108,6 +139,7 @@ async function startAgent(socket: string, f: DaemonFlags): Promise<void> {
   const fd = openSync(logPath, 'a', 0o600);
   const args = [bin, '--socket', socket, 'daemon', ...(mem ? ['--state', MEM_STATE] : ['--state-dir', stateDir]), '--tun', tun, '--port', String(port), '--exit-when-down'];
   if (f.verbose) args.push('--verbose');
+  if (f.debug) args.push('--debug', f.debug);
   const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', fd, fd, 'ipc'] });
   closeSync(fd);
   const outcome = await new Promise<'ready' | number>((resolve) => {
@@ -299,7 +331,13 @@ export function formatStatus(st: Status): string {
     if (rt.exitNode) lines.push(`exit node: ${rt.exitNode.hostname ?? rt.exitNode.wanted}${rt.exitNode.active ? '' : ' (not usable: internet traffic is dropped)'}`);
     for (const h of rt.health) lines.push(`warning: ${h}`);
   }
+  for (const h of st.self.health ?? []) lines.push(`warning: ${h}`);
   return lines.join('\n');
+}
+
+/** `meshd metrics`: the agent's Prometheus text. */
+export async function metricsCommand(socket: string): Promise<void> {
+  process.stdout.write(await callAgent(() => new LocalApiClient(socket).metrics()));
 }
 
 /** `meshd ip`. */

@@ -19,6 +19,7 @@ import type { Logf } from '../util/log.ts';
 import { generateKeyPair } from '../crypto/box.ts';
 import type { DiscoPublic } from '../control/keys.ts';
 import { MagicSock } from '../magicsock/magicsock.ts';
+import { AgentMetrics, healthWarnings, type AgentFacts } from './metrics.ts';
 
 /** How often the host's addresses are checked for endpoint changes (ms). */
 const ENDPOINT_CHECK_MS = 5_000;
@@ -91,6 +92,12 @@ export class Agent implements LocalBackend {
   private map: NetworkMap | undefined;
   private busy: Promise<unknown> = Promise.resolve();
   private endpointTimer: NodeJS.Timeout | undefined;
+  /** Metrics (src/daemon/metrics.ts): sampled every second while up. */
+  private readonly metricsBook = new AgentMetrics();
+  private metricsTimer: NodeJS.Timeout | undefined;
+  private mapUpdates = 0;
+  private reconnectsBefore = 0;
+  private controlDownSince: number | undefined;
 
   constructor(opts: AgentOptions) {
     this.opts = opts;
@@ -147,11 +154,26 @@ export class Agent implements LocalBackend {
         controlURL: this.controlUrl,
         publicKey: this.identity ? formatNodePublic(this.identity.nodePublic) : null,
         tags: [...(self?.tags ?? [])],
+        health: this.map ? healthWarnings(this.magic, { ...this.facts(), otherHealth: [] }) : [],
         routing: this.routing.selfStatus(this.map),
         ...(this.magic ? { counters: this.magic.allCounters() } : {}),
       },
       peers,
     };
+  }
+
+  private facts(): AgentFacts {
+    const r = this.routing.selfStatus(this.map);
+    return {
+      map: this.map, controlReconnects: this.reconnectsBefore + (this.stream?.reconnects ?? 0), mapUpdates: this.mapUpdates,
+      controlDownSince: this.controlDownSince, advertisedRoutes: r.advertisedRoutes.length, approvedRoutes: r.approvedRoutes.length,
+      otherHealth: r.health, now: Date.now(),
+    };
+  }
+
+  /** See LocalBackend.metrics: the Prometheus text. */
+  metrics(): string {
+    return this.metricsBook.render(this.dp, this.magic, this.facts());
   }
 
   /** See LocalBackend.up. */
@@ -242,12 +264,15 @@ export class Agent implements LocalBackend {
         this.stream = client.streamMap({
           endpoints: this.magic!.ourEndpoints(),
           hostinfo,
-          onMap: (m) => { void this.applyMap(m).then(resolve, reject); },
+          onMap: (m) => { this.mapUpdates++; this.controlDownSince = undefined; void this.applyMap(m).then(resolve, reject); },
           onDelta: (d, m) => {
+            this.mapUpdates++;
+            this.controlDownSince = undefined;
             void this.applyMap(m).catch((e: Error) => this.log(`applying map: ${e.message}`));
             this.routing.onDelta(d, m, () => this.stream?.refresh());
           },
           onError: (err, retryIn) => {
+            this.controlDownSince ??= Date.now();
             // The client logs each retry; giving up is ours to report.
             if (retryIn === undefined) {
               this.log(`map stream gave up: ${err.message}`);
@@ -262,6 +287,8 @@ export class Agent implements LocalBackend {
       this.state = 'Running';
       await this.store.update({ wantRunning: true });
       this.endpointTimer = setInterval(() => this.magic?.maybeReport(), ENDPOINT_CHECK_MS);
+      this.metricsTimer = setInterval(() => this.metricsBook.sample(this.dp, this.magic), 1000);
+      this.metricsTimer.unref();
       const st = this.status();
       progress(`up: ${st.self.addresses.join(' ')}`);
       this.log(`up as ${st.self.hostname} ${st.self.addresses.join(' ')} with ${st.peers.length} peers`);
@@ -461,6 +488,11 @@ export class Agent implements LocalBackend {
   async teardown(): Promise<void> {
     if (this.endpointTimer) clearInterval(this.endpointTimer);
     this.endpointTimer = undefined;
+    if (this.metricsTimer) clearInterval(this.metricsTimer);
+    this.metricsTimer = undefined;
+    this.metricsBook.sample(this.dp, this.magic);
+    this.reconnectsBefore += this.stream?.reconnects ?? 0;
+    this.controlDownSince = undefined;
     const stream = this.stream, client = this.client, dp = this.dp;
     this.stream = undefined;
     this.dp = undefined;

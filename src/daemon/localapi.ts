@@ -9,6 +9,7 @@
 //   POST /v0/shutdown         -> {"ok": true}   (the agent exits)
 //   POST /v0/ping  PingRequest -> PingReply     (one disco ping)
 //   POST /v0/netcheck         -> NetcheckReport
+//   GET  /v0/metrics          -> Prometheus text (src/daemon/metrics.ts)
 import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { listenUnix, removeSocket } from '../util/unixsocket.ts';
 import type { PeerRouting, SelfRouting } from './routing.ts';
@@ -40,6 +41,8 @@ export interface Status {
     publicKey: string | null;
     /** ACL tags of this node (from control). */
     tags?: string[];
+    /** Health warnings (no UDP, no home DERP, control unreachable, key expiry); routing's are in routing.health. */
+    health?: string[];
     /** Advertised/approved routes, exit node in use, packet filter, health warnings. */
     routing?: SelfRouting;
     /** magicsock and DERP counters (disco, STUN, DERP packets, drops by reason), when running. */
@@ -119,6 +122,8 @@ export interface LocalBackend {
   ping?(req: PingRequest): Promise<PingReply>;
   /** Runs a netcheck now. */
   netcheck?(): Promise<NetcheckReport>;
+  /** Prometheus text exposition of the agent's metrics. */
+  metrics?(): string;
 }
 
 /** Max request body (an up request is small). */
@@ -161,6 +166,11 @@ export class LocalApiServer {
     try {
       const url = req.url ?? '';
       if (req.method === 'GET' && url === '/v0/status') return send(200, this.backend.status());
+      if (req.method === 'GET' && url === '/v0/metrics' && this.backend.metrics) {
+        res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
+        res.end(this.backend.metrics());
+        return;
+      }
       if (req.method !== 'POST') return send(404, { error: { code: 'not_found', message: `no such endpoint ${req.method} ${url}` } });
       const body = await readBody(req);
       switch (url) {
@@ -298,6 +308,29 @@ export class LocalApiClient {
   /** One disco ping to a peer. */
   async ping(req: PingRequest): Promise<PingReply> {
     return (await this.call('POST', '/v0/ping', req, undefined, req.timeoutMs + 5_000)) as unknown as PingReply;
+  }
+
+  /** The agent's metrics as Prometheus text. */
+  metrics(): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const req = request({ socketPath: this.path, method: 'GET', path: '/v0/metrics', timeout: 10_000 }, (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => { text += d; });
+        res.on('end', () => {
+          if (res.statusCode === 200) resolve(text);
+          else reject(new LocalApiError('not_found', 'this agent serves no metrics: upgrade it'));
+        });
+      });
+      req.on('timeout', () => req.destroy(new LocalApiError('timeout', 'the agent did not answer /v0/metrics within 10 s')));
+      req.on('error', (e: NodeJS.ErrnoException) => {
+        if (e instanceof LocalApiError) reject(e);
+        else if (e.code === 'ENOENT' || e.code === 'ECONNREFUSED') reject(new LocalApiError('not_running', `no meshd agent answers on ${this.path}: start one with meshd up (or meshd daemon)`));
+        else if (e.code === 'EACCES') reject(new LocalApiError('permission', `cannot use ${this.path}: the local API is root-only, run with sudo`));
+        else reject(e);
+      });
+      req.end();
+    });
   }
 
   /** A fresh netcheck report. */

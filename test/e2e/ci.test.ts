@@ -115,6 +115,74 @@ describe('meshd in CI: ephemeral in-memory runs, tags, waiting for peers', { ski
     await waitFor('headscale to drop the refused node', () => !lab.nodeList().some((x) => x.given_name === 'untag'), 10_000, 200);
   });
 
+  it('counts the bytes of a transfer within 1% of what left on the wire, and serves them on --debug', async () => {
+    const n = lab.addNode('mx');
+    const r = lab.up(n, lab.authKey(), ['--debug', '127.0.0.1:9090']);
+    assert.equal(r.status, 0, `up: ${r.stderr}`);
+    assert.equal(lab.meshd(n, ['ping', peerIp, '-c', '20']).status, 0, 'a direct path to the peer');
+    // An independent count: UDP payload bytes leaving the WireGuard port, by nftables.
+    lab.lab.exec(n.ns, ['nft', '-f', '-'], { input: `table inet cnt_xfer {
+  counter v4 {}
+  counter v6 {}
+  chain out { type filter hook output priority 0; meta nfproto ipv4 udp sport 41641 counter name v4; meta nfproto ipv6 udp sport 41641 counter name v6; }
+}
+` });
+    const wire = (): number => {
+      const j = JSON.parse(lab.lab.exec(n.ns, ['nft', '-j', 'list', 'counters', 'table', 'inet', 'cnt_xfer'])) as { nftables: { counter?: { name: string; packets: number; bytes: number } }[] };
+      let payload = 0;
+      for (const c of j.nftables) if (c.counter) payload += c.counter.bytes - c.counter.packets * (c.counter.name === 'v4' ? 28 : 48);
+      return payload;
+    };
+    const scrape = (): { out: number; text: string } => {
+      const m = lab.meshd(n, ['metrics']);
+      assert.equal(m.status, 0, m.stderr);
+      let out = 0;
+      for (const line of m.stdout.split('\n')) {
+        const x = /^meshd_outbound_bytes_total\{path="[a-z0-9_]+"\} (\d+)$/.exec(line);
+        if (x) out += Number(x[1]);
+      }
+      return { out, text: m.stdout };
+    };
+    const m0 = scrape(), w0 = wire();
+    const served = lab.xferServe(peer, peerIp, 5202);
+    await new Promise((res) => setTimeout(res, 300));
+    const sending = lab.xferSendAsync(n, peerIp, 5202, 30_000_000);
+    await new Promise((res) => setTimeout(res, 400));
+    const mid = scrape();
+    const sent = await sending;
+    const got = await served;
+    assert.equal(got.sha256, sent.sha256, 'the transfer arrived intact');
+    await new Promise((res) => setTimeout(res, 300));
+    const m1 = scrape(), w1 = wire();
+    lab.lab.exec(n.ns, ['nft', 'delete', 'table', 'inet', 'cnt_xfer']);
+    const counted = m1.out - m0.out, onWire = w1 - w0;
+    assert.ok(mid.out > m0.out && mid.out < m1.out, `a scrape during the transfer sees it in progress: ${m0.out} < ${mid.out} < ${m1.out}`);
+    assert.ok(onWire > 30_000_000, `the wire carried the transfer: ${onWire}`);
+    assert.ok(Math.abs(counted - onWire) / onWire < 0.01, `metrics ${counted} vs wire ${onWire} bytes: within 1%`);
+    assert.match(m1.text, /^meshd_peers\{path="direct_ipv[46]"\} [1-9]/m, 'the peer is counted on a direct path');
+    assert.match(m1.text, /^meshd_handshakes_total [1-9]/m);
+    assert.match(m1.text, /^meshd_control_map_updates_total [1-9]/m);
+    assert.match(m1.text, /^meshd_derp_connections\{region="999",home="true"\} 1$/m);
+    // The same text on the --debug listener, on loopback only.
+    const d = lab.lab.tryExec(n.ns, [process.execPath, '-e', 'fetch("http://127.0.0.1:9090/debug/metrics").then(r=>r.text()).then(t=>process.stdout.write(t))']);
+    assert.equal(d.status, 0, d.stderr);
+    assert.match(d.stdout, /^# TYPE meshd_outbound_bytes_total counter$/m);
+    assert.match(lab.lab.exec(n.ns, ['ss', '-ltnH']), /127\.0\.0\.1:9090/);
+    const st = lab.meshd(n, ['status']);
+    assert.doesNotMatch(st.stdout, /warning: no home DERP|warning: control unreachable/, `healthy: ${st.stdout}`);
+    lab.meshd(n, ['down']);
+  });
+
+  it('status warns when control is unreachable', async () => {
+    await lab.stopHeadscale();
+    try {
+      await waitFor('the warning', () => /warning: control unreachable/.test(lab.meshd(peer, ['status']).stdout), 40_000, 1000);
+    } finally {
+      await lab.startHeadscale();
+    }
+    await waitFor('the warning to clear', () => !/warning: control unreachable/.test(lab.meshd(peer, ['status']).stdout), 60_000, 1000);
+  });
+
   it('--retry tries again on an unreachable server, and not on a bad key', () => {
     const n = lab.addNode('retry');
     const r = lab.meshd(n, ['up', '--login-server', 'http://198.18.0.250:8080', '--authkey', 'hskey-auth-x', '--state', 'mem:',
