@@ -61,6 +61,10 @@ program.command('logout').description('log out and forget the identity')
   .action(async () => { await (await tailnet()).logoutCommand(sock()); });
 program.command('status').description('show this node and its peers').option('--json', 'print JSON')
   .action(async (opts: { json?: boolean }) => { await (await tailnet()).statusCommand(sock(), opts); });
+program.command('whois').description('show the node and user behind a tailnet IP')
+  .argument('<ip>', 'a tailnet address (IPv4 or IPv6)')
+  .option('--json', 'print JSON')
+  .action(async (ip: string, opts: { json?: boolean }) => { await (await tailnet()).whoisCommand(sock(), ip, opts); });
 program.command('metrics').description("print the agent's metrics (Prometheus text)")
   .action(async () => { await (await tailnet()).metricsCommand(sock()); });
 program.command('ip').description("print this node's tailnet addresses")

@@ -5,7 +5,7 @@ import { createServer } from 'node:http';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Agent, checkLoginServer } from '../daemon/agent.ts';
+import { Agent, AUTH_URL_PROGRESS, checkLoginServer } from '../daemon/agent.ts';
 import { LocalApiClient, LocalApiError, LocalApiServer, socketAnswers, type Status, type UpRequest } from '../daemon/localapi.ts';
 import { parseRouteList } from '../daemon/routing.ts';
 import { stderrLogger } from '../util/log.ts';
@@ -258,7 +258,14 @@ export async function upCommand(socket: string, f: UpFlags): Promise<void> {
         await startAgent(socket, f);
         started = true;
       }
-      st = await client.up(req, (msg) => { if (tty) process.stderr.write(`${msg}\n`); });
+      st = await client.up(req, (msg) => {
+        if (msg.startsWith(AUTH_URL_PROGRESS)) {
+          // Always shown: someone has to open it. --json prints it as a JSON line on stdout.
+          const authUrl = msg.slice(AUTH_URL_PROGRESS.length);
+          if (f.json) console.log(JSON.stringify({ AuthURL: authUrl }));
+          else console.error(`To authenticate, visit:\n\n\t${authUrl}\n`);
+        } else if (tty) process.stderr.write(`${msg}\n`);
+      });
     } catch (e) {
       if (started) await client.shutdown().catch(() => {});
       const retryable = (e instanceof LocalApiError && e.retryable) || (e instanceof CliError && /did not start/.test(e.message));
@@ -333,6 +340,21 @@ export function formatStatus(st: Status): string {
   }
   for (const h of st.self.health ?? []) lines.push(`warning: ${h}`);
   return lines.join('\n');
+}
+
+/** `meshd whois IP`: the node and user behind a tailnet address, as tailscale whois prints it. */
+export async function whoisCommand(socket: string, addr: string, f: { json?: boolean }): Promise<void> {
+  const w = await callAgent(() => new LocalApiClient(socket).whois(addr));
+  if (f.json) { console.log(JSON.stringify(w, null, 2)); return; }
+  const lines = [
+    'Machine:',
+    `  Name:          ${w.node.name || w.node.hostname}${w.node.self ? ' (this node)' : ''}`,
+    `  ID:            ${w.node.id}`,
+    `  Addresses:     [${w.node.addresses.join(' ')}]`,
+  ];
+  if (w.node.tags.length) lines.push(`  Tags:          ${w.node.tags.join(', ')}`);
+  lines.push('User:', `  Name:     ${w.user.loginName}`, `  ID:       ${w.user.id}`);
+  console.log(lines.join('\n'));
 }
 
 /** `meshd metrics`: the agent's Prometheus text. */

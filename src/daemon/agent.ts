@@ -14,7 +14,7 @@ import { DataPlane } from './dataplane.ts';
 import { NetConf, TAILNET_V4, TAILNET_V6 } from './netconf.ts';
 import { Routing } from './routing.ts';
 import { BYPASS_MARK } from '../router/linux.ts';
-import type { LocalBackend, NetcheckReport, PeerStatus, PingReply, PingRequest, Status, UpRequest } from './localapi.ts';
+import type { LocalBackend, NetcheckReport, PeerStatus, PingReply, PingRequest, Status, UpRequest, WhoisReply } from './localapi.ts';
 import type { Logf } from '../util/log.ts';
 import { generateKeyPair } from '../crypto/box.ts';
 import type { DiscoPublic } from '../control/keys.ts';
@@ -23,6 +23,9 @@ import { AgentMetrics, healthWarnings, type AgentFacts } from './metrics.ts';
 
 /** How often the host's addresses are checked for endpoint changes (ms). */
 const ENDPOINT_CHECK_MS = 5_000;
+
+/** Progress lines of `up` that carry the interactive login URL start with this. */
+export const AUTH_URL_PROGRESS = 'auth-url: ';
 
 /** Tailscale's MTU for the tailnet interface. */
 export const TAILNET_MTU = 1280;
@@ -242,7 +245,16 @@ export class Agent implements LocalBackend {
         log: (l) => this.log(`control: ${l}`),
       });
       this.client = client;
-      const reg = await withDeadline(client.register({ ...(req.authKey ? { authKey: req.authKey } : {}), hostinfo }), remaining(), 'logging in');
+      let reg = await withDeadline(client.register({ ...(req.authKey ? { authKey: req.authKey } : {}), hostinfo }), remaining(), 'logging in');
+      // Interactive login (no auth key, a node key control does not know): show the URL control
+      // gives and wait for someone to approve it (headscale auth register, or the web page);
+      // headscale hands out a fresh URL when the old one lapsed.
+      for (let i = 0; !req.authKey && !reg.machineAuthorized && reg.authUrl && i < 10; i++) {
+        progress(`${AUTH_URL_PROGRESS}${reg.authUrl}`);
+        this.log(`waiting for an interactive login at ${reg.authUrl}`);
+        reg = await withDeadline(client.register({ hostinfo, followup: reg.authUrl }), remaining(),
+          `waiting for the login at ${reg.authUrl} (approve it on the server: headscale auth register --auth-id ID --user USER)`);
+      }
       if (reg.nodeKeyExpired && !req.authKey) {
         throw new AgentError('needs_login', 'this node is logged out or its key expired: run meshd up again with --authkey');
       }
@@ -405,6 +417,25 @@ export class Agent implements LocalBackend {
     const r = await magic.ping(peer.nodeKey, Math.max(100, Math.min(req.timeoutMs, 60_000)));
     if (!r) throw new AgentError('timeout', `ping to ${name} (${ip}) timed out`, true);
     return { name, ip, via: r.via, endpoint: r.endpoint, region: r.region, regionCode: r.regionCode, latencyMs: r.latencyMs };
+  }
+
+  /** See LocalBackend.whois: the node (self or a peer) holding a tailnet address, and its owner. */
+  whois(req: { addr: string }): WhoisReply {
+    const map = this.map;
+    if (!map) throw new AgentError('not_running', 'not connected: run meshd up first');
+    // An address, or an address with a port (1.2.3.4:80, [fd7a::1]:80).
+    const m = /^\[([0-9a-fA-F:.]+)\](?::\d+)?$/.exec(req.addr.trim()) ?? /^([\d.]+):\d+$/.exec(req.addr.trim());
+    const ip = (m ? m[1]! : req.addr.trim()).toLowerCase();
+    const nodes = [...(map.self ? [map.self] : []), ...map.peers.values()];
+    const n = nodes.find((x) => x.addresses.some((a) => a.split('/')[0]!.toLowerCase() === ip));
+    if (!n) throw new AgentError('no_such_peer', `no node in the tailnet has the address ${req.addr}`);
+    const u = map.userProfiles.get(n.user);
+    const tagged = n.tags.length > 0;
+    return {
+      node: { id: n.id, name: n.name, hostname: n.hostname, addresses: [...n.addresses], tags: [...n.tags], self: n === map.self, keyExpiry: n.keyExpiry ?? null },
+      user: tagged ? { id: n.user, loginName: 'tagged-devices', displayName: 'Tagged Devices' }
+        : { id: n.user, loginName: u?.LoginName ?? '', displayName: u?.DisplayName ?? '' },
+    };
   }
 
   /** See LocalBackend.netcheck. */

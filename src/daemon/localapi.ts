@@ -9,6 +9,7 @@
 //   POST /v0/shutdown         -> {"ok": true}   (the agent exits)
 //   POST /v0/ping  PingRequest -> PingReply     (one disco ping)
 //   POST /v0/netcheck         -> NetcheckReport
+//   POST /v0/whois {addr}     -> WhoisReply
 //   GET  /v0/metrics          -> Prometheus text (src/daemon/metrics.ts)
 import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { listenUnix, removeSocket } from '../util/unixsocket.ts';
@@ -73,6 +74,12 @@ export interface PingReply {
   latencyMs: number;
 }
 
+/** `meshd whois --json`: the node holding a tailnet address and its owner (as tailscale whois). */
+export interface WhoisReply {
+  node: { id: number; name: string; hostname: string; addresses: string[]; tags: string[]; self: boolean; keyExpiry: string | null };
+  user: { id: number; loginName: string; displayName: string };
+}
+
 /** `meshd netcheck --json`. */
 export interface NetcheckReport {
   udp: boolean;
@@ -124,6 +131,8 @@ export interface LocalBackend {
   netcheck?(): Promise<NetcheckReport>;
   /** Prometheus text exposition of the agent's metrics. */
   metrics?(): string;
+  /** Which node holds a tailnet address. */
+  whois?(req: { addr: string }): WhoisReply;
 }
 
 /** Max request body (an up request is small). */
@@ -190,6 +199,9 @@ export class LocalApiServer {
         case '/v0/ping':
           if (!this.backend.ping) return send(404, { error: { code: 'not_found', message: 'this agent cannot ping' } });
           return send(200, await this.backend.ping(JSON.parse(body) as PingRequest));
+        case '/v0/whois':
+          if (!this.backend.whois) return send(404, { error: { code: 'not_found', message: 'this agent cannot whois' } });
+          return send(200, this.backend.whois(JSON.parse(body) as { addr: string }));
         case '/v0/netcheck':
           if (!this.backend.netcheck) return send(404, { error: { code: 'not_found', message: 'this agent cannot netcheck' } });
           return send(200, await this.backend.netcheck());
@@ -331,6 +343,11 @@ export class LocalApiClient {
       });
       req.end();
     });
+  }
+
+  /** Which node holds a tailnet address. */
+  async whois(addr: string): Promise<WhoisReply> {
+    return (await this.call('POST', '/v0/whois', { addr })) as unknown as WhoisReply;
   }
 
   /** A fresh netcheck report. */

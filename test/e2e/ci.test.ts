@@ -183,6 +183,48 @@ describe('meshd in CI: ephemeral in-memory runs, tags, waiting for peers', { ski
     await waitFor('the warning to clear', () => !/warning: control unreachable/.test(lab.meshd(peer, ['status']).stdout), 60_000, 1000);
   });
 
+  it('logs in interactively: prints the AuthURL as JSON, waits for headscale auth register, and whois names the node', async () => {
+    const n = lab.addNode('ia');
+    const p = lab.lab.spawn(n.ns, ['env', 'MESHD_DERP_HTTP=1', process.execPath, lab.meshdBin, '--socket', n.socket, 'up', '--login-server', HS_URL,
+      '--hostname', 'ia', '--state', 'mem:', '--timeout', '40s', '--json']);
+    let out = '', err = '';
+    p.stdout?.on('data', (d: Buffer) => { out += d.toString(); });
+    p.stderr?.on('data', (d: Buffer) => { err += d.toString(); });
+    const exited = new Promise<number | null>((res) => p.on('exit', (code) => res(code)));
+    await waitFor('the AuthURL', () => /^\{"AuthURL":"[^"]+"\}$/m.test(out), 20_000, 100);
+    const authUrl = (JSON.parse(out.split('\n')[0]!) as { AuthURL: string }).AuthURL;
+    assert.match(authUrl, /^http:\/\/198\.18\.0\.1:8080\/register\//);
+    await new Promise((res) => setTimeout(res, 500));
+    assert.equal(p.exitCode, null, 'up still waits for the login');
+    lab.hs(['auth', 'register', '--auth-id', authUrl.split('/register/')[1]!, '--user', 'lab']);
+    assert.equal(await exited, 0, `up after the login: ${err}`);
+    const st = status(lab, n);
+    assert.equal(st.self.state, 'Running');
+    const ip = st.self.addresses[0]!;
+    await waitFor('the peer to see ia', () => status(lab, peer).peers.some((x) => x.hostname === 'ia'), 20_000, 300);
+    const w = lab.meshd(peer, ['whois', ip]);
+    assert.equal(w.status, 0, w.stderr);
+    assert.match(w.stdout, /^  Name: +ia\./m);
+    assert.match(w.stdout, /^  Name: +lab/m, `the owner: ${w.stdout}`);
+    assert.match(w.stdout, new RegExp(`\\[${ip.replace(/\./g, '\\.')}/32 `));
+    const ghost = lab.meshd(peer, ['whois', '100.100.100.100']);
+    assert.notEqual(ghost.status, 0);
+    assert.equal(ghost.stderr.trim(), 'meshd: no node in the tailnet has the address 100.100.100.100');
+    lab.meshd(n, ['down']);
+  });
+
+  it('gives up an interactive login nobody approves when --timeout runs out, with one line', () => {
+    const n = lab.addNode('ia2');
+    const t0 = Date.now();
+    const r = lab.meshd(n, ['up', '--login-server', HS_URL, '--state', 'mem:', '--timeout', '4s'], 30_000);
+    assert.notEqual(r.status, 0);
+    assert.ok(Date.now() - t0 < 15_000, 'bounded by --timeout');
+    assert.match(r.stderr, /^To authenticate, visit:\n\n\thttp:\/\/198\.18\.0\.1:8080\/register\/\S+\n/);
+    const last = r.stderr.trim().split('\n').pop()!;
+    assert.match(last, /^meshd: timed out waiting for the login at http:\/\/\S+ \(approve it on the server/);
+    assertNothingLeft(lab, n);
+  });
+
   it('--retry tries again on an unreachable server, and not on a bad key', () => {
     const n = lab.addNode('retry');
     const r = lab.meshd(n, ['up', '--login-server', 'http://198.18.0.250:8080', '--authkey', 'hskey-auth-x', '--state', 'mem:',
