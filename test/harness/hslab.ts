@@ -35,7 +35,8 @@ export class TailnetLab {
   readonly hsNs: string;
   readonly dir: string;
   readonly hsBin: string;
-  readonly meshdBin = join(packageRoot(), 'bin', 'meshd.js');
+  /** The meshd CLI the nodes run: this checkout's, or MESHD_TEST_BIN (an installed copy, see e2e/package). */
+  readonly meshdBin = process.env.MESHD_TEST_BIN || join(packageRoot(), 'bin', 'meshd.js');
   readonly config: string;
   private hsProc: ChildProcess | undefined;
   private hsLog = '';
