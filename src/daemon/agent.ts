@@ -19,7 +19,7 @@ import type { Logf } from '../util/log.ts';
 import { generateKeyPair } from '../crypto/box.ts';
 import type { DiscoPublic } from '../control/keys.ts';
 import { MagicSock } from '../magicsock/magicsock.ts';
-import { AgentMetrics, healthWarnings, type AgentFacts } from './metrics.ts';
+import { AgentMetrics, healthWarnings, KEY_EXPIRY_WARN_MS, type AgentFacts } from './metrics.ts';
 
 /** How often the host's addresses are checked for endpoint changes (ms). */
 const ENDPOINT_CHECK_MS = 5_000;
@@ -82,6 +82,10 @@ export class Agent implements LocalBackend {
   private hostname = '';
   private store: Store | undefined;
   private memStore: MemoryStore | undefined;
+  /** The last successful up request, auth key included (memory only): for re-auth on key expiry. */
+  private lastUp: UpRequest | undefined;
+  private reauthRunning = false;
+  private expiryWarned = '';
   /** Tags asked for with --advertise-tags in the current session. */
   private wantTags: string[] = [];
   private identity: Identity | undefined;
@@ -304,12 +308,52 @@ export class Agent implements LocalBackend {
       const st = this.status();
       progress(`up: ${st.self.addresses.join(' ')}`);
       this.log(`up as ${st.self.hostname} ${st.self.addresses.join(' ')} with ${st.peers.length} peers`);
+      // Kept in memory only (never in the state dir), to log in again when control expires the key.
+      this.lastUp = req;
       return st;
     } catch (e) {
       await this.teardown();
       this.state = 'NeedsLogin';
       throw asAgentError(e);
     }
+  }
+
+  /**
+   * Key expiry, from each map: a day ahead it is logged once; once control marks the key expired,
+   * the node registers again with a fresh node key and the auth key of the last `up`, if this
+   * agent still holds one (headscale accepts a reusable key, or any key for a tagged node, which
+   * never expires anyway); else the log and `status` say to run `meshd up --authkey`.
+   */
+  private checkKeyExpiry(m: NetworkMap): void {
+    const exp = m.self?.keyExpiry;
+    if (!m.self || (!exp && !m.self.expired)) return;
+    const left = exp ? Date.parse(exp) - Date.now() : 0;
+    if (!m.self.expired && left > 0) {
+      if (left < KEY_EXPIRY_WARN_MS && this.expiryWarned !== exp) {
+        this.expiryWarned = exp ?? '';
+        this.log(`the node key expires at ${exp}: it will be renewed with the auth key of the last up, if it is reusable`);
+      }
+      return;
+    }
+    if (this.reauthRunning || this.state !== 'Running') return;
+    const last = this.lastUp;
+    if (!last?.authKey) {
+      if (this.expiryWarned !== `expired ${exp}`) {
+        this.expiryWarned = `expired ${exp}`;
+        this.log(`the node key expired at ${exp}: run meshd up with --authkey to log in again`);
+      }
+      return;
+    }
+    this.reauthRunning = true;
+    this.log(`the node key expired at ${exp}: registering again with a new node key and the auth key of the last up`);
+    void this.serial(async () => {
+      await this.store?.rotateNodeKey();
+      this.state = 'NeedsLogin';
+      return this.doUp({ ...last, timeoutMs: Math.max(last.timeoutMs, 30_000) }, () => {});
+    }).then(
+      () => this.log('re-authenticated after the key expiry'),
+      (e: Error) => this.log(`re-authentication failed: ${e.message}`),
+    ).finally(() => { this.reauthRunning = false; });
   }
 
   /** After the first map: the node must carry every tag asked for (else it is logged out again). */
@@ -360,6 +404,7 @@ export class Agent implements LocalBackend {
   /** Makes the data plane match the map: addresses, routes, peers. */
   private async applyMap(m: NetworkMap): Promise<void> {
     this.map = m;
+    this.checkKeyExpiry(m);
     const dp = this.dp;
     if (!dp || !m.self) return;
     await this.netconf.apply(m.self.addresses, [TAILNET_V4, TAILNET_V6]);

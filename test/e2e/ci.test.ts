@@ -225,6 +225,25 @@ describe('meshd in CI: ephemeral in-memory runs, tags, waiting for peers', { ski
     assertNothingLeft(lab, n);
   });
 
+  it('logs in again with the auth key of the last up when headscale expires the node key', async () => {
+    const n = lab.addNode('rx');
+    assert.equal(lab.up(n, lab.authKey({ reusable: true })).status, 0);
+    const before = status(lab, n);
+    lab.hs(['nodes', 'expire', '-i', lab.nodeId('rx')]);
+    await waitFor('a new node key, healthy again', () => {
+      const st = status(lab, n);
+      return st.self.state === 'Running' && st.self.publicKey !== before.self.publicKey && (st.self.health ?? []).length === 0;
+    }, 30_000, 300);
+    const after = status(lab, n);
+    assert.deepEqual(after.self.addresses, before.self.addresses, 'the same node, the same addresses');
+    const hsNode = lab.nodeList().filter((x) => x.given_name === 'rx') as { expiry?: { seconds: number } | null }[];
+    assert.equal(hsNode.length, 1, 'still one node in headscale');
+    assert.ok(!hsNode[0]!.expiry || hsNode[0]!.expiry.seconds * 1000 > Date.now(), `not expired in headscale: ${JSON.stringify(hsNode[0])}`);
+    await waitFor('the peer to learn the new key', () => status(lab, peer).peers.some((p) => p.publicKey === after.self.publicKey), 20_000, 300);
+    assert.ok(lab.ping(n, peerIp, 8), 'traffic flows with the new key');
+    lab.meshd(n, ['down']);
+  });
+
   it('--retry tries again on an unreachable server, and not on a bad key', () => {
     const n = lab.addNode('retry');
     const r = lab.meshd(n, ['up', '--login-server', 'http://198.18.0.250:8080', '--authkey', 'hskey-auth-x', '--state', 'mem:',
