@@ -3,4 +3,10 @@ import { ensureBuilt } from './bootstrap.mjs';
 
 ensureBuilt();
 const { main } = await import('./steps.mjs');
-await main();
+try {
+  await main();
+} catch (e) {
+  // A missing input and the like: one line, as the runner shows errors.
+  const core = await import('@actions/core');
+  core.setFailed(e instanceof Error ? e.message : String(e));
+}

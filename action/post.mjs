@@ -7,5 +7,10 @@ if (!isBuilt()) {
   console.log('meshd: nothing to clean up');
 } else {
   const { post } = await import('./steps.mjs');
-  await post();
+  try {
+    await post();
+  } catch (e) {
+    const core = await import('@actions/core');
+    core.warning(`meshd cleanup: ${e instanceof Error ? e.message : String(e)}`);
+  }
 }
