@@ -120,7 +120,8 @@ export class AgentMetrics {
       family(`meshd_${d}_packets_total`, 'counter', `WireGuard packets ${verb} other peers, by path`, PATHS.map((p) => [{ path: p }, this.packets[d][p]]));
     }
     const drops = [...this.totals].filter(([k]) => k.startsWith('drop.'));
-    const inbound = drops.filter(([k]) => /^drop\.(dropRx|dropUdpTruncated$|dropTunWrite$|magicsock\.|filter\.)/.test(k));
+    // Inbound: from a peer towards this host (bad packets, the filter, writing to the TUN device).
+    const inbound = drops.filter(([k]) => /^drop\.(dropRx|dropUdpTruncated$|dropTunWrite$|dropTunBatchFull$|magicsock\.|filter\.)/.test(k));
     const outbound = drops.filter(([k]) => !inbound.some(([j]) => j === k));
     family('meshd_inbound_dropped_packets_total', 'counter', 'Packets from peers dropped, by reason',
       inbound.map(([k, v]) => [{ reason: reasonOf(k) }, v]));
