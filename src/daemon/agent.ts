@@ -20,6 +20,7 @@ import { generateKeyPair } from '../crypto/box.ts';
 import type { DiscoPublic } from '../control/keys.ts';
 import { MagicSock } from '../magicsock/magicsock.ts';
 import { AgentMetrics, healthWarnings, KEY_EXPIRY_WARN_MS, type AgentFacts } from './metrics.ts';
+import { whoisIn } from './whois.ts';
 
 /** How often the host's addresses are checked for endpoint changes (ms). */
 const ENDPOINT_CHECK_MS = 5_000;
@@ -465,23 +466,10 @@ export class Agent implements LocalBackend {
     return { name, ip, via: r.via, endpoint: r.endpoint, region: r.region, regionCode: r.regionCode, latencyMs: r.latencyMs };
   }
 
-  /** See LocalBackend.whois: the node (self or a peer) holding a tailnet address, and its owner. */
+  /** See LocalBackend.whois (src/daemon/whois.ts). */
   whois(req: { addr: string }): WhoisReply {
-    const map = this.map;
-    if (!map) throw new AgentError('not_running', 'not connected: run meshd up first');
-    // An address, or an address with a port (1.2.3.4:80, [fd7a::1]:80).
-    const m = /^\[([0-9a-fA-F:.]+)\](?::\d+)?$/.exec(req.addr.trim()) ?? /^([\d.]+):\d+$/.exec(req.addr.trim());
-    const ip = (m ? m[1]! : req.addr.trim()).toLowerCase();
-    const nodes = [...(map.self ? [map.self] : []), ...map.peers.values()];
-    const n = nodes.find((x) => x.addresses.some((a) => a.split('/')[0]!.toLowerCase() === ip));
-    if (!n) throw new AgentError('no_such_peer', `no node in the tailnet has the address ${req.addr}`);
-    const u = map.userProfiles.get(n.user);
-    const tagged = n.tags.length > 0;
-    return {
-      node: { id: n.id, name: n.name, hostname: n.hostname, addresses: [...n.addresses], tags: [...n.tags], self: n === map.self, keyExpiry: n.keyExpiry ?? null },
-      user: tagged ? { id: n.user, loginName: 'tagged-devices', displayName: 'Tagged Devices' }
-        : { id: n.user, loginName: u?.LoginName ?? '', displayName: u?.DisplayName ?? '' },
-    };
+    if (!this.map) throw new AgentError('not_running', 'not connected: run meshd up first');
+    return whoisIn(this.map, req.addr);
   }
 
   /** See LocalBackend.netcheck. */
