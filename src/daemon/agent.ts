@@ -164,7 +164,8 @@ export class Agent implements LocalBackend {
         tags: [...(self?.tags ?? [])],
         health: this.map ? healthWarnings(this.magic, { ...this.facts(), otherHealth: [] }) : [],
         routing: this.routing.selfStatus(this.map),
-        ...(this.magic ? { counters: this.magic.allCounters() } : {}),
+        // Data plane counters (drops, offload flags and work) next to magicsock's.
+        ...(this.magic ? { counters: { ...this.dp?.counters(), ...this.magic.allCounters() } } : {}),
       },
       peers,
     };
