@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { needs, sh } from '../harness/prereq.ts';
 import { waitFor } from '../harness/netns.ts';
 import { TailnetLab, HS_URL, type LabNode } from '../harness/hslab.ts';
-import type { Status } from '../../src/daemon/localapi.ts';
+import { LocalApiClient, type Status } from '../../src/daemon/localapi.ts';
 
 const skip = needs({ root: true, tun: true, commands: ['headscale', 'ip', 'ping'] });
 
@@ -146,10 +146,17 @@ describe('meshd in CI: ephemeral in-memory runs, tags, waiting for peers', { ski
     const m0 = scrape(), w0 = wire();
     const served = lab.xferServe(peer, peerIp, 5202);
     await new Promise((res) => setTimeout(res, 300));
-    // Large enough to still be running when the scrape (a CLI start, ~0.5 s under load) lands.
-    const sending = lab.xferSendAsync(n, peerIp, 5202, 150_000_000);
-    await new Promise((res) => setTimeout(res, 150));
-    const mid = scrape();
+    // Scrapes during the transfer straight over the local API's unix socket (a CLI start takes
+    // longer than a fast transfer), until one sees bytes moving.
+    const api = new LocalApiClient(n.socket);
+    const outOf = (text: string): number => [...text.matchAll(/^meshd_outbound_bytes_total\{path="[a-z0-9_]+"\} (\d+)$/gm)].reduce((a, m) => a + Number(m[1]), 0);
+    let done = false;
+    const sending = lab.xferSendAsync(n, peerIp, 5202, 150_000_000).finally(() => { done = true; });
+    let mid = { out: m0.out };
+    for (let i = 0; i < 2000 && !done && mid.out <= m0.out; i++) {
+      await new Promise((res) => setTimeout(res, 10));
+      mid = { out: outOf(await api.metrics()) };
+    }
     const sent = await sending;
     const got = await served;
     assert.equal(got.sha256, sent.sha256, 'the transfer arrived intact');
