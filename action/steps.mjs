@@ -27,10 +27,13 @@ export function defaultHostname(env = process.env) {
   return [repo, env.GITHUB_JOB, env.GITHUB_RUN_NUMBER].filter(Boolean).join('-') || 'ci';
 }
 
-/** Runs meshd (through sudo -n when not root); resolves with its status and output lines. */
-function meshd(args, { timeoutMs, echo }) {
+/** Root is needed for a TUN device; userspace networking runs as the job's user. */
+const needsSudo = (userspace) => process.getuid?.() !== 0 && !userspace;
+
+/** Runs meshd (through sudo -n when it needs root); resolves with its status and output lines. */
+function meshd(args, { timeoutMs, echo, userspace = false }) {
   const argv = [process.execPath, MESHD, ...args];
-  const [cmd, ...rest] = process.getuid?.() === 0 ? argv : ['sudo', '-n', '--preserve-env=MESHD_DERP_HTTP', ...argv];
+  const [cmd, ...rest] = needsSudo(userspace) ? ['sudo', '-n', '--preserve-env=MESHD_DERP_HTTP', ...argv] : argv;
   return new Promise((resolve) => {
     const p = spawn(cmd, rest, { stdio: ['ignore', 'pipe', 'pipe'] });
     const lines = { out: [], err: [] };
@@ -68,7 +71,11 @@ export async function main() {
   const loginServer = core.getInput('login-server', { required: true });
   const authKey = core.getInput('authkey', { required: true });
   core.setSecret(authKey);
-  const socket = core.getInput('socket') || '/run/meshd/meshd.sock';
+  const userspace = core.getBooleanInput('userspace');
+  // Without root (userspace networking) the socket lives under the runner's temp dir.
+  const socket = core.getInput('socket') ||
+    (needsSudo(false) && userspace ? join(process.env.RUNNER_TEMP || tmpdir(), 'meshd', 'meshd.sock') : '/run/meshd/meshd.sock');
+  core.saveState('userspace', userspace ? '1' : '0');
   const timeout = core.getInput('timeout') || '2m';
   const retry = core.getInput('retry') || '0';
   // Before anything runs: the post step cleans up from here on, whatever happens below.
@@ -86,13 +93,13 @@ export async function main() {
   if (tags) args.push('--advertise-tags', tags);
   const ping = core.getInput('ping');
   if (ping) args.push('--wait-for', ping);
-  if (core.getBooleanInput('userspace')) args.push('--tun', 'userspace-networking');
+  if (userspace) args.push('--tun', 'userspace-networking');
   const exitNode = core.getInput('exit-node');
   if (exitNode) args.push('--exit-node', exitNode);
   args.push(...splitArgs(core.getInput('args')));
 
   const limit = durationMs(timeout) * (Number(retry) + 1) * 2 + 60_000;
-  const r = await meshd(args, { timeoutMs: limit, echo: true });
+  const r = await meshd(args, { timeoutMs: limit, echo: true, userspace });
   rmSync(keyDir, { recursive: true, force: true });
   const notes = r.err.filter((l) => l.startsWith('meshd: ')).map((l) => l.slice('meshd: '.length));
   if (r.status !== 0) {
@@ -102,7 +109,7 @@ export async function main() {
     return;
   }
   for (const n of notes) core.info(n);
-  const st = await meshd(['--socket', socket, 'status', '--json'], { timeoutMs: 30_000, echo: false });
+  const st = await meshd(['--socket', socket, 'status', '--json'], { timeoutMs: 30_000, echo: false, userspace });
   try {
     const s = JSON.parse(st.out.join('\n'));
     core.setOutput('ip4', s.self.addresses.find((a) => !a.includes(':')) ?? '');
@@ -125,27 +132,28 @@ export async function post() {
   if (keyDir) rmSync(keyDir, { recursive: true, force: true });
   // With --state mem: a logout deletes an ephemeral node at once; the agent then exits and takes
   // down its TUN, routes, rules and nft table. (The socket dir is root-only: ask meshd, not the fs.)
-  const r = await meshd(['--socket', socket, 'logout'], { timeoutMs: 30_000, echo: true });
+  const userspace = core.getState('userspace') === '1';
+  const r = await meshd(['--socket', socket, 'logout'], { timeoutMs: 30_000, echo: true, userspace });
   if (r.status === 0) core.info('meshd: logged out; the agent has stopped');
   else if (r.err.some((l) => /no meshd agent answers/.test(l))) core.info('meshd: no agent running');
   else core.warning(`meshd logout: ${r.err.join(' ').replace(/^meshd: /, '')}`);
   const log = join(dirname(socket), 'meshd.log');
   if (core.getState('failed') === '1') {
-    const text = asRoot(['tail', '-n', '200', log]);
+    const text = asRoot(['tail', '-n', '200', log], userspace);
     if (text) {
       core.startGroup('meshd agent log');
       core.info(text);
       core.endGroup();
     }
   }
-  asRoot(['rm', '-f', log]);
+  asRoot(['rm', '-f', log], userspace);
   // The socket dir, when the main step's agent made it and nothing else is in it.
-  if (core.getState('socketDirExisted') === '0') asRoot(['rmdir', '--ignore-fail-on-non-empty', dirname(socket)]);
+  if (core.getState('socketDirExisted') === '0') asRoot(['rmdir', '--ignore-fail-on-non-empty', dirname(socket)], userspace);
 }
 
-/** Runs a small command as root (directly when root, else sudo -n); returns stdout. */
-function asRoot(argv) {
-  const [cmd, ...rest] = process.getuid?.() === 0 ? argv : ['sudo', '-n', ...argv];
+/** Runs a small command as root when meshd ran as root (directly, or sudo -n); returns stdout. */
+function asRoot(argv, userspace) {
+  const [cmd, ...rest] = needsSudo(userspace) ? ['sudo', '-n', ...argv] : argv;
   const r = spawnSync(cmd, rest, { encoding: 'utf8', timeout: 30_000 });
   return r.status === 0 ? r.stdout : '';
 }
