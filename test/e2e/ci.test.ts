@@ -94,6 +94,28 @@ describe('meshd in CI: ephemeral in-memory runs, tags, waiting for peers', { ski
     assert.equal(existsSync(stateDir) && readdirSync(stateDir).length > 0, false, 'still nothing under the state dir');
   });
 
+  it('with in-memory state, down logs out too, and so does SIGINT to a meshd daemon', async () => {
+    const eph = lab.authKey({ ephemeral: true, reusable: true });
+    const a = lab.addNode('memdown');
+    assert.equal(lab.up(a, eph, ['--state', 'mem:']).status, 0);
+    assert.ok(lab.nodeList().some((x) => x.given_name === 'memdown'));
+    assert.equal(lab.meshd(a, ['down']).status, 0);
+    await waitFor('headscale to drop the node after down', () => !lab.nodeList().some((x) => x.given_name === 'memdown'), 5_000, 100);
+    assertNothingLeft(lab, a);
+
+    const b = lab.addNode('memint');
+    const d = lab.lab.spawn(b.ns, ['env', 'MESHD_DERP_HTTP=1', process.execPath, lab.meshdBin, '--socket', b.socket, 'daemon', '--state', 'mem:', '--state-dir', join(b.dir, 'state')]);
+    await waitFor('the agent socket', () => existsSync(b.socket), 10_000);
+    assert.equal(lab.up(b, eph).status, 0);
+    assert.ok(lab.nodeList().some((x) => x.given_name === 'memint'));
+    d.kill('SIGINT');
+    await waitFor('headscale to drop the node after SIGINT', () => !lab.nodeList().some((x) => x.given_name === 'memint'), 5_000, 100);
+    await waitFor('the daemon to exit', () => d.exitCode !== null, 10_000, 100);
+    assert.equal(d.exitCode, 0);
+    assertNothingLeft(lab, b);
+    assert.equal(existsSync(join(b.dir, 'state')), false, 'nothing under the state dir');
+  });
+
   it('meshd wait names a host that never answers, within --timeout', () => {
     const t0 = Date.now();
     const r = lab.meshd(peer, ['wait', 'ghost', '--timeout', '3s'], 20_000);
