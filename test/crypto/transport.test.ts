@@ -234,7 +234,12 @@ describe('batched transport AEAD (native, node:crypto, @noble)', () => {
     nat.release(s);
     nat.release(o);
     assert.equal(nat.stats().liveKeys, live);
-    assert.ok(s.raw.every((v) => v === 0), 'raw key bytes zeroed');
+    assert.equal(s.raw.length, 0, 'no copy of the key on the JS heap');
+    const pp = new PerPacketTransport('node', new NodeChaChaPoly());
+    const pk = pp.prepare(rand(32), true);
+    assert.ok(pk.raw.some((v) => v !== 0));
+    pp.release(pk);
+    assert.ok(pk.raw.length === 32 && pk.raw.every((v) => v === 0), 'the per-packet backend zeroes its copy');
     assert.throws(() => nat.seal(buf, b, 0, 1), { name: 'RangeError', message: /not a live sealing key/ });
   });
 });
