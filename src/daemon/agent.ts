@@ -211,10 +211,11 @@ export class Agent implements LocalBackend {
       await this.store.update({ serverUrl: url, serverKey: formatServerKey(await client.serverKey()) });
       progress(`logged in${reg.user ? ` as ${reg.user.loginName}` : ''}; starting the tunnel`);
 
-      this.dp = DataPlane.open({ name: this.opts.tunName, mtu: TAILNET_MTU, log: this.log, port: this.opts.port, roaming: false, fwmark: BYPASS_MARK });
+      // magicsock owns the UDP socket and is the data plane's Bind (src/net/bind.ts).
+      this.magic = this.startMagic(identity.nodePrivate, disco.privateKey, client);
+      this.dp = DataPlane.open({ name: this.opts.tunName, mtu: TAILNET_MTU, log: this.log, roaming: false, bind: this.magic });
       await this.routing.start(this.dp, url);
       this.dp.device.setPrivateKey(identity.nodePrivate as PrivateKey);
-      this.magic = this.startMagic(this.dp, identity.nodePrivate, disco.privateKey, client);
       this.netconf.reset();
 
       const firstMap = new Promise<void>((resolve, reject) => {
@@ -251,10 +252,10 @@ export class Agent implements LocalBackend {
     }
   }
 
-  /** Starts magicsock on the data plane: disco, DERP, netcheck; it reports endpoints and NetInfo to control. */
-  private startMagic(dp: DataPlane, nodePrivate: Uint8Array, discoPrivate: Uint8Array, client: ControlClient): MagicSock {
+  /** Starts magicsock with its UDP socket: disco, DERP, netcheck; it reports endpoints and NetInfo to control. */
+  private startMagic(nodePrivate: Uint8Array, discoPrivate: Uint8Array, client: ControlClient): MagicSock {
     const magic: MagicSock = new MagicSock({
-      io: dp, nodePrivate, discoPrivate,
+      socket: { port: this.opts.port, fwmark: BYPASS_MARK, mtu: TAILNET_MTU }, nodePrivate, discoPrivate,
       log: (l) => this.log(`magicsock: ${l}`),
       derpHttp: process.env.MESHD_DERP_HTTP === '1',
       localEndpoints: () => this.localEndpoints(),
@@ -267,13 +268,12 @@ export class Agent implements LocalBackend {
         });
       },
     });
-    dp.router = magic;
     return magic;
   }
 
   /** Our UDP endpoints to report: every non-loopback, non-link-local address with the listen port. */
   private localEndpoints(): string[] {
-    const port = this.dp?.listenPort ?? this.opts.port;
+    const port = this.magic?.port ?? this.opts.port;
     const out: string[] = [];
     for (const [name, addrs] of Object.entries(networkInterfaces())) {
       if (name === this.opts.tunName) continue;
