@@ -126,10 +126,10 @@ export function loadNativeTransport(
   } catch (e) {
     return { transport: null, error: (e as Error).message };
   }
+  if (typeof addon.aeadError === 'string') return { transport: null, error: addon.aeadError };
   if (typeof addon.aeadSeal !== 'function' || typeof addon.aeadKey !== 'function') {
     return { transport: null, error: 'the native addon has no AEAD: run npm run build:native' };
   }
-  if (addon.aeadError !== null) return { transport: null, error: addon.aeadError };
   try {
     const t = new NativeTransport(addon);
     if (!selfTest(t)) return { transport: null, error: 'the native AEAD failed its known-answer test' };

@@ -249,6 +249,8 @@ describe('falling back to node:crypto when the native AEAD cannot load', () => {
     const missing = loadNativeTransport(() => { throw new Error('native addon missing: run npm run build:native'); });
     assert.deepEqual(missing, { transport: null, error: 'native addon missing: run npm run build:native' });
     assert.match(loadNativeTransport(() => ({ abiVersion: 1 })).error!, /no AEAD/);
+    // What native/build.sh makes when Node's OpenSSL headers are missing: only the reason.
+    assert.match(loadNativeTransport(() => ({ abiVersion: 1, aeadError: 'the addon was built without Node\'s OpenSSL headers (include/node/openssl)' })).error!, /without Node's OpenSSL headers/);
     const mismatch = { ...(native() as object), aeadError: 'Node\'s OpenSSL is 3.5 but the addon was built against 3.0 headers: run npm run build:native' };
     assert.match(loadNativeTransport(() => mismatch).error!, /3\.5 but/);
     assert.match(loadNativeTransport(native, { MESHD_NATIVE_AEAD: '0' }).error!, /MESHD_NATIVE_AEAD=0/);
