@@ -378,8 +378,14 @@ export class Device {
       }
     } finally {
       this.flushing = false;
+      // Only an exception (a sink that threw) leaves jobs here: drop them rather than seal twice.
+      if (this.nSeal > 0 || this.nOpen > 0) {
+        this.sealBuf.fill(undefined, 0, this.nSeal);
+        this.openBuf.fill(undefined, 0, this.nOpen);
+        this.nSeal = this.nOpen = 0;
+      }
       const r = this.releaseLater;
-      if (r.length > 0 && this.nSeal === 0 && this.nOpen === 0) {
+      if (r.length > 0) {
         for (let i = 0; i < r.length; i++) r[i]!.zero();
         r.length = 0;
       }
