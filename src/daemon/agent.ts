@@ -134,7 +134,8 @@ export class Agent implements LocalBackend {
         controlURL: this.controlUrl,
         publicKey: this.identity ? formatNodePublic(this.identity.nodePublic) : null,
         routing: this.routing.selfStatus(this.map),
-        ...(this.magic ? { counters: this.magic.allCounters() } : {}),
+        // Data plane counters (drops, offload flags and work) next to magicsock's.
+        ...(this.magic ? { counters: { ...this.dp?.counters(), ...this.magic.allCounters() } } : {}),
       },
       peers,
     };
