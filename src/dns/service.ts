@@ -6,7 +6,8 @@
 //                  (direct or systemd-resolved) when --accept-dns is on and what it needs changed
 //   down/logout -> stop(): the host's configuration is put back, forwards in flight end
 //   agent start -> cleanupStale(): a resolv.conf left by a crashed agent is put back
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import type { NetworkMap } from '../control/netmap.ts';
 import type { LocalPacketHandler } from '../tun/device.ts';
@@ -36,6 +37,46 @@ export interface DnsServiceOptions {
   resolvectl?: ResolvectlExec;
   /** Forwarder timers (tests shorten them). */
   forwardTimeoutMs?: number;
+  /** Why the host's resolver files are not this agent's to change in a mode, or undefined (tests inject it). */
+  hostFilesShared?: (mode: DnsMode) => string | undefined;
+}
+
+/**
+ * In a network namespace other than the host's whose /etc (or /run) is still the host's, e.g. under
+ * `ip netns exec`, the resolver files belong to the host around it: rewriting them (or driving its
+ * systemd-resolved, whose links live in another namespace) would change the host's DNS. Returns why,
+ * or undefined when the files are ours (the usual case: the host's own namespace, or a private /etc).
+ * Compared with PID 1 when /proc/1 is readable; otherwise a namespace named under /run/netns whose
+ * /etc is not a mount point of its own counts as sharing the host's.
+ */
+export function hostFilesShared(mode: DnsMode): string | undefined {
+  const paths = mode === 'systemd-resolved' ? ['/etc', '/run'] : ['/etc'];
+  const why = (shared: string[]) => shared.length === 0 ? undefined
+    : `this network namespace shares ${shared.join(' and ')} with the host around it: the host's DNS is left alone (give the namespace its own /etc${mode === 'systemd-resolved' ? ' and /run' : ''} to let meshd configure it)`;
+  try {
+    if (readlinkSync('/proc/self/ns/net') === readlinkSync('/proc/1/ns/net')) return undefined;
+    const same = (p: string) => { try { const a = statSync(p), b = statSync(`/proc/1/root${p}`); return a.dev === b.dev && a.ino === b.ino; } catch { return false; } };
+    return why(paths.filter(same));
+  } catch {
+    // /proc/1 is not readable (some sandboxes): fall back to named namespaces.
+  }
+  try {
+    const self = statSync('/proc/self/ns/net').ino;
+    const named = readdirSync('/run/netns').some((n) => { try { return statSync(join('/run/netns', n)).ino === self; } catch { return false; } });
+    if (!named) return undefined;
+    const mounts = new Set(readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' ')[4]));
+    // /run always holds the /run/netns mounts; only a tmpfs of its own at /run counts as private there.
+    return why(paths.filter((p) => !mounts.has(p) || (p === '/run' && !ownTmpfsAt('/run'))));
+  } catch {
+    return undefined; // cannot tell: an ordinary host
+  }
+}
+
+/** A tmpfs mounted at `p` in this mount namespace after the ones inherited (the last mount wins). */
+function ownTmpfsAt(p: string): boolean {
+  const lines = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.split(' ')[4] === p);
+  const last = lines.at(-1);
+  return last !== undefined && / - tmpfs /.test(last);
 }
 
 /** `meshd dns status --json`. */
@@ -103,6 +144,8 @@ export class DnsService implements LocalPacketHandler {
   private applied: OSConfig | null = null;
   private hostError: string | null = null;
   private base: BaseConfig | undefined;
+  /** Why the host's files are not ours to change (null: they are; undefined: not checked yet). */
+  private sharedWhy: string | null | undefined;
   private applying: Promise<unknown> = Promise.resolve();
   private readonly counters = { udpQueries: 0, udpMalformed: 0, otherServicePackets: 0, udpAnswers: 0, udpNoAnswer: 0, udpFragmented: 0 };
 
@@ -141,9 +184,11 @@ export class DnsService implements LocalPacketHandler {
     if (!map) return;
     if (this.acceptDns && !this.decision) {
       this.decision = detectMode(this.opts.modeEnv ?? hostModeEnv(this.opts.etcDir));
-      this.log(`dns: host resolver mode ${this.hostMode()} (${this.decision.why})`);
+      const shared = this.opts.hostFilesShared ?? (this.opts.etcDir === undefined || this.opts.etcDir === '/etc' ? hostFilesShared : () => undefined);
+      this.sharedWhy = shared(this.hostMode()) ?? null;
+      this.log(`dns: ${this.sharedWhy ?? `host resolver mode ${this.hostMode()} (${this.decision.why})`}`);
     }
-    const split = this.acceptDns && this.hostMode() === 'systemd-resolved';
+    const split = this.acceptDns && !this.sharedWhy && this.hostMode() === 'systemd-resolved';
     if (this.acceptDns && !split && this.base === undefined) this.base = await this.direct.baseConfig();
     const cfg = compileDnsConfig(map, { acceptDns: this.acceptDns, osSupportsSplit: split, base: this.base });
     this.resolver.setConfig(cfg);
@@ -156,7 +201,7 @@ export class DnsService implements LocalPacketHandler {
   }
 
   private async applyHost(cfg: DnsConfig): Promise<void> {
-    const want = this.acceptDns ? cfg.os : null;
+    const want = this.acceptDns && !this.sharedWhy ? cfg.os : null;
     if (sameOs(want, this.applied)) return;
     try {
       if (want === null || (want.nameservers.length === 0 && want.searchDomains.length === 0)) {
@@ -197,6 +242,7 @@ export class DnsService implements LocalPacketHandler {
     await this.restoreHost();
     this.base = undefined;
     this.decision = undefined;
+    this.sharedWhy = undefined;
   }
 
   /** At agent start: puts back a resolv.conf a crashed agent left (TS dns.CleanUp). */
@@ -287,7 +333,7 @@ export class DnsService implements LocalPacketHandler {
     const dns = this.map?.dns ?? {};
     const cfg = this.resolver.config;
     const detected = this.decision?.mode ?? null;
-    const mode = !this.acceptDns ? 'none' : this.applied || this.decision ? this.hostMode() : 'none';
+    const mode = !this.acceptDns || this.sharedWhy ? 'none' : this.applied || this.decision ? this.hostMode() : 'none';
     const fw = this.forwarder?.counters ?? {};
     return {
       acceptDns: this.acceptDns,
@@ -302,7 +348,7 @@ export class DnsService implements LocalPacketHandler {
       host: {
         mode,
         detected: detected !== null && detected !== mode ? detected : null,
-        why: !this.acceptDns ? '--accept-dns=false: the host is left alone' : this.decision?.why ?? '',
+        why: !this.acceptDns ? '--accept-dns=false: the host is left alone' : this.sharedWhy || this.decision?.why || '',
         applied: this.applied,
         error: this.hostError,
       },

@@ -95,6 +95,28 @@ describe('direct mode', () => {
   });
 });
 
+describe('a namespace that shares the host\'s /etc', () => {
+  it('leaves resolv.conf alone and says why, while quad-100 still answers', async () => {
+    const d = mkdtempSync(join(tmpdir(), 'meshd-etc-'));
+    try {
+      writeFileSync(join(d, 'resolv.conf'), ORIGINAL);
+      const env: ModeEnv = { readFile: (p) => (p === '/etc/resolv.conf' ? ORIGINAL : undefined), resolvedRunning: () => false, nmUsesResolved: () => false, resolvconfStyle: () => '' };
+      const svc = new DnsService({ log: () => {}, tunName: 'meshd0', etcDir: d, modeEnv: env, hostFilesShared: () => 'this network namespace shares /etc with the host around it' });
+      svc.start(() => {});
+      await svc.apply(labMap());
+      assert.equal(readFileSync(join(d, 'resolv.conf'), 'utf8'), ORIGINAL);
+      assert.equal(existsSync(join(d, 'resolv.pre-meshd-backup.conf')), false);
+      const st = svc.status();
+      assert.equal(st.host.mode, 'none');
+      assert.match(st.host.why, /shares \/etc/);
+      assert.equal(svc.resolver.respond(new Uint8Array([0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 2, 0x74, 0x31, 0, 0, 1, 0, 1])).kind, 'reply');
+      await svc.stop();
+    } finally {
+      rmSync(d, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('mode detection', () => {
   const env = (files: Record<string, string>, o: Partial<ModeEnv> = {}): ModeEnv => ({
     readFile: (p) => files[p], resolvedRunning: () => true, nmUsesResolved: () => false, resolvconfStyle: () => '', ...o,

@@ -45,12 +45,15 @@ const HS_DNS = `dns:
       type: A
       value: 100.64.0.98`;
 
-/** The host's /etc/resolv* files and their hashes (must not change). */
+/** The host's /etc/resolv* files, their hashes and change times (must not change). */
 function hostResolvFiles(): string {
   return readdirSync('/etc').filter((f) => f.startsWith('resolv')).sort().map((f) => {
     let h = 'unreadable';
     try { h = createHash('sha256').update(readFileSync(join('/etc', f))).digest('hex'); } catch { /* dangling */ }
-    return `${f}:${h}`;
+    // The change time catches a rewrite that was put back (a rename keeps bytes and mtime, not ctime).
+    let c = 0;
+    try { c = lstatSync(join('/etc', f)).ctimeMs; } catch { /* gone */ }
+    return `${f}:${h}:${c}`;
   }).join(' ');
 }
 
@@ -278,6 +281,18 @@ s.bind(0, () => {
     await waitFor('m1 to forget m2x', () => dig(m, 'm2x.meshd.test').status === 'NXDOMAIN', 15_000, 200);
     await waitFor('tailscaled to forget m2x', () => dig(t, 'm2x.meshd.test').status === 'NXDOMAIN', 15_000, 200);
     assert.deepEqual(readFileSync(join(etcOf(m2), 'resolv.conf')), rcBefore, 'm2 resolv.conf unchanged');
+  });
+
+  it('leaves the host alone in a namespace that shares its /etc (plain ip netns exec), and still answers', () => {
+    const m4 = lab.addNode('m4');
+    const r = lab.up(m4, key);
+    assert.equal(r.status, 0, r.stderr);
+    const st = dnsStatus(m4);
+    assert.equal(st.host.mode, 'none');
+    assert.match(st.host.why, /shares \/etc with the host/);
+    assert.equal(hostResolvFiles(), hostBefore, "the host's /etc/resolv* is unchanged");
+    assert.deepEqual(dig(m4, 't1.meshd.test').answers, [`t1.meshd.test. 5 IN A ${tIp}`]);
+    assert.equal(lab.meshd(m4, ['down']).status, 0);
   });
 
   it('configures a real systemd-resolved (link DNS, search domain, ~.) when it owns resolv.conf, and reverts on down',
