@@ -18,6 +18,7 @@ import type { Logf } from '../util/log.ts';
 import { generateKeyPair } from '../crypto/box.ts';
 import type { DiscoPublic } from '../control/keys.ts';
 import { MagicSock } from '../magicsock/magicsock.ts';
+import { Userspace, USERSPACE_TUN, type UserspaceOptions } from './userspace.ts';
 
 /** How often the host's addresses are checked for endpoint changes (ms). */
 const ENDPOINT_CHECK_MS = 5_000;
@@ -35,6 +36,8 @@ export interface AgentOptions {
   onExit: () => void;
   /** Exit after `down`, `logout` or a failed first `up` (set when `up` started this agent). */
   exitWhenDown: boolean;
+  /** Userspace networking (--tun=userspace-networking): no TUN, routes or root; a netstack and proxies. */
+  userspace?: Omit<UserspaceOptions, 'log'> | undefined;
 }
 
 /** A user-facing agent error with a stable code. */
@@ -85,12 +88,20 @@ export class Agent implements LocalBackend {
   private map: NetworkMap | undefined;
   private busy: Promise<unknown> = Promise.resolve();
   private endpointTimer: NodeJS.Timeout | undefined;
+  /** The netstack and proxies in userspace mode (src/daemon/userspace.ts). */
+  private us: Userspace | undefined;
 
   constructor(opts: AgentOptions) {
     this.opts = opts;
     this.log = opts.log;
     this.netconf = new NetConf(opts.tunName, opts.log);
     this.routing = new Routing(opts.tunName, opts.log);
+    if (opts.userspace) this.routing.hostRouting = false;
+  }
+
+  /** True in userspace-networking mode. */
+  get userspaceMode(): boolean {
+    return this.opts.userspace !== undefined;
   }
 
   /** Runs operations one at a time. */
@@ -134,7 +145,9 @@ export class Agent implements LocalBackend {
         controlURL: this.controlUrl,
         publicKey: this.identity ? formatNodePublic(this.identity.nodePublic) : null,
         routing: this.routing.selfStatus(this.map),
-        ...(this.magic ? { counters: this.magic.allCounters() } : {}),
+        tun: this.userspaceMode ? USERSPACE_TUN : this.opts.tunName,
+        ...(this.us ? { proxies: { ...this.us.listening } } : {}),
+        ...(this.magic ? { counters: { ...this.magic.allCounters(), ...this.us?.counters() } } : {}),
       },
       peers,
     };
@@ -161,7 +174,7 @@ export class Agent implements LocalBackend {
       return this.status();
     }
     await this.teardown();
-    await this.routing.cleanupStale();
+    if (!this.userspaceMode) await this.routing.cleanupStale();
     const deadline = Date.now() + req.timeoutMs;
     const remaining = () => Math.max(1, deadline - Date.now());
     try {
@@ -211,7 +224,15 @@ export class Agent implements LocalBackend {
       await this.store.update({ serverUrl: url, serverKey: formatServerKey(await client.serverKey()) });
       progress(`logged in${reg.user ? ` as ${reg.user.loginName}` : ''}; starting the tunnel`);
 
-      this.dp = DataPlane.open({ name: this.opts.tunName, mtu: TAILNET_MTU, log: this.log, port: this.opts.port, roaming: false, fwmark: BYPASS_MARK });
+      if (this.opts.userspace) {
+        this.us = new Userspace({ ...this.opts.userspace, log: this.log });
+        await this.us.start().catch((e: Error) => { throw new AgentError('proxy_listen', e.message); });
+        await this.store.update({ tun: USERSPACE_TUN });
+      }
+      this.dp = DataPlane.open({
+        name: this.opts.tunName, mtu: TAILNET_MTU, log: this.log, port: this.opts.port, roaming: false,
+        ...(this.us ? { device: this.us.device, fwmark: 0 } : { fwmark: BYPASS_MARK }),
+      });
       await this.routing.start(this.dp, url);
       this.dp.device.setPrivateKey(identity.nodePrivate as PrivateKey);
       this.magic = this.startMagic(this.dp, identity.nodePrivate, disco.privateKey, client);
@@ -292,8 +313,10 @@ export class Agent implements LocalBackend {
     this.map = m;
     const dp = this.dp;
     if (!dp || !m.self) return;
-    await this.netconf.apply(m.self.addresses, [TAILNET_V4, TAILNET_V6]);
+    if (!this.us) await this.netconf.apply(m.self.addresses, [TAILNET_V4, TAILNET_V6]);
     const allowed = await this.routing.apply(m);
+    const prefs = this.routing.prefs;
+    this.us?.setMap(m, allowed, prefs.advertiseExitNode || prefs.advertiseRoutes.length > 0);
     const dev = dp.device;
     const magic = this.magic;
     magic?.setDerpMap(m.derpMap);
@@ -419,12 +442,15 @@ export class Agent implements LocalBackend {
     if (client) await client.close().catch(() => {});
     this.client = undefined;
     await this.routing.stop(dp);
+    this.us?.close();
+    this.us = undefined;
     dp?.close();
     this.netconf.reset();
   }
 
   /** Removes routing and firewall state a crashed agent left (called when the daemon starts). */
   async cleanupStale(): Promise<void> {
+    if (this.userspaceMode) return; // nothing of ours is in the host's routing; a TUN-mode agent's rules are not ours
     await this.routing.cleanupStale();
   }
 
