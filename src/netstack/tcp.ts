@@ -686,6 +686,7 @@ export class Tcb {
       if (seqGe(o.end, end)) { c.dupOoo = (c.dupOoo ?? 0) + 1; this.lastOooSeq = o.seq; return; }
       const cut = sub(o.end, seq);
       off += cut; len -= cut; seq = o.end; i++;
+      c.overlapOoo = (c.overlapOoo ?? 0) + 1;
     }
     if (i < list.length && seqLt(list[i]!.seq, end)) {
       end = list[i]!.seq;

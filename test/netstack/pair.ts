@@ -137,3 +137,33 @@ export class Writer {
     return false;
   }
 }
+
+/** A raw IPv4 TCP segment with valid checksums. */
+export function buildSeg(f: { src: Uint8Array; dst: Uint8Array; sport: number; dport: number; seq: number; ack: number; flags: number; data?: Uint8Array; wnd?: number; opts?: Uint8Array }): Uint8Array {
+  const data = f.data ?? new Uint8Array(0);
+  const opts = f.opts ?? new Uint8Array(0);
+  const tl = 20 + opts.length + data.length;
+  const p = Buffer.alloc(20 + tl);
+  p[0] = 0x45; p.writeUInt16BE(20 + tl, 2); p[8] = 64; p[9] = 6;
+  p.set(f.src.subarray(0, 4), 12); p.set(f.dst.subarray(0, 4), 16);
+  p.writeUInt16BE(csum(p, 0, 20, 0), 10);
+  const t = 20;
+  p.writeUInt16BE(f.sport, t); p.writeUInt16BE(f.dport, t + 2);
+  p.writeUInt32BE(f.seq >>> 0, t + 4); p.writeUInt32BE(f.ack >>> 0, t + 8);
+  p[t + 12] = ((20 + opts.length) / 4) << 4; p[t + 13] = f.flags; p.writeUInt16BE(f.wnd ?? 65535, t + 14);
+  p.set(opts, t + 20);
+  p.set(data, t + 20 + opts.length);
+  let s = 0;
+  for (let i = 12; i < 20; i += 2) s += p.readUInt16BE(i);
+  s += 6 + tl;
+  p.writeUInt16BE(csum(p, t, tl, s), t + 16);
+  return p;
+}
+
+function csum(b: Buffer, off: number, len: number, init: number): number {
+  let s = init;
+  for (let i = 0; i + 1 < len; i += 2) s += b.readUInt16BE(off + i);
+  if (len & 1) s += b[off + len - 1]! << 8;
+  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
+  return ~s & 0xffff;
+}
