@@ -94,6 +94,9 @@ export class Netstack implements TcpHost {
   private readonly udpBound = new Map<number, UdpHandler>();
   private local4: Uint8Array[] = [];
   private local6: Uint8Array[] = [];
+  /** Service addresses (e.g. 100.100.100.100), kept across setAddresses. */
+  private service: string[] = [];
+  private nodeAddrs: string[] = [];
   private readonly ip = new IpHeader();
   private readonly seg = new TcpSeg();
   private readonly dgram = new UdpDatagram();
@@ -131,14 +134,22 @@ export class Netstack implements TcpHost {
 
   /** Sets the local addresses (`100.64.0.1`, `100.64.0.1/32`, `fd7a:...::1/128`). */
   setAddresses(addrs: readonly string[]): void {
+    this.nodeAddrs = [...addrs];
     const v4: Uint8Array[] = [], v6: Uint8Array[] = [];
-    for (const a of addrs) {
+    for (const a of [...addrs, ...this.service]) {
       const b = new Uint8Array(16);
       const f = parseAddr(a.split('/')[0]!, b);
       if (f === 4) v4.push(b); else if (f === 6) v6.push(b);
     }
     this.local4 = v4;
     this.local6 = v6;
+  }
+
+  /** Adds a service address the stack answers for besides the node's own (kept across setAddresses). */
+  addServiceAddress(addr: string): void {
+    if (parseAddr(addr, new Uint8Array(16)) === 0) throw new TypeError(`addServiceAddress: bad address ${JSON.stringify(addr)}`);
+    if (!this.service.includes(addr)) this.service.push(addr);
+    this.setAddresses(this.nodeAddrs);
   }
 
   /** The first local address of a family (16-byte slot), or undefined. */
