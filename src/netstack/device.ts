@@ -97,7 +97,7 @@ export class NetstackDevice implements HostDevice {
   private readonly free: RxBatch[] = [];
   private primary: RxBatch | undefined;
   private total = 0;
-  private readonly rx: PollStats = { packets: 0, batches: 0, wakeups: 0, truncated: 0, errors: 0, kernelDrops: 0, lastErrno: 0, active: true };
+  private readonly rx: PollStats = { packets: 0, batches: 0, wakeups: 0, truncated: 0, errors: 0, kernelDrops: 0, gsoReads: 0, gsoSegments: 0, csumCompleted: 0, badGso: 0, groMessages: 0, groSegments: 0, lastErrno: 0, active: true };
   private txPackets = 0;
   private txDropped = 0;
   private outDropped = 0;
