@@ -6,6 +6,10 @@ import { Duplex } from 'node:stream';
 import { TcpError, type Tcb, type TcpHandler } from './tcp.ts';
 import { connAddrs } from './stack.ts';
 
+const copyBytes = Buffer.prototype.copy as (this: Uint8Array, target: Uint8Array, targetStart: number, sourceStart: number, sourceEnd: number) => number;
+/** Size of the buffers received data is gathered in. */
+const ACC_SIZE = 128 * 1024;
+
 /** A Duplex stream over one TCP connection of the userspace stack. */
 export class TcpStream extends Duplex implements TcpHandler {
   readonly tcb: Tcb;
@@ -36,13 +40,36 @@ export class TcpStream extends Duplex implements TcpHandler {
   }
 
   onData(_c: Tcb, buf: Uint8Array, off: number, len: number): void {
-    const b = Buffer.allocUnsafe(len);
-    b.set(buf.subarray(off, off + len));
-    this.push(b);
-    this.tcb.unread = this.readableLength;
+    // Segments of one input batch are gathered and pushed once (one write downstream, not one per segment).
+    let acc = this.acc;
+    if (acc === undefined || acc.length - this.accLen < len) {
+      if (acc !== undefined && this.accLen > 0) this.pushAcc();
+      acc = this.acc = Buffer.allocUnsafe(Math.max(ACC_SIZE, len));
+      this.accLen = 0;
+    }
+    copyBytes.call(buf, acc, this.accLen, off, off + len);
+    this.accLen += len;
+    this.tcb.unread = this.readableLength + this.accLen;
+    if (!this.accScheduled) { this.accScheduled = true; queueMicrotask(this.flushAccBound); }
+  }
+
+  private acc: Buffer | undefined;
+  private accLen = 0;
+  private accStart = 0;
+  private accScheduled = false;
+  private readonly flushAccBound = (): void => { this.accScheduled = false; if (this.accLen > this.accStart) this.pushAcc(); };
+
+  private pushAcc(): void {
+    const acc = this.acc!;
+    const chunk = acc.subarray(this.accStart, this.accLen);
+    if (this.accLen + 1240 > acc.length) { this.acc = undefined; this.accLen = 0; this.accStart = 0; }
+    else this.accStart = this.accLen;
+    this.push(chunk);
+    this.tcb.unread = this.readableLength + (this.accLen - this.accStart);
   }
 
   onEnd(): void {
+    if (this.accLen > this.accStart) this.pushAcc();
     this.push(null);
   }
 
@@ -69,6 +96,7 @@ export class TcpStream extends Duplex implements TcpHandler {
     }
     if (p) p.cb(new TcpError('ECONNRESET', 'connection closed before the data was sent'));
     // Orderly end: the readable side may still hold data for the consumer.
+    if (this.accLen > this.accStart) this.pushAcc();
     if (!this.readableEnded) this.push(null);
     if (this.finalCb) { const cb = this.finalCb; this.finalCb = undefined; cb(); }
   }

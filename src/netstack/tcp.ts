@@ -200,6 +200,8 @@ export class Tcb {
   lastRecv = 0;
   ackPending = 0;
   ackNow = false;
+  private quickAcks = 0;
+  private lastData = 0;
   inDirty = false;
   closed = false;
   private readonly host: TcpHost;
@@ -647,6 +649,11 @@ export class Tcb {
     }
     this.rcvNxt = add(this.rcvNxt, len);
     this.ackPending++;
+    // Quick ACKs at the start of a connection and after a quiet spell (as Linux's quickack mode),
+    // so a peer's Nagle never waits on our delayed ACK in request/response exchanges.
+    const now = this.host.now;
+    if (this.quickAcks < 16 || now - this.lastData > this.rto) { this.quickAcks++; this.ackNow = true; }
+    this.lastData = now;
     if (this.ackPending >= 2) this.ackNow = true;
     if (this.ackPending >= 32) this.sendAck(); // a long batch: do not stretch ACKs further
     this.unread += len;

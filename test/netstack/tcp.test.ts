@@ -263,12 +263,18 @@ describe('netstack TCP: data transfer', () => {
     assert.equal(cs.error?.code, 'ETIMEDOUT');
   });
 
-  it('acknowledges every second segment or after the 40 ms delayed-ACK timer', () => {
+  it('ACKs the first segments at once (quick ACK), then every second segment or after the 40 ms delayed-ACK timer', () => {
     const p = new Pair();
     const { cli } = connected(p);
     let acks = 0;
     p.wire.tap = (from) => { if (from === 'a') acks++; return true; };
     cli.write(Buffer.from('one'), 0, 3);
+    p.run(5);
+    assert.equal(acks, 1, 'quick ACK at the start');
+    for (let i = 0; i < 20; i++) { cli.write(Buffer.from('x'), 0, 1); p.run(5); }
+    p.run(50);
+    acks = 0;
+    cli.write(Buffer.from('two'), 0, 3);
     p.run(30);
     assert.equal(acks, 0, 'a lone segment is not ACKed at once');
     p.run(15);
