@@ -104,6 +104,8 @@ try {
     out.meshd.push(measure(mu, mPid, target));
     out.tailscaled.push(measure(tu, tPid, target));
   }
+  const st = JSON.parse(lab.meshd(mu, ['status', '--json']).stdout || '{}');
+  out.meshdCounters = Object.fromEntries(Object.entries(st.self?.counters ?? {}).filter(([k, v]) => v !== 0 && /^(netstack|socks5)\.|drop|Drop/.test(k)));
 } finally {
   await lab.dispose();
 }
@@ -120,6 +122,7 @@ else {
   for (const [k, label] of [['downMbit', 'TCP down Mbit/s'], ['upMbit', 'TCP up Mbit/s'], ['connsPerSec', 'connections/s'], ['cpuSPerGbDown', 'CPU s/GB down'], ['cpuSPerGbUp', 'CPU s/GB up']]) {
     console.log(`| ${label} | ${f(m[k])} | ${f(t[k])} | ${(m[k] / t[k]).toFixed(2)} |`);
   }
+  if (process.argv.includes('--counters')) console.log(JSON.stringify(out.meshdCounters));
   console.log(`| idle RSS MiB | ${f(out.rss.meshd)} | ${f(out.rss.tailscaled)} | ${(out.rss.meshd / out.rss.tailscaled).toFixed(2)} |`);
 }
 

@@ -84,7 +84,7 @@ export class Userspace implements ProxyDialer {
   }
 
   private async listen(a: { host: string; port: number }, onConn: (s: Socket) => void): Promise<string> {
-    const srv = createServer({ allowHalfOpen: true, pauseOnConnect: false }, (s) => { s.setNoDelay(true); onConn(s); });
+    const srv = createServer({ allowHalfOpen: true, highWaterMark: 256 * 1024 }, (s) => { s.setNoDelay(true); onConn(s); });
     srv.maxConnections = 4096;
     await new Promise<void>((resolve, reject) => {
       srv.once('error', (e: NodeJS.ErrnoException) => reject(new Error(`cannot listen on ${a.host}:${a.port}: ${e.code ?? e.message}`)));

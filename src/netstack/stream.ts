@@ -49,8 +49,8 @@ export class TcpStream extends Duplex implements TcpHandler {
     }
     copyBytes.call(buf, acc, this.accLen, off, off + len);
     this.accLen += len;
-    this.tcb.unread = this.readableLength + this.accLen;
-    if (!this.accScheduled) { this.accScheduled = true; queueMicrotask(this.flushAccBound); }
+    this.tcb.unread = this.readableLength + this.accLen - this.accStart;
+    if (!this.accScheduled) { this.accScheduled = true; setImmediate(this.flushAccBound); }
   }
 
   private acc: Buffer | undefined;
