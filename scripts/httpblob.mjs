@@ -2,6 +2,7 @@
 // A tiny HTTP server for labs and tests of proxies and forwarding:
 //   GET  /blob/N     N random bytes; header X-Sha256 carries their hash
 //   PUT|POST /upload  answers {"bytes":N,"sha256":"..."} for the body
+//   GET  /ip         the client's address as the server sees it
 //   GET  /           "ok <hostname>"
 // Usage: httpblob.mjs HOST PORT. Runs until killed.
 import { createHash, randomFillSync } from 'node:crypto';
@@ -30,6 +31,12 @@ const server = createServer((req, res) => {
       res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(out) });
       res.end(out);
     });
+    return;
+  }
+  if (url === '/ip') {
+    const ip = (req.socket.remoteAddress ?? '').replace(/^::ffff:/, '');
+    res.writeHead(200, { 'Content-Type': 'text/plain', 'Content-Length': Buffer.byteLength(ip) });
+    res.end(ip);
     return;
   }
   const text = `ok ${hostname()}\n`;

@@ -187,7 +187,7 @@ export class Routing {
     const self = m?.self;
     const approved = advertised.filter((r) => self?.allowedIPs.includes(r) ?? false);
     const health: string[] = [];
-    if (advertised.length > 0) {
+    if (advertised.length > 0 && this.hostRouting) {
       const w = forwardingWarning(advertised.some((r) => !r.includes(':')), advertised.some((r) => r.includes(':')));
       if (w) health.push(w);
     }

@@ -14,6 +14,7 @@ import { packageRoot } from '../../src/util/root.ts';
 import { waitFor } from '../harness/netns.ts';
 import { TailnetLab, type LabNode } from '../harness/hslab.ts';
 import type { Status } from '../../src/daemon/localapi.ts';
+import { INTERNET, addInternet, routeToInternet } from '../harness/probe.ts';
 
 const skip = needs({ root: true, commands: ['headscale', 'tailscaled', 'tailscale', 'ip', 'ping', 'nft', 'curl', 'setpriv', 'unshare', 'useradd'] });
 
@@ -28,6 +29,7 @@ describe('meshd --tun=userspace-networking as an ordinary user, with a tailscale
   let home = '';
   let uid = 0;
   let mIp = '', mIp6 = '', tIp = '';
+  let key = '';
 
   /** Runs argv in m's namespace as USER, in a mount namespace where /dev/net is an empty tmpfs. */
   function asUser(argv: string[], timeoutMs = 60_000): { status: number | null; stdout: string; stderr: string } {
@@ -81,9 +83,15 @@ describe('meshd --tun=userspace-networking as an ordinary user, with a tailscale
     chmodSync(home, 0o755);
     lab = new TailnetLab('nst');
     await lab.startHeadscale();
-    const key = lab.authKey({ reusable: true });
+    key = lab.authKey({ reusable: true });
     m = lab.addNode('m1');
     t = lab.addNode('t1');
+    // A server beyond a router on the simulated internet (not on the exit node's own LAN, which
+    // exit nodes do not serve); both nodes route there.
+    const inet = addInternet(lab.lab, lab.sw);
+    routeToInternet(lab.lab, m.ns);
+    routeToInternet(lab.lab, t.ns);
+    lab.lab.spawn(inet.server, [process.execPath, blob, '0.0.0.0', '8002']);
     m.socket = join(home, 'run', 'meshd', 'meshd.sock');
     const keyFile = join(home, 'authkey');
     spawnSync('sh', ['-c', `umask 077 && printf %s '${key}' > ${keyFile} && chown ${USER} ${keyFile}`]);
@@ -213,6 +221,30 @@ describe('meshd --tun=userspace-networking as an ordinary user, with a tailscale
       process.stderr.write(`# 1 MB under 30% loss: ${h.status === 0 ? `completed in ${h.ms} ms` : h.stderr.trim()}\n`);
     } finally {
       clear();
+    }
+  });
+
+  it('serves as an exit node in userspace mode: a tailscaled client reaches the internet through host sockets', async () => {
+    const keyFile = join(home, 'authkey');
+    const r = meshd(['up', '--tun=userspace-networking', '--login-server', 'http://198.18.0.1:8080', '--authkey', `file:${keyFile}`,
+      '--socks5-server', 'localhost:1080', '--outbound-http-proxy-listen', '127.0.0.1:8080', '--advertise-exit-node']);
+    assert.equal(r.status, 0, r.stderr);
+    lab.hs(['nodes', 'approve-routes', '-i', lab.nodeId('m1'), '-r', '0.0.0.0/0,::/0']);
+    await waitFor('exit routes approved', () => (status().self.routing?.approvedRoutes.length ?? 0) === 2, 20_000, 500);
+    assert.deepEqual(status().self.routing?.health, [], 'no forwarding warning: nothing is forwarded by the kernel');
+    const direct = lab.lab.tryExec(t.ns, ['curl', '-sS', '--max-time', '5', `http://${INTERNET.server4}:8002/ip`], 10_000);
+    assert.equal(direct.stdout, t.ip4, 'before: straight from the client');
+    const set = lab.tailscale(t, ['set', `--exit-node=${mIp}`]);
+    assert.equal(set.status, 0, set.stderr);
+    try {
+      await waitFor('traffic through the exit node', () => lab.lab.tryExec(t.ns, ['curl', '-sS', '--max-time', '3', `http://${INTERNET.server4}:8002/ip`], 5000).stdout === m.ip4, 30_000, 500);
+      const file = join(home, 'exit.bin');
+      const d = lab.lab.tryExec(t.ns, ['bash', '-c', `curl -sS --max-time 60 -D - -o ${file} http://${INTERNET.server4}:8002/blob/${10 * MB}`], 70_000);
+      assert.equal(d.status, 0, d.stderr);
+      assert.equal(createHash('sha256').update(readFileSync(file)).digest('hex'), /x-sha256: *([0-9a-f]+)/i.exec(d.stdout)?.[1], '10 MB through the exit node intact');
+      rmSync(file);
+    } finally {
+      lab.tailscale(t, ['set', '--exit-node=']);
     }
   });
 });
