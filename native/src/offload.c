@@ -45,47 +45,69 @@ static inline void wrsum(uint8_t *p, uint16_t s) {
   memcpy(p, &s, 2);
 }
 
+// a + b with the carry added back in (one's-complement addition on 64-bit words).
+static inline uint64_t add_c(uint64_t a, uint64_t b) {
+  uint64_t r;
+  if (__builtin_add_overflow(a, b, &r)) r++;  // cannot overflow again: r <= 2^64 - 2 here
+  return r;
+}
+
 uint64_t csum_add(uint64_t acc, const uint8_t *p, size_t n) {
-  // 32-bit native loads into a 64-bit accumulator: no carry is lost below 2^32 words.
+  // 64-bit native loads added with end-around carry: 8 bytes per add, two independent chains.
+  // The one's-complement sum of native-order 64-bit words folds to that of the 16-bit words.
+  uint64_t a = acc, b = 0;
   while (n >= 32) {
-    uint32_t w[8];
+    uint64_t w[4];
     memcpy(w, p, 32);
-    acc += (uint64_t)w[0] + w[1] + w[2] + w[3] + w[4] + w[5] + w[6] + w[7];
+    a = add_c(a, w[0]);
+    b = add_c(b, w[1]);
+    a = add_c(a, w[2]);
+    b = add_c(b, w[3]);
     p += 32;
     n -= 32;
   }
-  while (n >= 4) {
+  while (n >= 8) {
+    uint64_t w;
+    memcpy(&w, p, 8);
+    a = add_c(a, w);
+    p += 8;
+    n -= 8;
+  }
+  a = add_c(a, b);
+  if (n >= 4) {
     uint32_t w;
     memcpy(&w, p, 4);
-    acc += w;
+    a = add_c(a, w);
     p += 4;
     n -= 4;
   }
   if (n >= 2) {
     uint16_t w;
     memcpy(&w, p, 2);
-    acc += w;
+    a = add_c(a, w);
     p += 2;
     n -= 2;
   }
   if (n) {
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    acc += p[0];
+    a = add_c(a, p[0]);
 #else
-    acc += (uint64_t)p[0] << 8;
+    a = add_c(a, (uint64_t)p[0] << 8);
 #endif
   }
-  return acc;
+  return a;
 }
 
 uint16_t csum_fold(uint64_t acc) {
+  acc = (acc & 0xffffffff) + (acc >> 32);
+  acc = (acc & 0xffffffff) + (acc >> 32);
   while (acc >> 16) acc = (acc & 0xffff) + (acc >> 16);
   return (uint16_t)acc;
 }
 
 uint64_t csum_pseudo(const uint8_t *ip, bool v6, uint8_t proto, uint32_t l4len) {
   uint64_t acc = v6 ? csum_add(0, ip + 8, 32) : csum_add(0, ip + 12, 8);
-  return acc + htons(proto) + htons((uint16_t)l4len);
+  return add_c(add_c(acc, htons(proto)), htons((uint16_t)l4len));
 }
 
 int split_prepare(split_ctx *c, const uint8_t *frame, size_t flen) {
@@ -178,7 +200,7 @@ ssize_t split_segment(const split_ctx *c, size_t i, uint8_t *out, size_t cap) {
     field = l4 + 6;
   }
   field[0] = field[1] = 0;
-  uint16_t s = (uint16_t)~csum_fold(csum_pseudo(out, c->v6, c->proto, (uint32_t)l4len) + csum_add(0, l4, l4len));
+  uint16_t s = (uint16_t)~csum_fold(csum_add(csum_pseudo(out, c->v6, c->proto, (uint32_t)l4len), l4, l4len));
   if (s == 0 && c->proto == 17) s = 0xffff;
   wrsum(field, s);
   return (ssize_t)L;
@@ -234,7 +256,7 @@ static bool candidate(const uint8_t *p, size_t len, unsigned flags, cand *c) {
 // Is the L4 checksum valid? An IPv4 UDP checksum of 0 ("none", RFC 768) is acceptable.
 static bool l4_ok(const uint8_t *p, size_t len, bool v6, uint8_t proto, size_t iph) {
   if (proto == 17 && !v6 && p[iph + 6] == 0 && p[iph + 7] == 0) return true;
-  uint64_t acc = csum_pseudo(p, v6, proto, (uint32_t)(len - iph)) + csum_add(0, p + iph, len - iph);
+  uint64_t acc = csum_add(csum_pseudo(p, v6, proto, (uint32_t)(len - iph)), p + iph, len - iph);
   return csum_fold(acc) == 0xffff;
 }
 

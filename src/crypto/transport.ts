@@ -52,7 +52,7 @@ export interface NativeAeadAddon {
   aeadSeal(buf: Uint8Array, ids: Int32Array, ctrs: Float64Array, offs: Int32Array, lens: Int32Array, start: number, end: number): number;
   aeadOpen(buf: Uint8Array, ids: Int32Array, ctrs: Float64Array, offs: Int32Array, lens: Int32Array, ok: Uint8Array, start: number, end: number): number;
   aeadParallel(minBatch: number): number;
-  aeadStats(): { liveKeys: number; parallelBatches: number; serialBatches: number };
+  aeadStats(): { liveKeys: number; parallelBatches: number; serialBatches: number; workerJobs: number };
 }
 
 /**
@@ -102,8 +102,8 @@ export class NativeTransport implements TransportAead {
     return this.addon.aeadParallel(n);
   }
 
-  /** Live native keys and how many calls ran split or on one thread. */
-  stats(): { liveKeys: number; parallelBatches: number; serialBatches: number } {
+  /** Live native keys, how many calls ran split or on one thread, and jobs the worker did. */
+  stats(): { liveKeys: number; parallelBatches: number; serialBatches: number; workerJobs: number } {
     return this.addon.aeadStats();
   }
 }

@@ -147,7 +147,8 @@ export class Agent implements LocalBackend {
         routing: this.routing.selfStatus(this.map),
         tun: this.userspaceMode ? USERSPACE_TUN : this.opts.tunName,
         ...(this.us ? { proxies: { ...this.us.listening } } : {}),
-        ...(this.magic ? { counters: { ...this.magic.allCounters(), ...this.us?.counters() } } : {}),
+        // Data plane counters (drops, offload flags and work) next to magicsock's, and the netstack's.
+        ...(this.magic ? { counters: { ...this.dp?.counters(), ...this.magic.allCounters(), ...this.us?.counters() } } : {}),
       },
       peers,
     };
@@ -229,13 +230,14 @@ export class Agent implements LocalBackend {
         await this.us.start().catch((e: Error) => { throw new AgentError('proxy_listen', e.message); });
         await this.store.update({ tun: USERSPACE_TUN });
       }
+      // magicsock owns the UDP socket and is the data plane's Bind (src/net/bind.ts).
+      this.magic = this.startMagic(identity.nodePrivate, disco.privateKey, client);
       this.dp = DataPlane.open({
-        name: this.opts.tunName, mtu: TAILNET_MTU, log: this.log, port: this.opts.port, roaming: false,
-        ...(this.us ? { device: this.us.device, fwmark: 0 } : { fwmark: BYPASS_MARK }),
+        name: this.opts.tunName, mtu: TAILNET_MTU, log: this.log, roaming: false, bind: this.magic,
+        ...(this.us ? { device: this.us.device } : {}),
       });
       await this.routing.start(this.dp, url);
       this.dp.device.setPrivateKey(identity.nodePrivate as PrivateKey);
-      this.magic = this.startMagic(this.dp, identity.nodePrivate, disco.privateKey, client);
       this.netconf.reset();
 
       const firstMap = new Promise<void>((resolve, reject) => {
@@ -272,10 +274,10 @@ export class Agent implements LocalBackend {
     }
   }
 
-  /** Starts magicsock on the data plane: disco, DERP, netcheck; it reports endpoints and NetInfo to control. */
-  private startMagic(dp: DataPlane, nodePrivate: Uint8Array, discoPrivate: Uint8Array, client: ControlClient): MagicSock {
+  /** Starts magicsock with its UDP socket: disco, DERP, netcheck; it reports endpoints and NetInfo to control. */
+  private startMagic(nodePrivate: Uint8Array, discoPrivate: Uint8Array, client: ControlClient): MagicSock {
     const magic: MagicSock = new MagicSock({
-      io: dp, nodePrivate, discoPrivate,
+      socket: { port: this.opts.port, fwmark: this.opts.userspace ? 0 : BYPASS_MARK, mtu: TAILNET_MTU }, nodePrivate, discoPrivate,
       log: (l) => this.log(`magicsock: ${l}`),
       derpHttp: process.env.MESHD_DERP_HTTP === '1',
       localEndpoints: () => this.localEndpoints(),
@@ -288,13 +290,12 @@ export class Agent implements LocalBackend {
         });
       },
     });
-    dp.router = magic;
     return magic;
   }
 
   /** Our UDP endpoints to report: every non-loopback, non-link-local address with the listen port. */
   private localEndpoints(): string[] {
-    const port = this.dp?.listenPort ?? this.opts.port;
+    const port = this.magic?.port ?? this.opts.port;
     const out: string[] = [];
     for (const [name, addrs] of Object.entries(networkInterfaces())) {
       if (name === this.opts.tunName) continue;

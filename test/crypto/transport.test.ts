@@ -5,7 +5,7 @@ import { NobleChaChaPoly, NodeChaChaPoly, writeNonce } from '../../src/crypto/ae
 import { cryptoWith, nodeCrypto } from '../../src/crypto/backend.ts';
 import { AeadBatch, loadNativeTransport, NativeTransport, PerPacketTransport } from '../../src/crypto/transport.ts';
 import type { TransportAead, TransportKey } from '../../src/crypto/types.ts';
-import { native, NATIVE_ABI_VERSION } from '../../src/native/index.ts';
+import { NATIVE_ABI_VERSION, native } from '../../src/native/index.ts';
 import { hex, rand, toHex } from '../harness/bytes.ts';
 import { WgPipe, ipv4 } from '../harness/wgpipe.ts';
 
@@ -199,15 +199,20 @@ describe('batched transport AEAD (native, node:crypto, @noble)', () => {
     const old = nat.setParallelMin(0);
     try {
       const serial = run();
-      const before = nat.stats().parallelBatches;
+      const before = nat.stats();
       nat.setParallelMin(16);
-      const par = run();
-      assert.ok(nat.stats().parallelBatches >= before + 2, 'the worker took part');
-      assert.ok(Buffer.from(par.sealed).equals(Buffer.from(serial.sealed)));
-      assert.deepEqual(par.opened.ok, serial.opened.ok);
-      assert.equal(par.opened.n, count - 1);
-      assert.equal(par.opened.ok[count - 1], 0);
-      assert.ok(Buffer.from(par.opened.buf).equals(Buffer.from(serial.opened.buf)));
+      // The worker joins only when it is scheduled in time (the machine may be busy): bounded retries
+      // until it has done some jobs; every run must give exactly the one-thread result.
+      for (let attempt = 0; attempt < 200 && nat.stats().workerJobs === before.workerJobs; attempt++) {
+        const par = run();
+        assert.ok(Buffer.from(par.sealed).equals(Buffer.from(serial.sealed)));
+        assert.deepEqual(par.opened.ok, serial.opened.ok);
+        assert.equal(par.opened.n, count - 1);
+        assert.equal(par.opened.ok[count - 1], 0);
+        assert.ok(Buffer.from(par.opened.buf).equals(Buffer.from(serial.opened.buf)));
+      }
+      assert.ok(nat.stats().parallelBatches >= before.parallelBatches + 2, 'calls took the split path');
+      assert.ok(nat.stats().workerJobs > before.workerJobs, 'the worker did some of the jobs');
     } finally {
       nat.setParallelMin(old);
     }

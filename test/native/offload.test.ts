@@ -5,7 +5,7 @@
 // followed by the packet the kernel gets; splitting it must give back the packets that went in.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { native } from '../../src/native/index.ts';
+import { native, offloadSwitches } from '../../src/native/index.ts';
 import { build, checksumsOk, layout, pattern, vnet, type PacketSpec } from './fixtures/packets.ts';
 
 const TCP = 1, UDP = 2;
@@ -161,6 +161,26 @@ describe('offload: coalescing written packets', () => {
   });
 });
 
+describe('offload: checksums against a plain reference', () => {
+  it('splits coalesced runs of random sizes back into packets whose checksums the reference accepts', () => {
+    let seed = 12345;
+    const rnd = (n: number): number => { seed = (seed * 1103515245 + 12345) >>> 0; return seed % n; };
+    for (let round = 0; round < 200; round++) {
+      const v6 = rnd(2) === 1, proto = rnd(2) === 1 ? 'udp' as const : 'tcp' as const;
+      const size = 1 + rnd(1400), count = 2 + rnd(5), tail = 1 + rnd(size);
+      const pkts = Array.from({ length: count }, (_, i) => build({
+        v6, proto, seq: 1 + i * size, id: 9 + i, payload: pattern(i === count - 1 ? tail : size, round * 7 + i),
+      }));
+      const { frames, badCsum } = coalesce(pkts);
+      assert.equal(badCsum, 0);
+      assert.equal(frames.length, 1, `round ${round}: ${proto} v6=${v6} size ${size} tail ${tail}`);
+      const out = split(frames[0]!)!;
+      for (const p of out) assert.ok(checksumsOk(p), `round ${round}`);
+      assert.deepEqual(out, pkts, `round ${round}`);
+    }
+  });
+});
+
 describe('offload: splitting read super-packets', () => {
   it('splits a 64 KiB TSO read into MSS-sized packets with FIN and PSH only on the last, ignoring a wrong hdr_len', () => {
     const pkts = tcpRun(52, 1240);
@@ -216,5 +236,15 @@ describe('offload: splitting read super-packets', () => {
     assert.equal(split(bad((f) => { f[10 + 20 + 12] = 0x40; })!), null, 'TCP data offset below 5');
     assert.equal(split(bad((_f, dv) => dv.setUint16(6, 24, true))!), null, 'csum_start is not the IPv4 header length');
     assert.equal(split(bad((f) => { f[1] = 3; })!), null, 'old UFO type');
+  });
+});
+
+describe('offload kill switches', () => {
+  it('reads MESHD_DISABLE_* from the environment: any value but empty, 0 or false turns an offload off', () => {
+    assert.deepEqual(offloadSwitches({}), { tunOffload: true, tunGro: true, udpGso: true, udpGro: true });
+    assert.deepEqual(offloadSwitches({ MESHD_DISABLE_TUN_OFFLOAD: '1', MESHD_DISABLE_TUN_GRO: 'yes', MESHD_DISABLE_UDP_GSO: 'true', MESHD_DISABLE_UDP_GRO: 'on' }),
+      { tunOffload: false, tunGro: false, udpGso: false, udpGro: false });
+    assert.deepEqual(offloadSwitches({ MESHD_DISABLE_TUN_OFFLOAD: '0', MESHD_DISABLE_TUN_GRO: '', MESHD_DISABLE_UDP_GSO: 'false', MESHD_DISABLE_UDP_GRO: 'FALSE' }),
+      { tunOffload: true, tunGro: true, udpGso: true, udpGro: true });
   });
 });
