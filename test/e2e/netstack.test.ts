@@ -181,6 +181,17 @@ describe('meshd --tun=userspace-networking as an ordinary user, with a tailscale
     assert.match(refused.stderr, /refused|Couldn't connect/i, refused.stderr);
   });
 
+  it('forwards UDP from tailscaled to a socket on the meshd host\'s loopback, and the replies back', () => {
+    const echo = 'const s=require("dgram").createSocket("udp4");s.on("message",(m,r)=>s.send(Buffer.concat([Buffer.from("echo:"),m]),r.port,r.address));s.bind(7000,"127.0.0.1")';
+    lab.lab.spawn(m.ns, [process.execPath, '-e', echo]);
+    const client = `const s=require("dgram").createSocket("udp4");let n=0;const got=[];s.on("message",(m)=>{got.push(m.toString());if(got.length===3){console.log(JSON.stringify(got));process.exit(0)}});
+      const t=setInterval(()=>{if(n<20)s.send("hi"+(n++%3),7000,process.argv[1])},200);setTimeout(()=>{console.log(JSON.stringify(got));process.exit(1)},8000)`;
+    const r = lab.lab.tryExec(t.ns, [process.execPath, '-e', client, mIp], 15_000);
+    const got = JSON.parse(r.stdout.trim() || '[]') as string[];
+    assert.ok(got.length === 3 && got.every((g) => /^echo:hi\d$/.test(g)), `echoes: ${r.stdout} ${r.stderr}`);
+    assert.ok((status().self.counters?.['netstack.udpFlows'] ?? 0) >= 1, 'a UDP flow was opened');
+  });
+
   it('answers ICMP echo on its tailnet addresses, and `tailscale ping` gets pongs', () => {
     assert.ok(lab.ping(t, mIp, 3), `ping ${mIp}`);
     const p6 = lab.lab.tryExec(t.ns, ['ping', '-6', '-c', '3', '-W', '2', '-i', '0.2', mIp6], 15_000);
