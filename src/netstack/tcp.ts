@@ -179,6 +179,10 @@ export class Tcb {
   dupAcks = 0;
   inRecovery = false;
   recover = 0;
+  /** SACKed ranges above SND.UNA as [left, right) pairs, sorted (the sender's scoreboard, RFC 6675 in spirit). */
+  private readonly scoreboard: number[] = [];
+  /** Next sequence number a SACK-driven retransmission may start at in this recovery. */
+  private retxNext = 0;
   // RTT (RFC 6298)
   srtt = 0;
   rttvar = 0;
@@ -526,6 +530,7 @@ export class Tcb {
       this.sndWl1 = s.seq;
       this.sndWl2 = ack;
     }
+    if (this.sackOk && s.sackCount > 0) this.noteSack(s);
     if (seqGt(ack, this.sndUna)) {
       this.ackAdvance(ack);
     } else if (ack === this.sndUna && s.dataLen === 0 && !(s.flags & F.FIN) && this.sndWnd === wndBefore && this.sndMax !== this.sndUna) {
@@ -563,6 +568,9 @@ export class Tcb {
     this.snd.drop(dataAcked);
     this.sndUna = ack;
     if (seqLt(this.sndNxt, ack)) this.sndNxt = ack;
+    const sb = this.scoreboard;
+    while (sb.length > 0 && seqLe(sb[1]!, ack)) sb.splice(0, 2);
+    if (sb.length > 0 && seqLt(sb[0]!, ack)) sb[0] = ack;
     // Forward progress ends the backoff: the RTO comes from the estimates again (as Linux does).
     if (this.retries > 0 && this.srtt > 0) this.rto = Math.min(cfg.rtoMaxMs, Math.max(cfg.rtoMinMs, this.srtt + Math.max(1, 4 * this.rttvar)));
     this.retries = 0;
@@ -579,8 +587,10 @@ export class Tcb {
         this.cwnd = Math.min(this.ssthresh, Math.max(sub(this.sndMax, this.sndUna), 0) + mss);
         this.dupAcks = 0;
       } else {
-        // Partial ACK: retransmit the next hole, deflate by what was acked, add back one segment.
-        this.retransmitHead();
+        // Partial ACK: retransmit the next hole (the next one the peer's SACK blocks show when the
+        // head went out again already), deflate by what was acked, add back one segment.
+        if (seqGt(this.retxNext, this.sndUna)) this.retransmitNextHole();
+        else { this.retransmitHead(); this.retxNext = add(this.sndUna, Math.min(this.mss, this.snd.length)); }
         this.cwnd = Math.max(mss, this.cwnd - dataAcked + (dataAcked >= mss ? mss : 0));
       }
     } else {
@@ -599,18 +609,74 @@ export class Tcb {
     this.dupAcks++;
     const c = this.host.counters;
     if (this.inRecovery) {
-      this.cwnd += mss; // fast recovery: each dup ACK means a segment left the network
+      // Each dup ACK means a segment left the network: spend it on the next SACK hole, else inflate.
+      if (!this.retransmitNextHole()) this.cwnd += mss;
       return;
     }
-    if (this.dupAcks === 3 && seqGe(this.sndUna, this.recover)) {
+    // Loss: three duplicate ACKs, or the peer SACKed three segments' worth above the hole (RFC 6675 IsLost).
+    if ((this.dupAcks >= 3 || this.sackedBytes() >= 3 * mss) && seqGe(this.sndUna, this.recover)) {
       const flight = sub(this.sndMax, this.sndUna);
       this.ssthresh = Math.max(flight >> 1, 2 * mss);
       this.recover = this.sndMax;
       this.inRecovery = true;
       c.fastRetransmit = (c.fastRetransmit ?? 0) + 1;
       this.retransmitHead();
+      this.retxNext = add(this.sndUna, Math.min(mss, this.snd.length));
       this.cwnd = this.ssthresh + 3 * mss;
     }
+  }
+
+  /** Records the peer's SACK blocks (RFC 2018) within (SND.UNA, SND.MAX] in the scoreboard, merged and sorted. */
+  private noteSack(s: TcpSeg): void {
+    const sb = this.scoreboard;
+    for (let b = 0; b < s.sackCount; b++) {
+      let l = s.sack[2 * b]!, r = s.sack[2 * b + 1]!;
+      if (!seqLt(l, r) || seqLe(r, this.sndUna) || seqGt(r, this.sndMax)) continue;
+      if (seqLt(l, this.sndUna)) l = this.sndUna;
+      let i = 0;
+      while (i < sb.length && seqLt(sb[i + 1]!, l)) i += 2;
+      // Merge with every range it touches.
+      while (i < sb.length && seqLe(sb[i]!, r)) {
+        if (seqLt(sb[i]!, l)) l = sb[i]!;
+        if (seqGt(sb[i + 1]!, r)) r = sb[i + 1]!;
+        sb.splice(i, 2);
+      }
+      if (sb.length >= 64) continue; // bounded: a peer cannot grow it without limit
+      sb.splice(i, 0, l, r);
+    }
+  }
+
+  private sackedBytes(): number {
+    const sb = this.scoreboard;
+    let n = 0;
+    for (let i = 0; i < sb.length; i += 2) n += sub(sb[i + 1]!, sb[i]!);
+    return n;
+  }
+
+  /** Retransmits the first segment after retxNext that the scoreboard does not cover and lies below the highest SACKed byte. */
+  private retransmitNextHole(): boolean {
+    const sb = this.scoreboard;
+    if (sb.length === 0) return false;
+    let at = seqGt(this.retxNext, this.sndUna) ? this.retxNext : this.sndUna;
+    let next = -1;
+    for (let i = 0; i < sb.length; i += 2) {
+      if (seqLe(sb[i + 1]!, at)) continue;
+      if (seqLe(sb[i]!, at)) { at = sb[i + 1]!; continue; }
+      next = sb[i]!;
+      break;
+    }
+    if (next === -1) return false;
+    const dataEnd = add(this.sndUna, this.snd.length);
+    const len = Math.min(this.mss, sub(next, at), sub(dataEnd, at));
+    if (len <= 0) return false;
+    const c = this.host.counters;
+    c.retransmits = (c.retransmits ?? 0) + 1;
+    c.sackRetransmits = (c.sackRetransmits ?? 0) + 1;
+    this.rttActive = false;
+    this.host.emit(this, F.ACK, at, sub(at, this.sndUna), len, this.ooo.length > 0 ? Opt.sack : Opt.none);
+    this.clearAckPending();
+    this.retxNext = add(at, len);
+    return true;
   }
 
   /** Resends one segment at SND.UNA. */
@@ -708,6 +774,9 @@ export class Tcb {
     this.oooBytes += len;
     this.lastOooSeq = seq;
     c.oooSegments = (c.oooSegments ?? 0) + 1;
+    // One duplicate ACK per out-of-order segment, at once (RFC 5681 4.2), even inside a batch: the
+    // sender counts them to detect the loss.
+    this.sendAck();
   }
 
   /** SACK blocks for the next ACK (RFC 2018 4: the block with the latest segment first), written as words. */
@@ -767,7 +836,10 @@ export class Tcb {
 
   /** Receive window to advertise now (never shrinking the right edge already advertised). */
   rcvWindow(): number {
-    const free = Math.max(0, this.host.cfg.rcvBuf - this.unread - this.oooBytes);
+    // Out-of-order bytes are not subtracted: they lie inside the window already (and are bounded by
+    // it), and a window that shrank with each of them would stop the peer from counting our
+    // duplicate ACKs (RFC 5681 2: a dup ACK leaves the window unchanged).
+    const free = Math.max(0, this.host.cfg.rcvBuf - this.unread);
     const max = 0xffff << this.rcvShift;
     return Math.min(max, free);
   }
@@ -957,6 +1029,8 @@ export class Tcb {
     this.ssthresh = Math.max(flight >> 1, 2 * this.mss);
     this.cwnd = this.mss;
     this.inRecovery = false;
+    this.scoreboard.length = 0; // the receiver may have reneged (RFC 2018 8)
+    this.retxNext = this.sndUna;
     this.recover = this.sndMax;
     this.dupAcks = 0;
     this.sndNxt = this.sndUna;

@@ -164,7 +164,7 @@ describe('netstack TCP: data transfer', () => {
     assert.equal(p.a.counters.retransmits, 0);
   });
 
-  it('recovers from 5% loss, 5% duplication and reordering: 2 MB arrive intact, using fast retransmit', () => {
+  it('recovers from 5% loss, 5% duplication and reordering: 2 MB arrive intact, using fast retransmit and SACK', () => {
     const p = new Pair({ seed: 42 });
     const { cli, ss } = connected(p);
     Object.assign(p.wire, { loss: 0.05, dup: 0.05, reorder: 0.1, delay: 2 });
@@ -172,6 +172,7 @@ describe('netstack TCP: data transfer', () => {
     assert.ok(transfer(p, cli, ss, data), 'transfer finished');
     assert.equal(sha(ss.data()), sha(data));
     assert.ok((p.b.counters.fastRetransmit ?? 0) > 0, 'fast retransmit used');
+    assert.ok((p.b.counters.sackRetransmits ?? 0) > 0, 'holes the receiver\'s SACK blocks showed were resent');
     assert.ok((p.a.counters.oooSegments ?? 0) > 0, 'out-of-order segments kept');
   });
 
