@@ -6,7 +6,8 @@
 //   state machine and segment arrival ........ RFC 9293 3.3.2, 3.10.7 (incl. simultaneous open/close)
 //   RST/SYN acceptance, challenge ACKs ........ RFC 5961 3-4
 //   MSS from the MTU, window scaling ......... RFC 9293 3.7.1, RFC 7323 2
-//   SACK: permitted, blocks advertised ........ RFC 2018 (receiver side; the sender uses NewReno)
+//   SACK: permitted, blocks advertised ........ RFC 2018; the sender keeps a scoreboard and resends
+//                                               holes from it (RFC 6675 in spirit) within NewReno
 //   RTO ....................................... RFC 6298 (200 ms floor as Linux/gVisor, 120 s cap)
 //   congestion control ........................ RFC 5681 + NewReno RFC 6582, IW10 RFC 6928
 //   delayed ACKs .............................. RFC 9293 3.8.6.3 (every 2nd segment, 40 ms timer)

@@ -215,6 +215,8 @@ describe('meshd --tun=userspace-networking as an ordinary user, with a tailscale
 }
 ` });
     const clear = () => lab.lab.tryExec(m.ns, ['nft', 'delete', 'table', 'inet', 'meshd_loss']);
+    const counters = () => status().self.counters ?? {};
+    const before = counters();
     try {
       lossy(5);
       const d = fetchBlob('--socks5-hostname 127.0.0.1:1080', `http://${tIp}:8000/blob/${10 * MB}`);
@@ -222,7 +224,10 @@ describe('meshd --tun=userspace-networking as an ordinary user, with a tailscale
       assert.equal(d.got, d.want, '10 MB down under 5% loss');
       const u = upload('--socks5-hostname 127.0.0.1:1080', `http://${tIp}:8000/upload`, 5 * MB);
       assert.deepEqual(u.reply, { bytes: 5 * MB, sha256: u.sent }, `5 MB up under 5% loss: ${u.stderr}`);
-      process.stderr.write(`# 10 MB down under 5% loss in ${d.ms} ms\n`);
+      const after = counters();
+      const delta = (k: string) => (after[k] ?? 0) - (before[k] ?? 0);
+      const path = status().peers.find((p) => p.hostname === 't1')?.path;
+      process.stderr.write(`# 10 MB down under 5% loss in ${d.ms} ms; path ${path?.direct ? 'direct' : 'DERP'}; netstack retransmits +${delta('netstack.retransmits')}, out-of-order segments +${delta('netstack.oooSegments')}\n`);
       clear();
       lossy(30);
       const h = fetchBlob('--socks5-hostname 127.0.0.1:1080', `http://${tIp}:8000/blob/${1 * MB}`, 60);
