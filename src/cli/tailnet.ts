@@ -353,6 +353,11 @@ export function formatStatus(st: Status): string {
   }
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   const lines = rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd());
+  if (st.self.tun === USERSPACE_TUN) {
+    const px = st.self.proxies ?? {};
+    const parts = [px.socks5 ? `SOCKS5 ${px.socks5}` : '', px.http ? `HTTP proxy ${px.http}` : ''].filter(Boolean);
+    lines.push(`userspace networking${parts.length ? `: ${parts.join(', ')}` : ' (no proxies)'}`);
+  }
   const rt = st.self.routing;
   if (rt) {
     if (rt.advertisedRoutes.length) {

@@ -121,6 +121,8 @@ describe('meshd --tun=userspace-networking as an ordinary user, with a tailscale
     assert.equal(st.self.state, 'Running');
     assert.equal(st.self.tun, 'userspace-networking');
     assert.deepEqual(st.self.proxies, { socks5: '127.0.0.1:1080', http: '127.0.0.1:8080' });
+    const text = meshd(['status']);
+    assert.match(text.stdout, /userspace networking: SOCKS5 127\.0\.0\.1:1080, HTTP proxy 127\.0\.0\.1:8080/, text.stdout + text.stderr);
     const sf = statSync(join(home, 'state', 'meshd', 'state.json'));
     assert.equal(sf.uid, uid, 'state.json belongs to the user');
     assert.equal(sf.mode & 0o777, 0o600);
