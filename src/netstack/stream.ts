@@ -8,7 +8,7 @@ import { connAddrs } from './stack.ts';
 
 const copyBytes = Buffer.prototype.copy as (this: Uint8Array, target: Uint8Array, targetStart: number, sourceStart: number, sourceEnd: number) => number;
 /** Size of the buffers received data is gathered in. */
-const ACC_SIZE = 128 * 1024;
+const ACC_SIZE = 32 * 1024;
 
 /** A Duplex stream over one TCP connection of the userspace stack. */
 export class TcpStream extends Duplex implements TcpHandler {
@@ -44,7 +44,7 @@ export class TcpStream extends Duplex implements TcpHandler {
     let acc = this.acc;
     if (acc === undefined || acc.length - this.accLen < len) {
       if (acc !== undefined && this.accLen > 0) this.pushAcc();
-      acc = this.acc = Buffer.allocUnsafe(Math.max(ACC_SIZE, len));
+      acc = this.acc = Buffer.allocUnsafeSlow(Math.max(ACC_SIZE, len));
       this.accLen = 0;
     }
     copyBytes.call(buf, acc, this.accLen, off, off + len);
@@ -59,13 +59,14 @@ export class TcpStream extends Duplex implements TcpHandler {
   private accScheduled = false;
   private readonly flushAccBound = (): void => { this.accScheduled = false; if (this.accLen > this.accStart) this.pushAcc(); };
 
+  /** Pushes what was gathered and lets go of the buffer (an idle connection holds none). */
   private pushAcc(): void {
-    const acc = this.acc!;
-    const chunk = acc.subarray(this.accStart, this.accLen);
-    if (this.accLen + 1240 > acc.length) { this.acc = undefined; this.accLen = 0; this.accStart = 0; }
-    else this.accStart = this.accLen;
+    const chunk = this.acc!.subarray(this.accStart, this.accLen);
+    this.acc = undefined;
+    this.accLen = 0;
+    this.accStart = 0;
     this.push(chunk);
-    this.tcb.unread = this.readableLength + (this.accLen - this.accStart);
+    this.tcb.unread = this.readableLength;
   }
 
   onEnd(): void {
