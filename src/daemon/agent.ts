@@ -20,6 +20,9 @@ import { generateKeyPair } from '../crypto/box.ts';
 import type { DiscoPublic } from '../control/keys.ts';
 import { MagicSock } from '../magicsock/magicsock.ts';
 import { DnsService, type DnsStatus } from '../dns/service.ts';
+import { SERVICE_IP4, SERVICE_IP6 } from '../dns/config.ts';
+import { LocalServices } from '../netstack/local.ts';
+import { Userspace, USERSPACE_TUN, type UserspaceOptions } from './userspace.ts';
 import { AgentMetrics, healthWarnings, KEY_EXPIRY_WARN_MS, type AgentFacts } from './metrics.ts';
 import { whoisIn } from './whois.ts';
 
@@ -44,6 +47,8 @@ export interface AgentOptions {
   exitWhenDown: boolean;
   /** Where resolv.conf lives (default /etc; tests point it elsewhere). */
   etcDir?: string;
+  /** Userspace networking (--tun=userspace-networking): no TUN, routes or root; a netstack and proxies. */
+  userspace?: Omit<UserspaceOptions, 'log'> | undefined;
   /** `--state mem:`: keys only in memory, nothing on disk; the node logs out when the agent ends. */
   memState?: boolean;
 }
@@ -107,6 +112,10 @@ export class Agent implements LocalBackend {
   private readonly dns: DnsService;
   /** --accept-dns (kept like the routing flags). */
   private acceptDns = true;
+  /** quad-100's TCP side in TUN mode: a netstack for the service IPs (src/netstack/local.ts). */
+  private quad100Tcp: LocalServices | undefined;
+  /** The netstack and proxies in userspace mode (src/daemon/userspace.ts). */
+  private us: Userspace | undefined;
   /** Metrics (src/daemon/metrics.ts): sampled every second while up. */
   private readonly metricsBook = new AgentMetrics();
   private metricsTimer: NodeJS.Timeout | undefined;
@@ -119,7 +128,15 @@ export class Agent implements LocalBackend {
     this.log = opts.log;
     this.netconf = new NetConf(opts.tunName, opts.log);
     this.routing = new Routing(opts.tunName, opts.log);
-    this.dns = new DnsService({ log: opts.log, tunName: opts.tunName, ...(opts.etcDir ? { etcDir: opts.etcDir } : {}) });
+    // Userspace networking never touches the host's resolver (tailscale's noop configurator).
+    this.dns = new DnsService({ log: opts.log, tunName: opts.tunName, ...(opts.etcDir ? { etcDir: opts.etcDir } : {}),
+      ...(opts.userspace ? { hostFilesShared: () => 'userspace networking: the host is not configured' } : {}) });
+    if (opts.userspace) this.routing.hostRouting = false;
+  }
+
+  /** True in userspace-networking mode. */
+  get userspaceMode(): boolean {
+    return this.opts.userspace !== undefined;
   }
 
   /** The state store: the directory, or one in-memory store for the life of the process. */
@@ -173,8 +190,10 @@ export class Agent implements LocalBackend {
         health: this.map ? healthWarnings(this.magic, { ...this.facts(), otherHealth: [] }) : [],
         routing: this.routing.selfStatus(this.map),
         dns: { acceptDns: this.acceptDns, mode: this.dns.status().host.mode },
-        // Data plane counters (drops, offload flags and work) next to magicsock's.
-        ...(this.magic ? { counters: { ...this.dp?.counters(), ...this.magic.allCounters() } } : {}),
+        tun: this.userspaceMode ? USERSPACE_TUN : this.opts.tunName,
+        ...(this.us ? { proxies: { ...this.us.listening } } : {}),
+        // Data plane counters (drops, offload flags and work) next to magicsock's, and the netstack's.
+        ...(this.magic ? { counters: { ...this.dp?.counters(), ...this.magic.allCounters(), ...this.us?.counters() } } : {}),
       },
       peers,
     };
@@ -216,7 +235,7 @@ export class Agent implements LocalBackend {
       return this.status();
     }
     await this.teardown();
-    await this.routing.cleanupStale();
+    if (!this.userspaceMode) await this.routing.cleanupStale();
     const deadline = Date.now() + req.timeoutMs;
     const remaining = () => Math.max(1, deadline - Date.now());
     try {
@@ -285,13 +304,28 @@ export class Agent implements LocalBackend {
       await this.store.update({ serverUrl: url, serverKey: formatServerKey(await client.serverKey()) });
       progress(`logged in${reg.user ? ` as ${reg.user.loginName}` : ''}; starting the tunnel`);
 
+      if (this.opts.userspace) {
+        this.us = new Userspace({ ...this.opts.userspace, log: this.log });
+        await this.us.start().catch((e: Error) => { throw new AgentError('proxy_listen', e.message); });
+        await this.store.update({ tun: USERSPACE_TUN });
+      }
       // magicsock owns the UDP socket and is the data plane's Bind (src/net/bind.ts).
       this.magic = this.startMagic(identity.nodePrivate, disco.privateKey, client);
-      this.dp = DataPlane.open({ name: this.opts.tunName, mtu: TAILNET_MTU, log: this.log, roaming: false, bind: this.magic });
+      this.dp = DataPlane.open({
+        name: this.opts.tunName, mtu: TAILNET_MTU, log: this.log, roaming: false, bind: this.magic,
+        ...(this.us ? { device: this.us.device } : {}),
+      });
       await this.routing.start(this.dp, url);
       this.dp.device.setPrivateKey(identity.nodePrivate as PrivateKey);
       const dp = this.dp;
-      this.dns.start((b, o, l) => dp.deliverToHost(b, o, l), dp.mtu);
+      const deliver = (b: Uint8Array, o: number, l: number): void => dp.deliverToHost(b, o, l);
+      this.dns.start(deliver, dp.mtu);
+      if (!this.us) {
+        // quad-100's TCP (DNS over TCP on port 53) runs on a small netstack behind its UDP path.
+        this.quad100Tcp = new LocalServices({ addresses: [SERVICE_IP4, SERVICE_IP6], deliver, mtu: dp.mtu });
+        this.dns.next = this.quad100Tcp;
+        this.dns.listenTcp(this.quad100Tcp);
+      }
       dp.local = this.dns;
       this.netconf.reset();
 
@@ -388,7 +422,7 @@ export class Agent implements LocalBackend {
   /** Starts magicsock with its UDP socket: disco, DERP, netcheck; it reports endpoints and NetInfo to control. */
   private startMagic(nodePrivate: Uint8Array, discoPrivate: Uint8Array, client: ControlClient): MagicSock {
     const magic: MagicSock = new MagicSock({
-      socket: { port: this.opts.port, fwmark: BYPASS_MARK, mtu: TAILNET_MTU }, nodePrivate, discoPrivate,
+      socket: { port: this.opts.port, fwmark: this.opts.userspace ? 0 : BYPASS_MARK, mtu: TAILNET_MTU }, nodePrivate, discoPrivate,
       log: (l) => this.log(`magicsock: ${l}`),
       derpHttp: process.env.MESHD_DERP_HTTP === '1',
       localEndpoints: () => this.localEndpoints(),
@@ -426,8 +460,10 @@ export class Agent implements LocalBackend {
     this.checkKeyExpiry(m);
     const dp = this.dp;
     if (!dp || !m.self) return;
-    await this.netconf.apply(m.self.addresses, [TAILNET_V4, TAILNET_V6]);
+    if (!this.us) await this.netconf.apply(m.self.addresses, [TAILNET_V4, TAILNET_V6]);
     const allowed = await this.routing.apply(m);
+    const prefs = this.routing.prefs;
+    this.us?.setMap(m, allowed, prefs.advertiseExitNode || prefs.advertiseRoutes.length > 0);
     const dev = dp.device;
     const magic = this.magic;
     magic?.setDerpMap(m.derpMap);
@@ -586,13 +622,19 @@ export class Agent implements LocalBackend {
     if (client) await client.close().catch(() => {});
     this.client = undefined;
     await this.dns.stop();
+    this.dns.next = undefined;
+    this.quad100Tcp?.close();
+    this.quad100Tcp = undefined;
     await this.routing.stop(dp);
+    this.us?.close();
+    this.us = undefined;
     dp?.close();
     this.netconf.reset();
   }
 
   /** Removes routing and firewall state a crashed agent left (called when the daemon starts). */
   async cleanupStale(): Promise<void> {
+    if (this.userspaceMode) return; // nothing of ours is in the host's routing; a TUN-mode agent's rules are not ours
     await this.routing.cleanupStale();
     await DnsService.cleanupStale(this.log, this.opts.etcDir);
   }

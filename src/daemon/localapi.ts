@@ -51,6 +51,10 @@ export interface Status {
     routing?: SelfRouting;
     /** MagicDNS: --accept-dns and how the host's resolver is configured (direct, systemd-resolved, none). */
     dns?: { acceptDns: boolean; mode: string };
+    /** TUN device name, or `userspace-networking`. */
+    tun?: string;
+    /** Proxy listen addresses in userspace mode. */
+    proxies?: { socks5?: string; http?: string };
     /** magicsock and DERP counters (disco, STUN, DERP packets, drops by reason), when running. */
     counters?: Record<string, number>;
   };

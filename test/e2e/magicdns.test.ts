@@ -149,7 +149,7 @@ describe('MagicDNS with headscale, dnsmasq upstreams and tailscaled', { skip }, 
     assert.equal(c.stdout, 'hello from t1\n');
   });
 
-  it('answers at 100.100.100.100 exactly as tailscaled does: A, AAAA, PTR, extra records, split and global names', () => {
+  it('answers at 100.100.100.100 exactly as tailscaled does, over UDP and TCP: A, AAAA, PTR, extra records, split and global names', () => {
     const cases: [string, string][] = [
       ['t1.meshd.test', 'A'], ['m1.meshd.test', 'A'], ['t1', 'A'], ['T1.MeshD.Test', 'A'],
       ['t1.meshd.test', 'AAAA'], ['t1.meshd.test', 'TXT'], ['t1.meshd.test', 'NS'],
@@ -166,17 +166,18 @@ describe('MagicDNS with headscale, dnsmasq upstreams and tailscaled', { skip }, 
     assert.equal(ptr6, 't1.meshd.test.', 'PTR for a peer IPv6 address');
     const diffs: string[] = [];
     const seen: string[] = [];
-    for (const [name, type] of cases) {
-      const theirs = dig(t, name, type);
-      const ours = dig(m, name, type);
+    for (const [name, type, tcp] of [...cases.map(([n, ty]) => [n, ty, false] as const), ...cases.map(([n, ty]) => [n, ty, true] as const)]) {
+      const extra = tcp ? ['+tcp'] : [];
+      const theirs = dig(t, name, type, extra);
+      const ours = dig(m, name, type, extra);
       assert.ok(!theirs.status.startsWith('no answer') && !ours.status.startsWith('no answer'), `${name} ${type}: both answer (${theirs.status}, ${ours.status})`);
       // Self and peer swap roles between the two nodes: addresses and names are normalized.
       const norm = (d: Dig) => JSON.stringify({ s: d.status, f: d.flags, a: d.answers })
         .replaceAll(mIp, 'IP').replaceAll(tIp, 'IP').replaceAll('m1.meshd.test', 'NAME').replaceAll('t1.meshd.test', 'NAME');
-      if (norm(ours) !== norm(theirs)) diffs.push(`${name} ${type}: meshd ${norm(ours)} tailscaled ${norm(theirs)}`);
-      seen.push(`${name}/${type}=${ours.status}:${ours.answers.length}`);
+      if (norm(ours) !== norm(theirs)) diffs.push(`${name} ${type}${tcp ? ' tcp' : ''}: meshd ${norm(ours)} tailscaled ${norm(theirs)}`);
+      if (!tcp) seen.push(`${name}/${type}=${ours.status}:${ours.answers.length}`);
     }
-    process.stderr.write(`# same answers as tailscaled for ${seen.join(' ')}\n`);
+    process.stderr.write(`# same answers as tailscaled, over UDP and TCP, for ${seen.join(' ')}\n`);
     assert.deepEqual(diffs, []);
     // A 3 KB answer is larger than the TUN's MTU: it arrives as IP fragments, whole (both agents).
     const big = dig(m, 'big.example.net', 'TXT', ['+bufsize=4096']);
