@@ -84,6 +84,9 @@ export class Agent implements LocalBackend {
   private readonly routing: Routing;
   private map: NetworkMap | undefined;
   private busy: Promise<unknown> = Promise.resolve();
+  /** Map applications run one at a time (applyMap). */
+  private mapQueue: Promise<void> = Promise.resolve();
+  private mapPending: Promise<void> | undefined;
   private endpointTimer: NodeJS.Timeout | undefined;
 
   constructor(opts: AgentOptions) {
@@ -287,13 +290,27 @@ export class Agent implements LocalBackend {
     return out;
   }
 
-  /** Makes the data plane match the map: addresses, routes, peers. */
-  private async applyMap(m: NetworkMap): Promise<void> {
+  /**
+   * Makes the data plane match the map, one application at a time: a burst of updates while one
+   * runs coalesces into one more run with the newest map, and teardown waits for the queue.
+   */
+  private applyMap(m: NetworkMap): Promise<void> {
     this.map = m;
-    const dp = this.dp;
-    if (!dp || !m.self) return;
+    if (this.mapPending) return this.mapPending;
+    const p = this.mapQueue.then(() => { this.mapPending = undefined; return this.applyMapNow(); });
+    this.mapPending = p;
+    this.mapQueue = p.catch(() => {});
+    return p;
+  }
+
+  /** Applies this.map: addresses, routes, peers. Stops early when a teardown began meanwhile. */
+  private async applyMapNow(): Promise<void> {
+    const m = this.map, dp = this.dp;
+    if (!m || !dp || !m.self) return;
     await this.netconf.apply(m.self.addresses, [TAILNET_V4, TAILNET_V6]);
+    if (this.dp !== dp) return;
     const allowed = await this.routing.apply(m);
+    if (this.dp !== dp) return;
     const dev = dp.device;
     const magic = this.magic;
     magic?.setDerpMap(m.derpMap);
@@ -418,6 +435,7 @@ export class Agent implements LocalBackend {
     if (stream) await stream.close().catch(() => {});
     if (client) await client.close().catch(() => {});
     this.client = undefined;
+    await this.mapQueue; // a map being applied finishes (and sees the teardown) before routes go
     await this.routing.stop(dp);
     dp?.close();
     this.netconf.reset();

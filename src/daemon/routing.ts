@@ -127,6 +127,7 @@ export class Routing {
   }
 
   private async applyNow(m: NetworkMap): Promise<Map<number, string[]>> {
+    const router = this.router;
     const host = hostNets(this.tun);
     const plan = planRoutes(m, this.prefs, { lanPrefixes: host.prefixes, hostAddresses: host.addresses, bypassHosts: [...this.controlHosts, ...derpHosts(m)] });
     const prev = this.plan?.exitNode;
@@ -138,9 +139,9 @@ export class Routing {
       this.log(ex.id === undefined ? `exit node ${ex.wanted} is not in the tailnet: internet traffic is dropped until it appears`
         : ex.offersExit ? `using exit node ${ex.hostname}` : `exit node ${ex.hostname} offers no approved exit routes: internet traffic is dropped`);
     }
-    if (this.router) {
+    if (router) {
       try {
-        await this.router.set(plan.router);
+        await router.set(plan.router);
         this.routerError = undefined;
       } catch (e) {
         this.routerError = (e as Error).message;
@@ -168,13 +169,17 @@ export class Routing {
     else this.refreshTimer = setTimeout(go, wait);
   }
 
-  /** Removes routes, rules and the nft table; detaches the filter. */
+  /**
+   * Removes routes, rules and the nft table; detaches the filter. Waits for a map being applied to
+   * finish first (it would re-add rules after close() otherwise); maps applied later touch no host state.
+   */
   async stop(dp: DataPlane | undefined): Promise<void> {
     if (dp) dp.filter = undefined;
     clearTimeout(this.refreshTimer);
     this.refreshTimer = undefined;
     const r = this.router;
     this.router = undefined;
+    await this.applying;
     this.plan = undefined;
     if (r) await r.close();
   }
