@@ -18,6 +18,7 @@ import type { Logf } from '../util/log.ts';
 import { generateKeyPair } from '../crypto/box.ts';
 import type { DiscoPublic } from '../control/keys.ts';
 import { MagicSock } from '../magicsock/magicsock.ts';
+import { markedDialer } from '../net/tcp.ts';
 
 /** How often the host's addresses are checked for endpoint changes (ms). */
 const ENDPOINT_CHECK_MS = 5_000;
@@ -199,6 +200,7 @@ export class Agent implements LocalBackend {
         hostinfo,
         discoKey: disco.publicKey as DiscoPublic,
         timeoutMs: Math.min(15_000, remaining()),
+        dial: markedDialer(BYPASS_MARK),
         log: (l) => this.log(`control: ${l}`),
       });
       this.client = client;
@@ -260,6 +262,7 @@ export class Agent implements LocalBackend {
       io: dp, nodePrivate, discoPrivate,
       log: (l) => this.log(`magicsock: ${l}`),
       derpHttp: process.env.MESHD_DERP_HTTP === '1',
+      derpDial: markedDialer(BYPASS_MARK),
       localEndpoints: () => this.localEndpoints(),
       onReport: (eps, netInfo) => {
         if (this.client !== client) return;

@@ -58,6 +58,8 @@ export interface NativeAddon {
   pollStop(handle: PollHandle): void;
   pollRef(handle: PollHandle, ref: boolean): void;
   pollStats(handle: PollHandle): PollStats;
+  /** A non-blocking, unconnected TCP socket (dual-stack when the host has IPv6) with SO_MARK when mark != 0. */
+  tcpSocket(mark: number): { fd: number; family: 4 | 6 };
   close(fd: number): void;
 }
 
