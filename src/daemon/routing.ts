@@ -1,8 +1,6 @@
 // The agent's routing side: routing prefs from `up`, the packet filter, and the Linux router,
 // driven by each network map. The agent calls in at up (start), per map (apply), at down (stop);
 // everything else lives in src/router and src/filter.
-import { lookup } from 'node:dns/promises';
-import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import type { MapDelta, NetworkMap } from '../control/netmap.ts';
 import type { Hostinfo } from '../control/wire.ts';
@@ -63,7 +61,6 @@ export class Routing {
   private readonly log: Logf;
   private readonly exec: Exec | undefined;
   private router: LinuxRouter | undefined;
-  private controlHosts: string[] = [];
   private plan: RoutePlan | undefined;
   private routerError: string | undefined;
   private lastRefresh = 0;
@@ -103,20 +100,13 @@ export class Routing {
     return { RoutableIPs: routableIPs(this.prefs) };
   }
 
-  /** Attaches to a new data plane; resolves the control server's addresses (they bypass the tunnel). */
-  async start(dp: DataPlane, controlUrl: string): Promise<void> {
+  /**
+   * Attaches to a new data plane. Control and DERP need no per-address rules: their sockets carry
+   * the bypass mark (src/net/tcp.ts). `controlUrl` is kept for callers; it is not resolved.
+   */
+  async start(dp: DataPlane, _controlUrl: string): Promise<void> {
     dp.filter = this.filter;
     this.router = new LinuxRouter(this.tun, this.log, this.exec);
-    const host = new URL(controlUrl).hostname.replace(/^\[|\]$/g, '');
-    if (isIP(host)) this.controlHosts = [host];
-    else {
-      try {
-        this.controlHosts = (await lookup(host, { all: true })).map((a) => a.address);
-      } catch (e) {
-        this.controlHosts = [];
-        this.log(`resolving ${host}: ${(e as Error).message}; control traffic may enter an exit node's tunnel`);
-      }
-    }
   }
 
   /** Applies a network map: host routes and filter now; returns each peer's WireGuard allowed IPs. */
@@ -129,7 +119,7 @@ export class Routing {
   private async applyNow(m: NetworkMap): Promise<Map<number, string[]>> {
     const router = this.router;
     const host = hostNets(this.tun);
-    const plan = planRoutes(m, this.prefs, { lanPrefixes: host.prefixes, hostAddresses: host.addresses, bypassHosts: [...this.controlHosts, ...derpHosts(m)] });
+    const plan = planRoutes(m, this.prefs, { lanPrefixes: host.prefixes, hostAddresses: host.addresses });
     const prev = this.plan?.exitNode;
     this.plan = plan;
     this.filter.update(m.packetFilter, plan.localNets, plan.notLocalNets);
@@ -247,15 +237,4 @@ function hostNets(tun: string): { prefixes: string[]; addresses: string[] } {
 function inTailnetV4(ip: string): boolean {
   const [a, b] = ip.split('.').map(Number);
   return a === 100 && b !== undefined && b >= 64 && b < 128;
-}
-
-/** Addresses of the DERP servers in the map (IPv4/IPv6 fields, or a literal host name). */
-function derpHosts(m: NetworkMap): string[] {
-  const out: string[] = [];
-  for (const r of Object.values(m.derpMap?.Regions ?? {})) {
-    for (const n of r?.Nodes ?? []) {
-      for (const a of [n.IPv4, n.IPv6, n.HostName]) if (typeof a === 'string' && isIP(a) && !out.includes(a)) out.push(a);
-    }
-  }
-  return out;
 }
