@@ -109,6 +109,11 @@ export class Routing {
     this.router = new LinuxRouter(this.tun, this.log, this.exec);
   }
 
+  /** Node ID of the exit node in use (undefined: none, or not in the map). */
+  get exitNodeId(): number | undefined {
+    return this.plan?.exitNode?.id;
+  }
+
   /** Applies a network map: host routes and filter now; returns each peer's WireGuard allowed IPs. */
   apply(m: NetworkMap): Promise<Map<number, string[]>> {
     const p = this.applying.then(() => this.applyNow(m));
