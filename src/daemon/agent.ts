@@ -144,7 +144,8 @@ export class Agent implements LocalBackend {
         controlURL: this.controlUrl,
         publicKey: this.identity ? formatNodePublic(this.identity.nodePublic) : null,
         routing: this.routing.selfStatus(this.map),
-        ...(this.magic ? { counters: this.magic.allCounters() } : {}),
+        // Data plane counters (drops, offload flags and work) next to magicsock's.
+        ...(this.magic ? { counters: { ...this.dp?.counters(), ...this.magic.allCounters() } } : {}),
       },
       peers,
     };
@@ -222,10 +223,11 @@ export class Agent implements LocalBackend {
       await this.store.update({ serverUrl: url, serverKey: formatServerKey(await client.serverKey()) });
       progress(`logged in${reg.user ? ` as ${reg.user.loginName}` : ''}; starting the tunnel`);
 
-      this.dp = DataPlane.open({ name: this.opts.tunName, mtu: TAILNET_MTU, log: this.log, port: this.opts.port, roaming: false, fwmark: BYPASS_MARK });
+      // magicsock owns the UDP socket and is the data plane's Bind (src/net/bind.ts).
+      this.magic = this.startMagic(identity.nodePrivate, disco.privateKey, client);
+      this.dp = DataPlane.open({ name: this.opts.tunName, mtu: TAILNET_MTU, log: this.log, roaming: false, bind: this.magic });
       await this.routing.start(this.dp, url);
       this.dp.device.setPrivateKey(identity.nodePrivate as PrivateKey);
-      this.magic = this.startMagic(this.dp, identity.nodePrivate, disco.privateKey, client);
       this.netconf.reset();
 
       const firstMap = new Promise<void>((resolve, reject) => {
@@ -263,10 +265,10 @@ export class Agent implements LocalBackend {
     }
   }
 
-  /** Starts magicsock on the data plane: disco, DERP, netcheck; it reports endpoints and NetInfo to control. */
-  private startMagic(dp: DataPlane, nodePrivate: Uint8Array, discoPrivate: Uint8Array, client: ControlClient): MagicSock {
+  /** Starts magicsock with its UDP socket: disco, DERP, netcheck; it reports endpoints and NetInfo to control. */
+  private startMagic(nodePrivate: Uint8Array, discoPrivate: Uint8Array, client: ControlClient): MagicSock {
     const magic: MagicSock = new MagicSock({
-      io: dp, nodePrivate, discoPrivate,
+      socket: { port: this.opts.port, fwmark: BYPASS_MARK, mtu: TAILNET_MTU }, nodePrivate, discoPrivate,
       log: (l) => this.log(`magicsock: ${l}`),
       derpHttp: process.env.MESHD_DERP_HTTP === '1',
       derpDial: markedDialer(BYPASS_MARK),
@@ -280,13 +282,12 @@ export class Agent implements LocalBackend {
         });
       },
     });
-    dp.router = magic;
     return magic;
   }
 
   /** Our UDP endpoints to report: every non-loopback, non-link-local address with the listen port. */
   private localEndpoints(): string[] {
-    const port = this.dp?.listenPort ?? this.opts.port;
+    const port = this.magic?.port ?? this.opts.port;
     const out: string[] = [];
     for (const [name, addrs] of Object.entries(networkInterfaces())) {
       if (name === this.opts.tunName) continue;

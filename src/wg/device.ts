@@ -38,14 +38,13 @@ export { COUNTER_NAMES } from './api.ts';
 
 /**
  * Handshake messages per second (after mac1) above which the device puts itself under load for a
- * second: a backstop. The main signal is the I/O layer's {@link Device.noteHandshakeBacklog}, the
- * counterpart of wireguard-go's handshake queue at 1/8 full (128 of 1024); this rate is set above
- * what one core can answer (about 4 DH per handshake), so it only trips when the queue signal
- * cannot be seen.
+ * second: a backstop. The main signal is the handshake queue's depth (noteHandshakeQueueDepth, as
+ * wireguard-go's IsUnderLoad); this rate is set above what one core can answer (about 4 DH per
+ * handshake), so it only trips for callers that do not queue handshakes.
  */
 export const UNDER_LOAD_HANDSHAKES_PER_SECOND = 8192;
-/** Handshake messages in one receive batch that count as a backlog (wireguard-go: 128 queued). */
-export const HANDSHAKE_BACKLOG_PER_BATCH = 32;
+/** Handshake queue depth at which the device is under load (wireguard-go: QueueHandshakeSize / 8). */
+export const UNDER_LOAD_QUEUE_DEPTH = 128;
 /** How long the device stays under load after the threshold is crossed (wireguard-go UnderLoadAfterTime). */
 export const UNDER_LOAD_AFTER_MS = 1000;
 /** Default TUN MTU. */
@@ -686,8 +685,9 @@ export class Device {
         this.c.dropRxNeedCookie++;
         return;
       }
-      // wireguard-go limits per source IP (not port): a cookie is per address and port, so this is the stricter key.
-      if (!this.limiter.allow(from.ip, now)) {
+      // wireguard-go limits per source IP (not port): a cookie is per address and port, so this is the
+      // stricter key. Endpoints that are not addresses (a DERP peer) name their real source instead.
+      if (!this.limiter.allow(from.limiterKey, now)) {
         this.c.dropRxRateLimited++;
         return;
       }
@@ -748,10 +748,12 @@ export class Device {
   }
 
   /**
-   * The I/O layer saw a backlog of handshake messages (at least HANDSHAKE_BACKLOG_PER_BATCH in one
-   * receive batch, i.e. queued in the kernel): be under load for UNDER_LOAD_AFTER_MS.
+   * The runner's handshake queue holds `depth` messages (called before each one is processed): at
+   * UNDER_LOAD_QUEUE_DEPTH or more the device is under load, and stays so for UNDER_LOAD_AFTER_MS
+   * after the queue drains (wireguard-go IsUnderLoad).
    */
-  noteHandshakeBacklog(): void {
+  noteHandshakeQueueDepth(depth: number): void {
+    if (depth < UNDER_LOAD_QUEUE_DEPTH) return;
     const now = this.clock.now();
     if (now >= this.autoUnderLoadUntil) this.c.underLoadEntered++;
     this.autoUnderLoadUntil = now + UNDER_LOAD_AFTER_MS;
