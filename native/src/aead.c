@@ -18,6 +18,15 @@
 // are done (fork-join), so results come back in order.
 #include "meshd.h"
 
+#ifdef MESHD_NO_OPENSSL
+// Built without Node's OpenSSL headers (native/build.sh): only the reason is exported.
+bool init_aead(napi_env env, napi_value exports) {
+  napi_value v;
+  napi_create_string_utf8(env, "the addon was built without Node's OpenSSL headers (include/node/openssl)", NAPI_AUTO_LENGTH, &v);
+  return napi_set_named_property(env, exports, "aeadError", v) == napi_ok;
+}
+#else
+
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/opensslv.h>
@@ -437,3 +446,5 @@ bool init_aead(napi_env env, napi_value exports) {
          export_fn(env, exports, "aeadSeal", js_seal) && export_fn(env, exports, "aeadOpen", js_open) &&
          export_fn(env, exports, "aeadParallel", js_parallel) && export_fn(env, exports, "aeadStats", js_stats);
 }
+
+#endif // MESHD_NO_OPENSSL

@@ -77,13 +77,13 @@ export class NativeTransport implements TransportAead {
   }
 
   prepare(key: Uint8Array, encrypt: boolean): TransportKey {
-    const k: NativeKey = { raw: key.slice(), id: this.addon.aeadKey(key, encrypt), aead: undefined, freed: false };
+    // The key lives only in the OpenSSL contexts: no copy stays on the JS heap.
+    const k: NativeKey = { raw: new Uint8Array(0), id: this.addon.aeadKey(key, encrypt), aead: undefined, freed: false };
     return k;
   }
 
   release(key: TransportKey): void {
     const k = key as NativeKey;
-    k.raw.fill(0);
     if (k.freed) return;
     k.freed = true;
     this.addon.aeadFree(k.id);
@@ -126,10 +126,10 @@ export function loadNativeTransport(
   } catch (e) {
     return { transport: null, error: (e as Error).message };
   }
+  if (typeof addon.aeadError === 'string') return { transport: null, error: addon.aeadError };
   if (typeof addon.aeadSeal !== 'function' || typeof addon.aeadKey !== 'function') {
     return { transport: null, error: 'the native addon has no AEAD: run npm run build:native' };
   }
-  if (addon.aeadError !== null) return { transport: null, error: addon.aeadError };
   try {
     const t = new NativeTransport(addon);
     if (!selfTest(t)) return { transport: null, error: 'the native AEAD failed its known-answer test' };

@@ -234,7 +234,12 @@ describe('batched transport AEAD (native, node:crypto, @noble)', () => {
     nat.release(s);
     nat.release(o);
     assert.equal(nat.stats().liveKeys, live);
-    assert.ok(s.raw.every((v) => v === 0), 'raw key bytes zeroed');
+    assert.equal(s.raw.length, 0, 'no copy of the key on the JS heap');
+    const pp = new PerPacketTransport('node', new NodeChaChaPoly());
+    const pk = pp.prepare(rand(32), true);
+    assert.ok(pk.raw.some((v) => v !== 0));
+    pp.release(pk);
+    assert.ok(pk.raw.length === 32 && pk.raw.every((v) => v === 0), 'the per-packet backend zeroes its copy');
     assert.throws(() => nat.seal(buf, b, 0, 1), { name: 'RangeError', message: /not a live sealing key/ });
   });
 });
@@ -244,6 +249,8 @@ describe('falling back to node:crypto when the native AEAD cannot load', () => {
     const missing = loadNativeTransport(() => { throw new Error('native addon missing: run npm run build:native'); });
     assert.deepEqual(missing, { transport: null, error: 'native addon missing: run npm run build:native' });
     assert.match(loadNativeTransport(() => ({ abiVersion: 1 })).error!, /no AEAD/);
+    // What native/build.sh makes when Node's OpenSSL headers are missing: only the reason.
+    assert.match(loadNativeTransport(() => ({ abiVersion: 1, aeadError: 'the addon was built without Node\'s OpenSSL headers (include/node/openssl)' })).error!, /without Node's OpenSSL headers/);
     const mismatch = { ...(native() as object), aeadError: 'Node\'s OpenSSL is 3.5 but the addon was built against 3.0 headers: run npm run build:native' };
     assert.match(loadNativeTransport(() => mismatch).error!, /3\.5 but/);
     assert.match(loadNativeTransport(native, { MESHD_NATIVE_AEAD: '0' }).error!, /MESHD_NATIVE_AEAD=0/);
