@@ -5,7 +5,8 @@
 // device's peers (a real src/wg Device, no I/O). Reports, per N:
 //   full map    from the server writing the frame to the device holding every peer
 //   delta       one peer roams (PeersChangedPatch), median and p95 over 50 deltas: frame -> device
-//   plan        of that, planRoutes + filter.update (still O(all peers) per delta)
+//   plan        of that, the routing side (route plan + packet filter; a delta that changes no
+//               routing input keeps the last plan)
 //   RSS/peer    RSS growth after GC divided by N (tailscale's budget: 64 KiB)
 //   loop stall  longest event-loop delay while the full map is applied (forwarding shares the
 //               loop, so this bounds the extra forwarding RTT; the packet path is not measured here)
@@ -24,8 +25,7 @@ const { bigMap, onePeerDelta } = await import(join(dist, 'test/harness/bigmap.js
 const { ControlClient } = await import(join(dist, 'src/control/client.js'));
 const { encodeMapFrame } = await import(join(dist, 'src/control/mapframe.js'));
 const { formatNodePublic, generateKeyPair } = await import(join(dist, 'src/control/keys.js'));
-const { planRoutes, DEFAULT_PREFS } = await import(join(dist, 'src/router/plan.js'));
-const { PacketFilter } = await import(join(dist, 'src/filter/filter.js'));
+const { Routing } = await import(join(dist, 'src/daemon/routing.js'));
 const { syncPeers } = await import(join(dist, 'src/daemon/peersync.js'));
 const { Device } = await import(join(dist, 'src/wg/device.js'));
 
@@ -44,16 +44,16 @@ async function run(n) {
   };
   const client = new ControlClient({ serverUrl: fc.url, machineKey: generateKeyPair().privateKey, nodeKey: generateKeyPair().privateKey });
   const device = new Device({ clock: { now: () => performance.now(), wall: () => Date.now() } });
-  const filter = new PacketFilter();
+  // The agent's routing side without a router (no ip/nft): route plan and packet filter.
+  const routing = new Routing('meshd0', () => {});
   const applied = new Map();
   let planMs = 0;
   let done;
-  const apply = (map, touched) => {
+  const apply = async (map, touched) => {
     const p0 = performance.now();
-    const plan = planRoutes(map, DEFAULT_PREFS, { lanPrefixes: [] });
-    filter.update(map.packetFilter, plan.localNets, plan.notLocalNets);
+    const allowed = await routing.apply(map, touched);
     planMs = performance.now() - p0;
-    syncPeers(applied, map.peers, (p) => plan.peerAllowedIPs.get(p.id) ?? p.addresses, {
+    syncPeers(applied, map.peers, (p) => allowed.get(p.id) ?? p.addresses, {
       upsert: (p, allowedIPs) => device.setPeer(p.nodeKey, { allowedIPs: [...allowedIPs], replaceAllowedIPs: true }),
       remove: (p) => device.removePeer(p.nodeKey),
     }, touched);
@@ -102,4 +102,4 @@ const rows = [];
 for (const n of sizes.length ? sizes : [1000, 10000]) rows.push(await run(n));
 console.table(rows);
 console.log('delta = server writes a one-peer PeersChangedPatch -> the WireGuard device has it (TS2021, HTTP/2, NetworkMap, plan, filter, peer sync);');
-console.log('deltaPlanMs is the part spent in planRoutes + filter.update, which still walk every peer.');
+console.log('deltaPlanMs is the part spent in Routing.apply (route plan and packet filter; kept when no routing input changed).');

@@ -332,7 +332,7 @@ export class Agent implements LocalBackend {
     if (!m || !dp || !m.self) return;
     await this.netconf.apply(m.self.addresses, [TAILNET_V4, TAILNET_V6]);
     if (this.dp !== dp) return;
-    const allowed = await this.routing.apply(m);
+    const allowed = await this.routing.apply(m, touched);
     if (this.dp !== dp) return;
     const dev = dp.device;
     const magic = this.magic;

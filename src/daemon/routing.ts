@@ -8,6 +8,8 @@ import { PacketFilter } from '../filter/filter.ts';
 import { LinuxRouter, cleanupStale, forwardingWarning, type Exec } from '../router/linux.ts';
 import { DEFAULT_PREFS, canonicalPrefix, isExitRoute, offersExit, planRoutes, routableIPs, subnetRoutes, type RoutePlan, type RoutePrefs } from '../router/plan.ts';
 import type { DataPlane } from './dataplane.ts';
+import type { Touched } from './peersync.ts';
+import type { NodeInfo } from '../control/netmap.ts';
 import type { Logf } from '../util/log.ts';
 
 /** Least time between two map refreshes for route approval (ms). */
@@ -114,14 +116,41 @@ export class Routing {
     return this.plan?.exitNode?.id;
   }
 
-  /** Applies a network map: host routes and filter now; returns each peer's WireGuard allowed IPs. */
-  apply(m: NetworkMap): Promise<Map<number, string[]>> {
-    const p = this.applying.then(() => this.applyNow(m));
+  /**
+   * Applies a network map: host routes and filter now; returns each peer's WireGuard allowed IPs.
+   * With the peer IDs a delta touched, when none of them changed what routing reads (name,
+   * addresses, allowed IPs) and neither did the self node or the packet filter, the last plan
+   * stands: a peer roaming costs O(1), not a new plan over every peer.
+   */
+  apply(m: NetworkMap, touched: Touched = 'all'): Promise<Map<number, string[]>> {
+    const p = this.applying.then(() => this.applyNow(m, touched));
     this.applying = p.catch(() => {});
     return p;
   }
 
-  private async applyNow(m: NetworkMap): Promise<Map<number, string[]>> {
+  /** Full plans computed so far (tests count them). */
+  plans = 0;
+  private planKeys = new Map<number, string>();
+  private planSelf: NetworkMap['self'];
+  private planFilters: unknown[] = [];
+
+  private planStands(m: NetworkMap, touched: Touched): boolean {
+    if (touched === 'all' || !this.plan || this.routerError !== undefined || m.self !== this.planSelf) return false;
+    const f = [...m.packetFilters.values()];
+    if (f.length !== this.planFilters.length || f.some((x, i) => x !== this.planFilters[i])) return false;
+    for (const id of touched) {
+      const p = m.peers.get(id), had = this.planKeys.get(id);
+      if (!p || had === undefined || routingKey(p) !== had) return false;
+    }
+    return true;
+  }
+
+  private async applyNow(m: NetworkMap, touched: Touched): Promise<Map<number, string[]>> {
+    if (this.planStands(m, touched)) return this.plan!.peerAllowedIPs;
+    this.plans++;
+    this.planSelf = m.self;
+    this.planFilters = [...m.packetFilters.values()];
+    this.planKeys = new Map([...m.peers].map(([id, p]) => [id, routingKey(p)]));
     const router = this.router;
     const host = hostNets(this.tun);
     const plan = planRoutes(m, this.prefs, { lanPrefixes: host.prefixes, hostAddresses: host.addresses });
@@ -176,6 +205,8 @@ export class Routing {
     this.router = undefined;
     await this.applying;
     this.plan = undefined;
+    this.planKeys = new Map();
+    this.planSelf = undefined;
     if (r) await r.close();
   }
 
@@ -242,4 +273,9 @@ function hostNets(tun: string): { prefixes: string[]; addresses: string[] } {
 function inTailnetV4(ip: string): boolean {
   const [a, b] = ip.split('.').map(Number);
   return a === 100 && b !== undefined && b >= 64 && b < 128;
+}
+
+/** What the route plan reads from a peer. */
+function routingKey(p: NodeInfo): string {
+  return `${p.name}|${p.hostname}|${p.expired}|${p.addresses.join(',')}|${p.allowedIPs.join(',')}`;
 }

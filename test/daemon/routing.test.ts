@@ -107,3 +107,29 @@ describe('Routing teardown', () => {
     }
   });
 });
+
+describe('Routing plan reuse', () => {
+  it('keeps the last plan for a delta that changes no routing input, and plans again when one changes', async () => {
+    const { bigMap, bigPeer, onePeerDelta } = await import('../harness/bigmap.ts');
+    const r = new Routing('meshd0', () => {});
+    const m = new NetworkMap();
+    m.apply(bigMap(1000, `nodekey:${'1'.repeat(64)}`) as never);
+    const touched = (d: MapDelta) => new Set([...d.peersAdded, ...d.peersChanged, ...d.peersRemoved]);
+    const full = await r.apply(m);
+    assert.equal(r.plans, 1);
+    assert.equal(full.size, 1000);
+    const roam = await r.apply(m, touched(m.apply(onePeerDelta(5, 1) as never)));
+    assert.equal(r.plans, 1, 'a peer roaming (new endpoints) reuses the plan');
+    assert.equal(roam.get(6)?.join(','), full.get(6)?.join(','));
+    await r.apply(m, touched(m.apply({ OnlineChange: { 7: false } } as never)));
+    assert.equal(r.plans, 1, 'online changes too');
+    const routed = await r.apply(m, touched(m.apply({ PeersChanged: [{ ...bigPeer(5), AllowedIPs: [...bigPeer(5).AllowedIPs!, '198.19.5.0/24'] }] } as never)));
+    assert.equal(r.plans, 2, 'new allowed IPs: a new plan');
+    assert.equal(routed.get(6)?.includes('198.19.5.0/24'), false, 'not accepted without --accept-routes');
+    await r.apply(m, touched(m.apply({ PeersChanged: [bigPeer(1001)] } as never)));
+    assert.equal(r.plans, 3, 'a new peer: a new plan');
+    await r.apply(m, touched(m.apply({ PacketFilter: [{ SrcIPs: ['100.64.0.0/10'], DstPorts: [] }] } as never)));
+    assert.equal(r.plans, 4, 'a new packet filter: a new plan');
+    await r.stop(undefined);
+  });
+});
