@@ -79,6 +79,13 @@ try {
     if (map) server.kill('SIGUSR1');
     if (iperf) await new Promise((r) => iperf.on('exit', r));
     res.cases[name] = { ...p, agentCpuS: cpu };
+    if (o.debug) {
+      for (const n of nodes) {
+        const st = lab.tryExec(n.ns, [process.execPath, meshdBin, '--socket', n.sock, 'status', '--json'], 20_000).stdout;
+        log(`${n.name} status: ${st.slice(0, 300)}`);
+        log(lab.tryExec(n.ns, ['tail', '-n', '15', join(dir, n.name, 'state', 'meshd.log')]).stdout);
+      }
+    }
     log(`${name}: ${JSON.stringify(res.cases[name])}`);
     await new Promise((r) => setTimeout(r, 1000));
   };

@@ -6,7 +6,7 @@
 //   - time until the subject reports a direct path to it;
 // then iperf3 TCP, direct, to and from both references -- meshd<->meshd, tailscaled<->tailscaled,
 // meshd<->tailscaled -- with the CPU seconds per GB of both ends (/proc/PID/stat), and TCP via DERP
-// (UDP blocked on the subject). After the first round: idle RSS of the meshd and the tailscaled
+// (UDP blocked on the subject). Before the rounds: idle RSS of the meshd and the tailscaled
 // reference, each with 3 peers.
 // Prints markdown tables and ratios; writes bench-results/bench-nat.json and an SVG chart.
 //   sudo node scripts/bench-nat.mjs [--rounds 3] [--seconds 5] [--out bench-results] [--smoke] [--json]
@@ -65,6 +65,17 @@ try {
   const mref = lab.addNatNode('mref', 'easy');
   if (lab.up(mref, key).status !== 0) throw new Error('meshd reference did not come up');
   const mrefIp = JSON.parse(lab.meshd(mref, ['status', '--json']).stdout).self.addresses[0];
+  // Idle RSS with 3 peers, before any transfer: two more (idle) nodes join, then each reference
+  // knows the other reference and those two.
+  for (const name of ['i1', 'i2']) {
+    const n = lab.addNatNode(name, 'easy');
+    if (lab.up(n, key).status !== 0) throw new Error(`meshd ${name} did not come up`);
+  }
+  await new Promise((w) => setTimeout(w, 5000));
+  res.rssMiB.meshd = procs(mref, 'meshd').map(rssMiB).reduce((a, b) => Math.max(a, b ?? 0), 0);
+  res.rssMiB.tailscaled = procs(tref, 'tailscaled').map(rssMiB).reduce((a, b) => Math.max(a, b ?? 0), 0);
+  res.rssPeers = { meshd: JSON.parse(lab.meshd(mref, ['status', '--json']).stdout).peers.length, tailscaled: Object.keys(JSON.parse(lab.tailscale(tref, ['status', '--json']).stdout).Peer ?? {}).length };
+  log(`idle RSS: meshd ${res.rssMiB.meshd} MiB with ${res.rssPeers.meshd} peers, tailscaled ${res.rssMiB.tailscaled} MiB with ${res.rssPeers.tailscaled} peers`);
   for (const [n, ip] of [[tref, trefIp], [mref, mrefIp]]) {
     const srv = lab.lab.spawn(n.ns, ['iperf3', '-s', '-B', ip]);
     srv.stdout?.resume(); srv.stderr?.resume();
@@ -105,14 +116,6 @@ try {
       log(`round ${r + 1} ${kind}: first reply ${first} ms, direct ${dir} ms; to/from tailscaled ${upTs.mbps}/${downTs.mbps} Mbit/s (${upTs.cpu}/${downTs.cpu} s/GB), to/from meshd ${upM.mbps}/${downM.mbps} Mbit/s (${upM.cpu}/${downM.cpu} s/GB); ${derpUp} Mbit/s via DERP`);
       if (kind === 'meshd') lab.meshd(n, ['down']);
       else lab.tailscale(n, ['down']);
-    }
-    if (r === 0) {
-      // Idle RSS with 3 peers: each reference now knows the other reference and the first round's two subjects.
-      await new Promise((w) => setTimeout(w, 3000));
-      res.rssMiB.meshd = procs(mref, 'meshd').map(rssMiB).reduce((a, b) => Math.max(a, b ?? 0), 0);
-      res.rssMiB.tailscaled = procs(tref, 'tailscaled').map(rssMiB).reduce((a, b) => Math.max(a, b ?? 0), 0);
-      res.rssPeers = { meshd: JSON.parse(lab.meshd(mref, ['status', '--json']).stdout).peers.length, tailscaled: Object.keys(JSON.parse(lab.tailscale(tref, ['status', '--json']).stdout).Peer ?? {}).length };
-      log(`idle RSS: meshd ${res.rssMiB.meshd} MiB with ${res.rssPeers.meshd} peers, tailscaled ${res.rssMiB.tailscaled} MiB with ${res.rssPeers.tailscaled} peers`);
     }
   }
 } finally {

@@ -164,6 +164,16 @@ export class AllowedIPs<T> {
     (prefix.family === 4 ? this.v4 : this.v6).insert(prefix.bytes, prefix.bits, slot);
   }
 
+  /** True when exactly these prefixes (canonical text, any order) route to `value`. */
+  hasExactly(value: T, texts: readonly string[]): boolean {
+    if ((this.byValue.get(value)?.size ?? 0) !== new Set(texts).size) return false;
+    for (const t of texts) {
+      const i = this.byText.get(t);
+      if (i === undefined || this.entries[i]!.value !== value) return false;
+    }
+    return true;
+  }
+
   /** Removes every prefix that routes to `value`. */
   removeValue(value: T): void {
     const slots = this.byValue.get(value);
@@ -176,9 +186,9 @@ export class AllowedIPs<T> {
     if (slot !== undefined) this.removeSlot(slot);
   }
 
-  /** The prefixes routed to `value`, canonical text, in insertion order. */
+  /** The prefixes routed to `value`, canonical text, in table order (insertion order; a moved prefix keeps its place). */
   prefixesOf(value: T): string[] {
-    return [...(this.byValue.get(value) ?? [])].map((slot) => this.entries[slot]!.text);
+    return [...(this.byValue.get(value) ?? [])].sort((x, y) => x - y).map((slot) => this.entries[slot]!.text);
   }
 
   private link(value: T, slot: number): void {

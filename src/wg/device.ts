@@ -13,7 +13,7 @@ import type { Endpoint } from '../net/endpoint.ts';
 import { defaultCrypto, nativeAeadError } from '../crypto/backend.ts';
 import { PerPacketTransport } from '../crypto/transport.ts';
 import { AeadBatch, type CryptoBackend, type TransportAead } from '../crypto/types.ts';
-import { AllowedIPs, parsePrefix, type Prefix } from './allowedips.ts';
+import { AllowedIPs, formatPrefix, parsePrefix, type Prefix } from './allowedips.ts';
 import { CookieChecker, equalBytes } from './cookie.ts';
 import { Keypair } from './keypair.ts';
 import {
@@ -226,8 +226,13 @@ export class Device {
       peer.handshake.presharedKey = cfg.presharedKey === null ? new Uint8Array(32) : cfg.presharedKey.slice();
     }
     if (cfg.endpoint !== undefined) peer.endpoint = cfg.endpoint;
-    if (cfg.replaceAllowedIPs === true) this.allowed.removeValue(peer);
-    for (const p of prefixes) this.allowed.insert(p, peer);
+    // A map re-sends every peer: an unchanged set costs O(its prefixes), not a rebuild of the table.
+    if (cfg.replaceAllowedIPs === true && !this.allowed.hasExactly(peer, prefixes.map(formatPrefix))) {
+      this.allowed.removeValue(peer);
+      for (const p of prefixes) this.allowed.insert(p, peer);
+    } else if (cfg.replaceAllowedIPs !== true) {
+      for (const p of prefixes) this.allowed.insert(p, peer);
+    }
     if (ka !== undefined) {
       const old = peer.persistentKeepalive;
       peer.persistentKeepalive = ka;

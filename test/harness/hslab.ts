@@ -35,12 +35,18 @@ export class TailnetLab {
   readonly hsNs: string;
   readonly dir: string;
   readonly hsBin: string;
-  readonly meshdBin = join(packageRoot(), 'bin', 'meshd.js');
+  /** The meshd CLI the nodes run: this checkout's, or MESHD_TEST_BIN (an installed copy, see e2e/package). */
+  readonly meshdBin = process.env.MESHD_TEST_BIN || join(packageRoot(), 'bin', 'meshd.js');
   readonly config: string;
   private hsProc: ChildProcess | undefined;
   private hsLog = '';
   private userId = '';
   readonly nodes: LabNode[] = [];
+
+  /** The login server URL (https with `tls`: the test puts tls.crt and tls.key in hsDir before starting). */
+  readonly url: string;
+  /** Where headscale keeps its files (config, tls.crt, tls.key, ...). */
+  readonly hsDir: string;
 
   /**
    * With `derper`, headscale's embedded DERP is off and the DERP map has one region (900, code
@@ -48,7 +54,7 @@ export class TailnetLab {
    * With `derper: 'extra'` that region comes in addition to the embedded one (two STUN servers).
    * `derperHostName` gives that region's node by name only (no IPv4 field; nodes must resolve it).
    */
-  constructor(tag: string, opts: { policy?: unknown; derper?: boolean | 'extra'; derperHostName?: string } = {}) {
+  constructor(tag: string, opts: { policy?: unknown; derper?: boolean | 'extra'; derperHostName?: string; tls?: boolean } = {}) {
     const hs = which('headscale');
     if (!hs) throw new Error('headscale is not built: run scripts/install-peers.sh');
     this.hsBin = hs;
@@ -60,6 +66,8 @@ export class TailnetLab {
     this.dir = mkdtempSync(join(tmpdir(), 'meshd-tailnet-'));
     const hsDir = join(this.dir, 'hs');
     mkdirSync(hsDir, { recursive: true });
+    this.hsDir = hsDir;
+    this.url = opts.tls ? `https://${HS_IP}:${HS_PORT}` : HS_URL;
     const policyPath = join(hsDir, 'policy.hujson');
     if (opts.policy !== undefined) writeFileSync(policyPath, JSON.stringify(opts.policy, null, 2));
     if (opts.derper) {
@@ -78,8 +86,10 @@ ${opts.derperHostName ? '' : `        ipv4: ${DERPER_IP}\n`}        stunport: 34
       this.startDerper();
     }
     this.config = join(hsDir, 'config.yaml');
-    writeFileSync(this.config, `server_url: ${HS_URL}
-listen_addr: 0.0.0.0:${HS_PORT}
+    writeFileSync(this.config, `server_url: ${this.url}
+${opts.tls ? `tls_cert_path: ${hsDir}/tls.crt
+tls_key_path: ${hsDir}/tls.key
+` : ''}listen_addr: 0.0.0.0:${HS_PORT}
 metrics_listen_addr: ""
 grpc_listen_addr: 127.0.0.1:50443
 grpc_allow_insecure: false

@@ -7,6 +7,7 @@
 // external memory (Buffer contents) are counted apart.
 //
 // Two measurements:
+// The least of three windows counts (see measure()).
 //   - with an AEAD stand-in that allocates nothing: what is left is the data plane's own
 //     allocation per packet, which must be (about) zero;
 //   - with the default crypto backend: the real figure, printed, and kept under a budget that says
@@ -69,23 +70,30 @@ async function measure(crypto: CryptoBackend | undefined, rounds: number): Promi
     link.b.sync = true;
     const run = (n: number): void => { for (let i = 0; i < n; i++) hostA.inject(pkt, BATCH); };
     run(200); // warm up: let V8 optimise the path
-    gc();
-    const prof = new v8.GCProfiler();
-    const h0 = v8.getHeapStatistics();
-    prof.start();
-    run(rounds);
-    const h1 = v8.getHeapStatistics();
-    const stats = prof.stop().statistics;
-    let heap = h1.used_heap_size - h0.used_heap_size;
-    let ext = h1.external_memory - h0.external_memory;
-    for (const s of stats) {
-      heap += s.beforeGC.heapStatistics.usedHeapSize - s.afterGC.heapStatistics.usedHeapSize;
-      ext += s.beforeGC.heapStatistics.externalMemory - s.afterGC.heapStatistics.externalMemory;
+    // Three windows; the least is kept: what a packet allocates shows in every window, a one-off
+    // (V8 compiling a function late, a timer firing) in one.
+    let best: Allocated | undefined;
+    for (let w = 0; w < 3; w++) {
+      gc();
+      const prof = new v8.GCProfiler();
+      const h0 = v8.getHeapStatistics();
+      prof.start();
+      run(rounds);
+      const h1 = v8.getHeapStatistics();
+      const stats = prof.stop().statistics;
+      let heap = h1.used_heap_size - h0.used_heap_size;
+      let ext = h1.external_memory - h0.external_memory;
+      for (const s of stats) {
+        heap += s.beforeGC.heapStatistics.usedHeapSize - s.afterGC.heapStatistics.usedHeapSize;
+        ext += s.beforeGC.heapStatistics.externalMemory - s.afterGC.heapStatistics.externalMemory;
+      }
+      const packets = rounds * BATCH;
+      const r = { heapPerPacket: Math.max(0, heap) / packets, externalPerPacket: Math.max(0, ext) / packets, packets };
+      if (best === undefined || r.heapPerPacket + r.externalPerPacket < best.heapPerPacket + best.externalPerPacket) best = r;
     }
-    const packets = rounds * BATCH;
-    assert.equal(hostB.written, 1 + (200 + rounds) * BATCH, 'every packet reached B intact in count');
+    assert.equal(hostB.written, 1 + (200 + 3 * rounds) * BATCH, 'every packet reached B intact in count');
     assert.equal(b.device.counters.dropRxDecryptFailed, 0);
-    return { heapPerPacket: Math.max(0, heap) / packets, externalPerPacket: Math.max(0, ext) / packets, packets };
+    return best!;
   } finally {
     a.close();
     b.close();
@@ -93,8 +101,8 @@ async function measure(crypto: CryptoBackend | undefined, rounds: number): Promi
 }
 
 describe('data path allocation (real DataPlane, real clock)', () => {
-  it('allocates nothing of its own per packet: under 4 bytes per packet over 400 batches with an allocation-free AEAD', async (t) => {
-    const r = await measure({ ...nodeCrypto, name: 'xor', aead: xorAead }, 400);
+  it('allocates nothing of its own per packet: under 4 bytes per packet over 3 x 300 batches with an allocation-free AEAD', async (t) => {
+    const r = await measure({ ...nodeCrypto, name: 'xor', aead: xorAead }, 300);
     t.diagnostic(`layers alone: ${r.heapPerPacket.toFixed(2)} B/packet JS heap, ${r.externalPerPacket.toFixed(2)} B/packet external, over ${r.packets} packets`);
     assert.ok(r.heapPerPacket < 4, `${r.heapPerPacket.toFixed(2)} bytes of JS heap per packet`);
     assert.ok(r.externalPerPacket < 4, `${r.externalPerPacket.toFixed(2)} bytes of external memory per packet`);
@@ -102,7 +110,7 @@ describe('data path allocation (real DataPlane, real clock)', () => {
 
   it('with the default crypto backend, allocates only what the backend does per packet (printed; node:crypto: a cipher object and output Buffers per seal and per open)', async (t) => {
     const name = (new Device({ clock: { now: () => 0, wall: () => 0 } }) as unknown as { crypto: CryptoBackend }).crypto.name;
-    const r = await measure(undefined, 200);
+    const r = await measure(undefined, 150);
     t.diagnostic(`backend ${name}: ${r.heapPerPacket.toFixed(1)} B/packet JS heap, ${r.externalPerPacket.toFixed(1)} B/packet external, over ${r.packets} packets (one seal at A and one open at B per packet)`);
     // node:crypto: createCipheriv/createDecipheriv objects plus the update() and getAuthTag() Buffers.
     // A backend that seals in place with kept contexts must come in at the layers' figure above.
