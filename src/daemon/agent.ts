@@ -271,7 +271,8 @@ export class Agent implements LocalBackend {
         hostinfo,
         discoKey: disco.publicKey as DiscoPublic,
         timeoutMs: Math.min(15_000, remaining()),
-        dial: markedDialer(BYPASS_MARK),
+        // Marked so control bypasses an exit node; userspace mode has no routes to bypass (and no CAP_NET_ADMIN).
+        ...(this.opts.userspace ? {} : { dial: markedDialer(BYPASS_MARK) }),
         log: (l) => this.log(`control: ${l}`),
       });
       this.client = client;
@@ -408,7 +409,7 @@ export class Agent implements LocalBackend {
       socket: { port: this.opts.port, fwmark: this.opts.userspace ? 0 : BYPASS_MARK, mtu: TAILNET_MTU }, nodePrivate, discoPrivate,
       log: (l) => this.log(`magicsock: ${l}`),
       derpHttp: process.env.MESHD_DERP_HTTP === '1',
-      derpDial: markedDialer(BYPASS_MARK),
+      ...(this.opts.userspace ? {} : { derpDial: markedDialer(BYPASS_MARK) }),
       localEndpoints: () => this.localEndpoints(),
       onReport: (eps, netInfo) => {
         if (this.client !== client) return;
