@@ -23,6 +23,8 @@ import { DnsService, type DnsStatus } from '../dns/service.ts';
 import { SERVICE_IP4, SERVICE_IP6 } from '../dns/config.ts';
 import { LocalServices } from '../netstack/local.ts';
 import { Userspace, USERSPACE_TUN, type UserspaceOptions } from './userspace.ts';
+import { markedDialer } from '../net/tcp.ts';
+import { syncPeers, type AppliedPeer, type Touched } from './peersync.ts';
 import { AgentMetrics, healthWarnings, KEY_EXPIRY_WARN_MS, type AgentFacts } from './metrics.ts';
 import { whoisIn } from './whois.ts';
 
@@ -107,6 +109,14 @@ export class Agent implements LocalBackend {
   private readonly routing: Routing;
   private map: NetworkMap | undefined;
   private busy: Promise<unknown> = Promise.resolve();
+  /** Map applications run one at a time (applyMap). */
+  private mapQueue: Promise<void> = Promise.resolve();
+  private mapPending: Promise<void> | undefined;
+  private mapTouched: Set<number> | 'all' = 'all';
+  /** What the data plane holds, for applying only what changed (src/daemon/peersync.ts). */
+  private appliedPeers = new Map<number, AppliedPeer>();
+  private appliedDerpMap: NetworkMap['derpMap'] | null = null;
+  private appliedExitId: number | undefined;
   private endpointTimer: NodeJS.Timeout | undefined;
   /** MagicDNS: quad-100 on the data plane and the host's resolver configuration (src/dns). */
   private readonly dns: DnsService;
@@ -280,6 +290,8 @@ export class Agent implements LocalBackend {
         hostinfo,
         discoKey: disco.publicKey as DiscoPublic,
         timeoutMs: Math.min(15_000, remaining()),
+        // Marked so control bypasses an exit node; userspace mode has no routes to bypass (and no CAP_NET_ADMIN).
+        ...(this.opts.userspace ? {} : { dial: markedDialer(BYPASS_MARK) }),
         log: (l) => this.log(`control: ${l}`),
       });
       this.client = client;
@@ -337,7 +349,8 @@ export class Agent implements LocalBackend {
           onDelta: (d, m) => {
             this.mapUpdates++;
             this.controlDownSince = undefined;
-            void this.applyMap(m).catch((e: Error) => this.log(`applying map: ${e.message}`));
+            const touched: Touched = d.fullPeers || d.selfChanged ? 'all' : new Set([...d.peersAdded, ...d.peersChanged, ...d.peersRemoved]);
+            void this.applyMap(m, touched).catch((e: Error) => this.log(`applying map: ${e.message}`));
             this.routing.onDelta(d, m, () => this.stream?.refresh());
           },
           onError: (err, retryIn) => {
@@ -425,6 +438,7 @@ export class Agent implements LocalBackend {
       socket: { port: this.opts.port, fwmark: this.opts.userspace ? 0 : BYPASS_MARK, mtu: TAILNET_MTU }, nodePrivate, discoPrivate,
       log: (l) => this.log(`magicsock: ${l}`),
       derpHttp: process.env.MESHD_DERP_HTTP === '1',
+      ...(this.opts.userspace ? {} : { derpDial: markedDialer(BYPASS_MARK) }),
       localEndpoints: () => this.localEndpoints(),
       onReport: (eps, netInfo) => {
         if (this.client !== client) return;
@@ -454,35 +468,56 @@ export class Agent implements LocalBackend {
     return out;
   }
 
-  /** Makes the data plane match the map: addresses, routes, peers. */
-  private async applyMap(m: NetworkMap): Promise<void> {
+  /**
+   * Makes the data plane match the map, one application at a time: a burst of updates while one
+   * runs coalesces into one more run with the newest map, and teardown waits for the queue.
+   */
+  private applyMap(m: NetworkMap, touched: Touched = 'all'): Promise<void> {
     this.map = m;
     this.checkKeyExpiry(m);
-    const dp = this.dp;
-    if (!dp || !m.self) return;
+    // Coalesced runs look at the union of what each update touched.
+    if (touched === 'all' || this.mapTouched === 'all') this.mapTouched = 'all';
+    else for (const id of touched) this.mapTouched.add(id);
+    if (this.mapPending) return this.mapPending;
+    const p = this.mapQueue.then(() => {
+      this.mapPending = undefined;
+      const t = this.mapTouched;
+      this.mapTouched = new Set();
+      return this.applyMapNow(t);
+    });
+    this.mapPending = p;
+    this.mapQueue = p.catch(() => {});
+    return p;
+  }
+
+  /**
+   * Applies this.map: addresses, routes, peers. Only the peers `touched` (or whose allowed IPs a
+   * new exit node changes) are visited: a one-peer delta is O(1) peer work. Stops early when a
+   * teardown began meanwhile.
+   */
+  private async applyMapNow(touched: Touched): Promise<void> {
+    const m = this.map, dp = this.dp;
+    if (!m || !dp || !m.self) return;
     if (!this.us) await this.netconf.apply(m.self.addresses, [TAILNET_V4, TAILNET_V6]);
-    const allowed = await this.routing.apply(m);
+    if (this.dp !== dp) return;
+    const allowed = await this.routing.apply(m, touched);
+    if (this.dp !== dp) return;
     const prefs = this.routing.prefs;
     this.us?.setMap(m, allowed, prefs.advertiseExitNode || prefs.advertiseRoutes.length > 0);
     const dev = dp.device;
     const magic = this.magic;
-    magic?.setDerpMap(m.derpMap);
-    const want = new Set<string>();
-    for (const p of m.peers.values()) {
-      if (p.expired) continue;
-      const hex = Buffer.from(p.nodeKey).toString('hex');
-      want.add(hex);
-      const ep = magic?.upsertPeer(p);
-      dev.setPeer(p.nodeKey, {
-        ...(ep ? { endpoint: ep } : {}),
-        allowedIPs: allowed.get(p.id) ?? [...p.addresses],
-        replaceAllowedIPs: true,
-      });
-    }
-    for (const p of dev.peers()) {
-      if (!want.has(Buffer.from(p.publicKey).toString('hex'))) dev.removePeer(p.publicKey);
-    }
-    magic?.retainPeers(want);
+    if (m.derpMap !== this.appliedDerpMap) { magic?.setDerpMap(m.derpMap); this.appliedDerpMap = m.derpMap; }
+    const exitId = this.routing.exitNodeId;
+    if (exitId !== this.appliedExitId) { touched = 'all'; this.appliedExitId = exitId; }
+    let removed = 0;
+    syncPeers(this.appliedPeers, m.peers, (p) => allowed.get(p.id) ?? p.addresses, {
+      upsert: (p, allowedIPs) => {
+        const ep = magic?.upsertPeer(p);
+        dev.setPeer(p.nodeKey, { ...(ep ? { endpoint: ep } : {}), allowedIPs: [...allowedIPs], replaceAllowedIPs: true });
+      },
+      remove: (p) => { dev.removePeer(p.nodeKey); removed++; },
+    }, touched);
+    if (removed > 0) magic?.retainPeers(new Set([...this.appliedPeers.values()].map((a) => Buffer.from(a.info.nodeKey).toString('hex'))));
     dp.runTimers();
     await this.dns.apply(m).catch((e: Error) => this.log(`dns: ${e.message}`));
   }
@@ -621,6 +656,11 @@ export class Agent implements LocalBackend {
     if (stream) await stream.close().catch(() => {});
     if (client) await client.close().catch(() => {});
     this.client = undefined;
+    await this.mapQueue; // a map being applied finishes (and sees the teardown) before routes go
+    this.appliedPeers = new Map();
+    this.appliedDerpMap = null;
+    this.appliedExitId = undefined;
+    this.mapTouched = 'all';
     await this.dns.stop();
     this.dns.next = undefined;
     this.quad100Tcp?.close();

@@ -167,7 +167,7 @@ export class LocalApiServer {
   /** Listens; refuses when another agent answers on the socket, replaces a stale file. */
   async listen(): Promise<void> {
     const server = createServer((req, res) => { void this.handle(req, res); });
-    await listenUnix(server, this.path, { dirMode: 0o700, forceDirMode: true, mode: 0o600, inUse: `another meshd agent is running on ${this.path}` });
+    await listenUnix(server, this.path, { dirMode: 0o700, mode: 0o600, inUse: `another meshd agent is running on ${this.path}` });
     this.server = server;
   }
 
