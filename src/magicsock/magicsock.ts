@@ -208,11 +208,13 @@ export class MagicSock {
     if (!p) return undefined;
     const now = this.now();
     const region = this.regionFor(p);
+    // Direct means what tailscale's CurAddr means: a UDP address confirmed by a pong less than
+    // 6.5 s ago (bestAddr trusted), the only case where packets go over UDP alone.
     const trusted = p.path.trusted(now);
     return {
-      direct: p.path.bestAddr ? p.path.bestAddr.key : null,
+      direct: trusted ? p.path.bestAddr!.key : null,
       derp: !trusted && region ? this.regionName(region) : null,
-      latencyMs: p.path.bestAddr ? p.path.bestLatency : null,
+      latencyMs: trusted ? p.path.bestLatency : null,
     };
   }
 
@@ -233,8 +235,11 @@ export class MagicSock {
     if (p === undefined) return null;
     const actions = this.actions;
     const r = p.path.noteSend(this.now(), actions);
-    if (actions.length > 0) this.runActions(p);
+    // The packet goes to DERP before the call-me-maybe, as tailscale's (asynchronous) one does: a
+    // peer that gets the call-me-maybe first pings us and then, answering the packet, finds nothing
+    // left to ping and sends us no call-me-maybe of its own.
     if (r & Route.derp) this.sendDerp(p, buf.subarray(off, off + len));
+    if (actions.length > 0) this.runActions(p);
     return (r & Route.udp) !== 0 ? p.path.bestAddr ?? null : null;
   }
 
@@ -394,8 +399,9 @@ export class MagicSock {
     switch (m.type) {
       case 'ping':
         if (from !== undefined) {
-          p.path.onPingFrom(from, now);
           this.sendDiscoUdp(p, { type: 'pong', txId: m.txId, src: from }, from);
+          p.path.onPingFrom(from, now, this.actions);
+          if (this.actions.length > 0) this.runActions(p);
         } else {
           // The pong's source for a DERP ping is the DERP magic address, as tailscale reports it.
           this.sendDiscoDerp(p, { type: 'pong', txId: m.txId, src: this.io.endpoints.of('127.3.3.40', region) }, region);

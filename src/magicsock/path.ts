@@ -26,6 +26,11 @@ export const UPGRADE_INTERVAL_MS = 60_000;
 export const GOOD_ENOUGH_LATENCY_MS = 5;
 /** Most candidates kept per peer. */
 export const MAX_CANDIDATES = 100;
+/**
+ * Least time between ping-backs to one candidate: a ping from the peer while our path is not
+ * trusted is answered with a pong and, at most this often, with a ping of our own (see onPingFrom).
+ */
+export const PING_BACK_INTERVAL_MS = 1_000;
 /** Most pings awaiting a pong per peer. */
 const MAX_PENDING_PINGS = 256;
 
@@ -51,6 +56,8 @@ interface Candidate {
   fromCallMeMaybe: boolean;
   /** Last time the peer pinged us from here (runtime-learned candidate). */
   lastPingFrom: number;
+  /** Last ping-back to here (onPingFrom). */
+  lastPingBack: number;
 }
 
 interface SentPing { to: Endpoint; at: number; purpose: PingPurpose }
@@ -158,7 +165,7 @@ export class PeerPath {
     let c = this.candidates.get(e.key);
     if (c === undefined) {
       if (this.candidates.size >= MAX_CANDIDATES) this.pruneOne();
-      c = { ep: e, lastPing: -Infinity, latency: Infinity, fromMap: false, fromCallMeMaybe: false, lastPingFrom: -Infinity };
+      c = { ep: e, lastPing: -Infinity, latency: Infinity, fromMap: false, fromCallMeMaybe: false, lastPingFrom: -Infinity, lastPingBack: -Infinity };
       this.candidates.set(e.key, c);
       this.nextDiscovery = -Infinity;
     }
@@ -257,9 +264,20 @@ export class PeerPath {
     return { to: sp.to, latencyMs: latency, purpose: sp.purpose, becameBest };
   }
 
-  /** The peer pinged us over UDP from `from`: remember the address as a candidate. */
-  onPingFrom(from: Endpoint, now: number): void {
-    this.candidate(from).lastPingFrom = now;
+  /**
+   * The peer pinged us over UDP from `from`: remember the address as a candidate, and while our own
+   * path is not trusted, ping it back at once (at most every PING_BACK_INTERVAL_MS per address).
+   * Its ping crossing our NAT proves its NAT now lets our packets through from `from`, so our ping
+   * gets there even if the one we sent before (at discovery) died at its NAT. tailscale waits for
+   * the peer's call-me-maybe or for its own 5 s retry instead; when the call-me-maybe reached the
+   * peer before its first WireGuard packet to us, it sends none back and the retry costs 5 s.
+   */
+  onPingFrom(from: Endpoint, now: number, out?: PathAction[]): void {
+    const c = this.candidate(from);
+    c.lastPingFrom = now;
+    if (out === undefined || this.trusted(now) || now - c.lastPingBack < PING_BACK_INTERVAL_MS) return;
+    c.lastPingBack = now;
+    this.ping(c, now, 'discovery', out);
   }
 
   /** The peer's call-me-maybe (via DERP): its endpoints replace the earlier ones; ping all now. */

@@ -120,18 +120,26 @@ describe('through NAT routers, meshd and tailscaled', { skip }, () => {
     assert.notEqual(r.directMs, null, JSON.stringify(r));
   });
 
-  it('easy and hard: meshd gets the same outcome as tailscaled does', async () => {
+  // The outcome the lab dictates, asserted for both implementations: a comparison that only checked
+  // "meshd == tailscaled" would pass when both fail. Easy and hard: the hard side's pings leave from
+  // a fresh port per destination, which the easy side's NAT never sent to, and the easy side's pings
+  // go to the port the hard side's NAT gave the STUN server: both die, so DERP it is.
+  function sameOutcome(ref: Result, got: Result, direct: boolean): void {
+    assert.ok(ref.firstReplyMs >= 0 && got.firstReplyMs >= 0, `both work: meshd ${JSON.stringify(got)} vs tailscaled ${JSON.stringify(ref)}`);
+    assert.equal(ref.directMs !== null, direct, `tailscaled ${direct ? 'direct' : 'through DERP'} as the lab dictates: ${JSON.stringify(ref)}`);
+    assert.equal(got.directMs !== null, direct, `meshd ${direct ? 'direct' : 'through DERP'} as tailscaled: ${JSON.stringify(got)}`);
+  }
+
+  it('easy and hard: meshd gets the same outcome as tailscaled does (DERP)', async () => {
     const ref = await pair('te1', 'th1');
     const got = await pair('me1', 'th1');
-    assert.ok(got.firstReplyMs >= 0, 'works at all');
-    assert.equal(got.directMs !== null, ref.directMs !== null, `meshd ${JSON.stringify(got)} vs tailscaled ${JSON.stringify(ref)}`);
+    sameOutcome(ref, got, false);
   });
 
-  it('hard and easy, meshd on the hard side: the same outcome as tailscaled on the hard side', async () => {
+  it('hard and easy, meshd on the hard side: the same outcome as tailscaled on the hard side (DERP)', async () => {
     const ref = await pair('th1', 'te2');
     const got = await pair('mh1', 'te2');
-    assert.ok(got.firstReplyMs >= 0, 'works at all');
-    assert.equal(got.directMs !== null, ref.directMs !== null, `meshd ${JSON.stringify(got)} vs tailscaled ${JSON.stringify(ref)}`);
+    sameOutcome(ref, got, false);
   });
 
   it('UDP blocked on one side: meshd works through DERP with tailscaled and with meshd, as tailscaled does', async () => {

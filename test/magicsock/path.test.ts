@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Endpoints } from '../../src/net/endpoint.ts';
 import {
-  betterAddr, HEARTBEAT_MS, PeerPath, PING_TIMEOUT_MS, Route, SESSION_ACTIVE_TIMEOUT_MS, TRUST_UDP_ADDR_MS, type PathAction,
+  betterAddr, HEARTBEAT_MS, PeerPath, PING_BACK_INTERVAL_MS, PING_TIMEOUT_MS, Route, SESSION_ACTIVE_TIMEOUT_MS, TRUST_UDP_ADDR_MS, type PathAction,
 } from '../../src/magicsock/path.ts';
 
 const eps = new Endpoints();
@@ -78,6 +78,28 @@ describe('PeerPath', () => {
     assert.deepEqual(pings(out).map((x) => x.to.key), ['203.0.113.1:1000']);
     p.onPingFrom(eps.parse('203.0.113.2:2000'), 1);
     assert.deepEqual(p.candidateKeys().sort(), ['203.0.113.1:1000', '203.0.113.2:2000']);
+  });
+
+  it('pings back at once a peer that pinged while the path is untrusted, at most once a second per address', () => {
+    const p = newPath();
+    const b = eps.parse('198.18.0.10:41641');
+    p.setMapEndpoints([b]);
+    const out: PathAction[] = [];
+    p.noteSend(0, out); // discovery ping to b at 0: lost at b's NAT
+    const back: PathAction[] = [];
+    p.onPingFrom(b, 5, back);
+    assert.deepEqual(pings(back).map((x) => x.to.key), [b.key], 'pinged back 5 ms after the first ping, not 5 s');
+    p.onPong(pings(back)[0]!.txId, 6);
+    assert.equal(p.trusted(6), true);
+    const again: PathAction[] = [];
+    p.onPingFrom(b, 7, again);
+    assert.equal(again.length, 0, 'no ping-back while trusted');
+    const q = newPath();
+    const o1: PathAction[] = [], o2: PathAction[] = [], o3: PathAction[] = [];
+    q.onPingFrom(b, 0, o1);
+    q.onPingFrom(b, PING_BACK_INTERVAL_MS - 1, o2);
+    q.onPingFrom(b, PING_BACK_INTERVAL_MS, o3);
+    assert.deepEqual([o1.length, o2.length, o3.length], [1, 0, 1]);
   });
 
   it('stops heartbeats when idle and forgets ping-learned candidates', () => {
