@@ -18,6 +18,7 @@ import type { Logf } from '../util/log.ts';
 import { generateKeyPair } from '../crypto/box.ts';
 import type { DiscoPublic } from '../control/keys.ts';
 import { MagicSock } from '../magicsock/magicsock.ts';
+import { PortMapper } from '../portmapper/portmapper.ts';
 
 /** How often the host's addresses are checked for endpoint changes (ms). */
 const ENDPOINT_CHECK_MS = 5_000;
@@ -79,6 +80,8 @@ export class Agent implements LocalBackend {
   private stream: MapStream | undefined;
   private dp: DataPlane | undefined;
   private magic: MagicSock | undefined;
+  /** Port mapping on the home router (UPnP IGD, NAT-PMP, PCP); off with MESHD_DISABLE_PORTMAPPER=1. */
+  private portmap: PortMapper | undefined;
   private netconf: NetConf;
   /** Exit node, subnet routes and packet filter (src/daemon/routing.ts). */
   private readonly routing: Routing;
@@ -215,6 +218,7 @@ export class Agent implements LocalBackend {
       await this.routing.start(this.dp, url);
       this.dp.device.setPrivateKey(identity.nodePrivate as PrivateKey);
       this.magic = this.startMagic(this.dp, identity.nodePrivate, disco.privateKey, client);
+      this.portmap?.ensure();
       this.netconf.reset();
 
       const firstMap = new Promise<void>((resolve, reject) => {
@@ -239,7 +243,7 @@ export class Agent implements LocalBackend {
       await withDeadline(firstMap, remaining(), 'waiting for the network map');
       this.state = 'Running';
       await this.store.update({ wantRunning: true });
-      this.endpointTimer = setInterval(() => this.magic?.maybeReport(), ENDPOINT_CHECK_MS);
+      this.endpointTimer = setInterval(() => { this.portmap?.ensure(); this.magic?.maybeReport(); }, ENDPOINT_CHECK_MS);
       const st = this.status();
       progress(`up: ${st.self.addresses.join(' ')}`);
       this.log(`up as ${st.self.hostname} ${st.self.addresses.join(' ')} with ${st.peers.length} peers`);
@@ -253,7 +257,15 @@ export class Agent implements LocalBackend {
 
   /** Starts magicsock on the data plane: disco, DERP, netcheck; it reports endpoints and NetInfo to control. */
   private startMagic(dp: DataPlane, nodePrivate: Uint8Array, discoPrivate: Uint8Array, client: ControlClient): MagicSock {
+    const portmap = process.env.MESHD_DISABLE_PORTMAPPER === '1' ? undefined : new PortMapper({
+      log: (l) => this.log(l),
+      localPort: () => dp.listenPort,
+      onChange: () => this.magic?.maybeReport(),
+      disableUpnp: process.env.MESHD_DISABLE_UPNP === '1',
+    });
+    this.portmap = portmap;
     const magic: MagicSock = new MagicSock({
+      portMapped: () => portmap?.external,
       io: dp, nodePrivate, discoPrivate,
       log: (l) => this.log(`magicsock: ${l}`),
       derpHttp: process.env.MESHD_DERP_HTTP === '1',
@@ -352,8 +364,11 @@ export class Agent implements LocalBackend {
   async netcheck(): Promise<NetcheckReport> {
     const magic = this.magic;
     if (!magic) throw new AgentError('not_running', 'not connected: run meshd up first');
-    const r = await magic.netcheck() ?? magic.lastReport;
+    const [report, pm] = await Promise.all([magic.netcheck(), this.portmap?.probe(true).catch(() => undefined)]);
+    const r = report ?? magic.lastReport;
     return {
+      portMapping: this.portmap ? (pm ? [...(pm.upnp ? ['UPnP'] : []), ...(pm.pmp ? ['NAT-PMP'] : []), ...(pm.pcp ? ['PCP'] : [])] : []) : null,
+      portMapped: this.portmap?.external ?? null,
       udp: r?.udp ?? false,
       globalV4: r?.globalV4?.key ?? null,
       globalV6: r?.globalV6?.key ?? null,
@@ -415,6 +430,9 @@ export class Agent implements LocalBackend {
     this.map = undefined;
     this.magic?.close();
     this.magic = undefined;
+    // Before the socket goes: the router forwards the port to nobody after this.
+    await this.portmap?.close();
+    this.portmap = undefined;
     if (stream) await stream.close().catch(() => {});
     if (client) await client.close().catch(() => {});
     this.client = undefined;

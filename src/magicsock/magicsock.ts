@@ -55,6 +55,8 @@ export interface MagicSockOptions {
   derpHttp: boolean;
   /** Our local interface endpoints ("ip:port"), asked for at every report. */
   localEndpoints: () => string[];
+  /** Our port-mapped endpoint ("ip:port"), if the router gave us one (src/portmapper). */
+  portMapped?: () => string | undefined;
   /** Called when our endpoints or NetInfo changed and should go to control. */
   onReport: (endpoints: { addr: string; type: EndpointType }[], netInfo: Record<string, unknown>) => void;
   /** Monotonic clock, ms. */
@@ -540,11 +542,13 @@ export class MagicSock {
     if (r.ok) run.onResponse(hex(r.txId), r.endpoint, this.now());
   }
 
-  /** Our endpoints in report order: STUN-discovered first (type 2), then local addresses (type 1). */
+  /** Our endpoints in report order: port-mapped (type 3), STUN-discovered (type 2), then local addresses (type 1). */
   ourEndpoints(): { addr: string; type: EndpointType }[] {
     const out: { addr: string; type: EndpointType }[] = [];
     const seen = new Set<string>();
     const add = (addr: string, type: EndpointType) => { if (!seen.has(addr)) { seen.add(addr); out.push({ addr, type }); } };
+    const mapped = this.opts.portMapped?.();
+    if (mapped) add(mapped, EndpointType.portmapped);
     const r = this.report;
     if (r?.globalV4) add(r.globalV4.key, EndpointType.stun);
     if (r?.globalV6) add(r.globalV6.key, EndpointType.stun);
