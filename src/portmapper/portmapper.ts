@@ -21,8 +21,10 @@ import {
 } from './codec.ts';
 import type { Logf } from '../util/log.ts';
 
-/** How long a probe listens (tailscale: 250 ms). */
+/** How long a probe listens for NAT-PMP/PCP (tailscale: 250 ms). */
 export const PROBE_TIMEOUT_MS = 250;
+/** How long it listens for SSDP: miniupnpd delays its answers by up to MX (2 s) seconds. */
+export const SSDP_WAIT_MS = 2_200;
 /** Services seen this recently are not probed again (tailscale: 10 min). */
 export const PROBE_CACHE_MS = 10 * 60_000;
 /** One mapping attempt may take this long in all. */
@@ -180,46 +182,57 @@ export class PortMapper {
 
   /**
    * Which services the gateway offers (the probe behind netcheck's PortMapping line); a result
-   * younger than 10 min for the same gateway is reused unless `fresh`. undefined without a gateway.
+   * younger than 10 min for the same gateway is reused unless `all`. With `all` it listens until
+   * every service answered or SSDP_WAIT_MS passed (miniupnpd delays SSDP answers by up to the
+   * M-SEARCH's MX, 2 s); otherwise it stops 50 ms after a NAT-PMP/PCP answer or at the first
+   * UPnP one. undefined without a gateway.
    */
-  async probe(fresh = false): Promise<ProbeResult | undefined> {
+  async probe(all = false): Promise<ProbeResult | undefined> {
     const gw = this.gateway();
     if (!gw) return undefined;
     const p = this.probed;
-    if (!fresh && p && p.gw.gw === gw.gw && p.gw.self === gw.self && this.now() - p.at < PROBE_CACHE_MS &&
+    if (!all && p && p.gw.gw === gw.gw && p.gw.self === gw.self && this.now() - p.at < PROBE_CACHE_MS &&
       (p.result.pmp || p.result.pcp || p.result.upnp)) return p.result;
     const udp = await Udp.open();
     try {
       const result: ProbeResult = { upnp: false, pmp: false, pcp: false };
       const upnp: SsdpAnswer[] = [];
       let pmpEpoch: number | undefined;
+      const start = this.now();
       udp.send(pmpAddressRequest(), this.pmpPort, gw.gw);
       udp.send(pcpAnnounce(gw.self), this.pmpPort, gw.gw);
       if (!this.opts.disableUpnp) {
         udp.send(ssdpSearch('ssdp:all'), this.ssdpPort, gw.gw);
         udp.send(ssdpSearch('urn:schemas-upnp-org:device:InternetGatewayDevice:1'), this.ssdpPort, SSDP_GROUP);
       }
-      let firstAt = Infinity;
-      const seenAll = () => {
-        for (; this.consumed < udp.got.length; this.consumed++) {
-          const g = udp.got[this.consumed]!;
-          if (firstAt === Infinity) firstAt = this.now();
+      let pmpAt = Infinity, consumed = 0;
+      const enough = () => {
+        for (; consumed < udp.got.length; consumed++) {
+          const g = udp.got[consumed]!;
           if (g.port === this.pmpPort && g.address === gw.gw) {
             const pcp = parsePcp(g.data);
-            if (pcp) { if (pcp.op === 0 && pcp.result === 0) result.pcp = true; continue; }
-            const pmp = parsePmp(g.data);
-            if (pmp?.kind === 'address' && pmp.result === 0) { result.pmp = true; pmpEpoch = pmp.epoch; }
+            if (pcp) { if (pcp.op === 0 && pcp.result === 0) result.pcp = true; }
+            else {
+              const pmp = parsePmp(g.data);
+              if (pmp?.kind === 'address' && pmp.result === 0) { result.pmp = true; pmpEpoch = pmp.epoch; }
+            }
+            if (result.pmp || result.pcp) pmpAt = Math.min(pmpAt, this.now());
             continue;
           }
           const s = parseSsdp(g.data);
           if (s && !upnp.some((u) => u.usn === s.usn && u.location === s.location)) { result.upnp = true; upnp.push(s); }
         }
-        // After the first answer, listen 50 ms more for the others (tailscale's probe).
-        return (result.pmp && result.pcp && (result.upnp || !!this.opts.disableUpnp)) || this.now() - firstAt >= 50;
+        const upnpDone = result.upnp || !!this.opts.disableUpnp;
+        if (result.pmp && result.pcp && upnpDone) return true;
+        if (all) return false;
+        // A NAT-PMP/PCP answer (and 50 ms for the other of the two) or a UPnP one: enough to map.
+        return result.upnp || this.now() - pmpAt >= 50;
       };
-      this.consumed = 0;
-      await udp.wait(seenAll, PROBE_TIMEOUT_MS);
-      seenAll();
+      const until = all ? SSDP_WAIT_MS : this.opts.disableUpnp ? PROBE_TIMEOUT_MS : SSDP_WAIT_MS;
+      // Woken by each packet, and every 25 ms for the 50 ms after a NAT-PMP/PCP answer.
+      for (let i = 0; i < 1000 && !enough() && this.now() - start < until; i++) {
+        await udp.wait(enough, Math.max(1, Math.min(25, until - (this.now() - start))));
+      }
       // Highest USN first: IGD:2 devices sort before IGD:1 (tailscale).
       upnp.sort((a, b) => (a.usn < b.usn ? 1 : a.usn > b.usn ? -1 : 0));
       this.probed = { at: this.now(), gw, result, upnp: upnp.slice(0, 10), ...(pmpEpoch !== undefined ? { pmpEpoch } : {}) };
@@ -228,8 +241,6 @@ export class PortMapper {
       udp.close();
     }
   }
-
-  private consumed = 0;
 
   /**
    * Makes sure a mapping exists when the gateway offers one: starts (once) a probe and a map when

@@ -16,6 +16,8 @@ export const HS_IP = '198.18.0.1';
 export const HS_PORT = 8080;
 /** The standalone derper's address (TailnetLab with `derper`). */
 export const DERPER_IP = '198.18.0.2';
+/** The plain STUN responder's address (for miniupnpd). */
+export const STUN_IP = '198.18.0.3';
 /** The login server URL nodes use. */
 export const HS_URL = `http://${HS_IP}:${HS_PORT}`;
 
@@ -242,6 +244,93 @@ node:
     const node: LabNode = { name, ns, ip4: `198.19.${n}.2`, dir, socket: join(dir, 'meshd.sock') };
     this.nodes.push(node);
     return node;
+  }
+
+  private stunNs: string | undefined;
+
+  /**
+   * A plain RFC 5389 STUN responder at {@link STUN_IP}:3478 (scripts/stun-responder.mjs), started
+   * once: miniupnpd learns its public address from it (headscale's STUN answers only tailscale).
+   */
+  startStunResponder(): void {
+    if (this.stunNs) return;
+    this.stunNs = this.lab.ns('stun');
+    this.lab.attach(this.stunNs, this.sw, [`${STUN_IP}/24`]);
+    this.lab.spawn(this.stunNs, [process.execPath, join(packageRoot(), 'scripts', 'stun-responder.mjs'), STUN_IP, '3478']);
+  }
+
+  /**
+   * Adds a node behind a NAT router whose LAN is 192.168.N.0/24 (RFC 1918, as port mappers want it;
+   * only inside the lab), with miniupnpd offering UPnP IGD and/or NAT-PMP+PCP when `service` says
+   * so. NAT as {@link addNatNode} ('hard': a fresh port per destination), only for LAN sources, so
+   * the router's own STUN keeps its ports and miniupnpd sees an unrestricted public address. The
+   * nftables chains miniupnpd fills (inet filter: miniupnpd, prerouting_miniupnpd,
+   * postrouting_miniupnpd) are made here, as Debian's nft_init.sh fails.
+   */
+  addPortmapNode(name: string, nat: 'easy' | 'hard', service: { upnp: boolean; natpmp: boolean } | null): LabNode & { router: string; miniupnpd: ChildProcess | undefined; lan: string } {
+    const n = ++this.lans;
+    const router = this.lab.ns(`r${n}`);
+    this.lab.attach(router, this.sw, [`198.18.0.${100 + n}/24`], 'wan');
+    const ns = this.lab.ns(name);
+    const lan = `192.168.${n}`;
+    this.lab.link(router, ns, { a4: `${lan}.1`, b4: `${lan}.2` }, { a: 'lan', b: 'veth0' });
+    this.lab.exec(ns, ['ip', 'route', 'add', 'default', 'via', `${lan}.1`]);
+    this.lab.exec(router, ['sysctl', '-qw', 'net.ipv4.ip_forward=1']);
+    this.lab.exec(router, ['nft', '-f', '-'], { input: `table inet filter {
+  chain prerouting { type nat hook prerouting priority -100; jump prerouting_miniupnpd; }
+  chain postrouting { type nat hook postrouting priority 100; jump postrouting_miniupnpd; ip saddr ${lan}.0/24 oifname "wan" masquerade${nat === 'hard' ? ' random' : ''}; }
+  chain forward { type filter hook forward priority 0; policy drop; iifname "lan" accept; ct state established,related accept; jump miniupnpd; }
+  chain input { type filter hook input priority 0; iifname "wan" ct state new drop; }
+  chain miniupnpd { }
+  chain prerouting_miniupnpd { }
+  chain postrouting_miniupnpd { }
+}
+` });
+    const dir = join(this.dir, name);
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    let proc: ChildProcess | undefined;
+    if (service) {
+      this.startStunResponder();
+      const conf = join(dir, 'miniupnpd.conf');
+      writeFileSync(conf, `ext_ifname=wan
+listening_ip=lan
+http_port=0
+enable_upnp=${service.upnp ? 'yes' : 'no'}
+enable_natpmp=${service.natpmp ? 'yes' : 'no'}
+ext_perform_stun=yes
+ext_stun_host=${STUN_IP}
+ext_stun_port=3478
+secure_mode=yes
+system_uptime=yes
+min_lifetime=120
+max_lifetime=86400
+uuid=3d3cec3a-8cf0-11e0-98ee-00000000${String(n).padStart(4, '0')}
+lease_file=${join(dir, 'upnp.leases')}
+allow 1024-65535 ${lan}.0/24 1024-65535
+deny 0-65535 0.0.0.0/0 0-65535
+`);
+      proc = this.lab.spawn(router, ['miniupnpd', '-d', '-f', conf, '-P', join(dir, 'miniupnpd.pid')]);
+      let log = '';
+      proc.stderr?.on('data', (d: Buffer) => { log = (log + d.toString()).slice(-20_000); });
+      proc.stdout?.on('data', (d: Buffer) => { log = (log + d.toString()).slice(-20_000); });
+      this.miniupnpdLogs.set(name, () => log);
+    }
+    const node = { name, ns, ip4: `${lan}.2`, dir, socket: join(dir, 'meshd.sock'), router, miniupnpd: proc, lan };
+    this.nodes.push(node);
+    return node;
+  }
+
+  private readonly miniupnpdLogs = new Map<string, () => string>();
+
+  /** miniupnpd's recent output on a node's router. */
+  miniupnpdLog(node: LabNode): string {
+    return this.miniupnpdLogs.get(node.name)?.() ?? '';
+  }
+
+  /** The port forwards miniupnpd installed on a router (DNAT rules in prerouting_miniupnpd), as text lines. */
+  portForwards(router: string): string[] {
+    const r = this.lab.tryExec(router, ['nft', 'list', 'chain', 'inet', 'filter', 'prerouting_miniupnpd']);
+    return r.stdout.split('\n').map((l) => l.trim()).filter((l) => l.includes('dnat'));
   }
 
   /** Runs the meshd CLI in a node's namespace with that node's socket; returns status and output. */
