@@ -29,8 +29,8 @@ export const SSDP_WAIT_MS = 2_200;
 export const PROBE_CACHE_MS = 10 * 60_000;
 /** One mapping attempt may take this long in all. */
 export const MAP_TIMEOUT_MS = 3_000;
-/** After a failed attempt, wait this long before the next. */
-export const RETRY_MS = 30_000;
+/** After a failed attempt, wait this long before the next (tailscale retries at each re-STUN, 20-26 s). */
+export const RETRY_MS = 15_000;
 /** HTTP requests to the IGD time out after this long. */
 const HTTP_TIMEOUT_MS = 2_000;
 

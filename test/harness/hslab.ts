@@ -267,7 +267,7 @@ node:
    * nftables chains miniupnpd fills (inet filter: miniupnpd, prerouting_miniupnpd,
    * postrouting_miniupnpd) are made here, as Debian's nft_init.sh fails.
    */
-  addPortmapNode(name: string, nat: 'easy' | 'hard', service: { upnp: boolean; natpmp: boolean } | null): LabNode & { router: string; miniupnpd: ChildProcess | undefined; lan: string } {
+  async addPortmapNode(name: string, nat: 'easy' | 'hard', service: { upnp: boolean; natpmp: boolean } | null): Promise<LabNode & { router: string; miniupnpd: ChildProcess | undefined; lan: string }> {
     const n = ++this.lans;
     const router = this.lab.ns(`r${n}`);
     this.lab.attach(router, this.sw, [`198.18.0.${100 + n}/24`], 'wan');
@@ -316,6 +316,15 @@ deny 0-65535 0.0.0.0/0 0-65535
       this.miniupnpdLogs.set(name, () => log);
     }
     const node = { name, ns, ip4: `${lan}.2`, dir, socket: join(dir, 'meshd.sock'), router, miniupnpd: proc, lan };
+    if (service) {
+      // Ready once it has its public address (STUN) and listens for what it offers.
+      const want = [/HTTP listening on port/, ...(service.natpmp ? [/Listening for NAT-PMP\/PCP traffic/] : [])];
+      await waitFor(`miniupnpd on ${name}'s router to be ready`, () => {
+        const log = this.miniupnpdLog(node);
+        if (proc!.exitCode !== null) throw new Error(`miniupnpd exited: ${log.slice(-2000)}`);
+        return want.every((w) => w.test(log));
+      }, 15_000, 50);
+    }
     this.nodes.push(node);
     return node;
   }
