@@ -374,7 +374,10 @@ export class Agent implements LocalBackend {
       globalV6: r?.globalV6?.key ?? null,
       mappingVariesByDestIP: r?.mappingVariesByDestIP ?? null,
       preferredDERP: magic.homeRegion,
-      regions: magic.derpRegions.map((g) => ({ id: g.RegionID, code: g.RegionCode, name: g.RegionName, latencyMs: r?.regionLatency.get(g.RegionID) ?? null })),
+      regions: magic.derpRegions.map((g) => ({
+        id: g.RegionID, code: g.RegionCode, name: g.RegionName, latencyMs: r?.regionLatency.get(g.RegionID) ?? null,
+        ...(r?.regionLatency.has(g.RegionID) ? { via: r.httpsLatency?.has(g.RegionID) ? 'https' as const : 'stun' as const } : {}),
+      })),
     };
   }
 

@@ -80,7 +80,7 @@ export interface NetcheckReport {
   portMapped?: string | null;
   preferredDERP: number;
   /** Latency by region ID (ms), with the region's name. */
-  regions: { id: number; code: string; name: string; latencyMs: number | null }[];
+  regions: { id: number; code: string; name: string; latencyMs: number | null; via?: 'stun' | 'https' }[];
 }
 
 /** Arguments of `up`, as the CLI sends them (the auth key travels only over this socket). */

@@ -19,7 +19,8 @@ import { bindingRequest, isStunPacket, parseBindingResponse } from '../stun/stun
 import { EndpointType, type DERPMap, type DERPNode, type DERPRegion } from '../control/wire.ts';
 import type { NodeInfo } from '../control/netmap.ts';
 import type { Endpoint, Endpoints } from '../net/endpoint.ts';
-import { netInfoOf, pickHome, planProbes, ReportBuilder, STUN_TIMEOUT_MS, type NetReport } from '../netcheck/netcheck.ts';
+import { netInfoOf, pickHome, planProbes, ReportBuilder, ReportHistory, STUN_TIMEOUT_MS, type NetReport } from '../netcheck/netcheck.ts';
+import { measureAllHttps } from '../netcheck/https.ts';
 import { PeerPath, Route, type PathAction } from './path.ts';
 import { PeerEndpoint } from './peer-endpoint.ts';
 import { trace, type Logf } from '../util/log.ts';
@@ -30,6 +31,10 @@ export const DERP_INACTIVE_MS = 60_000;
 export const DERP_QUEUE_DEPTH = 32;
 /** Own endpoints older than this are re-STUNed before a call-me-maybe (endpointsFreshEnoughDuration). */
 export const ENDPOINTS_FRESH_MS = 27_000;
+/** Budget of the HTTPS latency checks when UDP is blocked (netcheck's remaining report time). */
+const HTTPS_LATENCY_TIMEOUT_MS = 2_000;
+/** A region we got a DERP packet from this recently is reachable (PreferredDERPFrameTime). */
+const DERP_HEARD_RECENTLY_MS = 8_000;
 /** Timer resolution of heartbeats and cleanups. */
 const TICK_MS = 250;
 
@@ -124,6 +129,10 @@ export class MagicSock {
   private home = 0;
   private report: NetReport | undefined;
   private reportAt = -Infinity;
+  /** 5 min of reports, for the home choice (netcheck.ts ReportHistory). */
+  private readonly history = new ReportHistory();
+  /** When a packet last came from each DERP region (the old home counts as reachable for 8 s). */
+  private readonly derpHeard = new Map<number, number>();
   private netcheckRun: ReportBuilder | undefined;
   private netcheckPromise: Promise<NetReport | undefined> | undefined;
   private netcheckTimers: NodeJS.Timeout[] = [];
@@ -344,6 +353,7 @@ export class MagicSock {
       this.handleDisco(data, undefined, region, p);
       return;
     }
+    this.derpHeard.set(region, this.now());
     if (p === undefined) { this.counters.dropDerpUnknownPeer++; return; }
     if (trace.enabled) trace(`derp in from ${p.name}: ${data.length} bytes type ${data[0]}`);
     p.lastDerpRegion = region;
@@ -513,10 +523,24 @@ export class MagicSock {
     this.netcheckRun = undefined;
     if (this.closed) return undefined;
     const report = run.report();
+    if (!report.udp && map) {
+      // UDP got no answer: DERP latency over HTTPS, as tailscale measures it (netcheck/https.ts).
+      const res = await measureAllHttps(regionsOf(map), { http: this.opts.derpHttp, timeoutMs: HTTPS_LATENCY_TIMEOUT_MS, now: this.now });
+      if (this.closed) return undefined;
+      report.httpsLatency = new Set();
+      for (const r of res) {
+        if (r.ok) { report.regionLatency.set(r.region, r.ms); report.httpsLatency.add(r.region); }
+        else this.log(`netcheck: HTTPS latency of region ${r.region}: ${r.error}`);
+      }
+    }
     this.report = report;
     this.reportAt = this.now();
+    this.history.add(report.regionLatency, this.reportAt);
     const oldHome = this.home;
-    this.home = pickHome(map, report.regionLatency, oldHome);
+    this.home = pickHome(map, report.regionLatency, oldHome, {
+      bestRecent: this.history.bestRecent(),
+      oldHeardRecently: this.reportAt - (this.derpHeard.get(oldHome) ?? -Infinity) < DERP_HEARD_RECENTLY_MS,
+    });
     if (this.home !== oldHome) {
       this.log(`home DERP region ${this.home}${oldHome ? ` (was ${oldHome})` : ''}`);
       this.derps.get(oldHome)?.client.notePreferred(false);

@@ -16,6 +16,8 @@ export const HS_IP = '198.18.0.1';
 export const HS_PORT = 8080;
 /** The standalone derper's address (TailnetLab with `derper`). */
 export const DERPER_IP = '198.18.0.2';
+/** The delaying proxy in front of the derper (TailnetLab `derperDelayMs`). */
+export const DERPER_PROXY_IP = '198.18.0.4';
 /** The plain STUN responder's address (for miniupnpd). */
 export const STUN_IP = '198.18.0.3';
 /** The login server URL nodes use. */
@@ -49,7 +51,7 @@ export class TailnetLab {
    * "derper") served by an unmodified standalone derper at {@link DERPER_IP}:3340 (plain HTTP, STUN 3478).
    * With `derper: 'extra'` that region comes in addition to the embedded one (two STUN servers).
    */
-  constructor(tag: string, opts: { policy?: unknown; derper?: boolean | 'extra' } = {}) {
+  constructor(tag: string, opts: { policy?: unknown; derper?: boolean | 'extra'; derperDelayMs?: number } = {}) {
     const hs = which('headscale');
     if (!hs) throw new Error('headscale is not built: run scripts/install-peers.sh');
     this.hsBin = hs;
@@ -63,6 +65,9 @@ export class TailnetLab {
     mkdirSync(hsDir, { recursive: true });
     const policyPath = join(hsDir, 'policy.hujson');
     if (opts.policy !== undefined) writeFileSync(policyPath, JSON.stringify(opts.policy, null, 2));
+    // With derperDelayMs the derper region's node is a TCP proxy at DERPER_PROXY_IP that delays
+    // everything by that much each way (a far region; no STUN there).
+    const derperAt = opts.derperDelayMs ? DERPER_PROXY_IP : DERPER_IP;
     if (opts.derper) {
       writeFileSync(join(hsDir, 'derper.yaml'), `regions:
   900:
@@ -72,12 +77,17 @@ export class TailnetLab {
     nodes:
       - name: 900a
         regionid: 900
-        hostname: ${DERPER_IP}
-        ipv4: ${DERPER_IP}
+        hostname: ${derperAt}
+        ipv4: ${derperAt}
         stunport: 3478
         derpport: 3340
 `);
       this.startDerper();
+      if (opts.derperDelayMs) {
+        const ns = this.lab.ns('dly');
+        this.lab.attach(ns, this.sw, [`${DERPER_PROXY_IP}/24`]);
+        this.lab.spawn(ns, [process.execPath, join(packageRoot(), 'scripts', 'tcp-delay-proxy.mjs'), DERPER_PROXY_IP, '3340', DERPER_IP, '3340', String(opts.derperDelayMs)]);
+      }
     }
     this.config = join(hsDir, 'config.yaml');
     writeFileSync(this.config, `server_url: ${HS_URL}
