@@ -226,6 +226,7 @@ node:
   }
 
   private lans = 0;
+  private readonly v6Routers: { n: number; router: string; wan6: string }[] = [];
 
   /**
    * Adds a node behind its own NAT router: LAN 198.19.N.0/24 (router .1, node .2), router WAN
@@ -235,14 +236,30 @@ node:
    * router are dropped before conntrack confirms them: otherwise their entry would clash with the
    * node's own mapping to the same peer and force a new port (Linux's hole-punching quirk). IPv4 only.
    */
-  addNatNode(name: string, nat: 'easy' | 'hard' | 'udp-blocked'): LabNode {
+  addNatNode(name: string, nat: 'easy' | 'hard' | 'udp-blocked', opts: { ipv6?: boolean } = {}): LabNode {
     const n = ++this.lans;
     const router = this.lab.ns(`r${n}`);
-    this.lab.attach(router, this.sw, [`198.18.0.${100 + n}/24`], 'wan');
+    const wan6 = `2001:db8::${(100 + n).toString(16)}`;
+    this.lab.attach(router, this.sw, [`198.18.0.${100 + n}/24`, ...(opts.ipv6 ? [`${wan6}/64`] : [])], 'wan');
     const ns = this.lab.ns(name);
-    this.lab.link(router, ns, { a4: `198.19.${n}.1`, b4: `198.19.${n}.2` }, { a: 'lan', b: 'veth0' });
+    this.lab.link(router, ns, { a4: `198.19.${n}.1`, b4: `198.19.${n}.2`, ...(opts.ipv6 ? { a6: `2001:db8:${n}::1`, b6: `2001:db8:${n}::2` } : {}) }, { a: 'lan', b: 'veth0' });
     this.lab.exec(ns, ['ip', 'route', 'add', 'default', 'via', `198.19.${n}.1`]);
     this.lab.exec(router, ['sysctl', '-qw', 'net.ipv4.ip_forward=1']);
+    if (opts.ipv6) {
+      // IPv6 behind the router without NAT66: the LAN's /64 is routed (each v6 router knows the
+      // others' LANs), and a stateful firewall lets in only what answers the LAN's own traffic.
+      this.lab.exec(ns, ['ip', '-6', 'route', 'add', 'default', 'via', `2001:db8:${n}::1`]);
+      this.lab.exec(router, ['sysctl', '-qw', 'net.ipv6.conf.all.forwarding=1']);
+      for (const o of this.v6Routers) {
+        this.lab.exec(router, ['ip', '-6', 'route', 'add', `2001:db8:${o.n}::/64`, 'via', o.wan6]);
+        this.lab.exec(o.router, ['ip', '-6', 'route', 'add', `2001:db8:${n}::/64`, 'via', wan6]);
+      }
+      this.v6Routers.push({ n, router, wan6 });
+      this.lab.exec(router, ['nft', '-f', '-'], { input: `table ip6 meshd_fw6 {
+  chain inward { type filter hook forward priority 0; policy drop;${nat === 'udp-blocked' ? ' meta l4proto udp drop;' : ''} iifname "lan" accept; ct state established,related accept; }
+}
+` });
+    }
     this.lab.exec(router, ['nft', '-f', '-'], { input: `table ip meshd_nat {
   chain outward { type nat hook postrouting priority 100; oifname "wan" masquerade${nat === 'hard' ? ' random' : ''}; }
   chain inward { type filter hook forward priority 0; policy drop;${nat === 'udp-blocked' ? ' meta l4proto udp drop;' : ''} iifname "lan" accept; ct state established,related accept; }
