@@ -15,7 +15,7 @@ done
 cc=${CC:-cc}
 command -v "$cc" >/dev/null || { echo "native: no C compiler ($cc): apt-get install gcc" >&2; exit 1; }
 mkdir -p "$here/build"
-"$cc" -O2 -g -Wall -Wextra -Werror=implicit-function-declaration -fPIC -shared \
+"$cc" -O2 -g -Wall -Wextra -Werror=implicit-function-declaration -fPIC -shared -pthread \
   -DNAPI_VERSION=8 -I"$inc" -o "$here/build/meshd_native.node.tmp" "${srcs[@]}"
 mv "$here/build/meshd_native.node.tmp" "$here/build/meshd_native.node"
 echo "native: built native/build/meshd_native.node"

@@ -49,6 +49,14 @@ struct sockaddr;
 // Writes a received source address in raw form (20 bytes); IPv4 and v4-mapped IPv6 give family 4.
 void sockaddr_to_raw(const struct sockaddr *sa, uint8_t *raw);
 
+// Backpressure when a TUN or socket returns EAGAIN/ENOBUFS on a batch: wait for it to drain
+// (poll POLLOUT up to BP_WAIT_MS, or sleep BP_NOBUFS_SLEEP_US for ENOBUFS), charging the time to
+// *used_ns. Returns false, without waiting, once *used_ns reached BP_BUDGET_MS: drop then.
+#define BP_WAIT_MS 2
+#define BP_NOBUFS_SLEEP_US 200
+#define BP_BUDGET_MS 20
+bool bp_wait(int fd, int err, int64_t *used_ns);
+
 // Per-area registration, called from the module init in addon.c.
 bool init_tun(napi_env env, napi_value exports);
 bool init_udp(napi_env env, napi_value exports);

@@ -5,11 +5,27 @@
 
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <uv.h>
+
+#include "offload.h"
+
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
+
+// UDP_GRO: messages per recvmmsg, each up to the largest UDP payload; their datagrams are split
+// into the caller's slots.
+#define GRO_MSGS 4
+#define GRO_MSG_BUF 65536
+#define GRO_CTRL_LEN (CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(uint32_t)))
 
 #define KIND_TUN 0
 #define KIND_UDP 1
@@ -24,6 +40,12 @@ typedef struct reader reader;
 typedef struct {
   double packets, batches, wakeups, truncated, errors;
   double kernel_drops;  // UDP: datagrams the kernel dropped for a full receive queue (SO_RXQ_OVFL)
+  double gso_reads;     // TUN: super-packets read (virtio gso_type != NONE)
+  double gso_segments;  // TUN: packets split out of them
+  double csum_done;     // TUN: single packets whose partial checksum was completed
+  double bad_gso;       // TUN: reads with a malformed virtio header or super-packet, dropped
+  double gro_msgs;      // UDP: received messages that held more than one datagram (UDP_GRO)
+  double gro_segments;  // UDP: datagrams split out of them
   int last_errno;
 } poll_stats;
 
@@ -49,6 +71,22 @@ struct reader {
   struct iovec *iov;
   struct sockaddr_in6 *names;
   uint8_t *ctrl;  // per-slot control buffer for the SO_RXQ_OVFL counter
+  bool vnet;      // TUN opened with IFF_VNET_HDR: reads carry a virtio header and may be GSO
+  bool gro;       // UDP socket with UDP_GRO on: messages may hold many datagrams
+  uint8_t *stage; // TUN vnet: one read; UDP GRO: GRO_MSGS messages
+  // TUN vnet: the super-packet being split (segments left over when the slots ran out).
+  split_ctx sc;
+  size_t next_seg;
+  bool pending;
+  // UDP GRO: received messages and where splitting stands.
+  struct mmsghdr gmsgs[GRO_MSGS];
+  struct iovec giov[GRO_MSGS];
+  struct sockaddr_in6 gnames[GRO_MSGS];
+  uint8_t gctrl[GRO_MSGS][GRO_CTRL_LEN];
+  size_t gseg[GRO_MSGS];
+  bool gskip[GRO_MSGS];
+  int g_got, g_m;
+  size_t g_off;
   poll_box *box;
   int in_cb;      // nesting depth of our JS callback
   bool closing;   // uv_close called: no more reads; memory goes in on_closed
@@ -69,6 +107,7 @@ static void on_closed(uv_handle_t *h) {
   free(r->iov);
   free(r->names);
   free(r->ctrl);
+  free(r->stage);
   free(r);
 }
 
@@ -196,6 +235,173 @@ static size_t read_udp(reader *r, bool *full, int *fatal) {
   return w;
 }
 
+// TUN with IFF_VNET_HDR: each read is a virtio header and a packet, maybe a GSO super-packet,
+// split into MTU-sized packets, one per slot. Segments that do not fit the remaining slots wait
+// for the next batch (r->pending); may_read = false only drains them.
+static size_t read_tun_vnet(reader *r, bool *full, int *fatal, bool may_read) {
+  size_t n = 0, cap = r->slot_size - r->headroom;
+  *full = false;
+  for (;;) {
+    while (r->pending && n < r->slots) {
+      size_t i = r->next_seg;
+      ssize_t l = split_segment(&r->sc, i, r->buf + n * r->slot_size + r->headroom, cap);
+      if (l < 0) r->box->st.truncated++;
+      else r->lens[n++] = (int32_t)l;
+      if (++r->next_seg >= r->sc.nseg) r->pending = false;
+    }
+    if (n >= r->slots) {
+      *full = true;
+      return n;
+    }
+    if (!may_read) return n;
+    ssize_t got = read(r->fd, r->stage, VNET_HDR_LEN + GSO_MAX_PACKET);
+    if (got < 0) {
+      int e = errno;
+      if (e == EINTR) continue;
+      if (e == EAGAIN || e == EWOULDBLOCK) return n;
+      r->box->st.errors++;
+      r->box->st.last_errno = e;
+      if (!transient(e)) *fatal = e;
+      return n;
+    }
+    if (split_prepare(&r->sc, r->stage, (size_t)got) != 0) {
+      r->box->st.bad_gso++;
+      continue;
+    }
+    if (r->sc.gso) {
+      r->box->st.gso_reads++;
+      r->box->st.gso_segments += (double)r->sc.nseg;
+    } else if (r->sc.needs_csum) {
+      r->box->st.csum_done++;
+    }
+    r->pending = true;
+    r->next_seg = 0;
+  }
+}
+
+// UDP with UDP_GRO: recvmmsg into GRO_MSGS large buffers, then split each message into datagrams
+// of its gso_size (the last may be shorter), one per slot, each with the message's source.
+static size_t read_udp_gro(reader *r, bool *full, int *fatal, bool may_read) {
+  size_t n = 0, cap = r->slot_size - r->headroom;
+  *full = false;
+  for (;;) {
+    while (r->g_m < r->g_got && n < r->slots) {
+      int m = r->g_m;
+      if (r->gskip[m]) {
+        r->g_m++;
+        continue;
+      }
+      size_t len = r->gmsgs[m].msg_len, off = r->g_off, seg = r->gseg[m];
+      size_t l = len - off < seg ? len - off : seg;
+      if (l > cap) {
+        r->box->st.truncated++;
+      } else {
+        memcpy(r->buf + n * r->slot_size + r->headroom, r->stage + (size_t)m * GRO_MSG_BUF + off, l);
+        r->lens[n] = (int32_t)l;
+        sockaddr_to_raw((struct sockaddr *)&r->gnames[m], r->addrs + n * EP_RAW_LEN);
+        n++;
+      }
+      off += l;
+      if (off >= len || l == 0) {
+        r->g_m++;
+        r->g_off = 0;
+      } else {
+        r->g_off = off;
+      }
+    }
+    if (n >= r->slots || r->g_m < r->g_got) {
+      *full = true;
+      return n;
+    }
+    if (!may_read) return n;
+    for (int i = 0; i < GRO_MSGS; i++) {
+      r->gmsgs[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_in6);
+      r->gmsgs[i].msg_hdr.msg_controllen = GRO_CTRL_LEN;
+      r->gmsgs[i].msg_hdr.msg_flags = 0;
+    }
+    int got;
+    do got = recvmmsg(r->fd, r->gmsgs, GRO_MSGS, MSG_DONTWAIT, NULL);
+    while (got < 0 && errno == EINTR);
+    if (got < 0) {
+      int e = errno;
+      if (e == EAGAIN || e == EWOULDBLOCK) return n;
+      r->box->st.errors++;
+      r->box->st.last_errno = e;
+      if (!transient(e)) *fatal = e;
+      return n;
+    }
+    for (int i = 0; i < got; i++) {
+      struct msghdr *h = &r->gmsgs[i].msg_hdr;
+      size_t len = r->gmsgs[i].msg_len;
+      int gso = 0;
+      // Every cmsg is looked at: UDP_GRO need not come first (tailscale/tailscale#17835).
+      for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c; c = CMSG_NXTHDR(h, c)) {
+        if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO && c->cmsg_len >= CMSG_LEN(sizeof(uint16_t))) {
+          if (c->cmsg_len >= CMSG_LEN(sizeof(int))) memcpy(&gso, CMSG_DATA(c), sizeof gso);
+          else {
+            uint16_t g16;
+            memcpy(&g16, CMSG_DATA(c), sizeof g16);
+            gso = g16;
+          }
+        } else if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_RXQ_OVFL) {
+          uint32_t drops;
+          memcpy(&drops, CMSG_DATA(c), sizeof drops);
+          if ((double)drops > r->box->st.kernel_drops) r->box->st.kernel_drops = drops;
+        }
+      }
+      r->gskip[i] = (h->msg_flags & MSG_TRUNC) != 0;
+      if (r->gskip[i]) r->box->st.truncated++;
+      r->gseg[i] = gso > 0 ? (size_t)gso : (len > 0 ? len : 1);
+      if (!r->gskip[i] && gso > 0 && len > (size_t)gso) {
+        r->box->st.gro_msgs++;
+        r->box->st.gro_segments += (double)((len + (size_t)gso - 1) / (size_t)gso);
+      }
+    }
+    r->g_got = got;
+    r->g_m = 0;
+    r->g_off = 0;
+    if (got < GRO_MSGS) {
+      // The queue is drained: split what came and stop.
+      may_read = false;
+    }
+  }
+}
+
+// The data pointer of a typed array held by ref, or NULL when its buffer was detached.
+static void *held_data(napi_env env, napi_ref ref, size_t *count) {
+  napi_value v, ab;
+  napi_typedarray_type t;
+  void *data = NULL;
+  size_t len = 0, off = 0;
+  bool det = true;
+  if (napi_get_reference_value(env, ref, &v) != napi_ok || v == NULL) return NULL;
+  if (napi_get_typedarray_info(env, v, &t, &len, &data, &ab, &off) != napi_ok) return NULL;
+  if (napi_is_detached_arraybuffer(env, ab, &det) != napi_ok || det) return NULL;
+  *count = len;
+  return data;
+}
+
+// JS may have detached (transferred) the buffers since the last read: the raw pointers are
+// fetched again before every read. false = a buffer is gone or shrank; reading must stop.
+static bool refresh_buffers(reader *r) {
+  size_t n = 0;
+  uint8_t *buf = held_data(r->env, r->buf_ref, &n);
+  if (!buf || n < r->slots * r->slot_size) return false;
+  int32_t *lens = held_data(r->env, r->lens_ref, &n);
+  if (!lens || n < r->slots) return false;
+  if (r->addrs_ref) {
+    uint8_t *addrs = held_data(r->env, r->addrs_ref, &n);
+    if (!addrs || n < r->slots * EP_RAW_LEN) return false;
+    r->addrs = addrs;
+  }
+  if (buf != r->buf && r->iov) {
+    for (size_t i = 0; i < r->slots; i++) r->iov[i].iov_base = buf + i * r->slot_size + r->headroom;
+  }
+  r->buf = buf;
+  r->lens = lens;
+  return true;
+}
+
 // Calls the JS callback with one argument; an exception becomes an uncaught exception.
 static void call_js(reader *r, int32_t arg) {
   napi_env env = r->env;
@@ -229,10 +435,23 @@ static void on_poll(uv_poll_t *h, int status, int events) {
     napi_close_handle_scope(r->env, scope);
     return;
   }
-  for (int b = 0; b < MAX_BATCHES_PER_WAKEUP; b++) {
+  for (int b = 0;; b++) {
     bool full = false;
     int fatal = 0;
-    size_t n = r->kind == KIND_TUN ? read_tun(r, &full, &fatal) : read_udp(r, &full, &fatal);
+    // Past the batch limit only segments already read and split are delivered: the fd may not
+    // wake us for them.
+    bool may_read = b < MAX_BATCHES_PER_WAKEUP;
+    if (!may_read && !r->pending && r->g_m >= r->g_got) break;
+    if (!refresh_buffers(r)) {
+      r->box->st.errors++;
+      r->box->st.last_errno = EFAULT;
+      close_handle(r);
+      call_js(r, -EFAULT);
+      break;
+    }
+    size_t n;
+    if (r->kind == KIND_TUN) n = r->vnet ? read_tun_vnet(r, &full, &fatal, may_read) : may_read ? read_tun(r, &full, &fatal) : 0;
+    else n = r->gro ? read_udp_gro(r, &full, &fatal, may_read) : may_read ? read_udp(r, &full, &fatal) : 0;
     if (n > 0) {
       r->box->st.packets += (double)n;
       r->box->st.batches++;
@@ -261,7 +480,18 @@ static void box_finalize(napi_env env, void *data, void *hint) {
   free(b);
 }
 
-// pollStart(fd, kind: 'tun'|'udp', rx: {buf, slotSize, headroom, slots, lens, addrs?}, callback) -> handle
+static bool opt_flag(napi_env env, napi_value obj, const char *key, bool *out) {
+  napi_value v;
+  bool present;
+  *out = false;
+  if (!prop_get(env, obj, key, &v, &present)) return false;
+  if (!present) return true;
+  char what[32];
+  snprintf(what, sizeof what, "rx.%s", key);
+  return arg_bool(env, v, what, out);
+}
+
+// pollStart(fd, kind: 'tun'|'udp', rx: {buf, slotSize, headroom, slots, lens, addrs?, vnet?, gro?}, callback) -> handle
 static napi_value js_poll_start(napi_env env, napi_callback_info info) {
   ARGS(4);
   int32_t fd;
@@ -296,6 +526,9 @@ static napi_value js_poll_start(napi_env env, napi_callback_info info) {
     if (!present) return throw_type(env, "rx.addrs is required for kind 'udp'");
     if (!arg_typed(env, jaddrs, napi_uint8_array, "rx.addrs", (void **)&addrs, &naddrs)) return NULL;
   }
+  bool vnet = false, gro = false;
+  if (k == KIND_TUN && !opt_flag(env, argv[2], "vnet", &vnet)) return NULL;
+  if (k == KIND_UDP && !opt_flag(env, argv[2], "gro", &gro)) return NULL;
   if (slots < 1 || slots > MAX_BATCH) return throw_range(env, "rx.slots must be in 1..128");
   if (headroom >= slot_size) return throw_range(env, "rx.headroom must be smaller than rx.slotSize");
   if ((size_t)slot_size * slots > buflen) return throw_range(env, "rx.buf is smaller than slots * slotSize");
@@ -319,7 +552,25 @@ static napi_value js_poll_start(napi_env env, napi_callback_info info) {
   r->lens = lens;
   r->addrs = addrs;
   r->box = box;
+  r->vnet = vnet;
+  r->gro = gro;
   box->r = r;
+  if (vnet || gro) {
+    r->stage = malloc(vnet ? VNET_HDR_LEN + GSO_MAX_PACKET : (size_t)GRO_MSGS * GRO_MSG_BUF);
+    if (!r->stage) {
+      free(r);
+      free(box);
+      return throw_errno(env, ENOMEM, "malloc", "pollStart", NULL);
+    }
+    for (int i = 0; gro && i < GRO_MSGS; i++) {
+      r->giov[i].iov_base = r->stage + (size_t)i * GRO_MSG_BUF;
+      r->giov[i].iov_len = GRO_MSG_BUF;
+      r->gmsgs[i].msg_hdr.msg_name = &r->gnames[i];
+      r->gmsgs[i].msg_hdr.msg_iov = &r->giov[i];
+      r->gmsgs[i].msg_hdr.msg_iovlen = 1;
+      r->gmsgs[i].msg_hdr.msg_control = r->gctrl[i];
+    }
+  }
   if (k == KIND_UDP) {
     r->msgs = calloc(slots, sizeof *r->msgs);
     r->iov = calloc(slots, sizeof *r->iov);
@@ -330,6 +581,7 @@ static napi_value js_poll_start(napi_env env, napi_callback_info info) {
       free(r->iov);
       free(r->names);
       free(r->ctrl);
+      free(r->stage);
       free(r);
       free(box);
       return throw_errno(env, ENOMEM, "calloc", "pollStart", NULL);
@@ -362,6 +614,7 @@ static napi_value js_poll_start(napi_env env, napi_callback_info info) {
     free(r->iov);
     free(r->names);
     free(r->ctrl);
+    free(r->stage);
     free(r);
     free(box);
     return throw_errno(env, -e, "uv_poll_init", "pollStart",
@@ -435,6 +688,12 @@ static napi_value js_poll_stats(napi_env env, napi_callback_info info) {
   NUM("truncated", b->st.truncated);
   NUM("errors", b->st.errors);
   NUM("kernelDrops", b->st.kernel_drops);
+  NUM("gsoReads", b->st.gso_reads);
+  NUM("gsoSegments", b->st.gso_segments);
+  NUM("csumCompleted", b->st.csum_done);
+  NUM("badGso", b->st.bad_gso);
+  NUM("groMessages", b->st.gro_msgs);
+  NUM("groSegments", b->st.gro_segments);
   NUM("lastErrno", b->st.last_errno ? -(double)b->st.last_errno : 0);
 #undef NUM
   napi_get_boolean(env, b->r != NULL && !b->r->closing, &v);

@@ -5,10 +5,38 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
+
+// UDP GSO: most datagrams per UDP_SEGMENT send (kernel UDP_MAX_SEGMENTS is 64 before Linux 6.9,
+// 128 since: the lower value works everywhere) and most payload bytes (65535 - 20 - 8).
+#define GSO_MAX_SEGS 64
+#define GSO_MAX_BYTES 65507
+
+// Per-socket send state shared with JS: a Float64Array the caller owns (UdpSocket keeps one).
+#define UC_FLAGS 0          // bit 0: GSO on (the addon clears it after EIO or EINVAL)
+#define UC_CALLS 1          // sendmmsg calls
+#define UC_GSO_MSGS 2       // messages sent with UDP_SEGMENT
+#define UC_GSO_DGRAMS 3     // datagrams inside them
+#define UC_WAITS 4          // backpressure waits (EAGAIN/ENOBUFS)
+#define UC_WAIT_DROPS 5     // datagrams dropped after the wait budget ran out
+#define UC_GSO_FALLBACKS 6  // GSO sends refused (EIO/EINVAL/EMSGSIZE) and resent one by one
+#define UC_GSO_ERRNO 7      // errno of the latest refused GSO send
+#define UC_CTL_LEN 8
+#define UC_F_GSO 1
 
 void sockaddr_to_raw(const struct sockaddr *sa, uint8_t *raw) {
   memset(raw, 0, EP_RAW_LEN);
@@ -73,7 +101,7 @@ static bool set_buf(int fd, int force, int plain, uint32_t size) {
   return setsockopt(fd, SOL_SOCKET, plain, &v, sizeof v) == 0;
 }
 
-// udpOpen({ family: 4|6, port, bindAddress?, mark?, rcvbuf?, sndbuf? }) -> { fd, port, rcvbuf, sndbuf }
+// udpOpen({ family: 4|6, port, bindAddress?, mark?, rcvbuf?, sndbuf?, gro? }) -> { fd, port, rcvbuf, sndbuf, gso, gro }
 static napi_value js_udp_open(napi_env env, napi_callback_info info) {
   ARGS(1);
   napi_valuetype t;
@@ -90,6 +118,9 @@ static napi_value js_udp_open(napi_env env, napi_callback_info info) {
   if (!opt_uint(env, argv[0], "mark", &mark, &has_mark)) return NULL;
   if (!opt_uint(env, argv[0], "rcvbuf", &rcvbuf, &has_rcv)) return NULL;
   if (!opt_uint(env, argv[0], "sndbuf", &sndbuf, &has_snd)) return NULL;
+  bool want_gro = false;
+  if (!prop_get(env, argv[0], "gro", &v, &present)) return NULL;
+  if (present && !arg_bool(env, v, "options.gro", &want_gro)) return NULL;
   char addr[INET6_ADDRSTRLEN + 1] = "";
   if (!prop_get(env, argv[0], "bindAddress", &v, &present)) return NULL;
   if (present && !arg_string(env, v, "options.bindAddress", addr, sizeof addr, NULL)) return NULL;
@@ -176,6 +207,24 @@ static napi_value js_udp_open(napi_env env, napi_callback_info info) {
   getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rb, &ol);
   ol = sizeof sb;
   getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sb, &ol);
+  // Offloads, probed as wireguard-go does: GSO if UDP_SEGMENT can be read; GRO if it reads back 1
+  // after being set (getsockopt(UDP_GRO) exists since Linux 5.12, as GRO that works for us).
+  int val = 0;
+  ol = sizeof val;
+  bool gso = getsockopt(fd, SOL_UDP, UDP_SEGMENT, &val, &ol) == 0;
+  bool gro = false;
+  if (want_gro) {
+    int on = 1;
+    val = 0;
+    ol = sizeof val;
+    if (setsockopt(fd, SOL_UDP, UDP_GRO, &on, sizeof on) == 0 && getsockopt(fd, SOL_UDP, UDP_GRO, &val, &ol) == 0 &&
+        val == 1) {
+      gro = true;
+    } else {
+      int off = 0;
+      setsockopt(fd, SOL_UDP, UDP_GRO, &off, sizeof off);
+    }
+  }
 
   napi_value out;
   napi_create_object(env, &out);
@@ -188,19 +237,49 @@ static napi_value js_udp_open(napi_env env, napi_callback_info info) {
   napi_set_named_property(env, out, "rcvbuf", v);
   napi_create_int32(env, sb, &v);
   napi_set_named_property(env, out, "sndbuf", v);
+  napi_get_boolean(env, gso, &v);
+  napi_set_named_property(env, out, "gso", v);
+  napi_get_boolean(env, gro, &v);
+  napi_set_named_property(env, out, "gro", v);
   return out;
 }
 
-// udpSend(fd, buf, offsets, lens, addrs, count) -> number sent.
-// EAGAIN/ENOBUFS (send queue full) drop the rest of the batch; an error that concerns one
-// datagram (unreachable, EPERM from a firewall, EMSGSIZE, a family the socket cannot reach)
-// drops that datagram only; a bad fd throws.
+// Sends one message's datagrams one by one (after a refused GSO send). Returns how many went.
+static uint32_t send_each(int fd, struct msghdr *m, double *ctl, int64_t *used, int *fatal) {
+  uint32_t ok = 0;
+  for (size_t k = 0; k < m->msg_iovlen; k++) {
+    struct msghdr one = {.msg_name = m->msg_name, .msg_namelen = m->msg_namelen, .msg_iov = &m->msg_iov[k], .msg_iovlen = 1};
+    for (;;) {
+      ssize_t r = sendmsg(fd, &one, MSG_DONTWAIT);
+      if (r >= 0) {
+        ok++;
+        break;
+      }
+      int e = errno;
+      if (e == EINTR) continue;
+      if ((e == EAGAIN || e == EWOULDBLOCK || e == ENOBUFS) && ctl && bp_wait(fd, e, used)) {
+        ctl[UC_WAITS]++;
+        continue;
+      }
+      if (e == EBADF || e == ENOTSOCK || e == EFAULT) *fatal = e;
+      break;
+    }
+    if (*fatal) break;
+  }
+  return ok;
+}
+
+// udpSend(fd, buf, offsets, lens, addrs, count, ctl?: Float64Array) -> number sent.
+// With ctl and GSO on, runs of same-size datagrams to one endpoint (the last may be shorter) go as
+// one UDP_SEGMENT message. EAGAIN/ENOBUFS wait for the socket to drain (bounded) when ctl is
+// given, else drop the rest of the batch; an error that concerns one datagram drops it only.
 static napi_value js_udp_send(napi_env env, napi_callback_info info) {
-  ARGS(6);
+  ARGS(7);
   int32_t fd;
   uint8_t *buf, *addrs;
   int32_t *offs, *lens;
-  size_t buflen, noffs, nlens, naddrs;
+  double *ctl = NULL;
+  size_t buflen, noffs, nlens, naddrs, nctl = 0;
   uint32_t count;
   if (!arg_int32(env, argv[0], "fd", &fd)) return NULL;
   if (!arg_typed(env, argv[1], napi_uint8_array, "buf", (void **)&buf, &buflen)) return NULL;
@@ -208,6 +287,12 @@ static napi_value js_udp_send(napi_env env, napi_callback_info info) {
   if (!arg_typed(env, argv[3], napi_int32_array, "lens", (void **)&lens, &nlens)) return NULL;
   if (!arg_typed(env, argv[4], napi_uint8_array, "addrs", (void **)&addrs, &naddrs)) return NULL;
   if (!arg_uint32(env, argv[5], "count", &count)) return NULL;
+  napi_valuetype t;
+  napi_typeof(env, argv[6], &t);
+  if (t != napi_undefined) {
+    if (!arg_typed(env, argv[6], napi_float64_array, "ctl", (void **)&ctl, &nctl)) return NULL;
+    if (nctl < UC_CTL_LEN) return throw_range(env, "ctl must hold at least 8 numbers");
+  }
   if (!check_slices(env, buflen, offs, noffs, lens, nlens, count)) return NULL;
   if ((size_t)count * EP_RAW_LEN > naddrs) return throw_range(env, "addrs holds fewer than count endpoints (20 bytes each)");
 
@@ -219,46 +304,111 @@ static napi_value js_udp_send(napi_env env, napi_callback_info info) {
   struct mmsghdr msgs[MAX_BATCH];
   struct iovec iov[MAX_BATCH];
   struct sockaddr_in6 names[MAX_BATCH];
+  uint8_t ctrl[MAX_BATCH][CMSG_SPACE(sizeof(uint16_t))];
+  uint16_t seg[MAX_BATCH];
+  uint32_t bytes[MAX_BATCH];
+  bool closed[MAX_BATCH];
   uint32_t sent = 0, next = 0;
-  bool full = false;
-  while (next < count && !full) {
-    unsigned n = 0;
-    while (next < count && n < MAX_BATCH) {
+  int64_t used = 0;
+  int fatal = 0;
+  bool stop = false;
+  while (next < count && !stop && !fatal) {
+    bool gso = ctl && ((unsigned)ctl[UC_FLAGS] & UC_F_GSO);
+    unsigned n = 0, niov = 0;
+    while (next < count && niov < MAX_BATCH) {
       uint32_t i = next++;
       socklen_t sl = raw_to_sockaddr(domain, addrs + (size_t)i * EP_RAW_LEN, &names[n]);
       if (sl == 0) continue;  // unreachable family or unset endpoint: drop
-      iov[n].iov_base = buf + offs[i];
-      iov[n].iov_len = (size_t)lens[i];
+      uint32_t l = (uint32_t)lens[i];
+      iov[niov].iov_base = buf + offs[i];
+      iov[niov].iov_len = l;
+      if (gso && n > 0) {
+        struct msghdr *p = &msgs[n - 1].msg_hdr;
+        if (!closed[n - 1] && p->msg_namelen == sl && memcmp(p->msg_name, &names[n], sl) == 0 && l > 0 &&
+            l <= seg[n - 1] && p->msg_iovlen < GSO_MAX_SEGS && bytes[n - 1] + l <= GSO_MAX_BYTES) {
+          p->msg_iovlen++;
+          bytes[n - 1] += l;
+          if (l < seg[n - 1]) closed[n - 1] = true;  // a shorter datagram ends the run
+          niov++;
+          continue;
+        }
+      }
       struct msghdr *h = &msgs[n].msg_hdr;
       h->msg_name = &names[n];
       h->msg_namelen = sl;
-      h->msg_iov = &iov[n];
+      h->msg_iov = &iov[niov];
       h->msg_iovlen = 1;
       h->msg_control = NULL;
       h->msg_controllen = 0;
       h->msg_flags = 0;
+      seg[n] = l > 0xffff ? 0xffff : (uint16_t)l;
+      bytes[n] = l;
+      closed[n] = l == 0 || l > GSO_MAX_BYTES / 2;
+      niov++;
       n++;
+    }
+    for (unsigned k = 0; k < n; k++) {
+      struct msghdr *h = &msgs[k].msg_hdr;
+      if (h->msg_iovlen < 2) continue;
+      // Unused control space must not be passed: only messages with several datagrams get one.
+      h->msg_control = ctrl[k];
+      h->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
+      struct cmsghdr *c = CMSG_FIRSTHDR(h);
+      c->cmsg_level = SOL_UDP;
+      c->cmsg_type = UDP_SEGMENT;
+      c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+      memcpy(CMSG_DATA(c), &seg[k], sizeof(uint16_t));
     }
     unsigned j = 0;
     while (j < n) {
       int r = sendmmsg(fd, msgs + j, n - j, MSG_DONTWAIT);
+      if (ctl) ctl[UC_CALLS]++;
       if (r > 0) {
-        sent += (uint32_t)r;
+        for (unsigned k = j; k < j + (unsigned)r; k++) {
+          size_t d = msgs[k].msg_hdr.msg_iovlen;
+          sent += (uint32_t)d;
+          if (ctl && d > 1) {
+            ctl[UC_GSO_MSGS]++;
+            ctl[UC_GSO_DGRAMS] += (double)d;
+          }
+        }
         j += (unsigned)r;
         continue;
       }
       int e = r == 0 ? EAGAIN : errno;
       if (e == EINTR) continue;
       if (e == EAGAIN || e == EWOULDBLOCK || e == ENOBUFS) {
-        full = true;
+        if (ctl && bp_wait(fd, e, &used)) {
+          ctl[UC_WAITS]++;
+          continue;
+        }
+        if (ctl) {
+          double left = 0;
+          for (unsigned k = j; k < n; k++) left += (double)msgs[k].msg_hdr.msg_iovlen;
+          ctl[UC_WAIT_DROPS] += left + (double)(count - next);
+        }
+        stop = true;  // queue full: drop the rest of the batch
         break;
       }
       if (e == EBADF || e == ENOTSOCK || e == EFAULT) {
-        return throw_errno(env, e, "sendmmsg", "udpSend", "the fd is not an open UDP socket");
+        fatal = e;
+        break;
       }
-      j++;  // this datagram's own failure: drop it, send the rest
+      struct msghdr *h = &msgs[j].msg_hdr;
+      if (h->msg_iovlen > 1 && (e == EIO || e == EINVAL || e == EMSGSIZE)) {
+        // EIO: the egress device cannot checksum (offloads.md section 5 #5); EINVAL: too many
+        // segments or an old virtio device. GSO stays off for this socket; EMSGSIZE (gso_size
+        // above the path MTU) only resends this message.
+        if (e != EMSGSIZE) ctl[UC_FLAGS] = (double)((unsigned)ctl[UC_FLAGS] & ~(unsigned)UC_F_GSO);
+        ctl[UC_GSO_FALLBACKS]++;
+        ctl[UC_GSO_ERRNO] = e;
+        sent += send_each(fd, h, ctl, &used, &fatal);
+        if (fatal) break;
+      }
+      j++;  // this message's own failure: drop it, send the rest
     }
   }
+  if (fatal) return throw_errno(env, fatal, "sendmmsg", "udpSend", "the fd is not an open UDP socket");
   napi_value v;
   napi_create_uint32(env, sent, &v);
   return v;

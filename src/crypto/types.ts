@@ -53,6 +53,72 @@ export interface XChaChaPoly {
   open(key: Uint8Array, nonce24: Uint8Array, sealed: Uint8Array, aad: Uint8Array): Uint8Array | null;
 }
 
+/** A transport-data key prepared for one direction (sealing or opening) of one keypair. */
+export interface TransportKey {
+  /** The raw 32-byte key (kept for the per-packet backends and for zeroing). */
+  readonly raw: Uint8Array;
+  /** The native key-table id (0 for the per-packet backends). */
+  readonly id: number;
+  /** The per-packet backends' prepared key (undefined for the native backend). */
+  readonly aead: AeadKey | undefined;
+}
+
+/**
+ * A batch of transport packets, described by typed arrays that are allocated once and reused. Job i
+ * is buf[offs[i], offs[i]+lens[i]) under keys[i] (ids[i] for the native backend) with counter
+ * ctrs[i] (an integer below 2^53, exact in a double). Seal: lens[i] is the plaintext length and the
+ * 16-byte tag is written after it. Open: lens[i] includes the tag; ok[i] is set to 1 or 0.
+ */
+export class AeadBatch {
+  readonly keys: Array<TransportKey | undefined>;
+  readonly ids: Int32Array;
+  readonly ctrs: Float64Array;
+  readonly offs: Int32Array;
+  readonly lens: Int32Array;
+  readonly ok: Uint8Array;
+
+  readonly capacity: number;
+
+  constructor(capacity: number) {
+    this.capacity = capacity;
+    this.keys = new Array<TransportKey | undefined>(capacity).fill(undefined);
+    this.ids = new Int32Array(capacity);
+    this.ctrs = new Float64Array(capacity);
+    this.offs = new Int32Array(capacity);
+    this.lens = new Int32Array(capacity);
+    this.ok = new Uint8Array(capacity);
+  }
+
+  /** Writes job i. */
+  set(i: number, key: TransportKey, counter: number, off: number, len: number): void {
+    this.keys[i] = key;
+    this.ids[i] = key.id;
+    this.ctrs[i] = counter;
+    this.offs[i] = off;
+    this.lens[i] = len;
+  }
+}
+
+/**
+ * ChaCha20-Poly1305 for WireGuard transport data, a batch per call, in place (whitepaper 5.4.6:
+ * nonce = 4 zero bytes then the counter LE). All of a call's packets are in one buffer.
+ */
+export interface TransportAead {
+  /** 'native', 'node' or 'reference'. */
+  readonly name: string;
+  /** Prepares a 32-byte key for sealing (encrypt) or opening; one per keypair and direction. */
+  prepare(key: Uint8Array, encrypt: boolean): TransportKey;
+  /** Frees what prepare made (native contexts are freed and their key cleansed). Idempotent. */
+  release(key: TransportKey): void;
+  /** Seals jobs [start, end) of b in buf, in place. Throws only for programming errors (bad slices, freed keys). */
+  seal(buf: Uint8Array, b: AeadBatch, start: number, end: number): void;
+  /**
+   * Opens jobs [start, end) of b in buf, in place; b.ok[i] = 1 when job i authenticated, else 0 and its
+   * bytes must not be used (the native backend zeroes them). Returns how many authenticated.
+   */
+  open(buf: Uint8Array, b: AeadBatch, start: number, end: number): number;
+}
+
 /** Everything the WireGuard core needs from crypto. */
 export interface CryptoBackend {
   /** 'node' or 'reference'. */
@@ -65,4 +131,6 @@ export interface CryptoBackend {
   readonly aead: ChaChaPoly;
   /** Cookie reply AEAD. */
   readonly xaead: XChaChaPoly;
+  /** Transport data AEAD in batches; when absent the device loops over `aead` per packet. */
+  readonly transport?: TransportAead;
 }

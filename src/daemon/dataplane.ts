@@ -11,6 +11,7 @@ import { Endpoints } from '../net/endpoint.ts';
 import { Tun } from '../tun/tun.ts';
 import type { HostDevice, LocalPacketHandler } from '../tun/device.ts';
 import { UdpSocket } from '../net/udp.ts';
+import { offloadCounters } from '../net/offload.ts';
 import { TxBatch, slotSizeFor, type RxBatch } from '../net/batch.ts';
 import type { Logf } from '../util/log.ts';
 import { PeerEndpoint } from '../magicsock/peer-endpoint.ts';
@@ -83,7 +84,7 @@ export class DataPlane {
     this.mtu = opts.mtu;
     this.log = opts.log;
     this.tun = tun;
-    this.device = new Device({ clock: { now: () => performance.now(), wall: () => Date.now() }, log: opts.log, mtu: opts.mtu, roaming: opts.roaming ?? true });
+    this.device = new Device({ clock: { now: () => performance.now(), wall: () => Date.now() }, log: opts.log, mtu: opts.mtu, roaming: opts.roaming ?? true, batched: true });
     this.tunRx = tun.startReading((b) => this.readFromTun(b), (e) => this.log(`tun read stopped: ${e.message}`));
     this.udpRef = TxBatch.over(this.tunRx.buf);
     // Room for a full MTU packet plus the WireGuard header, tag and padding.
@@ -235,6 +236,7 @@ export class DataPlane {
   }
 
   private flushUdp(): void {
+    this.device.flush(this.sink); // seals (and opens) the batch's queued transport packets in one call
     const udp = this.udp;
     if (udp) {
       if (this.udpRef.count > 0) udp.sendBatch(this.udpRef);
@@ -245,6 +247,7 @@ export class DataPlane {
   }
 
   private flushTun(): void {
+    this.device.flush(this.sink);
     const ref = this.tunRef;
     if (ref && ref.count > 0) this.tun.writeBatch(ref);
     if (this.tunCopy.count > 0) this.tun.writeBatch(this.tunCopy);
@@ -264,6 +267,7 @@ export class DataPlane {
       dropUdpSend: u?.txDropped ?? 0,
       dropTunWrite: t.txDropped,
       dropTxBatchFull: this.dropTxFull,
+      ...offloadCounters(t, u),
       ...Object.fromEntries(Object.entries(this.filter?.counters ?? {}).map(([k, v]) => [`filter.${k}`, v])),
     };
   }

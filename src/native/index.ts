@@ -14,6 +14,10 @@ export interface NativeRx {
   slots: number;
   lens: Int32Array;
   addrs?: Uint8Array | undefined;
+  /** TUN opened with IFF_VNET_HDR: reads carry a virtio-net header; GSO super-packets are split into slots. */
+  vnet?: boolean;
+  /** UDP socket with UDP_GRO on: coalesced datagrams are split into slots. */
+  gro?: boolean;
 }
 
 /** Counters of one reader, from pollStats. */
@@ -25,6 +29,18 @@ export interface PollStats {
   errors: number;
   /** UDP: datagrams the kernel dropped because the receive queue was full (SO_RXQ_OVFL). */
   kernelDrops: number;
+  /** TUN (vnet): GSO super-packets read. */
+  gsoReads: number;
+  /** TUN (vnet): packets split out of super-packets. */
+  gsoSegments: number;
+  /** TUN (vnet): single packets whose partial (NEEDS_CSUM) checksum was completed. */
+  csumCompleted: number;
+  /** TUN (vnet): reads dropped for a malformed virtio header or super-packet. */
+  badGso: number;
+  /** UDP (GRO): received messages that held several datagrams. */
+  groMessages: number;
+  /** UDP (GRO): datagrams split out of them. */
+  groSegments: number;
   lastErrno: number;
   active: boolean;
 }
@@ -40,6 +56,8 @@ export interface NativeUdpOptions {
   mark?: number;
   rcvbuf?: number;
   sndbuf?: number;
+  /** Turn UDP_GRO on (kept only when it reads back as on). */
+  gro?: boolean;
 }
 
 /** The addon's exports, exactly as native/README.md documents them. */
@@ -48,17 +66,65 @@ export interface NativeAddon {
   readonly endpointRawLen: number;
   readonly maxBatch: number;
   readonly tunFlags: { readonly IFF_MULTI_QUEUE: number; readonly IFF_VNET_HDR: number; readonly IFF_TUN_EXCL: number };
+  readonly tunOffloadFlags: { readonly CSUM: number; readonly TSO4: number; readonly TSO6: number; readonly USO4: number; readonly USO6: number };
   tunOpen(name: string, flags: number): { fd: number; name: string };
   setMtu(name: string, mtu: number): void;
   setUp(name: string, up: boolean): void;
-  tunWrite(fd: number, buf: Uint8Array, offsets: Int32Array, lens: Int32Array, count: number): number;
-  udpOpen(opts: NativeUdpOptions): { fd: number; port: number; rcvbuf: number; sndbuf: number };
-  udpSend(fd: number, buf: Uint8Array, offsets: Int32Array, lens: Int32Array, addrs: Uint8Array, count: number): number;
+  /** ctl: TUN write state (TUN_CTL_* indexes); without it every packet is one plain write(). */
+  tunWrite(fd: number, buf: Uint8Array, offsets: Int32Array, lens: Int32Array, count: number, ctl?: Float64Array): number;
+  tunSetOffload(fd: number, flags: number): void;
+  /** 0 when the kernel takes a coalesced (GSO) write, else the errno (EINVAL: do not coalesce). */
+  tunProbeGro(fd: number, udp: boolean): number;
+  /** Test entry: splits frame (virtio header + packet) into slots of out; -1 when malformed. */
+  offloadSplit(frame: Uint8Array, out: Uint8Array, slotSize: number, headroom: number, lens: Int32Array): number;
+  /** Test entry: coalesces packets as tunWrite would (flags 1 TCP, 2 UDP); frames are virtio header + packet. */
+  offloadCoalesce(buf: Uint8Array, offsets: Int32Array, lens: Int32Array, count: number, flags: number): { frames: Uint8Array[]; badCsum: number };
+  udpOpen(opts: NativeUdpOptions): { fd: number; port: number; rcvbuf: number; sndbuf: number; gso: boolean; gro: boolean };
+  /** ctl: UDP send state (UDP_CTL_* indexes): GSO and backpressure need it. */
+  udpSend(fd: number, buf: Uint8Array, offsets: Int32Array, lens: Int32Array, addrs: Uint8Array, count: number, ctl?: Float64Array): number;
   pollStart(fd: number, kind: 'tun' | 'udp', rx: NativeRx, callback: (count: number) => void): PollHandle;
   pollStop(handle: PollHandle): void;
   pollRef(handle: PollHandle, ref: boolean): void;
   pollStats(handle: PollHandle): PollStats;
   close(fd: number): void;
+}
+
+/** Indexes of the Float64Array tunWrite keeps its state in (native/README.md). */
+export const TUN_CTL = {
+  FLAGS: 0, WRITES: 1, FRAMES: 2, MERGED: 3, WAITS: 4, WAIT_DROPS: 5, GRO_FALLBACKS: 6, BAD_CSUM: 7, LEN: 8,
+  F_VNET: 1, F_TCP_GRO: 2, F_UDP_GRO: 4,
+} as const;
+
+/** Indexes of the Float64Array udpSend keeps its state in (native/README.md). */
+export const UDP_CTL = {
+  FLAGS: 0, CALLS: 1, GSO_MSGS: 2, GSO_DGRAMS: 3, WAITS: 4, WAIT_DROPS: 5, GSO_FALLBACKS: 6, GSO_ERRNO: 7, LEN: 8,
+  F_GSO: 1,
+} as const;
+
+/** Runtime kill switches for offloads, from the environment (README: "Offloads"). */
+export interface OffloadSwitches {
+  /** MESHD_DISABLE_TUN_OFFLOAD: no IFF_VNET_HDR at all (no TSO/USO reads, no coalesced writes). */
+  tunOffload: boolean;
+  /** MESHD_DISABLE_TUN_GRO: keep TSO reads but write every packet on its own. */
+  tunGro: boolean;
+  /** MESHD_DISABLE_UDP_GSO: no UDP_SEGMENT sends. */
+  udpGso: boolean;
+  /** MESHD_DISABLE_UDP_GRO: no UDP_GRO on the socket. */
+  udpGro: boolean;
+}
+
+function envOn(v: string | undefined): boolean {
+  return v !== undefined && v !== '' && v !== '0' && v.toLowerCase() !== 'false';
+}
+
+/** Which offloads the environment allows (true = allowed). */
+export function offloadSwitches(env: NodeJS.ProcessEnv = process.env): OffloadSwitches {
+  return {
+    tunOffload: !envOn(env.MESHD_DISABLE_TUN_OFFLOAD),
+    tunGro: !envOn(env.MESHD_DISABLE_TUN_GRO),
+    udpGso: !envOn(env.MESHD_DISABLE_UDP_GSO),
+    udpGro: !envOn(env.MESHD_DISABLE_UDP_GRO),
+  };
 }
 
 /** An error thrown by the addon for a failed syscall: code is the errno name, errno its negative. */
@@ -78,14 +144,17 @@ export function isNativeError(err: unknown): err is NativeError {
 export function readerError(what: string, negErrno: number): Error & { code: string; errno: number } {
   let code: string;
   try { code = getSystemErrorName(negErrno); } catch { code = `E${-negErrno}`; }
-  const err = new Error(`${what}: reading stopped after ${code}: reopen the device or socket`) as Error & { code: string; errno: number };
+  const msg = code === 'EFAULT'
+    ? `${what}: reading stopped: a receive buffer was detached (transferred) while the reader held it; keep reader buffers in their thread (EFAULT)`
+    : `${what}: reading stopped after ${code}: reopen the device or socket`;
+  const err = new Error(msg) as Error & { code: string; errno: number };
   err.code = code;
   err.errno = negErrno;
   return err;
 }
 
 /** ABI version this TypeScript expects (native/README.md). */
-export const NATIVE_ABI_VERSION = 1;
+export const NATIVE_ABI_VERSION = 2;
 
 let cached: NativeAddon | undefined;
 

@@ -1,7 +1,12 @@
 // A UDP socket for the data plane: batched receive (recvmmsg) with interned source endpoints,
 // batched send (sendmmsg), SO_MARK and forced buffer sizes. family 6 is dual-stack: IPv4 peers
 // appear as family-4 endpoints and IPv4 destinations are sent as ::ffff:a.b.c.d.
-import { native, readerError, type PollHandle, type PollStats } from '../native/index.ts';
+//
+// Offloads: runs of same-size datagrams to one endpoint go out as one UDP_SEGMENT (GSO) message,
+// and UDP_GRO is on so the kernel hands over coalesced datagrams, which the native reader splits
+// into slots. MESHD_DISABLE_UDP_GSO=1 / MESHD_DISABLE_UDP_GRO=1 (or gso/gro: false) turn them
+// off; GSO also turns itself off for the socket when the kernel refuses it (EIO, EINVAL).
+import { native, offloadSwitches, readerError, UDP_CTL, type PollHandle, type PollStats } from '../native/index.ts';
 import { DEFAULT_HEADROOM, DEFAULT_MAX_DATAGRAM, DEFAULT_SLOTS, roundUp64, RxBatch, type TxBatch } from './batch.ts';
 import { Endpoints, type Endpoint } from './endpoint.ts';
 
@@ -30,6 +35,10 @@ export interface UdpOptions {
   headroom?: number;
   /** Endpoint interner shared with the rest of the data plane (default: a new one). */
   endpoints?: Endpoints;
+  /** Send runs of equal datagrams with UDP_SEGMENT (default: true unless MESHD_DISABLE_UDP_GSO is set). */
+  gso?: boolean;
+  /** Receive coalesced datagrams with UDP_GRO (default: true unless MESHD_DISABLE_UDP_GRO is set). */
+  gro?: boolean;
 }
 
 /** Counters of a UdpSocket. */
@@ -40,6 +49,19 @@ export interface UdpStats {
   txPackets: number;
   /** Datagrams given to sendBatch/sendTo but dropped (queue full, unreachable, wrong family). */
   txDropped: number;
+  /** Offloads now: gso turns off for good after the kernel refused a GSO send. */
+  offload: { gso: boolean; gro: boolean };
+  /** sendmmsg calls. */
+  txSyscalls: number;
+  /** UDP_SEGMENT messages sent, and the datagrams inside them. */
+  txGsoMessages: number;
+  txGsoDatagrams: number;
+  /** Backpressure: waits for the socket to drain, and datagrams dropped when waiting did not help. */
+  txWaits: number;
+  txWaitDrops: number;
+  /** GSO sends the kernel refused (then sent one by one), and the errno of the latest. */
+  txGsoFallbacks: number;
+  txGsoErrno: number;
 }
 
 /** A non-blocking UDP socket with batched, allocation-free receive and send. */
@@ -66,9 +88,15 @@ export class UdpSocket {
   private txDropped = 0;
   private readonly oneOff = new Int32Array(1);
   private readonly oneLen = new Int32Array(1);
+  /** Send state shared with the addon (UDP_CTL indexes): flags and counters. */
+  private readonly ctl = new Float64Array(UDP_CTL.LEN);
+  /** UDP_GRO is on: the reader splits coalesced datagrams. */
+  readonly gro: boolean;
 
-  private constructor(opened: { fd: number; port: number; rcvbuf: number; sndbuf: number }, opts: UdpOptions) {
+  private constructor(opened: { fd: number; port: number; rcvbuf: number; sndbuf: number; gso: boolean; gro: boolean }, opts: UdpOptions, gso: boolean) {
     this.fd = opened.fd;
+    this.gro = opened.gro;
+    if (gso && opened.gso) this.ctl[UDP_CTL.FLAGS] = UDP_CTL.F_GSO;
     this.port = opened.port;
     this.rcvbuf = opened.rcvbuf;
     this.sndbuf = opened.sndbuf;
@@ -81,7 +109,9 @@ export class UdpSocket {
 
   /** Opens and binds a socket; throws a NativeError (code EADDRINUSE, EPERM, ...) with advice. */
   static open(opts: UdpOptions): UdpSocket {
+    const sw = offloadSwitches();
     const opened = native().udpOpen({
+      gro: opts.gro ?? sw.udpGro,
       family: opts.family,
       port: opts.port ?? 0,
       rcvbuf: opts.rcvbuf ?? DEFAULT_SOCKET_BUFFER,
@@ -89,7 +119,7 @@ export class UdpSocket {
       ...(opts.bindAddress !== undefined ? { bindAddress: opts.bindAddress } : {}),
       ...(opts.mark !== undefined ? { mark: opts.mark } : {}),
     });
-    return new UdpSocket(opened, opts);
+    return new UdpSocket(opened, opts, opts.gso ?? sw.udpGso);
   }
 
   /**
@@ -102,7 +132,8 @@ export class UdpSocket {
     if (this.reader) throw new Error(`udp :${this.port}: already reading`);
     const batch = new RxBatch({ slots: this.slots, slotSize: this.slotSize, headroom: this.headroom }, this.endpoints);
     const port = this.port;
-    this.reader = this.lastReader = native().pollStart(this.fd, 'udp', batch, (count: number): void => {
+    const rx = { buf: batch.buf, slotSize: batch.slotSize, headroom: batch.headroom, slots: batch.slots, lens: batch.lens, addrs: batch.addrs, gro: this.gro };
+    this.reader = this.lastReader = native().pollStart(this.fd, 'udp', rx, (count: number): void => {
       if (count >= 0) {
         batch.count = count;
         onBatch(batch);
@@ -127,10 +158,14 @@ export class UdpSocket {
     if (this.reader) native().pollRef(this.reader, ref);
   }
 
-  /** Sends tx.count datagrams to their endpoints (sendmmsg), then empties tx; returns how many were sent. */
+  /**
+   * Sends tx.count datagrams to their endpoints (sendmmsg, with UDP_SEGMENT for runs of equal
+   * datagrams to one endpoint), then empties tx; returns how many were sent. When the socket is
+   * full it waits briefly (bounded) for it to drain instead of dropping.
+   */
   sendBatch(tx: TxBatch): number {
     const count = tx.count;
-    const sent = count === 0 ? 0 : native().udpSend(this.fd, tx.buf, tx.offsets, tx.lens, tx.addrs, count);
+    const sent = count === 0 ? 0 : native().udpSend(this.fd, tx.buf, tx.offsets, tx.lens, tx.addrs, count, this.ctl);
     tx.count = 0;
     this.txPackets += sent;
     this.txDropped += count - sent;
@@ -141,7 +176,7 @@ export class UdpSocket {
   sendTo(data: Uint8Array, to: Endpoint): boolean {
     this.oneOff[0] = 0;
     this.oneLen[0] = data.length;
-    const sent = native().udpSend(this.fd, data, this.oneOff, this.oneLen, to.raw, 1);
+    const sent = native().udpSend(this.fd, data, this.oneOff, this.oneLen, to.raw, 1, this.ctl);
     this.txPackets += sent;
     this.txDropped += 1 - sent;
     return sent === 1;
@@ -149,7 +184,20 @@ export class UdpSocket {
 
   /** Counters for this socket. */
   stats(): UdpStats {
-    return { rx: this.lastReader ? native().pollStats(this.lastReader) : undefined, txPackets: this.txPackets, txDropped: this.txDropped };
+    const c = this.ctl;
+    return {
+      rx: this.lastReader ? native().pollStats(this.lastReader) : undefined,
+      txPackets: this.txPackets,
+      txDropped: this.txDropped,
+      offload: { gso: (c[UDP_CTL.FLAGS]! & UDP_CTL.F_GSO) !== 0, gro: this.gro },
+      txSyscalls: c[UDP_CTL.CALLS]!,
+      txGsoMessages: c[UDP_CTL.GSO_MSGS]!,
+      txGsoDatagrams: c[UDP_CTL.GSO_DGRAMS]!,
+      txWaits: c[UDP_CTL.WAITS]!,
+      txWaitDrops: c[UDP_CTL.WAIT_DROPS]!,
+      txGsoFallbacks: c[UDP_CTL.GSO_FALLBACKS]!,
+      txGsoErrno: c[UDP_CTL.GSO_ERRNO]!,
+    };
   }
 
   /** Stops receiving and closes the socket. Safe to call twice. */

@@ -64,13 +64,23 @@ export interface DeviceOptions {
   log?: (msg: string) => void;
   /** TUN MTU for padding (default 1420). */
   mtu?: number;
-  /** Crypto backend (default nodeCrypto). */
+  /**
+   * Crypto backend (default defaultCrypto(): node:crypto with the native batched transport AEAD when
+   * the addon loads, else node:crypto alone).
+   */
   crypto?: CryptoBackend;
   /**
    * Follow a peer to the source of its latest authenticated packet (default true, whitepaper 2.1).
    * Off when endpoints are magicsock peers, which choose the path themselves (tailscale does the same).
    */
   roaming?: boolean;
+  /**
+   * Batch transport crypto (default false). False: every call finishes its packets before it
+   * returns. True: sendPacketInPlace and receiveDatagramInPlace only queue a transport packet's seal
+   * or open, and the I/O layer calls Device.flush(sink) once per batch, before it sends, writes or
+   * reuses a buffer it passed in; flush seals/opens the whole queue in one AEAD call.
+   */
+  batched?: boolean;
 }
 
 /** Names of the counters in Device.counters. */
@@ -81,11 +91,12 @@ export const COUNTER_NAMES = [
   'handshakesCompleted', 'handshakesGivenUp', 'keyZeroings', 'underLoadEntered',
   // outbound drops
   'dropTxNotIP', 'dropTxBadBuffer', 'dropTxNoRoute', 'dropTxNoEndpoint', 'dropTxStagedOverflow', 'dropTxStagedFlushed',
+  'dropTxQueueFull',
   // inbound drops
   'dropRxJunk', 'dropRxBadMac1', 'dropRxNeedCookie', 'dropRxRateLimited', 'dropRxNoPrivateKey',
   'dropRxHandshakeInvalid', 'dropRxUnknownPeer', 'dropRxReplayedInitiation', 'dropRxInitiationFlood',
   'dropRxUnknownIndex', 'dropRxBadCookieReply', 'dropRxExpiredKeypair', 'dropRxCounterTooLarge',
-  'dropRxDecryptFailed', 'dropRxReplay', 'dropRxBadInner', 'dropRxSourceNotAllowed',
+  'dropRxDecryptFailed', 'dropRxReplay', 'dropRxBadInner', 'dropRxSourceNotAllowed', 'dropRxQueueFull',
 ] as const;
 /** One counter name. */
 export type CounterName = (typeof COUNTER_NAMES)[number];

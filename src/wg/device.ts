@@ -1,13 +1,18 @@
 // A WireGuard device without I/O (whitepaper sections 5 and 6; wireguard-go device/send.go,
 // receive.go, timers.go, noise-protocol.go). The I/O layer hands it IP packets from the TUN and
 // UDP datagrams from the socket, each in a buffer it owns, and calls tick() at least every 100 ms;
-// the device answers through a WgSink. Transport packets are encrypted and decrypted in place, and
-// the per-packet path allocates nothing of its own (node:crypto's cipher objects are the exception).
-// Junk is counted in `counters`, never thrown.
+// the device answers through a WgSink. Transport packets are encrypted and decrypted in place, a
+// batch at a time: the per-packet work (counters, headers, replay pre-check, keypair lookup) records
+// a job in preallocated typed arrays, and flush() seals or opens all of them in one call of the
+// transport AEAD (the native backend: one N-API call per buffer), then finishes each packet in order
+// (timers, replay window, keypair confirmation, cryptokey routing, the sink). The per-packet path
+// allocates nothing of its own (the per-packet node:crypto backend's cipher objects are the
+// exception). Junk is counted in `counters`, never thrown.
 import { randomBytes } from 'node:crypto';
 import type { Endpoint } from '../net/endpoint.ts';
-import { nodeCrypto } from '../crypto/backend.ts';
-import type { CryptoBackend } from '../crypto/types.ts';
+import { defaultCrypto, nativeAeadError } from '../crypto/backend.ts';
+import { PerPacketTransport } from '../crypto/transport.ts';
+import { AeadBatch, type CryptoBackend, type TransportAead } from '../crypto/types.ts';
 import { AllowedIPs, parsePrefix, type Prefix } from './allowedips.ts';
 import { CookieChecker, equalBytes } from './cookie.ts';
 import { Keypair } from './keypair.ts';
@@ -45,6 +50,8 @@ export const HANDSHAKE_BACKLOG_PER_BATCH = 32;
 export const UNDER_LOAD_AFTER_MS = 1000;
 /** Default TUN MTU. */
 export const DEFAULT_MTU = 1420;
+/** Seal and open jobs the device queues before it flushes by itself (a batch is normally <= 128). */
+export const MAX_QUEUED_JOBS = 1024;
 
 interface IndexEntry {
   peer: Peer;
@@ -69,6 +76,8 @@ export class Device {
   private readonly mtu: number;
   private readonly roaming: boolean;
   private readonly crypto: CryptoBackend;
+  private readonly transport: TransportAead;
+  private readonly batched: boolean;
   private readonly noise: Noise;
   private identity: StaticIdentity | null = null;
   private readonly byKey = new Map<string, Peer>();
@@ -86,8 +95,28 @@ export class Device {
   private readonly releaseKeypair = (kp: Keypair): void => {
     const e = this.index.get(kp.localIndex);
     if (e !== undefined && e.keypair === kp) this.index.delete(kp.localIndex);
-    kp.zero();
+    // A queued job may still use its keys: free them when the queue is empty.
+    if (this.flushing || this.nSeal > 0 || this.nOpen > 0) this.releaseLater.push(kp);
+    else kp.zero();
   };
+  private readonly releaseLater: Keypair[] = [];
+
+  // Queued transport jobs (see flush). Job i of a queue: the AEAD job in the AeadBatch, plus what
+  // finishing it needs, in arrays allocated once (writing a reference into them allocates nothing).
+  private readonly sealJobs = new AeadBatch(MAX_QUEUED_JOBS);
+  private readonly sealBuf: Array<Uint8Array | undefined> = new Array<Uint8Array | undefined>(MAX_QUEUED_JOBS).fill(undefined);
+  private readonly sealPeer: Array<Peer | undefined> = new Array<Peer | undefined>(MAX_QUEUED_JOBS).fill(undefined);
+  private readonly sealTo: Array<Endpoint | undefined> = new Array<Endpoint | undefined>(MAX_QUEUED_JOBS).fill(undefined);
+  /** The IP packet's length before padding (0: a keepalive). */
+  private readonly sealInner = new Int32Array(MAX_QUEUED_JOBS);
+  private nSeal = 0;
+  private readonly openJobs = new AeadBatch(MAX_QUEUED_JOBS);
+  private readonly openBuf: Array<Uint8Array | undefined> = new Array<Uint8Array | undefined>(MAX_QUEUED_JOBS).fill(undefined);
+  private readonly openPeer: Array<Peer | undefined> = new Array<Peer | undefined>(MAX_QUEUED_JOBS).fill(undefined);
+  private readonly openKp: Array<Keypair | undefined> = new Array<Keypair | undefined>(MAX_QUEUED_JOBS).fill(undefined);
+  private readonly openFrom: Array<Endpoint | undefined> = new Array<Endpoint | undefined>(MAX_QUEUED_JOBS).fill(undefined);
+  private nOpen = 0;
+  private flushing = false;
   private readonly c: Record<CounterName, number>;
 
   /** Counters a user can read: dropped packets by reason, handshakes, etc. (names in COUNTER_NAMES). */
@@ -99,7 +128,13 @@ export class Device {
     this.log = opts.log ?? (() => {});
     this.mtu = opts.mtu ?? DEFAULT_MTU;
     this.roaming = opts.roaming ?? true;
-    this.crypto = opts.crypto ?? nodeCrypto;
+    this.crypto = opts.crypto ?? defaultCrypto();
+    if (opts.crypto === undefined) {
+      const why = nativeAeadError();
+      this.log(why === null ? 'transport crypto: native batched ChaCha20-Poly1305 (OpenSSL EVP)' : `transport crypto: node:crypto per packet (native AEAD unavailable: ${why})`);
+    }
+    this.transport = this.crypto.transport ?? new PerPacketTransport(this.crypto.name, this.crypto.aead);
+    this.batched = opts.batched ?? false;
     this.noise = new Noise(this.crypto);
     this.checker = new CookieChecker(this.crypto, this.random);
     const seed = this.random(4);
@@ -234,9 +269,15 @@ export class Device {
    * Outbound: an IP packet at buf[off, off+len). There are >= 16 bytes of headroom before off and
    * the buffer's room after off is `cap` bytes (>= len + 16 + 15). Encrypts in place (header at
    * off-16) and calls sink.sendUdp; without a session, stages a copy (max 128, oldest dropped) and
-   * starts a handshake. No matching allowed IP: dropped and counted.
+   * starts a handshake. No matching allowed IP: dropped and counted. A batched device only queues
+   * the seal: the bytes must stay put until flush(), which seals and sends.
    */
   sendPacketInPlace(buf: Uint8Array, off: number, len: number, cap: number, sink: WgSink): void {
+    this.sendPacket(buf, off, len, cap, sink);
+    if (!this.batched) this.flush(sink);
+  }
+
+  private sendPacket(buf: Uint8Array, off: number, len: number, cap: number, sink: WgSink): void {
     if (off < TRANSPORT_HEADER_SIZE || cap < len + 31 || off + cap > buf.length) {
       this.c.dropTxBadBuffer++;
       return;
@@ -254,7 +295,7 @@ export class Device {
     const now = this.clock.now();
     const kp = peer.keypairs.current;
     if (peer.staged.length === 0 && kp !== null && this.usableForSending(kp, now)) {
-      this.encryptAndSend(peer, kp, buf, off, len, sink, now);
+      this.queueSeal(peer, kp, buf, off, len, sink);
       return;
     }
     if (!peer.stage(buf, off, len)) this.c.dropTxStagedOverflow++;
@@ -265,31 +306,121 @@ export class Device {
     return kp.sendCounter < REJECT_AFTER_MESSAGES && now - kp.created < REJECT_AFTER_TIME_MS;
   }
 
-  /** Encrypts buf[off, off+len) in place under kp and sends it (wireguard-go RoutineEncryption + SequentialSender). */
-  private encryptAndSend(peer: Peer, kp: Keypair, buf: Uint8Array, off: number, len: number, sink: WgSink, now: number): void {
+  /**
+   * Takes a counter from kp, writes the transport header at off-16 and the zero padding, and queues
+   * the seal of buf[off, off+padded) (wireguard-go SendStagedPackets + the first half of
+   * RoutineEncryption); flush() seals the queue in one call and sends (finishSeal).
+   */
+  private queueSeal(peer: Peer, kp: Keypair, buf: Uint8Array, off: number, len: number, sink: WgSink): void {
     const to = peer.endpoint;
     if (to === null) {
       this.c.dropTxNoEndpoint++;
       return;
     }
+    if (this.nSeal === MAX_QUEUED_JOBS) {
+      if (this.flushing) {
+        this.c.dropTxQueueFull++;
+        return;
+      }
+      this.flush(sink);
+    }
     const counter = kp.sendCounter++;
     const padded = paddedLength(len, this.mtu);
     if (padded > len) buf.fill(0, off + len, off + padded);
     writeTransportHeader(buf, off - TRANSPORT_HEADER_SIZE, kp.remoteIndexBytes, counter);
-    this.crypto.aead.sealInPlace(kp.sendKey, counter, buf, off, padded);
-    const total = TRANSPORT_HEADER_SIZE + padded + 16;
+    const i = this.nSeal++;
+    this.sealJobs.set(i, kp.sendKey, counter, off, padded);
+    this.sealBuf[i] = buf;
+    this.sealPeer[i] = peer;
+    this.sealTo[i] = to;
+    this.sealInner[i] = len;
+  }
+
+  /** Sends sealed job i (wireguard-go RoutineSequentialSender): timers, the sink, rekey checks. */
+  private finishSeal(i: number, sink: WgSink, now: number): void {
+    const peer = this.sealPeer[i]!, buf = this.sealBuf[i]!, to = this.sealTo[i]!;
+    this.sealBuf[i] = undefined;
+    const off = this.sealJobs.offs[i]!;
+    const total = TRANSPORT_HEADER_SIZE + this.sealJobs.lens[i]! + 16;
     const t = peer.timers;
     t.anyAuthenticatedPacketTraversal(now, peer.persistentKeepalive);
     t.anyAuthenticatedPacketSent();
     sink.sendUdp(buf, off - TRANSPORT_HEADER_SIZE, total, to);
     peer.txBytes += total;
-    if (len > 0) {
+    if (this.sealInner[i]! > 0) {
       this.c.txData++;
       if (!PeerTimers.pending(t.newHandshake)) t.dataSent(now, this.jitter());
     } else {
       this.c.txKeepalives++;
     }
     this.keepKeyFreshSending(peer, sink, now);
+  }
+
+  /**
+   * Seals and opens everything queued, then finishes each packet in order: sends sealed datagrams
+   * and delivers opened packets (see receiveTransport). The I/O layer of a batched device calls it
+   * once per batch, before it sends or writes, and before it reuses any buffer it passed in. Finishing
+   * a packet may queue more (a confirmed keypair sends the staged packets); those are done here too.
+   * Re-entrant calls (from inside the sink) return at once.
+   */
+  flush(sink: WgSink): void {
+    if (this.flushing) return;
+    this.flushing = true;
+    try {
+      const now = this.clock.now();
+      while (this.nOpen > 0 || this.nSeal > 0) {
+        if (this.nOpen > 0) this.flushOpens(sink, now);
+        if (this.nSeal > 0) this.flushSeals(sink, now);
+      }
+    } finally {
+      this.flushing = false;
+      const r = this.releaseLater;
+      if (r.length > 0 && this.nSeal === 0 && this.nOpen === 0) {
+        for (let i = 0; i < r.length; i++) r[i]!.zero();
+        r.length = 0;
+      }
+    }
+  }
+
+  private flushSeals(sink: WgSink, now: number): void {
+    const jobs = this.sealJobs, bufs = this.sealBuf;
+    let sealed = 0;
+    for (let i = 0; i < this.nSeal; i++) {
+      if (i === sealed) {
+        // One call per run of jobs in the same buffer (a TUN batch is one run).
+        const end = this.nSeal;
+        for (let s = sealed; s < end;) {
+          const buf = bufs[s]!;
+          let e = s + 1;
+          while (e < end && bufs[e] === buf) e++;
+          this.transport.seal(buf, jobs, s, e);
+          s = e;
+        }
+        sealed = end;
+      }
+      this.finishSeal(i, sink, now);
+    }
+    this.nSeal = 0;
+  }
+
+  private flushOpens(sink: WgSink, now: number): void {
+    const jobs = this.openJobs, bufs = this.openBuf;
+    let opened = 0;
+    for (let i = 0; i < this.nOpen; i++) {
+      if (i === opened) {
+        const end = this.nOpen;
+        for (let s = opened; s < end;) {
+          const buf = bufs[s]!;
+          let e = s + 1;
+          while (e < end && bufs[e] === buf) e++;
+          this.transport.open(buf, jobs, s, e);
+          s = e;
+        }
+        opened = end;
+      }
+      this.finishOpen(i, sink, now);
+    }
+    this.nOpen = 0;
   }
 
   /** Sends the staged packets if there is a usable session, else starts a handshake. */
@@ -307,7 +438,7 @@ export class Device {
         return;
       }
       const s = peer.staged.shift()!;
-      this.encryptAndSend(peer, kp, s.buf, STAGED_HEADROOM, s.len, sink, now);
+      this.queueSeal(peer, kp, s.buf, STAGED_HEADROOM, s.len, sink);
     }
   }
 
@@ -390,7 +521,7 @@ export class Device {
     const hsIndex = peer.handshake.localIndex;
     const keys = deriveKeys(this.noise, peer.handshake);
     if (keys === null) return false;
-    const kp = new Keypair(this.crypto.aead, keys, now);
+    const kp = new Keypair(this.transport, keys, now);
     // The handshake's index now names the keypair.
     this.index.set(hsIndex, { peer, keypair: kp });
     peer.keypairs.install(kp, this.releaseKeypair);
@@ -403,27 +534,40 @@ export class Device {
   /**
    * Inbound: a UDP datagram buf[off, off+len) from `from`. Transport data is decrypted in place and
    * the IP packet passed to sink.writeTun; handshakes are answered through sink.sendUdp; junk,
-   * replays and bad MACs are dropped and counted. Never throws for bad input.
+   * replays and bad MACs are dropped and counted. Never throws for bad input. A batched device
+   * only queues the open of a transport message: the bytes must stay put until flush(), which opens
+   * and delivers; a handshake message first flushes what is queued, so packets are handled in order.
    */
   receiveDatagramInPlace(buf: Uint8Array, off: number, len: number, from: Endpoint, sink: WgSink): void {
-    switch (messageTypeOf(buf, off, len)) {
-      case MessageType.Transport:
-        this.receiveTransport(buf, off, len, from, sink);
-        return;
+    const type = messageTypeOf(buf, off, len);
+    if (type === MessageType.Transport) {
+      this.receiveTransport(buf, off, len, from, sink);
+      if (!this.batched) this.flush(sink);
+      return;
+    }
+    if (this.nOpen > 0 || this.nSeal > 0) this.flush(sink);
+    switch (type) {
       case MessageType.Initiation:
         this.receiveHandshake(MessageType.Initiation, buf.subarray(off, off + len), from, sink);
-        return;
+        break;
       case MessageType.Response:
         this.receiveHandshake(MessageType.Response, buf.subarray(off, off + len), from, sink);
-        return;
+        break;
       case MessageType.CookieReply:
         this.receiveCookieReply(buf.subarray(off, off + len));
-        return;
+        break;
       default:
         this.c.dropRxJunk++;
     }
+    // A completed handshake may have queued the staged packets or a keepalive.
+    if (!this.batched) this.flush(sink);
   }
 
+  /**
+   * The first half of a transport message (wireguard-go RoutineReceiveIncoming): keypair by index,
+   * age, counter, a replay pre-check that changes nothing, then queues the open; finishOpen does
+   * the rest after flush() opened the queue in one call.
+   */
   private receiveTransport(buf: Uint8Array, off: number, len: number, from: Endpoint, sink: WgSink): void {
     const entry = this.index.get(readU32LE(buf, off + Offsets.transport.receiver));
     if (entry === undefined || entry.keypair === null) {
@@ -441,11 +585,41 @@ export class Device {
       this.c.dropRxCounterTooLarge++;
       return;
     }
-    const p = off + TRANSPORT_HEADER_SIZE;
-    if (!this.crypto.aead.openInPlace(kp.recvKey, counter, buf, p, len - TRANSPORT_HEADER_SIZE)) {
+    if (!kp.replay.check(counter, REJECT_AFTER_MESSAGES)) {
+      this.c.dropRxReplay++;
+      return;
+    }
+    if (this.nOpen === MAX_QUEUED_JOBS) {
+      if (this.flushing) {
+        this.c.dropRxQueueFull++;
+        return;
+      }
+      this.flush(sink);
+    }
+    const i = this.nOpen++;
+    this.openJobs.set(i, kp.recvKey, counter, off + TRANSPORT_HEADER_SIZE, len - TRANSPORT_HEADER_SIZE);
+    this.openBuf[i] = buf;
+    this.openPeer[i] = peer;
+    this.openKp[i] = kp;
+    this.openFrom[i] = from;
+  }
+
+  /** Finishes opened job i (wireguard-go RoutineSequentialReceiver), in arrival order. */
+  private finishOpen(i: number, sink: WgSink, now: number): void {
+    const jobs = this.openJobs;
+    const buf = this.openBuf[i]!, peer = this.openPeer[i]!, kp = this.openKp[i]!, from = this.openFrom[i]!;
+    this.openBuf[i] = undefined;
+    this.openKp[i] = undefined;
+    this.openFrom[i] = undefined;
+    if (jobs.ok[i] !== 1) {
       this.c.dropRxDecryptFailed++;
       return;
     }
+    const p = jobs.offs[i]!;
+    // Read again from the header rather than from the Float64Array: a double from there is boxed
+    // when stored into the replay window's fields.
+    const counter = readCounter(buf, p - TRANSPORT_HEADER_SIZE + Offsets.transport.counter);
+    const len = jobs.lens[i]! + TRANSPORT_HEADER_SIZE;
     if (!kp.replay.validate(counter, REJECT_AFTER_MESSAGES)) {
       this.c.dropRxReplay++;
       return;
@@ -592,6 +766,11 @@ export class Device {
 
   /** Runs due timers (wireguard-go device/timers.go). Call at least every 100 ms. */
   tick(sink: WgSink): void {
+    this.runTimers(sink);
+    if (!this.batched) this.flush(sink);
+  }
+
+  private runTimers(sink: WgSink): void {
     const now = this.clock.now();
     for (const peer of this.byKey.values()) {
       const t = peer.timers;

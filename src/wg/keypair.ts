@@ -5,16 +5,16 @@
 // next) becomes `previous`. The responder must not send with a new keypair until the initiator has
 // used it, so it parks it in `next`; the first authenticated transport packet received under `next`
 // confirms it and promotes it to `current`.
-import type { AeadKey, ChaChaPoly } from '../crypto/types.ts';
+import type { TransportAead, TransportKey } from '../crypto/types.ts';
 import { ReplayFilter } from './replay.ts';
 import type { SessionKeys } from './noise.ts';
 
 /** One session's keys and counters. */
 export class Keypair {
-  /** Prepared sending key. */
-  readonly sendKey: AeadKey;
+  /** Prepared sending key (for the native backend: a keyed OpenSSL context per thread). */
+  readonly sendKey: TransportKey;
   /** Prepared receiving key. */
-  readonly recvKey: AeadKey;
+  readonly recvKey: TransportKey;
   /** Next counter to send with (a number exact below 2^53; see replay.ts). */
   sendCounter = 0;
   /** Receive replay window. */
@@ -33,9 +33,14 @@ export class Keypair {
    */
   readonly remoteIndexBytes = new Uint8Array(4);
 
-  constructor(aead: ChaChaPoly, keys: SessionKeys, now: number) {
-    this.sendKey = aead.prepareKey(keys.send);
-    this.recvKey = aead.prepareKey(keys.recv);
+  private readonly transport: TransportAead;
+
+  constructor(transport: TransportAead, keys: SessionKeys, now: number) {
+    this.transport = transport;
+    this.sendKey = transport.prepare(keys.send, true);
+    this.recvKey = transport.prepare(keys.recv, false);
+    keys.send.fill(0);
+    keys.recv.fill(0);
     this.isInitiator = keys.isInitiator;
     this.created = now;
     this.localIndex = keys.localIndex;
@@ -45,12 +50,14 @@ export class Keypair {
   }
 
   /**
-   * Zeroes the raw key bytes we hold. The node:crypto KeyObjects made from them cannot be wiped
-   * from JavaScript; dropping the last reference is the best available.
+   * Zeroes the raw key bytes we hold and frees the prepared keys: the native backend frees its
+   * OpenSSL contexts, which cleanses the key schedule. The node:crypto KeyObjects of the per-packet
+   * backend cannot be wiped from JavaScript; dropping the last reference is the best available.
+   * The device calls this only when no queued seal or open still uses the keypair. Idempotent.
    */
   zero(): void {
-    this.sendKey.raw.fill(0);
-    this.recvKey.raw.fill(0);
+    this.transport.release(this.sendKey);
+    this.transport.release(this.recvKey);
   }
 }
 

@@ -43,6 +43,18 @@ export class ReplayFilter {
   }
 
   /**
+   * The cheap pre-check before decryption: false when validate() would certainly refuse `counter`
+   * (too old, already seen, or >= limit). Changes nothing.
+   */
+  check(counter: number, limit: number = REJECT_AFTER_MESSAGES): boolean {
+    if (!(counter >= 0 && counter < limit)) return false;
+    if (counter > this.last) return true;
+    if (this.last - counter > REPLAY_WINDOW) return false;
+    const word = Math.floor(counter / WORD_BITS);
+    return (this.ring[word & RING_MASK]! & (1 << (counter - word * WORD_BITS))) === 0;
+  }
+
+  /**
    * Accepts an authenticated counter exactly once: false for a counter already seen, one more than
    * REPLAY_WINDOW behind the newest, or >= limit. Call only after the packet authenticated.
    */

@@ -4,7 +4,7 @@
 import { Device, type Clock, type WgSink } from '../../src/wg/device.ts';
 import { Endpoints, type Endpoint } from '../../src/net/endpoint.ts';
 import type { CryptoBackend } from '../../src/crypto/types.ts';
-import { nodeCrypto } from '../../src/crypto/backend.ts';
+import { defaultCrypto } from '../../src/crypto/backend.ts';
 import { MessageType, readU32LE } from '../../src/wg/messages.ts';
 
 /** A clock the test moves by hand. */
@@ -114,7 +114,7 @@ export class WgPipe {
   private readonly routes = new Map<Endpoint, Side>();
 
   constructor(opts: PipeOptions = {}) {
-    const crypto = opts.crypto ?? nodeCrypto;
+    const crypto = opts.crypto ?? defaultCrypto();
     const mk = (c: CryptoBackend): Device => new Device({
       clock: this.clock,
       crypto: c,

@@ -13,7 +13,7 @@ const udpUrl = new URL('../../src/net/udp.js', import.meta.url).href;
 describe('native addon', () => {
   it('loads with the expected ABI and endpoint size', () => {
     const n = native();
-    assert.equal(n.abiVersion, 1);
+    assert.equal(n.abiVersion, 2);
     assert.equal(n.endpointRawLen, ENDPOINT_RAW_LEN);
     assert.equal(n.maxBatch, 128);
     assert.match(nativeAddonPath(), /native\/build\/meshd_native\.node$/);
@@ -55,7 +55,10 @@ describe('native addon', () => {
       n.pollStop(h); // idempotent
       n.close(fd);
     }
-    assert.deepEqual(n.pollStats(h), { packets: 0, batches: 0, wakeups: 0, truncated: 0, errors: 0, kernelDrops: 0, lastErrno: 0, active: false });
+    assert.deepEqual(n.pollStats(h), {
+      packets: 0, batches: 0, wakeups: 0, truncated: 0, errors: 0, kernelDrops: 0, lastErrno: 0, active: false,
+      gsoReads: 0, gsoSegments: 0, csumCompleted: 0, badGso: 0, groMessages: 0, groSegments: 0,
+    });
   });
 
   it('tears a running reader down with its worker thread', async () => {

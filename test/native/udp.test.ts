@@ -142,7 +142,8 @@ describe('UdpSocket', () => {
     batch.push(d, 0, 10);
     assert.equal(tx.sendBatch(batch), 0);
     assert.equal(batch.count, 0);
-    assert.deepEqual(tx.stats(), { rx: undefined, txPackets: 0, txDropped: 2 });
+    const st = tx.stats();
+    assert.deepEqual({ rx: st.rx, txPackets: st.txPackets, txDropped: st.txDropped }, { rx: undefined, txPackets: 0, txDropped: 2 });
   });
 
   it('drops a datagram longer than maxDatagram and counts it as truncated', async () => {

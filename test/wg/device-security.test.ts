@@ -117,12 +117,18 @@ describe('Device under attack and on bad input', () => {
     const attacker = p.eps.of('192.0.2.66', 666);
     const data = p.log.find((d) => typeOf(d) === 4)!;
     p.inject({ from: attacker, to: p.bAddr, bytes: data.bytes }); // replay from elsewhere
+    // A tampered copy under a fresh counter fails authentication.
     const forged = data.bytes.slice();
     forged[20]! ^= 1;
+    forged[9] = 0x77;
     p.inject({ from: attacker, to: p.bAddr, bytes: forged });
+    // One under a counter already seen is refused before decryption, as a replay.
+    const tamperedReplay = data.bytes.slice();
+    tamperedReplay[20]! ^= 1;
+    p.inject({ from: attacker, to: p.bAddr, bytes: tamperedReplay });
     p.inject({ from: attacker, to: p.bAddr, bytes: rand(148) });
     assert.equal(p.b.peers()[0]!.endpoint, p.aAddr);
-    assert.equal(p.b.counters.dropRxReplay, 1);
+    assert.equal(p.b.counters.dropRxReplay, 2);
     assert.equal(p.b.counters.dropRxDecryptFailed, 1);
   });
 
