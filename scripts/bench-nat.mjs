@@ -9,7 +9,6 @@
 //   sudo node scripts/bench-nat.mjs [--rounds N] [--seconds S] [--json] [--timing-only]
 // Needs: npm run build, root, headscale, tailscaled, tailscale (scripts/install-peers.sh), iperf3, nft.
 // --timing-only skips iperf3 and adds the timing pairings below (timing part: see timingPairings()).
-import { request } from 'node:http';
 import { TailnetLab } from '../dist/test/harness/hslab.js';
 
 const arg = (name, def) => {
@@ -90,28 +89,9 @@ const res = { rounds, seconds, meshd: { firstMs: [], directMs: [], upMbps: [], d
 function pingOnce(node, ip) {
   return lab.lab.tryExec(node.ns, ['ping', '-c', '1', '-W', '1', ip], 5000).status === 0;
 }
-// "Direct" is tailscale's CurAddr for both: a UDP address confirmed by a pong within 6.5 s (meshd's
-// path.direct means the same). Asked over each daemon's local API socket, so polling costs both the
-// same (a CLI process per poll would cost meshd, a Node program, ~300 ms more than tailscale).
-function localGet(socketPath, path, host) {
-  return new Promise((resolve) => {
-    const req = request({ socketPath, path, headers: { Host: host }, timeout: 3000 }, (res) => {
-      let body = '';
-      res.on('data', (d) => { body += d; });
-      res.on('end', () => { try { resolve(JSON.parse(body)); } catch { resolve({}); } });
-    });
-    req.on('error', () => resolve({}));
-    req.on('timeout', () => { req.destroy(); resolve({}); });
-    req.end();
-  });
-}
+// "Direct" is tailscale's CurAddr for both, asked over each daemon's local API socket (hslab directPath).
 async function direct(kind, node, peerName) {
-  if (kind === 'meshd') {
-    const st = await localGet(node.socket, '/v0/status', 'meshd');
-    return !!st.peers?.find((p) => p.hostname === peerName)?.path.direct;
-  }
-  const st = await localGet(node.socket, '/localapi/v0/status', 'local-tailscaled.sock');
-  return !!Object.values(st.Peer ?? {}).find((p) => p.HostName === peerName)?.CurAddr;
+  return (await lab.directPath(node, kind, peerName)) !== null;
 }
 function iperf(from, toIp) {
   const out = lab.lab.tryExec(from.ns, ['iperf3', '-c', toIp, '-t', String(seconds), '-J', '-O', '1'], (seconds + 30) * 1000);

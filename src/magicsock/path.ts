@@ -125,6 +125,7 @@ export class PeerPath {
   private readonly newTxId: () => Uint8Array;
   private lastSend = -Infinity;
   private lastFullPing = -Infinity;
+  private lastCallMeMaybe = -Infinity;
   private nextHeartbeat = Infinity;
   /** Earliest time a discovery round could ping anyone (skips the scan on the hot path). */
   private nextDiscovery = -Infinity;
@@ -211,10 +212,15 @@ export class PeerPath {
     this.lastFullPing = now;
     // With no candidate at all a call-me-maybe still lets the peer ping us (we may have a public address).
     if (withCallMeMaybe && (sent > 0 || this.candidates.size === 0)) {
-      out.push({ kind: 'call-me-maybe' });
-      this.counters.callMeMaybeSent++;
+      this.callMeMaybe(now, out);
       if (this.candidates.size === 0) this.nextDiscovery = now + DISCO_PING_INTERVAL_MS;
     }
+  }
+
+  private callMeMaybe(now: number, out: PathAction[]): void {
+    out.push({ kind: 'call-me-maybe' });
+    this.counters.callMeMaybeSent++;
+    this.lastCallMeMaybe = now;
   }
 
   private ping(c: Candidate, now: number, purpose: PingPurpose, out: PathAction[]): void {
@@ -297,6 +303,11 @@ export class PeerPath {
     }
     for (const c of this.candidates.values()) c.lastPing = -Infinity;
     this.discover(now, out, false);
+    // Answer with a call-me-maybe of our own (at most one per DISCO_PING_INTERVAL_MS, so two meshd
+    // never bounce them): the pings just sent opened our NAT towards the peer, and a call-me-maybe
+    // makes it ping us now instead of at its next heartbeat or 5 s retry. tailscale never answers
+    // one; this is what makes meshd as responder go direct in a round trip.
+    if (!this.trusted(now) && now - this.lastCallMeMaybe >= DISCO_PING_INTERVAL_MS) this.callMeMaybe(now, out);
   }
 
   /** Sending to bestAddr failed in a way that means it cannot work: forget it. */

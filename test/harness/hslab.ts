@@ -6,6 +6,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
+import { request as httpRequest } from 'node:http';
 import { Lab, waitFor } from './netns.ts';
 import { which } from './prereq.ts';
 import { packageRoot } from '../../src/util/root.ts';
@@ -367,6 +368,30 @@ deny 0-65535 0.0.0.0/0 0-65535
   portForwards(router: string): string[] {
     const r = this.lab.tryExec(router, ['nft', 'list', 'chain', 'inet', 'filter', 'prerouting_miniupnpd']);
     return r.stdout.split('\n').map((l) => l.trim()).filter((l) => l.includes('dnat'));
+  }
+
+  /**
+   * The direct address a node's daemon uses for a peer (by hostname), or null when it is not direct.
+   * Direct is tailscale's CurAddr for both kinds: a UDP address confirmed by a pong within 6.5 s
+   * (meshd's path.direct means the same). Asked over the daemon's local API socket, so polling it
+   * costs meshd and tailscaled alike (a CLI process per poll costs meshd, a Node program, far more).
+   */
+  async directPath(node: LabNode, kind: 'meshd' | 'tailscaled', peer: string): Promise<string | null> {
+    const [path, host] = kind === 'meshd' ? ['/v0/status', 'meshd'] : ['/localapi/v0/status', 'local-tailscaled.sock'];
+    const body = await new Promise<string>((resolve) => {
+      const req = httpRequest({ socketPath: node.socket, path, headers: { Host: host }, timeout: 3000 }, (res) => {
+        let b = '';
+        res.on('data', (d: Buffer) => { b += d.toString(); });
+        res.on('end', () => resolve(b));
+      });
+      req.on('error', () => resolve('{}'));
+      req.on('timeout', () => { req.destroy(); resolve('{}'); });
+      req.end();
+    });
+    let st: { peers?: { hostname: string; path: { direct: string | null } }[]; Peer?: Record<string, { HostName: string; CurAddr?: string }> };
+    try { st = JSON.parse(body); } catch { return null; }
+    if (kind === 'meshd') return st.peers?.find((p) => p.hostname === peer)?.path.direct ?? null;
+    return Object.values(st.Peer ?? {}).find((p) => p.HostName === peer)?.CurAddr || null;
   }
 
   /** Runs the meshd CLI in a node's namespace with that node's socket; returns status and output. */

@@ -102,6 +102,29 @@ describe('PeerPath', () => {
     assert.deepEqual([o1.length, o2.length, o3.length], [1, 0, 1]);
   });
 
+  it('answers a call-me-maybe with one of its own while untrusted, but never two within 5 s (no ping-pong)', () => {
+    const cmm = (o: PathAction[]) => o.filter((a) => a.kind === 'call-me-maybe').length;
+    const a = newPath(), b = newPath();
+    const ea = eps.parse('198.18.0.101:41641'), eb = eps.parse('198.18.0.102:41641');
+    a.setMapEndpoints([eb]);
+    b.setMapEndpoints([ea]);
+    const o1: PathAction[] = [];
+    a.noteSend(0, o1); // a starts: pings and a call-me-maybe
+    assert.equal(cmm(o1), 1);
+    const o2: PathAction[] = [];
+    b.onCallMeMaybe([ea], 10, o2); // b pings a and answers with its own
+    assert.equal(pings(o2).length, 1);
+    assert.equal(cmm(o2), 1);
+    const o3: PathAction[] = [];
+    a.onCallMeMaybe([eb], 20, o3); // a pings b again, but sent one 20 ms ago: no answer, the exchange ends
+    assert.equal(pings(o3).length, 1);
+    assert.equal(cmm(o3), 0);
+    const o4: PathAction[] = [];
+    b.onPong(pings(o2)[0]!.txId, 21);
+    b.onCallMeMaybe([ea], 6000, o4);
+    assert.equal(cmm(o4), 0, 'trusted: no answer');
+  });
+
   it('stops heartbeats when idle and forgets ping-learned candidates', () => {
     const p = newPath();
     p.onPingFrom(eps.parse('203.0.113.2:2000'), 0);
