@@ -23,6 +23,9 @@ import { PortMapper } from '../portmapper/portmapper.ts';
 /** How often the host's addresses are checked for endpoint changes (ms). */
 const ENDPOINT_CHECK_MS = 5_000;
 
+/** How long `up` waits for the home DERP connection after the first map. */
+const HOME_DERP_WAIT_MS = 6_000;
+
 /** Tailscale's MTU for the tailnet interface. */
 export const TAILNET_MTU = 1280;
 
@@ -241,6 +244,9 @@ export class Agent implements LocalBackend {
       });
       progress('waiting for the network map');
       await withDeadline(firstMap, remaining(), 'waiting for the network map');
+      // As tailscaled (Running needs a live DERP): our home region is connected and reported
+      // before `up` returns, so peers can reach us at once. Bounded: UDP-less netchecks take longer.
+      if (!await this.magic!.waitHomeDerp(Math.min(remaining(), HOME_DERP_WAIT_MS))) this.log('no home DERP connection yet; up anyway');
       this.state = 'Running';
       await this.store.update({ wantRunning: true });
       this.endpointTimer = setInterval(() => { this.portmap?.ensure(); this.magic?.maybeReport(); }, ENDPOINT_CHECK_MS);

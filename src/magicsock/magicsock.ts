@@ -141,6 +141,7 @@ export class MagicSock {
   private readonly cliPings = new Map<string, CliPing>();
   private lastReported = '';
   private closed = false;
+  private homeWaiters: ((ok: boolean) => void)[] = [];
 
   constructor(opts: MagicSockOptions) {
     this.opts = opts;
@@ -332,6 +333,7 @@ export class MagicSock {
     client.on('packet', (src, data) => this.onDerpPacket(region, src, data));
     client.on('connected', () => {
       this.log(`derp-${region}: connected${region === this.home ? ' (home)' : ''}`);
+      this.checkHomeWaiters();
       const q = conn.queue.splice(0);
       for (const m of q) client.send(m.dst, m.data);
     });
@@ -370,6 +372,30 @@ export class MagicSock {
       if (!map.Regions?.[String(region)]) { c.client.close(); this.derps.delete(region); }
     }
     if (first) void this.netcheck();
+  }
+
+  /**
+   * Resolves true once a home region is chosen and its DERP connection is up, false after
+   * timeoutMs. tailscaled turns Running only with a live DERP connection, so a peer that pings
+   * right after `up` finds our home region in its map; `up` waits for this too.
+   */
+  waitHomeDerp(timeoutMs: number): Promise<boolean> {
+    if (this.homeConnected()) return Promise.resolve(true);
+    if (this.closed) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      const w = (ok: boolean) => { clearTimeout(t); resolve(ok); };
+      const t = setTimeout(() => { this.homeWaiters = this.homeWaiters.filter((x) => x !== w); resolve(false); }, timeoutMs);
+      this.homeWaiters.push(w);
+    });
+  }
+
+  private homeConnected(): boolean {
+    return this.home !== 0 && this.derps.get(this.home)?.client.connected === true;
+  }
+
+  private checkHomeWaiters(): void {
+    if (this.homeWaiters.length === 0 || !this.homeConnected()) return;
+    for (const w of this.homeWaiters.splice(0)) w(true);
   }
 
   // ---- UDP in --------------------------------------------------------------------------------
@@ -547,6 +573,7 @@ export class MagicSock {
       const c = this.derpConn(this.home);
       c?.client.notePreferred(true);
     }
+    this.checkHomeWaiters();
     this.maybeReport();
     this.scheduleNetcheck();
     return report;
@@ -639,6 +666,7 @@ export class MagicSock {
     this.derps.clear();
     for (const c of this.cliPings.values()) c.resolve(undefined);
     this.cliPings.clear();
+    for (const w of this.homeWaiters.splice(0)) w(false);
   }
 }
 

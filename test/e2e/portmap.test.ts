@@ -21,6 +21,7 @@ interface Result { pair: string; firstReplyMs: number; directMs: number | null; 
 
 describe('port mapping with miniupnpd, meshd and tailscaled', { skip }, () => {
   let lab: TailnetLab;
+  let key = '';
   const nodes = new Map<string, Node>();
   const results: Result[] = [];
 
@@ -80,7 +81,7 @@ describe('port mapping with miniupnpd, meshd and tailscaled', { skip }, () => {
   before(async () => {
     lab = new TailnetLab('pm');
     await lab.startHeadscale();
-    const key = lab.authKey({ reusable: true });
+    key = lab.authKey({ reusable: true });
     await start('te', 'tailscaled', lab.addNatNode('te', 'easy'), key);
     await start('me', 'meshd', lab.addNatNode('me', 'easy'), key);
     await start('mp', 'meshd', await lab.addPortmapNode('mp', 'hard', { upnp: true, natpmp: true }), key);
@@ -139,11 +140,20 @@ describe('port mapping with miniupnpd, meshd and tailscaled', { skip }, () => {
     assert.equal(got.directMs, null, `meshd on DERP: ${JSON.stringify(got)}`);
   });
 
-  it('down deletes the mapping from miniupnpd (NAT-PMP and UPnP)', () => {
+  it('a crashed agent\'s mapping is taken over by the restarted one, and down deletes it from miniupnpd (NAT-PMP and UPnP)', async () => {
     for (const name of ['mp', 'mu']) {
       const n = nodes.get(name)!.node as LabNode & { router: string; lan: string };
       const mine = () => lab.portForwards(n.router).filter((l) => l.includes(`${n.lan}.2:`));
       assert.equal(mine().length, 1, `${name} has its forward before down: ${lab.portForwards(n.router).join(' | ')}`);
+      const before = mine()[0];
+      // kill -9 (nothing but the agent runs in the node's namespace): no release, the forward stays...
+      for (const pid of lab.lab.tryExec(n.ns, ['ip', 'netns', 'pids', n.ns]).stdout.split(/\s+/).filter(Boolean)) process.kill(Number(pid), 'SIGKILL');
+      await waitFor(`${name}'s agent to be gone`, () => lab.lab.tryExec(n.ns, ['ip', 'netns', 'pids', n.ns]).stdout.trim() === '', 5000, 100);
+      assert.deepEqual(mine(), [before]);
+      // ...until the restarted agent maps the same port again: one forward, not two.
+      assert.equal(lab.up(n, key).status, 0);
+      await waitFor(`${name} to map again`, () => { const r = lab.meshd(n, ['netcheck', '--json']); return r.status === 0 && JSON.parse(r.stdout).portMapped !== null; }, 15_000, 500);
+      assert.deepEqual(mine(), [before], 'the same forward, taken over');
       const r = lab.meshd(n, ['down']);
       assert.equal(r.status, 0, r.stderr);
       assert.deepEqual(mine(), [], `${name}: no forward left after down\n${lab.miniupnpdLog(n).slice(-1500)}`);
