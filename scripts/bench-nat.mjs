@@ -9,6 +9,7 @@
 //   sudo node scripts/bench-nat.mjs [--rounds N] [--seconds S] [--json] [--timing-only]
 // Needs: npm run build, root, headscale, tailscaled, tailscale (scripts/install-peers.sh), iperf3, nft.
 // --timing-only skips iperf3 and adds the timing pairings below (timing part: see timingPairings()).
+import { spawnSync } from 'node:child_process';
 import { TailnetLab } from '../dist/test/harness/hslab.js';
 
 const arg = (name, def) => {
@@ -67,7 +68,7 @@ async function timingPairings(key, ref, refIp) {
         if (kind === 'meshd') lab.meshd(n, ['down']);
         else lab.tailscale(n, ['down']);
         // Stop what runs in the subject's namespace (tailscaled stays up after `down`), by pid.
-        for (const pid of lab.lab.tryExec(n.ns, ['ip', 'netns', 'pids', n.ns]).stdout.split(/\s+/).filter(Boolean)) {
+        for (const pid of (spawnSync('ip', ['netns', 'pids', n.ns], { encoding: 'utf8' }).stdout ?? '').split(/\s+/).filter(Boolean)) {
           try { process.kill(Number(pid), 'SIGTERM'); } catch { /* gone */ }
         }
       }

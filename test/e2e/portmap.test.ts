@@ -5,6 +5,7 @@
 // the same kind of router is the reference; without miniupnpd both stay on DERP.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { needs } from '../harness/prereq.ts';
 import { waitFor } from '../harness/netns.ts';
 import { TailnetLab, type LabNode } from '../harness/hslab.ts';
@@ -147,8 +148,9 @@ describe('port mapping with miniupnpd, meshd and tailscaled', { skip }, () => {
       assert.equal(mine().length, 1, `${name} has its forward before down: ${lab.portForwards(n.router).join(' | ')}`);
       const before = mine()[0];
       // kill -9 (nothing but the agent runs in the node's namespace): no release, the forward stays...
-      for (const pid of lab.lab.tryExec(n.ns, ['ip', 'netns', 'pids', n.ns]).stdout.split(/\s+/).filter(Boolean)) process.kill(Number(pid), 'SIGKILL');
-      await waitFor(`${name}'s agent to be gone`, () => lab.lab.tryExec(n.ns, ['ip', 'netns', 'pids', n.ns]).stdout.trim() === '', 5000, 100);
+      const pids = () => spawnSync('ip', ['netns', 'pids', n.ns], { encoding: 'utf8' }).stdout.split(/\s+/).filter(Boolean).map(Number);
+      for (const pid of pids()) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
+      await waitFor(`${name}'s agent to be gone`, () => pids().length === 0, 5000, 100);
       assert.deepEqual(mine(), [before]);
       // ...until the restarted agent maps the same port again: one forward, not two.
       assert.equal(lab.up(n, key).status, 0);
