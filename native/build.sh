@@ -15,7 +15,10 @@ done
 cc=${CC:-cc}
 command -v "$cc" >/dev/null || { echo "native: no C compiler ($cc): apt-get install gcc" >&2; exit 1; }
 mkdir -p "$here/build"
-"$cc" -O2 -g -Wall -Wextra -Werror=implicit-function-declaration -fPIC -shared -pthread \
+# aead.c uses Node's own OpenSSL headers; without them the addon is built without the AEAD (the
+# crypto falls back to node:crypto and says why).
+ossl=(); [ -f "$inc/openssl/evp.h" ] || { ossl=(-DMESHD_NO_OPENSSL); echo "native: $inc/openssl missing: building without the native AEAD" >&2; }
+"$cc" -O2 -g -Wall -Wextra -Werror=implicit-function-declaration -fPIC -shared -pthread "${ossl[@]}" \
   -DNAPI_VERSION=8 -I"$inc" -o "$here/build/meshd_native.node.tmp" "${srcs[@]}"
 mv "$here/build/meshd_native.node.tmp" "$here/build/meshd_native.node"
 echo "native: built native/build/meshd_native.node"

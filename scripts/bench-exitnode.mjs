@@ -2,19 +2,24 @@
 // Exit-node throughput in one headscale lab: client -> exit node -> "internet" server (iperf3 TCP,
 // receiver side), meshd client through a meshd exit node against a tailscaled (v1.102.3) client
 // through a tailscaled exit node, alternated in the same run, plus the direct path without a tunnel.
-//   sudo node scripts/bench-exitnode.mjs [--rounds N] [--seconds S] [--json]
+// CPU seconds per GB carried (client + exit node process, /proc/PID/stat) for each path, in the same run.
+//   sudo node scripts/bench-exitnode.mjs [--rounds N] [--seconds S] [--smoke] [--out bench-results] [--json]
+// Writes bench-results/bench-exitnode.json and an SVG chart; prints a markdown table with ratios.
 // Needs: npm run build, root, headscale, iperf3; tailscaled/tailscale for the comparison.
 import { join } from 'node:path';
 import { TailnetLab, HS_URL } from '../dist/test/harness/hslab.js';
 import { which } from '../dist/test/harness/prereq.js';
 import { INTERNET, addInternet, routeToInternet } from '../dist/test/harness/probe.js';
+import { pidsIn, cpuOf, round, ratio, table, barChart, writeResults } from './bench-lib.mjs';
 
 const arg = (name, def) => {
   const i = process.argv.indexOf(`--${name}`);
   return i > 0 ? Number(process.argv[i + 1]) : def;
 };
-const rounds = arg('rounds', 3);
-const seconds = arg('seconds', 10);
+const smoke = process.argv.includes('--smoke');
+const rounds = smoke ? 1 : arg('rounds', 3);
+const seconds = smoke ? 2 : arg('seconds', 10);
+const outDir = (() => { const i = process.argv.indexOf('--out'); return i > 0 ? process.argv[i + 1] : 'bench-results'; })();
 const asJson = process.argv.includes('--json');
 const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s.length ? s[Math.floor((s.length - 1) / 2)] : NaN; };
 const tsd = which('tailscaled'), ts = which('tailscale');
@@ -22,7 +27,11 @@ const tsd = which('tailscaled'), ts = which('tailscale');
 const SERVER = INTERNET.server4;
 
 const lab = new TailnetLab('bx');
-const out = { rounds, seconds, meshd: { mbps: [], rtt: [], tunnelMbps: [] }, tailscaled: { mbps: [], rtt: [], tunnelMbps: [] }, direct: { mbps: [] } };
+const out = { rounds, seconds, meshd: { mbps: [], rtt: [], tunnelMbps: [], cpu: [] }, tailscaled: { mbps: [], rtt: [], tunnelMbps: [], cpu: [] }, direct: { mbps: [] } };
+/** Namespaces of each implementation's client and exit node, for CPU accounting. */
+const nsOf = { meshd: {}, tailscaled: {} };
+const PROC = { meshd: /meshd\.js/, tailscaled: /tailscaled/ };
+let lastBytes = 0;
 /** Tailnet IPv4 of each client's exit node: iperf3 to it measures the tunnel alone (no forwarding, no NAT). */
 const exitTailnetIp = {};
 /** A namespace running tailscaled (not yet up) via the lab harness, and its CLI. */
@@ -36,7 +45,16 @@ async function tailscaledNode(name) {
 function iperf(ns, to = SERVER) {
   const r = lab.lab.tryExec(ns, ['iperf3', '-c', to, '-t', String(seconds), '-J', '-O', '1'], (seconds + 30) * 1000);
   if (r.status !== 0) throw new Error(`iperf3 from ${ns}: ${r.stdout.slice(-400)} ${r.stderr}`);
-  return Math.round(JSON.parse(r.stdout).end.sum_received.bits_per_second / 1e6);
+  const sum = JSON.parse(r.stdout).end.sum_received;
+  lastBytes = sum.bytes;
+  return Math.round(sum.bits_per_second / 1e6);
+}
+/** iperf() through an exit node, with the CPU seconds per GB of the client and the exit node processes. */
+function iperfCpu(clientKind, exitKind) {
+  const pids = [...pidsIn(lab.lab, nsOf[clientKind].client, PROC[clientKind]), ...pidsIn(lab.lab, nsOf[exitKind].exit, PROC[exitKind])];
+  const c0 = cpuOf(pids);
+  const mbps = iperf(nsOf[clientKind].client);
+  return { mbps, cpu: round((cpuOf(pids) - c0) / (lastBytes / 1e9), 2) };
 }
 function rtt(ns) {
   const m = /= [\d.]+\/([\d.]+)\//.exec(lab.lab.tryExec(ns, ['ping', '-c', '20', '-i', '0.05', '-q', SERVER], 20000).stdout);
@@ -56,6 +74,7 @@ try {
   srv.stdout.resume(); srv.stderr.resume();
 
   const mx = lab.addNode('mx'), mc = lab.addNode('mc');
+  nsOf.meshd = { client: mc.ns, exit: mx.ns };
   routeToInternet(lab.lab, mx.ns);
   routeToInternet(lab.lab, mc.ns);
   lab.lab.exec(mx.ns, ['sysctl', '-qw', 'net.ipv4.ip_forward=1', 'net.ipv6.conf.all.forwarding=1']);
@@ -76,6 +95,7 @@ try {
   if (tsd && ts) {
     const tx = await tailscaledNode('tx');
     tc = await tailscaledNode('tc');
+    nsOf.tailscaled = { client: tc.n.ns, exit: tx.n.ns };
     routeToInternet(lab.lab, tx.n.ns);
     lab.lab.exec(tx.n.ns, ['sysctl', '-qw', 'net.ipv4.ip_forward=1', 'net.ipv6.conf.all.forwarding=1']);
     const upTx = tx.cli(['up', `--login-server=${HS_URL}`, `--auth-key=${key}`, '--hostname=tx', '--accept-dns=false', '--advertise-exit-node', '--timeout=60s']);
@@ -106,8 +126,9 @@ try {
   for (let i = 0; i < rounds; i++) {
     for (const [impl, ns] of [['meshd', mc.ns], ['tailscaled', tc?.n.ns]]) {
       if (!ns) continue;
-      const mbps = iperf(ns);
+      const { mbps, cpu } = iperfCpu(impl, impl);
       out[impl].mbps.push(mbps);
+      out[impl].cpu.push(cpu);
       out[impl].rtt.push(rtt(ns));
       out[impl].tunnelMbps.push(iperf(ns, exitTailnetIp[impl]));
       if (!asJson) console.error(`round ${i + 1}: ${impl} client -> ${impl} exit -> server: ${mbps} Mbit/s`);
@@ -119,12 +140,12 @@ try {
     const sw = lab.meshd(mc, ['up', '--login-server', HS_URL, '--state-dir', join(mc.dir, 'state'), '--exit-node', txIp]);
     if (sw.status !== 0) throw new Error(`meshd --exit-node tx: ${sw.stderr}`);
     for (let i = 0; i < 30 && clientSource(mc.ns) === undefined; i++) await new Promise((r) => setTimeout(r, 1000));
-    out.meshdViaTailscaled = iperf(mc.ns);
+    out.meshdViaTailscaled = iperfCpu('meshd', 'tailscaled').mbps;
     if (!asJson) console.error(`meshd client -> tailscaled exit -> server: ${out.meshdViaTailscaled} Mbit/s`);
     const set = tc.cli(['set', `--exit-node=${exitTailnetIp.meshd}`]);
     if (set.status !== 0) throw new Error(`tailscale set --exit-node=mx: ${set.stderr}`);
     for (let i = 0; i < 30 && clientSource(tc.n.ns) === undefined; i++) await new Promise((r) => setTimeout(r, 1000));
-    out.tailscaledViaMeshd = iperf(tc.n.ns);
+    out.tailscaledViaMeshd = iperfCpu('tailscaled', 'meshd').mbps;
     if (!asJson) console.error(`tailscaled client -> meshd exit -> server: ${out.tailscaledViaMeshd} Mbit/s`);
   }
 } finally {
@@ -138,18 +159,23 @@ out.summary = {
   meshdTunnelMbps: median(out.meshd.tunnelMbps),
   tailscaledTunnelMbps: out.tailscaled.tunnelMbps.length ? median(out.tailscaled.tunnelMbps) : undefined,
   tailscaledRttMs: out.tailscaled.rtt.length ? median(out.tailscaled.rtt) : undefined,
+  meshdCpuSPerGB: median(out.meshd.cpu),
+  tailscaledCpuSPerGB: out.tailscaled.cpu.length ? median(out.tailscaled.cpu) : undefined,
 };
 if (out.summary.tailscaledMbps) out.summary.ratio = +(out.summary.meshdMbps / out.summary.tailscaledMbps).toFixed(2);
+const S = out.summary;
+const rows = [
+  ['direct, no tunnel', S.directMbps, '-', '-', '-', '-'],
+  ['meshd client -> meshd exit node', S.meshdMbps, ratio(S.meshdMbps, S.tailscaledMbps ?? null), S.meshdCpuSPerGB, S.meshdRttMs, S.meshdTunnelMbps],
+  ['tailscaled client -> tailscaled exit node', S.tailscaledMbps ?? null, 1, S.tailscaledCpuSPerGB ?? null, S.tailscaledRttMs ?? null, S.tailscaledTunnelMbps ?? null],
+  ['tailscaled client -> meshd exit node (1 round)', out.tailscaledViaMeshd ?? null, ratio(out.tailscaledViaMeshd ?? null, S.tailscaledMbps ?? null), '-', '-', '-'],
+  ['meshd client -> tailscaled exit node (1 round)', out.meshdViaTailscaled ?? null, ratio(out.meshdViaTailscaled ?? null, S.tailscaledMbps ?? null), '-', '-', '-'],
+];
+const text = `Through an exit node to a server on the simulated internet (iperf3 TCP ${seconds} s x ${rounds}, median; goals: meshd->meshd >= 1.0, tailscaled->meshd exit >= 0.8)\n\n` +
+  table(['path', 'Mbit/s', 'x tailscaled->tailscaled', 'CPU s/GB (client + exit)', 'ping RTT ms', 'Mbit/s to the exit node itself'], rows) + '\n';
+out.markdown = text;
+const path = writeResults(outDir, 'bench-exitnode', out, {
+  throughput: barChart({ title: `Through an exit node (median of ${rounds} x ${seconds} s)`, unit: 'Mbit/s', groups: rows.map((r) => r[0]), series: ['Mbit/s'], values: rows.map((r) => [r[1]]) }),
+});
 if (asJson) console.log(JSON.stringify(out, null, 2));
-else {
-  const s = out.summary;
-  console.log(`| path (iperf3 TCP ${seconds} s x ${rounds}, median) | Mbit/s via exit node | ping RTT ms | Mbit/s to the exit node itself |`);
-  console.log('|---|---|---|---|');
-  console.log(`| direct, no tunnel | ${s.directMbps} | - | - |`);
-  console.log(`| meshd client -> meshd exit node -> server | ${s.meshdMbps} | ${s.meshdRttMs} | ${s.meshdTunnelMbps} |`);
-  if (s.tailscaledMbps !== undefined) console.log(`| tailscaled client -> tailscaled exit node -> server | ${s.tailscaledMbps} | ${s.tailscaledRttMs} | ${s.tailscaledTunnelMbps} |`);
-  if (out.meshdViaTailscaled !== undefined) console.log(`| meshd client -> tailscaled exit node (1 round) | ${out.meshdViaTailscaled} | - | - |`);
-  if (out.tailscaledViaMeshd !== undefined) console.log(`| tailscaled client -> meshd exit node (1 round) | ${out.tailscaledViaMeshd} | - | - |`);
-  if (s.ratio !== undefined) console.log(`meshd / tailscaled: ${s.ratio}`);
-  console.log(`raw: ${JSON.stringify(out)}`);
-}
+else console.log(`${text}\nresults: ${path}`);

@@ -1,115 +1,100 @@
 #!/usr/bin/env node
-// NAT-traversal benchmark: meshd against tailscaled v1.102.3 in the same lab, same run. A reference
-// tailscaled peer sits behind an easy NAT; each round adds a fresh meshd node and a fresh tailscaled
-// node behind their own easy NATs and measures, from the start of `up`:
-//   - time to the first ping reply from the reference peer (the first packets go through DERP),
+// NAT-traversal and tailnet benchmark: meshd against tailscaled v1.102.3 in the same headscale lab,
+// same run. Two reference peers sit behind easy NATs, one tailscaled and one meshd; each round adds a
+// fresh meshd node and a fresh tailscaled node behind their own easy NATs and measures, from `up`:
+//   - time to the first ping reply from the tailscaled reference (the first packets go through DERP),
 //   - time until the subject reports a direct path to it;
-// then iperf3 TCP throughput to and from the reference peer, direct and (UDP blocked on the
-// subject) relayed through headscale's embedded DERP. Prints a table and meshd/tailscaled ratios.
-//   sudo node scripts/bench-nat.mjs [--rounds N] [--seconds S] [--json] [--timing-only]
+// then iperf3 TCP, direct, to and from both references -- meshd<->meshd, tailscaled<->tailscaled,
+// meshd<->tailscaled -- with the CPU seconds per GB of both ends (/proc/PID/stat), and TCP via DERP
+// (UDP blocked on the subject). Before the rounds: idle RSS of the meshd and the tailscaled
+// reference, each with 3 peers.
+// Prints markdown tables and ratios; writes bench-results/bench-nat.json and an SVG chart.
+//   sudo node scripts/bench-nat.mjs [--rounds 3] [--seconds 5] [--out bench-results] [--smoke] [--json]
+// --timing-only: only the time-to-direct pairings of scripts/bench-nat-timing.mjs (no iperf3).
 // Needs: npm run build, root, headscale, tailscaled, tailscale (scripts/install-peers.sh), iperf3, nft.
-// --timing-only skips iperf3 and adds the timing pairings below (timing part: see timingPairings()).
-import { spawnSync } from 'node:child_process';
 import { TailnetLab } from '../dist/test/harness/hslab.js';
+import { args, median, ratio, pidsIn, cpuOf, rssMiB, iperf, table, barChart, writeResults, round } from './bench-lib.mjs';
+import { timingPairings, timingTable } from './bench-nat-timing.mjs';
 
-const arg = (name, def) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : def;
-};
-const rounds = arg('rounds', 3);
-const seconds = arg('seconds', 5);
-const asJson = process.argv.includes('--json');
-const median = (xs) => { const s = xs.filter((x) => x !== null && Number.isFinite(x)).sort((a, b) => a - b); return s.length ? s[Math.floor((s.length - 1) / 2)] : null; };
-const log = (s) => { if (!asJson) console.error(s); };
-
-const timingOnly = process.argv.includes('--timing-only');
-const worst = (xs) => { const s = xs.filter((x) => x !== null && Number.isFinite(x)); return xs.some((x) => x === null) ? null : s.length ? Math.max(...s) : null; };
-
-// ---- timing part: per NAT pairing, from `up` of a fresh subject (meshd or tailscaled) to the first
-// ping reply and to a confirmed direct path with a reference tailscaled behind an easy NAT, both
-// sides direct. 'out': the subject pings the reference; 'in': the reference pings the subject
-// (meshd as responder); 'portmap': the subject behind a hard NAT whose router runs miniupnpd.
-const PAIRINGS = [
-  { key: 'easyOut', label: 'easy NAT -> easy NAT, subject sends', nat: 'easy', from: 'subject' },
-  { key: 'easyIn', label: 'easy NAT <- easy NAT, peer sends', nat: 'easy', from: 'ref' },
-  { key: 'portmapOut', label: 'hard NAT + NAT-PMP -> easy NAT, subject sends', nat: 'portmap', from: 'subject' },
-];
-const timing = {};
-async function timingPairings(key, ref, refIp) {
-  for (const p of PAIRINGS) timing[p.key] = { meshd: { firstMs: [], directMs: [] }, tailscaled: { firstMs: [], directMs: [] } };
-  for (let r = 0; r < rounds; r++) {
-    for (const [pi, p] of PAIRINGS.entries()) {
-      for (const kind of ['meshd', 'tailscaled']) {
-        const name = `${kind[0]}${pi}r${r}`;
-        const n = p.nat === 'portmap' ? await lab.addPortmapNode(name, 'hard', { upnp: true, natpmp: true }) : lab.addNatNode(name, 'easy');
-        const t0 = Date.now();
-        let myIp;
-        if (kind === 'meshd') {
-          const u = lab.up(n, key);
-          if (u.status !== 0) throw new Error(`meshd up: ${u.stderr}`);
-          myIp = JSON.parse(lab.meshd(n, ['status', '--json']).stdout).self.addresses[0];
-        } else {
-          await lab.startTailscaled(n, key, p.nat === 'portmap' ? { TS_DISABLE_PORTMAPPER: '0' } : {});
-          myIp = lab.tailscale(n, ['ip', '-4']).stdout.trim();
-        }
-        const [src, dstIp] = p.from === 'subject' ? [n, refIp] : [ref, myIp];
-        let first = null, dir = null;
-        for (let i = 0; i < 600 && Date.now() - t0 < 30_000; i++) {
-          if (first === null && pingOnce(src, dstIp)) first = Date.now() - t0;
-          if (first !== null) {
-            pingOnce(src, dstIp);
-            if (await direct(kind, n, 'ref') && await direct('tailscaled', ref, name)) { dir = Date.now() - t0; break; }
-          }
-          await new Promise((res2) => setTimeout(res2, 20));
-        }
-        timing[p.key][kind].firstMs.push(first);
-        timing[p.key][kind].directMs.push(dir);
-        log(`round ${r + 1} ${p.label}, ${kind}: first reply ${first} ms, direct ${dir} ms after up`);
-        if (kind === 'meshd') lab.meshd(n, ['down']);
-        else lab.tailscale(n, ['down']);
-        // Stop what runs in the subject's namespace (tailscaled stays up after `down`), by pid.
-        for (const pid of (spawnSync('ip', ['netns', 'pids', n.ns], { encoding: 'utf8' }).stdout ?? '').split(/\s+/).filter(Boolean)) {
-          try { process.kill(Number(pid), 'SIGTERM'); } catch { /* gone */ }
-        }
-      }
-    }
-  }
-  for (const p of PAIRINGS) {
-    const t = timing[p.key];
-    t.summary = Object.fromEntries(['firstMs', 'directMs'].map((k) => {
-      const m = { median: median(t.meshd[k]), worst: worst(t.meshd[k]) }, ts = { median: median(t.tailscaled[k]), worst: worst(t.tailscaled[k]) };
-      const ratio = (a, b) => (a !== null && b ? +(a / b).toFixed(2) : null);
-      return [k, { meshd: m, tailscaled: ts, ratioMedian: ratio(m.median, ts.median), ratioWorst: ratio(m.worst, ts.worst) }];
-    }));
-  }
-}
+const o = args({ rounds: 3, seconds: 5, out: 'bench-results', smoke: false, json: false });
+if (o.smoke) { o.rounds = 1; o.seconds = 2; }
+const log = (s) => { if (!o.json) console.error(s); };
+const PROC = { meshd: /meshd\.js/, tailscaled: /tailscaled/ };
 
 const lab = new TailnetLab('bnat');
-const res = { rounds, seconds, meshd: { firstMs: [], directMs: [], upMbps: [], downMbps: [], derpUpMbps: [] }, tailscaled: { firstMs: [], directMs: [], upMbps: [], downMbps: [], derpUpMbps: [] } };
+const K = ['firstMs', 'directMs', 'upTs', 'downTs', 'upM', 'downM', 'cpuUpTs', 'cpuDownTs', 'cpuUpM', 'cpuDownM', 'derpUpMbps'];
+const res = { rounds: o.rounds, seconds: o.seconds, meshd: Object.fromEntries(K.map((k) => [k, []])), tailscaled: Object.fromEntries(K.map((k) => [k, []])), rssMiB: {} };
 
 function pingOnce(node, ip) {
   return lab.lab.tryExec(node.ns, ['ping', '-c', '1', '-W', '1', ip], 5000).status === 0;
 }
-// "Direct" is tailscale's CurAddr for both, asked over each daemon's local API socket (hslab directPath).
+// Direct is tailscale's CurAddr for both, asked over each daemon's local API socket (hslab
+// directPath): a `meshd status` process per poll would cost meshd ~300 ms that tailscale's does not.
 async function direct(kind, node, peerName) {
   return (await lab.directPath(node, kind, peerName)) !== null;
 }
-function iperf(from, toIp) {
-  const out = lab.lab.tryExec(from.ns, ['iperf3', '-c', toIp, '-t', String(seconds), '-J', '-O', '1'], (seconds + 30) * 1000);
-  if (out.status !== 0) return null;
-  return Math.round(JSON.parse(out.stdout).end.sum_received.bits_per_second / 1e6);
+const procs = (node, kind) => pidsIn(lab.lab, node.ns, PROC[kind]);
+/** iperf3 from `from` to `toIp` (reverse: the other way) with the CPU s/GB of both ends. */
+function measured(from, fromKind, to, toKind, toIp, reverse = false) {
+  const pids = [...procs(from, fromKind), ...procs(to, toKind)];
+  const c0 = cpuOf(pids);
+  const r = iperf(lab.lab, from.ns, toIp, { seconds: o.seconds, reverse });
+  const c1 = cpuOf(pids);
+  return r ? { mbps: r.mbps, cpu: round((c1 - c0) / (r.bytes / 1e9), 2) } : { mbps: null, cpu: null };
+}
+async function waitDirect(kind, n, peerIp, peerName, t0) {
+  let first = null, dir = null;
+  for (let i = 0; i < 300 && Date.now() - t0 < 30_000; i++) {
+    if (first === null && pingOnce(n, peerIp)) first = Date.now() - t0;
+    if (first !== null) {
+      pingOnce(n, peerIp);
+      if (await direct(kind, n, peerName)) { dir = Date.now() - t0; break; }
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return { first, dir };
+}
+
+if (o['timing-only']) {
+  let timing;
+  try {
+    await lab.startHeadscale();
+    const key = lab.authKey({ reusable: true });
+    const tref = lab.addNatNode('tref', 'easy');
+    await lab.startTailscaled(tref, key);
+    timing = await timingPairings(lab, key, tref, 'tref', lab.tailscale(tref, ['ip', '-4']).stdout.trim(), o.rounds, log);
+  } finally {
+    await lab.dispose();
+  }
+  console.log(o.json ? JSON.stringify(timing, null, 2) : timingTable(timing, o.rounds));
+  process.exit(0);
 }
 
 try {
   await lab.startHeadscale();
   const key = lab.authKey({ reusable: true });
-  const ref = lab.addNatNode('ref', 'easy');
-  await lab.startTailscaled(ref, key);
-  const refIp = lab.tailscale(ref, ['ip', '-4']).stdout.trim();
-  if (timingOnly) await timingPairings(key, ref, refIp);
-  const srv = timingOnly ? undefined : lab.lab.spawn(ref.ns, ['iperf3', '-s', '-B', refIp]);
-  srv?.stdout?.resume(); srv?.stderr?.resume();
-  for (let r = 0; r < (timingOnly ? 0 : rounds); r++) {
+  const tref = lab.addNatNode('tref', 'easy');
+  await lab.startTailscaled(tref, key);
+  const trefIp = lab.tailscale(tref, ['ip', '-4']).stdout.trim();
+  const mref = lab.addNatNode('mref', 'easy');
+  if (lab.up(mref, key).status !== 0) throw new Error('meshd reference did not come up');
+  const mrefIp = JSON.parse(lab.meshd(mref, ['status', '--json']).stdout).self.addresses[0];
+  // Idle RSS with 3 peers, before any transfer: two more (idle) nodes join, then each reference
+  // knows the other reference and those two.
+  for (const name of ['i1', 'i2']) {
+    const n = lab.addNatNode(name, 'easy');
+    if (lab.up(n, key).status !== 0) throw new Error(`meshd ${name} did not come up`);
+  }
+  await new Promise((w) => setTimeout(w, 5000));
+  res.rssMiB.meshd = procs(mref, 'meshd').map(rssMiB).reduce((a, b) => Math.max(a, b ?? 0), 0);
+  res.rssMiB.tailscaled = procs(tref, 'tailscaled').map(rssMiB).reduce((a, b) => Math.max(a, b ?? 0), 0);
+  res.rssPeers = { meshd: JSON.parse(lab.meshd(mref, ['status', '--json']).stdout).peers.length, tailscaled: Object.keys(JSON.parse(lab.tailscale(tref, ['status', '--json']).stdout).Peer ?? {}).length };
+  log(`idle RSS: meshd ${res.rssMiB.meshd} MiB with ${res.rssPeers.meshd} peers, tailscaled ${res.rssMiB.tailscaled} MiB with ${res.rssPeers.tailscaled} peers`);
+  for (const [n, ip] of [[tref, trefIp], [mref, mrefIp]]) {
+    const srv = lab.lab.spawn(n.ns, ['iperf3', '-s', '-B', ip]);
+    srv.stdout?.resume(); srv.stderr?.resume();
+  }
+  for (let r = 0; r < o.rounds; r++) {
     for (const kind of ['meshd', 'tailscaled']) {
       const n = lab.addNatNode(`${kind[0]}${r}`, 'easy');
       const t0 = Date.now();
@@ -122,29 +107,27 @@ try {
         await lab.startTailscaled(n, key);
         myIp = lab.tailscale(n, ['ip', '-4']).stdout.trim();
       }
-      let first = null, dir = null;
-      for (let i = 0; i < 300 && Date.now() - t0 < 30_000; i++) {
-        if (first === null && pingOnce(n, refIp)) first = Date.now() - t0;
-        if (first !== null) {
-          pingOnce(n, refIp);
-          if (await direct(kind, n, 'ref')) { dir = Date.now() - t0; break; }
-        }
-        await new Promise((res2) => setTimeout(res2, 50));
-      }
+      const { first, dir } = await waitDirect(kind, n, trefIp, 'tref', t0);
+      await waitDirect(kind, n, mrefIp, 'mref', Date.now());
       const sub = lab.lab.spawn(n.ns, ['iperf3', '-s', '-B', myIp]);
       sub.stdout?.resume(); sub.stderr?.resume();
       await new Promise((res2) => setTimeout(res2, 300));
-      const up = iperf(n, refIp);
-      const down = iperf(ref, myIp);
+      const upTs = measured(n, kind, tref, 'tailscaled', trefIp);
+      const downTs = measured(n, kind, tref, 'tailscaled', trefIp, true);
+      const upM = measured(n, kind, mref, 'meshd', mrefIp);
+      const downM = measured(n, kind, mref, 'meshd', mrefIp, true);
       lab.blockUdp(n);
       // Until the direct path is given up (trust 6.5 s + ping timeout 5 s) both paths carry packets.
-      for (let i = 0; i < 100 && await direct(kind, n, 'ref'); i++) { pingOnce(n, refIp); await new Promise((res2) => setTimeout(res2, 300)); }
-      const derpUp = iperf(n, refIp);
+      for (let i = 0; i < 100 && await direct(kind, n, 'tref'); i++) { pingOnce(n, trefIp); await new Promise((res2) => setTimeout(res2, 300)); }
+      const derpUp = iperf(lab.lab, n.ns, trefIp, { seconds: o.seconds })?.mbps ?? null;
       lab.unblockUdp(n);
       sub.kill();
       const x = res[kind];
-      x.firstMs.push(first); x.directMs.push(dir); x.upMbps.push(up); x.downMbps.push(down); x.derpUpMbps.push(derpUp);
-      log(`round ${r + 1} ${kind}: first reply ${first} ms, direct ${dir} ms after up; ${up} Mbit/s up, ${down} Mbit/s down direct; ${derpUp} Mbit/s up via DERP`);
+      x.firstMs.push(first); x.directMs.push(dir);
+      x.upTs.push(upTs.mbps); x.downTs.push(downTs.mbps); x.upM.push(upM.mbps); x.downM.push(downM.mbps);
+      x.cpuUpTs.push(upTs.cpu); x.cpuDownTs.push(downTs.cpu); x.cpuUpM.push(upM.cpu); x.cpuDownM.push(downM.cpu);
+      x.derpUpMbps.push(derpUp);
+      log(`round ${r + 1} ${kind}: first reply ${first} ms, direct ${dir} ms; to/from tailscaled ${upTs.mbps}/${downTs.mbps} Mbit/s (${upTs.cpu}/${downTs.cpu} s/GB), to/from meshd ${upM.mbps}/${downM.mbps} Mbit/s (${upM.cpu}/${downM.cpu} s/GB); ${derpUp} Mbit/s via DERP`);
       if (kind === 'meshd') lab.meshd(n, ['down']);
       else lab.tailscale(n, ['down']);
     }
@@ -152,35 +135,41 @@ try {
 } finally {
   await lab.dispose();
 }
+
+const M = (kind, k) => median(res[kind][k]);
+res.summary = {
+  // direct TCP pairs, named sender -> receiver
+  meshdToMeshd: M('meshd', 'upM'), tailscaledToTailscaled: M('tailscaled', 'upTs'),
+  meshdToTailscaled: M('meshd', 'upTs'), tailscaledToMeshd: M('meshd', 'downTs'),
+  cpu: {
+    meshdToMeshd: M('meshd', 'cpuUpM'), tailscaledToTailscaled: M('tailscaled', 'cpuUpTs'),
+    meshdToTailscaled: M('meshd', 'cpuUpTs'), tailscaledToMeshd: M('meshd', 'cpuDownTs'),
+  },
+};
+const s = res.summary, base = s.tailscaledToTailscaled;
 const rows = [
-  ['time from up to first ping reply (ms)', 'firstMs'],
-  ['time from up to direct path (ms)', 'directMs'],
-  ['TCP to the peer, direct (Mbit/s)', 'upMbps'],
-  ['TCP from the peer, direct (Mbit/s)', 'downMbps'],
-  ['TCP to the peer via DERP (Mbit/s)', 'derpUpMbps'],
+  ['meshd -> meshd', s.meshdToMeshd, ratio(s.meshdToMeshd, base), s.cpu.meshdToMeshd, ratio(s.cpu.meshdToMeshd, s.cpu.tailscaledToTailscaled), '1.0'],
+  ['tailscaled -> tailscaled', base, 1, s.cpu.tailscaledToTailscaled, 1, '-'],
+  ['meshd -> tailscaled', s.meshdToTailscaled, ratio(s.meshdToTailscaled, base), s.cpu.meshdToTailscaled, ratio(s.cpu.meshdToTailscaled, s.cpu.tailscaledToTailscaled), '0.8'],
+  ['tailscaled -> meshd', s.tailscaledToMeshd, ratio(s.tailscaledToMeshd, base), s.cpu.tailscaledToMeshd, ratio(s.cpu.tailscaledToMeshd, s.cpu.tailscaledToTailscaled), '0.8'],
 ];
-res.summary = Object.fromEntries(rows.map(([, k]) => {
-  const m = median(res.meshd[k]), t = median(res.tailscaled[k]);
-  return [k, { meshd: m, tailscaled: t, ratio: m !== null && t ? +(m / t).toFixed(2) : null }];
-}));
-if (timingOnly) {
-  if (asJson) console.log(JSON.stringify({ rounds, timing }, null, 2));
-  else {
-    console.log(`| pairing (${rounds} rounds; ms from up) | what | meshd median / worst | tailscaled median / worst | meshd/tailscaled median / worst |`);
-    console.log('|---|---|---|---|---|');
-    for (const p of PAIRINGS) {
-      for (const [k, what] of [['firstMs', 'first reply'], ['directMs', 'direct (both sides)']]) {
-        const x = timing[p.key].summary[k];
-        console.log(`| ${p.label} | ${what} | ${x.meshd.median ?? '-'} / ${x.meshd.worst ?? 'never'} | ${x.tailscaled.median ?? '-'} / ${x.tailscaled.worst ?? 'never'} | ${x.ratioMedian ?? '-'} / ${x.ratioWorst ?? '-'} |`);
-      }
-    }
-  }
-} else if (asJson) console.log(JSON.stringify(res, null, 2));
-else {
-  console.log(`| easy NAT <-> easy NAT, peer: tailscaled; median of ${rounds} | meshd | tailscaled | meshd/tailscaled |`);
-  console.log('|---|---|---|---|');
-  for (const [label, k] of rows) {
-    const s = res.summary[k];
-    console.log(`| ${label} | ${s.meshd ?? '-'} | ${s.tailscaled ?? '-'} | ${s.ratio ?? '-'} |`);
-  }
-}
+const other = [
+  ['time from up to first ping reply (ms)', M('meshd', 'firstMs'), M('tailscaled', 'firstMs')],
+  ['time from up to direct path (ms)', M('meshd', 'directMs'), M('tailscaled', 'directMs')],
+  ['TCP to a tailscaled via DERP (Mbit/s)', M('meshd', 'derpUpMbps'), M('tailscaled', 'derpUpMbps')],
+  [`idle RSS with ${res.rssPeers?.meshd ?? '?'} peers (MiB)`, res.rssMiB.meshd ?? null, res.rssMiB.tailscaled ?? null],
+].map(([l, a, b]) => [l, a, b, ratio(a, b)]);
+const text = [
+  `Direct TCP between nodes behind easy NATs (iperf3 ${o.seconds} s, median of ${o.rounds}); CPU of both ends per GB carried`, '',
+  table(['sender -> receiver', 'Mbit/s', 'x tailscaled->tailscaled', 'CPU s/GB', 'CPU x ts->ts', 'goal'], rows), '',
+  table(['', 'meshd', 'tailscaled', 'meshd/tailscaled'], other), '',
+].join('\n');
+res.markdown = text;
+const path = writeResults(String(o.out), 'bench-nat', res, {
+  throughput: barChart({
+    title: `Direct TCP through the tailnet (median of ${o.rounds} x ${o.seconds} s)`, unit: 'Mbit/s',
+    groups: rows.map((r) => r[0]), series: ['Mbit/s'], values: rows.map((r) => [r[1]]),
+  }),
+});
+if (o.json) console.log(JSON.stringify(res, null, 2));
+else console.log(`${text}\nresults: ${path}`);

@@ -139,6 +139,7 @@ function rawAead(t, secs, batch) {
   const sk = t.prepare(key, true), ok = t.prepare(key, false);
   const sb = new AeadBatch(batch), ob = new AeadBatch(batch);
   let ctr = 0, n = 0;
+  const c0 = process.cpuUsage();
   const t0 = performance.now();
   let t1 = t0;
   while (t1 - t0 < secs * 1000) {
@@ -151,9 +152,10 @@ function rawAead(t, secs, batch) {
     }
     t1 = performance.now();
   }
+  const cpu = process.cpuUsage(c0);
   t.release(sk); t.release(ok);
   const pps = n / ((t1 - t0) / 1000);
-  return { pps, gbps: (pps * SIZE * 8) / 1e9 };
+  return { pps, gbps: (pps * SIZE * 8) / 1e9, cpuUs: (cpu.user + cpu.system) / n };
 }
 
 const fast = await run(nodeCrypto, seconds);
@@ -180,8 +182,38 @@ for (const batch of batches) {
   const rawTwo = batch >= 2 ? rawAead(t, seconds / 4, batch) : null;
   rows.push({ batch, one, two, rawOne, rawTwo });
   const f = (r) => (r ? `${Math.round(r.pps).toString().padStart(8)} pps ${r.gbps.toFixed(2).padStart(5)} Gbit/s` : '-'.padStart(27));
+  const c = (r) => (r ? ` ${r.cpuUs.toFixed(2)} CPU us/pkt` : '');
   console.log(`batched device, batch ${String(batch).padStart(3)}: 1 thread ${f(one)} | 2 threads ${f(two)}   ` +
-    `bare AEAD: 1 thread ${f(rawOne)} | 2 threads ${f(rawTwo)}   GC ${one.gcs}/${two?.gcs ?? '-'}`);
+    `bare AEAD (seal+open): 1 thread ${f(rawOne)}${c(rawOne)} | 2 threads ${f(rawTwo)}${c(rawTwo)}   GC ${one.gcs}/${two?.gcs ?? '-'}`);
+}
+
+// Fork-join latency, A/B interleaved call by call so that load from other processes hits both alike:
+// median and p90 microseconds of one seal+open of a batch, one thread vs split with the worker.
+function forkJoin(t, batch, calls) {
+  const SLOT = SIZE + 32;
+  const buf = new Uint8Array(batch * SLOT);
+  const key = new Uint8Array(32).fill(9);
+  const sk = t.prepare(key, true), ok = t.prepare(key, false);
+  const sb = new AeadBatch(batch), ob = new AeadBatch(batch);
+  for (let i = 0; i < batch; i++) { sb.set(i, sk, i, i * SLOT, SIZE); ob.set(i, ok, i, i * SLOT, SIZE + 16); }
+  const times = [[], []];
+  for (let c = 0; c < calls; c++) {
+    for (const mode of c & 1 ? [1, 0] : [0, 1]) {
+      t.setParallelMin(mode ? 2 : 0);
+      const t0 = performance.now();
+      t.seal(buf, sb, 0, batch);
+      if (t.open(buf, ob, 0, batch) !== batch) throw new Error('bench: open failed');
+      times[mode].push((performance.now() - t0) * 1000);
+    }
+  }
+  t.release(sk); t.release(ok);
+  const q = (xs, f) => { const v = [...xs].sort((x, y) => x - y); return v[Math.floor((v.length - 1) * f)]; };
+  return times.map((xs) => ({ p50: q(xs, 0.5), p90: q(xs, 0.9) }));
+}
+for (const batch of [16, 32, 64, 128, 256]) {
+  const [one, two] = forkJoin(t, batch, Math.max(200, Math.round(40000 / batch)));
+  console.log(`fork-join, batch ${String(batch).padStart(3)} seal+open: 1 thread p50 ${one.p50.toFixed(0)} us p90 ${one.p90.toFixed(0)} us | ` +
+    `2 threads p50 ${two.p50.toFixed(0)} us p90 ${two.p90.toFixed(0)} us | speed-up at p50 ${(one.p50 / two.p50).toFixed(2)}x`);
 }
 t.setParallelMin(old);
 

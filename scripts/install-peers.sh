@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the real peers the e2e tests use, from the Go module proxy, into ${PEERS_BIN:-$HOME/go/bin}:
-#   headscale v0.29.2; tailscaled, tailscale and derper v1.102.3.
+#   headscale v0.29.2; tailscaled, tailscale and derper v1.102.3; and, for scripts/bench.mjs, the
+#   current wireguard-go (TUN TSO/GRO, UDP GSO/GRO) as wireguard-go-current (it reports v0.0.20250522).
 # `go install pkg@version` is not used because it asks the proxy for the module's version list
 # (to check deprecation), which the proxy here refuses; building from a scratch module that
 # requires the exact version needs only that version. Cached: existing binaries of the right
@@ -8,6 +9,7 @@
 set -euo pipefail
 HEADSCALE_VERSION=v0.29.2
 TAILSCALE_VERSION=v1.102.3
+WIREGUARD_GO_VERSION=v0.0.0-20260522210424-ecfc5a8d5446
 bin=${PEERS_BIN:-$HOME/go/bin}
 mkdir -p "$bin"
 command -v go >/dev/null || { echo "install-peers: go is missing: install Go 1.26 (https://go.dev/dl)" >&2; exit 1; }
@@ -27,13 +29,14 @@ build() { # module version outname pkg
   echo "install-peers: built $out $ver"
 }
 
-want=${*:-headscale tailscaled tailscale derper}
+want=${*:-headscale tailscaled tailscale derper wireguard-go-current}
 for w in $want; do
   case $w in
     headscale) build github.com/juanfont/headscale $HEADSCALE_VERSION headscale github.com/juanfont/headscale/cmd/headscale ;;
     tailscaled) build tailscale.com $TAILSCALE_VERSION tailscaled tailscale.com/cmd/tailscaled ;;
     tailscale) build tailscale.com $TAILSCALE_VERSION tailscale tailscale.com/cmd/tailscale ;;
     derper) build tailscale.com $TAILSCALE_VERSION derper tailscale.com/cmd/derper ;;
+    wireguard-go-current) build golang.zx2c4.com/wireguard $WIREGUARD_GO_VERSION wireguard-go-current golang.zx2c4.com/wireguard ;;
     *) echo "install-peers: unknown peer $w" >&2; exit 2 ;;
   esac
 done

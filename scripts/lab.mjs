@@ -71,7 +71,8 @@ if (cmd === 'demo') {
     const recv = JSON.parse(got);
     console.log(`  sent ${sent.bytes} bytes in ${sent.ms} ms, sha256 ${recv.sha256 === sent.sha256 ? 'matches' : 'DIFFERS'}`);
     console.log('\n$ headscale nodes list');
-    console.log(lab.hs(['nodes', 'list']));
+    // Plain text into a pipe: headscale's table colours (gookit/color) honour NO_COLOR.
+    console.log(lab.lab.exec(lab.hsNs, ['env', 'NO_COLOR=1', lab.hsBin, '-c', lab.config, 'nodes', 'list']));
   } finally {
     await lab.dispose();
     console.log('lab removed');

@@ -14,9 +14,18 @@
 // 4 zero bytes then the counter little-endian (whitepaper 5.4.6).
 //
 // Both cores: when a call has at least `parallelMin` packets (aeadParallel), one persistent worker
-// thread processes the second half of the batch while the calling thread processes the first, and
-// the call returns when both are done (fork-join), so results come back in order.
+// thread shares the batch with the calling thread, chunk by chunk, and the call returns when both
+// are done (fork-join), so results come back in order.
 #include "meshd.h"
+
+#ifdef MESHD_NO_OPENSSL
+// Built without Node's OpenSSL headers (native/build.sh): only the reason is exported.
+bool init_aead(napi_env env, napi_value exports) {
+  napi_value v;
+  napi_create_string_utf8(env, "the addon was built without Node's OpenSSL headers (include/node/openssl)", NAPI_AUTO_LENGTH, &v);
+  return napi_set_named_property(env, exports, "aeadError", v) == napi_ok;
+}
+#else
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -27,7 +36,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define TAG_LEN 16
 #define CHUNK 1024
@@ -117,41 +125,58 @@ static uint32_t run_range(const batch *b, uint32_t from, uint32_t to, int t) {
   return n;
 }
 
-// ---- the crypto worker (fork-join) -----------------------------------------------------------
+// ---- the crypto worker (fork-join with shared chunks) -----------------------------------------
+//
+// A call of at least parallel_min jobs is posted to the worker, and both threads then claim chunks
+// of CHUNK_JOBS jobs from one atomic index until none are left. When the calling thread runs out of
+// chunks it tries to cancel the post: if the worker has not taken it yet (not scheduled: the other
+// core is busy), the call returns at once, having done everything itself; otherwise it waits for
+// the worker's current chunk. So the split never waits for a worker that is not running, and order
+// and results are exactly as on one thread (each job has its own slot).
+
+#define CHUNK_JOBS 8
 
 static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER; // held by the JS thread using the worker
 static pthread_mutex_t wk_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wk_cv = PTHREAD_COND_INITIALIZER;
 static pthread_t wk_thread;
 static int wk_started;
-static atomic_int wk_state; // 0 idle, 1 posted, 2 done
-static atomic_int wk_sleeping;
+enum { WK_IDLE, WK_POSTED, WK_TAKEN, WK_DONE };
+static atomic_int wk_state;
 static batch wk_batch;
-static uint32_t wk_from, wk_to, wk_done;
+static atomic_uint wk_next; // next job to claim
+static uint32_t wk_end, wk_done;
 static uint32_t parallel_min; // 0 = never use the worker
-static atomic_ulong stat_parallel, stat_serial;
+static atomic_ulong stat_parallel, stat_serial, stat_worker_jobs;
 
-static uint64_t mono_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+// Claims and runs chunks until none are left; returns how many succeeded (and jobs done in *jobs).
+static uint32_t run_chunks(const batch *b, uint32_t end, int t, uint32_t *jobs) {
+  uint32_t n = 0, j = 0;
+  for (;;) {
+    uint32_t i = atomic_fetch_add_explicit(&wk_next, CHUNK_JOBS, memory_order_relaxed);
+    if (i >= end) break;
+    uint32_t e = i + CHUNK_JOBS < end ? i + CHUNK_JOBS : end;
+    n += run_range(b, i, e, t);
+    j += e - i;
+  }
+  *jobs = j;
+  return n;
 }
 
 static void *worker_main(void *arg) {
   (void)arg;
   for (;;) {
-    // Spin briefly for the next batch (back-to-back batches under load), then sleep.
-    uint64_t until = mono_ns() + 50000;
-    while (atomic_load_explicit(&wk_state, memory_order_acquire) != 1 && mono_ns() < until) sched_yield();
-    if (atomic_load_explicit(&wk_state, memory_order_acquire) != 1) {
-      pthread_mutex_lock(&wk_mu);
-      atomic_store(&wk_sleeping, 1);
-      while (atomic_load(&wk_state) != 1) pthread_cond_wait(&wk_cv, &wk_mu);
-      atomic_store(&wk_sleeping, 0);
-      pthread_mutex_unlock(&wk_mu);
+    pthread_mutex_lock(&wk_mu);
+    for (;;) {
+      int want = WK_POSTED;
+      if (atomic_compare_exchange_strong(&wk_state, &want, WK_TAKEN)) break;
+      pthread_cond_wait(&wk_cv, &wk_mu);
     }
-    wk_done = run_range(&wk_batch, wk_from, wk_to, 1);
-    atomic_store_explicit(&wk_state, 2, memory_order_release);
+    pthread_mutex_unlock(&wk_mu);
+    uint32_t jobs = 0;
+    wk_done = run_chunks(&wk_batch, wk_end, 1, &jobs);
+    atomic_fetch_add(&stat_worker_jobs, jobs);
+    atomic_store_explicit(&wk_state, WK_DONE, memory_order_release);
   }
   return NULL;
 }
@@ -167,28 +192,33 @@ static uint32_t run_batch(const batch *b, uint32_t start, uint32_t end) {
     pthread_attr_t at;
     pthread_attr_init(&at);
     pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-    if (pthread_create(&wk_thread, &at, worker_main, NULL) != 0) {
-      pthread_attr_destroy(&at);
+    int err = pthread_create(&wk_thread, &at, worker_main, NULL);
+    pthread_attr_destroy(&at);
+    if (err != 0) {
       pthread_mutex_unlock(&pool_mu);
       atomic_fetch_add(&stat_serial, 1);
       return run_range(b, start, end, 0);
     }
-    pthread_attr_destroy(&at);
     wk_started = 1;
   }
   atomic_fetch_add(&stat_parallel, 1);
-  uint32_t half = start + count / 2;
   wk_batch = *b;
-  wk_from = half;
-  wk_to = end;
+  wk_end = end;
+  wk_done = 0;
+  atomic_store_explicit(&wk_next, start, memory_order_relaxed);
   pthread_mutex_lock(&wk_mu);
-  atomic_store_explicit(&wk_state, 1, memory_order_release);
-  if (atomic_load(&wk_sleeping)) pthread_cond_signal(&wk_cv);
+  atomic_store_explicit(&wk_state, WK_POSTED, memory_order_release);
+  pthread_cond_signal(&wk_cv);
   pthread_mutex_unlock(&wk_mu);
-  uint32_t n = run_range(b, start, half, 0);
-  while (atomic_load_explicit(&wk_state, memory_order_acquire) != 2) sched_yield();
-  n += wk_done;
-  atomic_store(&wk_state, 0);
+  uint32_t jobs;
+  uint32_t n = run_chunks(b, end, 0, &jobs);
+  int want = WK_POSTED;
+  if (!atomic_compare_exchange_strong(&wk_state, &want, WK_IDLE)) {
+    // The worker took the post: wait for its last chunk.
+    while (atomic_load_explicit(&wk_state, memory_order_acquire) != WK_DONE) sched_yield();
+    n += wk_done;
+    atomic_store(&wk_state, WK_IDLE);
+  }
   pthread_mutex_unlock(&pool_mu);
   return n;
 }
@@ -370,7 +400,7 @@ static napi_value js_parallel(napi_env env, napi_callback_info info) {
   return v;
 }
 
-// aeadStats(): { liveKeys, parallelBatches, serialBatches }.
+// aeadStats(): { liveKeys, parallelBatches, serialBatches, workerJobs }.
 static napi_value js_stats(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value o, v;
@@ -381,6 +411,8 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
   napi_set_named_property(env, o, "parallelBatches", v);
   napi_create_double(env, (double)atomic_load(&stat_serial), &v);
   napi_set_named_property(env, o, "serialBatches", v);
+  napi_create_double(env, (double)atomic_load(&stat_worker_jobs), &v);
+  napi_set_named_property(env, o, "workerJobs", v);
   return o;
 }
 
@@ -414,3 +446,5 @@ bool init_aead(napi_env env, napi_value exports) {
          export_fn(env, exports, "aeadSeal", js_seal) && export_fn(env, exports, "aeadOpen", js_open) &&
          export_fn(env, exports, "aeadParallel", js_parallel) && export_fn(env, exports, "aeadStats", js_stats);
 }
+
+#endif // MESHD_NO_OPENSSL

@@ -25,9 +25,11 @@ if (process.argv.some((a) => a === '--authkey' || a.startsWith('--authkey='))) p
 const sock = (): string => (program.opts() as { socket: string }).socket;
 const daemonOptions = (c: Command): Command => c
   .option('--state-dir <dir>', 'where machine and node keys live', DEFAULTS.stateDir)
+  .option('--state <mem:>', 'mem: keeps the keys in memory only: nothing on disk, logged out when the agent ends')
   .option('--tun <name>', 'TUN device name', DEFAULTS.tun)
   .option('--port <n>', 'UDP port for WireGuard (0 = random)', DEFAULTS.port)
-  .option('--verbose', 'log more');
+  .option('--verbose', 'log more')
+  .option('--debug <addr:port>', 'serve /debug/metrics over HTTP here (address defaults to 127.0.0.1)');
 
 daemonOptions(program.command('daemon').description('run the agent in the foreground (for service managers)'))
   .addOption(new Option('--exit-when-down').hideHelp())
@@ -48,6 +50,9 @@ daemonOptions(program.command('up').description('log in and connect to the tailn
   .option('--no-exit-node-allow-lan-access', 'send LAN traffic through the exit node too')
   .option('--accept-routes', "use the subnet routes other nodes offer")
   .option('--no-accept-routes', "ignore other nodes' subnet routes")
+  .option('--advertise-tags <tags>', 'ACL tags this node must carry, e.g. tag:ci (a pre-auth key must carry them)')
+  .option('--wait-for <hosts>', 'return only once these peers answer (IPs or names, comma-separated), within --timeout')
+  .option('--retry <n>', 'try again up to N times on errors where retrying helps', '0')
   .action(async (opts: UpFlags) => { await (await tailnet()).upCommand(sock(), opts); });
 
 program.command('down').description('disconnect from the tailnet, keeping the identity')
@@ -56,6 +61,12 @@ program.command('logout').description('log out and forget the identity')
   .action(async () => { await (await tailnet()).logoutCommand(sock()); });
 program.command('status').description('show this node and its peers').option('--json', 'print JSON')
   .action(async (opts: { json?: boolean }) => { await (await tailnet()).statusCommand(sock(), opts); });
+program.command('whois').description('show the node and user behind a tailnet IP')
+  .argument('<ip>', 'a tailnet address (IPv4 or IPv6)')
+  .option('--json', 'print JSON')
+  .action(async (ip: string, opts: { json?: boolean }) => { await (await tailnet()).whoisCommand(sock(), ip, opts); });
+program.command('metrics').description("print the agent's metrics (Prometheus text)")
+  .action(async () => { await (await tailnet()).metricsCommand(sock()); });
 program.command('ip').description("print this node's tailnet addresses")
   .option('-4', 'only IPv4').option('-6', 'only IPv6')
   .action(async (opts: { '4'?: boolean; '6'?: boolean }) => { await (await tailnet()).ipCommand(sock(), opts); });
@@ -68,6 +79,11 @@ program.command('ping').description('disco-ping a peer: says whether the path is
   .option('--until-direct <bool>', 'stop at the first direct pong; fail without one (default true)', (v) => v !== 'false', true)
   .option('--json', 'print the pongs as JSON')
   .action(async (peer: string, opts: import('./magic.ts').PingFlags) => { await (await magic()).pingCommand(sock(), peer, opts); });
+program.command('wait').description('wait until each host answers a disco ping (direct or via DERP)')
+  .argument('<hosts...>', 'tailnet IPs, hostnames or node names')
+  .option('--timeout <duration>', 'give up after this long', '30s')
+  .option('--json', 'print the results as JSON')
+  .action(async (hosts: string[], opts: { timeout?: string; json?: boolean }) => { await (await import('./wait.ts')).waitCommand(sock(), hosts, opts); });
 program.command('netcheck').description('measure UDP, our global address and the latency to each DERP region')
   .option('--json', 'print JSON')
   .action(async (opts: { json?: boolean }) => { await (await magic()).netcheckCommand(sock(), opts); });

@@ -1,14 +1,19 @@
 // The tailnet commands: daemon, up, down, logout, status, ip. They talk to the agent over the
 // local API; `up` starts an agent in the background when none answers.
 import { spawn } from 'node:child_process';
+import { createServer } from 'node:http';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Agent, checkLoginServer } from '../daemon/agent.ts';
+import { Agent, AUTH_URL_PROGRESS, checkLoginServer } from '../daemon/agent.ts';
 import { LocalApiClient, LocalApiError, LocalApiServer, socketAnswers, type Status, type UpRequest } from '../daemon/localapi.ts';
 import { parseRouteList } from '../daemon/routing.ts';
 import { stderrLogger } from '../util/log.ts';
 import { CliError } from './errors.ts';
 import { parseDuration } from './duration.ts';
+import { sanitizeHostname } from '../util/dnsname.ts';
+import { MEM_STATE } from '../state/memstore.ts';
+import { parseHosts, waitAndReport } from './wait.ts';
 
 /** Defaults, as documented in the README (main.ts repeats them for its help text). */
 export const DEFAULTS = {
@@ -21,32 +26,52 @@ export const DEFAULTS = {
 /** Daemon flags (also accepted by up, for when it has to start an agent). */
 export interface DaemonFlags {
   stateDir?: string;
+  /** `mem:`: keep the identity in memory only (ephemeral runs). */
+  state?: string;
   tun?: string;
   port?: string;
   verbose?: boolean;
   exitWhenDown?: boolean;
+  /** ADDR:PORT (or PORT) for an HTTP server with /debug/metrics; loopback when no address is given. */
+  debug?: string;
+}
+
+/** Parses --debug: PORT, :PORT or ADDR:PORT; the address defaults to 127.0.0.1. */
+export function parseDebugAddr(text: string): { host: string; port: number } {
+  const m = /^(?:(\[[0-9a-fA-F:.]+\]|[0-9.]+|localhost)?:)?(\d{1,5})$/.exec(text.trim());
+  const port = Number(m?.[2]);
+  if (!m || port < 1 || port > 65535) throw new CliError(`bad --debug ${JSON.stringify(text)}: want ADDR:PORT or PORT, e.g. 127.0.0.1:9090`);
+  return { host: (m[1] ?? '127.0.0.1').replace(/^\[|\]$/g, ''), port };
 }
 
 function requireRoot(what: string): void {
   if (process.getuid?.() !== 0) throw new CliError(`${what} needs root (it creates a TUN device and routes): run it with sudo`);
 }
 
-function checkDaemonFlags(f: DaemonFlags): { stateDir: string; tun: string; port: number } {
+function checkDaemonFlags(f: DaemonFlags): { stateDir: string; tun: string; port: number; mem: boolean } {
   const tun = f.tun ?? DEFAULTS.tun;
   if (!/^[A-Za-z0-9_.-]{1,15}$/.test(tun)) throw new CliError(`bad --tun ${JSON.stringify(tun)}: use 1-15 letters, digits, '_', '-' or '.'`);
   const port = Number(f.port ?? DEFAULTS.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new CliError(`bad --port ${f.port}: want 0-65535 (0 picks a free port)`);
-  return { stateDir: f.stateDir ?? DEFAULTS.stateDir, tun, port };
+  if (f.debug !== undefined) parseDebugAddr(f.debug);
+  if (f.state !== undefined && f.state !== MEM_STATE) throw new CliError(`bad --state ${JSON.stringify(f.state)}: only ${MEM_STATE} (keys in memory, logged out when the agent ends); use --state-dir for a directory`);
+  return { stateDir: f.stateDir ?? DEFAULTS.stateDir, tun, port, mem: f.state === MEM_STATE };
+}
+
+/** Where a background agent logs: in the state dir, or (in-memory state) next to the socket. */
+export function agentLogPath(socket: string, f: DaemonFlags): string {
+  const { stateDir, mem } = checkDaemonFlags(f);
+  return mem ? join(dirname(socket), 'meshd.log') : Agent.logPath(stateDir);
 }
 
 /** `meshd daemon`: runs the agent in the foreground until SIGTERM/SIGINT or a shutdown request. */
 export async function daemonCommand(socket: string, f: DaemonFlags): Promise<void> {
   requireRoot('meshd daemon');
-  const { stateDir, tun, port } = checkDaemonFlags(f);
+  const { stateDir, tun, port, mem } = checkDaemonFlags(f);
   const log = stderrLogger('meshd');
   let exit!: () => void;
   const exited = new Promise<void>((r) => { exit = r; });
-  const agent = new Agent({ stateDir, tunName: tun, port, log, exitWhenDown: f.exitWhenDown ?? false, onExit: () => exit() });
+  const agent = new Agent({ stateDir, tunName: tun, port, log, exitWhenDown: f.exitWhenDown ?? false, memState: mem, onExit: () => exit() });
   const api = new LocalApiServer(socket, agent);
   try {
     await api.listen();
@@ -54,16 +79,35 @@ export async function daemonCommand(socket: string, f: DaemonFlags): Promise<voi
     throw new CliError((e as Error).message);
   }
   await agent.cleanupStale();
-  log(`agent listening on ${socket} (state ${stateDir}, tun ${tun}, port ${port})`);
+  if (f.debug) await serveDebug(parseDebugAddr(f.debug), agent, log);
+  log(`agent listening on ${socket} (state ${mem ? MEM_STATE : stateDir}, tun ${tun}, port ${port})`);
   if (process.send) process.send('ready');
   if (!f.exitWhenDown) void agent.resume();
   for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.once(sig, () => { log(`${sig}: shutting down`); exit(); });
   await exited;
-  await agent.teardown();
+  await agent.end();
   await api.close();
   log('stopped');
   // Nothing is left to do; half-closed connections must not keep the process alive.
   process.exit(0);
+}
+
+/** The --debug HTTP server: GET /debug/metrics (as tailscaled's) and /metrics. */
+async function serveDebug(at: { host: string; port: number }, agent: Agent, log: (l: string) => void): Promise<void> {
+  const server = createServer((req, res) => {
+    if (req.method === 'GET' && (req.url === '/debug/metrics' || req.url === '/metrics')) {
+      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
+      res.end(agent.metrics());
+    } else {
+      res.writeHead(404).end('not found: try /debug/metrics\n');
+    }
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (e) => reject(new CliError(`--debug ${at.host}:${at.port}: ${(e as NodeJS.ErrnoException).code ?? e.message}`)));
+    server.listen(at.port, at.host, () => resolve());
+  });
+  server.unref();
+  log(`debug server on http://${at.host.includes(':') ? `[${at.host}]` : at.host}:${at.port}/debug/metrics`);
 }
 
 /** Reads --authkey: a literal key or file:PATH. */
@@ -87,13 +131,15 @@ export function readAuthKey(value: string | undefined): string | undefined {
 
 /** Starts `meshd daemon` in the background and waits until it answers; returns when ready. */
 async function startAgent(socket: string, f: DaemonFlags): Promise<void> {
-  const { stateDir, tun, port } = checkDaemonFlags(f);
-  mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  const { stateDir, tun, port, mem } = checkDaemonFlags(f);
+  // In-memory state writes nothing under the state dir, not even the log.
+  mkdirSync(mem ? dirname(socket) : stateDir, { recursive: true, mode: 0o700 });
   const bin = fileURLToPath(new URL('../../../bin/meshd.js', import.meta.url));
-  const logPath = Agent.logPath(stateDir);
+  const logPath = agentLogPath(socket, f);
   const fd = openSync(logPath, 'a', 0o600);
-  const args = [bin, '--socket', socket, 'daemon', '--state-dir', stateDir, '--tun', tun, '--port', String(port), '--exit-when-down'];
+  const args = [bin, '--socket', socket, 'daemon', ...(mem ? ['--state', MEM_STATE] : ['--state-dir', stateDir]), '--tun', tun, '--port', String(port), '--exit-when-down'];
   if (f.verbose) args.push('--verbose');
+  if (f.debug) args.push('--debug', f.debug);
   const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', fd, fd, 'ipc'] });
   closeSync(fd);
   const outcome = await new Promise<'ready' | number>((resolve) => {
@@ -123,6 +169,30 @@ export interface UpFlags extends DaemonFlags {
   exitNode?: string;
   exitNodeAllowLanAccess?: boolean;
   acceptRoutes?: boolean;
+  advertiseTags?: string;
+  /** Hosts that must answer before up returns (comma-separated). */
+  waitFor?: string;
+  /** Attempts after the first on errors where retrying helps. */
+  retry?: string;
+}
+
+/** Parses --advertise-tags: `tag:a,tag:b`. */
+export function parseTags(text: string | undefined): string[] | undefined {
+  if (text === undefined) return undefined;
+  const tags = text.split(',').map((t) => t.trim()).filter(Boolean);
+  for (const t of tags) {
+    if (!/^tag:[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/.test(t)) throw new CliError(`bad --advertise-tags entry ${JSON.stringify(t)}: tags look like tag:ci (letters, digits, '-', '_')`);
+  }
+  return tags;
+}
+
+/** The hostname to register with: sanitized to a DNS label as tailscale does (said on stderr when changed). */
+export function checkHostname(name: string | undefined, say: (line: string) => void): string | undefined {
+  if (name === undefined) return undefined;
+  const clean = sanitizeHostname(name);
+  if (!clean) throw new CliError(`bad --hostname ${JSON.stringify(name)}: nothing of it is usable as a DNS label (use letters, digits and '-')`);
+  if (clean !== name) say(`hostname ${JSON.stringify(name)} is not a valid DNS label: using ${JSON.stringify(clean)}`);
+  return clean;
 }
 
 /** The routing fields of an up request, from the flags given (absent flags are left out). */
@@ -162,33 +232,60 @@ export async function upCommand(socket: string, f: UpFlags): Promise<void> {
   } catch (e) {
     throw new CliError(`--timeout: ${(e as Error).message}`);
   }
-  if (f.hostname !== undefined && !/^[A-Za-z0-9][A-Za-z0-9-]{0,62}$/.test(f.hostname)) {
-    throw new CliError(`bad --hostname ${JSON.stringify(f.hostname)}: use letters, digits and '-' (at most 63)`);
-  }
+  const hostname = checkHostname(f.hostname, (l) => console.error(`note: ${l}`));
+  const tags = parseTags(f.advertiseTags);
+  const waitFor = f.waitFor !== undefined ? parseHosts([f.waitFor]) : [];
+  const retries = Number(f.retry ?? '0');
+  if (!Number.isInteger(retries) || retries < 0 || retries > 100) throw new CliError(`bad --retry ${JSON.stringify(f.retry)}: want a count from 0 to 100`);
   const authKey = readAuthKey(f.authkey);
   const routing = routingFlags(f);
   checkDaemonFlags(f);
   requireRoot('meshd up');
 
   const client = new LocalApiClient(socket);
-  let started = false;
-  if (!(await socketAnswers(socket))) {
-    await startAgent(socket, f);
-    started = true;
-  }
   const tty = process.stderr.isTTY && !f.json;
-  try {
-    const st = await client.up(
-      { loginServer: url, timeoutMs, ...(authKey ? { authKey } : {}), ...(f.hostname ? { hostname: f.hostname } : {}), ...(f.caFile ? { caFile: f.caFile } : {}), ...routing },
-      (msg) => { if (tty) process.stderr.write(`${msg}\n`); },
-    );
-    if (f.json) console.log(JSON.stringify(st, null, 2));
-    else console.log(st.self.addresses.join('\n'));
-    for (const w of st.self.routing?.health ?? []) console.error(`warning: ${w}`);
-  } catch (e) {
-    if (started) await client.shutdown().catch(() => {});
-    if (e instanceof LocalApiError) throw new CliError(e.message);
-    throw e;
+  const req: UpRequest = {
+    loginServer: url, timeoutMs, ...(authKey ? { authKey } : {}), ...(hostname ? { hostname } : {}),
+    ...(f.caFile ? { caFile: f.caFile } : {}), ...(tags ? { advertiseTags: tags } : {}), ...routing,
+  };
+  let t0 = Date.now();
+  let st: Status | undefined;
+  for (let attempt = 0; !st; attempt++) {
+    let started = false;
+    t0 = Date.now();
+    try {
+      if (!(await socketAnswers(socket))) {
+        await startAgent(socket, f);
+        started = true;
+      }
+      st = await client.up(req, (msg) => {
+        if (msg.startsWith(AUTH_URL_PROGRESS)) {
+          // Always shown: someone has to open it. --json prints it as a JSON line on stdout.
+          const authUrl = msg.slice(AUTH_URL_PROGRESS.length);
+          if (f.json) console.log(JSON.stringify({ AuthURL: authUrl }));
+          else console.error(`To authenticate, visit:\n\n\t${authUrl}\n`);
+        } else if (tty) process.stderr.write(`${msg}\n`);
+      });
+    } catch (e) {
+      if (started) await client.shutdown().catch(() => {});
+      const retryable = (e instanceof LocalApiError && e.retryable) || (e instanceof CliError && /did not start/.test(e.message));
+      const msg = e instanceof LocalApiError || e instanceof CliError ? e.message : (e as Error).message;
+      if (retryable && attempt < retries) {
+        const pause = Math.min(10_000, 1000 * 2 ** attempt);
+        console.error(`retry: attempt ${attempt + 1} of ${retries + 1} failed: ${msg}; retrying in ${pause / 1000}s`);
+        await new Promise((r) => setTimeout(r, pause));
+        continue;
+      }
+      if (e instanceof LocalApiError) throw new CliError(e.message);
+      throw e;
+    }
+  }
+  if (f.json) console.log(JSON.stringify(st, null, 2));
+  else console.log(st.self.addresses.join('\n'));
+  for (const w of st.self.routing?.health ?? []) console.error(`warning: ${w}`);
+  if (waitFor.length) {
+    // The wait shares the last attempt's --timeout.
+    await waitAndReport(client, waitFor, Math.max(Date.now() + 1000, t0 + timeoutMs), (l) => console.error(l));
   }
 }
 
@@ -241,7 +338,28 @@ export function formatStatus(st: Status): string {
     if (rt.exitNode) lines.push(`exit node: ${rt.exitNode.hostname ?? rt.exitNode.wanted}${rt.exitNode.active ? '' : ' (not usable: internet traffic is dropped)'}`);
     for (const h of rt.health) lines.push(`warning: ${h}`);
   }
+  for (const h of st.self.health ?? []) lines.push(`warning: ${h}`);
   return lines.join('\n');
+}
+
+/** `meshd whois IP`: the node and user behind a tailnet address, as tailscale whois prints it. */
+export async function whoisCommand(socket: string, addr: string, f: { json?: boolean }): Promise<void> {
+  const w = await callAgent(() => new LocalApiClient(socket).whois(addr));
+  if (f.json) { console.log(JSON.stringify(w, null, 2)); return; }
+  const lines = [
+    'Machine:',
+    `  Name:          ${w.node.name || w.node.hostname}${w.node.self ? ' (this node)' : ''}`,
+    `  ID:            ${w.node.id}`,
+    `  Addresses:     [${w.node.addresses.join(' ')}]`,
+  ];
+  if (w.node.tags.length) lines.push(`  Tags:          ${w.node.tags.join(', ')}`);
+  lines.push('User:', `  Name:     ${w.user.loginName}`, `  ID:       ${w.user.id}`);
+  console.log(lines.join('\n'));
+}
+
+/** `meshd metrics`: the agent's Prometheus text. */
+export async function metricsCommand(socket: string): Promise<void> {
+  process.stdout.write(await callAgent(() => new LocalApiClient(socket).metrics()));
 }
 
 /** `meshd ip`. */

@@ -15,6 +15,8 @@ export const ControlErrorCode = {
   serverUnreachable: 'server_unreachable',
   serverKeyMismatch: 'server_key_mismatch',
   tlsUntrusted: 'tls_untrusted',
+  tlsExpired: 'tls_expired',
+  tlsWrongHost: 'tls_wrong_host',
   handshakeFailed: 'handshake_failed',
   versionRejected: 'version_rejected',
   serverError: 'server_error',
@@ -78,6 +80,17 @@ export function toControlError(e: unknown, serverUrl: string): ControlError {
         { retryable: true, cause: e });
     }
     if (e.tlsUntrusted) {
+      const c = e.cause as (NodeJS.ErrnoException & { reason?: string }) | undefined;
+      if (c?.code === 'CERT_HAS_EXPIRED') {
+        return new ControlError(ControlErrorCode.tlsExpired,
+          `control server ${serverUrl} presents an expired TLS certificate: renew the certificate on the server; retrying will not help`,
+          { retryable: false, cause: e });
+      }
+      if (c?.code === 'ERR_TLS_CERT_ALTNAME_INVALID') {
+        return new ControlError(ControlErrorCode.tlsWrongHost,
+          `control server ${serverUrl} presents a TLS certificate for another name (${c.reason ?? c.message}): use a name the certificate covers in the login-server URL, or fix the certificate; retrying will not help`,
+          { retryable: false, cause: e });
+      }
       return new ControlError(ControlErrorCode.tlsUntrusted,
         `control server ${serverUrl} presents a TLS certificate this machine does not trust (${causeText(e)}): give its CA with the CA-file option or fix the certificate; retrying will not help`,
         { retryable: false, cause: e });

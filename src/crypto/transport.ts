@@ -52,7 +52,7 @@ export interface NativeAeadAddon {
   aeadSeal(buf: Uint8Array, ids: Int32Array, ctrs: Float64Array, offs: Int32Array, lens: Int32Array, start: number, end: number): number;
   aeadOpen(buf: Uint8Array, ids: Int32Array, ctrs: Float64Array, offs: Int32Array, lens: Int32Array, ok: Uint8Array, start: number, end: number): number;
   aeadParallel(minBatch: number): number;
-  aeadStats(): { liveKeys: number; parallelBatches: number; serialBatches: number };
+  aeadStats(): { liveKeys: number; parallelBatches: number; serialBatches: number; workerJobs: number };
 }
 
 /**
@@ -77,13 +77,13 @@ export class NativeTransport implements TransportAead {
   }
 
   prepare(key: Uint8Array, encrypt: boolean): TransportKey {
-    const k: NativeKey = { raw: key.slice(), id: this.addon.aeadKey(key, encrypt), aead: undefined, freed: false };
+    // The key lives only in the OpenSSL contexts: no copy stays on the JS heap.
+    const k: NativeKey = { raw: new Uint8Array(0), id: this.addon.aeadKey(key, encrypt), aead: undefined, freed: false };
     return k;
   }
 
   release(key: TransportKey): void {
     const k = key as NativeKey;
-    k.raw.fill(0);
     if (k.freed) return;
     k.freed = true;
     this.addon.aeadFree(k.id);
@@ -102,8 +102,8 @@ export class NativeTransport implements TransportAead {
     return this.addon.aeadParallel(n);
   }
 
-  /** Live native keys and how many calls ran split or on one thread. */
-  stats(): { liveKeys: number; parallelBatches: number; serialBatches: number } {
+  /** Live native keys, how many calls ran split or on one thread, and jobs the worker did. */
+  stats(): { liveKeys: number; parallelBatches: number; serialBatches: number; workerJobs: number } {
     return this.addon.aeadStats();
   }
 }
@@ -126,10 +126,10 @@ export function loadNativeTransport(
   } catch (e) {
     return { transport: null, error: (e as Error).message };
   }
+  if (typeof addon.aeadError === 'string') return { transport: null, error: addon.aeadError };
   if (typeof addon.aeadSeal !== 'function' || typeof addon.aeadKey !== 'function') {
     return { transport: null, error: 'the native addon has no AEAD: run npm run build:native' };
   }
-  if (addon.aeadError !== null) return { transport: null, error: addon.aeadError };
   try {
     const t = new NativeTransport(addon);
     if (!selfTest(t)) return { transport: null, error: 'the native AEAD failed its known-answer test' };

@@ -55,7 +55,7 @@ export interface XChaChaPoly {
 
 /** A transport-data key prepared for one direction (sealing or opening) of one keypair. */
 export interface TransportKey {
-  /** The raw 32-byte key (kept for the per-packet backends and for zeroing). */
+  /** The per-packet backends' copy of the 32-byte key (zeroed on release); empty for the native backend. */
   readonly raw: Uint8Array;
   /** The native key-table id (0 for the per-packet backends). */
   readonly id: number;

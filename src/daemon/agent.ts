@@ -9,19 +9,25 @@ import { ControlError } from '../control/errors.ts';
 import type { NetworkMap } from '../control/netmap.ts';
 import { formatNodePublic, type PrivateKey } from '../control/keys.ts';
 import { StateStore, type Identity } from '../state/store.ts';
+import { MemoryStore, type Store } from '../state/memstore.ts';
 import { DataPlane } from './dataplane.ts';
 import { NetConf, TAILNET_V4, TAILNET_V6 } from './netconf.ts';
 import { Routing } from './routing.ts';
 import { BYPASS_MARK } from '../router/linux.ts';
-import type { LocalBackend, NetcheckReport, PeerStatus, PingReply, PingRequest, Status, UpRequest } from './localapi.ts';
+import type { LocalBackend, NetcheckReport, PeerStatus, PingReply, PingRequest, Status, UpRequest, WhoisReply } from './localapi.ts';
 import type { Logf } from '../util/log.ts';
 import { generateKeyPair } from '../crypto/box.ts';
 import type { DiscoPublic } from '../control/keys.ts';
 import { MagicSock } from '../magicsock/magicsock.ts';
 import { PortMapper } from '../portmapper/portmapper.ts';
+import { AgentMetrics, healthWarnings, KEY_EXPIRY_WARN_MS, type AgentFacts } from './metrics.ts';
+import { whoisIn } from './whois.ts';
 
 /** How often the host's addresses are checked for endpoint changes (ms). */
 const ENDPOINT_CHECK_MS = 5_000;
+
+/** Progress lines of `up` that carry the interactive login URL start with this. */
+export const AUTH_URL_PROGRESS = 'auth-url: ';
 
 /** How long `up` waits for the home DERP connection after the first map. */
 const HOME_DERP_WAIT_MS = 6_000;
@@ -39,6 +45,8 @@ export interface AgentOptions {
   onExit: () => void;
   /** Exit after `down`, `logout` or a failed first `up` (set when `up` started this agent). */
   exitWhenDown: boolean;
+  /** `--state mem:`: keys only in memory, nothing on disk; the node logs out when the agent ends. */
+  memState?: boolean;
 }
 
 /** A user-facing agent error with a stable code. */
@@ -77,7 +85,14 @@ export class Agent implements LocalBackend {
   private state: Status['self']['state'] = 'NoState';
   private controlUrl: string | null = null;
   private hostname = '';
-  private store: StateStore | undefined;
+  private store: Store | undefined;
+  private memStore: MemoryStore | undefined;
+  /** The last successful up request, auth key included (memory only): for re-auth on key expiry. */
+  private lastUp: UpRequest | undefined;
+  private reauthRunning = false;
+  private expiryWarned = '';
+  /** Tags asked for with --advertise-tags in the current session. */
+  private wantTags: string[] = [];
   private identity: Identity | undefined;
   private client: ControlClient | undefined;
   private stream: MapStream | undefined;
@@ -91,12 +106,25 @@ export class Agent implements LocalBackend {
   private map: NetworkMap | undefined;
   private busy: Promise<unknown> = Promise.resolve();
   private endpointTimer: NodeJS.Timeout | undefined;
+  /** Metrics (src/daemon/metrics.ts): sampled every second while up. */
+  private readonly metricsBook = new AgentMetrics();
+  private metricsTimer: NodeJS.Timeout | undefined;
+  private mapUpdates = 0;
+  private reconnectsBefore = 0;
+  private controlDownSince: number | undefined;
 
   constructor(opts: AgentOptions) {
     this.opts = opts;
     this.log = opts.log;
     this.netconf = new NetConf(opts.tunName, opts.log);
     this.routing = new Routing(opts.tunName, opts.log);
+  }
+
+  /** The state store: the directory, or one in-memory store for the life of the process. */
+  private async openStore(): Promise<Store> {
+    if (!this.opts.memState) return StateStore.open(this.opts.stateDir);
+    this.memStore ??= new MemoryStore();
+    return this.memStore;
   }
 
   /** Runs operations one at a time. */
@@ -139,11 +167,28 @@ export class Agent implements LocalBackend {
         state: this.state,
         controlURL: this.controlUrl,
         publicKey: this.identity ? formatNodePublic(this.identity.nodePublic) : null,
+        tags: [...(self?.tags ?? [])],
+        health: this.map ? healthWarnings(this.magic, { ...this.facts(), otherHealth: [] }) : [],
         routing: this.routing.selfStatus(this.map),
-        ...(this.magic ? { counters: this.magic.allCounters() } : {}),
+        // Data plane counters (drops, offload flags and work) next to magicsock's.
+        ...(this.magic ? { counters: { ...this.dp?.counters(), ...this.magic.allCounters() } } : {}),
       },
       peers,
     };
+  }
+
+  private facts(): AgentFacts {
+    const r = this.routing.selfStatus(this.map);
+    return {
+      map: this.map, controlReconnects: this.reconnectsBefore + (this.stream?.reconnects ?? 0), mapUpdates: this.mapUpdates,
+      controlDownSince: this.controlDownSince, advertisedRoutes: r.advertisedRoutes.length, approvedRoutes: r.approvedRoutes.length,
+      otherHealth: r.health, now: Date.now(),
+    };
+  }
+
+  /** See LocalBackend.metrics: the Prometheus text. */
+  metrics(): string {
+    return this.metricsBook.render(this.dp, this.magic, this.facts());
   }
 
   /** See LocalBackend.up. */
@@ -172,7 +217,7 @@ export class Agent implements LocalBackend {
     const remaining = () => Math.max(1, deadline - Date.now());
     try {
       this.state = 'Starting';
-      this.store = await StateStore.open(this.opts.stateDir);
+      this.store = await this.openStore();
       let { identity, state } = await this.store.loadOrCreateIdentity(url);
       if (state.serverUrl && state.serverUrl !== url) {
         // A different control server: a new node key, the old registration is not ours there.
@@ -189,7 +234,14 @@ export class Agent implements LocalBackend {
       // Routing flags, like the hostname, persist: the stored ones overlaid with those given now.
       if (state.routing) { this.routing.setPrefs(state.routing); this.routing.setPrefs(req); }
       await this.store.update({ routing: this.routing.prefs });
-      const hostinfo = { ...(hostname ? { Hostname: hostname } : {}), ...this.routing.hostinfo() };
+      // Tags: a pre-auth key carries its own (headscale refuses RequestTags with one, and takes the
+      // key's tags); they are checked against the map below. Without a key, control decides on
+      // RequestTags by the policy's tagOwners.
+      this.wantTags = req.advertiseTags ?? [];
+      const hostinfo = {
+        ...(hostname ? { Hostname: hostname } : {}), ...this.routing.hostinfo(),
+        ...(this.wantTags.length && !req.authKey ? { RequestTags: this.wantTags } : {}),
+      };
       // A fresh disco key per start, as tailscaled makes one per process.
       const disco = generateKeyPair();
       progress(`contacting ${url}`);
@@ -205,7 +257,16 @@ export class Agent implements LocalBackend {
         log: (l) => this.log(`control: ${l}`),
       });
       this.client = client;
-      const reg = await withDeadline(client.register({ ...(req.authKey ? { authKey: req.authKey } : {}), hostinfo }), remaining(), 'logging in');
+      let reg = await withDeadline(client.register({ ...(req.authKey ? { authKey: req.authKey } : {}), hostinfo }), remaining(), 'logging in');
+      // Interactive login (no auth key, a node key control does not know): show the URL control
+      // gives and wait for someone to approve it (headscale auth register, or the web page);
+      // headscale hands out a fresh URL when the old one lapsed.
+      for (let i = 0; !req.authKey && !reg.machineAuthorized && reg.authUrl && i < 10; i++) {
+        progress(`${AUTH_URL_PROGRESS}${reg.authUrl}`);
+        this.log(`waiting for an interactive login at ${reg.authUrl}`);
+        reg = await withDeadline(client.register({ hostinfo, followup: reg.authUrl }), remaining(),
+          `waiting for the login at ${reg.authUrl} (approve it on the server: headscale auth register --auth-id ID --user USER)`);
+      }
       if (reg.nodeKeyExpired && !req.authKey) {
         throw new AgentError('needs_login', 'this node is logged out or its key expired: run meshd up again with --authkey');
       }
@@ -217,10 +278,11 @@ export class Agent implements LocalBackend {
       await this.store.update({ serverUrl: url, serverKey: formatServerKey(await client.serverKey()) });
       progress(`logged in${reg.user ? ` as ${reg.user.loginName}` : ''}; starting the tunnel`);
 
-      this.dp = DataPlane.open({ name: this.opts.tunName, mtu: TAILNET_MTU, log: this.log, port: this.opts.port, roaming: false, fwmark: BYPASS_MARK });
+      // magicsock owns the UDP socket and is the data plane's Bind (src/net/bind.ts).
+      this.magic = this.startMagic(identity.nodePrivate, disco.privateKey, client);
+      this.dp = DataPlane.open({ name: this.opts.tunName, mtu: TAILNET_MTU, log: this.log, roaming: false, bind: this.magic });
       await this.routing.start(this.dp, url);
       this.dp.device.setPrivateKey(identity.nodePrivate as PrivateKey);
-      this.magic = this.startMagic(this.dp, identity.nodePrivate, disco.privateKey, client);
       this.portmap?.ensure();
       this.netconf.reset();
 
@@ -228,12 +290,15 @@ export class Agent implements LocalBackend {
         this.stream = client.streamMap({
           endpoints: this.magic!.ourEndpoints(),
           hostinfo,
-          onMap: (m) => { void this.applyMap(m).then(resolve, reject); },
+          onMap: (m) => { this.mapUpdates++; this.controlDownSince = undefined; void this.applyMap(m).then(resolve, reject); },
           onDelta: (d, m) => {
+            this.mapUpdates++;
+            this.controlDownSince = undefined;
             void this.applyMap(m).catch((e: Error) => this.log(`applying map: ${e.message}`));
             this.routing.onDelta(d, m, () => this.stream?.refresh());
           },
           onError: (err, retryIn) => {
+            this.controlDownSince ??= Date.now();
             // The client logs each retry; giving up is ours to report.
             if (retryIn === undefined) {
               this.log(`map stream gave up: ${err.message}`);
@@ -247,12 +312,17 @@ export class Agent implements LocalBackend {
       // As tailscaled (Running needs a live DERP): our home region is connected and reported
       // before `up` returns, so peers can reach us at once. Bounded: UDP-less netchecks take longer.
       if (!await this.magic!.waitHomeDerp(Math.min(remaining(), HOME_DERP_WAIT_MS))) this.log('no home DERP connection yet; up anyway');
+      await this.checkTags(client);
       this.state = 'Running';
       await this.store.update({ wantRunning: true });
       this.endpointTimer = setInterval(() => { this.portmap?.ensure(); this.magic?.maybeReport(); }, ENDPOINT_CHECK_MS);
+      this.metricsTimer = setInterval(() => this.metricsBook.sample(this.dp, this.magic), 1000);
+      this.metricsTimer.unref();
       const st = this.status();
       progress(`up: ${st.self.addresses.join(' ')}`);
       this.log(`up as ${st.self.hostname} ${st.self.addresses.join(' ')} with ${st.peers.length} peers`);
+      // Kept in memory only (never in the state dir), to log in again when control expires the key.
+      this.lastUp = req;
       return st;
     } catch (e) {
       await this.teardown();
@@ -261,18 +331,66 @@ export class Agent implements LocalBackend {
     }
   }
 
-  /** Starts magicsock on the data plane: disco, DERP, netcheck; it reports endpoints and NetInfo to control. */
-  private startMagic(dp: DataPlane, nodePrivate: Uint8Array, discoPrivate: Uint8Array, client: ControlClient): MagicSock {
+  /**
+   * Key expiry, from each map: a day ahead it is logged once; once control marks the key expired,
+   * the node registers again with a fresh node key and the auth key of the last `up`, if this
+   * agent still holds one (headscale accepts a reusable key, or any key for a tagged node, which
+   * never expires anyway); else the log and `status` say to run `meshd up --authkey`.
+   */
+  private checkKeyExpiry(m: NetworkMap): void {
+    const exp = m.self?.keyExpiry;
+    if (!m.self || (!exp && !m.self.expired)) return;
+    const left = exp ? Date.parse(exp) - Date.now() : 0;
+    if (!m.self.expired && left > 0) {
+      if (left < KEY_EXPIRY_WARN_MS && this.expiryWarned !== exp) {
+        this.expiryWarned = exp ?? '';
+        this.log(`the node key expires at ${exp}: it will be renewed with the auth key of the last up, if it is reusable`);
+      }
+      return;
+    }
+    if (this.reauthRunning || this.state !== 'Running') return;
+    const last = this.lastUp;
+    if (!last?.authKey) {
+      if (this.expiryWarned !== `expired ${exp}`) {
+        this.expiryWarned = `expired ${exp}`;
+        this.log(`the node key expired at ${exp}: run meshd up with --authkey to log in again`);
+      }
+      return;
+    }
+    this.reauthRunning = true;
+    this.log(`the node key expired at ${exp}: registering again with a new node key and the auth key of the last up`);
+    void this.serial(async () => {
+      await this.store?.rotateNodeKey();
+      this.state = 'NeedsLogin';
+      return this.doUp({ ...last, timeoutMs: Math.max(last.timeoutMs, 30_000) }, () => {});
+    }).then(
+      () => this.log('re-authenticated after the key expiry'),
+      (e: Error) => this.log(`re-authentication failed: ${e.message}`),
+    ).finally(() => { this.reauthRunning = false; });
+  }
+
+  /** After the first map: the node must carry every tag asked for (else it is logged out again). */
+  private async checkTags(client: ControlClient): Promise<void> {
+    const have = this.map?.self?.tags ?? [];
+    const missing = this.wantTags.filter((t) => !have.includes(t));
+    if (missing.length === 0) return;
+    await client.logout().catch((e: Error) => this.log(`logout after a tag mismatch: ${e.message}`));
+    throw new AgentError('tags_mismatch', `the node does not carry ${missing.join(',')} (it has ${have.join(',') || 'no tags'}): headscale takes a pre-auth key's tags from the key, create it with --tags ${this.wantTags.join(',')}`);
+  }
+
+
+  /** Starts magicsock with its UDP socket: disco, DERP, netcheck; it reports endpoints and NetInfo to control. */
+  private startMagic(nodePrivate: Uint8Array, discoPrivate: Uint8Array, client: ControlClient): MagicSock {
     const portmap = process.env.MESHD_DISABLE_PORTMAPPER === '1' ? undefined : new PortMapper({
       log: (l) => this.log(l),
-      localPort: () => dp.listenPort,
+      localPort: () => this.magic?.port ?? this.opts.port,
       onChange: () => this.magic?.maybeReport(),
       disableUpnp: process.env.MESHD_DISABLE_UPNP === '1',
     });
     this.portmap = portmap;
     const magic: MagicSock = new MagicSock({
       portMapped: () => portmap?.external,
-      io: dp, nodePrivate, discoPrivate,
+      socket: { port: this.opts.port, fwmark: BYPASS_MARK, mtu: TAILNET_MTU }, nodePrivate, discoPrivate,
       log: (l) => this.log(`magicsock: ${l}`),
       derpHttp: process.env.MESHD_DERP_HTTP === '1',
       localEndpoints: () => this.localEndpoints(),
@@ -285,13 +403,12 @@ export class Agent implements LocalBackend {
         });
       },
     });
-    dp.router = magic;
     return magic;
   }
 
   /** Our UDP endpoints to report: every non-loopback, non-link-local address with the listen port. */
   private localEndpoints(): string[] {
-    const port = this.dp?.listenPort ?? this.opts.port;
+    const port = this.magic?.port ?? this.opts.port;
     const out: string[] = [];
     for (const [name, addrs] of Object.entries(networkInterfaces())) {
       if (name === this.opts.tunName) continue;
@@ -308,6 +425,7 @@ export class Agent implements LocalBackend {
   /** Makes the data plane match the map: addresses, routes, peers. */
   private async applyMap(m: NetworkMap): Promise<void> {
     this.map = m;
+    this.checkKeyExpiry(m);
     const dp = this.dp;
     if (!dp || !m.self) return;
     await this.netconf.apply(m.self.addresses, [TAILNET_V4, TAILNET_V6]);
@@ -339,6 +457,7 @@ export class Agent implements LocalBackend {
    * manager, or after a crash), as tailscaled does. A failure is logged; `meshd up` can retry.
    */
   async resume(): Promise<void> {
+    if (this.opts.memState) return;
     const store = await StateStore.open(this.opts.stateDir);
     const s = await store.read().catch(() => undefined);
     if (!s?.wantRunning || !s.serverUrl) return;
@@ -366,6 +485,12 @@ export class Agent implements LocalBackend {
     return { name, ip, via: r.via, endpoint: r.endpoint, region: r.region, regionCode: r.regionCode, latencyMs: r.latencyMs };
   }
 
+  /** See LocalBackend.whois (src/daemon/whois.ts). */
+  whois(req: { addr: string }): WhoisReply {
+    if (!this.map) throw new AgentError('not_running', 'not connected: run meshd up first');
+    return whoisIn(this.map, req.addr);
+  }
+
   /** See LocalBackend.netcheck. */
   async netcheck(): Promise<NetcheckReport> {
     const magic = this.magic;
@@ -387,8 +512,9 @@ export class Agent implements LocalBackend {
     };
   }
 
-  /** See LocalBackend.down. */
+  /** See LocalBackend.down. With in-memory state the identity cannot outlive the agent: a logout. */
   down(): Promise<void> {
+    if (this.opts.memState) return this.logout();
     return this.serial(async () => {
       await this.teardown();
       this.state = 'Stopped';
@@ -423,9 +549,28 @@ export class Agent implements LocalBackend {
     setTimeout(() => this.opts.onExit(), 20);
   }
 
+  /**
+   * The agent is ending (SIGTERM, SIGINT, shutdown): with in-memory state the node logs out first,
+   * so an ephemeral node disappears from control at once; then the data plane goes.
+   */
+  async end(): Promise<void> {
+    await this.serial(async () => {
+      const client = this.client;
+      if (this.opts.memState && client) {
+        try {
+          await withDeadline(client.logout(), 5_000, 'logging out');
+          this.log('logged out (in-memory state)');
+        } catch (e) {
+          this.log(`logout: ${(e as Error).message}`);
+        }
+      }
+      await this.teardown();
+    });
+  }
+
   /** See LocalBackend.shutdown. */
   async shutdown(): Promise<void> {
-    await this.serial(() => this.teardown());
+    await this.end();
     this.exitSoon();
   }
 
@@ -433,15 +578,20 @@ export class Agent implements LocalBackend {
   async teardown(): Promise<void> {
     if (this.endpointTimer) clearInterval(this.endpointTimer);
     this.endpointTimer = undefined;
+    if (this.metricsTimer) clearInterval(this.metricsTimer);
+    this.metricsTimer = undefined;
+    this.metricsBook.sample(this.dp, this.magic);
+    this.reconnectsBefore += this.stream?.reconnects ?? 0;
+    this.controlDownSince = undefined;
     const stream = this.stream, client = this.client, dp = this.dp;
     this.stream = undefined;
     this.dp = undefined;
     this.map = undefined;
-    this.magic?.close();
-    this.magic = undefined;
-    // Before the socket goes: the router forwards the port to nobody after this.
+    // Released while our socket still exists: the router forwards the port to nobody after this.
     await this.portmap?.close();
     this.portmap = undefined;
+    this.magic?.close();
+    this.magic = undefined;
     if (stream) await stream.close().catch(() => {});
     if (client) await client.close().catch(() => {});
     this.client = undefined;

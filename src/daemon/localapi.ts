@@ -9,6 +9,8 @@
 //   POST /v0/shutdown         -> {"ok": true}   (the agent exits)
 //   POST /v0/ping  PingRequest -> PingReply     (one disco ping)
 //   POST /v0/netcheck         -> NetcheckReport
+//   POST /v0/whois {addr}     -> WhoisReply
+//   GET  /v0/metrics          -> Prometheus text (src/daemon/metrics.ts)
 import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { listenUnix, removeSocket } from '../util/unixsocket.ts';
 import type { PeerRouting, SelfRouting } from './routing.ts';
@@ -38,6 +40,10 @@ export interface Status {
     state: 'NoState' | 'NeedsLogin' | 'Starting' | 'Running' | 'Stopped';
     controlURL: string | null;
     publicKey: string | null;
+    /** ACL tags of this node (from control). */
+    tags?: string[];
+    /** Health warnings (no UDP, no home DERP, control unreachable, key expiry); routing's are in routing.health. */
+    health?: string[];
     /** Advertised/approved routes, exit node in use, packet filter, health warnings. */
     routing?: SelfRouting;
     /** magicsock and DERP counters (disco, STUN, DERP packets, drops by reason), when running. */
@@ -66,6 +72,12 @@ export interface PingReply {
   region: number;
   regionCode: string;
   latencyMs: number;
+}
+
+/** `meshd whois --json`: the node holding a tailnet address and its owner (as tailscale whois). */
+export interface WhoisReply {
+  node: { id: number; name: string; hostname: string; addresses: string[]; tags: string[]; self: boolean; keyExpiry: string | null };
+  user: { id: number; loginName: string; displayName: string };
 }
 
 /** `meshd netcheck --json`. */
@@ -97,6 +109,8 @@ export interface UpRequest {
   exitNode?: string;
   exitNodeAllowLanAccess?: boolean;
   acceptRoutes?: boolean;
+  /** ACL tags this node must carry (`--advertise-tags`). */
+  advertiseTags?: string[];
 }
 
 /** An error with a stable code and a one-line message saying what to do. */
@@ -119,6 +133,10 @@ export interface LocalBackend {
   ping?(req: PingRequest): Promise<PingReply>;
   /** Runs a netcheck now. */
   netcheck?(): Promise<NetcheckReport>;
+  /** Prometheus text exposition of the agent's metrics. */
+  metrics?(): string;
+  /** Which node holds a tailnet address. */
+  whois?(req: { addr: string }): WhoisReply;
 }
 
 /** Max request body (an up request is small). */
@@ -161,6 +179,11 @@ export class LocalApiServer {
     try {
       const url = req.url ?? '';
       if (req.method === 'GET' && url === '/v0/status') return send(200, this.backend.status());
+      if (req.method === 'GET' && url === '/v0/metrics' && this.backend.metrics) {
+        res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
+        res.end(this.backend.metrics());
+        return;
+      }
       if (req.method !== 'POST') return send(404, { error: { code: 'not_found', message: `no such endpoint ${req.method} ${url}` } });
       const body = await readBody(req);
       switch (url) {
@@ -180,6 +203,9 @@ export class LocalApiServer {
         case '/v0/ping':
           if (!this.backend.ping) return send(404, { error: { code: 'not_found', message: 'this agent cannot ping' } });
           return send(200, await this.backend.ping(JSON.parse(body) as PingRequest));
+        case '/v0/whois':
+          if (!this.backend.whois) return send(404, { error: { code: 'not_found', message: 'this agent cannot whois' } });
+          return send(200, this.backend.whois(JSON.parse(body) as { addr: string }));
         case '/v0/netcheck':
           if (!this.backend.netcheck) return send(404, { error: { code: 'not_found', message: 'this agent cannot netcheck' } });
           return send(200, await this.backend.netcheck());
@@ -222,10 +248,13 @@ function readBody(req: IncomingMessage): Promise<string> {
 /** Error from the local API client, carrying the agent's code. */
 export class LocalApiError extends Error {
   readonly code: string;
-  constructor(code: string, message: string) {
+  /** The agent's word on whether trying again can help. */
+  readonly retryable: boolean;
+  constructor(code: string, message: string, retryable = false) {
     super(message);
     this.name = 'LocalApiError';
     this.code = code;
+    this.retryable = retryable;
   }
 }
 
@@ -255,7 +284,7 @@ export class LocalApiClient {
         res.on('end', () => {
           clearTimeout(timer);
           const err = last.error as ApiError | undefined;
-          if (err) reject(new LocalApiError(err.code, err.message));
+          if (err) reject(new LocalApiError(err.code, err.message, err.retryable ?? false));
           else resolve(last);
         });
       });
@@ -295,6 +324,34 @@ export class LocalApiClient {
   /** One disco ping to a peer. */
   async ping(req: PingRequest): Promise<PingReply> {
     return (await this.call('POST', '/v0/ping', req, undefined, req.timeoutMs + 5_000)) as unknown as PingReply;
+  }
+
+  /** The agent's metrics as Prometheus text. */
+  metrics(): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const req = request({ socketPath: this.path, method: 'GET', path: '/v0/metrics', timeout: 10_000 }, (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => { text += d; });
+        res.on('end', () => {
+          if (res.statusCode === 200) resolve(text);
+          else reject(new LocalApiError('not_found', 'this agent serves no metrics: upgrade it'));
+        });
+      });
+      req.on('timeout', () => req.destroy(new LocalApiError('timeout', 'the agent did not answer /v0/metrics within 10 s')));
+      req.on('error', (e: NodeJS.ErrnoException) => {
+        if (e instanceof LocalApiError) reject(e);
+        else if (e.code === 'ENOENT' || e.code === 'ECONNREFUSED') reject(new LocalApiError('not_running', `no meshd agent answers on ${this.path}: start one with meshd up (or meshd daemon)`));
+        else if (e.code === 'EACCES') reject(new LocalApiError('permission', `cannot use ${this.path}: the local API is root-only, run with sudo`));
+        else reject(e);
+      });
+      req.end();
+    });
+  }
+
+  /** Which node holds a tailnet address. */
+  async whois(addr: string): Promise<WhoisReply> {
+    return (await this.call('POST', '/v0/whois', { addr })) as unknown as WhoisReply;
   }
 
   /** A fresh netcheck report. */

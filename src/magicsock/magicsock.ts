@@ -1,10 +1,10 @@
 // magicsock: the one UDP socket shared by WireGuard, disco and STUN, plus DERP, as tailscale's
-// wgengine/magicsock does it (reference data-plane.md 4, 5.5, 6). The data plane owns the socket and
-// the WireGuard device; it hands this module
-//   - every received datagram that is not WireGuard (STUN answers, disco),
-//   - every WireGuard packet addressed to a peer's PeerEndpoint (route()), which goes out over UDP
-//     to the peer's best address, over DERP, or both, as the peer's PeerPath decides,
-// and this module hands WireGuard packets that arrived over DERP back to the device.
+// wgengine/magicsock does it (reference data-plane.md 4, 5.5, 6). It owns the socket (a UdpBind) and
+// is the data plane's Bind (src/net/bind.ts): the WireGuard device runner above calls send() and
+// flush(); magicsock keeps every received datagram that is not WireGuard (STUN answers, disco) for
+// itself, sends each WireGuard packet addressed to a peer's PeerEndpoint over UDP to the peer's best
+// address, over DERP, or both, as the peer's PeerPath decides (route()), and hands WireGuard packets
+// that arrived over DERP up through the BindReceiver. Calls go one way: runner -> magicsock -> socket.
 //
 // DERP: one client per region, the home region always connected (NotePreferred), others dialled
 // when a peer needs them and closed after 60 s unused. Home region and our endpoints come from
@@ -19,6 +19,8 @@ import { bindingRequest, isStunPacket, parseBindingResponse } from '../stun/stun
 import { EndpointType, type DERPMap, type DERPNode, type DERPRegion } from '../control/wire.ts';
 import type { NodeInfo } from '../control/netmap.ts';
 import type { Endpoint, Endpoints } from '../net/endpoint.ts';
+import { UdpBind, type Bind, type BindReceiver } from '../net/bind.ts';
+import type { RxBatch } from '../net/batch.ts';
 import { netInfoOf, pickHome, planProbes, ReportBuilder, ReportHistory, STUN_TIMEOUT_MS, type NetReport } from '../netcheck/netcheck.ts';
 import { measureAllHttps } from '../netcheck/https.ts';
 import { PeerPath, Route, type PathAction } from './path.ts';
@@ -38,7 +40,7 @@ const DERP_HEARD_RECENTLY_MS = 8_000;
 /** Timer resolution of heartbeats and cleanups. */
 const TICK_MS = 250;
 
-/** What magicsock needs from the data plane. */
+/** The socket under magicsock: its own UdpBind, or a fake in tests. */
 export interface MagicIo {
   /** The interner the socket uses for source addresses. */
   readonly endpoints: Endpoints;
@@ -52,7 +54,9 @@ export interface MagicIo {
 
 /** Options for {@link MagicSock}. */
 export interface MagicSockOptions {
-  io: MagicIo;
+  /** The UDP socket to open and own (port 0 = random), or `io`, a stand-in for it (tests). */
+  socket?: { port: number; fwmark?: number; mtu: number };
+  io?: MagicIo;
   nodePrivate: Uint8Array;
   discoPrivate: Uint8Array;
   log: Logf;
@@ -104,8 +108,8 @@ function hex(b: Uint8Array): string {
   return Buffer.from(b.buffer, b.byteOffset, b.length).toString('hex');
 }
 
-/** The UDP+DERP multiplexer of one running node. */
-export class MagicSock {
+/** The UDP+DERP multiplexer of one running node, and the Bind of its data plane. */
+export class MagicSock implements Bind {
   /** Our disco public key. */
   readonly discoPublic: Uint8Array;
   /** Counters. */
@@ -142,10 +146,26 @@ export class MagicSock {
   private lastReported = '';
   private closed = false;
   private homeWaiters: ((ok: boolean) => void)[] = [];
+  /** The socket, when magicsock opened it. */
+  private readonly udp: UdpBind | undefined;
+  /** The device runner, once open() was called. */
+  private recv: BindReceiver | undefined;
 
   constructor(opts: MagicSockOptions) {
     this.opts = opts;
-    this.io = opts.io;
+    if (opts.io) {
+      this.io = opts.io;
+    } else {
+      if (!opts.socket) throw new TypeError('MagicSock needs socket or io');
+      const udp = new UdpBind({ port: opts.socket.port, fwmark: opts.socket.fwmark ?? 0, mtu: opts.socket.mtu, log: opts.log });
+      this.udp = udp;
+      this.io = {
+        endpoints: udp.endpoints,
+        sendDatagram: (data, to) => udp.sendTo(data, to),
+        receiveWireGuard: (buf, off, len, from) => this.recv?.receiveOne(buf, off, len, from),
+        get listenPort() { return udp.port; },
+      };
+    }
     this.log = opts.log;
     this.now = opts.now ?? (() => performance.now());
     this.nodePublic = publicKeyOf(opts.nodePrivate);
@@ -178,7 +198,7 @@ export class MagicSock {
     if (p === undefined) {
       const id = this.nextId++;
       p = {
-        id, vep: new PeerEndpoint(id), path: new PeerPath(() => new Uint8Array(randomBytes(12))),
+        id, vep: new PeerEndpoint(id, nodeHex), path: new PeerPath(() => new Uint8Array(randomBytes(12))),
         nodeKey: n.nodeKey.slice(), nodeHex, discoHex: '', shared: undefined, name: '', homeDERP: 0, lastDerpRegion: 0,
       };
       this.byNode.set(nodeHex, p);
@@ -233,6 +253,72 @@ export class MagicSock {
   private regionName(region: number): string {
     const r = this.derpMap?.Regions?.[String(region)];
     return r?.RegionCode || String(region);
+  }
+
+  // ---- Bind: the device runner's socket ------------------------------------------------------
+
+  get endpoints(): Endpoints {
+    return this.io.endpoints;
+  }
+
+  get port(): number {
+    return this.io.listenPort;
+  }
+
+  get mark(): number {
+    return this.udp?.mark ?? 0;
+  }
+
+  /** Starts handing WireGuard datagrams (from the socket and from DERP) to `recv`. */
+  open(recv: BindReceiver): void {
+    this.recv = recv;
+    this.udp?.open({
+      receiveBatch: (b) => this.demux(b, recv),
+      receiveOne: (buf, off, len, from) => recv.receiveOne(buf, off, len, from),
+    });
+  }
+
+  /** Keeps STUN and disco datagrams (length set to 0 in the batch), hands the rest up. */
+  private demux(b: RxBatch, recv: BindReceiver): void {
+    const buf = b.buf, lens = b.lens;
+    for (let i = 0; i < b.count; i++) {
+      const off = b.offset(i), len = lens[i]!;
+      // WireGuard: type 1-4 then three zero bytes; anything else is STUN, disco or junk.
+      if (len < 4 || buf[off]! - 1 >>> 0 > 3 || buf[off + 1] !== 0 || buf[off + 2] !== 0 || buf[off + 3] !== 0) {
+        this.receiveOther(buf, off, len, b.endpoint(i));
+        lens[i] = 0;
+      }
+    }
+    recv.receiveBatch(b);
+  }
+
+  bind(port: number, force = false): void {
+    this.udp?.bind(port, force);
+  }
+
+  setMark(mark: number): void {
+    this.udp?.setMark(mark);
+  }
+
+  shareBuffer(buf: Uint8Array): void {
+    this.udp?.shareBuffer(buf);
+  }
+
+  /** Queues a WireGuard datagram: to a PeerEndpoint it goes where route() says, to an address as it is. */
+  send(buf: Uint8Array, off: number, len: number, to: Endpoint): void {
+    let ep: Endpoint | null = to;
+    if (to instanceof PeerEndpoint) ep = this.route(to, buf, off, len);
+    if (ep === null) return;
+    if (this.udp) this.udp.send(buf, off, len, ep);
+    else this.io.sendDatagram(buf.slice(off, off + len), ep);
+  }
+
+  flush(): void {
+    this.udp?.flush();
+  }
+
+  socketCounters(): Record<string, number> {
+    return this.udp?.socketCounters() ?? {};
   }
 
   // ---- WireGuard out -------------------------------------------------------------------------
@@ -667,6 +753,7 @@ export class MagicSock {
     for (const c of this.cliPings.values()) c.resolve(undefined);
     this.cliPings.clear();
     for (const w of this.homeWaiters.splice(0)) w(false);
+    this.udp?.close();
   }
 }
 

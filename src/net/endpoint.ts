@@ -40,6 +40,11 @@ export class Endpoint {
     this.addrBytes[ipLen + 1] = raw[17]!;
   }
 
+  /** What the handshake rate limiter keys on: the IP, as wireguard-go does (PeerEndpoint names a DERP sender instead). */
+  get limiterKey(): string {
+    return this.ip;
+  }
+
   toString(): string {
     return this.key;
   }

@@ -126,26 +126,58 @@ interface Entry<T> {
 export class AllowedIPs<T> {
   private readonly v4 = new Trie();
   private readonly v6 = new Trie();
-  private entries: Entry<T>[] = [];
   /** Slot i of the tries refers to entries[i]. */
+  private entries: Entry<T>[] = [];
+  /** Index of each prefix (canonical text) in entries: insert is O(1), not a scan. */
+  private byText = new Map<string, number>();
+  /** Each value's entries, so that prefixesOf and an unchanged replace cost O(its prefixes), not O(all). */
+  private byValue = new Map<T, Entry<T>[]>();
 
   /** Routes a prefix to a value; a prefix already routed elsewhere moves (as in wireguard-go). */
   insert(cidr: string | Prefix, value: T): void {
     const prefix = typeof cidr === 'string' ? parsePrefix(cidr) : cidr;
     const text = formatPrefix(prefix);
-    const existing = this.entries.findIndex((e) => e.text === text);
-    if (existing >= 0) {
-      this.entries[existing]!.value = value;
+    const existing = this.byText.get(text);
+    if (existing !== undefined) {
+      const e = this.entries[existing]!;
+      if (e.value === value) return;
+      const old = this.byValue.get(e.value);
+      if (old) {
+        old.splice(old.indexOf(e), 1);
+        if (old.length === 0) this.byValue.delete(e.value);
+      }
+      e.value = value;
+      this.addToValue(e);
       return;
     }
-    this.entries.push({ prefix, text, value });
+    const e = { prefix, text, value };
+    this.entries.push(e);
+    this.byText.set(text, this.entries.length - 1);
+    this.addToValue(e);
     (prefix.family === 4 ? this.v4 : this.v6).insert(prefix.bytes, prefix.bits, this.entries.length - 1);
+  }
+
+  private addToValue(e: Entry<T>): void {
+    const list = this.byValue.get(e.value);
+    if (list) list.push(e);
+    else this.byValue.set(e.value, [e]);
+  }
+
+  /** True when exactly these prefixes (canonical text, any order) route to `value`. */
+  hasExactly(value: T, texts: readonly string[]): boolean {
+    const list = this.byValue.get(value) ?? [];
+    if (list.length !== new Set(texts).size) return false;
+    for (const t of texts) {
+      const i = this.byText.get(t);
+      if (i === undefined || this.entries[i]!.value !== value) return false;
+    }
+    return true;
   }
 
   /** Removes every prefix that routes to `value`. */
   removeValue(value: T): void {
-    const kept = this.entries.filter((e) => e.value !== value);
-    if (kept.length !== this.entries.length) this.rebuild(kept);
+    if (!this.byValue.has(value)) return;
+    this.rebuild(this.entries.filter((e) => e.value !== value));
   }
 
   /** Removes one prefix if present. */
@@ -157,7 +189,9 @@ export class AllowedIPs<T> {
 
   /** The prefixes routed to `value`, canonical text, in insertion order. */
   prefixesOf(value: T): string[] {
-    return this.entries.filter((e) => e.value === value).map((e) => e.text);
+    const list = this.byValue.get(value);
+    if (!list) return [];
+    return list.map((e) => this.byText.get(e.text)!).sort((a, b) => a - b).map((i) => this.entries[i]!.text);
   }
 
   /** The value for an IPv4 address at buf[off, off+4), or undefined. */
@@ -192,6 +226,12 @@ export class AllowedIPs<T> {
     this.entries = entries;
     this.v4.clear();
     this.v6.clear();
-    entries.forEach((e, i) => (e.prefix.family === 4 ? this.v4 : this.v6).insert(e.prefix.bytes, e.prefix.bits, i));
+    this.byText.clear();
+    this.byValue.clear();
+    entries.forEach((e, i) => {
+      (e.prefix.family === 4 ? this.v4 : this.v6).insert(e.prefix.bytes, e.prefix.bits, i);
+      this.byText.set(e.text, i);
+      this.addToValue(e);
+    });
   }
 }

@@ -13,7 +13,7 @@ import type { Endpoint } from '../net/endpoint.ts';
 import { defaultCrypto, nativeAeadError } from '../crypto/backend.ts';
 import { PerPacketTransport } from '../crypto/transport.ts';
 import { AeadBatch, type CryptoBackend, type TransportAead } from '../crypto/types.ts';
-import { AllowedIPs, parsePrefix, type Prefix } from './allowedips.ts';
+import { AllowedIPs, formatPrefix, parsePrefix, type Prefix } from './allowedips.ts';
 import { CookieChecker, equalBytes } from './cookie.ts';
 import { Keypair } from './keypair.ts';
 import {
@@ -38,14 +38,13 @@ export { COUNTER_NAMES } from './api.ts';
 
 /**
  * Handshake messages per second (after mac1) above which the device puts itself under load for a
- * second: a backstop. The main signal is the I/O layer's {@link Device.noteHandshakeBacklog}, the
- * counterpart of wireguard-go's handshake queue at 1/8 full (128 of 1024); this rate is set above
- * what one core can answer (about 4 DH per handshake), so it only trips when the queue signal
- * cannot be seen.
+ * second: a backstop. The main signal is the handshake queue's depth (noteHandshakeQueueDepth, as
+ * wireguard-go's IsUnderLoad); this rate is set above what one core can answer (about 4 DH per
+ * handshake), so it only trips for callers that do not queue handshakes.
  */
 export const UNDER_LOAD_HANDSHAKES_PER_SECOND = 8192;
-/** Handshake messages in one receive batch that count as a backlog (wireguard-go: 128 queued). */
-export const HANDSHAKE_BACKLOG_PER_BATCH = 32;
+/** Handshake queue depth at which the device is under load (wireguard-go: QueueHandshakeSize / 8). */
+export const UNDER_LOAD_QUEUE_DEPTH = 128;
 /** How long the device stays under load after the threshold is crossed (wireguard-go UnderLoadAfterTime). */
 export const UNDER_LOAD_AFTER_MS = 1000;
 /** Default TUN MTU. */
@@ -227,8 +226,13 @@ export class Device {
       peer.handshake.presharedKey = cfg.presharedKey === null ? new Uint8Array(32) : cfg.presharedKey.slice();
     }
     if (cfg.endpoint !== undefined) peer.endpoint = cfg.endpoint;
-    if (cfg.replaceAllowedIPs === true) this.allowed.removeValue(peer);
-    for (const p of prefixes) this.allowed.insert(p, peer);
+    // A map re-sends every peer: an unchanged set costs O(its prefixes), not a rebuild of the table.
+    if (cfg.replaceAllowedIPs === true && !this.allowed.hasExactly(peer, prefixes.map(formatPrefix))) {
+      this.allowed.removeValue(peer);
+      for (const p of prefixes) this.allowed.insert(p, peer);
+    } else if (cfg.replaceAllowedIPs !== true) {
+      for (const p of prefixes) this.allowed.insert(p, peer);
+    }
     if (ka !== undefined) {
       const old = peer.persistentKeepalive;
       peer.persistentKeepalive = ka;
@@ -374,8 +378,14 @@ export class Device {
       }
     } finally {
       this.flushing = false;
+      // Only an exception (a sink that threw) leaves jobs here: drop them rather than seal twice.
+      if (this.nSeal > 0 || this.nOpen > 0) {
+        this.sealBuf.fill(undefined, 0, this.nSeal);
+        this.openBuf.fill(undefined, 0, this.nOpen);
+        this.nSeal = this.nOpen = 0;
+      }
       const r = this.releaseLater;
-      if (r.length > 0 && this.nSeal === 0 && this.nOpen === 0) {
+      if (r.length > 0) {
         for (let i = 0; i < r.length; i++) r[i]!.zero();
         r.length = 0;
       }
@@ -680,8 +690,9 @@ export class Device {
         this.c.dropRxNeedCookie++;
         return;
       }
-      // wireguard-go limits per source IP (not port): a cookie is per address and port, so this is the stricter key.
-      if (!this.limiter.allow(from.ip, now)) {
+      // wireguard-go limits per source IP (not port): a cookie is per address and port, so this is the
+      // stricter key. Endpoints that are not addresses (a DERP peer) name their real source instead.
+      if (!this.limiter.allow(from.limiterKey, now)) {
         this.c.dropRxRateLimited++;
         return;
       }
@@ -742,10 +753,12 @@ export class Device {
   }
 
   /**
-   * The I/O layer saw a backlog of handshake messages (at least HANDSHAKE_BACKLOG_PER_BATCH in one
-   * receive batch, i.e. queued in the kernel): be under load for UNDER_LOAD_AFTER_MS.
+   * The runner's handshake queue holds `depth` messages (called before each one is processed): at
+   * UNDER_LOAD_QUEUE_DEPTH or more the device is under load, and stays so for UNDER_LOAD_AFTER_MS
+   * after the queue drains (wireguard-go IsUnderLoad).
    */
-  noteHandshakeBacklog(): void {
+  noteHandshakeQueueDepth(depth: number): void {
+    if (depth < UNDER_LOAD_QUEUE_DEPTH) return;
     const now = this.clock.now();
     if (now >= this.autoUnderLoadUntil) this.c.underLoadEntered++;
     this.autoUnderLoadUntil = now + UNDER_LOAD_AFTER_MS;

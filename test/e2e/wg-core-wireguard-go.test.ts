@@ -71,17 +71,25 @@ describe('WireGuard core against wireguard-go', { skip }, () => {
       underLoad: opts.underLoad === true,
       floodInitiations: opts.flood ?? 0,
     });
-    const run = (pings: number, durationMs: number): Promise<Result> => new Promise((resolve, reject) => {
-      const p = lab.spawn(us, [process.execPath, runner, config(pings, durationMs)]);
-      let text = '';
-      p.stdout!.on('data', (d: Buffer) => { text += d.toString(); });
-      p.stderr!.on('data', (d: Buffer) => { text += d.toString(); });
-      p.on('exit', () => {
-        const line = text.split('\n').find((l) => l.startsWith('{"result"'));
-        if (line) resolve((JSON.parse(line) as { result: Result }).result);
-        else reject(new Error(`runner gave no result:\n${text}`));
+    // The promise also carries `ready`: resolved once the runner's socket is bound (a busy machine
+    // can take well over a second to start node, and a datagram sent before that is lost).
+    const run = (pings: number, durationMs: number): Promise<Result> & { ready: Promise<void> } => {
+      let onReady = (): void => {};
+      const ready = new Promise<void>((r) => { onReady = r; });
+      const result = new Promise<Result>((resolve, reject) => {
+        const p = lab.spawn(us, [process.execPath, runner, config(pings, durationMs)]);
+        let text = '';
+        p.stdout!.on('data', (d: Buffer) => { text += d.toString(); if (text.includes('{"ready":true}')) onReady(); });
+        p.stderr!.on('data', (d: Buffer) => { text += d.toString(); });
+        p.on('exit', () => {
+          const line = text.split('\n').find((l) => l.startsWith('{"result"'));
+          onReady();
+          if (line) resolve((JSON.parse(line) as { result: Result }).result);
+          else reject(new Error(`runner gave no result:\n${text}`));
+        });
       });
-    });
+      return Object.assign(result, { ready });
+    };
     return { lab, us, them, run };
   }
 
@@ -97,7 +105,7 @@ describe('WireGuard core against wireguard-go', { skip }, () => {
   it('answers a handshake wireguard-go initiates and learns its endpoint', async () => {
     const { run, lab, them } = await setup({ weKnowEndpoint: false });
     const running = run(0, 4000);
-    await new Promise((r) => setTimeout(r, 500));
+    await running.ready;
     const ping = lab.tryExec(them, ['ping', '-c', '5', '-i', '0.2', '-W', '2', '100.64.99.1'], 10_000);
     const r = await running;
     assert.equal(ping.status, 0, ping.stdout + ping.stderr);
@@ -115,7 +123,7 @@ describe('WireGuard core against wireguard-go', { skip }, () => {
   it('under load, sends a cookie reply that wireguard-go accepts and answers with a valid mac2', async () => {
     const { run, lab, them } = await setup({ weKnowEndpoint: false, underLoad: true });
     const running = run(0, 9000);
-    await new Promise((r) => setTimeout(r, 500));
+    await running.ready;
     // The first initiation gets a cookie; wireguard-go retransmits after 5 s with mac2.
     const ping = lab.tryExec(them, ['ping', '-c', '1', '-W', '8', '100.64.99.1'], 12_000);
     const r = await running;

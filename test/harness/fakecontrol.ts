@@ -29,8 +29,8 @@ export class FakeControl {
     this.url = url;
   }
 
-  /** Starts on a free loopback port. */
-  static async start(): Promise<FakeControl> {
+  /** Starts on a free loopback port (or on host:port, e.g. inside a lab namespace for benchmarks). */
+  static async start(host = '127.0.0.1', port = 0): Promise<FakeControl> {
     const key = generateKeyPair<MachinePublic>();
     const h2 = http2.createServer();
     const srv = http.createServer((req, res) => {
@@ -42,8 +42,8 @@ export class FakeControl {
       res.statusCode = 404;
       res.end();
     });
-    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-    const fc = new FakeControl(srv, h2, `http://127.0.0.1:${(srv.address() as AddressInfo).port}`);
+    await new Promise<void>((r) => srv.listen(port, host, () => r()));
+    const fc = new FakeControl(srv, h2, `http://${host}:${(srv.address() as AddressInfo).port}`);
     h2.on('stream', (stream, headers) => {
       let body = '';
       stream.on('data', (c: Buffer) => (body += c.toString('utf8')));

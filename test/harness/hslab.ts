@@ -40,7 +40,8 @@ export class TailnetLab {
   readonly hsNs: string;
   readonly dir: string;
   readonly hsBin: string;
-  readonly meshdBin = join(packageRoot(), 'bin', 'meshd.js');
+  /** The meshd CLI the nodes run: this checkout's, or MESHD_TEST_BIN (an installed copy, see e2e/package). */
+  readonly meshdBin = process.env.MESHD_TEST_BIN || join(packageRoot(), 'bin', 'meshd.js');
   readonly config: string;
   private hsProc: ChildProcess | undefined;
   private hsLog = '';
@@ -52,7 +53,12 @@ export class TailnetLab {
    * "derper") served by an unmodified standalone derper at {@link DERPER_IP}:3340 (plain HTTP, STUN 3478).
    * With `derper: 'extra'` that region comes in addition to the embedded one (two STUN servers).
    */
-  constructor(tag: string, opts: { policy?: unknown; derper?: boolean | 'extra'; derperDelayMs?: number } = {}) {
+  /** The login server URL (https with `tls`: the test puts tls.crt and tls.key in hsDir before starting). */
+  readonly url: string;
+  /** Where headscale keeps its files (config, tls.crt, tls.key, ...). */
+  readonly hsDir: string;
+
+  constructor(tag: string, opts: { policy?: unknown; derper?: boolean | 'extra'; tls?: boolean; derperDelayMs?: number } = {}) {
     const hs = which('headscale');
     if (!hs) throw new Error('headscale is not built: run scripts/install-peers.sh');
     this.hsBin = hs;
@@ -64,6 +70,8 @@ export class TailnetLab {
     this.dir = mkdtempSync(join(tmpdir(), 'meshd-tailnet-'));
     const hsDir = join(this.dir, 'hs');
     mkdirSync(hsDir, { recursive: true });
+    this.hsDir = hsDir;
+    this.url = opts.tls ? `https://${HS_IP}:${HS_PORT}` : HS_URL;
     const policyPath = join(hsDir, 'policy.hujson');
     if (opts.policy !== undefined) writeFileSync(policyPath, JSON.stringify(opts.policy, null, 2));
     // With derperDelayMs the derper region's node is a TCP proxy at DERPER_PROXY_IP that delays
@@ -91,8 +99,10 @@ export class TailnetLab {
       }
     }
     this.config = join(hsDir, 'config.yaml');
-    writeFileSync(this.config, `server_url: ${HS_URL}
-listen_addr: 0.0.0.0:${HS_PORT}
+    writeFileSync(this.config, `server_url: ${this.url}
+${opts.tls ? `tls_cert_path: ${hsDir}/tls.crt
+tls_key_path: ${hsDir}/tls.key
+` : ''}listen_addr: 0.0.0.0:${HS_PORT}
 metrics_listen_addr: ""
 grpc_listen_addr: 127.0.0.1:50443
 grpc_allow_insecure: false

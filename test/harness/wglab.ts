@@ -5,11 +5,14 @@ import { mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Lab, waitFor } from './netns.ts';
-import { sh } from './prereq.ts';
+import { sh, which } from './prereq.ts';
 import { packageRoot } from '../../src/util/root.ts';
 
-/** Which WireGuard implementation runs on a host. */
-export type Impl = 'meshd' | 'wireguard-go';
+/**
+ * Which WireGuard implementation runs on a host: meshd, the Debian wireguard-go (2022, no offloads),
+ * or the current wireguard-go built by scripts/install-peers.sh (TUN TSO/GRO, UDP GSO/GRO).
+ */
+export type Impl = 'meshd' | 'wireguard-go' | 'wireguard-go-current';
 
 /** One host of the lab. */
 export interface WgHost {
@@ -59,7 +62,7 @@ export class WgLab {
     const ip6 = `2001:db8::${n}`;
     this.lab.attach(ns, this.sw, [`${ip4}/24`, `${ip6}/64`]);
     const { privFile, pub } = genKey(this.dir, `h${n}`);
-    const ifname = `${impl === 'meshd' ? 'mwg' : 'gwg'}${process.pid % 10000}x${n}`;
+    const ifname = `${impl === 'meshd' ? 'mwg' : impl === 'wireguard-go' ? 'gwg' : 'cwg'}${process.pid % 10000}x${n}`;
     const h: WgHost = { ns, impl, ifname, privFile, pub, ip4, ip6, tun4: `100.64.0.${n}`, tun6: `fd7a:115c:a1e0::${n}`, port: 51820 };
     this.hosts.push(h);
     return h;
@@ -73,7 +76,9 @@ export class WgLab {
       p.stderr?.setEncoding('utf8');
       p.stderr?.on('data', (d: string) => { if (process.env.MESHD_LAB_VERBOSE) process.stderr.write(`[${h.ifname}] ${d}`); });
     } else {
-      const p = this.lab.spawn(h.ns, ['wireguard-go', '-f', h.ifname], { env: { ...process.env, LOG_LEVEL: 'error' } });
+      const bin = h.impl === 'wireguard-go' ? 'wireguard-go' : which('wireguard-go-current');
+      if (!bin) throw new Error('wireguard-go-current is missing: run scripts/install-peers.sh wireguard-go-current');
+      const p = this.lab.spawn(h.ns, [bin, '-f', h.ifname], { env: { ...process.env, LOG_LEVEL: 'error' } });
       p.stderr?.resume();
       p.stdout?.resume();
     }

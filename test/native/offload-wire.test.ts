@@ -40,11 +40,13 @@ async function exited(p: ChildProcess, what: string, ms: number): Promise<void> 
 
 const KILL = { MESHD_DISABLE_TUN_OFFLOAD: '1', MESHD_DISABLE_UDP_GSO: '1', MESHD_DISABLE_UDP_GRO: '1' };
 
-for (const mode of ['offloads on', 'every kill switch set'] as const) {
+for (const mode of ['offloads on', 'every kill switch set', 'TUN coalescing switched off'] as const) {
   describe(`offload wire (${mode})`, { skip }, () => {
-    const lab = new Lab(mode === 'offloads on' ? 'ow' : 'ok');
+    const lab = new Lab(mode === 'offloads on' ? 'ow' : mode === 'every kill switch set' ? 'ok' : 'og');
     after(() => lab.dispose());
-    const env = { ...process.env, ...(mode === 'offloads on' ? {} : KILL) };
+    const env = { ...process.env, ...(mode === 'offloads on' ? {} : mode === 'every kill switch set' ? KILL : { MESHD_DISABLE_TUN_GRO: '1' }) };
+    // With only TUN coalescing off, everything else is on.
+    const on = mode !== 'every kill switch set';
     let a = '', b = '';
     let child: ChildProcess | undefined;
     let out: { text: () => string } | undefined;
@@ -86,7 +88,7 @@ for (const mode of ['offloads on', 'every kill switch set'] as const) {
       assert.equal(got.count, n, `datagrams lost: source ${ao.text()}`);
       assert.equal(got.sha256, sent.sha256, 'datagrams changed on the way');
       const st = sent.stats as UdpStats;
-      if (mode === 'offloads on') assert.ok(st.txGsoMessages > 0, 'the source sent UDP_SEGMENT messages');
+      if (on) assert.ok(st.txGsoMessages > 0, 'the source sent UDP_SEGMENT messages');
       else assert.equal(st.txGsoMessages, 0);
     }
 
@@ -98,14 +100,15 @@ for (const mode of ['offloads on', 'every kill switch set'] as const) {
       await waitFor('wire ready', () => out!.text().includes('"ready"') || child!.exitCode !== null, 10_000, 20);
       assert.match(out.text(), /"ready"/, out.text());
       const s = await stats();
-      const on = mode === 'offloads on';
       assert.equal(s.tunA.offload.vnetHdr, on);
       assert.equal(s.tunA.offload.tso, on);
-      assert.equal(s.tunA.offload.tcpGro, on, JSON.stringify(s.tunA.offload));
+      assert.equal(s.tunA.offload.tcpGro, mode === 'offloads on', JSON.stringify(s.tunA.offload));
+      assert.equal(s.tunB.offload.udpGro, mode === 'offloads on');
       assert.equal(s.tunB.offload.uso, on);
       assert.equal(s.sockA.offload.gso, on);
       assert.equal(s.sockB.offload.gro, on);
       if (!on) assert.match(s.tunA.offload.reason ?? '', /MESHD_DISABLE_TUN_OFFLOAD/);
+      if (mode === 'TUN coalescing switched off') assert.match(s.tunA.offload.reason ?? '', /MESHD_DISABLE_TUN_GRO/);
     });
 
     it('carries kernel TCP over IPv4 and IPv6 intact, split from TSO reads and coalesced on write', async () => {
@@ -113,12 +116,13 @@ for (const mode of ['offloads on', 'every kill switch set'] as const) {
       await tcp('fd7a:115c:a1e0:1::2', 8 << 20);
       const s = await stats();
       const detail = JSON.stringify(s);
-      if (mode === 'offloads on') {
+      if (on) {
         assert.ok(s.tunA.rx!.gsoReads > 0, `TSO super-packets read: ${detail}`);
         assert.ok(s.tunA.rx!.gsoSegments > s.tunA.rx!.gsoReads, detail);
         assert.ok(s.sockA.txGsoMessages > 0, `UDP GSO sends: ${detail}`);
         assert.ok(s.sockB.rx!.groMessages > 0, `UDP GRO receives: ${detail}`);
-        assert.ok(s.tunB.txCoalescedFrames > 0, `coalesced TUN writes: ${detail}`);
+        if (mode === 'offloads on') assert.ok(s.tunB.txCoalescedFrames > 0, `coalesced TUN writes: ${detail}`);
+        else assert.equal(s.tunB.txCoalescedFrames, 0, detail);
         assert.equal(s.tunB.txGroFallbacks, 0, detail);
       } else {
         for (const k of [s.tunA.rx!.gsoReads, s.sockA.txGsoMessages, s.sockB.rx!.groMessages, s.tunB.txCoalescedFrames]) assert.equal(k, 0, detail);
@@ -131,10 +135,8 @@ for (const mode of ['offloads on', 'every kill switch set'] as const) {
       await udp('100.64.1.2', 256, 1200);
       await udp('fd7a:115c:a1e0:1::2', 128, 1100);
       const s = await stats();
-      if (mode === 'offloads on') {
-        assert.ok(s.tunA.rx!.gsoReads > before.tunA.rx!.gsoReads, `USO super-packets read: ${JSON.stringify(s.tunA)}`);
-        assert.ok(s.tunB.txCoalescedFrames > before.tunB.txCoalescedFrames, 'UDP coalesced on the TUN write');
-      }
+      if (on) assert.ok(s.tunA.rx!.gsoReads > before.tunA.rx!.gsoReads, `USO super-packets read: ${JSON.stringify(s.tunA)}`);
+      if (mode === 'offloads on') assert.ok(s.tunB.txCoalescedFrames > before.tunB.txCoalescedFrames, 'UDP coalesced on the TUN write');
       child!.stdin!.write('quit\n');
       await exited(child!, 'wire', 5000);
     });

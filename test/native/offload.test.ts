@@ -5,7 +5,7 @@
 // followed by the packet the kernel gets; splitting it must give back the packets that went in.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { native } from '../../src/native/index.ts';
+import { native, offloadSwitches } from '../../src/native/index.ts';
 import { build, checksumsOk, layout, pattern, vnet, type PacketSpec } from './fixtures/packets.ts';
 
 const TCP = 1, UDP = 2;
@@ -236,5 +236,15 @@ describe('offload: splitting read super-packets', () => {
     assert.equal(split(bad((f) => { f[10 + 20 + 12] = 0x40; })!), null, 'TCP data offset below 5');
     assert.equal(split(bad((_f, dv) => dv.setUint16(6, 24, true))!), null, 'csum_start is not the IPv4 header length');
     assert.equal(split(bad((f) => { f[1] = 3; })!), null, 'old UFO type');
+  });
+});
+
+describe('offload kill switches', () => {
+  it('reads MESHD_DISABLE_* from the environment: any value but empty, 0 or false turns an offload off', () => {
+    assert.deepEqual(offloadSwitches({}), { tunOffload: true, tunGro: true, udpGso: true, udpGro: true });
+    assert.deepEqual(offloadSwitches({ MESHD_DISABLE_TUN_OFFLOAD: '1', MESHD_DISABLE_TUN_GRO: 'yes', MESHD_DISABLE_UDP_GSO: 'true', MESHD_DISABLE_UDP_GRO: 'on' }),
+      { tunOffload: false, tunGro: false, udpGso: false, udpGro: false });
+    assert.deepEqual(offloadSwitches({ MESHD_DISABLE_TUN_OFFLOAD: '0', MESHD_DISABLE_TUN_GRO: '', MESHD_DISABLE_UDP_GSO: 'false', MESHD_DISABLE_UDP_GRO: 'FALSE' }),
+      { tunOffload: true, tunGro: true, udpGso: true, udpGro: true });
   });
 });

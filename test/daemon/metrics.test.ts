@@ -1,0 +1,37 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { AgentMetrics, healthWarnings, pathLabel, type AgentFacts } from '../../src/daemon/metrics.ts';
+import type { NetworkMap } from '../../src/control/netmap.ts';
+
+const facts = (over: Partial<AgentFacts> = {}): AgentFacts => ({
+  map: undefined, controlReconnects: 0, mapUpdates: 0, controlDownSince: undefined, advertisedRoutes: 0,
+  approvedRoutes: 0, otherHealth: [], now: Date.parse('2026-01-01T00:00:00Z'), ...over,
+});
+
+describe('metrics', () => {
+  it('labels paths as tailscale does', () => {
+    assert.equal(pathLabel({ direct: '198.18.0.2:41641', derp: null }), 'direct_ipv4');
+    assert.equal(pathLabel({ direct: '[2001:db8::2]:41641', derp: null }), 'direct_ipv6');
+    assert.equal(pathLabel({ direct: '198.18.0.2:41641', derp: 'hs' }), 'derp');
+    assert.equal(pathLabel({ direct: null, derp: null }), undefined);
+  });
+  it('renders valid exposition text with zeroes before anything ran', () => {
+    const text = new AgentMetrics().render(undefined, undefined, facts({ controlReconnects: 2, mapUpdates: 5 }));
+    for (const line of text.trim().split('\n')) {
+      assert.match(line, /^(# (HELP|TYPE) meshd_[a-z0-9_]+ .+|meshd_[a-z0-9_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? \d+)$/, line);
+    }
+    assert.match(text, /^meshd_outbound_bytes_total\{path="derp"\} 0$/m);
+    assert.match(text, /^meshd_control_reconnects_total 2$/m);
+    assert.match(text, /^meshd_control_map_updates_total 5$/m);
+  });
+  it('warns about a key that expires within a day, and one that has expired', () => {
+    const map = (keyExpiry: string) => ({ self: { keyExpiry }, peers: new Map() }) as unknown as NetworkMap;
+    assert.match(healthWarnings(undefined, facts({ map: map('2026-01-01T05:30:00Z') })).join(), /node key expires in 5h30m/);
+    assert.match(healthWarnings(undefined, facts({ map: map('2025-12-31T00:00:00Z') })).join(), /node key expired/);
+    assert.deepEqual(healthWarnings(undefined, facts({ map: map('2026-03-01T00:00:00Z') })), []);
+  });
+  it('warns while control is unreachable, with how long', () => {
+    const f = facts();
+    assert.match(healthWarnings(undefined, { ...f, controlDownSince: f.now - 42_000 }).join(), /control unreachable for 42s/);
+  });
+});
