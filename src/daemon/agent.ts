@@ -20,6 +20,7 @@ import { generateKeyPair } from '../crypto/box.ts';
 import type { DiscoPublic } from '../control/keys.ts';
 import { MagicSock } from '../magicsock/magicsock.ts';
 import { PortMapper } from '../portmapper/portmapper.ts';
+import { Userspace, USERSPACE_TUN, type UserspaceOptions } from './userspace.ts';
 import { AgentMetrics, healthWarnings, KEY_EXPIRY_WARN_MS, type AgentFacts } from './metrics.ts';
 import { whoisIn } from './whois.ts';
 
@@ -45,6 +46,8 @@ export interface AgentOptions {
   onExit: () => void;
   /** Exit after `down`, `logout` or a failed first `up` (set when `up` started this agent). */
   exitWhenDown: boolean;
+  /** Userspace networking (--tun=userspace-networking): no TUN, routes or root; a netstack and proxies. */
+  userspace?: Omit<UserspaceOptions, 'log'> | undefined;
   /** `--state mem:`: keys only in memory, nothing on disk; the node logs out when the agent ends. */
   memState?: boolean;
 }
@@ -106,6 +109,8 @@ export class Agent implements LocalBackend {
   private map: NetworkMap | undefined;
   private busy: Promise<unknown> = Promise.resolve();
   private endpointTimer: NodeJS.Timeout | undefined;
+  /** The netstack and proxies in userspace mode (src/daemon/userspace.ts). */
+  private us: Userspace | undefined;
   /** Metrics (src/daemon/metrics.ts): sampled every second while up. */
   private readonly metricsBook = new AgentMetrics();
   private metricsTimer: NodeJS.Timeout | undefined;
@@ -118,6 +123,12 @@ export class Agent implements LocalBackend {
     this.log = opts.log;
     this.netconf = new NetConf(opts.tunName, opts.log);
     this.routing = new Routing(opts.tunName, opts.log);
+    if (opts.userspace) this.routing.hostRouting = false;
+  }
+
+  /** True in userspace-networking mode. */
+  get userspaceMode(): boolean {
+    return this.opts.userspace !== undefined;
   }
 
   /** The state store: the directory, or one in-memory store for the life of the process. */
@@ -170,8 +181,10 @@ export class Agent implements LocalBackend {
         tags: [...(self?.tags ?? [])],
         health: this.map ? healthWarnings(this.magic, { ...this.facts(), otherHealth: [] }) : [],
         routing: this.routing.selfStatus(this.map),
-        // Data plane counters (drops, offload flags and work) next to magicsock's.
-        ...(this.magic ? { counters: { ...this.dp?.counters(), ...this.magic.allCounters() } } : {}),
+        tun: this.userspaceMode ? USERSPACE_TUN : this.opts.tunName,
+        ...(this.us ? { proxies: { ...this.us.listening } } : {}),
+        // Data plane counters (drops, offload flags and work) next to magicsock's, and the netstack's.
+        ...(this.magic ? { counters: { ...this.dp?.counters(), ...this.magic.allCounters(), ...this.us?.counters() } } : {}),
       },
       peers,
     };
@@ -212,7 +225,7 @@ export class Agent implements LocalBackend {
       return this.status();
     }
     await this.teardown();
-    await this.routing.cleanupStale();
+    if (!this.userspaceMode) await this.routing.cleanupStale();
     const deadline = Date.now() + req.timeoutMs;
     const remaining = () => Math.max(1, deadline - Date.now());
     try {
@@ -278,9 +291,17 @@ export class Agent implements LocalBackend {
       await this.store.update({ serverUrl: url, serverKey: formatServerKey(await client.serverKey()) });
       progress(`logged in${reg.user ? ` as ${reg.user.loginName}` : ''}; starting the tunnel`);
 
+      if (this.opts.userspace) {
+        this.us = new Userspace({ ...this.opts.userspace, log: this.log });
+        await this.us.start().catch((e: Error) => { throw new AgentError('proxy_listen', e.message); });
+        await this.store.update({ tun: USERSPACE_TUN });
+      }
       // magicsock owns the UDP socket and is the data plane's Bind (src/net/bind.ts).
       this.magic = this.startMagic(identity.nodePrivate, disco.privateKey, client);
-      this.dp = DataPlane.open({ name: this.opts.tunName, mtu: TAILNET_MTU, log: this.log, roaming: false, bind: this.magic });
+      this.dp = DataPlane.open({
+        name: this.opts.tunName, mtu: TAILNET_MTU, log: this.log, roaming: false, bind: this.magic,
+        ...(this.us ? { device: this.us.device } : {}),
+      });
       await this.routing.start(this.dp, url);
       this.dp.device.setPrivateKey(identity.nodePrivate as PrivateKey);
       this.portmap?.ensure();
@@ -390,7 +411,7 @@ export class Agent implements LocalBackend {
     this.portmap = portmap;
     const magic: MagicSock = new MagicSock({
       portMapped: () => portmap?.external,
-      socket: { port: this.opts.port, fwmark: BYPASS_MARK, mtu: TAILNET_MTU }, nodePrivate, discoPrivate,
+      socket: { port: this.opts.port, fwmark: this.opts.userspace ? 0 : BYPASS_MARK, mtu: TAILNET_MTU }, nodePrivate, discoPrivate,
       log: (l) => this.log(`magicsock: ${l}`),
       derpHttp: process.env.MESHD_DERP_HTTP === '1',
       localEndpoints: () => this.localEndpoints(),
@@ -428,8 +449,10 @@ export class Agent implements LocalBackend {
     this.checkKeyExpiry(m);
     const dp = this.dp;
     if (!dp || !m.self) return;
-    await this.netconf.apply(m.self.addresses, [TAILNET_V4, TAILNET_V6]);
+    if (!this.us) await this.netconf.apply(m.self.addresses, [TAILNET_V4, TAILNET_V6]);
     const allowed = await this.routing.apply(m);
+    const prefs = this.routing.prefs;
+    this.us?.setMap(m, allowed, prefs.advertiseExitNode || prefs.advertiseRoutes.length > 0);
     const dev = dp.device;
     const magic = this.magic;
     magic?.setDerpMap(m.derpMap);
@@ -596,12 +619,15 @@ export class Agent implements LocalBackend {
     if (client) await client.close().catch(() => {});
     this.client = undefined;
     await this.routing.stop(dp);
+    this.us?.close();
+    this.us = undefined;
     dp?.close();
     this.netconf.reset();
   }
 
   /** Removes routing and firewall state a crashed agent left (called when the daemon starts). */
   async cleanupStale(): Promise<void> {
+    if (this.userspaceMode) return; // nothing of ours is in the host's routing; a TUN-mode agent's rules are not ours
     await this.routing.cleanupStale();
   }
 

@@ -46,6 +46,10 @@ export interface Status {
     health?: string[];
     /** Advertised/approved routes, exit node in use, packet filter, health warnings. */
     routing?: SelfRouting;
+    /** TUN device name, or `userspace-networking`. */
+    tun?: string;
+    /** Proxy listen addresses in userspace mode. */
+    proxies?: { socks5?: string; http?: string };
     /** magicsock and DERP counters (disco, STUN, DERP packets, drops by reason), when running. */
     counters?: Record<string, number>;
   };

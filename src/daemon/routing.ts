@@ -59,6 +59,8 @@ export class Routing {
   prefs: RoutePrefs = { ...DEFAULT_PREFS };
   /** The packet filter the data plane runs. */
   readonly filter = new PacketFilter();
+  /** Program the host's routes, rules and nft (false in userspace-networking mode: the filter only). */
+  hostRouting = true;
   private readonly tun: string;
   private readonly log: Logf;
   private readonly exec: Exec | undefined;
@@ -106,7 +108,7 @@ export class Routing {
   /** Attaches to a new data plane; resolves the control server's addresses (they bypass the tunnel). */
   async start(dp: DataPlane, controlUrl: string): Promise<void> {
     dp.filter = this.filter;
-    this.router = new LinuxRouter(this.tun, this.log, this.exec);
+    if (this.hostRouting) this.router = new LinuxRouter(this.tun, this.log, this.exec);
     const host = new URL(controlUrl).hostname.replace(/^\[|\]$/g, '');
     if (isIP(host)) this.controlHosts = [host];
     else {
@@ -185,7 +187,7 @@ export class Routing {
     const self = m?.self;
     const approved = advertised.filter((r) => self?.allowedIPs.includes(r) ?? false);
     const health: string[] = [];
-    if (advertised.length > 0) {
+    if (advertised.length > 0 && this.hostRouting) {
       const w = forwardingWarning(advertised.some((r) => !r.includes(':')), advertised.some((r) => r.includes(':')));
       if (w) health.push(w);
     }

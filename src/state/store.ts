@@ -32,6 +32,8 @@ export interface StateFile {
   serverKey?: string;
   /** The user wants the tailnet up: an agent that restarts reconnects on its own (cleared by down/logout). */
   wantRunning?: boolean;
+  /** `userspace-networking` when the agent last ran without a TUN device. */
+  tun?: string;
   /** Hostname the user chose with --hostname (kept for later `up`s without it). */
   hostname?: string;
   /** Routing flags of the last `up` (exit node, routes), kept for later `up`s without them. */
