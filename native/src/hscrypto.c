@@ -9,7 +9,8 @@
 // multiplication), so a key is imported once and kept: x25519Key() returns an external that owns the
 // EVP_PKEY (freed when the external is collected) and x25519Derive() reuses it.
 //
-// All calls run on the JS thread. The two EVP_MAC contexts are kept and re-keyed per call.
+// All calls run on the calling JS thread. The two EVP_MAC contexts (one pair per thread) are kept and
+// re-keyed per call.
 #include "meshd.h"
 
 #ifdef MESHD_NO_OPENSSL
@@ -25,9 +26,9 @@ bool init_hscrypto(napi_env env, napi_value exports) {
 #include <openssl/params.h>
 #include <string.h>
 
-static EVP_MAC *mac_blake2s, *mac_hmac;
-static EVP_MAC_CTX *ctx_blake2s, *ctx_hmac;
-static OSSL_PARAM hmac_params[2];
+// Contexts per thread: each Node worker that loads the addon gets its own.
+static _Thread_local EVP_MAC *mac_blake2s, *mac_hmac;
+static _Thread_local EVP_MAC_CTX *ctx_blake2s, *ctx_hmac;
 
 static bool u8(napi_env env, napi_value v, const char *what, size_t want_min, size_t want_max, uint8_t **p, size_t *n) {
   void *d;
@@ -102,12 +103,13 @@ static napi_value js_x25519_derive(napi_env env, napi_callback_info info) {
 }
 
 // Runs ctx over up to three data parts into out; the key is 1..64 bytes.
-static napi_value mac_run(napi_env env, napi_callback_info info, EVP_MAC_CTX *ctx, const OSSL_PARAM *params,
-                          size_t outlen, size_t keymin, size_t keymax) {
+// The contexts' parameters (digest, output size) are set once at load: passing them per init would
+// fetch the digest again on every call.
+static napi_value mac_run(napi_env env, napi_callback_info info, EVP_MAC_CTX *ctx, size_t outlen, size_t keymin, size_t keymax) {
   ARGS(5);
   uint8_t *o, *k; size_t on, kn;
   if (!u8(env, argv[0], "out", outlen, outlen, &o, &on) || !u8(env, argv[1], "key", keymin, keymax, &k, &kn)) return NULL;
-  if (EVP_MAC_init(ctx, k, kn, params) != 1) return throw_type(env, "blake2s: OpenSSL refused the key");
+  if (EVP_MAC_init(ctx, k, kn, NULL) != 1) return throw_type(env, "blake2s: OpenSSL refused the key");
   for (size_t i = 2; i < argc && i < 5; i++) {
     napi_valuetype t;
     napi_typeof(env, argv[i], &t);
@@ -123,24 +125,29 @@ static napi_value mac_run(napi_env env, napi_callback_info info, EVP_MAC_CTX *ct
 
 // blake2sMac(out: Uint8Array(16), key: Uint8Array(1..32), a, b?, c?): keyed BLAKE2s, digest length 16.
 static napi_value js_blake2s_mac(napi_env env, napi_callback_info info) {
-  size_t size = 16;
-  OSSL_PARAM p[2] = { OSSL_PARAM_construct_size_t(OSSL_MAC_PARAM_SIZE, &size), OSSL_PARAM_construct_end() };
-  return mac_run(env, info, ctx_blake2s, p, 16, 1, 32);
+  return mac_run(env, info, ctx_blake2s, 16, 1, 32);
 }
 
 // blake2sHmac(out: Uint8Array(32), key: Uint8Array(1..64), a, b?, c?): HMAC-BLAKE2s-256.
 static napi_value js_blake2s_hmac(napi_env env, napi_callback_info info) {
-  return mac_run(env, info, ctx_hmac, hmac_params, 32, 1, 64);
+  return mac_run(env, info, ctx_hmac, 32, 1, 64);
 }
 
 bool init_hscrypto(napi_env env, napi_value exports) {
-  mac_blake2s = EVP_MAC_fetch(NULL, "BLAKE2SMAC", NULL);
-  mac_hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
-  if (mac_blake2s != NULL) ctx_blake2s = EVP_MAC_CTX_new(mac_blake2s);
-  if (mac_hmac != NULL) ctx_hmac = EVP_MAC_CTX_new(mac_hmac);
+  if (mac_blake2s == NULL) mac_blake2s = EVP_MAC_fetch(NULL, "BLAKE2SMAC", NULL);
+  if (mac_hmac == NULL) mac_hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
   static char digest[] = "BLAKE2S-256";
-  hmac_params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0);
-  hmac_params[1] = OSSL_PARAM_construct_end();
+  size_t size = 16;
+  OSSL_PARAM ps[2] = { OSSL_PARAM_construct_size_t(OSSL_MAC_PARAM_SIZE, &size), OSSL_PARAM_construct_end() };
+  OSSL_PARAM ph[2] = { OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0), OSSL_PARAM_construct_end() };
+  if (mac_blake2s != NULL && ctx_blake2s == NULL) {
+    ctx_blake2s = EVP_MAC_CTX_new(mac_blake2s);
+    if (ctx_blake2s != NULL && EVP_MAC_CTX_set_params(ctx_blake2s, ps) != 1) { EVP_MAC_CTX_free(ctx_blake2s); ctx_blake2s = NULL; }
+  }
+  if (mac_hmac != NULL && ctx_hmac == NULL) {
+    ctx_hmac = EVP_MAC_CTX_new(mac_hmac);
+    if (ctx_hmac != NULL && EVP_MAC_CTX_set_params(ctx_hmac, ph) != 1) { EVP_MAC_CTX_free(ctx_hmac); ctx_hmac = NULL; }
+  }
   bool ok = export_fn(env, exports, "x25519Key", js_x25519_key) && export_fn(env, exports, "x25519KeyPublic", js_x25519_public) &&
             export_fn(env, exports, "x25519Derive", js_x25519_derive);
   if (ok && ctx_blake2s != NULL) ok = export_fn(env, exports, "blake2sMac", js_blake2s_mac);
