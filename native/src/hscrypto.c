@@ -133,7 +133,45 @@ static napi_value js_blake2s_hmac(napi_env env, napi_callback_info info) {
   return mac_run(env, info, ctx_hmac, 32, 1, 64);
 }
 
+// chachaPolyInPlace(encrypt: boolean, key: Uint8Array(32), counter: number, buf: Uint8Array, aad?: Uint8Array): boolean
+// ChaCha20-Poly1305 with the WireGuard nonce (4 zero bytes, counter LE) over all of buf, in place, for
+// handshake messages (with AAD; transport data goes through aead.c's batches). Seal: buf is
+// plaintext then 16 bytes for the tag. Open: buf is ciphertext then tag; false (plaintext zeroed) when
+// it does not authenticate. One context per thread, re-keyed per call.
+static _Thread_local EVP_CIPHER_CTX *ctx_chacha;
+static _Thread_local EVP_CIPHER *cipher_chacha;
+
+static napi_value js_chacha(napi_env env, napi_callback_info info) {
+  ARGS(5);
+  bool enc;
+  double counter;
+  uint8_t *k, *b, *aad = NULL; size_t kn, bn, an = 0;
+  if (!arg_bool(env, argv[0], "encrypt", &enc) || !u8(env, argv[1], "key", 32, 32, &k, &kn)) return NULL;
+  if (napi_get_value_double(env, argv[2], &counter) != napi_ok || !(counter >= 0 && counter < 9007199254740992.0)) return throw_range(env, "counter must be an integer in 0..2^53-1");
+  if (!u8(env, argv[3], "buf", 16, (size_t)1 << 30, &b, &bn)) return NULL;
+  napi_valuetype t = napi_undefined;
+  if (argc > 4) napi_typeof(env, argv[4], &t);
+  if (t != napi_undefined && !u8(env, argv[4], "aad", 0, (size_t)1 << 30, &aad, &an)) return NULL;
+  if (ctx_chacha == NULL) return throw_type(env, "chacha20-poly1305: OpenSSL has no ChaCha20-Poly1305");
+  uint8_t iv[12] = {0};
+  uint64_t c = (uint64_t)counter;
+  for (int i = 0; i < 8; i++) iv[4 + i] = (uint8_t)(c >> (8 * i));
+  int len = (int)(bn - 16), outl = 0, fl = 0;
+  bool ok = EVP_CipherInit_ex2(ctx_chacha, cipher_chacha, k, iv, enc ? 1 : 0, NULL) == 1;
+  if (ok && !enc) ok = EVP_CIPHER_CTX_ctrl(ctx_chacha, EVP_CTRL_AEAD_SET_TAG, 16, b + len) == 1;
+  if (ok && an > 0) ok = EVP_CipherUpdate(ctx_chacha, NULL, &outl, aad, (int)an) == 1;
+  if (ok && len > 0) ok = EVP_CipherUpdate(ctx_chacha, b, &outl, b, len) == 1;
+  if (ok) ok = EVP_CipherFinal_ex(ctx_chacha, b + outl, &fl) == 1;
+  if (ok && enc) ok = EVP_CIPHER_CTX_ctrl(ctx_chacha, EVP_CTRL_AEAD_GET_TAG, 16, b + len) == 1;
+  if (!ok) OPENSSL_cleanse(b, (size_t)len);
+  napi_value r;
+  napi_get_boolean(env, ok, &r);
+  return r;
+}
+
 bool init_hscrypto(napi_env env, napi_value exports) {
+  if (cipher_chacha == NULL) cipher_chacha = EVP_CIPHER_fetch(NULL, "ChaCha20-Poly1305", NULL);
+  if (cipher_chacha != NULL && ctx_chacha == NULL) ctx_chacha = EVP_CIPHER_CTX_new();
   if (mac_blake2s == NULL) mac_blake2s = EVP_MAC_fetch(NULL, "BLAKE2SMAC", NULL);
   if (mac_hmac == NULL) mac_hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
   static char digest[] = "BLAKE2S-256";
@@ -152,6 +190,7 @@ bool init_hscrypto(napi_env env, napi_value exports) {
             export_fn(env, exports, "x25519Derive", js_x25519_derive);
   if (ok && ctx_blake2s != NULL) ok = export_fn(env, exports, "blake2sMac", js_blake2s_mac);
   if (ok && ctx_hmac != NULL) ok = export_fn(env, exports, "blake2sHmac", js_blake2s_hmac);
+  if (ok && ctx_chacha != NULL) ok = export_fn(env, exports, "chachaPolyInPlace", js_chacha);
   return ok;
 }
 

@@ -39,6 +39,7 @@ export function cryptoWith(load: NativeLoad, hs: NativeHandshakeLoad = { x25519:
   let b: CryptoBackend = nodeCrypto;
   if (hs.x25519 !== null) b = { ...b, name: 'native', x25519: hs.x25519 };
   if (hs.blake2s !== null) b = { ...b, name: 'native', blake2s: hs.blake2s };
+  if (hs.aead) b = { ...b, name: 'native', aead: hs.aead };
   if (load.transport !== null) b = { ...b, name: 'native', transport: load.transport };
   return b;
 }

@@ -9,7 +9,7 @@
 import { native } from '../native/index.ts';
 import { clampPrivate, isZero } from './x25519.ts';
 import { nodeBlake2s } from './blake2s.ts';
-import type { Blake2s, X25519 } from './types.ts';
+import type { AeadKey, Blake2s, ChaChaPoly, X25519 } from './types.ts';
 
 /** Opaque EVP_PKEY handle made by x25519Key. */
 export type NativeKeyHandle = { readonly __brand: 'meshd.X25519Key' };
@@ -21,6 +21,33 @@ export interface NativeHandshakeAddon {
   x25519Derive(key: NativeKeyHandle, pub: Uint8Array, out: Uint8Array): boolean;
   blake2sMac?(out: Uint8Array, key: Uint8Array, a: Uint8Array, b?: Uint8Array, c?: Uint8Array): void;
   blake2sHmac?(out: Uint8Array, key: Uint8Array, a: Uint8Array, b?: Uint8Array, c?: Uint8Array): void;
+  chachaPolyInPlace?(encrypt: boolean, key: Uint8Array, counter: number, buf: Uint8Array, aad?: Uint8Array): boolean;
+}
+
+/**
+ * ChaCha20-Poly1305 per message on the addon (a context per thread, re-keyed per call), for the
+ * handshake's AEAD with its AAD: node:crypto builds a KeyObject and a cipher object per message.
+ */
+export class NativeChaChaPoly implements ChaChaPoly {
+  private readonly run: NonNullable<NativeHandshakeAddon['chachaPolyInPlace']>;
+
+  constructor(addon: NativeHandshakeAddon) {
+    this.run = addon.chachaPolyInPlace!.bind(addon);
+  }
+
+  prepareKey(key: Uint8Array): AeadKey {
+    if (key.length !== 32) throw new RangeError(`chacha20-poly1305: key must be 32 bytes, got ${key.length}`);
+    return { raw: key };
+  }
+
+  sealInPlace(key: AeadKey, counter: number, buf: Uint8Array, off: number, len: number, aad?: Uint8Array): void {
+    this.run(true, key.raw, counter, buf.subarray(off, off + len + 16), aad);
+  }
+
+  openInPlace(key: AeadKey, counter: number, buf: Uint8Array, off: number, len: number, aad?: Uint8Array): boolean {
+    if (len < 16 || off < 0 || off + len > buf.length) return false;
+    return this.run(false, key.raw, counter, buf.subarray(off, off + len), aad);
+  }
 }
 
 function checkKey(k: Uint8Array, what: string): void {
@@ -110,7 +137,24 @@ export function nativeBlake2s(addon: NativeHandshakeAddon): Blake2s {
 export interface NativeHandshakeLoad {
   x25519: X25519 | null;
   blake2s: Blake2s | null;
+  /** The handshake AEAD (null: node:crypto's). */
+  aead?: ChaChaPoly | null;
   error: string | null;
+}
+
+// Key 0..31, counter 0x0102030405, AAD 010203, plaintext 0..14: sealed with node:crypto.
+const KAT_AEAD = '318208d3d7ceb5cbdb140622c00fa903fafb8a29769b9a2c3266ccb0a5c72f';
+
+function aeadSelfTest(a: ChaChaPoly): boolean {
+  const key = Uint8Array.from({ length: 32 }, (_, i) => i), aad = Uint8Array.of(1, 2, 3);
+  const buf = new Uint8Array(15 + 16);
+  for (let i = 0; i < 15; i++) buf[i] = i;
+  const k = a.prepareKey(key);
+  a.sealInPlace(k, 0x0102030405, buf, 0, 15, aad);
+  if (Buffer.from(buf).toString('hex') !== KAT_AEAD) return false;
+  const bad = buf.slice(); bad[3]! ^= 1;
+  if (a.openInPlace(k, 0x0102030405, bad, 0, 31, aad)) return false;
+  return a.openInPlace(k, 0x0102030405, buf, 0, 31, aad) && buf.subarray(0, 15).every((v, i) => v === i);
 }
 
 const hex = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'hex'));
@@ -148,7 +192,9 @@ export function loadNativeHandshake(load: () => unknown = native, env: NodeJS.Pr
     const b = typeof addon.blake2sMac === 'function' && typeof addon.blake2sHmac === 'function' ? nativeBlake2s(addon) : null;
     const err = selfTest(x, b, KAT_MAC, KAT_HMAC);
     if (err !== null) return { x25519: null, blake2s: null, error: err };
-    return { x25519: x, blake2s: b, error: b === null ? 'OpenSSL has no BLAKE2SMAC or HMAC: BLAKE2s stays on node:crypto' : null };
+    const aead = typeof addon.chachaPolyInPlace === 'function' ? new NativeChaChaPoly(addon) : null;
+    if (aead !== null && !aeadSelfTest(aead)) return { x25519: null, blake2s: null, error: 'the native handshake AEAD failed its known-answer test' };
+    return { x25519: x, blake2s: b, aead, error: b === null ? 'OpenSSL has no BLAKE2SMAC or HMAC: BLAKE2s stays on node:crypto' : null };
   } catch (e) {
     return { x25519: null, blake2s: null, error: (e as Error).message };
   }
