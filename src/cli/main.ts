@@ -5,9 +5,10 @@ import { MESHD_VERSION as VERSION } from '../version.ts';
 import { CliError } from './errors.ts';
 import { interfaceCounters, wgCommand } from './wg.ts';
 import type { DaemonFlags, UpFlags } from './tailnet.ts';
+import { defaultSocket, defaultStateDir } from './paths.ts';
 
-/** Defaults of the tailnet commands (kept here so `meshd wg` does not load the control plane). */
-const DEFAULTS = { stateDir: '/var/lib/meshd', socket: '/run/meshd/meshd.sock', tun: 'meshd0', port: '41641' } as const;
+/** Defaults of the tailnet commands (kept here so `meshd wg` does not load the control plane); per-user paths for non-root. */
+const DEFAULTS = { stateDir: defaultStateDir(), socket: defaultSocket(), tun: 'meshd0', port: '41641' } as const;
 const tailnet = () => import('./tailnet.ts');
 
 const program = new Command();
@@ -26,7 +27,9 @@ const sock = (): string => (program.opts() as { socket: string }).socket;
 const daemonOptions = (c: Command): Command => c
   .option('--state-dir <dir>', 'where machine and node keys live', DEFAULTS.stateDir)
   .option('--state <mem:>', 'mem: keeps the keys in memory only: nothing on disk, logged out when the agent ends')
-  .option('--tun <name>', 'TUN device name', DEFAULTS.tun)
+  .option('--tun <name>', 'TUN device name, or userspace-networking (no TUN, no root: a userspace TCP/IP stack)', DEFAULTS.tun)
+  .option('--socks5-server <addr:port>', 'userspace mode: SOCKS5 proxy for outgoing connections (e.g. localhost:1080)')
+  .option('--outbound-http-proxy-listen <addr:port>', 'userspace mode: HTTP proxy for outgoing connections (e.g. localhost:8080)')
   .option('--port <n>', 'UDP port for WireGuard (0 = random)', DEFAULTS.port)
   .option('--verbose', 'log more')
   .option('--debug <addr:port>', 'serve /debug/metrics over HTTP here (address defaults to 127.0.0.1)');

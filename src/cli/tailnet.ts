@@ -11,6 +11,8 @@ import { parseRouteList } from '../daemon/routing.ts';
 import { stderrLogger } from '../util/log.ts';
 import { CliError } from './errors.ts';
 import { parseDuration } from './duration.ts';
+import { ROOT_SOCKET } from './paths.ts';
+import { USERSPACE_TUN, parseListenAddr } from '../daemon/userspace.ts';
 import { sanitizeHostname } from '../util/dnsname.ts';
 import { MEM_STATE } from '../state/memstore.ts';
 import { parseHosts, waitAndReport } from './wait.ts';
@@ -32,6 +34,8 @@ export interface DaemonFlags {
   port?: string;
   verbose?: boolean;
   exitWhenDown?: boolean;
+  socks5Server?: string;
+  outboundHttpProxyListen?: string;
   /** ADDR:PORT (or PORT) for an HTTP server with /debug/metrics; loopback when no address is given. */
   debug?: string;
 }
@@ -45,12 +49,26 @@ export function parseDebugAddr(text: string): { host: string; port: number } {
 }
 
 function requireRoot(what: string): void {
-  if (process.getuid?.() !== 0) throw new CliError(`${what} needs root (it creates a TUN device and routes): run it with sudo`);
+  if (process.getuid?.() !== 0) throw new CliError(`${what} needs root (it creates a TUN device and routes): run it with sudo, or use --tun=userspace-networking`);
+}
+
+/** down/logout: root for the system agent; a user's own (userspace) agent answers on a socket the user owns. */
+function requireRootFor(what: string, socket: string): void {
+  if (socket === ROOT_SOCKET) requireRoot(what);
 }
 
 function checkDaemonFlags(f: DaemonFlags): { stateDir: string; tun: string; port: number; mem: boolean } {
   const tun = f.tun ?? DEFAULTS.tun;
-  if (!/^[A-Za-z0-9_.-]{1,15}$/.test(tun)) throw new CliError(`bad --tun ${JSON.stringify(tun)}: use 1-15 letters, digits, '_', '-' or '.'`);
+  if (tun !== USERSPACE_TUN && !/^[A-Za-z0-9_.-]{1,15}$/.test(tun)) throw new CliError(`bad --tun ${JSON.stringify(tun)}: use 1-15 letters, digits, '_', '-' or '.', or userspace-networking`);
+  if ((f.socks5Server || f.outboundHttpProxyListen) && tun !== USERSPACE_TUN) {
+    throw new CliError('--socks5-server and --outbound-http-proxy-listen need --tun=userspace-networking');
+  }
+  try {
+    if (f.socks5Server) parseListenAddr(f.socks5Server, '--socks5-server');
+    if (f.outboundHttpProxyListen) parseListenAddr(f.outboundHttpProxyListen, '--outbound-http-proxy-listen');
+  } catch (e) {
+    throw new CliError((e as Error).message);
+  }
   const port = Number(f.port ?? DEFAULTS.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new CliError(`bad --port ${f.port}: want 0-65535 (0 picks a free port)`);
   if (f.debug !== undefined) parseDebugAddr(f.debug);
@@ -66,12 +84,16 @@ export function agentLogPath(socket: string, f: DaemonFlags): string {
 
 /** `meshd daemon`: runs the agent in the foreground until SIGTERM/SIGINT or a shutdown request. */
 export async function daemonCommand(socket: string, f: DaemonFlags): Promise<void> {
-  requireRoot('meshd daemon');
   const { stateDir, tun, port, mem } = checkDaemonFlags(f);
+  const userspace = tun === USERSPACE_TUN;
+  if (!userspace) requireRoot('meshd daemon');
   const log = stderrLogger('meshd');
   let exit!: () => void;
   const exited = new Promise<void>((r) => { exit = r; });
-  const agent = new Agent({ stateDir, tunName: tun, port, log, exitWhenDown: f.exitWhenDown ?? false, memState: mem, onExit: () => exit() });
+  const agent = new Agent({
+    stateDir, tunName: tun, port, log, exitWhenDown: f.exitWhenDown ?? false, memState: mem, onExit: () => exit(),
+    ...(userspace ? { userspace: { socks5: f.socks5Server, httpProxy: f.outboundHttpProxyListen, socksAuth: socksAuthFromEnv() } } : {}),
+  });
   const api = new LocalApiServer(socket, agent);
   try {
     await api.listen();
@@ -140,6 +162,8 @@ async function startAgent(socket: string, f: DaemonFlags): Promise<void> {
   const args = [bin, '--socket', socket, 'daemon', ...(mem ? ['--state', MEM_STATE] : ['--state-dir', stateDir]), '--tun', tun, '--port', String(port), '--exit-when-down'];
   if (f.verbose) args.push('--verbose');
   if (f.debug) args.push('--debug', f.debug);
+  if (f.socks5Server) args.push('--socks5-server', f.socks5Server);
+  if (f.outboundHttpProxyListen) args.push('--outbound-http-proxy-listen', f.outboundHttpProxyListen);
   const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', fd, fd, 'ipc'] });
   closeSync(fd);
   const outcome = await new Promise<'ready' | number>((resolve) => {
@@ -239,8 +263,7 @@ export async function upCommand(socket: string, f: UpFlags): Promise<void> {
   if (!Number.isInteger(retries) || retries < 0 || retries > 100) throw new CliError(`bad --retry ${JSON.stringify(f.retry)}: want a count from 0 to 100`);
   const authKey = readAuthKey(f.authkey);
   const routing = routingFlags(f);
-  checkDaemonFlags(f);
-  requireRoot('meshd up');
+  if (checkDaemonFlags(f).tun !== USERSPACE_TUN) requireRoot('meshd up');
 
   const client = new LocalApiClient(socket);
   const tty = process.stderr.isTTY && !f.json;
@@ -300,13 +323,13 @@ async function callAgent<T>(fn: () => Promise<T>): Promise<T> {
 
 /** `meshd down`. */
 export async function downCommand(socket: string): Promise<void> {
-  requireRoot('meshd down');
+  requireRootFor('meshd down', socket);
   await callAgent(() => new LocalApiClient(socket).down());
 }
 
 /** `meshd logout`. */
 export async function logoutCommand(socket: string): Promise<void> {
-  requireRoot('meshd logout');
+  requireRootFor('meshd logout', socket);
   await callAgent(() => new LocalApiClient(socket).logout());
 }
 
@@ -330,6 +353,11 @@ export function formatStatus(st: Status): string {
   }
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   const lines = rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd());
+  if (st.self.tun === USERSPACE_TUN) {
+    const px = st.self.proxies ?? {};
+    const parts = [px.socks5 ? `SOCKS5 ${px.socks5}` : '', px.http ? `HTTP proxy ${px.http}` : ''].filter(Boolean);
+    lines.push(`userspace networking${parts.length ? `: ${parts.join(', ')}` : ' (no proxies)'}`);
+  }
   const rt = st.self.routing;
   if (rt) {
     if (rt.advertisedRoutes.length) {
@@ -370,4 +398,16 @@ export async function ipCommand(socket: string, f: { '4'?: boolean; '6'?: boolea
   if (f['4']) addrs = addrs.filter((a) => !a.includes(':'));
   if (f['6']) addrs = addrs.filter((a) => a.includes(':'));
   console.log(addrs.join('\n'));
+}
+
+/**
+ * SOCKS5 credentials (RFC 1929) from MESHD_SOCKS5_USER / MESHD_SOCKS5_PASSWORD in the agent's
+ * environment (never argv); both or neither.
+ */
+export function socksAuthFromEnv(env: NodeJS.ProcessEnv = process.env): { user: string; pass: string } | undefined {
+  const user = env.MESHD_SOCKS5_USER, pass = env.MESHD_SOCKS5_PASSWORD;
+  if (!user && !pass) return undefined;
+  if (!user || !pass) throw new CliError('set both MESHD_SOCKS5_USER and MESHD_SOCKS5_PASSWORD, or neither');
+  if (user.length > 255 || pass.length > 255) throw new CliError('MESHD_SOCKS5_USER and MESHD_SOCKS5_PASSWORD are at most 255 bytes (RFC 1929)');
+  return { user, pass };
 }

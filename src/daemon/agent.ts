@@ -19,6 +19,9 @@ import type { Logf } from '../util/log.ts';
 import { generateKeyPair } from '../crypto/box.ts';
 import type { DiscoPublic } from '../control/keys.ts';
 import { MagicSock } from '../magicsock/magicsock.ts';
+import { Userspace, USERSPACE_TUN, type UserspaceOptions } from './userspace.ts';
+import { markedDialer } from '../net/tcp.ts';
+import { syncPeers, type AppliedPeer, type Touched } from './peersync.ts';
 import { AgentMetrics, healthWarnings, KEY_EXPIRY_WARN_MS, type AgentFacts } from './metrics.ts';
 import { whoisIn } from './whois.ts';
 
@@ -41,6 +44,8 @@ export interface AgentOptions {
   onExit: () => void;
   /** Exit after `down`, `logout` or a failed first `up` (set when `up` started this agent). */
   exitWhenDown: boolean;
+  /** Userspace networking (--tun=userspace-networking): no TUN, routes or root; a netstack and proxies. */
+  userspace?: Omit<UserspaceOptions, 'log'> | undefined;
   /** `--state mem:`: keys only in memory, nothing on disk; the node logs out when the agent ends. */
   memState?: boolean;
 }
@@ -99,7 +104,17 @@ export class Agent implements LocalBackend {
   private readonly routing: Routing;
   private map: NetworkMap | undefined;
   private busy: Promise<unknown> = Promise.resolve();
+  /** Map applications run one at a time (applyMap). */
+  private mapQueue: Promise<void> = Promise.resolve();
+  private mapPending: Promise<void> | undefined;
+  private mapTouched: Set<number> | 'all' = 'all';
+  /** What the data plane holds, for applying only what changed (src/daemon/peersync.ts). */
+  private appliedPeers = new Map<number, AppliedPeer>();
+  private appliedDerpMap: NetworkMap['derpMap'] | null = null;
+  private appliedExitId: number | undefined;
   private endpointTimer: NodeJS.Timeout | undefined;
+  /** The netstack and proxies in userspace mode (src/daemon/userspace.ts). */
+  private us: Userspace | undefined;
   /** Metrics (src/daemon/metrics.ts): sampled every second while up. */
   private readonly metricsBook = new AgentMetrics();
   private metricsTimer: NodeJS.Timeout | undefined;
@@ -112,6 +127,12 @@ export class Agent implements LocalBackend {
     this.log = opts.log;
     this.netconf = new NetConf(opts.tunName, opts.log);
     this.routing = new Routing(opts.tunName, opts.log);
+    if (opts.userspace) this.routing.hostRouting = false;
+  }
+
+  /** True in userspace-networking mode. */
+  get userspaceMode(): boolean {
+    return this.opts.userspace !== undefined;
   }
 
   /** The state store: the directory, or one in-memory store for the life of the process. */
@@ -164,8 +185,10 @@ export class Agent implements LocalBackend {
         tags: [...(self?.tags ?? [])],
         health: this.map ? healthWarnings(this.magic, { ...this.facts(), otherHealth: [] }) : [],
         routing: this.routing.selfStatus(this.map),
-        // Data plane counters (drops, offload flags and work) next to magicsock's.
-        ...(this.magic ? { counters: { ...this.dp?.counters(), ...this.magic.allCounters() } } : {}),
+        tun: this.userspaceMode ? USERSPACE_TUN : this.opts.tunName,
+        ...(this.us ? { proxies: { ...this.us.listening } } : {}),
+        // Data plane counters (drops, offload flags and work) next to magicsock's, and the netstack's.
+        ...(this.magic ? { counters: { ...this.dp?.counters(), ...this.magic.allCounters(), ...this.us?.counters() } } : {}),
       },
       peers,
     };
@@ -206,7 +229,7 @@ export class Agent implements LocalBackend {
       return this.status();
     }
     await this.teardown();
-    await this.routing.cleanupStale();
+    if (!this.userspaceMode) await this.routing.cleanupStale();
     const deadline = Date.now() + req.timeoutMs;
     const remaining = () => Math.max(1, deadline - Date.now());
     try {
@@ -248,6 +271,8 @@ export class Agent implements LocalBackend {
         hostinfo,
         discoKey: disco.publicKey as DiscoPublic,
         timeoutMs: Math.min(15_000, remaining()),
+        // Marked so control bypasses an exit node; userspace mode has no routes to bypass (and no CAP_NET_ADMIN).
+        ...(this.opts.userspace ? {} : { dial: markedDialer(BYPASS_MARK) }),
         log: (l) => this.log(`control: ${l}`),
       });
       this.client = client;
@@ -272,9 +297,17 @@ export class Agent implements LocalBackend {
       await this.store.update({ serverUrl: url, serverKey: formatServerKey(await client.serverKey()) });
       progress(`logged in${reg.user ? ` as ${reg.user.loginName}` : ''}; starting the tunnel`);
 
+      if (this.opts.userspace) {
+        this.us = new Userspace({ ...this.opts.userspace, log: this.log });
+        await this.us.start().catch((e: Error) => { throw new AgentError('proxy_listen', e.message); });
+        await this.store.update({ tun: USERSPACE_TUN });
+      }
       // magicsock owns the UDP socket and is the data plane's Bind (src/net/bind.ts).
       this.magic = this.startMagic(identity.nodePrivate, disco.privateKey, client);
-      this.dp = DataPlane.open({ name: this.opts.tunName, mtu: TAILNET_MTU, log: this.log, roaming: false, bind: this.magic });
+      this.dp = DataPlane.open({
+        name: this.opts.tunName, mtu: TAILNET_MTU, log: this.log, roaming: false, bind: this.magic,
+        ...(this.us ? { device: this.us.device } : {}),
+      });
       await this.routing.start(this.dp, url);
       this.dp.device.setPrivateKey(identity.nodePrivate as PrivateKey);
       this.netconf.reset();
@@ -287,7 +320,8 @@ export class Agent implements LocalBackend {
           onDelta: (d, m) => {
             this.mapUpdates++;
             this.controlDownSince = undefined;
-            void this.applyMap(m).catch((e: Error) => this.log(`applying map: ${e.message}`));
+            const touched: Touched = d.fullPeers || d.selfChanged ? 'all' : new Set([...d.peersAdded, ...d.peersChanged, ...d.peersRemoved]);
+            void this.applyMap(m, touched).catch((e: Error) => this.log(`applying map: ${e.message}`));
             this.routing.onDelta(d, m, () => this.stream?.refresh());
           },
           onError: (err, retryIn) => {
@@ -372,9 +406,10 @@ export class Agent implements LocalBackend {
   /** Starts magicsock with its UDP socket: disco, DERP, netcheck; it reports endpoints and NetInfo to control. */
   private startMagic(nodePrivate: Uint8Array, discoPrivate: Uint8Array, client: ControlClient): MagicSock {
     const magic: MagicSock = new MagicSock({
-      socket: { port: this.opts.port, fwmark: BYPASS_MARK, mtu: TAILNET_MTU }, nodePrivate, discoPrivate,
+      socket: { port: this.opts.port, fwmark: this.opts.userspace ? 0 : BYPASS_MARK, mtu: TAILNET_MTU }, nodePrivate, discoPrivate,
       log: (l) => this.log(`magicsock: ${l}`),
       derpHttp: process.env.MESHD_DERP_HTTP === '1',
+      ...(this.opts.userspace ? {} : { derpDial: markedDialer(BYPASS_MARK) }),
       localEndpoints: () => this.localEndpoints(),
       onReport: (eps, netInfo) => {
         if (this.client !== client) return;
@@ -404,33 +439,56 @@ export class Agent implements LocalBackend {
     return out;
   }
 
-  /** Makes the data plane match the map: addresses, routes, peers. */
-  private async applyMap(m: NetworkMap): Promise<void> {
+  /**
+   * Makes the data plane match the map, one application at a time: a burst of updates while one
+   * runs coalesces into one more run with the newest map, and teardown waits for the queue.
+   */
+  private applyMap(m: NetworkMap, touched: Touched = 'all'): Promise<void> {
     this.map = m;
     this.checkKeyExpiry(m);
-    const dp = this.dp;
-    if (!dp || !m.self) return;
-    await this.netconf.apply(m.self.addresses, [TAILNET_V4, TAILNET_V6]);
-    const allowed = await this.routing.apply(m);
+    // Coalesced runs look at the union of what each update touched.
+    if (touched === 'all' || this.mapTouched === 'all') this.mapTouched = 'all';
+    else for (const id of touched) this.mapTouched.add(id);
+    if (this.mapPending) return this.mapPending;
+    const p = this.mapQueue.then(() => {
+      this.mapPending = undefined;
+      const t = this.mapTouched;
+      this.mapTouched = new Set();
+      return this.applyMapNow(t);
+    });
+    this.mapPending = p;
+    this.mapQueue = p.catch(() => {});
+    return p;
+  }
+
+  /**
+   * Applies this.map: addresses, routes, peers. Only the peers `touched` (or whose allowed IPs a
+   * new exit node changes) are visited: a one-peer delta is O(1) peer work. Stops early when a
+   * teardown began meanwhile.
+   */
+  private async applyMapNow(touched: Touched): Promise<void> {
+    const m = this.map, dp = this.dp;
+    if (!m || !dp || !m.self) return;
+    if (!this.us) await this.netconf.apply(m.self.addresses, [TAILNET_V4, TAILNET_V6]);
+    if (this.dp !== dp) return;
+    const allowed = await this.routing.apply(m, touched);
+    if (this.dp !== dp) return;
+    const prefs = this.routing.prefs;
+    this.us?.setMap(m, allowed, prefs.advertiseExitNode || prefs.advertiseRoutes.length > 0);
     const dev = dp.device;
     const magic = this.magic;
-    magic?.setDerpMap(m.derpMap);
-    const want = new Set<string>();
-    for (const p of m.peers.values()) {
-      if (p.expired) continue;
-      const hex = Buffer.from(p.nodeKey).toString('hex');
-      want.add(hex);
-      const ep = magic?.upsertPeer(p);
-      dev.setPeer(p.nodeKey, {
-        ...(ep ? { endpoint: ep } : {}),
-        allowedIPs: allowed.get(p.id) ?? [...p.addresses],
-        replaceAllowedIPs: true,
-      });
-    }
-    for (const p of dev.peers()) {
-      if (!want.has(Buffer.from(p.publicKey).toString('hex'))) dev.removePeer(p.publicKey);
-    }
-    magic?.retainPeers(want);
+    if (m.derpMap !== this.appliedDerpMap) { magic?.setDerpMap(m.derpMap); this.appliedDerpMap = m.derpMap; }
+    const exitId = this.routing.exitNodeId;
+    if (exitId !== this.appliedExitId) { touched = 'all'; this.appliedExitId = exitId; }
+    let removed = 0;
+    syncPeers(this.appliedPeers, m.peers, (p) => allowed.get(p.id) ?? p.addresses, {
+      upsert: (p, allowedIPs) => {
+        const ep = magic?.upsertPeer(p);
+        dev.setPeer(p.nodeKey, { ...(ep ? { endpoint: ep } : {}), allowedIPs: [...allowedIPs], replaceAllowedIPs: true });
+      },
+      remove: (p) => { dev.removePeer(p.nodeKey); removed++; },
+    }, touched);
+    if (removed > 0) magic?.retainPeers(new Set([...this.appliedPeers.values()].map((a) => Buffer.from(a.info.nodeKey).toString('hex'))));
     dp.runTimers();
   }
 
@@ -568,13 +626,21 @@ export class Agent implements LocalBackend {
     if (stream) await stream.close().catch(() => {});
     if (client) await client.close().catch(() => {});
     this.client = undefined;
+    await this.mapQueue; // a map being applied finishes (and sees the teardown) before routes go
+    this.appliedPeers = new Map();
+    this.appliedDerpMap = null;
+    this.appliedExitId = undefined;
+    this.mapTouched = 'all';
     await this.routing.stop(dp);
+    this.us?.close();
+    this.us = undefined;
     dp?.close();
     this.netconf.reset();
   }
 
   /** Removes routing and firewall state a crashed agent left (called when the daemon starts). */
   async cleanupStale(): Promise<void> {
+    if (this.userspaceMode) return; // nothing of ours is in the host's routing; a TUN-mode agent's rules are not ours
     await this.routing.cleanupStale();
   }
 

@@ -46,6 +46,10 @@ export interface Status {
     health?: string[];
     /** Advertised/approved routes, exit node in use, packet filter, health warnings. */
     routing?: SelfRouting;
+    /** TUN device name, or `userspace-networking`. */
+    tun?: string;
+    /** Proxy listen addresses in userspace mode. */
+    proxies?: { socks5?: string; http?: string };
     /** magicsock and DERP counters (disco, STUN, DERP packets, drops by reason), when running. */
     counters?: Record<string, number>;
   };
@@ -152,7 +156,7 @@ export class LocalApiServer {
   /** Listens; refuses when another agent answers on the socket, replaces a stale file. */
   async listen(): Promise<void> {
     const server = createServer((req, res) => { void this.handle(req, res); });
-    await listenUnix(server, this.path, { dirMode: 0o700, forceDirMode: true, mode: 0o600, inUse: `another meshd agent is running on ${this.path}` });
+    await listenUnix(server, this.path, { dirMode: 0o700, mode: 0o600, inUse: `another meshd agent is running on ${this.path}` });
     this.server = server;
   }
 

@@ -25,6 +25,7 @@ import { netInfoOf, pickHome, planProbes, ReportBuilder, STUN_TIMEOUT_MS, type N
 import { PeerPath, Route, type PathAction } from './path.ts';
 import { PeerEndpoint } from './peer-endpoint.ts';
 import { trace, type Logf } from '../util/log.ts';
+import type { TcpDialer } from '../net/tcp.ts';
 
 /** Close a non-home DERP connection unused this long (derpInactiveCleanupTime). */
 export const DERP_INACTIVE_MS = 60_000;
@@ -63,6 +64,8 @@ export interface MagicSockOptions {
   onReport: (endpoints: { addr: string; type: EndpointType }[], netInfo: Record<string, unknown>) => void;
   /** Monotonic clock, ms. */
   now?: () => number;
+  /** Makes DERP's TCP connections (the agent's carry SO_MARK: src/net/tcp.ts). */
+  derpDial?: TcpDialer;
 }
 
 /** A peer's path as status shows it. */
@@ -408,6 +411,7 @@ export class MagicSock implements Bind {
       ...(node.InsecureForTests ? { tls: { rejectUnauthorized: false } } : {}),
       preferred: region === this.home,
       appName: 'meshd',
+      ...(this.opts.derpDial ? { dial: this.opts.derpDial } : {}),
       log: (m) => this.log(`derp-${region}: ${m}`),
     });
     const conn: DerpConn = { region, client, queue: [], lastUsed: this.now() };

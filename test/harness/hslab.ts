@@ -43,17 +43,18 @@ export class TailnetLab {
   private userId = '';
   readonly nodes: LabNode[] = [];
 
-  /**
-   * With `derper`, headscale's embedded DERP is off and the DERP map has one region (900, code
-   * "derper") served by an unmodified standalone derper at {@link DERPER_IP}:3340 (plain HTTP, STUN 3478).
-   * With `derper: 'extra'` that region comes in addition to the embedded one (two STUN servers).
-   */
   /** The login server URL (https with `tls`: the test puts tls.crt and tls.key in hsDir before starting). */
   readonly url: string;
   /** Where headscale keeps its files (config, tls.crt, tls.key, ...). */
   readonly hsDir: string;
 
-  constructor(tag: string, opts: { policy?: unknown; derper?: boolean | 'extra'; tls?: boolean } = {}) {
+  /**
+   * With `derper`, headscale's embedded DERP is off and the DERP map has one region (900, code
+   * "derper") served by an unmodified standalone derper at {@link DERPER_IP}:3340 (plain HTTP, STUN 3478).
+   * With `derper: 'extra'` that region comes in addition to the embedded one (two STUN servers).
+   * `derperHostName` gives that region's node by name only (no IPv4 field; nodes must resolve it).
+   */
+  constructor(tag: string, opts: { policy?: unknown; derper?: boolean | 'extra'; derperHostName?: string; tls?: boolean } = {}) {
     const hs = which('headscale');
     if (!hs) throw new Error('headscale is not built: run scripts/install-peers.sh');
     this.hsBin = hs;
@@ -78,9 +79,8 @@ export class TailnetLab {
     nodes:
       - name: 900a
         regionid: 900
-        hostname: ${DERPER_IP}
-        ipv4: ${DERPER_IP}
-        stunport: 3478
+        hostname: ${opts.derperHostName ?? DERPER_IP}
+${opts.derperHostName ? '' : `        ipv4: ${DERPER_IP}\n`}        stunport: 3478
         derpport: 3340
 `);
       this.startDerper();

@@ -1,0 +1,128 @@
+#!/usr/bin/env node
+// Userspace networking through the SOCKS5 proxy: meshd --tun=userspace-networking against
+// tailscaled --tun=userspace-networking --socks5-server, both to the same tailscaled peer (TUN
+// mode) in one headscale lab, alternated per round. TCP throughput down and up (curl through the
+// proxy, HTTP from scripts/httpblob.mjs, hash-checked), connections per second (SOCKS5 CONNECT +
+// 1 KiB GET, 32 at a time), idle RSS, and CPU seconds per GB of the proxying agent.
+//   sudo node scripts/bench-netstack.mjs [--rounds N] [--mb N] [--json]
+import { createHash } from 'node:crypto';
+import { readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { TailnetLab, HS_URL } from '../dist/test/harness/hslab.js';
+import { which } from '../dist/test/harness/prereq.js';
+import { waitFor } from '../dist/test/harness/netns.js';
+
+const arg = (name, dflt) => { const i = process.argv.indexOf(name); return i > 0 ? Number(process.argv[i + 1]) : dflt; };
+const rounds = arg('--rounds', 2);
+const mb = arg('--mb', 50);
+const asJson = process.argv.includes('--json');
+const root = new URL('..', import.meta.url).pathname;
+const blob = join(root, 'scripts', 'httpblob.mjs');
+const load = join(root, 'scripts', 'socks-load.mjs');
+const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor((s.length - 1) / 2)]; };
+const tsd = which('tailscaled'), ts = which('tailscale');
+if (!tsd || !ts) { console.error('bench-netstack: tailscaled is not built: run scripts/install-peers.sh'); process.exit(1); }
+
+const lab = new TailnetLab('bnst');
+
+function agentPid(ns, needle) {
+  for (const pid of spawnSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).stdout.split(/\s+/).filter(Boolean)) {
+    let cmd = '';
+    try { cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8'); } catch { continue; }
+    if (cmd.includes(needle)) return Number(pid);
+  }
+  throw new Error(`no ${needle} process in ${ns}`);
+}
+const cpuS = (pid) => { const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' '); return (Number(f[11]) + Number(f[12])) / 100; };
+const rssMiB = (pid) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) / 1024;
+
+function curl(ns, args, timeoutMs = 180_000) {
+  const r = lab.lab.tryExec(ns, ['bash', '-c', `curl -sS --max-time ${Math.floor(timeoutMs / 1000) - 5} ${args}`], timeoutMs);
+  if (r.status !== 0) throw new Error(`curl ${args}: ${r.stderr}`);
+  return r.stdout;
+}
+
+/** One measurement set for an agent in namespace ns with its SOCKS5 proxy at 127.0.0.1:1080. */
+function measure(node, pid, target) {
+  const proxy = '--socks5-hostname 127.0.0.1:1080';
+  const bytes = mb * 1024 * 1024;
+  const file = join(lab.dir, `${node.name}.dl`);
+  let c0 = cpuS(pid);
+  const dl = curl(node.ns, `${proxy} -D ${file}.h -o ${file} -w '%{speed_download}' http://${target}:8000/blob/${bytes}`);
+  const cpuDown = cpuS(pid) - c0;
+  const want = /x-sha256: *([0-9a-f]+)/i.exec(readFileSync(`${file}.h`, 'utf8'))?.[1];
+  if (createHash('sha256').update(readFileSync(file)).digest('hex') !== want) throw new Error(`${node.name}: download hash mismatch`);
+  rmSync(file); rmSync(`${file}.h`);
+  const up = join(lab.dir, `${node.name}.up`);
+  lab.lab.exec(node.ns, ['bash', '-c', `head -c ${bytes} /dev/urandom > ${up}`]);
+  const sent = createHash('sha256').update(readFileSync(up)).digest('hex');
+  c0 = cpuS(pid);
+  const ur = curl(node.ns, `${proxy} -T ${up} -w '\\n%{speed_upload}' http://${target}:8000/upload`);
+  const cpuUp = cpuS(pid) - c0;
+  rmSync(up);
+  const [replyLine, speedUp] = ur.trim().split('\n');
+  if (JSON.parse(replyLine).sha256 !== sent) throw new Error(`${node.name}: upload hash mismatch`);
+  const lr = lab.lab.tryExec(node.ns, [process.execPath, load, '127.0.0.1', '1080', target, '8000', '32', '1024', '500'], 130_000);
+  const lj = JSON.parse(lr.stdout.trim().split('\n').pop() || '{}');
+  if (lj.ok !== 500) throw new Error(`${node.name}: connections failed: ${lr.stdout} ${lr.stderr}`);
+  const gb = bytes / 1e9;
+  return {
+    downMbit: Number(dl) * 8 / 1e6, upMbit: Number(speedUp) * 8 / 1e6, connsPerSec: 500 / (lj.ms / 1000),
+    cpuSPerGbDown: cpuDown / gb, cpuSPerGbUp: cpuUp / gb,
+  };
+}
+
+const out = { rounds, mb, meshd: [], tailscaled: [], rss: {} };
+try {
+  await lab.startHeadscale();
+  const key = lab.authKey({ reusable: true });
+  const peer = lab.addNode('peer');
+  await lab.startTailscaled(peer, key);
+  const target = lab.tailscale(peer, ['ip', '-4']).stdout.trim();
+  lab.lab.spawn(peer.ns, [process.execPath, blob, '0.0.0.0', '8000']);
+
+  const mu = lab.addNode('mu');
+  const r = lab.up(mu, key, ['--tun=userspace-networking', '--socks5-server', '127.0.0.1:1080']);
+  if (r.status !== 0) throw new Error(`meshd up: ${r.stderr}`);
+
+  const tu = lab.addNode('tu');
+  tu.socket = join(tu.dir, 'tailscaled.sock');
+  const env = ['TS_DEBUG_USE_DERP_HTTP=1', 'TS_DISABLE_PORTMAPPER=1', 'TS_ASSUME_NETWORK_UP_FOR_TEST=1', 'TS_NO_LOGS_NO_SUPPORT=true'];
+  lab.lab.spawn(tu.ns, ['env', ...env, tsd, `--statedir=${join(tu.dir, 'ts-state')}`, `--socket=${tu.socket}`, '--port=41641',
+    '--tun=userspace-networking', '--socks5-server=127.0.0.1:1080', '--no-logs-no-support']);
+  await waitFor('userspace tailscaled socket', () => { try { readFileSync(tu.socket); return true; } catch (e) { return e.code !== 'ENOENT'; } }, 15_000, 100);
+  const tr = lab.tailscale(tu, ['up', `--login-server=${HS_URL}`, `--auth-key=${key}`, '--hostname=tu', '--accept-dns=false', '--timeout=45s'], 60_000);
+  if (tr.status !== 0) throw new Error(`tailscale up (userspace): ${tr.stderr}`);
+
+  const mPid = agentPid(mu.ns, 'meshd.js'), tPid = agentPid(tu.ns, 'tailscaled');
+  // Warm-up: both reach the peer through their proxy (paths settle, direct).
+  for (const n of [mu, tu]) await waitFor(`${n.name} to reach the peer`, () => lab.lab.tryExec(n.ns, ['curl', '-sS', '--max-time', '3', '--socks5-hostname', '127.0.0.1:1080', `http://${target}:8000/`], 5000).status === 0, 30_000, 500);
+  await new Promise((res) => setTimeout(res, 3000));
+  out.rss = { meshd: rssMiB(mPid), tailscaled: rssMiB(tPid) };
+  for (let i = 0; i < rounds; i++) {
+    out.meshd.push(measure(mu, mPid, target));
+    out.tailscaled.push(measure(tu, tPid, target));
+  }
+  const st = JSON.parse(lab.meshd(mu, ['status', '--json']).stdout || '{}');
+  out.meshdCounters = Object.fromEntries(Object.entries(st.self?.counters ?? {}).filter(([k, v]) => v !== 0 && /^(netstack|socks5)\.|drop|Drop/.test(k)));
+} finally {
+  await lab.dispose();
+}
+
+const keys = ['downMbit', 'upMbit', 'connsPerSec', 'cpuSPerGbDown', 'cpuSPerGbUp'];
+const med = (who) => Object.fromEntries(keys.map((k) => [k, median(out[who].map((x) => x[k]))]));
+const m = med('meshd'), t = med('tailscaled');
+const summary = { ...out, median: { meshd: m, tailscaled: t, ratio: Object.fromEntries(keys.map((k) => [k, m[k] / t[k]])), rssRatio: out.rss.meshd / out.rss.tailscaled } };
+if (asJson) console.log(JSON.stringify(summary, null, 2));
+else {
+  const f = (x) => x.toFixed(x >= 100 ? 0 : 2);
+  console.log(`SOCKS5 through --tun=userspace-networking to a tailscaled peer, ${mb} MB, median of ${rounds}`);
+  console.log('| | meshd | tailscaled 1.102.3 | ratio |\n|---|---|---|---|');
+  for (const [k, label] of [['downMbit', 'TCP down Mbit/s'], ['upMbit', 'TCP up Mbit/s'], ['connsPerSec', 'connections/s'], ['cpuSPerGbDown', 'CPU s/GB down'], ['cpuSPerGbUp', 'CPU s/GB up']]) {
+    console.log(`| ${label} | ${f(m[k])} | ${f(t[k])} | ${(m[k] / t[k]).toFixed(2)} |`);
+  }
+  if (process.argv.includes('--counters')) console.log(JSON.stringify(out.meshdCounters));
+  console.log(`| idle RSS MiB | ${f(out.rss.meshd)} | ${f(out.rss.tailscaled)} | ${(out.rss.meshd / out.rss.tailscaled).toFixed(2)} |`);
+}
+

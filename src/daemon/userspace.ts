@@ -1,0 +1,233 @@
+// Userspace networking (`--tun=userspace-networking`): the netstack as the data plane's host
+// device, inbound flows forwarded to host sockets, and the SOCKS5 / HTTP proxies for outgoing
+// connections. Dials go through the netstack when the destination is a tailnet address or
+// routed to a peer (subnet routes, an exit node), else straight from the host, as tailscaled's
+// UserDial does. Names: MagicDNS names of the map first, then the host's resolver.
+import { createServer, connect, isIP, type Server, type Socket } from 'node:net';
+import { lookup } from 'node:dns/promises';
+import type { Duplex } from 'node:stream';
+import type { NetworkMap } from '../control/netmap.ts';
+import { NetstackDevice } from '../netstack/device.ts';
+import { Forwarder } from '../netstack/forward.ts';
+import { TcpStream } from '../netstack/stream.ts';
+import { parseAddr } from '../netstack/ip.ts';
+import { AllowedIPs } from '../wg/allowedips.ts';
+import { newProxyCounters, serveSocks, type ProxyCounters, type ProxyDialer } from '../proxy/socks5.ts';
+import { serveHttpProxy } from '../proxy/http.ts';
+import type { Logf } from '../util/log.ts';
+
+/** The value of --tun that selects userspace networking (tailscale's spelling). */
+export const USERSPACE_TUN = 'userspace-networking';
+
+/** How long a dial may take (tailscale's SOCKS5 dial timeout is 5 s; the netstack gets longer on lossy paths). */
+const DIAL_TIMEOUT_MS = 10_000;
+
+/** Parses a proxy listen address: `HOST:PORT`, `[V6]:PORT`, `:PORT` or `PORT` (loopback). Throws TypeError. */
+export function parseListenAddr(text: string, flag: string): { host: string; port: number } {
+  const t = text.trim();
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(t) ?? /^()()(\d{1,5})$/.exec(t);
+  if (!m) throw new TypeError(`bad ${flag} ${JSON.stringify(text)}: want ADDR:PORT, e.g. localhost:1080`);
+  const port = Number(m[3]);
+  if (port > 65535) throw new TypeError(`bad ${flag} ${JSON.stringify(text)}: port above 65535`);
+  let host = m[1] ?? m[2] ?? '';
+  if (host === '' || host === 'localhost') host = '127.0.0.1';
+  if (isIP(host) === 0) throw new TypeError(`bad ${flag} ${JSON.stringify(text)}: the address must be an IP or localhost`);
+  return { host, port };
+}
+
+/** Options of {@link Userspace}. */
+export interface UserspaceOptions {
+  log: Logf;
+  /** --socks5-server ADDR:PORT. */
+  socks5?: string | undefined;
+  /** --outbound-http-proxy-listen ADDR:PORT. */
+  httpProxy?: string | undefined;
+  /** SOCKS5 username/password (RFC 1929); none = no auth. */
+  socksAuth?: { user: string; pass: string } | undefined;
+}
+
+/** Netstack, forwarder and proxies of one running agent. */
+export class Userspace implements ProxyDialer {
+  readonly device: NetstackDevice;
+  private readonly forwarder: Forwarder;
+  private readonly log: Logf;
+  private readonly opts: UserspaceOptions;
+  private readonly servers: Server[] = [];
+  private readonly socksCounters: ProxyCounters = newProxyCounters();
+  private readonly httpCounters: ProxyCounters = newProxyCounters();
+  private names = new Map<string, string[]>();
+  private routes = new AllowedIPs<true>();
+  private readonly scratch = new Uint8Array(16);
+  /** Addresses the proxies listen on (after start). */
+  readonly listening: { socks5?: string; http?: string } = {};
+
+  constructor(opts: UserspaceOptions) {
+    this.opts = opts;
+    this.log = opts.log;
+    this.device = new NetstackDevice({ mtu: 1280 });
+    this.forwarder = new Forwarder(this.device.driver, (l) => this.log(`netstack: ${l}`));
+  }
+
+  /** Starts the proxy listeners; throws a one-line error when one cannot listen. */
+  async start(): Promise<void> {
+    const s5 = this.opts.socks5 ? parseListenAddr(this.opts.socks5, '--socks5-server') : undefined;
+    const hp = this.opts.httpProxy ? parseListenAddr(this.opts.httpProxy, '--outbound-http-proxy-listen') : undefined;
+    if (s5 && hp && s5.host === hp.host && s5.port === hp.port && s5.port !== 0) {
+      // One listener for both, told apart by the first byte (0x05 = SOCKS5), as tailscaled's proxymux.
+      const addr = await this.listen(s5, (sock) => this.mux(sock));
+      this.listening.socks5 = addr;
+      this.listening.http = addr;
+      return;
+    }
+    if (s5) this.listening.socks5 = await this.listen(s5, (sock) => this.socks(sock));
+    if (hp) this.listening.http = await this.listen(hp, (sock) => this.http(sock));
+  }
+
+  private async listen(a: { host: string; port: number }, onConn: (s: Socket) => void): Promise<string> {
+    const srv = createServer({ allowHalfOpen: true, highWaterMark: 256 * 1024 }, (s) => { s.setNoDelay(true); onConn(s); });
+    srv.maxConnections = 4096;
+    await new Promise<void>((resolve, reject) => {
+      srv.once('error', (e: NodeJS.ErrnoException) => reject(new Error(`cannot listen on ${a.host}:${a.port}: ${e.code ?? e.message}`)));
+      srv.listen(a.port, a.host, () => resolve());
+    });
+    srv.on('error', (e) => this.log(`proxy listener: ${e.message}`));
+    this.servers.push(srv);
+    const ad = srv.address();
+    const text = typeof ad === 'object' && ad ? (ad.family === 'IPv6' ? `[${ad.address}]:${ad.port}` : `${ad.address}:${ad.port}`) : `${a.host}:${a.port}`;
+    this.log(`proxy listening on ${text}`);
+    return text;
+  }
+
+  private socks(s: Socket): void {
+    serveSocks(s, this, { auth: this.opts.socksAuth, counters: this.socksCounters, log: (l) => this.log(l) });
+  }
+
+  private http(s: Socket): void {
+    serveHttpProxy(s, this, { counters: this.httpCounters, log: (l) => this.log(l) });
+  }
+
+  private mux(s: Socket): void {
+    const t = setTimeout(() => s.destroy(), 15_000);
+    s.once('data', (first: Buffer) => {
+      clearTimeout(t);
+      s.pause();
+      s.unshift(first);
+      if (first[0] === 5) this.socks(s); else this.http(s);
+      s.resume();
+    });
+    s.on('error', () => clearTimeout(t));
+  }
+
+  /** Follows the network map: our addresses, MagicDNS names, and what peers route (allowed IPs per peer). */
+  setMap(m: NetworkMap, allowed: Map<number, string[]>, promiscuous: boolean): void {
+    const stack = this.device.stack;
+    stack.setAddresses(m.self?.addresses ?? []);
+    stack.promiscuous = promiscuous;
+    const names = new Map<string, string[]>();
+    const add = (fqdn: string, addrs: readonly string[]): void => {
+      const ips = addrs.map((a) => a.split('/')[0]!).sort((x, y) => Number(x.includes(':')) - Number(y.includes(':')));
+      const n = fqdn.toLowerCase().replace(/\.$/, '');
+      if (!n) return;
+      if (!names.has(n)) names.set(n, ips);
+      const short = n.split('.')[0]!;
+      if (!names.has(short)) names.set(short, ips);
+    };
+    if (m.self) add(m.self.name, m.self.addresses);
+    for (const p of m.peers.values()) add(p.name || p.hostname, p.addresses);
+    this.names = names;
+    const routes = new AllowedIPs<true>();
+    for (const list of allowed.values()) for (const c of list) { try { routes.insert(c, true); } catch { /* skip */ } }
+    this.routes = routes;
+  }
+
+  /** True when ip goes through the tailnet (a peer's address or route), false when the host reaches it directly. */
+  viaTailnet(ip: string): boolean {
+    const f = parseAddr(ip, this.scratch);
+    if (f === 4) return this.routes.lookupV4(this.scratch, 0) !== undefined || (this.scratch[0] === 100 && (this.scratch[1]! & 0xc0) === 64);
+    if (f === 6) return this.routes.lookupV6(this.scratch, 0) !== undefined;
+    return false;
+  }
+
+  /** Resolves a name the tailnet's way: an IP as is, MagicDNS names from the map, then the host resolver (IPv4 first). */
+  async resolve(host: string): Promise<string[]> {
+    const h = host.replace(/^\[|\]$/g, '');
+    if (isIP(h)) return [h];
+    const n = h.toLowerCase().replace(/\.$/, '');
+    const magic = this.names.get(n);
+    if (magic && magic.length > 0) return magic;
+    try {
+      const r = await lookup(n, { all: true });
+      return r.sort((a, b) => a.family - b.family).map((a) => a.address);
+    } catch (e) {
+      const err = new Error(`cannot resolve ${host}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      throw Object.assign(err, { code: 'ENOTFOUND' });
+    }
+  }
+
+  /** ProxyDialer: resolve, then connect through the netstack or from the host. */
+  async dial(host: string, port: number): Promise<Duplex & { localAddress?: string | undefined; localPort?: number | undefined }> {
+    if (!Number.isInteger(port) || port < 1 || port > 65535) throw Object.assign(new Error(`bad port ${port}`), { code: 'EINVAL' });
+    const ips = await this.resolve(host);
+    let last: unknown;
+    for (const ip of ips.slice(0, 4)) {
+      try {
+        return this.viaTailnet(ip) ? await this.dialNetstack(ip, port) : await dialHost(ip, port);
+      } catch (e) {
+        last = e;
+      }
+    }
+    throw last ?? Object.assign(new Error(`no address for ${host}`), { code: 'ENOTFOUND' });
+  }
+
+  /** A TCP connection through the netstack to a tailnet address. */
+  dialNetstack(ip: string, port: number): Promise<TcpStream> {
+    const driver = this.device.driver;
+    let ts: TcpStream;
+    try {
+      const t = driver.stack.connect(ip, port, { onData() {}, onEnd() {}, onWritable() {}, onClose() {} });
+      ts = new TcpStream(t, () => driver.schedule());
+    } catch (e) {
+      return Promise.reject(Object.assign(new Error((e as Error).message), { code: 'ENETUNREACH' }));
+    }
+    driver.schedule();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        ts.off('connect', ok);
+        ts.destroy(Object.assign(new Error(`timed out connecting to ${ip}:${port}`), { code: 'ETIMEDOUT' }));
+        reject(Object.assign(new Error(`timed out connecting to ${ip}:${port} through the tailnet`), { code: 'ETIMEDOUT' }));
+      }, DIAL_TIMEOUT_MS);
+      const ok = (): void => { clearTimeout(timer); ts.off('error', bad); resolve(ts); };
+      const bad = (e: Error): void => { clearTimeout(timer); reject(e); };
+      ts.once('connect', ok);
+      ts.once('error', bad);
+    });
+  }
+
+  /** Counters for status: stack, forwarder, proxies. */
+  counters(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const [k, v] of Object.entries(this.device.stack.counters)) out[`netstack.${k}`] = v;
+    out['netstack.connections'] = this.device.stack.connectionCount;
+    for (const [k, v] of Object.entries(this.forwarder.counters)) out[`netstack.${k}`] = v;
+    for (const [k, v] of Object.entries(this.socksCounters)) out[`socks5.${k}`] = v;
+    for (const [k, v] of Object.entries(this.httpCounters)) out[`httpproxy.${k}`] = v;
+    return out;
+  }
+
+  /** Stops listeners and forwarding; the device is closed by the data plane. */
+  close(): void {
+    for (const s of this.servers) s.close();
+    this.servers.length = 0;
+    this.forwarder.close();
+  }
+}
+
+/** A TCP connection from the host, bounded by the dial timeout. */
+function dialHost(ip: string, port: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const s = connect({ host: ip, port, timeout: DIAL_TIMEOUT_MS, allowHalfOpen: true });
+    s.once('timeout', () => s.destroy(Object.assign(new Error(`timed out connecting to ${ip}:${port}`), { code: 'ETIMEDOUT' })));
+    s.once('connect', () => { s.setTimeout(0); s.setNoDelay(true); s.off('error', reject); resolve(s); });
+    s.once('error', reject);
+  });
+}

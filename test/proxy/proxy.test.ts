@@ -1,0 +1,202 @@
+// The SOCKS5 and HTTP proxy framing against malformed, hostile and silent clients, with a fake
+// dialer (an in-process echo) over loopback sockets.
+import { describe, it, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer, connect, type Server, type Socket } from 'node:net';
+import { PassThrough, Duplex } from 'node:stream';
+import { SocksHandshake, serveSocks, newProxyCounters, Rep, reply, type ProxyDialer } from '../../src/proxy/socks5.ts';
+import { serveHttpProxy, parseRequestHead, parseAuthority } from '../../src/proxy/http.ts';
+import { parseListenAddr } from '../../src/daemon/userspace.ts';
+
+/** A dialer whose connections echo what they get; `fail` makes it reject with a code. */
+function echoDialer(fail?: string): ProxyDialer & { dialed: string[] } {
+  const dialed: string[] = [];
+  return {
+    dialed,
+    dial(host: string, port: number) {
+      dialed.push(`${host}:${port}`);
+      if (fail) return Promise.reject(Object.assign(new Error(`dial failed (${fail})`), { code: fail }));
+      const a = new PassThrough();
+      const d = Duplex.from({ readable: a, writable: a }) as Duplex & { localAddress?: string; localPort?: number };
+      d.localAddress = '100.64.0.1';
+      d.localPort = 40000;
+      return Promise.resolve(d);
+    },
+  };
+}
+
+const servers: Server[] = [];
+after(() => { for (const s of servers) s.close(); });
+
+async function proxy(kind: 'socks' | 'http', dialer: ProxyDialer, opts: { auth?: { user: string; pass: string }; ms?: number } = {}) {
+  const counters = newProxyCounters();
+  const srv = createServer({ allowHalfOpen: true }, (s) => {
+    if (kind === 'socks') serveSocks(s, dialer, { auth: opts.auth, handshakeMs: opts.ms ?? 2000, counters });
+    else serveHttpProxy(s, dialer, { headMs: opts.ms ?? 2000, counters });
+  });
+  servers.push(srv);
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+  const port = (srv.address() as { port: number }).port;
+  return { port, counters };
+}
+
+/** Sends bytes, collects everything until the server closes (bounded by 3 s). */
+function exchange(port: number, parts: (Uint8Array | string)[], waitMs = 3000): Promise<{ data: Buffer; closed: boolean }> {
+  return new Promise((resolve) => {
+    const s: Socket = connect({ port, host: '127.0.0.1' });
+    const chunks: Buffer[] = [];
+    let closed = false;
+    const t = setTimeout(() => { s.destroy(); resolve({ data: Buffer.concat(chunks), closed }); }, waitMs);
+    s.on('data', (d) => chunks.push(d));
+    s.on('error', () => {});
+    s.on('close', () => { closed = true; clearTimeout(t); resolve({ data: Buffer.concat(chunks), closed }); });
+    s.on('connect', () => { for (const p of parts) s.write(p); });
+  });
+}
+
+describe('SOCKS5 handshake codec (RFC 1928, RFC 1929)', () => {
+  it('parses a no-auth CONNECT to a domain, keeping bytes that follow the request', () => {
+    const h = new SocksHandshake({ auth: false });
+    const g = h.feed(Uint8Array.of(5, 2, 0, 2));
+    assert.deepEqual(g, { t: 'reply', bytes: Uint8Array.of(5, 0), close: false });
+    assert.deepEqual(h.feed(new Uint8Array(0)), { t: 'more' });
+    const r = h.feed(Buffer.concat([Buffer.from([5, 1, 0, 3, 2]), Buffer.from('t1'), Buffer.from([0x1f, 0x40]), Buffer.from('GET')]));
+    assert.equal(r.t, 'request');
+    if (r.t === 'request') {
+      assert.deepEqual(r.req, { host: 't1', port: 8000, kind: 'domain' });
+      assert.equal(Buffer.from(r.rest).toString(), 'GET');
+    }
+  });
+
+  it('takes requests byte by byte, and IPv4 and IPv6 address types', () => {
+    for (const [atyp, addr, want] of [[1, [100, 64, 0, 2], '100.64.0.2'], [4, [0xfd, 0x7a, 0x11, 0x5c, 0xa1, 0xe0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2], 'fd7a:115c:a1e0:0:0:0:0:2']] as const) {
+      const h = new SocksHandshake({ auth: false });
+      const bytes = [5, 1, 0, 5, 1, 0, atyp, ...addr, 0, 80];
+      let last;
+      for (const b of bytes) last = h.feed(Uint8Array.of(b));
+      assert.equal(last?.t, 'request');
+      if (last?.t === 'request') assert.equal(last.req.host, want);
+    }
+  });
+
+  it('answers bad input with the right reply code: no acceptable method FF, BIND 07, unknown ATYP 08, bad version closes', () => {
+    assert.deepEqual(new SocksHandshake({ auth: false }).feed(Uint8Array.of(5, 1, 2)), { t: 'error', reply: Uint8Array.of(5, 0xff), reason: 'client does not offer no-auth' });
+    const b = new SocksHandshake({ auth: false }); b.feed(Uint8Array.of(5, 1, 0));
+    const bind = b.feed(Uint8Array.of(5, 2, 0, 1, 1, 2, 3, 4, 0, 80));
+    assert.equal(bind.t, 'error');
+    if (bind.t === 'error') assert.equal(bind.reply![1], Rep.cmdUnsupported);
+    const a = new SocksHandshake({ auth: false }); a.feed(Uint8Array.of(5, 1, 0));
+    const at = a.feed(Uint8Array.of(5, 1, 0, 9, 1, 2));
+    assert.equal(at.t, 'error');
+    if (at.t === 'error') assert.equal(at.reply![1], Rep.atypUnsupported);
+    const v4 = new SocksHandshake({ auth: false }).feed(Uint8Array.of(4, 1, 0, 80));
+    assert.equal(v4.t, 'error');
+    if (v4.t === 'error') assert.equal(v4.reply, null);
+  });
+
+  it('writes replies with IPv4 and IPv6 bound addresses', () => {
+    assert.deepEqual([...reply(0, '100.64.0.1', 1080)], [5, 0, 0, 1, 100, 64, 0, 1, 4, 56]);
+    const r6 = reply(0, 'fd7a:115c:a1e0::1', 1);
+    assert.equal(r6.length, 22);
+    assert.equal(r6[3], 4);
+    assert.equal(r6[19], 1);
+  });
+});
+
+describe('SOCKS5 server', () => {
+  it('relays a CONNECT through the dialer and reports the bound address', async () => {
+    const d = echoDialer();
+    const { port, counters } = await proxy('socks', d);
+    const host = Buffer.from('t1.meshd.test');
+    const r = await exchange(port, [Uint8Array.of(5, 1, 0), Buffer.concat([Buffer.from([5, 1, 0, 3, host.length]), host, Buffer.from([0, 80])]), 'hello'], 500);
+    assert.deepEqual([...r.data.subarray(0, 2)], [5, 0]);
+    assert.deepEqual([...r.data.subarray(2, 12)], [5, 0, 0, 1, 100, 64, 0, 1, 0x9c, 0x40]);
+    assert.equal(r.data.subarray(12).toString(), 'hello', 'echoed through');
+    assert.deepEqual(d.dialed, ['t1.meshd.test:80']);
+    assert.equal(counters.connected, 1);
+  });
+
+  it('maps dial errors to reply codes: refused 05, unresolvable 04', async () => {
+    for (const [code, rep] of [['ECONNREFUSED', 5], ['ENOTFOUND', 4], ['EWHATEVER', 1]] as const) {
+      const { port, counters } = await proxy('socks', echoDialer(code));
+      const r = await exchange(port, [Uint8Array.of(5, 1, 0), Uint8Array.of(5, 1, 0, 1, 100, 64, 0, 2, 0, 80)]);
+      assert.equal(r.data[3], rep, code);
+      assert.ok(r.closed);
+      assert.equal(counters.failed, 1);
+    }
+  });
+
+  it('checks username/password (RFC 1929): wrong ones get 01 01 and a close', async () => {
+    const auth = { user: 'ci', pass: 's3cret' };
+    const { port, counters } = await proxy('socks', echoDialer(), { auth });
+    const creds = (u: string, p: string) => Buffer.concat([Buffer.from([1, u.length]), Buffer.from(u), Buffer.from([p.length]), Buffer.from(p)]);
+    const bad = await exchange(port, [Uint8Array.of(5, 1, 2), creds('ci', 'nope')]);
+    assert.deepEqual([...bad.data], [5, 2, 1, 1]);
+    assert.ok(bad.closed);
+    assert.equal(counters.authFailed, 1);
+    const noAuth = await exchange(port, [Uint8Array.of(5, 1, 0)]);
+    assert.deepEqual([...noAuth.data], [5, 0xff], 'no-auth is refused when credentials are set');
+    const good = await exchange(port, [Uint8Array.of(5, 1, 2), creds('ci', 's3cret'), Uint8Array.of(5, 1, 0, 1, 100, 64, 0, 2, 0, 80), 'x'], 500);
+    assert.deepEqual([...good.data.subarray(0, 5)], [5, 2, 1, 0, 5]);
+    assert.equal(good.data.subarray(-1).toString(), 'x');
+  });
+
+  it('closes on a client that says nothing, and on junk, counting both', async () => {
+    const { port, counters } = await proxy('socks', echoDialer(), { ms: 200 });
+    const silent = await exchange(port, [], 2000);
+    assert.ok(silent.closed, 'silent client closed');
+    assert.equal(counters.idleTimeout, 1);
+    const junk = await exchange(port, [Buffer.alloc(2000, 0x41)]);
+    assert.ok(junk.closed);
+    assert.equal(counters.badRequest, 1);
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(counters.active, 0, 'nothing held');
+  });
+});
+
+describe('HTTP proxy', () => {
+  it('parses heads and authorities, refusing malformed ones with one-line reasons', () => {
+    assert.equal(parseRequestHead(Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n')), undefined, 'incomplete');
+    const r = parseRequestHead(Buffer.from('CONNECT t1:443 HTTP/1.1\r\nHost: t1:443\r\n\r\nrest'));
+    assert.equal(r?.method, 'CONNECT');
+    assert.equal(Buffer.from(r!.rest).toString(), 'rest');
+    assert.throws(() => parseRequestHead(Buffer.from('BLAH\r\n\r\n')), /malformed request line/);
+    assert.throws(() => parseRequestHead(Buffer.alloc(20_000, 0x41)), /larger than 16 KiB/);
+    assert.deepEqual(parseAuthority('[fd7a:115c:a1e0::2]:80'), { host: 'fd7a:115c:a1e0::2', port: 80 });
+    assert.throws(() => parseAuthority('t1'), /want host:port/);
+  });
+
+  it('tunnels CONNECT and forwards absolute-URI requests with hop-by-hop headers dropped', async () => {
+    const d = echoDialer();
+    const { port } = await proxy('http', d);
+    const c = await exchange(port, ['CONNECT t1:8000 HTTP/1.1\r\nHost: t1:8000\r\n\r\n', 'ping'], 500);
+    assert.equal(c.data.toString(), 'HTTP/1.1 200 OK\r\n\r\nping');
+    const g = await exchange(port, ['GET http://t1:8000/x?y=1 HTTP/1.1\r\nHost: t1:8000\r\nProxy-Connection: keep-alive\r\nAccept: */*\r\n\r\n'], 500);
+    // The echo dialer sends the forwarded request straight back.
+    assert.equal(g.data.toString(), 'GET /x?y=1 HTTP/1.1\r\nHost: t1:8000\r\nAccept: */*\r\nConnection: close\r\n\r\n');
+    assert.deepEqual(d.dialed, ['t1:8000', 't1:8000']);
+  });
+
+  it('answers 400 for relative URIs and junk, 502 with the reason when the dial fails, 408 for silent clients', async () => {
+    const { port, counters } = await proxy('http', echoDialer(), { ms: 200 });
+    const rel = await exchange(port, ['GET /x HTTP/1.1\r\nHost: a\r\n\r\n']);
+    assert.match(rel.data.toString(), /^HTTP\/1\.1 400 [^]*bogus RequestURI; must be absolute URL or CONNECT/);
+    const junk = await exchange(port, ['\x16\x03\x01junk\r\n\r\n']);
+    assert.match(junk.data.toString(), /^HTTP\/1\.1 400 /);
+    const silent = await exchange(port, [], 2000);
+    assert.match(silent.data.toString(), /^HTTP\/1\.1 408 /);
+    assert.equal(counters.idleTimeout, 1);
+    const f = await proxy('http', echoDialer('ECONNREFUSED'));
+    const bad = await exchange(f.port, ['CONNECT t1:1 HTTP/1.1\r\n\r\n']);
+    assert.match(bad.data.toString(), /^HTTP\/1\.1 502 [^]*Meshd-Connect-Error: dial failed \(ECONNREFUSED\)/);
+  });
+
+  it('parses listen addresses, defaulting to loopback', () => {
+    assert.deepEqual(parseListenAddr('localhost:1080', 'f'), { host: '127.0.0.1', port: 1080 });
+    assert.deepEqual(parseListenAddr(':1080', 'f'), { host: '127.0.0.1', port: 1080 });
+    assert.deepEqual(parseListenAddr('1080', 'f'), { host: '127.0.0.1', port: 1080 });
+    assert.deepEqual(parseListenAddr('[::1]:8080', 'f'), { host: '::1', port: 8080 });
+    assert.throws(() => parseListenAddr('example.com:1', '--socks5-server'), /bad --socks5-server "example.com:1": the address must be an IP or localhost/);
+    assert.throws(() => parseListenAddr('x', '--socks5-server'), /want ADDR:PORT/);
+  });
+});
