@@ -19,6 +19,7 @@ import type { Logf } from '../util/log.ts';
 import { generateKeyPair } from '../crypto/box.ts';
 import type { DiscoPublic } from '../control/keys.ts';
 import { MagicSock } from '../magicsock/magicsock.ts';
+import { PortMapper } from '../portmapper/portmapper.ts';
 import { Userspace, USERSPACE_TUN, type UserspaceOptions } from './userspace.ts';
 import { markedDialer } from '../net/tcp.ts';
 import { syncPeers, type AppliedPeer, type Touched } from './peersync.ts';
@@ -30,6 +31,9 @@ const ENDPOINT_CHECK_MS = 5_000;
 
 /** Progress lines of `up` that carry the interactive login URL start with this. */
 export const AUTH_URL_PROGRESS = 'auth-url: ';
+
+/** How long `up` waits for the home DERP connection after the first map. */
+const HOME_DERP_WAIT_MS = 6_000;
 
 /** Tailscale's MTU for the tailnet interface. */
 export const TAILNET_MTU = 1280;
@@ -99,6 +103,8 @@ export class Agent implements LocalBackend {
   private stream: MapStream | undefined;
   private dp: DataPlane | undefined;
   private magic: MagicSock | undefined;
+  /** Port mapping on the home router (UPnP IGD, NAT-PMP, PCP); off with MESHD_DISABLE_PORTMAPPER=1. */
+  private portmap: PortMapper | undefined;
   private netconf: NetConf;
   /** Exit node, subnet routes and packet filter (src/daemon/routing.ts). */
   private readonly routing: Routing;
@@ -310,6 +316,7 @@ export class Agent implements LocalBackend {
       });
       await this.routing.start(this.dp, url);
       this.dp.device.setPrivateKey(identity.nodePrivate as PrivateKey);
+      this.portmap?.ensure();
       this.netconf.reset();
 
       const firstMap = new Promise<void>((resolve, reject) => {
@@ -336,10 +343,13 @@ export class Agent implements LocalBackend {
       });
       progress('waiting for the network map');
       await withDeadline(firstMap, remaining(), 'waiting for the network map');
+      // As tailscaled (Running needs a live DERP): our home region is connected and reported
+      // before `up` returns, so peers can reach us at once. Bounded: UDP-less netchecks take longer.
+      if (!await this.magic!.waitHomeDerp(Math.min(remaining(), HOME_DERP_WAIT_MS))) this.log('no home DERP connection yet; up anyway');
       await this.checkTags(client);
       this.state = 'Running';
       await this.store.update({ wantRunning: true });
-      this.endpointTimer = setInterval(() => this.magic?.maybeReport(), ENDPOINT_CHECK_MS);
+      this.endpointTimer = setInterval(() => { this.portmap?.ensure(); this.magic?.maybeReport(); }, ENDPOINT_CHECK_MS);
       this.metricsTimer = setInterval(() => this.metricsBook.sample(this.dp, this.magic), 1000);
       this.metricsTimer.unref();
       const st = this.status();
@@ -405,7 +415,15 @@ export class Agent implements LocalBackend {
 
   /** Starts magicsock with its UDP socket: disco, DERP, netcheck; it reports endpoints and NetInfo to control. */
   private startMagic(nodePrivate: Uint8Array, discoPrivate: Uint8Array, client: ControlClient): MagicSock {
+    const portmap = process.env.MESHD_DISABLE_PORTMAPPER === '1' ? undefined : new PortMapper({
+      log: (l) => this.log(l),
+      localPort: () => this.magic?.port ?? this.opts.port,
+      onChange: () => this.magic?.maybeReport(),
+      disableUpnp: process.env.MESHD_DISABLE_UPNP === '1',
+    });
+    this.portmap = portmap;
     const magic: MagicSock = new MagicSock({
+      portMapped: () => portmap?.external,
       socket: { port: this.opts.port, fwmark: this.opts.userspace ? 0 : BYPASS_MARK, mtu: TAILNET_MTU }, nodePrivate, discoPrivate,
       log: (l) => this.log(`magicsock: ${l}`),
       derpHttp: process.env.MESHD_DERP_HTTP === '1',
@@ -535,14 +553,20 @@ export class Agent implements LocalBackend {
   async netcheck(): Promise<NetcheckReport> {
     const magic = this.magic;
     if (!magic) throw new AgentError('not_running', 'not connected: run meshd up first');
-    const r = await magic.netcheck() ?? magic.lastReport;
+    const [report, pm] = await Promise.all([magic.netcheck(), this.portmap?.probe(true).catch(() => undefined)]);
+    const r = report ?? magic.lastReport;
     return {
+      portMapping: this.portmap ? (pm ? [...(pm.upnp ? ['UPnP'] : []), ...(pm.pmp ? ['NAT-PMP'] : []), ...(pm.pcp ? ['PCP'] : [])] : []) : null,
+      portMapped: this.portmap?.external ?? null,
       udp: r?.udp ?? false,
       globalV4: r?.globalV4?.key ?? null,
       globalV6: r?.globalV6?.key ?? null,
       mappingVariesByDestIP: r?.mappingVariesByDestIP ?? null,
       preferredDERP: magic.homeRegion,
-      regions: magic.derpRegions.map((g) => ({ id: g.RegionID, code: g.RegionCode, name: g.RegionName, latencyMs: r?.regionLatency.get(g.RegionID) ?? null })),
+      regions: magic.derpRegions.map((g) => ({
+        id: g.RegionID, code: g.RegionCode, name: g.RegionName, latencyMs: r?.regionLatency.get(g.RegionID) ?? null,
+        ...(r?.regionLatency.has(g.RegionID) ? { via: r.httpsLatency?.has(g.RegionID) ? 'https' as const : 'stun' as const } : {}),
+      })),
     };
   }
 
@@ -621,6 +645,9 @@ export class Agent implements LocalBackend {
     this.stream = undefined;
     this.dp = undefined;
     this.map = undefined;
+    // Released while our socket still exists: the router forwards the port to nobody after this.
+    await this.portmap?.close();
+    this.portmap = undefined;
     this.magic?.close();
     this.magic = undefined;
     if (stream) await stream.close().catch(() => {});

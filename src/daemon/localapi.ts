@@ -90,9 +90,13 @@ export interface NetcheckReport {
   globalV4: string | null;
   globalV6: string | null;
   mappingVariesByDestIP: boolean | null;
+  /** Port-mapping services the gateway answered for (UPnP, NAT-PMP, PCP); null when not checked. */
+  portMapping?: string[] | null;
+  /** Our port-mapped address, if any. */
+  portMapped?: string | null;
   preferredDERP: number;
   /** Latency by region ID (ms), with the region's name. */
-  regions: { id: number; code: string; name: string; latencyMs: number | null }[];
+  regions: { id: number; code: string; name: string; latencyMs: number | null; via?: 'stun' | 'https' }[];
 }
 
 /** Arguments of `up`, as the CLI sends them (the auth key travels only over this socket). */
