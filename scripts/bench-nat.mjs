@@ -9,14 +9,15 @@
 // (UDP blocked on the subject). Before the rounds: idle RSS of the meshd and the tailscaled
 // reference, each with 3 peers.
 // Prints markdown tables and ratios; writes bench-results/bench-nat.json and an SVG chart.
-//   sudo node scripts/bench-nat.mjs [--rounds 3] [--seconds 5] [--out bench-results] [--smoke] [--json]
+//   sudo node scripts/bench-nat.mjs [--rounds 3] [--seconds 5] [--out bench-results] [--smoke] [--json] [--derp-only]
 // --timing-only: only the time-to-direct pairings of scripts/bench-nat-timing.mjs (no iperf3).
+// --derp-only: skip the direct transfers (only the TCP-via-DERP case; a quick check of the DERP path).
 // Needs: npm run build, root, headscale, tailscaled, tailscale (scripts/install-peers.sh), iperf3, nft.
 import { TailnetLab } from '../dist/test/harness/hslab.js';
 import { args, median, ratio, pidsIn, cpuOf, rssMiB, iperf, table, barChart, writeResults, round } from './bench-lib.mjs';
 import { timingPairings, timingTable } from './bench-nat-timing.mjs';
 
-const o = args({ rounds: 3, seconds: 5, out: 'bench-results', smoke: false, json: false });
+const o = args({ rounds: 3, seconds: 5, out: 'bench-results', smoke: false, json: false, 'derp-only': false });
 if (o.smoke) { o.rounds = 1; o.seconds = 2; }
 const log = (s) => { if (!o.json) console.error(s); };
 const PROC = { meshd: /meshd\.js/, tailscaled: /tailscaled/ };
@@ -112,14 +113,19 @@ try {
       const sub = lab.lab.spawn(n.ns, ['iperf3', '-s', '-B', myIp]);
       sub.stdout?.resume(); sub.stderr?.resume();
       await new Promise((res2) => setTimeout(res2, 300));
-      const upTs = measured(n, kind, tref, 'tailscaled', trefIp);
-      const downTs = measured(n, kind, tref, 'tailscaled', trefIp, true);
-      const upM = measured(n, kind, mref, 'meshd', mrefIp);
-      const downM = measured(n, kind, mref, 'meshd', mrefIp, true);
+      const skip = { mbps: null, cpu: null };
+      const upTs = o['derp-only'] ? skip : measured(n, kind, tref, 'tailscaled', trefIp);
+      const downTs = o['derp-only'] ? skip : measured(n, kind, tref, 'tailscaled', trefIp, true);
+      const upM = o['derp-only'] ? skip : measured(n, kind, mref, 'meshd', mrefIp);
+      const downM = o['derp-only'] ? skip : measured(n, kind, mref, 'meshd', mrefIp, true);
       lab.blockUdp(n);
       // Until the direct path is given up (trust 6.5 s + ping timeout 5 s) both paths carry packets.
       for (let i = 0; i < 100 && await direct(kind, n, 'tref'); i++) { pingOnce(n, trefIp); await new Promise((res2) => setTimeout(res2, 300)); }
       const derpUp = iperf(lab.lab, n.ns, trefIp, { seconds: o.seconds })?.mbps ?? null;
+      if (kind === 'meshd') {
+        const c = JSON.parse(lab.meshd(n, ['status', '--json']).stdout).self?.counters ?? {};
+        log(`meshd DERP counters: ${JSON.stringify(Object.fromEntries(Object.entries(c).filter(([k, v]) => /derp/i.test(k) && v)))}`);
+      }
       lab.unblockUdp(n);
       sub.kill();
       const x = res[kind];

@@ -156,12 +156,13 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
 }
 
 bool init_aead(napi_env env, napi_value exports); // aead.c
+bool init_hscrypto(napi_env env, napi_value exports); // hscrypto.c
 bool init_sock(napi_env env, napi_value exports); // sock.c
 
 static napi_value init(napi_env env, napi_value exports) {
   if (!export_fn(env, exports, "close", js_close)) return NULL;
   if (!init_tun(env, exports) || !init_udp(env, exports) || !init_poll(env, exports)) return NULL;
-  if (!init_aead(env, exports)) return NULL;
+  if (!init_aead(env, exports) || !init_hscrypto(env, exports)) return NULL;
   if (!init_sock(env, exports)) return NULL;
   napi_value v;
   napi_create_uint32(env, 3, &v);  // native/README.md: bump on any change of the contract

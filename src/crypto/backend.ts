@@ -7,6 +7,7 @@ import { NobleChaChaPoly, NodeChaChaPoly, nobleXChaChaPoly } from './aead.ts';
 import { nobleBlake2s, nodeBlake2s } from './blake2s.ts';
 import { nobleX25519Backend, nodeX25519 } from './x25519.ts';
 import { loadNativeTransport, type NativeLoad } from './transport.ts';
+import { loadNativeHandshake, type NativeHandshakeLoad } from './handshake-native.ts';
 import type { CryptoBackend } from './types.ts';
 
 const nodeAead = new NodeChaChaPoly();
@@ -30,17 +31,34 @@ export const referenceCrypto: CryptoBackend = {
   xaead: nobleXChaChaPoly,
 };
 
-/** nodeCrypto with the native transport AEAD, or nodeCrypto when the native one cannot load. */
-export function cryptoWith(load: NativeLoad): CryptoBackend {
-  return load.transport === null ? nodeCrypto : { ...nodeCrypto, name: 'native', transport: load.transport };
+/**
+ * nodeCrypto with the native transport AEAD and the native handshake X25519 / BLAKE2s MAC and HMAC
+ * (src/crypto/handshake-native.ts), each where it loads; nodeCrypto's own primitive where not.
+ */
+export function cryptoWith(load: NativeLoad, hs: NativeHandshakeLoad = { x25519: null, blake2s: null, error: 'not loaded' }): CryptoBackend {
+  let b: CryptoBackend = nodeCrypto;
+  if (hs.x25519 !== null) b = { ...b, name: 'native', x25519: hs.x25519 };
+  if (hs.blake2s !== null) b = { ...b, name: 'native', blake2s: hs.blake2s };
+  if (hs.aead) b = { ...b, name: 'native', aead: hs.aead };
+  if (load.transport !== null) b = { ...b, name: 'native', transport: load.transport };
+  return b;
 }
 
-let cached: { backend: CryptoBackend; load: NativeLoad } | undefined;
+let cached: { backend: CryptoBackend; load: NativeLoad; hs: NativeHandshakeLoad } | undefined;
 
-/** The backend the device uses by default (loaded once): native batched AEAD if it loads, else node. */
+/** The backend the device uses by default (loaded once): the native parts that load, else node. */
 export function defaultCrypto(): CryptoBackend {
-  cached ??= (() => { const load = loadNativeTransport(); return { backend: cryptoWith(load), load }; })();
+  cached ??= (() => {
+    const load = loadNativeTransport(), hs = loadNativeHandshake();
+    return { backend: cryptoWith(load, hs), load, hs };
+  })();
   return cached.backend;
+}
+
+/** Why the handshake primitives are not (all) native (null when they are). */
+export function nativeHandshakeError(): string | null {
+  defaultCrypto();
+  return cached!.hs.error;
 }
 
 /** Why the default backend is not native (null when it is). */

@@ -229,10 +229,24 @@ export class DataPlane implements BindReceiver {
     }
     this.clock.hold();
     this.device.receiveDatagramInPlace(buf, off, len, from, this.sink);
+    this.clock.release();
+    // DERP hands packets up one at a time, many per TCP read: decrypt and write them as one batch when
+    // this read is done (the packets stay in the reader's chunk, which is not reused, until then).
+    if (!this.oneFlushPending) {
+      this.oneFlushPending = true;
+      process.nextTick(this.flushOneBound);
+    }
+  }
+
+  private oneFlushPending = false;
+  private readonly flushOneBound = (): void => {
+    this.oneFlushPending = false;
+    if (this.closed) return;
+    this.clock.hold();
     this.flushTun();
     this.flushUdp();
     this.clock.release();
-  }
+  };
 
   private scheduleHandshakes(): void {
     if (this.handshakeTask === undefined && this.handshakes.length > 0) this.handshakeTask = setImmediate(this.runHandshakesBound);

@@ -88,6 +88,9 @@ interface MagicPeer {
   nodeKey: Uint8Array;
   nodeHex: string;
   discoHex: string;
+  /** The peer's disco public key (undefined: none). */
+  discoKey: Uint8Array | undefined;
+  /** The NaCl box key with it, computed on first use (sharedOf): a map of thousands of peers must not stall forwarding. */
   shared: Uint8Array | undefined;
   name: string;
   homeDERP: number;
@@ -202,7 +205,7 @@ export class MagicSock implements Bind {
       const id = this.nextId++;
       p = {
         id, vep: new PeerEndpoint(id, nodeHex), path: new PeerPath(() => new Uint8Array(randomBytes(12))),
-        nodeKey: n.nodeKey.slice(), nodeHex, discoHex: '', shared: undefined, name: '', homeDERP: 0, lastDerpRegion: 0,
+        nodeKey: n.nodeKey.slice(), nodeHex, discoHex: '', discoKey: undefined, shared: undefined, name: '', homeDERP: 0, lastDerpRegion: 0,
       };
       this.byNode.set(nodeHex, p);
       this.byId.set(id, p);
@@ -213,7 +216,8 @@ export class MagicSock implements Bind {
     if (discoHex !== p.discoHex) {
       if (p.discoHex) this.byDisco.delete(p.discoHex);
       p.discoHex = discoHex;
-      p.shared = n.discoKey ? boxBefore(n.discoKey, this.opts.discoPrivate) : undefined;
+      p.discoKey = n.discoKey ? n.discoKey.slice() : undefined;
+      p.shared = undefined; // one X25519 per peer, computed lazily by sharedOf
       if (discoHex) this.byDisco.set(discoHex, p);
       // A new disco key means the peer restarted: what we knew about its paths is stale.
       p.path.bestAddr = undefined;
@@ -354,14 +358,22 @@ export class MagicSock implements Bind {
     actions.length = 0;
   }
 
+  /** The disco box key with p, computed on first use (undefined when p has no disco key). */
+  private sharedOf(p: MagicPeer): Uint8Array | undefined {
+    if (p.shared === undefined && p.discoKey !== undefined) p.shared = boxBefore(p.discoKey, this.opts.discoPrivate);
+    return p.shared;
+  }
+
   private sendDiscoUdp(p: MagicPeer, msg: DiscoMessage, to: Endpoint): void {
-    if (!p.shared) return;
-    if (!this.io.sendDatagram(encodeDisco(msg, this.discoPublic, p.shared), to) && msg.type === 'ping') p.path.onSendError(to);
+    const shared = this.sharedOf(p);
+    if (!shared) return;
+    if (!this.io.sendDatagram(encodeDisco(msg, this.discoPublic, shared), to) && msg.type === 'ping') p.path.onSendError(to);
   }
 
   private sendDiscoDerp(p: MagicPeer, msg: DiscoMessage, region = this.regionFor(p)): void {
-    if (!p.shared) return;
-    this.sendDerp(p, encodeDisco(msg, this.discoPublic, p.shared), region);
+    const shared = this.sharedOf(p);
+    if (!shared) return;
+    this.sendDerp(p, encodeDisco(msg, this.discoPublic, shared), region);
   }
 
   private sendCallMeMaybe(p: MagicPeer): void {
@@ -507,7 +519,7 @@ export class MagicSock implements Bind {
   }
 
   private handleDisco(pkt: Uint8Array, from: Endpoint | undefined, region: number, derpSrc: MagicPeer | undefined): void {
-    const d = decodeDisco(pkt, (sender) => this.byDisco.get(hex(sender))?.shared, this.io.endpoints);
+    const d = decodeDisco(pkt, (sender) => { const q = this.byDisco.get(hex(sender)); return q && this.sharedOf(q); }, this.io.endpoints);
     if (!d.ok) {
       if (d.error === 'unknown-sender') this.counters.dropDiscoUnknownSender++;
       else if (d.error === 'bad-box') this.counters.dropDiscoBadBox++;
@@ -568,7 +580,7 @@ export class MagicSock implements Bind {
   /** A disco ping to a peer (by node key hex or tailnet IP lookup done by the caller); resolves on the first pong. */
   ping(nodeKey: Uint8Array, timeoutMs: number): Promise<PingResult | undefined> {
     const p = this.byNode.get(hex(nodeKey));
-    if (!p || !p.shared) return Promise.resolve(undefined);
+    if (!p || !this.sharedOf(p)) return Promise.resolve(undefined);
     return new Promise((resolve) => {
       const now = this.now();
       const keys: string[] = [];

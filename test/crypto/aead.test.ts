@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { createCipheriv } from 'node:crypto';
 import { chacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { NobleChaChaPoly, NodeChaChaPoly, nobleXChaChaPoly, writeNonce } from '../../src/crypto/aead.ts';
+import { loadNativeHandshake } from '../../src/crypto/handshake-native.ts';
 import { hex, rand, toHex } from '../harness/bytes.ts';
 
 // RFC 8439 section 2.8.2.
@@ -15,8 +16,10 @@ const RFC8439_CT = 'd31a8d34648e60db7b86afbc53ef7ec2a4aded51296e08fea9e2b5a736ee
   '3ff4def08e4b7a9de576d26586cec64b6116';
 const RFC8439_TAG = '1ae10b594f09e26a7e902ecbd0600691';
 
-const impls = [new NodeChaChaPoly(), new NobleChaChaPoly()] as const;
-const names = ['node', 'reference'] as const;
+const nativeAead = loadNativeHandshake(undefined, {}).aead;
+if (!nativeAead) throw new Error('the native handshake AEAD did not load (run npm run build)');
+const impls = [new NodeChaChaPoly(), new NobleChaChaPoly(), nativeAead] as const;
+const names = ['node', 'reference', 'native'] as const;
 
 describe('ChaCha20-Poly1305', () => {
   it('node:crypto matches RFC 8439 section 2.8.2', () => {
@@ -83,7 +86,7 @@ describe('ChaCha20-Poly1305', () => {
     });
   });
 
-  it('gives identical output on node and reference for random inputs', () => {
+  it('gives identical output on node, reference and native for random inputs', () => {
     const [fast, ref] = impls;
     for (let n = 0; n < 100; n++) {
       const key = rand(32);
@@ -96,6 +99,11 @@ describe('ChaCha20-Poly1305', () => {
       fast.sealInPlace(fast.prepareKey(key), counter, b1, 0, len, aad);
       ref.sealInPlace(ref.prepareKey(key), counter, b2, 0, len, aad);
       assert.deepEqual(b1, b2);
+      const b3 = new Uint8Array(len + 16); b3.set(pt);
+      nativeAead.sealInPlace(nativeAead.prepareKey(key), counter, b3, 0, len, aad);
+      assert.deepEqual(b3, b2);
+      assert.equal(nativeAead.openInPlace(nativeAead.prepareKey(key), counter, b3, 0, len + 16, aad), true);
+      assert.deepEqual(b3.subarray(0, len), pt);
       assert.equal(ref.openInPlace(ref.prepareKey(key), counter, b1, 0, len + 16, aad), true);
       assert.deepEqual(b1.subarray(0, len), pt);
     }

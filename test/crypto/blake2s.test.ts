@@ -2,10 +2,14 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { blake2s } from '@noble/hashes/blake2.js';
 import { kdf1, kdf2, kdf3, nobleBlake2s, nodeBlake2s } from '../../src/crypto/blake2s.ts';
+import { loadNativeHandshake } from '../../src/crypto/handshake-native.ts';
 import { hex, rand, toHex } from '../harness/bytes.ts';
 
-const backends = [nodeBlake2s, nobleBlake2s] as const;
-const names = ['node', 'reference'] as const;
+const nativeLoad = loadNativeHandshake(undefined, {});
+if (nativeLoad.blake2s === null) throw new Error(`native BLAKE2s did not load: ${nativeLoad.error} (run npm run build)`);
+const nativeBlake2s = nativeLoad.blake2s;
+const backends = [nodeBlake2s, nobleBlake2s, nativeBlake2s] as const;
+const names = ['node', 'reference', 'native'] as const;
 
 /** RFC 7693 Appendix E: deterministic test sequence. */
 function selftestSeq(len: number, seed: number): Uint8Array {
@@ -83,6 +87,7 @@ describe('BLAKE2s', () => {
         parts.push(blake2s(input, { dkLen: outlen }));
         const key = selftestSeq(outlen, outlen);
         const mac = outlen === 16 ? nodeBlake2s.mac(key, input) : blake2s(input, { key, dkLen: outlen });
+        if (outlen === 16) assert.deepEqual(nativeBlake2s.mac(key, input), mac);
         parts.push(mac);
       }
     }
@@ -95,6 +100,9 @@ describe('BLAKE2s', () => {
       const data = rand(n * 7);
       assert.deepEqual(nodeBlake2s.hash(data), nobleBlake2s.hash(data));
       assert.deepEqual(nodeBlake2s.hmac(key, data), nobleBlake2s.hmac(key, data));
+      assert.deepEqual(nativeBlake2s.hmac(key, data, key, data), nobleBlake2s.hmac(key, data, key, data));
+      const mkey = rand(1 + (n % 32));
+      assert.deepEqual(nativeBlake2s.mac(mkey, data), nobleBlake2s.mac(mkey, data));
     }
   });
 });

@@ -2,10 +2,14 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createPrivateKey, createPublicKey } from 'node:crypto';
 import { nobleX25519Backend, nodeX25519, clampPrivate, x25519Der } from '../../src/crypto/x25519.ts';
+import { loadNativeHandshake } from '../../src/crypto/handshake-native.ts';
 import { hex, rand, toHex } from '../harness/bytes.ts';
 
-const backends = [nodeX25519, nobleX25519Backend] as const;
-const names = ['node', 'reference'] as const;
+const nativeLoad = loadNativeHandshake(undefined, {});
+if (nativeLoad.x25519 === null) throw new Error(`native X25519 did not load: ${nativeLoad.error} (run npm run build)`);
+const nativeX25519 = nativeLoad.x25519;
+const backends = [nodeX25519, nobleX25519Backend, nativeX25519] as const;
+const names = ['node', 'reference', 'native'] as const;
 
 describe('X25519', () => {
   backends.forEach((x, i) => {
@@ -68,6 +72,9 @@ describe('X25519', () => {
       const bPub = nobleX25519Backend.publicFromPrivate(b);
       assert.deepEqual(nodeX25519.shared(a, bPub), nobleX25519Backend.shared(a, bPub));
       assert.deepEqual(nodeX25519.shared(b, aPub), nobleX25519Backend.shared(a, bPub));
+      assert.deepEqual(nativeX25519.publicFromPrivate(a), aPub);
+      assert.deepEqual(nativeX25519.shared(a, bPub), nobleX25519Backend.shared(a, bPub));
+      assert.deepEqual(nativeX25519.shared(b, aPub), nobleX25519Backend.shared(a, bPub));
     }
   });
 
@@ -86,5 +93,21 @@ describe('X25519', () => {
     const pub2 = nodeX25519.publicFromPrivate(a);
     assert.notDeepEqual(pub1, pub2);
     assert.deepEqual(pub2, nobleX25519Backend.publicFromPrivate(a));
+    const pub3 = nativeX25519.publicFromPrivate(a);
+    a.set(clampPrivate(rand(32)));
+    assert.notDeepEqual(nativeX25519.publicFromPrivate(a), pub3);
+    assert.deepEqual(nativeX25519.publicFromPrivate(a), nobleX25519Backend.publicFromPrivate(a));
+  });
+
+  it('loads the native backend only when its known-answer tests pass, and can be turned off', () => {
+    assert.equal(nativeLoad.error, null);
+    const off = loadNativeHandshake(undefined, { MESHD_NATIVE_HANDSHAKE: '0' });
+    assert.equal(off.x25519, null);
+    assert.match(off.error!, /MESHD_NATIVE_HANDSHAKE=0/);
+    const broken = loadNativeHandshake(() => ({
+      x25519Key: () => ({}), x25519KeyPublic: () => undefined, x25519Derive: (_k: unknown, _p: Uint8Array, o: Uint8Array) => { o.fill(7); return true; },
+    }));
+    assert.equal(broken.x25519, null);
+    assert.match(broken.error!, /RFC 7748 known-answer/);
   });
 });
