@@ -87,6 +87,8 @@ export interface NativeAddon {
   pollRef(handle: PollHandle, ref: boolean): void;
   pollStats(handle: PollHandle): PollStats;
   close(fd: number): void;
+  /** A new close-on-exec fd for the same open file (F_DUPFD_CLOEXEC); absent in addons built before it. */
+  dupFd?(fd: number): number;
 }
 
 /** Indexes of the Float64Array tunWrite keeps its state in (native/README.md). */
