@@ -69,7 +69,7 @@ function measure(node, pid, target) {
   const gb = bytes / 1e9;
   return {
     downMbit: Number(dl) * 8 / 1e6, upMbit: Number(speedUp) * 8 / 1e6, connsPerSec: 500 / (lj.ms / 1000),
-    cpuSPerGbDown: cpuDown / gb, cpuSPerGbUp: cpuUp / gb,
+    cpuSPerGbDown: cpuDown / gb, cpuSPerGbUp: cpuUp / gb, connPhasesMs: lj.phasesMs,
   };
 }
 
