@@ -10,9 +10,11 @@
 // reference, each with 3 peers.
 // Prints markdown tables and ratios; writes bench-results/bench-nat.json and an SVG chart.
 //   sudo node scripts/bench-nat.mjs [--rounds 3] [--seconds 5] [--out bench-results] [--smoke] [--json]
+// --timing-only: only the time-to-direct pairings of scripts/bench-nat-timing.mjs (no iperf3).
 // Needs: npm run build, root, headscale, tailscaled, tailscale (scripts/install-peers.sh), iperf3, nft.
 import { TailnetLab } from '../dist/test/harness/hslab.js';
 import { args, median, ratio, pidsIn, cpuOf, rssMiB, iperf, table, barChart, writeResults, round } from './bench-lib.mjs';
+import { timingPairings, timingTable } from './bench-nat-timing.mjs';
 
 const o = args({ rounds: 3, seconds: 5, out: 'bench-results', smoke: false, json: false });
 if (o.smoke) { o.rounds = 1; o.seconds = 2; }
@@ -26,13 +28,10 @@ const res = { rounds: o.rounds, seconds: o.seconds, meshd: Object.fromEntries(K.
 function pingOnce(node, ip) {
   return lab.lab.tryExec(node.ns, ['ping', '-c', '1', '-W', '1', ip], 5000).status === 0;
 }
-function direct(kind, node, peerName) {
-  if (kind === 'meshd') {
-    const st = JSON.parse(lab.meshd(node, ['status', '--json']).stdout || '{}');
-    return !!st.peers?.find((p) => p.hostname === peerName)?.path.direct;
-  }
-  const st = JSON.parse(lab.tailscale(node, ['status', '--json']).stdout || '{}');
-  return !!Object.values(st.Peer ?? {}).find((p) => p.HostName === peerName)?.CurAddr;
+// Direct is tailscale's CurAddr for both, asked over each daemon's local API socket (hslab
+// directPath): a `meshd status` process per poll would cost meshd ~300 ms that tailscale's does not.
+async function direct(kind, node, peerName) {
+  return (await lab.directPath(node, kind, peerName)) !== null;
 }
 const procs = (node, kind) => pidsIn(lab.lab, node.ns, PROC[kind]);
 /** iperf3 from `from` to `toIp` (reverse: the other way) with the CPU s/GB of both ends. */
@@ -49,11 +48,26 @@ async function waitDirect(kind, n, peerIp, peerName, t0) {
     if (first === null && pingOnce(n, peerIp)) first = Date.now() - t0;
     if (first !== null) {
       pingOnce(n, peerIp);
-      if (direct(kind, n, peerName)) { dir = Date.now() - t0; break; }
+      if (await direct(kind, n, peerName)) { dir = Date.now() - t0; break; }
     }
     await new Promise((r) => setTimeout(r, 50));
   }
   return { first, dir };
+}
+
+if (o['timing-only']) {
+  let timing;
+  try {
+    await lab.startHeadscale();
+    const key = lab.authKey({ reusable: true });
+    const tref = lab.addNatNode('tref', 'easy');
+    await lab.startTailscaled(tref, key);
+    timing = await timingPairings(lab, key, tref, 'tref', lab.tailscale(tref, ['ip', '-4']).stdout.trim(), o.rounds, log);
+  } finally {
+    await lab.dispose();
+  }
+  console.log(o.json ? JSON.stringify(timing, null, 2) : timingTable(timing, o.rounds));
+  process.exit(0);
 }
 
 try {
@@ -104,7 +118,7 @@ try {
       const downM = measured(n, kind, mref, 'meshd', mrefIp, true);
       lab.blockUdp(n);
       // Until the direct path is given up (trust 6.5 s + ping timeout 5 s) both paths carry packets.
-      for (let i = 0; i < 100 && direct(kind, n, 'tref'); i++) { pingOnce(n, trefIp); await new Promise((res2) => setTimeout(res2, 300)); }
+      for (let i = 0; i < 100 && await direct(kind, n, 'tref'); i++) { pingOnce(n, trefIp); await new Promise((res2) => setTimeout(res2, 300)); }
       const derpUp = iperf(lab.lab, n.ns, trefIp, { seconds: o.seconds })?.mbps ?? null;
       lab.unblockUdp(n);
       sub.kill();

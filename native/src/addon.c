@@ -171,14 +171,16 @@ static napi_value js_dup_fd(napi_env env, napi_callback_info info) {
 }
 
 bool init_aead(napi_env env, napi_value exports); // aead.c
+bool init_sock(napi_env env, napi_value exports); // sock.c
 
 static napi_value init(napi_env env, napi_value exports) {
   if (!export_fn(env, exports, "close", js_close)) return NULL;
   if (!export_fn(env, exports, "dupFd", js_dup_fd)) return NULL;
   if (!init_tun(env, exports) || !init_udp(env, exports) || !init_poll(env, exports)) return NULL;
   if (!init_aead(env, exports)) return NULL;
+  if (!init_sock(env, exports)) return NULL;
   napi_value v;
-  napi_create_uint32(env, 2, &v);  // native/README.md: bump on any change of the contract
+  napi_create_uint32(env, 3, &v);  // native/README.md: bump on any change of the contract
   napi_set_named_property(env, exports, "abiVersion", v);
   napi_create_uint32(env, EP_RAW_LEN, &v);
   napi_set_named_property(env, exports, "endpointRawLen", v);

@@ -53,6 +53,7 @@ export function formatNetcheck(r: NetcheckReport): string {
     `\t* IPv4: ${r.globalV4 ? `yes, ${r.globalV4}` : '(no addr found)'}`,
     `\t* IPv6: ${r.globalV6 ? `yes, ${r.globalV6}` : 'no'}`,
     `\t* MappingVariesByDestIP: ${r.mappingVariesByDestIP ?? ''}`,
+    `\t* PortMapping: ${r.portMapping == null ? 'not checked' : r.portMapping.join(', ')}`,
     `\t* Nearest DERP: ${home ? home.name || home.code : 'unknown'}`,
     '\t* DERP latency:',
   ];

@@ -56,6 +56,7 @@ daemonOptions(program.command('up').description('log in and connect to the tailn
   .option('--advertise-tags <tags>', 'ACL tags this node must carry, e.g. tag:ci (a pre-auth key must carry them)')
   .option('--wait-for <hosts>', 'return only once these peers answer (IPs or names, comma-separated), within --timeout')
   .option('--retry <n>', 'try again up to N times on errors where retrying helps', '0')
+  .option('--accept-dns [bool]', 'use the tailnet DNS settings: MagicDNS names, resolvers (default true; --accept-dns=false leaves the host alone)', (v) => v !== 'false')
   .action(async (opts: UpFlags) => { await (await tailnet()).upCommand(sock(), opts); });
 
 program.command('down').description('disconnect from the tailnet, keeping the identity')
@@ -90,6 +91,14 @@ program.command('wait').description('wait until each host answers a disco ping (
 program.command('netcheck').description('measure UDP, our global address and the latency to each DERP region')
   .option('--json', 'print JSON')
   .action(async (opts: { json?: boolean }) => { await (await magic()).netcheckCommand(sock(), opts); });
+
+const dnsCli = () => import('./dns.ts');
+const dns = program.command('dns').description('MagicDNS: the tailnet resolver at 100.100.100.100');
+dns.command('status').description("show the map's DNS settings and how the host is configured").option('--json', 'print JSON')
+  .action(async (opts: { json?: boolean }) => { await (await dnsCli()).dnsStatusCommand(sock(), opts); });
+dns.command('query').description('ask the tailnet resolver, as a program on this host would')
+  .argument('<name>', 'name to look up').argument('[type]', 'record type (A, AAAA, PTR, TXT, ...)', 'A').option('--json', 'print JSON')
+  .action(async (name: string, type: string, opts: { json?: boolean }) => { await (await dnsCli()).dnsQueryCommand(sock(), name, type, opts); });
 
 program
   .command('version')

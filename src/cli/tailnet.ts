@@ -193,6 +193,7 @@ export interface UpFlags extends DaemonFlags {
   exitNode?: string;
   exitNodeAllowLanAccess?: boolean;
   acceptRoutes?: boolean;
+  acceptDns?: boolean;
   advertiseTags?: string;
   /** Hosts that must answer before up returns (comma-separated). */
   waitFor?: string;
@@ -270,6 +271,7 @@ export async function upCommand(socket: string, f: UpFlags): Promise<void> {
   const req: UpRequest = {
     loginServer: url, timeoutMs, ...(authKey ? { authKey } : {}), ...(hostname ? { hostname } : {}),
     ...(f.caFile ? { caFile: f.caFile } : {}), ...(tags ? { advertiseTags: tags } : {}), ...routing,
+    ...(f.acceptDns !== undefined ? { acceptDns: f.acceptDns } : {}),
   };
   let t0 = Date.now();
   let st: Status | undefined;
@@ -367,6 +369,8 @@ export function formatStatus(st: Status): string {
     for (const h of rt.health) lines.push(`warning: ${h}`);
   }
   for (const h of st.self.health ?? []) lines.push(`warning: ${h}`);
+  const d = st.self.dns;
+  if (d) lines.push(`dns: ${d.acceptDns ? `MagicDNS at 100.100.100.100; host resolver mode ${d.mode}` : 'MagicDNS at 100.100.100.100; host left alone (--accept-dns=false)'}`);
   return lines.join('\n');
 }
 

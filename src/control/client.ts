@@ -22,6 +22,7 @@ import { buildHostinfo } from './hostinfo.ts';
 import { NetworkMap, type MapDelta } from './netmap.ts';
 import { MapFrameReader } from './mapframe.ts';
 import { EndpointType, type Hostinfo, type MapRequest, type MapResponse, type RegisterRequest, type RegisterResponse, type WireUser } from './wire.ts';
+import type { TcpDialer } from '../net/tcp.ts';
 
 /**
  * The capability version meshd speaks, sent in /key?v=, the Noise header and prologue, and every
@@ -67,6 +68,8 @@ export interface ControlClientOptions {
   timeoutMs?: number;
   /** Log sink; default silent. The auth key is never passed to it. */
   log?: LogFn;
+  /** Makes the TCP connections to control (the agent's carry SO_MARK: src/net/tcp.ts). */
+  dial?: TcpDialer;
 }
 
 /** Options for {@link ControlClient.register}. */
@@ -221,6 +224,7 @@ export class ControlClient {
       ...(pinned === undefined ? {} : { pinned }),
       ...(opts.caFile === undefined ? {} : { caFile: opts.caFile }),
       ...(opts.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs }),
+      ...(opts.dial === undefined ? {} : { dial: opts.dial }),
     });
   }
 

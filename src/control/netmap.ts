@@ -14,6 +14,7 @@
 // Pure: no I/O, no clock except ControlTime from the server.
 import { parseNodePublic, parseDiscoPublic, type DiscoPublic, type NodePublic } from './keys.ts';
 import type { DERPMap, DERPRegion, DNSConfig, FilterRule, MapResponse, PeerChange, PingRequest, UserProfile, WireNode } from './wire.ts';
+import { checkMapResponse } from './wirecheck.ts';
 
 /** A node (self or peer) as the data plane wants it. */
 export interface NodeInfo {
@@ -209,8 +210,13 @@ export class NetworkMap {
     }
   }
 
-  /** Folds one MapResponse into the map and says what changed. */
+  /**
+   * Folds one MapResponse into the map and says what changed. A message with a wrong-typed field
+   * (MapShapeError) or an unparsable self node key (RangeError) throws before changing anything.
+   */
   apply(r: MapResponse): MapDelta {
+    checkMapResponse(r);
+    const self = r.Node ? toNodeInfo(r.Node) : undefined;
     const added: number[] = [];
     const changed: number[] = [];
     const removed: number[] = [];
@@ -222,8 +228,8 @@ export class NetworkMap {
       return { keepAlive: true, fullPeers, selfChanged, peersAdded: added, peersChanged: changed, peersRemoved: removed, patches, derpMapChanged, packetFilterChanged, dnsChanged, pingRequest, raw: r };
     }
 
-    if (r.Node) {
-      this.self = toNodeInfo(r.Node);
+    if (self) {
+      this.self = self;
       selfChanged = true;
     }
 

@@ -7,6 +7,7 @@ import http2 from 'node:http2';
 import { formatNodePublic, keysEqual, type MachinePublic, type NodePublic, type PrivateKey } from './keys.ts';
 import { dialControl, fetchServerKey, TransportError, type ControlConnection } from './ts2021.ts';
 import { ControlError, ControlErrorCode, toControlError } from './errors.ts';
+import type { TcpDialer } from '../net/tcp.ts';
 
 /** Largest reply read whole (register, lite update); headscale caps request bodies the same. */
 export const MAX_REPLY = 1 << 20;
@@ -27,6 +28,8 @@ export interface ControlSessionOptions {
   caFile?: string;
   /** Connect and request timeout, ms. */
   timeoutMs?: number;
+  /** Makes the TCP connections (marked ones in the agent); default Node's own. */
+  dial?: TcpDialer;
   /** Log sink. */
   log: (line: string) => void;
 }
@@ -104,8 +107,9 @@ export class ControlSession {
     return k;
   }
 
-  private endpointOpts(): { caFile?: string; timeoutMs?: number } {
+  private endpointOpts(): { caFile?: string; timeoutMs?: number; dial?: TcpDialer } {
     return {
+      ...(this.opts.dial === undefined ? {} : { dial: this.opts.dial }),
       ...(this.opts.caFile === undefined ? {} : { caFile: this.opts.caFile }),
       ...(this.opts.timeoutMs === undefined ? {} : { timeoutMs: this.opts.timeoutMs }),
     };

@@ -18,7 +18,9 @@ import http from 'node:http';
 import https from 'node:https';
 import http2 from 'node:http2';
 import { readFileSync } from 'node:fs';
-import { rootCertificates } from 'node:tls';
+import { connect as tlsConnect, rootCertificates } from 'node:tls';
+import { isIP } from 'node:net';
+import type { TcpDialer } from '../net/tcp.ts';
 import type { Duplex } from 'node:stream';
 import { parseMachinePublic, isZeroKey, type MachinePublic, type PrivateKey } from './keys.ts';
 import { clientHandshake, responseLength, HEADER_LEN } from './noise/handshake.ts';
@@ -40,6 +42,8 @@ export interface ServerEndpoint {
   caFile?: string;
   /** Per-step timeout in milliseconds (connect, upgrade, handshake); default 15 s. */
   timeoutMs?: number;
+  /** Makes the TCP connections (the agent's carry SO_MARK, src/net/tcp.ts); default Node's own. */
+  dial?: TcpDialer;
 }
 
 /** A transport-level failure; `stage` says where it happened. */
@@ -62,9 +66,25 @@ export class TransportError extends Error {
 const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'ECONNRESET']);
 const TLS_CODES = /^(ERR_TLS_CERT|CERT_|DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT)/;
 
-function tlsOptions(ep: ServerEndpoint): https.RequestOptions {
+function tlsOptions(ep: ServerEndpoint): { ca?: string[] } {
   if (!ep.caFile) return {};
   return { ca: [...rootCertificates, readFileSync(ep.caFile, 'utf8')] };
+}
+
+/** How a request reaches the server: a fresh connection of Node's, or one from ep.dial (TLS on top for https). */
+function connectOptions(ep: ServerEndpoint, u: URL): https.RequestOptions {
+  const dial = ep.dial;
+  if (!dial) return { agent: false, ...tlsOptions(ep) };
+  const host = u.hostname.replace(/^\[(.*)\]$/, '$1');
+  const port = Number(u.port || (u.protocol === 'https:' ? 443 : 80));
+  return {
+    createConnection: () => {
+      const raw = dial(host, port);
+      if (u.protocol !== 'https:') return raw;
+      // host: the name (or IP) the certificate must match, not the socket's mapped address.
+      return tlsConnect({ socket: raw, host, ...(isIP(host) ? {} : { servername: host }), ALPNProtocols: ['http/1.1'], ...tlsOptions(ep) });
+    },
+  };
 }
 
 function parseServerUrl(raw: string): URL {
@@ -95,7 +115,7 @@ export async function fetchServerKey(ep: ServerEndpoint, capVer: number): Promis
   const mod = u.protocol === 'https:' ? https : http;
   const timeout = ep.timeoutMs ?? 15_000;
   const body = await new Promise<string>((resolve, reject) => {
-    const req = mod.get(keyUrl, { ...tlsOptions(ep), agent: false, timeout }, (res) => {
+    const req = mod.get(keyUrl, { ...connectOptions(ep, u), timeout }, (res) => {
       const parts: Buffer[] = [];
       let n = 0;
       res.on('data', (c: Buffer) => {
@@ -201,9 +221,8 @@ function upgrade(ep: DialOptions, initiation: Uint8Array): Promise<{ socket: Dup
   return new Promise((resolve, reject) => {
     const req = mod.request(new URL(UPGRADE_PATH, u.origin), {
       method: 'POST',
-      agent: false,
       timeout,
-      ...tlsOptions(ep),
+      ...connectOptions(ep, u),
       headers: {
         Upgrade: UPGRADE_PROTOCOL,
         Connection: 'upgrade',

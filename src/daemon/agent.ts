@@ -19,7 +19,13 @@ import type { Logf } from '../util/log.ts';
 import { generateKeyPair } from '../crypto/box.ts';
 import type { DiscoPublic } from '../control/keys.ts';
 import { MagicSock } from '../magicsock/magicsock.ts';
+import { DnsService, type DnsStatus } from '../dns/service.ts';
+import { SERVICE_IP4, SERVICE_IP6 } from '../dns/config.ts';
+import { LocalServices } from '../netstack/local.ts';
+import { PortMapper } from '../portmapper/portmapper.ts';
 import { Userspace, USERSPACE_TUN, type UserspaceOptions } from './userspace.ts';
+import { markedDialer } from '../net/tcp.ts';
+import { syncPeers, type AppliedPeer, type Touched } from './peersync.ts';
 import { AgentMetrics, healthWarnings, KEY_EXPIRY_WARN_MS, type AgentFacts } from './metrics.ts';
 import { whoisIn } from './whois.ts';
 
@@ -28,6 +34,9 @@ const ENDPOINT_CHECK_MS = 5_000;
 
 /** Progress lines of `up` that carry the interactive login URL start with this. */
 export const AUTH_URL_PROGRESS = 'auth-url: ';
+
+/** How long `up` waits for the home DERP connection after the first map. */
+const HOME_DERP_WAIT_MS = 6_000;
 
 /** Tailscale's MTU for the tailnet interface. */
 export const TAILNET_MTU = 1280;
@@ -42,6 +51,8 @@ export interface AgentOptions {
   onExit: () => void;
   /** Exit after `down`, `logout` or a failed first `up` (set when `up` started this agent). */
   exitWhenDown: boolean;
+  /** Where resolv.conf lives (default /etc; tests point it elsewhere). */
+  etcDir?: string;
   /** Userspace networking (--tun=userspace-networking): no TUN, routes or root; a netstack and proxies. */
   userspace?: Omit<UserspaceOptions, 'log'> | undefined;
   /** `--state mem:`: keys only in memory, nothing on disk; the node logs out when the agent ends. */
@@ -97,12 +108,28 @@ export class Agent implements LocalBackend {
   private stream: MapStream | undefined;
   private dp: DataPlane | undefined;
   private magic: MagicSock | undefined;
+  /** Port mapping on the home router (UPnP IGD, NAT-PMP, PCP); off with MESHD_DISABLE_PORTMAPPER=1. */
+  private portmap: PortMapper | undefined;
   private netconf: NetConf;
   /** Exit node, subnet routes and packet filter (src/daemon/routing.ts). */
   private readonly routing: Routing;
   private map: NetworkMap | undefined;
   private busy: Promise<unknown> = Promise.resolve();
+  /** Map applications run one at a time (applyMap). */
+  private mapQueue: Promise<void> = Promise.resolve();
+  private mapPending: Promise<void> | undefined;
+  private mapTouched: Set<number> | 'all' = 'all';
+  /** What the data plane holds, for applying only what changed (src/daemon/peersync.ts). */
+  private appliedPeers = new Map<number, AppliedPeer>();
+  private appliedDerpMap: NetworkMap['derpMap'] | null = null;
+  private appliedExitId: number | undefined;
   private endpointTimer: NodeJS.Timeout | undefined;
+  /** MagicDNS: quad-100 on the data plane and the host's resolver configuration (src/dns). */
+  private readonly dns: DnsService;
+  /** --accept-dns (kept like the routing flags). */
+  private acceptDns = true;
+  /** quad-100's TCP side in TUN mode: a netstack for the service IPs (src/netstack/local.ts). */
+  private quad100Tcp: LocalServices | undefined;
   /** The netstack and proxies in userspace mode (src/daemon/userspace.ts). */
   private us: Userspace | undefined;
   /** Metrics (src/daemon/metrics.ts): sampled every second while up. */
@@ -117,6 +144,9 @@ export class Agent implements LocalBackend {
     this.log = opts.log;
     this.netconf = new NetConf(opts.tunName, opts.log);
     this.routing = new Routing(opts.tunName, opts.log);
+    // Userspace networking never touches the host's resolver (tailscale's noop configurator).
+    this.dns = new DnsService({ log: opts.log, tunName: opts.tunName, ...(opts.etcDir ? { etcDir: opts.etcDir } : {}),
+      ...(opts.userspace ? { hostFilesShared: () => 'userspace networking: the host is not configured' } : {}) });
     if (opts.userspace) this.routing.hostRouting = false;
   }
 
@@ -175,6 +205,7 @@ export class Agent implements LocalBackend {
         tags: [...(self?.tags ?? [])],
         health: this.map ? healthWarnings(this.magic, { ...this.facts(), otherHealth: [] }) : [],
         routing: this.routing.selfStatus(this.map),
+        dns: { acceptDns: this.acceptDns, mode: this.dns.status().host.mode },
         tun: this.userspaceMode ? USERSPACE_TUN : this.opts.tunName,
         ...(this.us ? { proxies: { ...this.us.listening } } : {}),
         // Data plane counters (drops, offload flags and work) next to magicsock's, and the netstack's.
@@ -214,7 +245,8 @@ export class Agent implements LocalBackend {
     if (this.state === 'Running' && this.controlUrl === url) {
       // Routing flags change without a restart: new RoutableIPs go to control, routes apply now.
       if (routesChanged && this.client) await this.client.updateHostinfo(this.routing.hostinfo());
-      await this.store?.update({ routing: this.routing.prefs });
+      if (req.acceptDns !== undefined) { this.acceptDns = req.acceptDns; this.dns.setAcceptDns(req.acceptDns); }
+      await this.store?.update({ routing: this.routing.prefs, acceptDns: this.acceptDns });
       if (this.map) await this.applyMap(this.map);
       return this.status();
     }
@@ -241,6 +273,9 @@ export class Agent implements LocalBackend {
       // Routing flags, like the hostname, persist: the stored ones overlaid with those given now.
       if (state.routing) { this.routing.setPrefs(state.routing); this.routing.setPrefs(req); }
       await this.store.update({ routing: this.routing.prefs });
+      this.acceptDns = req.acceptDns ?? state.acceptDns ?? true;
+      await this.store.update({ acceptDns: this.acceptDns });
+      this.dns.setAcceptDns(this.acceptDns);
       // Tags: a pre-auth key carries its own (headscale refuses RequestTags with one, and takes the
       // key's tags); they are checked against the map below. Without a key, control decides on
       // RequestTags by the policy's tagOwners.
@@ -261,6 +296,8 @@ export class Agent implements LocalBackend {
         hostinfo,
         discoKey: disco.publicKey as DiscoPublic,
         timeoutMs: Math.min(15_000, remaining()),
+        // Marked so control bypasses an exit node; userspace mode has no routes to bypass (and no CAP_NET_ADMIN).
+        ...(this.opts.userspace ? {} : { dial: markedDialer(BYPASS_MARK) }),
         log: (l) => this.log(`control: ${l}`),
       });
       this.client = client;
@@ -298,6 +335,17 @@ export class Agent implements LocalBackend {
       });
       await this.routing.start(this.dp, url);
       this.dp.device.setPrivateKey(identity.nodePrivate as PrivateKey);
+      const dp = this.dp;
+      const deliver = (b: Uint8Array, o: number, l: number): void => dp.deliverToHost(b, o, l);
+      this.dns.start(deliver, dp.mtu);
+      if (!this.us) {
+        // quad-100's TCP (DNS over TCP on port 53) runs on a small netstack behind its UDP path.
+        this.quad100Tcp = new LocalServices({ addresses: [SERVICE_IP4, SERVICE_IP6], deliver, mtu: dp.mtu });
+        this.dns.next = this.quad100Tcp;
+        this.dns.listenTcp(this.quad100Tcp);
+      }
+      dp.local = this.dns;
+      this.portmap?.ensure();
       this.netconf.reset();
 
       const firstMap = new Promise<void>((resolve, reject) => {
@@ -308,7 +356,8 @@ export class Agent implements LocalBackend {
           onDelta: (d, m) => {
             this.mapUpdates++;
             this.controlDownSince = undefined;
-            void this.applyMap(m).catch((e: Error) => this.log(`applying map: ${e.message}`));
+            const touched: Touched = d.fullPeers || d.selfChanged ? 'all' : new Set([...d.peersAdded, ...d.peersChanged, ...d.peersRemoved]);
+            void this.applyMap(m, touched).catch((e: Error) => this.log(`applying map: ${e.message}`));
             this.routing.onDelta(d, m, () => this.stream?.refresh());
           },
           onError: (err, retryIn) => {
@@ -323,10 +372,13 @@ export class Agent implements LocalBackend {
       });
       progress('waiting for the network map');
       await withDeadline(firstMap, remaining(), 'waiting for the network map');
+      // As tailscaled (Running needs a live DERP): our home region is connected and reported
+      // before `up` returns, so peers can reach us at once. Bounded: UDP-less netchecks take longer.
+      if (!await this.magic!.waitHomeDerp(Math.min(remaining(), HOME_DERP_WAIT_MS))) this.log('no home DERP connection yet; up anyway');
       await this.checkTags(client);
       this.state = 'Running';
       await this.store.update({ wantRunning: true });
-      this.endpointTimer = setInterval(() => this.magic?.maybeReport(), ENDPOINT_CHECK_MS);
+      this.endpointTimer = setInterval(() => { this.portmap?.ensure(); this.magic?.maybeReport(); }, ENDPOINT_CHECK_MS);
       this.metricsTimer = setInterval(() => this.metricsBook.sample(this.dp, this.magic), 1000);
       this.metricsTimer.unref();
       const st = this.status();
@@ -392,10 +444,19 @@ export class Agent implements LocalBackend {
 
   /** Starts magicsock with its UDP socket: disco, DERP, netcheck; it reports endpoints and NetInfo to control. */
   private startMagic(nodePrivate: Uint8Array, discoPrivate: Uint8Array, client: ControlClient): MagicSock {
+    const portmap = process.env.MESHD_DISABLE_PORTMAPPER === '1' ? undefined : new PortMapper({
+      log: (l) => this.log(l),
+      localPort: () => this.magic?.port ?? this.opts.port,
+      onChange: () => this.magic?.maybeReport(),
+      disableUpnp: process.env.MESHD_DISABLE_UPNP === '1',
+    });
+    this.portmap = portmap;
     const magic: MagicSock = new MagicSock({
+      portMapped: () => portmap?.external,
       socket: { port: this.opts.port, fwmark: this.opts.userspace ? 0 : BYPASS_MARK, mtu: TAILNET_MTU }, nodePrivate, discoPrivate,
       log: (l) => this.log(`magicsock: ${l}`),
       derpHttp: process.env.MESHD_DERP_HTTP === '1',
+      ...(this.opts.userspace ? {} : { derpDial: markedDialer(BYPASS_MARK) }),
       localEndpoints: () => this.localEndpoints(),
       onReport: (eps, netInfo) => {
         if (this.client !== client) return;
@@ -425,36 +486,58 @@ export class Agent implements LocalBackend {
     return out;
   }
 
-  /** Makes the data plane match the map: addresses, routes, peers. */
-  private async applyMap(m: NetworkMap): Promise<void> {
+  /**
+   * Makes the data plane match the map, one application at a time: a burst of updates while one
+   * runs coalesces into one more run with the newest map, and teardown waits for the queue.
+   */
+  private applyMap(m: NetworkMap, touched: Touched = 'all'): Promise<void> {
     this.map = m;
     this.checkKeyExpiry(m);
-    const dp = this.dp;
-    if (!dp || !m.self) return;
+    // Coalesced runs look at the union of what each update touched.
+    if (touched === 'all' || this.mapTouched === 'all') this.mapTouched = 'all';
+    else for (const id of touched) this.mapTouched.add(id);
+    if (this.mapPending) return this.mapPending;
+    const p = this.mapQueue.then(() => {
+      this.mapPending = undefined;
+      const t = this.mapTouched;
+      this.mapTouched = new Set();
+      return this.applyMapNow(t);
+    });
+    this.mapPending = p;
+    this.mapQueue = p.catch(() => {});
+    return p;
+  }
+
+  /**
+   * Applies this.map: addresses, routes, peers. Only the peers `touched` (or whose allowed IPs a
+   * new exit node changes) are visited: a one-peer delta is O(1) peer work. Stops early when a
+   * teardown began meanwhile.
+   */
+  private async applyMapNow(touched: Touched): Promise<void> {
+    const m = this.map, dp = this.dp;
+    if (!m || !dp || !m.self) return;
     if (!this.us) await this.netconf.apply(m.self.addresses, [TAILNET_V4, TAILNET_V6]);
-    const allowed = await this.routing.apply(m);
+    if (this.dp !== dp) return;
+    const allowed = await this.routing.apply(m, touched);
+    if (this.dp !== dp) return;
     const prefs = this.routing.prefs;
     this.us?.setMap(m, allowed, prefs.advertiseExitNode || prefs.advertiseRoutes.length > 0);
     const dev = dp.device;
     const magic = this.magic;
-    magic?.setDerpMap(m.derpMap);
-    const want = new Set<string>();
-    for (const p of m.peers.values()) {
-      if (p.expired) continue;
-      const hex = Buffer.from(p.nodeKey).toString('hex');
-      want.add(hex);
-      const ep = magic?.upsertPeer(p);
-      dev.setPeer(p.nodeKey, {
-        ...(ep ? { endpoint: ep } : {}),
-        allowedIPs: allowed.get(p.id) ?? [...p.addresses],
-        replaceAllowedIPs: true,
-      });
-    }
-    for (const p of dev.peers()) {
-      if (!want.has(Buffer.from(p.publicKey).toString('hex'))) dev.removePeer(p.publicKey);
-    }
-    magic?.retainPeers(want);
+    if (m.derpMap !== this.appliedDerpMap) { magic?.setDerpMap(m.derpMap); this.appliedDerpMap = m.derpMap; }
+    const exitId = this.routing.exitNodeId;
+    if (exitId !== this.appliedExitId) { touched = 'all'; this.appliedExitId = exitId; }
+    let removed = 0;
+    syncPeers(this.appliedPeers, m.peers, (p) => allowed.get(p.id) ?? p.addresses, {
+      upsert: (p, allowedIPs) => {
+        const ep = magic?.upsertPeer(p);
+        dev.setPeer(p.nodeKey, { ...(ep ? { endpoint: ep } : {}), allowedIPs: [...allowedIPs], replaceAllowedIPs: true });
+      },
+      remove: (p) => { dev.removePeer(p.nodeKey); removed++; },
+    }, touched);
+    if (removed > 0) magic?.retainPeers(new Set([...this.appliedPeers.values()].map((a) => Buffer.from(a.info.nodeKey).toString('hex'))));
     dp.runTimers();
+    await this.dns.apply(m).catch((e: Error) => this.log(`dns: ${e.message}`));
   }
 
   /**
@@ -500,14 +583,20 @@ export class Agent implements LocalBackend {
   async netcheck(): Promise<NetcheckReport> {
     const magic = this.magic;
     if (!magic) throw new AgentError('not_running', 'not connected: run meshd up first');
-    const r = await magic.netcheck() ?? magic.lastReport;
+    const [report, pm] = await Promise.all([magic.netcheck(), this.portmap?.probe(true).catch(() => undefined)]);
+    const r = report ?? magic.lastReport;
     return {
+      portMapping: this.portmap ? (pm ? [...(pm.upnp ? ['UPnP'] : []), ...(pm.pmp ? ['NAT-PMP'] : []), ...(pm.pcp ? ['PCP'] : [])] : []) : null,
+      portMapped: this.portmap?.external ?? null,
       udp: r?.udp ?? false,
       globalV4: r?.globalV4?.key ?? null,
       globalV6: r?.globalV6?.key ?? null,
       mappingVariesByDestIP: r?.mappingVariesByDestIP ?? null,
       preferredDERP: magic.homeRegion,
-      regions: magic.derpRegions.map((g) => ({ id: g.RegionID, code: g.RegionCode, name: g.RegionName, latencyMs: r?.regionLatency.get(g.RegionID) ?? null })),
+      regions: magic.derpRegions.map((g) => ({
+        id: g.RegionID, code: g.RegionCode, name: g.RegionName, latencyMs: r?.regionLatency.get(g.RegionID) ?? null,
+        ...(r?.regionLatency.has(g.RegionID) ? { via: r.httpsLatency?.has(g.RegionID) ? 'https' as const : 'stun' as const } : {}),
+      })),
     };
   }
 
@@ -586,11 +675,23 @@ export class Agent implements LocalBackend {
     this.stream = undefined;
     this.dp = undefined;
     this.map = undefined;
+    // Released while our socket still exists: the router forwards the port to nobody after this.
+    await this.portmap?.close();
+    this.portmap = undefined;
     this.magic?.close();
     this.magic = undefined;
     if (stream) await stream.close().catch(() => {});
     if (client) await client.close().catch(() => {});
     this.client = undefined;
+    await this.mapQueue; // a map being applied finishes (and sees the teardown) before routes go
+    this.appliedPeers = new Map();
+    this.appliedDerpMap = null;
+    this.appliedExitId = undefined;
+    this.mapTouched = 'all';
+    await this.dns.stop();
+    this.dns.next = undefined;
+    this.quad100Tcp?.close();
+    this.quad100Tcp = undefined;
     await this.routing.stop(dp);
     this.us?.close();
     this.us = undefined;
@@ -602,6 +703,23 @@ export class Agent implements LocalBackend {
   async cleanupStale(): Promise<void> {
     if (this.userspaceMode) return; // nothing of ours is in the host's routing; a TUN-mode agent's rules are not ours
     await this.routing.cleanupStale();
+    await DnsService.cleanupStale(this.log, this.opts.etcDir);
+  }
+
+  /** See LocalBackend.dnsStatus. */
+  dnsStatus(): DnsStatus {
+    return this.dns.status();
+  }
+
+  /** See LocalBackend.dnsQuery. */
+  async dnsQuery(name: string, type: string): Promise<{ bytes: string; resolvers: string[] }> {
+    if (this.state !== 'Running') throw new AgentError('not_running', 'not connected: run meshd up first');
+    try {
+      const r = await this.dns.query(name, type);
+      return { bytes: Buffer.from(r.bytes).toString('base64'), resolvers: r.resolvers };
+    } catch (e) {
+      throw new AgentError('bad_query', (e as Error).message);
+    }
   }
 
   /** Path of the agent's log inside the state dir (used when `up` starts the agent). */

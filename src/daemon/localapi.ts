@@ -9,11 +9,14 @@
 //   POST /v0/shutdown         -> {"ok": true}   (the agent exits)
 //   POST /v0/ping  PingRequest -> PingReply     (one disco ping)
 //   POST /v0/netcheck         -> NetcheckReport
+//   GET  /v0/dns/status       -> DnsStatus   (MagicDNS: what the map says, what the host got)
+//   POST /v0/dns/query {name,type} -> {bytes (base64 DNS answer), resolvers}
 //   POST /v0/whois {addr}     -> WhoisReply
 //   GET  /v0/metrics          -> Prometheus text (src/daemon/metrics.ts)
 import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { listenUnix, removeSocket } from '../util/unixsocket.ts';
 import type { PeerRouting, SelfRouting } from './routing.ts';
+import type { DnsStatus } from '../dns/service.ts';
 export { socketAnswers } from '../util/unixsocket.ts';
 
 /** A peer as `meshd status` shows it. */
@@ -46,6 +49,8 @@ export interface Status {
     health?: string[];
     /** Advertised/approved routes, exit node in use, packet filter, health warnings. */
     routing?: SelfRouting;
+    /** MagicDNS: --accept-dns and how the host's resolver is configured (direct, systemd-resolved, none). */
+    dns?: { acceptDns: boolean; mode: string };
     /** TUN device name, or `userspace-networking`. */
     tun?: string;
     /** Proxy listen addresses in userspace mode. */
@@ -90,9 +95,13 @@ export interface NetcheckReport {
   globalV4: string | null;
   globalV6: string | null;
   mappingVariesByDestIP: boolean | null;
+  /** Port-mapping services the gateway answered for (UPnP, NAT-PMP, PCP); null when not checked. */
+  portMapping?: string[] | null;
+  /** Our port-mapped address, if any. */
+  portMapped?: string | null;
   preferredDERP: number;
   /** Latency by region ID (ms), with the region's name. */
-  regions: { id: number; code: string; name: string; latencyMs: number | null }[];
+  regions: { id: number; code: string; name: string; latencyMs: number | null; via?: 'stun' | 'https' }[];
 }
 
 /** Arguments of `up`, as the CLI sends them (the auth key travels only over this socket). */
@@ -109,6 +118,8 @@ export interface UpRequest {
   exitNode?: string;
   exitNodeAllowLanAccess?: boolean;
   acceptRoutes?: boolean;
+  /** --accept-dns; absent keeps the current value (default true). */
+  acceptDns?: boolean;
   /** ACL tags this node must carry (`--advertise-tags`). */
   advertiseTags?: string[];
 }
@@ -133,6 +144,10 @@ export interface LocalBackend {
   ping?(req: PingRequest): Promise<PingReply>;
   /** Runs a netcheck now. */
   netcheck?(): Promise<NetcheckReport>;
+  /** MagicDNS configuration and host state. */
+  dnsStatus?(): DnsStatus;
+  /** Asks quad-100 (as `tailscale dns query`). */
+  dnsQuery?(name: string, type: string): Promise<{ bytes: string; resolvers: string[] }>;
   /** Prometheus text exposition of the agent's metrics. */
   metrics?(): string;
   /** Which node holds a tailnet address. */
@@ -156,7 +171,7 @@ export class LocalApiServer {
   /** Listens; refuses when another agent answers on the socket, replaces a stale file. */
   async listen(): Promise<void> {
     const server = createServer((req, res) => { void this.handle(req, res); });
-    await listenUnix(server, this.path, { dirMode: 0o700, forceDirMode: true, mode: 0o600, inUse: `another meshd agent is running on ${this.path}` });
+    await listenUnix(server, this.path, { dirMode: 0o700, mode: 0o600, inUse: `another meshd agent is running on ${this.path}` });
     this.server = server;
   }
 
@@ -179,6 +194,10 @@ export class LocalApiServer {
     try {
       const url = req.url ?? '';
       if (req.method === 'GET' && url === '/v0/status') return send(200, this.backend.status());
+      if (req.method === 'GET' && url === '/v0/dns/status') {
+        if (!this.backend.dnsStatus) return send(404, { error: { code: 'not_found', message: 'this agent has no MagicDNS' } });
+        return send(200, this.backend.dnsStatus());
+      }
       if (req.method === 'GET' && url === '/v0/metrics' && this.backend.metrics) {
         res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
         res.end(this.backend.metrics());
@@ -209,6 +228,12 @@ export class LocalApiServer {
         case '/v0/netcheck':
           if (!this.backend.netcheck) return send(404, { error: { code: 'not_found', message: 'this agent cannot netcheck' } });
           return send(200, await this.backend.netcheck());
+        case '/v0/dns/query': {
+          if (!this.backend.dnsQuery) return send(404, { error: { code: 'not_found', message: 'this agent has no MagicDNS' } });
+          const q = JSON.parse(body) as { name?: unknown; type?: unknown };
+          if (typeof q.name !== 'string' || typeof q.type !== 'string') return send(400, { error: { code: 'bad_request', message: 'want {"name": "...", "type": "A"}' } });
+          return send(200, await this.backend.dnsQuery(q.name, q.type));
+        }
         case '/v0/shutdown':
           send(200, { ok: true, exiting: true, pid: process.pid });
           await this.backend.shutdown();
@@ -357,6 +382,16 @@ export class LocalApiClient {
   /** A fresh netcheck report. */
   async netcheck(): Promise<NetcheckReport> {
     return (await this.call('POST', '/v0/netcheck', {}, undefined, 15_000)) as unknown as NetcheckReport;
+  }
+
+  /** MagicDNS status. */
+  async dnsStatus(): Promise<DnsStatus> {
+    return (await this.call('GET', '/v0/dns/status', undefined)) as unknown as DnsStatus;
+  }
+
+  /** One query through quad-100. */
+  async dnsQuery(name: string, type: string): Promise<{ bytes: string; resolvers: string[] }> {
+    return (await this.call('POST', '/v0/dns/query', { name, type }, undefined, 15_000)) as unknown as { bytes: string; resolvers: string[] };
   }
 
   /** Asks the agent to exit and waits until it has. */

@@ -1,8 +1,6 @@
 // The agent's routing side: routing prefs from `up`, the packet filter, and the Linux router,
 // driven by each network map. The agent calls in at up (start), per map (apply), at down (stop);
 // everything else lives in src/router and src/filter.
-import { lookup } from 'node:dns/promises';
-import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import type { MapDelta, NetworkMap } from '../control/netmap.ts';
 import type { Hostinfo } from '../control/wire.ts';
@@ -10,6 +8,8 @@ import { PacketFilter } from '../filter/filter.ts';
 import { LinuxRouter, cleanupStale, forwardingWarning, type Exec } from '../router/linux.ts';
 import { DEFAULT_PREFS, canonicalPrefix, isExitRoute, offersExit, planRoutes, routableIPs, subnetRoutes, type RoutePlan, type RoutePrefs } from '../router/plan.ts';
 import type { DataPlane } from './dataplane.ts';
+import type { Touched } from './peersync.ts';
+import type { NodeInfo } from '../control/netmap.ts';
 import type { Logf } from '../util/log.ts';
 
 /** Least time between two map refreshes for route approval (ms). */
@@ -65,7 +65,6 @@ export class Routing {
   private readonly log: Logf;
   private readonly exec: Exec | undefined;
   private router: LinuxRouter | undefined;
-  private controlHosts: string[] = [];
   private plan: RoutePlan | undefined;
   private routerError: string | undefined;
   private lastRefresh = 0;
@@ -105,32 +104,58 @@ export class Routing {
     return { RoutableIPs: routableIPs(this.prefs) };
   }
 
-  /** Attaches to a new data plane; resolves the control server's addresses (they bypass the tunnel). */
-  async start(dp: DataPlane, controlUrl: string): Promise<void> {
+  /**
+   * Attaches to a new data plane. Control and DERP need no per-address rules: their sockets carry
+   * the bypass mark (src/net/tcp.ts). `controlUrl` is kept for callers; it is not resolved.
+   */
+  async start(dp: DataPlane, _controlUrl: string): Promise<void> {
     dp.filter = this.filter;
     if (this.hostRouting) this.router = new LinuxRouter(this.tun, this.log, this.exec);
-    const host = new URL(controlUrl).hostname.replace(/^\[|\]$/g, '');
-    if (isIP(host)) this.controlHosts = [host];
-    else {
-      try {
-        this.controlHosts = (await lookup(host, { all: true })).map((a) => a.address);
-      } catch (e) {
-        this.controlHosts = [];
-        this.log(`resolving ${host}: ${(e as Error).message}; control traffic may enter an exit node's tunnel`);
-      }
-    }
   }
 
-  /** Applies a network map: host routes and filter now; returns each peer's WireGuard allowed IPs. */
-  apply(m: NetworkMap): Promise<Map<number, string[]>> {
-    const p = this.applying.then(() => this.applyNow(m));
+  /** Node ID of the exit node in use (undefined: none, or not in the map). */
+  get exitNodeId(): number | undefined {
+    return this.plan?.exitNode?.id;
+  }
+
+  /**
+   * Applies a network map: host routes and filter now; returns each peer's WireGuard allowed IPs.
+   * With the peer IDs a delta touched, when none of them changed what routing reads (name,
+   * addresses, allowed IPs) and neither did the self node or the packet filter, the last plan
+   * stands: a peer roaming costs O(1), not a new plan over every peer.
+   */
+  apply(m: NetworkMap, touched: Touched = 'all'): Promise<Map<number, string[]>> {
+    const p = this.applying.then(() => this.applyNow(m, touched));
     this.applying = p.catch(() => {});
     return p;
   }
 
-  private async applyNow(m: NetworkMap): Promise<Map<number, string[]>> {
+  /** Full plans computed so far (tests count them). */
+  plans = 0;
+  private planKeys = new Map<number, string>();
+  private planSelf: NetworkMap['self'];
+  private planFilters: unknown[] = [];
+
+  private planStands(m: NetworkMap, touched: Touched): boolean {
+    if (touched === 'all' || !this.plan || this.routerError !== undefined || m.self !== this.planSelf) return false;
+    const f = [...m.packetFilters.values()];
+    if (f.length !== this.planFilters.length || f.some((x, i) => x !== this.planFilters[i])) return false;
+    for (const id of touched) {
+      const p = m.peers.get(id), had = this.planKeys.get(id);
+      if (!p || had === undefined || routingKey(p) !== had) return false;
+    }
+    return true;
+  }
+
+  private async applyNow(m: NetworkMap, touched: Touched): Promise<Map<number, string[]>> {
+    if (this.planStands(m, touched)) return this.plan!.peerAllowedIPs;
+    this.plans++;
+    this.planSelf = m.self;
+    this.planFilters = [...m.packetFilters.values()];
+    this.planKeys = new Map([...m.peers].map(([id, p]) => [id, routingKey(p)]));
+    const router = this.router;
     const host = hostNets(this.tun);
-    const plan = planRoutes(m, this.prefs, { lanPrefixes: host.prefixes, hostAddresses: host.addresses, bypassHosts: [...this.controlHosts, ...derpHosts(m)] });
+    const plan = planRoutes(m, this.prefs, { lanPrefixes: host.prefixes, hostAddresses: host.addresses });
     const prev = this.plan?.exitNode;
     this.plan = plan;
     this.filter.update(m.packetFilter, plan.localNets, plan.notLocalNets);
@@ -140,9 +165,9 @@ export class Routing {
       this.log(ex.id === undefined ? `exit node ${ex.wanted} is not in the tailnet: internet traffic is dropped until it appears`
         : ex.offersExit ? `using exit node ${ex.hostname}` : `exit node ${ex.hostname} offers no approved exit routes: internet traffic is dropped`);
     }
-    if (this.router) {
+    if (router) {
       try {
-        await this.router.set(plan.router);
+        await router.set(plan.router);
         this.routerError = undefined;
       } catch (e) {
         this.routerError = (e as Error).message;
@@ -170,14 +195,20 @@ export class Routing {
     else this.refreshTimer = setTimeout(go, wait);
   }
 
-  /** Removes routes, rules and the nft table; detaches the filter. */
+  /**
+   * Removes routes, rules and the nft table; detaches the filter. Waits for a map being applied to
+   * finish first (it would re-add rules after close() otherwise); maps applied later touch no host state.
+   */
   async stop(dp: DataPlane | undefined): Promise<void> {
     if (dp) dp.filter = undefined;
     clearTimeout(this.refreshTimer);
     this.refreshTimer = undefined;
     const r = this.router;
     this.router = undefined;
+    await this.applying;
     this.plan = undefined;
+    this.planKeys = new Map();
+    this.planSelf = undefined;
     if (r) await r.close();
   }
 
@@ -246,13 +277,7 @@ function inTailnetV4(ip: string): boolean {
   return a === 100 && b !== undefined && b >= 64 && b < 128;
 }
 
-/** Addresses of the DERP servers in the map (IPv4/IPv6 fields, or a literal host name). */
-function derpHosts(m: NetworkMap): string[] {
-  const out: string[] = [];
-  for (const r of Object.values(m.derpMap?.Regions ?? {})) {
-    for (const n of r?.Nodes ?? []) {
-      for (const a of [n.IPv4, n.IPv6, n.HostName]) if (typeof a === 'string' && isIP(a) && !out.includes(a)) out.push(a);
-    }
-  }
-  return out;
+/** What the route plan reads from a peer. */
+function routingKey(p: NodeInfo): string {
+  return `${p.name}|${p.hostname}|${p.expired}|${p.addresses.join(',')}|${p.allowedIPs.join(',')}`;
 }

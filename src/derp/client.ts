@@ -20,6 +20,7 @@ import { connect as netConnect, isIP, type Socket } from 'node:net';
 import { checkServerIdentity, connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import { createHash, randomFillSync } from 'node:crypto';
 import { debuglog } from 'node:util';
+import type { TcpDialer } from '../net/tcp.ts';
 import { boxBefore, KEY_LEN, publicKeyOf } from '../crypto/box.ts';
 import {
   encodeClientInfo, encodeNotePreferred, encodePingPong, encodeSendPacket, FrameReader, FrameType,
@@ -39,6 +40,8 @@ export interface DerpClientOptions {
   connectAddress?: string;
   /** Extra TLS options (ca, rejectUnauthorized, servername ...). */
   tls?: ConnectionOptions;
+  /** Makes the TCP connection (the agent's carry SO_MARK: src/net/tcp.ts); default Node's own. */
+  dial?: TcpDialer;
   /**
    * DERPNode.CertName: `sha256-raw:<hex>` pins the server's leaf certificate by the SHA-256 of its DER
    * (instead of CA verification, as tailscale's tlsdial does); any other value is the name the
@@ -273,6 +276,7 @@ export class DerpClient extends EventEmitter<DerpClientEvents> {
       const pin = certName?.startsWith('sha256-raw:') ? certName.slice('sha256-raw:'.length).toLowerCase() : undefined;
       if (pin !== undefined) tlsOpts.rejectUnauthorized = false;
       else if (certName) tlsOpts.checkServerIdentity = (_host, cert) => checkServerIdentity(certName, cert);
+      if (this.opts.dial) tlsOpts.socket = this.opts.dial(target, port);
       s = tlsConnect(tlsOpts);
       s.once('secureConnect', () => {
         if (pin !== undefined) {
@@ -282,7 +286,7 @@ export class DerpClient extends EventEmitter<DerpClientEvents> {
         this.onTransportUp(s);
       });
     } else {
-      s = netConnect({ host: target, port });
+      s = this.opts.dial ? this.opts.dial(target, port) : netConnect({ host: target, port });
       s.once('connect', () => this.onTransportUp(s));
     }
     this.socket = s;

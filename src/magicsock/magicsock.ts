@@ -21,10 +21,12 @@ import type { NodeInfo } from '../control/netmap.ts';
 import type { Endpoint, Endpoints } from '../net/endpoint.ts';
 import { UdpBind, type Bind, type BindReceiver } from '../net/bind.ts';
 import type { RxBatch } from '../net/batch.ts';
-import { netInfoOf, pickHome, planProbes, ReportBuilder, STUN_TIMEOUT_MS, type NetReport } from '../netcheck/netcheck.ts';
+import { netInfoOf, pickHome, planProbes, ReportBuilder, ReportHistory, STUN_TIMEOUT_MS, type NetReport } from '../netcheck/netcheck.ts';
+import { measureAllHttps } from '../netcheck/https.ts';
 import { PeerPath, Route, type PathAction } from './path.ts';
 import { PeerEndpoint } from './peer-endpoint.ts';
 import { trace, type Logf } from '../util/log.ts';
+import type { TcpDialer } from '../net/tcp.ts';
 
 /** Close a non-home DERP connection unused this long (derpInactiveCleanupTime). */
 export const DERP_INACTIVE_MS = 60_000;
@@ -32,6 +34,10 @@ export const DERP_INACTIVE_MS = 60_000;
 export const DERP_QUEUE_DEPTH = 32;
 /** Own endpoints older than this are re-STUNed before a call-me-maybe (endpointsFreshEnoughDuration). */
 export const ENDPOINTS_FRESH_MS = 27_000;
+/** Budget of the HTTPS latency checks when UDP is blocked (netcheck's remaining report time). */
+const HTTPS_LATENCY_TIMEOUT_MS = 2_000;
+/** A region we got a DERP packet from this recently is reachable (PreferredDERPFrameTime). */
+const DERP_HEARD_RECENTLY_MS = 8_000;
 /** Timer resolution of heartbeats and cleanups. */
 const TICK_MS = 250;
 
@@ -59,10 +65,14 @@ export interface MagicSockOptions {
   derpHttp: boolean;
   /** Our local interface endpoints ("ip:port"), asked for at every report. */
   localEndpoints: () => string[];
+  /** Our port-mapped endpoint ("ip:port"), if the router gave us one (src/portmapper). */
+  portMapped?: () => string | undefined;
   /** Called when our endpoints or NetInfo changed and should go to control. */
   onReport: (endpoints: { addr: string; type: EndpointType }[], netInfo: Record<string, unknown>) => void;
   /** Monotonic clock, ms. */
   now?: () => number;
+  /** Makes DERP's TCP connections (the agent's carry SO_MARK: src/net/tcp.ts). */
+  derpDial?: TcpDialer;
 }
 
 /** A peer's path as status shows it. */
@@ -126,6 +136,10 @@ export class MagicSock implements Bind {
   private home = 0;
   private report: NetReport | undefined;
   private reportAt = -Infinity;
+  /** 5 min of reports, for the home choice (netcheck.ts ReportHistory). */
+  private readonly history = new ReportHistory();
+  /** When a packet last came from each DERP region (the old home counts as reachable for 8 s). */
+  private readonly derpHeard = new Map<number, number>();
   private netcheckRun: ReportBuilder | undefined;
   private netcheckPromise: Promise<NetReport | undefined> | undefined;
   private netcheckTimers: NodeJS.Timeout[] = [];
@@ -134,6 +148,7 @@ export class MagicSock implements Bind {
   private readonly cliPings = new Map<string, CliPing>();
   private lastReported = '';
   private closed = false;
+  private homeWaiters: ((ok: boolean) => void)[] = [];
   /** The socket, when magicsock opened it. */
   private readonly udp: UdpBind | undefined;
   /** The device runner, once open() was called. */
@@ -228,11 +243,13 @@ export class MagicSock implements Bind {
     if (!p) return undefined;
     const now = this.now();
     const region = this.regionFor(p);
+    // Direct means what tailscale's CurAddr means: a UDP address confirmed by a pong less than
+    // 6.5 s ago (bestAddr trusted), the only case where packets go over UDP alone.
     const trusted = p.path.trusted(now);
     return {
-      direct: p.path.bestAddr ? p.path.bestAddr.key : null,
+      direct: trusted ? p.path.bestAddr!.key : null,
       derp: !trusted && region ? this.regionName(region) : null,
-      latencyMs: p.path.bestAddr ? p.path.bestLatency : null,
+      latencyMs: trusted ? p.path.bestLatency : null,
     };
   }
 
@@ -319,8 +336,11 @@ export class MagicSock implements Bind {
     if (p === undefined) return null;
     const actions = this.actions;
     const r = p.path.noteSend(this.now(), actions);
-    if (actions.length > 0) this.runActions(p);
+    // The packet goes to DERP before the call-me-maybe, as tailscale's (asynchronous) one does: a
+    // peer that gets the call-me-maybe first pings us and then, answering the packet, finds nothing
+    // left to ping and sends us no call-me-maybe of its own.
     if (r & Route.derp) this.sendDerp(p, buf.subarray(off, off + len));
+    if (actions.length > 0) this.runActions(p);
     return (r & Route.udp) !== 0 ? p.path.bestAddr ?? null : null;
   }
 
@@ -396,12 +416,14 @@ export class MagicSock implements Bind {
       ...(node.InsecureForTests ? { tls: { rejectUnauthorized: false } } : {}),
       preferred: region === this.home,
       appName: 'meshd',
+      ...(this.opts.derpDial ? { dial: this.opts.derpDial } : {}),
       log: (m) => this.log(`derp-${region}: ${m}`),
     });
     const conn: DerpConn = { region, client, queue: [], lastUsed: this.now() };
     client.on('packet', (src, data) => this.onDerpPacket(region, src, data));
     client.on('connected', () => {
       this.log(`derp-${region}: connected${region === this.home ? ' (home)' : ''}`);
+      this.checkHomeWaiters();
       const q = conn.queue.splice(0);
       for (const m of q) client.send(m.dst, m.data);
     });
@@ -423,6 +445,7 @@ export class MagicSock implements Bind {
       this.handleDisco(data, undefined, region, p);
       return;
     }
+    this.derpHeard.set(region, this.now());
     if (p === undefined) { this.counters.dropDerpUnknownPeer++; return; }
     if (trace.enabled) trace(`derp in from ${p.name}: ${data.length} bytes type ${data[0]}`);
     p.lastDerpRegion = region;
@@ -439,6 +462,30 @@ export class MagicSock implements Bind {
       if (!map.Regions?.[String(region)]) { c.client.close(); this.derps.delete(region); }
     }
     if (first) void this.netcheck();
+  }
+
+  /**
+   * Resolves true once a home region is chosen and its DERP connection is up, false after
+   * timeoutMs. tailscaled turns Running only with a live DERP connection, so a peer that pings
+   * right after `up` finds our home region in its map; `up` waits for this too.
+   */
+  waitHomeDerp(timeoutMs: number): Promise<boolean> {
+    if (this.homeConnected()) return Promise.resolve(true);
+    if (this.closed) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      const w = (ok: boolean) => { clearTimeout(t); resolve(ok); };
+      const t = setTimeout(() => { this.homeWaiters = this.homeWaiters.filter((x) => x !== w); resolve(false); }, timeoutMs);
+      this.homeWaiters.push(w);
+    });
+  }
+
+  private homeConnected(): boolean {
+    return this.home !== 0 && this.derps.get(this.home)?.client.connected === true;
+  }
+
+  private checkHomeWaiters(): void {
+    if (this.homeWaiters.length === 0 || !this.homeConnected()) return;
+    for (const w of this.homeWaiters.splice(0)) w(true);
   }
 
   // ---- UDP in --------------------------------------------------------------------------------
@@ -480,8 +527,9 @@ export class MagicSock implements Bind {
     switch (m.type) {
       case 'ping':
         if (from !== undefined) {
-          p.path.onPingFrom(from, now);
           this.sendDiscoUdp(p, { type: 'pong', txId: m.txId, src: from }, from);
+          p.path.onPingFrom(from, now, this.actions);
+          if (this.actions.length > 0) this.runActions(p);
         } else {
           // The pong's source for a DERP ping is the DERP magic address, as tailscale reports it.
           this.sendDiscoDerp(p, { type: 'pong', txId: m.txId, src: this.io.endpoints.of('127.3.3.40', region) }, region);
@@ -591,16 +639,31 @@ export class MagicSock implements Bind {
     this.netcheckRun = undefined;
     if (this.closed) return undefined;
     const report = run.report();
+    if (!report.udp && map) {
+      // UDP got no answer: DERP latency over HTTPS, as tailscale measures it (netcheck/https.ts).
+      const res = await measureAllHttps(regionsOf(map), { http: this.opts.derpHttp, timeoutMs: HTTPS_LATENCY_TIMEOUT_MS, now: this.now });
+      if (this.closed) return undefined;
+      report.httpsLatency = new Set();
+      for (const r of res) {
+        if (r.ok) { report.regionLatency.set(r.region, r.ms); report.httpsLatency.add(r.region); }
+        else this.log(`netcheck: HTTPS latency of region ${r.region}: ${r.error}`);
+      }
+    }
     this.report = report;
     this.reportAt = this.now();
+    this.history.add(report.regionLatency, this.reportAt);
     const oldHome = this.home;
-    this.home = pickHome(map, report.regionLatency, oldHome);
+    this.home = pickHome(map, report.regionLatency, oldHome, {
+      bestRecent: this.history.bestRecent(),
+      oldHeardRecently: this.reportAt - (this.derpHeard.get(oldHome) ?? -Infinity) < DERP_HEARD_RECENTLY_MS,
+    });
     if (this.home !== oldHome) {
       this.log(`home DERP region ${this.home}${oldHome ? ` (was ${oldHome})` : ''}`);
       this.derps.get(oldHome)?.client.notePreferred(false);
       const c = this.derpConn(this.home);
       c?.client.notePreferred(true);
     }
+    this.checkHomeWaiters();
     this.maybeReport();
     this.scheduleNetcheck();
     return report;
@@ -620,11 +683,13 @@ export class MagicSock implements Bind {
     if (r.ok) run.onResponse(hex(r.txId), r.endpoint, this.now());
   }
 
-  /** Our endpoints in report order: STUN-discovered first (type 2), then local addresses (type 1). */
+  /** Our endpoints in report order: port-mapped (type 3), STUN-discovered (type 2), then local addresses (type 1). */
   ourEndpoints(): { addr: string; type: EndpointType }[] {
     const out: { addr: string; type: EndpointType }[] = [];
     const seen = new Set<string>();
     const add = (addr: string, type: EndpointType) => { if (!seen.has(addr)) { seen.add(addr); out.push({ addr, type }); } };
+    const mapped = this.opts.portMapped?.();
+    if (mapped) add(mapped, EndpointType.portmapped);
     const r = this.report;
     if (r?.globalV4) add(r.globalV4.key, EndpointType.stun);
     if (r?.globalV6) add(r.globalV6.key, EndpointType.stun);
@@ -691,6 +756,7 @@ export class MagicSock implements Bind {
     this.derps.clear();
     for (const c of this.cliPings.values()) c.resolve(undefined);
     this.cliPings.clear();
+    for (const w of this.homeWaiters.splice(0)) w(false);
     this.udp?.close();
   }
 }

@@ -26,6 +26,11 @@ export const UPGRADE_INTERVAL_MS = 60_000;
 export const GOOD_ENOUGH_LATENCY_MS = 5;
 /** Most candidates kept per peer. */
 export const MAX_CANDIDATES = 100;
+/**
+ * Least time between ping-backs to one candidate: a ping from the peer while our path is not
+ * trusted is answered with a pong and, at most this often, with a ping of our own (see onPingFrom).
+ */
+export const PING_BACK_INTERVAL_MS = 1_000;
 /** Most pings awaiting a pong per peer. */
 const MAX_PENDING_PINGS = 256;
 
@@ -51,6 +56,8 @@ interface Candidate {
   fromCallMeMaybe: boolean;
   /** Last time the peer pinged us from here (runtime-learned candidate). */
   lastPingFrom: number;
+  /** Last ping-back to here (onPingFrom). */
+  lastPingBack: number;
 }
 
 interface SentPing { to: Endpoint; at: number; purpose: PingPurpose }
@@ -118,6 +125,7 @@ export class PeerPath {
   private readonly newTxId: () => Uint8Array;
   private lastSend = -Infinity;
   private lastFullPing = -Infinity;
+  private lastCallMeMaybe = -Infinity;
   private nextHeartbeat = Infinity;
   /** Earliest time a discovery round could ping anyone (skips the scan on the hot path). */
   private nextDiscovery = -Infinity;
@@ -158,7 +166,7 @@ export class PeerPath {
     let c = this.candidates.get(e.key);
     if (c === undefined) {
       if (this.candidates.size >= MAX_CANDIDATES) this.pruneOne();
-      c = { ep: e, lastPing: -Infinity, latency: Infinity, fromMap: false, fromCallMeMaybe: false, lastPingFrom: -Infinity };
+      c = { ep: e, lastPing: -Infinity, latency: Infinity, fromMap: false, fromCallMeMaybe: false, lastPingFrom: -Infinity, lastPingBack: -Infinity };
       this.candidates.set(e.key, c);
       this.nextDiscovery = -Infinity;
     }
@@ -204,10 +212,15 @@ export class PeerPath {
     this.lastFullPing = now;
     // With no candidate at all a call-me-maybe still lets the peer ping us (we may have a public address).
     if (withCallMeMaybe && (sent > 0 || this.candidates.size === 0)) {
-      out.push({ kind: 'call-me-maybe' });
-      this.counters.callMeMaybeSent++;
+      this.callMeMaybe(now, out);
       if (this.candidates.size === 0) this.nextDiscovery = now + DISCO_PING_INTERVAL_MS;
     }
+  }
+
+  private callMeMaybe(now: number, out: PathAction[]): void {
+    out.push({ kind: 'call-me-maybe' });
+    this.counters.callMeMaybeSent++;
+    this.lastCallMeMaybe = now;
   }
 
   private ping(c: Candidate, now: number, purpose: PingPurpose, out: PathAction[]): void {
@@ -257,9 +270,20 @@ export class PeerPath {
     return { to: sp.to, latencyMs: latency, purpose: sp.purpose, becameBest };
   }
 
-  /** The peer pinged us over UDP from `from`: remember the address as a candidate. */
-  onPingFrom(from: Endpoint, now: number): void {
-    this.candidate(from).lastPingFrom = now;
+  /**
+   * The peer pinged us over UDP from `from`: remember the address as a candidate, and while our own
+   * path is not trusted, ping it back at once (at most every PING_BACK_INTERVAL_MS per address).
+   * Its ping crossing our NAT proves its NAT now lets our packets through from `from`, so our ping
+   * gets there even if the one we sent before (at discovery) died at its NAT. tailscale waits for
+   * the peer's call-me-maybe or for its own 5 s retry instead; when the call-me-maybe reached the
+   * peer before its first WireGuard packet to us, it sends none back and the retry costs 5 s.
+   */
+  onPingFrom(from: Endpoint, now: number, out?: PathAction[]): void {
+    const c = this.candidate(from);
+    c.lastPingFrom = now;
+    if (out === undefined || this.trusted(now) || now - c.lastPingBack < PING_BACK_INTERVAL_MS) return;
+    c.lastPingBack = now;
+    this.ping(c, now, 'discovery', out);
   }
 
   /** The peer's call-me-maybe (via DERP): its endpoints replace the earlier ones; ping all now. */
@@ -279,6 +303,11 @@ export class PeerPath {
     }
     for (const c of this.candidates.values()) c.lastPing = -Infinity;
     this.discover(now, out, false);
+    // Answer with a call-me-maybe of our own (at most one per DISCO_PING_INTERVAL_MS, so two meshd
+    // never bounce them): the pings just sent opened our NAT towards the peer, and a call-me-maybe
+    // makes it ping us now instead of at its next heartbeat or 5 s retry. tailscale never answers
+    // one; this is what makes meshd as responder go direct in a round trip.
+    if (!this.trusted(now) && now - this.lastCallMeMaybe >= DISCO_PING_INTERVAL_MS) this.callMeMaybe(now, out);
   }
 
   /** Sending to bestAddr failed in a way that means it cannot work: forget it. */

@@ -86,6 +86,8 @@ export interface NativeAddon {
   pollStop(handle: PollHandle): void;
   pollRef(handle: PollHandle, ref: boolean): void;
   pollStats(handle: PollHandle): PollStats;
+  /** A non-blocking, unconnected TCP socket (dual-stack when the host has IPv6) with SO_MARK when mark != 0. */
+  tcpSocket(mark: number): { fd: number; family: 4 | 6 };
   close(fd: number): void;
   /** A new close-on-exec fd for the same open file (F_DUPFD_CLOEXEC); absent in addons built before it. */
   dupFd?(fd: number): number;
@@ -156,7 +158,7 @@ export function readerError(what: string, negErrno: number): Error & { code: str
 }
 
 /** ABI version this TypeScript expects (native/README.md). */
-export const NATIVE_ABI_VERSION = 2;
+export const NATIVE_ABI_VERSION = 3;
 
 let cached: NativeAddon | undefined;
 

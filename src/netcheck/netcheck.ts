@@ -32,6 +32,8 @@ export interface NetReport {
   globalV6: Endpoint | undefined;
   /** Different servers saw different mappings (hard NAT); undefined when only one server answered. */
   mappingVariesByDestIP: boolean | undefined;
+  /** Regions whose latency was measured over HTTPS (/derp/latency-check) because UDP got no answer. */
+  httpsLatency?: Set<number>;
 }
 
 /** True when text is an IPv4 or IPv6 literal. */
@@ -120,26 +122,66 @@ export class ReportBuilder {
   }
 }
 
+/** Reports are kept this long for the home choice (fullReportInterval 5 min + ReportTimeout 5 s). */
+export const REPORT_HISTORY_MS = 5 * 60_000 + 5_000;
+
+/** The recent reports' latencies (addReportAndPruneExpired): the best per region over 5 min. */
+export class ReportHistory {
+  private readonly reports: { at: number; latency: ReadonlyMap<number, number> }[] = [];
+
+  /** Adds a report's latencies taken at `now` and drops those older than REPORT_HISTORY_MS. */
+  add(latency: ReadonlyMap<number, number>, now: number): void {
+    this.reports.push({ at: now, latency: new Map(latency) });
+    while (this.reports.length > 0 && now - this.reports[0]!.at > REPORT_HISTORY_MS) this.reports.shift();
+    // Bounded however often netcheck runs: 5 min of reports at most every 100 ms.
+    if (this.reports.length > 3000) this.reports.splice(0, this.reports.length - 3000);
+  }
+
+  /** Lowest latency per region over the kept reports. */
+  bestRecent(): Map<number, number> {
+    const best = new Map<number, number>();
+    for (const r of this.reports) {
+      for (const [region, ms] of r.latency) {
+        const b = best.get(region);
+        if (b === undefined || ms < b) best.set(region, ms);
+      }
+    }
+    return best;
+  }
+
+  /** Reports kept. */
+  get size(): number {
+    return this.reports.length;
+  }
+}
+
 /**
- * The home region (addReportHistoryAndSetPreferredDERP): the lowest latency (scaled by
- * HomeParams.RegionScore), but the old home stays while it is reachable and the best is not better
- * by 10 ms and by a third. No latency at all: keep the old home; none: the lowest region ID.
+ * The home region (addReportHistoryAndSetPreferredDERP): among the regions of this report, the one
+ * with the lowest best latency of the last 5 min (`bestRecent`, default this report), scaled by
+ * HomeParams.RegionScore; but the old home stays while it is reachable (a latency in this report,
+ * or `oldHeardRecently`: a DERP frame from it lately) and the best is not better by 10 ms and by a
+ * third. No latency at all: keep the old home; none: the lowest region ID.
  */
-export function pickHome(map: DERPMap | undefined, latency: ReadonlyMap<number, number>, oldHome: number): number {
+export function pickHome(map: DERPMap | undefined, latency: ReadonlyMap<number, number>, oldHome: number,
+  opts: { bestRecent?: ReadonlyMap<number, number>; oldHeardRecently?: boolean } = {}): number {
   const score = map?.HomeParams?.RegionScore ?? {};
+  const scaled = (region: number, ms: number) => { const s = score[String(region)]; return s && s > 0 ? ms * s : ms; };
   let best = 0, bestLat = Infinity;
   for (const [region, ms] of latency) {
-    const s = score[String(region)];
-    const scaled = s && s > 0 ? ms * s : ms;
-    if (scaled < bestLat || (scaled === bestLat && region < best)) { best = region; bestLat = scaled; }
+    const recent = Math.min(ms, opts.bestRecent?.get(region) ?? Infinity);
+    const v = scaled(region, recent);
+    if (v < bestLat || (v === bestLat && region < best)) { best = region; bestLat = v; }
   }
   if (best === 0) {
     if (oldHome) return oldHome;
     const ids = Object.values(map?.Regions ?? {}).filter((r) => r && !r.NoMeasureNoHome).map((r) => r!.RegionID).sort((a, b) => a - b);
     return ids[0] ?? 0;
   }
-  const oldLat = latency.get(oldHome);
-  if (oldHome && oldHome !== best && oldLat !== undefined) {
+  const oldMs = latency.get(oldHome);
+  const oldAccessible = oldMs !== undefined || opts.oldHeardRecently === true;
+  if (oldHome && oldHome !== best && oldAccessible) {
+    // Heard from but not measured: tailscale counts its current latency as 0, so it stays.
+    const oldLat = oldMs === undefined ? 0 : scaled(oldHome, oldMs);
     if (oldLat - bestLat < HOME_HYSTERESIS_MS || bestLat > HOME_HYSTERESIS_FRACTION * oldLat) return oldHome;
   }
   return best;

@@ -5,14 +5,13 @@
 //   pref 5210  fwmark 0x80000/0xff0000  lookup main       meshd's own sockets (SO_MARK 0x80000)
 //   pref 5230  fwmark 0x80000/0xff0000  lookup default
 //   pref 5250  fwmark 0x80000/0xff0000  unreachable        ...never fall into the tunnel
-//   pref 5265  to <control/DERP IP>     lookup main       only while table 52 holds routes (below)
 //   pref 5270  lookup 52                                  the tailnet's routes win over main
 //   table 52:  accepted subnet routes and, with an exit node, 0.0.0.0/0 and ::/0, all `dev <tun>`;
 //              `throw <LAN prefix>` for --exit-node-allow-lan-access (lookup goes on to main)
-// The WireGuard UDP socket carries the bypass mark. Node cannot set SO_MARK on its TCP sockets
-// (control over HTTP/2, DERP), so instead of marks those servers' addresses get pref-5265 rules
-// to the main table: simpler than patching every socket, and exact as long as the agent knows the
-// addresses (the control URL's host, resolved at up; the DERP map's IPv4/IPv6 fields).
+// Every socket meshd opens for the tailnet's own traffic carries the bypass mark: the WireGuard UDP
+// socket, and the TCP connections to control and DERP (src/net/tcp.ts makes their fds natively),
+// whatever address their names resolve to. (Earlier versions added pref-5265 rules per control/DERP
+// address instead; cleanupStale still removes those.)
 // The tailnet range itself stays in main (netconf.ts) so nothing changes for plain peers.
 //
 // Forwarding (exit node / subnet router): nftables table `inet meshd`; a forward chain marks what
@@ -38,7 +37,7 @@ export const BYPASS_MARK = 0x80000;
 export const SUBNET_MARK = 0x40000;
 /** The part of the mark meshd uses. */
 export const MARK_MASK = 0xff0000;
-/** Priority of the rules sending control and DERP servers to the main table. */
+/** Priority of the per-address bypass rules of earlier versions (only removed now, by cleanupStale). */
 export const BYPASS_HOST_PRIORITY = 5265;
 /** The nftables table (family inet) meshd owns. */
 export const NFT_TABLE = 'meshd';
@@ -80,14 +79,11 @@ export interface RouterConfig {
   routes: readonly string[];
   /** Prefixes that skip table 52 (LAN kept local with --exit-node-allow-lan-access). */
   throwRoutes: readonly string[];
-  /** Addresses that must never enter the tunnel (control and DERP servers). */
-  bypassHosts: readonly string[];
   /** Masquerade traffic from the tailnet leaving other interfaces (exit node, subnet router). */
   masquerade: boolean;
 }
 
 const fam = (p: string): string => (p.includes(':') ? '-6' : '-4');
-const hostPrefix = (a: string): string => (a.includes('/') ? a : a.includes(':') ? `${a}/128` : `${a}/32`);
 
 /** The nftables script for masquerading (applied atomically with nft -f -). */
 export function nftRuleset(tun: string): string {
@@ -113,7 +109,6 @@ export class LinuxRouter {
   private baseRules = false;
   private routes = new Set<string>();
   private throws = new Set<string>();
-  private bypass = new Set<string>();
   private nft = false;
 
   constructor(tun: string, log: Logf, exec: Exec = execCommand) {
@@ -129,13 +124,6 @@ export class LinuxRouter {
       this.baseRules = true;
     }
     const wantRoutes = new Set(cfg.routes), wantThrows = new Set(cfg.throwRoutes);
-    const wantBypass = new Set(wantRoutes.size > 0 ? cfg.bypassHosts.map(hostPrefix) : []);
-    // Bypass rules first, so a new default route never captures control traffic.
-    for (const h of wantBypass) {
-      if (this.bypass.has(h)) continue;
-      await this.exec('ip', [fam(h), 'rule', 'add', 'pref', String(BYPASS_HOST_PRIORITY), 'to', h, 'lookup', 'main']);
-      this.bypass.add(h);
-    }
     for (const t of wantThrows) {
       if (this.throws.has(t)) continue;
       await this.exec('ip', [fam(t), 'route', 'replace', 'throw', t, 'table', String(ROUTE_TABLE)]);
@@ -157,11 +145,6 @@ export class LinuxRouter {
       await this.exec('ip', [fam(t), 'route', 'del', 'throw', t, 'table', String(ROUTE_TABLE)]).catch(() => {});
       this.throws.delete(t);
     }
-    for (const h of this.bypass) {
-      if (wantBypass.has(h)) continue;
-      await this.exec('ip', [fam(h), 'rule', 'del', 'pref', String(BYPASS_HOST_PRIORITY), 'to', h, 'lookup', 'main']).catch(() => {});
-      this.bypass.delete(h);
-    }
     if (cfg.masquerade && !this.nft) {
       await this.exec('nft', ['delete', 'table', 'inet', NFT_TABLE]).catch(() => {});
       await this.exec('nft', ['-f', '-'], nftRuleset(this.tun));
@@ -179,13 +162,12 @@ export class LinuxRouter {
     this.baseRules = this.nft = false;
     this.routes.clear();
     this.throws.clear();
-    this.bypass.clear();
     if (had) await cleanupStale(this.log, this.exec);
   }
 }
 
 /**
- * Removes what a meshd agent may have left (after kill -9): the base rules and pref-5265 rules of
+ * Removes what a meshd agent may have left (after kill -9): the base rules and (older versions') pref-5265 rules of
  * both families, the routes in table 52, the nft table. Bounded loops; never throws.
  */
 export async function cleanupStale(log: Logf, exec: Exec = execCommand): Promise<number> {

@@ -91,8 +91,6 @@ export interface HostFacts {
   lanPrefixes: readonly string[];
   /** The host's own addresses outside the tailnet. */
   hostAddresses?: readonly string[];
-  /** Control and DERP server addresses. */
-  bypassHosts: readonly string[];
 }
 
 /** Plans routes, allowed IPs and local nets for a map. */
@@ -125,7 +123,6 @@ export function planRoutes(map: NetworkMap, prefs: RoutePrefs, host: HostFacts):
     router: {
       routes: [...routes],
       throwRoutes: prefs.exitNode && prefs.exitNodeAllowLanAccess ? [...host.lanPrefixes] : [],
-      bypassHosts: [...host.bypassHosts],
       masquerade: advertising,
     },
     localNets: [...localNets],

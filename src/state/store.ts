@@ -44,6 +44,8 @@ export interface StateFile {
     exitNodeAllowLanAccess: boolean;
     acceptRoutes: boolean;
   };
+  /** --accept-dns of the last `up` (default true). */
+  acceptDns?: boolean;
   /** Node ID, user and addresses from the last map, for display. */
   nodeId?: number;
   user?: string;
@@ -78,15 +80,26 @@ export class StateStore {
     this.dir = dir;
   }
 
-  /** Opens (creating with mode 0700 if needed) a state directory; tightens a looser mode to 0700. */
+  /**
+   * Opens a state directory, creating it with mode 0700 if needed. An existing directory keeps its
+   * mode (it may be shared, or chosen on purpose), but one that others can write to is refused:
+   * another user could plant links where meshd writes its keys.
+   */
   static async open(dir: string): Promise<StateStore> {
+    let st;
     try {
-      await fs.mkdir(dir, { recursive: true, mode: 0o700 });
-      const st = await fs.stat(dir);
+      st = await fs.stat(dir).catch((e: NodeJS.ErrnoException) => { if (e.code === 'ENOENT') return undefined; throw e; });
+      if (st === undefined) {
+        await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+        await fs.chmod(dir, 0o700); // ours: exactly 0700 whatever the umask
+        st = await fs.stat(dir);
+      }
       if (!st.isDirectory()) throw new Error('not a directory');
-      if ((st.mode & 0o077) !== 0) await fs.chmod(dir, 0o700);
     } catch (e) {
       throw new StateError('state_unwritable', `state directory ${dir} is unusable (${(e as Error).message}): choose another with --state-dir or fix its permissions`, e);
+    }
+    if ((st.mode & 0o022) !== 0) {
+      throw new StateError('state_unwritable', `state directory ${dir} is writable by ${(st.mode & 0o002) !== 0 ? 'all users' : 'its group'} (mode ${(st.mode & 0o7777).toString(8).padStart(4, '0')}): choose another with --state-dir, or run chmod go-w on it`);
     }
     return new StateStore(dir);
   }

@@ -101,6 +101,17 @@ class Trie {
     this.val[node] = slot;
   }
 
+  /** Clears the value at a prefix's node (the path stays; lookups fall back to an ancestor). */
+  unset(bytes: Uint8Array, bits: number): void {
+    let node = 0;
+    for (let i = 0; i < bits; i++) {
+      const bit = (bytes[i >> 3]! >> (7 - (i & 7))) & 1;
+      node = bit === 0 ? this.c0[node]! : this.c1[node]!;
+      if (node === 0) return;
+    }
+    this.val[node] = -1;
+  }
+
   lookup(buf: Uint8Array, off: number, nbits: number): number {
     let node = 0;
     let best = this.val[0]!;
@@ -126,12 +137,12 @@ interface Entry<T> {
 export class AllowedIPs<T> {
   private readonly v4 = new Trie();
   private readonly v6 = new Trie();
-  /** Slot i of the tries refers to entries[i]. */
-  private entries: Entry<T>[] = [];
-  /** Index of each prefix (canonical text) in entries: insert is O(1), not a scan. */
-  private byText = new Map<string, number>();
-  /** Each value's entries, so that prefixesOf and an unchanged replace cost O(its prefixes), not O(all). */
-  private byValue = new Map<T, Entry<T>[]>();
+  /** Slot i of the tries refers to entries[i]; removed slots are undefined and reused. */
+  private readonly entries: (Entry<T> | undefined)[] = [];
+  private readonly free: number[] = [];
+  /** Slot by canonical prefix text, and slots by value: every change is O(prefix length), not O(table). */
+  private readonly byText = new Map<string, number>();
+  private readonly byValue = new Map<T, Set<number>>();
 
   /** Routes a prefix to a value; a prefix already routed elsewhere moves (as in wireguard-go). */
   insert(cidr: string | Prefix, value: T): void {
@@ -141,32 +152,21 @@ export class AllowedIPs<T> {
     if (existing !== undefined) {
       const e = this.entries[existing]!;
       if (e.value === value) return;
-      const old = this.byValue.get(e.value);
-      if (old) {
-        old.splice(old.indexOf(e), 1);
-        if (old.length === 0) this.byValue.delete(e.value);
-      }
+      this.unlink(e.value, existing);
       e.value = value;
-      this.addToValue(e);
+      this.link(value, existing);
       return;
     }
-    const e = { prefix, text, value };
-    this.entries.push(e);
-    this.byText.set(text, this.entries.length - 1);
-    this.addToValue(e);
-    (prefix.family === 4 ? this.v4 : this.v6).insert(prefix.bytes, prefix.bits, this.entries.length - 1);
-  }
-
-  private addToValue(e: Entry<T>): void {
-    const list = this.byValue.get(e.value);
-    if (list) list.push(e);
-    else this.byValue.set(e.value, [e]);
+    const slot = this.free.pop() ?? this.entries.length;
+    this.entries[slot] = { prefix, text, value };
+    this.byText.set(text, slot);
+    this.link(value, slot);
+    (prefix.family === 4 ? this.v4 : this.v6).insert(prefix.bytes, prefix.bits, slot);
   }
 
   /** True when exactly these prefixes (canonical text, any order) route to `value`. */
   hasExactly(value: T, texts: readonly string[]): boolean {
-    const list = this.byValue.get(value) ?? [];
-    if (list.length !== new Set(texts).size) return false;
+    if ((this.byValue.get(value)?.size ?? 0) !== new Set(texts).size) return false;
     for (const t of texts) {
       const i = this.byText.get(t);
       if (i === undefined || this.entries[i]!.value !== value) return false;
@@ -176,22 +176,41 @@ export class AllowedIPs<T> {
 
   /** Removes every prefix that routes to `value`. */
   removeValue(value: T): void {
-    if (!this.byValue.has(value)) return;
-    this.rebuild(this.entries.filter((e) => e.value !== value));
+    const slots = this.byValue.get(value);
+    if (slots) for (const slot of [...slots]) this.removeSlot(slot);
   }
 
   /** Removes one prefix if present. */
   remove(cidr: string): void {
-    const text = formatPrefix(parsePrefix(cidr));
-    const kept = this.entries.filter((e) => e.text !== text);
-    if (kept.length !== this.entries.length) this.rebuild(kept);
+    const slot = this.byText.get(formatPrefix(parsePrefix(cidr)));
+    if (slot !== undefined) this.removeSlot(slot);
   }
 
-  /** The prefixes routed to `value`, canonical text, in insertion order. */
+  /** The prefixes routed to `value`, canonical text, in table order (insertion order; a moved prefix keeps its place). */
   prefixesOf(value: T): string[] {
-    const list = this.byValue.get(value);
-    if (!list) return [];
-    return list.map((e) => this.byText.get(e.text)!).sort((a, b) => a - b).map((i) => this.entries[i]!.text);
+    return [...(this.byValue.get(value) ?? [])].sort((x, y) => x - y).map((slot) => this.entries[slot]!.text);
+  }
+
+  private link(value: T, slot: number): void {
+    let set = this.byValue.get(value);
+    if (!set) this.byValue.set(value, (set = new Set()));
+    set.add(slot);
+  }
+
+  private unlink(value: T, slot: number): void {
+    const set = this.byValue.get(value);
+    set?.delete(slot);
+    if (set?.size === 0) this.byValue.delete(value);
+  }
+
+  private removeSlot(slot: number): void {
+    const e = this.entries[slot];
+    if (!e) return;
+    (e.prefix.family === 4 ? this.v4 : this.v6).unset(e.prefix.bytes, e.prefix.bits);
+    this.entries[slot] = undefined;
+    this.free.push(slot);
+    this.byText.delete(e.text);
+    this.unlink(e.value, slot);
   }
 
   /** The value for an IPv4 address at buf[off, off+4), or undefined. */
@@ -222,16 +241,4 @@ export class AllowedIPs<T> {
     return undefined;
   }
 
-  private rebuild(entries: Entry<T>[]): void {
-    this.entries = entries;
-    this.v4.clear();
-    this.v6.clear();
-    this.byText.clear();
-    this.byValue.clear();
-    entries.forEach((e, i) => {
-      (e.prefix.family === 4 ? this.v4 : this.v6).insert(e.prefix.bytes, e.prefix.bits, i);
-      this.byText.set(e.text, i);
-      this.addToValue(e);
-    });
-  }
 }

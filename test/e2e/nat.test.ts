@@ -31,12 +31,10 @@ describe('through NAT routers, meshd and tailscaled', { skip }, () => {
   }
 
   /** The direct address a node uses for a peer, or null (DERP or nothing). */
-  function directTo(a: Node, b: Node): string | null {
-    if (a.kind === 'meshd') return meshdStatus(a).peers.find((p) => p.hostname === b.node.name)?.path.direct ?? null;
-    const st = JSON.parse(lab.tailscale(a.node, ['status', '--json']).stdout || '{}') as { Peer?: Record<string, { HostName: string; CurAddr?: string }> };
-    const p = Object.values(st.Peer ?? {}).find((x) => x.HostName === b.node.name);
-    return p?.CurAddr ? p.CurAddr : null;
+  function directTo(a: Node, b: Node): Promise<string | null> {
+    return lab.directPath(a.node, a.kind, b.node.name);
   }
+
 
   async function add(name: string, kind: Kind, nat: 'easy' | 'hard' | 'udp-blocked', key: string): Promise<void> {
     const node = lab.addNatNode(name, nat);
@@ -65,15 +63,15 @@ describe('through NAT routers, meshd and tailscaled', { skip }, () => {
     }
     let directMs: number | null = null;
     const deadline = t0 + DIRECT_WITHIN_MS;
-    for (let i = 0; i < 200 && Date.now() < deadline; i++) {
+    for (let i = 0; i < 400 && Date.now() < deadline; i++) {
       // Traffic keeps the session active, as in real use.
       lab.lab.tryExec(a.node.ns, ['ping', '-c', '1', '-W', '1', b.ip], 5000);
-      if (directTo(a, b) && directTo(b, a)) { directMs = Date.now() - t0; break; }
-      await new Promise((r) => setTimeout(r, 200));
+      if (await directTo(a, b) && await directTo(b, a)) { directMs = Date.now() - t0; break; }
+      await new Promise((r) => setTimeout(r, 50));
     }
     const r: Result = {
       pair: `${a.kind}(${aName}) -> ${b.kind}(${bName})`, nat: `${a.nat}-${b.nat}`, firstReplyMs,
-      directMs, path: directMs !== null ? `direct ${directTo(a, b)}` : 'DERP',
+      directMs, path: directMs !== null ? `direct ${await directTo(a, b)}` : 'DERP',
     };
     results.push(r);
     return r;
@@ -120,18 +118,26 @@ describe('through NAT routers, meshd and tailscaled', { skip }, () => {
     assert.notEqual(r.directMs, null, JSON.stringify(r));
   });
 
-  it('easy and hard: meshd gets the same outcome as tailscaled does', async () => {
+  // The outcome the lab dictates, asserted for both implementations: a comparison that only checked
+  // "meshd == tailscaled" would pass when both fail. Easy and hard: the hard side's pings leave from
+  // a fresh port per destination, which the easy side's NAT never sent to, and the easy side's pings
+  // go to the port the hard side's NAT gave the STUN server: both die, so DERP it is.
+  function sameOutcome(ref: Result, got: Result, direct: boolean): void {
+    assert.ok(ref.firstReplyMs >= 0 && got.firstReplyMs >= 0, `both work: meshd ${JSON.stringify(got)} vs tailscaled ${JSON.stringify(ref)}`);
+    assert.equal(ref.directMs !== null, direct, `tailscaled ${direct ? 'direct' : 'through DERP'} as the lab dictates: ${JSON.stringify(ref)}`);
+    assert.equal(got.directMs !== null, direct, `meshd ${direct ? 'direct' : 'through DERP'} as tailscaled: ${JSON.stringify(got)}`);
+  }
+
+  it('easy and hard: meshd gets the same outcome as tailscaled does (DERP)', async () => {
     const ref = await pair('te1', 'th1');
     const got = await pair('me1', 'th1');
-    assert.ok(got.firstReplyMs >= 0, 'works at all');
-    assert.equal(got.directMs !== null, ref.directMs !== null, `meshd ${JSON.stringify(got)} vs tailscaled ${JSON.stringify(ref)}`);
+    sameOutcome(ref, got, false);
   });
 
-  it('hard and easy, meshd on the hard side: the same outcome as tailscaled on the hard side', async () => {
+  it('hard and easy, meshd on the hard side: the same outcome as tailscaled on the hard side (DERP)', async () => {
     const ref = await pair('th1', 'te2');
     const got = await pair('mh1', 'te2');
-    assert.ok(got.firstReplyMs >= 0, 'works at all');
-    assert.equal(got.directMs !== null, ref.directMs !== null, `meshd ${JSON.stringify(got)} vs tailscaled ${JSON.stringify(ref)}`);
+    sameOutcome(ref, got, false);
   });
 
   it('UDP blocked on one side: meshd works through DERP with tailscaled and with meshd, as tailscaled does', async () => {

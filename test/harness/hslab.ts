@@ -6,6 +6,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
+import { request as httpRequest } from 'node:http';
 import { Lab, waitFor } from './netns.ts';
 import { which } from './prereq.ts';
 import { packageRoot } from '../../src/util/root.ts';
@@ -16,6 +17,10 @@ export const HS_IP = '198.18.0.1';
 export const HS_PORT = 8080;
 /** The standalone derper's address (TailnetLab with `derper`). */
 export const DERPER_IP = '198.18.0.2';
+/** The delaying proxy in front of the derper (TailnetLab `derperDelayMs`). */
+export const DERPER_PROXY_IP = '198.18.0.4';
+/** The plain STUN responder's address (for miniupnpd). */
+export const STUN_IP = '198.18.0.3';
 /** The login server URL nodes use. */
 export const HS_URL = `http://${HS_IP}:${HS_PORT}`;
 
@@ -43,17 +48,19 @@ export class TailnetLab {
   private userId = '';
   readonly nodes: LabNode[] = [];
 
-  /**
-   * With `derper`, headscale's embedded DERP is off and the DERP map has one region (900, code
-   * "derper") served by an unmodified standalone derper at {@link DERPER_IP}:3340 (plain HTTP, STUN 3478).
-   * With `derper: 'extra'` that region comes in addition to the embedded one (two STUN servers).
-   */
   /** The login server URL (https with `tls`: the test puts tls.crt and tls.key in hsDir before starting). */
   readonly url: string;
   /** Where headscale keeps its files (config, tls.crt, tls.key, ...). */
   readonly hsDir: string;
 
-  constructor(tag: string, opts: { policy?: unknown; derper?: boolean | 'extra'; tls?: boolean } = {}) {
+  /**
+   * With `derper`, headscale's embedded DERP is off and the DERP map has one region (900, code
+   * "derper") served by an unmodified standalone derper at {@link DERPER_IP}:3340 (plain HTTP, STUN 3478).
+   * With `derper: 'extra'` that region comes in addition to the embedded one (two STUN servers).
+   * `derperHostName` gives that region's node by name only (no IPv4 field; nodes must resolve it).
+   * `dns` replaces the `dns:` section of headscale's config (YAML text).
+   */
+  constructor(tag: string, opts: { policy?: unknown; derper?: boolean | 'extra'; derperHostName?: string; tls?: boolean; derperDelayMs?: number; dns?: string } = {}) {
     const hs = which('headscale');
     if (!hs) throw new Error('headscale is not built: run scripts/install-peers.sh');
     this.hsBin = hs;
@@ -69,6 +76,9 @@ export class TailnetLab {
     this.url = opts.tls ? `https://${HS_IP}:${HS_PORT}` : HS_URL;
     const policyPath = join(hsDir, 'policy.hujson');
     if (opts.policy !== undefined) writeFileSync(policyPath, JSON.stringify(opts.policy, null, 2));
+    // With derperDelayMs the derper region's node is a TCP proxy at DERPER_PROXY_IP that delays
+    // everything by that much each way (a far region; no STUN there).
+    const derperAt = opts.derperDelayMs ? DERPER_PROXY_IP : DERPER_IP;
     if (opts.derper) {
       writeFileSync(join(hsDir, 'derper.yaml'), `regions:
   900:
@@ -78,12 +88,16 @@ export class TailnetLab {
     nodes:
       - name: 900a
         regionid: 900
-        hostname: ${DERPER_IP}
-        ipv4: ${DERPER_IP}
-        stunport: 3478
+        hostname: ${opts.derperHostName ?? derperAt}
+${opts.derperHostName ? '' : `        ipv4: ${derperAt}\n`}        stunport: 3478
         derpport: 3340
 `);
       this.startDerper();
+      if (opts.derperDelayMs) {
+        const ns = this.lab.ns('dly');
+        this.lab.attach(ns, this.sw, [`${DERPER_PROXY_IP}/24`]);
+        this.lab.spawn(ns, [process.execPath, join(packageRoot(), 'scripts', 'tcp-delay-proxy.mjs'), DERPER_PROXY_IP, '3340', DERPER_IP, '3340', String(opts.derperDelayMs)]);
+      }
     }
     this.config = join(hsDir, 'config.yaml');
     writeFileSync(this.config, `server_url: ${this.url}
@@ -125,12 +139,12 @@ log:
 policy:
   mode: file
   path: "${opts.policy !== undefined ? policyPath : ''}"
-dns:
+${opts.dns ?? `dns:
   magic_dns: true
   base_domain: meshd.test
   override_local_dns: false
   nameservers:
-    global: []
+    global: []`}
 node:
   expiry: 0
   ephemeral:
@@ -224,6 +238,7 @@ node:
   }
 
   private lans = 0;
+  private readonly v6Routers: { n: number; router: string; wan6: string }[] = [];
 
   /**
    * Adds a node behind its own NAT router: LAN 198.19.N.0/24 (router .1, node .2), router WAN
@@ -233,14 +248,30 @@ node:
    * router are dropped before conntrack confirms them: otherwise their entry would clash with the
    * node's own mapping to the same peer and force a new port (Linux's hole-punching quirk). IPv4 only.
    */
-  addNatNode(name: string, nat: 'easy' | 'hard' | 'udp-blocked'): LabNode {
+  addNatNode(name: string, nat: 'easy' | 'hard' | 'udp-blocked', opts: { ipv6?: boolean } = {}): LabNode {
     const n = ++this.lans;
     const router = this.lab.ns(`r${n}`);
-    this.lab.attach(router, this.sw, [`198.18.0.${100 + n}/24`], 'wan');
+    const wan6 = `2001:db8::${(100 + n).toString(16)}`;
+    this.lab.attach(router, this.sw, [`198.18.0.${100 + n}/24`, ...(opts.ipv6 ? [`${wan6}/64`] : [])], 'wan');
     const ns = this.lab.ns(name);
-    this.lab.link(router, ns, { a4: `198.19.${n}.1`, b4: `198.19.${n}.2` }, { a: 'lan', b: 'veth0' });
+    this.lab.link(router, ns, { a4: `198.19.${n}.1`, b4: `198.19.${n}.2`, ...(opts.ipv6 ? { a6: `2001:db8:${n}::1`, b6: `2001:db8:${n}::2` } : {}) }, { a: 'lan', b: 'veth0' });
     this.lab.exec(ns, ['ip', 'route', 'add', 'default', 'via', `198.19.${n}.1`]);
     this.lab.exec(router, ['sysctl', '-qw', 'net.ipv4.ip_forward=1']);
+    if (opts.ipv6) {
+      // IPv6 behind the router without NAT66: the LAN's /64 is routed (each v6 router knows the
+      // others' LANs), and a stateful firewall lets in only what answers the LAN's own traffic.
+      this.lab.exec(ns, ['ip', '-6', 'route', 'add', 'default', 'via', `2001:db8:${n}::1`]);
+      this.lab.exec(router, ['sysctl', '-qw', 'net.ipv6.conf.all.forwarding=1']);
+      for (const o of this.v6Routers) {
+        this.lab.exec(router, ['ip', '-6', 'route', 'add', `2001:db8:${o.n}::/64`, 'via', o.wan6]);
+        this.lab.exec(o.router, ['ip', '-6', 'route', 'add', `2001:db8:${n}::/64`, 'via', wan6]);
+      }
+      this.v6Routers.push({ n, router, wan6 });
+      this.lab.exec(router, ['nft', '-f', '-'], { input: `table ip6 meshd_fw6 {
+  chain inward { type filter hook forward priority 0; policy drop;${nat === 'udp-blocked' ? ' meta l4proto udp drop;' : ''} iifname "lan" accept; ct state established,related accept; }
+}
+` });
+    }
     this.lab.exec(router, ['nft', '-f', '-'], { input: `table ip meshd_nat {
   chain outward { type nat hook postrouting priority 100; oifname "wan" masquerade${nat === 'hard' ? ' random' : ''}; }
   chain inward { type filter hook forward priority 0; policy drop;${nat === 'udp-blocked' ? ' meta l4proto udp drop;' : ''} iifname "lan" accept; ct state established,related accept; }
@@ -252,6 +283,126 @@ node:
     const node: LabNode = { name, ns, ip4: `198.19.${n}.2`, dir, socket: join(dir, 'meshd.sock') };
     this.nodes.push(node);
     return node;
+  }
+
+  private stunNs: string | undefined;
+
+  /**
+   * A plain RFC 5389 STUN responder at {@link STUN_IP}:3478 (scripts/stun-responder.mjs), started
+   * once: miniupnpd learns its public address from it (headscale's STUN answers only tailscale).
+   */
+  startStunResponder(): void {
+    if (this.stunNs) return;
+    this.stunNs = this.lab.ns('stun');
+    this.lab.attach(this.stunNs, this.sw, [`${STUN_IP}/24`]);
+    this.lab.spawn(this.stunNs, [process.execPath, join(packageRoot(), 'scripts', 'stun-responder.mjs'), STUN_IP, '3478']);
+  }
+
+  /**
+   * Adds a node behind a NAT router whose LAN is 192.168.N.0/24 (RFC 1918, as port mappers want it;
+   * only inside the lab), with miniupnpd offering UPnP IGD and/or NAT-PMP+PCP when `service` says
+   * so. NAT as {@link addNatNode} ('hard': a fresh port per destination), only for LAN sources, so
+   * the router's own STUN keeps its ports and miniupnpd sees an unrestricted public address. The
+   * nftables chains miniupnpd fills (inet filter: miniupnpd, prerouting_miniupnpd,
+   * postrouting_miniupnpd) are made here, as Debian's nft_init.sh fails.
+   */
+  async addPortmapNode(name: string, nat: 'easy' | 'hard', service: { upnp: boolean; natpmp: boolean } | null): Promise<LabNode & { router: string; miniupnpd: ChildProcess | undefined; lan: string }> {
+    const n = ++this.lans;
+    const router = this.lab.ns(`r${n}`);
+    this.lab.attach(router, this.sw, [`198.18.0.${100 + n}/24`], 'wan');
+    const ns = this.lab.ns(name);
+    const lan = `192.168.${n}`;
+    this.lab.link(router, ns, { a4: `${lan}.1`, b4: `${lan}.2` }, { a: 'lan', b: 'veth0' });
+    this.lab.exec(ns, ['ip', 'route', 'add', 'default', 'via', `${lan}.1`]);
+    this.lab.exec(router, ['sysctl', '-qw', 'net.ipv4.ip_forward=1']);
+    this.lab.exec(router, ['nft', '-f', '-'], { input: `table inet filter {
+  chain prerouting { type nat hook prerouting priority -100; jump prerouting_miniupnpd; }
+  chain postrouting { type nat hook postrouting priority 100; jump postrouting_miniupnpd; ip saddr ${lan}.0/24 oifname "wan" masquerade${nat === 'hard' ? ' random' : ''}; }
+  chain forward { type filter hook forward priority 0; policy drop; iifname "lan" accept; ct state established,related accept; jump miniupnpd; }
+  chain input { type filter hook input priority 0; iifname "wan" ct state new drop; }
+  chain miniupnpd { }
+  chain prerouting_miniupnpd { }
+  chain postrouting_miniupnpd { }
+}
+` });
+    const dir = join(this.dir, name);
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    let proc: ChildProcess | undefined;
+    if (service) {
+      this.startStunResponder();
+      const conf = join(dir, 'miniupnpd.conf');
+      writeFileSync(conf, `ext_ifname=wan
+listening_ip=lan
+http_port=0
+enable_upnp=${service.upnp ? 'yes' : 'no'}
+enable_natpmp=${service.natpmp ? 'yes' : 'no'}
+ext_perform_stun=yes
+ext_stun_host=${STUN_IP}
+ext_stun_port=3478
+secure_mode=yes
+system_uptime=yes
+min_lifetime=120
+max_lifetime=86400
+uuid=3d3cec3a-8cf0-11e0-98ee-00000000${String(n).padStart(4, '0')}
+lease_file=${join(dir, 'upnp.leases')}
+allow 1024-65535 ${lan}.0/24 1024-65535
+deny 0-65535 0.0.0.0/0 0-65535
+`);
+      proc = this.lab.spawn(router, ['miniupnpd', '-d', '-f', conf, '-P', join(dir, 'miniupnpd.pid')]);
+      let log = '';
+      proc.stderr?.on('data', (d: Buffer) => { log = (log + d.toString()).slice(-20_000); });
+      proc.stdout?.on('data', (d: Buffer) => { log = (log + d.toString()).slice(-20_000); });
+      this.miniupnpdLogs.set(name, () => log);
+    }
+    const node = { name, ns, ip4: `${lan}.2`, dir, socket: join(dir, 'meshd.sock'), router, miniupnpd: proc, lan };
+    if (service) {
+      // Ready once it has its public address (STUN) and listens for what it offers.
+      const want = [/HTTP listening on port/, ...(service.natpmp ? [/Listening for NAT-PMP\/PCP traffic/] : [])];
+      await waitFor(`miniupnpd on ${name}'s router to be ready`, () => {
+        const log = this.miniupnpdLog(node);
+        if (proc!.exitCode !== null) throw new Error(`miniupnpd exited: ${log.slice(-2000)}`);
+        return want.every((w) => w.test(log));
+      }, 15_000, 50);
+    }
+    this.nodes.push(node);
+    return node;
+  }
+
+  private readonly miniupnpdLogs = new Map<string, () => string>();
+
+  /** miniupnpd's recent output on a node's router. */
+  miniupnpdLog(node: LabNode): string {
+    return this.miniupnpdLogs.get(node.name)?.() ?? '';
+  }
+
+  /** The port forwards miniupnpd installed on a router (DNAT rules in prerouting_miniupnpd), as text lines. */
+  portForwards(router: string): string[] {
+    const r = this.lab.tryExec(router, ['nft', 'list', 'chain', 'inet', 'filter', 'prerouting_miniupnpd']);
+    return r.stdout.split('\n').map((l) => l.trim()).filter((l) => l.includes('dnat'));
+  }
+
+  /**
+   * The direct address a node's daemon uses for a peer (by hostname), or null when it is not direct.
+   * Direct is tailscale's CurAddr for both kinds: a UDP address confirmed by a pong within 6.5 s
+   * (meshd's path.direct means the same). Asked over the daemon's local API socket, so polling it
+   * costs meshd and tailscaled alike (a CLI process per poll costs meshd, a Node program, far more).
+   */
+  async directPath(node: LabNode, kind: 'meshd' | 'tailscaled', peer: string): Promise<string | null> {
+    const [path, host] = kind === 'meshd' ? ['/v0/status', 'meshd'] : ['/localapi/v0/status', 'local-tailscaled.sock'];
+    const body = await new Promise<string>((resolve) => {
+      const req = httpRequest({ socketPath: node.socket, path, headers: { Host: host }, timeout: 3000 }, (res) => {
+        let b = '';
+        res.on('data', (d: Buffer) => { b += d.toString(); });
+        res.on('end', () => resolve(b));
+      });
+      req.on('error', () => resolve('{}'));
+      req.on('timeout', () => { req.destroy(); resolve('{}'); });
+      req.end();
+    });
+    let st: { peers?: { hostname: string; path: { direct: string | null } }[]; Peer?: Record<string, { HostName: string; CurAddr?: string }> };
+    try { st = JSON.parse(body); } catch { return null; }
+    if (kind === 'meshd') return st.peers?.find((p) => p.hostname === peer)?.path.direct ?? null;
+    return Object.values(st.Peer ?? {}).find((p) => p.HostName === peer)?.CurAddr || null;
   }
 
   /** Runs the meshd CLI in a node's namespace with that node's socket; returns status and output. */
@@ -276,9 +427,9 @@ node:
   /**
    * Starts an unmodified tailscaled in the node's namespace (TUN tailscale0, UDP 41641, plain-HTTP
    * DERP as the lab needs) and runs `tailscale up` against the lab's headscale. Throws with the
-   * daemon's log when it does not come up.
+   * daemon's log when it does not come up. `prefix` runs before it (e.g. a private /etc).
    */
-  async startTailscaled(node: LabNode, key: string | undefined, extraEnv: Record<string, string> = {}): Promise<void> {
+  async startTailscaled(node: LabNode, key: string | undefined, extraEnv: Record<string, string> = {}, prefix: string[] = []): Promise<void> {
     const bin = which('tailscaled');
     if (!bin) throw new Error('tailscaled is not built: run scripts/install-peers.sh');
     node.socket = join(node.dir, 'tailscaled.sock');
@@ -286,7 +437,7 @@ node:
       TS_DEBUG_USE_DERP_HTTP: '1', TS_DISABLE_PORTMAPPER: '1', TS_ASSUME_NETWORK_UP_FOR_TEST: '1',
       TS_NO_LOGS_NO_SUPPORT: 'true', ...extraEnv,
     };
-    const p = this.lab.spawn(node.ns, ['env', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), bin,
+    const p = this.lab.spawn(node.ns, [...prefix, 'env', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), bin,
       `--statedir=${join(node.dir, 'ts-state')}`, `--socket=${node.socket}`, '--port=41641', '--tun=tailscale0', '--no-logs-no-support']);
     let log = '';
     const onData = (d: Buffer) => { log = (log + d.toString()).slice(-50_000); };

@@ -91,3 +91,55 @@ describe('MagicSock over an in-memory network', () => {
     assert.equal(c.pongsSent, c0.pongsSent, 'nothing answered');
   });
 });
+
+describe('MagicSock between two NATs that drop unsolicited packets', () => {
+  // Each side's NAT lets in a datagram only from an address that side has sent to before.
+  let now = 1000;
+  const queue: { to: string; from: string; data: Uint8Array }[] = [];
+  const sides = new Map<string, Side>();
+  const sentTo = new Set<string>();
+  let dropped = 0;
+  function make(addr: string): Side {
+    const endpoints = new Endpoints();
+    const node = generateKeyPair(), disco = generateKeyPair();
+    const s = { addr, node, disco, endpoints } as Side;
+    s.ms = new MagicSock({
+      io: {
+        endpoints, listenPort: 41641,
+        sendDatagram: (data: Uint8Array, to: Endpoint) => { sentTo.add(`${addr}>${to.key}`); queue.push({ to: to.key, from: addr, data: data.slice() }); return true; },
+        receiveWireGuard: () => {},
+      },
+      nodePrivate: node.privateKey, discoPrivate: disco.privateKey, log: () => {}, derpHttp: false,
+      localEndpoints: () => [addr], onReport: () => {}, now: () => now,
+    });
+    sides.set(addr, s);
+    return s;
+  }
+  function pump(): void {
+    for (let n = 0; queue.length > 0 && n < 1000; n++) {
+      const d = queue.shift()!;
+      const dst = sides.get(d.to);
+      if (!dst) continue;
+      if (!sentTo.has(`${d.to}>${d.from}`)) { dropped++; continue; }
+      dst.ms.receiveOther(d.data, 0, d.data.length, dst.endpoints.parse(d.from));
+      now += 1;
+    }
+  }
+  const a = make('198.18.0.101:41641'), b = make('198.18.0.102:41641');
+  const vepB = a.ms.upsertPeer(nodeInfo(b, 'b'));
+  const vepA = b.ms.upsertPeer(nodeInfo(a, 'a'));
+  after(() => { a.ms.close(); b.ms.close(); });
+
+  it('both sides go direct within a round trip of the second side starting, not after a 5 s retry', () => {
+    const wg = new Uint8Array(64);
+    a.ms.route(vepB, wg, 0, 32); // a pings b: dropped at b's NAT, but opens a's
+    pump();
+    assert.equal(dropped, 1, "a's first ping died at b's NAT");
+    now += 20;
+    b.ms.route(vepA, wg, 0, 32); // b starts (on a's call-me-maybe or its first packet): its ping gets through
+    pump();
+    assert.notEqual(b.ms.pathOf(a.node.publicKey)?.direct, null, 'b direct');
+    assert.equal(a.ms.pathOf(b.node.publicKey)?.direct, '198.18.0.102:41641', 'a direct by pinging back');
+    assert.ok(now < 1100, `within ms: ${now}`);
+  });
+});

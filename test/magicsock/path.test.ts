@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Endpoints } from '../../src/net/endpoint.ts';
 import {
-  betterAddr, HEARTBEAT_MS, PeerPath, PING_TIMEOUT_MS, Route, SESSION_ACTIVE_TIMEOUT_MS, TRUST_UDP_ADDR_MS, type PathAction,
+  betterAddr, HEARTBEAT_MS, PeerPath, PING_BACK_INTERVAL_MS, PING_TIMEOUT_MS, Route, SESSION_ACTIVE_TIMEOUT_MS, TRUST_UDP_ADDR_MS, type PathAction,
 } from '../../src/magicsock/path.ts';
 
 const eps = new Endpoints();
@@ -78,6 +78,51 @@ describe('PeerPath', () => {
     assert.deepEqual(pings(out).map((x) => x.to.key), ['203.0.113.1:1000']);
     p.onPingFrom(eps.parse('203.0.113.2:2000'), 1);
     assert.deepEqual(p.candidateKeys().sort(), ['203.0.113.1:1000', '203.0.113.2:2000']);
+  });
+
+  it('pings back at once a peer that pinged while the path is untrusted, at most once a second per address', () => {
+    const p = newPath();
+    const b = eps.parse('198.18.0.10:41641');
+    p.setMapEndpoints([b]);
+    const out: PathAction[] = [];
+    p.noteSend(0, out); // discovery ping to b at 0: lost at b's NAT
+    const back: PathAction[] = [];
+    p.onPingFrom(b, 5, back);
+    assert.deepEqual(pings(back).map((x) => x.to.key), [b.key], 'pinged back 5 ms after the first ping, not 5 s');
+    p.onPong(pings(back)[0]!.txId, 6);
+    assert.equal(p.trusted(6), true);
+    const again: PathAction[] = [];
+    p.onPingFrom(b, 7, again);
+    assert.equal(again.length, 0, 'no ping-back while trusted');
+    const q = newPath();
+    const o1: PathAction[] = [], o2: PathAction[] = [], o3: PathAction[] = [];
+    q.onPingFrom(b, 0, o1);
+    q.onPingFrom(b, PING_BACK_INTERVAL_MS - 1, o2);
+    q.onPingFrom(b, PING_BACK_INTERVAL_MS, o3);
+    assert.deepEqual([o1.length, o2.length, o3.length], [1, 0, 1]);
+  });
+
+  it('answers a call-me-maybe with one of its own while untrusted, but never two within 5 s (no ping-pong)', () => {
+    const cmm = (o: PathAction[]) => o.filter((a) => a.kind === 'call-me-maybe').length;
+    const a = newPath(), b = newPath();
+    const ea = eps.parse('198.18.0.101:41641'), eb = eps.parse('198.18.0.102:41641');
+    a.setMapEndpoints([eb]);
+    b.setMapEndpoints([ea]);
+    const o1: PathAction[] = [];
+    a.noteSend(0, o1); // a starts: pings and a call-me-maybe
+    assert.equal(cmm(o1), 1);
+    const o2: PathAction[] = [];
+    b.onCallMeMaybe([ea], 10, o2); // b pings a and answers with its own
+    assert.equal(pings(o2).length, 1);
+    assert.equal(cmm(o2), 1);
+    const o3: PathAction[] = [];
+    a.onCallMeMaybe([eb], 20, o3); // a pings b again, but sent one 20 ms ago: no answer, the exchange ends
+    assert.equal(pings(o3).length, 1);
+    assert.equal(cmm(o3), 0);
+    const o4: PathAction[] = [];
+    b.onPong(pings(o2)[0]!.txId, 21);
+    b.onCallMeMaybe([ea], 6000, o4);
+    assert.equal(cmm(o4), 0, 'trusted: no answer');
   });
 
   it('stops heartbeats when idle and forgets ping-learned candidates', () => {

@@ -13,7 +13,7 @@ const udpUrl = new URL('../../src/net/udp.js', import.meta.url).href;
 describe('native addon', () => {
   it('loads with the expected ABI and endpoint size', () => {
     const n = native();
-    assert.equal(n.abiVersion, 2);
+    assert.equal(n.abiVersion, 3);
     assert.equal(n.endpointRawLen, ENDPOINT_RAW_LEN);
     assert.equal(n.maxBatch, 128);
     assert.match(nativeAddonPath(), /native\/build\/meshd_native\.node$/);

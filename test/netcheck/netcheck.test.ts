@@ -2,7 +2,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Endpoints } from '../../src/net/endpoint.ts';
-import { netInfoOf, pickHome, planProbes, ReportBuilder } from '../../src/netcheck/netcheck.ts';
+import { netInfoOf, pickHome, planProbes, ReportBuilder, ReportHistory, REPORT_HISTORY_MS } from '../../src/netcheck/netcheck.ts';
 import type { DERPMap } from '../../src/control/wire.ts';
 
 const eps = new Endpoints();
@@ -48,5 +48,20 @@ describe('netcheck', () => {
     assert.equal(pickHome(map, new Map([[1, 100], [2, 50]]), 1), 2);
     assert.equal(pickHome(map, new Map(), 2), 2, 'no data: keep');
     assert.equal(pickHome(map, new Map(), 0), 1, 'no data, no home: lowest region');
+  });
+
+  it('keeps 5 minutes of reports and picks home on the best recent latency, with hysteresis against the old home', () => {
+    const h = new ReportHistory();
+    h.add(new Map([[1, 50], [2, 22]]), 0);
+    h.add(new Map([[1, 30], [2, 60]]), 1000); // region 2 had a bad moment
+    assert.deepEqual([...h.bestRecent()].sort(), [[1, 30], [2, 22]]);
+    const now = new Map([[1, 30], [2, 60]]);
+    assert.equal(pickHome(map, now, 0), 1, 'this report alone: 1');
+    assert.equal(pickHome(map, now, 0, { bestRecent: h.bestRecent() }), 2, 'over 5 min: 2 is best');
+    assert.equal(pickHome(map, now, 1, { bestRecent: h.bestRecent() }), 1, 'but 30 -> 22 is within 10 ms: the old home stays');
+    assert.equal(pickHome(map, new Map([[2, 25]]), 1, { oldHeardRecently: true }), 1, 'old home unmeasured but heard from: stays');
+    assert.equal(pickHome(map, new Map([[2, 25]]), 1, { oldHeardRecently: false }), 2, 'old home gone: moves');
+    h.add(new Map([[1, 40]]), REPORT_HISTORY_MS + 1001);
+    assert.deepEqual([...h.bestRecent()], [[1, 40]], 'older reports dropped');
   });
 });

@@ -18,36 +18,34 @@ function recorder(fail: (cmd: string) => boolean = () => false): { exec: Exec; c
 }
 
 describe('LinuxRouter', () => {
-  it('installs the base rules once, table-52 routes, bypass rules before routes, and diffs later configs', async () => {
+  it('installs the base rules once and table-52 routes, adds no per-address rules, and diffs later configs', async () => {
     const { exec, cmds } = recorder();
     const r = new LinuxRouter('meshd0', () => {}, exec);
-    await r.set({ routes: ['0.0.0.0/0', '::/0'], throwRoutes: ['198.18.0.0/24'], bypassHosts: ['198.18.0.1'], masquerade: false });
+    await r.set({ routes: ['0.0.0.0/0', '::/0'], throwRoutes: ['198.18.0.0/24'], masquerade: false });
     assert.deepEqual(cmds.filter((c) => c.includes(' rule add ') && c.includes('5270')), ['ip -4 rule add pref 5270 lookup 52', 'ip -6 rule add pref 5270 lookup 52']);
     assert.ok(cmds.includes('ip -4 rule add pref 5210 fwmark 0x80000/0xff0000 lookup main'));
     assert.ok(cmds.includes('ip -6 rule add pref 5250 fwmark 0x80000/0xff0000 unreachable'));
-    const bypass = cmds.indexOf('ip -4 rule add pref 5265 to 198.18.0.1/32 lookup main');
-    const def = cmds.indexOf('ip -4 route replace 0.0.0.0/0 dev meshd0 table 52');
-    assert.ok(bypass >= 0 && def > bypass, 'control bypass before the default route');
+    assert.equal(cmds.filter((c) => c.includes(' 5265 ')).length, 0, 'control and DERP bypass by socket mark, not by address');
+    assert.ok(cmds.includes('ip -4 route replace 0.0.0.0/0 dev meshd0 table 52'));
     assert.ok(cmds.includes('ip -6 route replace ::/0 dev meshd0 table 52'));
     assert.ok(cmds.includes('ip -4 route replace throw 198.18.0.0/24 table 52'));
 
     cmds.length = 0;
-    await r.set({ routes: [], throwRoutes: [], bypassHosts: ['198.18.0.1'], masquerade: false });
+    await r.set({ routes: [], throwRoutes: [], masquerade: false });
     assert.deepEqual(cmds.sort(), [
       'ip -4 route del 0.0.0.0/0 dev meshd0 table 52',
       'ip -4 route del throw 198.18.0.0/24 table 52',
-      'ip -4 rule del pref 5265 to 198.18.0.1/32 lookup main',
       'ip -6 route del ::/0 dev meshd0 table 52',
     ]);
     cmds.length = 0;
-    await r.set({ routes: [], throwRoutes: [], bypassHosts: ['198.18.0.1'], masquerade: false });
+    await r.set({ routes: [], throwRoutes: [], masquerade: false });
     assert.deepEqual(cmds, [], 'nothing to do for the same config');
   });
 
   it('creates and deletes the nft table with masquerading, and close() removes everything', async () => {
     const { exec, cmds } = recorder();
     const r = new LinuxRouter('meshd0', () => {}, exec);
-    await r.set({ routes: [], throwRoutes: [], bypassHosts: [], masquerade: true });
+    await r.set({ routes: [], throwRoutes: [], masquerade: true });
     assert.ok(cmds.some((c) => c.startsWith('nft -f - <<table inet meshd {')));
     cmds.length = 0;
     await r.close();
@@ -92,7 +90,7 @@ function map(): NetworkMap {
   return m;
 }
 
-const host = { lanPrefixes: ['198.18.0.0/24'], bypassHosts: ['198.18.0.1'] };
+const host = { lanPrefixes: ['198.18.0.0/24'] };
 const prefs = (p: Partial<RoutePrefs>): RoutePrefs => ({ ...DEFAULT_PREFS, ...p });
 
 describe('planRoutes', () => {

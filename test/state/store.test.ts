@@ -38,12 +38,12 @@ describe('state directory', () => {
     assert.deepEqual(again.identity.machinePrivate, first.identity.machinePrivate);
   });
 
-  it('leaves no temp files behind and tightens a loose directory and file mode', async () => {
+  it('leaves no temp files behind, keeps an existing directory\'s mode and tightens a loose file mode', async () => {
     const dir = join(tmp(), 'state');
     mkdirSync(dir, { mode: 0o755 });
     chmodSync(dir, 0o755);
     const store = await StateStore.open(dir);
-    assert.equal(statSync(dir).mode & 0o777, 0o700);
+    assert.equal(statSync(dir).mode & 0o777, 0o755, 'an existing directory is never chmodded');
     await store.loadOrCreateIdentity();
     await store.update({ nodeId: 7, addresses: ['100.64.0.7/32'] });
     assert.deepEqual(readdirSync(dir), ['state.json']);
@@ -51,6 +51,34 @@ describe('state directory', () => {
     const s = await store.read();
     assert.equal(s?.nodeId, 7);
     assert.equal(statSync(store.file).mode & 0o777, 0o600);
+  });
+
+  it('refuses an existing directory others can write to, with one line saying why, and leaves its mode', async () => {
+    for (const [mode, who] of [[0o1777, 'all users'], [0o775, 'its group']] as const) {
+      const dir = join(tmp(), 'shared');
+      mkdirSync(dir);
+      chmodSync(dir, mode);
+      await assert.rejects(StateStore.open(dir), (e: Error) => {
+        assert.ok(e instanceof StateError);
+        assert.equal(e.code, 'state_unwritable');
+        assert.match(e.message, new RegExp(`writable by ${who} \\(mode ${mode.toString(8).padStart(4, '0')}\\): choose another with --state-dir`));
+        assert.ok(!e.message.includes('\n'));
+        return true;
+      });
+      assert.equal(statSync(dir).mode & 0o7777, mode, 'refused, not chmodded');
+      assert.deepEqual(readdirSync(dir), [], 'nothing written there');
+    }
+  });
+
+  it('creates a missing directory 0700 whatever the umask', async () => {
+    const old = process.umask(0);
+    try {
+      const dir = join(tmp(), 'a', 'state');
+      await StateStore.open(dir);
+      assert.equal(statSync(dir).mode & 0o777, 0o700);
+    } finally {
+      process.umask(old);
+    }
   });
 
   it('rotates only the node key', async () => {

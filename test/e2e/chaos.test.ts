@@ -1,0 +1,69 @@
+// The short chaos run for CI (scripts/chaos.mjs is the long one, next to tailscaled): two meshd
+// nodes behind NAT routers on a real headscale v0.29.2; TCP through the tunnel arrives
+// hash-identical while the routers drop 10% of the underlay datagrams, and when their NAT mappings
+// are flushed in the middle of a transfer.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { needs } from '../harness/prereq.ts';
+import { waitFor } from '../harness/netns.ts';
+import { TailnetLab, type LabNode } from '../harness/hslab.ts';
+import type { Status } from '../../src/daemon/localapi.ts';
+
+const skip = needs({ root: true, tun: true, commands: ['headscale', 'ip', 'nft', 'ss'] });
+const BYTES = 4 << 20;
+
+describe('meshd under underlay loss and NAT mapping flushes (real headscale)', { skip }, () => {
+  let lab: TailnetLab;
+  let a: LabNode, b: LabNode;
+  let bIp = '';
+  let routers: string[] = [];
+  let port = 7100;
+
+  before(async () => {
+    lab = new TailnetLab('chs');
+    await lab.startHeadscale();
+    const key = lab.authKey({ reusable: true });
+    a = lab.addNatNode('a', 'easy');
+    b = lab.addNatNode('b', 'easy');
+    routers = [`${lab.lab.prefix}-r1`, `${lab.lab.prefix}-r2`];
+    for (const n of [a, b]) {
+      const r = lab.up(n, key);
+      assert.equal(r.status, 0, `meshd up on ${n.name}: ${r.stderr}`);
+    }
+    bIp = (JSON.parse(lab.meshd(b, ['status', '--json']).stdout) as Status).self.addresses.find((x) => !x.includes(':'))!;
+    await waitFor('a to reach b through the tunnel', () => lab.ping(a, bIp, 1), 60_000, 1000);
+  });
+  after(async () => { await lab?.dispose(); });
+
+  async function transfer(bytes: number, mid?: () => void): Promise<void> {
+    const p = ++port;
+    const got = lab.xferServe(b, bIp, p);
+    await waitFor('the receiver to listen', () => lab.lab.tryExec(b.ns, ['ss', '-tlnH', 'sport', '=', `:${p}`]).stdout.trim() !== '', 10_000, 100);
+    const sending = lab.xferSendAsync(a, bIp, p, bytes);
+    if (mid) { await new Promise((r) => setTimeout(r, 300)); mid(); }
+    const [sent, recv] = await Promise.all([sending, got]);
+    assert.equal(recv.bytes, bytes);
+    assert.equal(recv.sha256, sent.sha256, 'the bytes arrived intact');
+  }
+
+  it('moves 4 MiB intact while the NAT routers drop 10% of the underlay datagrams', async () => {
+    for (const r of routers) {
+      lab.lab.exec(r, ['nft', '-f', '-'], { input: 'table inet chaos {\n  chain impair {\n    type filter hook forward priority -10; policy accept;\n    meta l4proto udp numgen random mod 100 < 10 drop\n  }\n}\n' });
+    }
+    try {
+      await transfer(BYTES);
+    } finally {
+      for (const r of routers) lab.lab.tryExec(r, ['nft', 'delete', 'table', 'inet', 'chaos']);
+    }
+  });
+
+  it('moves 16 MiB intact when both NATs lose their mappings mid-transfer (WAN down/up drops masquerade entries)', async () => {
+    await transfer(4 * BYTES, () => {
+      for (const r of routers) {
+        lab.lab.exec(r, ['ip', 'link', 'set', 'wan', 'down']);
+        lab.lab.exec(r, ['ip', 'link', 'set', 'wan', 'up']);
+      }
+    });
+    await waitFor('traffic to flow again after the flush', () => lab.ping(a, bIp, 1), 30_000, 500);
+  });
+});
