@@ -69,7 +69,7 @@ function measure(node, pid, target) {
   const gb = bytes / 1e9;
   return {
     downMbit: Number(dl) * 8 / 1e6, upMbit: Number(speedUp) * 8 / 1e6, connsPerSec: 500 / (lj.ms / 1000),
-    cpuSPerGbDown: cpuDown / gb, cpuSPerGbUp: cpuUp / gb,
+    cpuSPerGbDown: cpuDown / gb, cpuSPerGbUp: cpuUp / gb, connPhasesMs: lj.phasesMs,
   };
 }
 
@@ -105,7 +105,8 @@ try {
     out.tailscaled.push(measure(tu, tPid, target));
   }
   const st = JSON.parse(lab.meshd(mu, ['status', '--json']).stdout || '{}');
-  out.meshdCounters = Object.fromEntries(Object.entries(st.self?.counters ?? {}).filter(([k, v]) => v !== 0 && /^(netstack|socks5)\.|drop|Drop/.test(k)));
+  const all = process.argv.includes('--all-counters');
+  out.meshdCounters = Object.fromEntries(Object.entries(st.self?.counters ?? {}).filter(([k, v]) => v !== 0 && (all || /^(netstack|socks5)\.|drop|Drop/.test(k))));
 } finally {
   await lab.dispose();
 }
@@ -122,7 +123,7 @@ else {
   for (const [k, label] of [['downMbit', 'TCP down Mbit/s'], ['upMbit', 'TCP up Mbit/s'], ['connsPerSec', 'connections/s'], ['cpuSPerGbDown', 'CPU s/GB down'], ['cpuSPerGbUp', 'CPU s/GB up']]) {
     console.log(`| ${label} | ${f(m[k])} | ${f(t[k])} | ${(m[k] / t[k]).toFixed(2)} |`);
   }
-  if (process.argv.includes('--counters')) console.log(JSON.stringify(out.meshdCounters));
+  if (process.argv.includes('--counters') || process.argv.includes('--all-counters')) console.log(JSON.stringify(out.meshdCounters));
   console.log(`| idle RSS MiB | ${f(out.rss.meshd)} | ${f(out.rss.tailscaled)} | ${(out.rss.meshd / out.rss.tailscaled).toFixed(2)} |`);
 }
 

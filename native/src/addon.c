@@ -3,6 +3,7 @@
 #include "meshd.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -155,12 +156,27 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// dupFd(fd) -> a new close-on-exec fd for the same open socket (F_DUPFD_CLOEXEC). Lets several
+// event-loop handles watch one listening socket: libuv accepts one connection per readiness event
+// and handle, so N handles accept up to N connections per loop iteration.
+static napi_value js_dup_fd(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  int32_t fd;
+  if (!arg_int32(env, argv[0], "fd", &fd)) return NULL;
+  int r = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (r < 0) return throw_errno(env, errno, "fcntl", "dupFd", NULL);
+  napi_value v;
+  napi_create_int32(env, r, &v);
+  return v;
+}
+
 bool init_aead(napi_env env, napi_value exports); // aead.c
 bool init_hscrypto(napi_env env, napi_value exports); // hscrypto.c
 bool init_sock(napi_env env, napi_value exports); // sock.c
 
 static napi_value init(napi_env env, napi_value exports) {
   if (!export_fn(env, exports, "close", js_close)) return NULL;
+  if (!export_fn(env, exports, "dupFd", js_dup_fd)) return NULL;
   if (!init_tun(env, exports) || !init_udp(env, exports) || !init_poll(env, exports)) return NULL;
   if (!init_aead(env, exports) || !init_hscrypto(env, exports)) return NULL;
   if (!init_sock(env, exports)) return NULL;

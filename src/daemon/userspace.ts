@@ -15,6 +15,7 @@ import { AllowedIPs } from '../wg/allowedips.ts';
 import { newProxyCounters, serveSocks, type ProxyCounters, type ProxyDialer } from '../proxy/socks5.ts';
 import { serveHttpProxy } from '../proxy/http.ts';
 import type { Logf } from '../util/log.ts';
+import { native } from '../native/index.ts';
 
 /** The value of --tun that selects userspace networking (tailscale's spelling). */
 export const USERSPACE_TUN = 'userspace-networking';
@@ -45,6 +46,11 @@ export interface UserspaceOptions {
   /** SOCKS5 username/password (RFC 1929); none = no auth. */
   socksAuth?: { user: string; pass: string } | undefined;
 }
+
+/** Listening handles per proxy socket (see addAcceptors). */
+const ACCEPTORS = 32;
+/** Most open connections per proxy listening socket (over all its handles); more are closed at once. */
+const MAX_PROXY_CONNECTIONS = 4096;
 
 /** Netstack, forwarder and proxies of one running agent. */
 export class Userspace implements ProxyDialer {
@@ -84,14 +90,23 @@ export class Userspace implements ProxyDialer {
   }
 
   private async listen(a: { host: string; port: number }, onConn: (s: Socket) => void): Promise<string> {
-    const srv = createServer({ allowHalfOpen: true, highWaterMark: 256 * 1024 }, (s) => { s.setNoDelay(true); onConn(s); });
-    srv.maxConnections = 4096;
+    // One bound on open proxy connections across all handles of this socket (see addAcceptors).
+    let open = 0;
+    const accept = (s: Socket): void => {
+      if (open >= MAX_PROXY_CONNECTIONS) { s.destroy(); return; }
+      open++;
+      s.once('close', () => { open--; });
+      s.setNoDelay(true);
+      onConn(s);
+    };
+    const srv = createServer({ allowHalfOpen: true, highWaterMark: 256 * 1024 }, accept);
     await new Promise<void>((resolve, reject) => {
       srv.once('error', (e: NodeJS.ErrnoException) => reject(new Error(`cannot listen on ${a.host}:${a.port}: ${e.code ?? e.message}`)));
       srv.listen(a.port, a.host, () => resolve());
     });
     srv.on('error', (e) => this.log(`proxy listener: ${e.message}`));
     this.servers.push(srv);
+    this.addAcceptors(srv, accept);
     const ad = srv.address();
     const text = typeof ad === 'object' && ad ? (ad.family === 'IPv6' ? `[${ad.address}]:${ad.port}` : `${ad.address}:${ad.port}`) : `${a.host}:${a.port}`;
     this.log(`proxy listening on ${text}`);
@@ -116,6 +131,28 @@ export class Userspace implements ProxyDialer {
       s.resume();
     });
     s.on('error', () => clearTimeout(t));
+  }
+
+  /**
+   * More handles on the listening socket: libuv (1.45+) accepts one connection per readiness event
+   * and handle, so with one handle a burst of clients waits in the backlog one loop turn each (the
+   * connection rate was the loop-turn rate). ACCEPTORS handles, each on a dup of the same socket,
+   * take up to that many per turn (one more syscall per handle and connection: the others' accept
+   * gets EAGAIN in libuv, no JavaScript runs). Best effort: without the addon's dupFd, one handle.
+   */
+  private addAcceptors(srv: Server, onConn: (s: Socket) => void): void {
+    const fd = (srv as unknown as { _handle?: { fd?: number } })._handle?.fd;
+    let dup: ((fd: number) => number) | undefined;
+    try { dup = native().dupFd?.bind(native()); } catch { dup = undefined; }
+    if (dup === undefined || typeof fd !== 'number' || fd < 0) return;
+    for (let i = 1; i < ACCEPTORS; i++) {
+      let nfd: number;
+      try { nfd = dup(fd); } catch { return; }
+      const extra = createServer({ allowHalfOpen: true, highWaterMark: 256 * 1024 }, onConn);
+      extra.on('error', (e) => this.log(`proxy listener: ${e.message}`));
+      extra.listen({ fd: nfd });
+      this.servers.push(extra);
+    }
   }
 
   /** Follows the network map: our addresses, MagicDNS names, and what peers route (allowed IPs per peer). */

@@ -89,6 +89,8 @@ export interface NativeAddon {
   /** A non-blocking, unconnected TCP socket (dual-stack when the host has IPv6) with SO_MARK when mark != 0. */
   tcpSocket(mark: number): { fd: number; family: 4 | 6 };
   close(fd: number): void;
+  /** A new close-on-exec fd for the same open file (F_DUPFD_CLOEXEC); absent in addons built before it. */
+  dupFd?(fd: number): number;
 }
 
 /** Indexes of the Float64Array tunWrite keeps its state in (native/README.md). */

@@ -86,4 +86,31 @@ describe('native addon', () => {
     const r = spawnSync(process.execPath, ['-e', script], { timeout: 5000, encoding: 'utf8' });
     assert.equal(r.status, 0, `exit status ${r.status} signal ${r.signal}: ${r.stderr}`);
   });
+
+  it('dupFd gives a second fd for the same listening socket: a server on it accepts after the first closes; bad fds throw', async () => {
+    const { createServer, connect } = await import('node:net');
+    const a = createServer();
+    await new Promise<void>((res) => a.listen(0, '127.0.0.1', () => res()));
+    const { port } = a.address() as { port: number };
+    const fd = (a as unknown as { _handle: { fd: number } })._handle.fd;
+    const nfd = native().dupFd!(fd);
+    assert.notEqual(nfd, fd);
+    await new Promise<void>((res) => a.close(() => res()));
+    const b = createServer((s) => { s.end('ok'); });
+    b.listen({ fd: nfd });
+    try {
+      const got = await new Promise<string>((res, rej) => {
+        const c = connect(port, '127.0.0.1');
+        let t = '';
+        c.on('data', (d) => { t += d; });
+        c.on('end', () => res(t));
+        c.on('error', rej);
+        setTimeout(() => rej(new Error('no answer from the dup handle')), 3000).unref();
+      });
+      assert.equal(got, 'ok');
+      assert.throws(() => native().dupFd!(-1), /EBADF/);
+    } finally {
+      b.close();
+    }
+  });
 });
