@@ -131,6 +131,8 @@ interface Entry<T> {
   prefix: Prefix;
   text: string;
   value: T;
+  /** Insertion order: slots are reused, so they do not give it. */
+  seq: number;
 }
 
 /** Longest-prefix-match table from IP prefixes to values (peers). */
@@ -143,6 +145,7 @@ export class AllowedIPs<T> {
   /** Slot by canonical prefix text, and slots by value: every change is O(prefix length), not O(table). */
   private readonly byText = new Map<string, number>();
   private readonly byValue = new Map<T, Set<number>>();
+  private nextSeq = 0;
 
   /** Routes a prefix to a value; a prefix already routed elsewhere moves (as in wireguard-go). */
   insert(cidr: string | Prefix, value: T): void {
@@ -158,7 +161,7 @@ export class AllowedIPs<T> {
       return;
     }
     const slot = this.free.pop() ?? this.entries.length;
-    this.entries[slot] = { prefix, text, value };
+    this.entries[slot] = { prefix, text, value, seq: this.nextSeq++ };
     this.byText.set(text, slot);
     this.link(value, slot);
     (prefix.family === 4 ? this.v4 : this.v6).insert(prefix.bytes, prefix.bits, slot);
@@ -188,7 +191,8 @@ export class AllowedIPs<T> {
 
   /** The prefixes routed to `value`, canonical text, in table order (insertion order; a moved prefix keeps its place). */
   prefixesOf(value: T): string[] {
-    return [...(this.byValue.get(value) ?? [])].sort((x, y) => x - y).map((slot) => this.entries[slot]!.text);
+    const es = [...(this.byValue.get(value) ?? [])].map((slot) => this.entries[slot]!);
+    return es.sort((x, y) => x.seq - y.seq).map((e) => e.text);
   }
 
   private link(value: T, slot: number): void {

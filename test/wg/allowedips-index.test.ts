@@ -34,6 +34,16 @@ describe('AllowedIPs indexes', () => {
     assert.equal(t.lookupV4(v4('10.0.0.1'), 0), 'c');
   });
 
+  it('lists prefixes in insertion order after a replace reuses freed slots (wg setconf of showconf changes nothing)', () => {
+    const t = new AllowedIPs<string>();
+    t.insert('100.64.0.2/32', 'p');
+    t.insert('fd7a:115c:a1e0::2/128', 'p');
+    t.removeValue('p');
+    t.insert('100.64.0.2/32', 'p');
+    t.insert('fd7a:115c:a1e0::2/128', 'p');
+    assert.deepEqual(t.prefixesOf('p'), ['100.64.0.2/32', 'fd7a:115c:a1e0::2/128']);
+  });
+
   it('re-applies 2,000 unchanged peers with replaceAllowedIPs without losing a route, and a changed set still replaces', () => {
     const d = new Device({ clock: new FakeClock() });
     d.setPrivateKey(nodeCrypto.x25519.generatePrivate(rand));
