@@ -161,6 +161,13 @@ static bool transient(int e) {
   }
 }
 
+// Books a read error other than EAGAIN/EINTR: counted, and fatal (ends reading) unless transient.
+static void note_read_error(reader *r, int e, int *fatal) {
+  r->box->st.errors++;
+  r->box->st.last_errno = e;
+  if (!transient(e)) *fatal = e;
+}
+
 // Reads one batch. Returns packets placed in slots 0..n-1; *full when the batch filled up (more
 // may be waiting); *fatal = errno of an error that ends reading, else 0.
 static size_t read_tun(reader *r, bool *full, int *fatal) {
@@ -172,9 +179,7 @@ static size_t read_tun(reader *r, bool *full, int *fatal) {
       int e = errno;
       if (e == EINTR) continue;
       if (e == EAGAIN || e == EWOULDBLOCK) return n;
-      r->box->st.errors++;
-      r->box->st.last_errno = e;
-      if (!transient(e)) *fatal = e;
+      note_read_error(r, e, fatal);
       return n;
     }
     if ((size_t)got > cap) {  // the kernel reports the full length of a packet it cut short
@@ -202,9 +207,7 @@ static size_t read_udp(reader *r, bool *full, int *fatal) {
   if (got < 0) {
     int e = errno;
     if (e == EAGAIN || e == EWOULDBLOCK) return 0;
-    r->box->st.errors++;
-    r->box->st.last_errno = e;
-    if (!transient(e)) *fatal = e;
+    note_read_error(r, e, fatal);
     return 0;
   }
   size_t w = 0;
@@ -259,9 +262,7 @@ static size_t read_tun_vnet(reader *r, bool *full, int *fatal, bool may_read) {
       int e = errno;
       if (e == EINTR) continue;
       if (e == EAGAIN || e == EWOULDBLOCK) return n;
-      r->box->st.errors++;
-      r->box->st.last_errno = e;
-      if (!transient(e)) *fatal = e;
+      note_read_error(r, e, fatal);
       return n;
     }
     if (split_prepare(&r->sc, r->stage, (size_t)got) != 0) {
@@ -325,9 +326,7 @@ static size_t read_udp_gro(reader *r, bool *full, int *fatal, bool may_read) {
     if (got < 0) {
       int e = errno;
       if (e == EAGAIN || e == EWOULDBLOCK) return n;
-      r->box->st.errors++;
-      r->box->st.last_errno = e;
-      if (!transient(e)) *fatal = e;
+      note_read_error(r, e, fatal);
       return n;
     }
     for (int i = 0; i < got; i++) {
