@@ -6,7 +6,6 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { needs } from '../harness/prereq.ts';
-import { waitFor } from '../harness/netns.ts';
 import { TailnetLab, type LabNode } from '../harness/hslab.ts';
 import type { Status } from '../../src/daemon/localapi.ts';
 
@@ -53,22 +52,7 @@ describe('through NAT routers, meshd and tailscaled', { skip }, () => {
   /** a pings b until a reply, then both ends are watched for a direct path. */
   async function pair(aName: string, bName: string): Promise<Result> {
     const a = nodes.get(aName)!, b = nodes.get(bName)!;
-    await waitFor(`${aName} and ${bName} to know each other`, () =>
-      lab.lab.tryExec(a.node.ns, ['ping', '-c', '1', '-W', '1', b.ip], 5000).status === 0, 20_000, 100);
-    const t0 = Date.now();
-    // The timing starts over on a fresh packet: the wait above may have warmed DERP only.
-    let firstReplyMs = -1;
-    for (let i = 0; i < 50 && firstReplyMs < 0; i++) {
-      if (lab.lab.tryExec(a.node.ns, ['ping', '-c', '1', '-W', '1', b.ip], 5000).status === 0) firstReplyMs = Date.now() - t0;
-    }
-    let directMs: number | null = null;
-    const deadline = t0 + DIRECT_WITHIN_MS;
-    for (let i = 0; i < 400 && Date.now() < deadline; i++) {
-      // Traffic keeps the session active, as in real use.
-      lab.lab.tryExec(a.node.ns, ['ping', '-c', '1', '-W', '1', b.ip], 5000);
-      if (await directTo(a, b) && await directTo(b, a)) { directMs = Date.now() - t0; break; }
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    const { firstReplyMs, directMs } = await lab.timeToDirect(a, b, DIRECT_WITHIN_MS);
     const r: Result = {
       pair: `${a.kind}(${aName}) -> ${b.kind}(${bName})`, nat: `${a.nat}-${b.nat}`, firstReplyMs,
       directMs, path: directMs !== null ? `direct ${await directTo(a, b)}` : 'DERP',

@@ -5,7 +5,6 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { needs } from '../harness/prereq.ts';
-import { waitFor } from '../harness/netns.ts';
 import { TailnetLab, type LabNode } from '../harness/hslab.ts';
 import type { Status } from '../../src/daemon/localapi.ts';
 
@@ -44,19 +43,7 @@ describe('IPv6 through stateful firewalls (no NAT66), meshd and tailscaled', { s
 
   async function pair(aName: string, bName: string): Promise<Result> {
     const a = nodes.get(aName)!, b = nodes.get(bName)!;
-    await waitFor(`${aName} and ${bName} to know each other`, () =>
-      lab.lab.tryExec(a.node.ns, ['ping', '-c', '1', '-W', '1', b.ip], 5000).status === 0, 20_000, 100);
-    const t0 = Date.now();
-    let firstReplyMs = -1;
-    for (let i = 0; i < 50 && firstReplyMs < 0; i++) {
-      if (lab.lab.tryExec(a.node.ns, ['ping', '-c', '1', '-W', '1', b.ip], 5000).status === 0) firstReplyMs = Date.now() - t0;
-    }
-    let directMs: number | null = null;
-    for (let i = 0; i < 400 && Date.now() < t0 + DIRECT_WITHIN_MS; i++) {
-      lab.lab.tryExec(a.node.ns, ['ping', '-c', '1', '-W', '1', b.ip], 5000);
-      if (await directTo(a, b) && await directTo(b, a)) { directMs = Date.now() - t0; break; }
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    const { firstReplyMs, directMs } = await lab.timeToDirect(a, b, DIRECT_WITHIN_MS);
     const r: Result = { pair: `${a.kind}(${aName}) -> ${b.kind}(${bName})`, firstReplyMs, directMs, a: await directTo(a, b), b: await directTo(b, a) };
     results.push(r);
     return r;

@@ -382,6 +382,27 @@ deny 0-65535 0.0.0.0/0 0-65535
   }
 
   /**
+   * Times a path from a, which pings b's tailnet IP `ip`: once the two know each other, ms to the
+   * first ping reply, then ms (pinging on, as real traffic keeps a session active) until both
+   * sides report a direct path ({@link directPath}), or null when not within `withinMs`.
+   */
+  async timeToDirect(a: { node: LabNode; kind: 'meshd' | 'tailscaled' }, b: { node: LabNode; kind: 'meshd' | 'tailscaled'; ip: string }, withinMs: number): Promise<{ firstReplyMs: number; directMs: number | null }> {
+    const ping = (): boolean => this.lab.tryExec(a.node.ns, ['ping', '-c', '1', '-W', '1', b.ip], 5000).status === 0;
+    await waitFor(`${a.node.name} and ${b.node.name} to know each other`, ping, 20_000, 100);
+    const t0 = Date.now();
+    let firstReplyMs = -1;
+    for (let i = 0; i < 50 && firstReplyMs < 0; i++) if (ping()) firstReplyMs = Date.now() - t0;
+    for (let i = 0; i < 400 && Date.now() < t0 + withinMs; i++) {
+      ping();
+      if (await this.directPath(a.node, a.kind, b.node.name) && await this.directPath(b.node, b.kind, a.node.name)) {
+        return { firstReplyMs, directMs: Date.now() - t0 };
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return { firstReplyMs, directMs: null };
+  }
+
+  /**
    * The direct address a node's daemon uses for a peer (by hostname), or null when it is not direct.
    * Direct is tailscale's CurAddr for both kinds: a UDP address confirmed by a pong within 6.5 s
    * (meshd's path.direct means the same). Asked over the daemon's local API socket, so polling it
