@@ -1,101 +1,478 @@
 #!/usr/bin/env node
-// Chaos lab: a pair of meshd nodes and a pair of unmodified tailscaled nodes, each behind its own
-// NAT router, on headscale v0.29.2 (embedded DERP) in network namespaces. For each impairment a
-// hash-checked TCP transfer runs through the tunnel of each pair at the same time; the table says
-// whether the bytes arrived intact and how long it took, meshd next to tailscaled.
+// Chaos lab: a pair of meshd nodes and a pair of unmodified tailscaled nodes, each node behind its
+// own easy NAT router, on headscale v0.29.2 with a standalone derper v1.102.3 (198.18.0.2) in
+// network namespaces. For each impairment a hash-checked TCP transfer runs through the tunnel of
+// each pair at the same time; the table says whether the bytes arrived intact, how long it took,
+// how often the sender's path was direct while it ran (polled each second: tailscale's CurAddr,
+// meshd's path.direct), how long after the transfer both sides were direct again, and for the
+// mid-transfer events how long after the event the first ping got through the tunnel again.
 //
-// Impairments (on the NAT routers' forwarding path, UDP only, so control and DERP over TCP live):
-//   loss10     nftables `numgen random mod 100 < 10` drops 10% of the underlay datagrams
+// Underlay: each pair's two routers hang off an impairment namespace (imp-m, imp-t) that routes
+// (proxy ARP) between them and the lab's internet switch. UDP impairments run there, in
+// scripts/impair-relay.mjs: policy routing sends UDP (and only UDP: control and DERP over TCP stay
+// clean) into a TUN device whose reader delays, duplicates, reorders or drops it and writes it
+// back. So an impairment applies once per direction between the two nodes of a pair.
+//
+//   loss10     nftables `numgen random mod 100 < 10` on all four NAT routers (UDP forwarded): 10% at
+//              each router, ~19% per direction between the two nodes (as in the previous runs)
+//   delay50    +50 ms each way (100 ms more round trip)
+//   dup5       5% of the datagrams twice
+//   reorder    10% of the datagrams held 10 ms longer than the rest (later ones overtake them)
+//   combined   10% loss, 5% duplication, 10% reordering (+10 ms) and 50 ms delay at once (relay)
 //   natflush   mid-transfer, the routers' WAN links go down and up: masquerade drops its mappings
 //   linkdown   mid-transfer, the senders' LAN links are down for --down-seconds (default 20)
-//   hsrestart  mid-transfer, headscale (and its DERP) restarts
-// Not yet: delay, duplication and reordering (they need a userspace UDP relay in the lab; tc netem
-// is missing here), underlay address change, DERP unreachable for 60 s, and the soak mode.
+//   roam       mid-transfer, the senders' routers get a new public address (198.18.0.111/.113
+//              instead of .101/.103); masquerade forgets its mappings with the old address
+//   hsrestart  mid-transfer, headscale restarts (the nodes' control connections break)
+//   derprestart  mid-transfer, derper restarts (2 s down) while the pairs are direct
+//   derpdown   DERP unreachable for --derp-down-seconds (default 60: TCP to the derper dropped in
+//              the impairment namespaces, connections hang rather than reset) while UDP between the
+//              two routers of each pair is blocked, so each pair depends on DERP alone: the table
+//              gives the time from the unblock to the first ping through the tunnel, and a
+//              transfer spanning the outage must arrive intact
 //
-//   npm run build && sudo node scripts/chaos.mjs [--mb 64] [--only loss10,natflush] [--down-seconds 20]
+// Soak (--soak [MINUTES], default 30): 3 meshd nodes and a tailscaled, with a meshd node joining
+// and leaving every few seconds (a fresh ephemeral node each time: up, then logout) and a second
+// tailscaled going down and up; hash-checked 1 MiB transfers and 4 KiB connections between random
+// pairs every 2 s and pings; VmRSS and open fds of every meshd daemon and of the tailscaled sampled
+// every 10 s into <out>.csv, with <out>.json giving start, after warm-up, end and growth.
+//
+//   npm run build && sudo node scripts/chaos.mjs [--mb 64] [--only loss10,delay50] [--down-seconds 20]
+//   sudo node scripts/chaos.mjs --soak 30 [--out chaos-soak] [--warmup-minutes 5]
+//   MESHD_TEST_BIN=/path/to/other/bin/meshd.js runs another meshd build (before/after comparisons)
 import { parseArgs } from 'node:util';
 import { join } from 'node:path';
+import { spawn, spawnSync } from 'node:child_process';
+import { readFileSync, readdirSync, writeFileSync, mkdirSync } from 'node:fs';
 
-const { values: opt } = parseArgs({ options: { mb: { type: 'string', default: '64' }, only: { type: 'string' }, 'down-seconds': { type: 'string', default: '20' } } });
+const argv = process.argv.slice(2);
+const si = argv.indexOf('--soak');
+if (si >= 0 && (si === argv.length - 1 || argv[si + 1].startsWith('--'))) argv.splice(si + 1, 0, '30');
+const { values: opt } = parseArgs({
+  args: argv,
+  options: {
+    mb: { type: 'string', default: '64' }, only: { type: 'string' }, 'down-seconds': { type: 'string', default: '20' },
+    'derp-down-seconds': { type: 'string', default: '60' }, soak: { type: 'string' }, out: { type: 'string', default: 'chaos-soak' },
+    'warmup-minutes': { type: 'string' }, json: { type: 'string' },
+  },
+});
 const root = new URL('..', import.meta.url).pathname;
-const { TailnetLab } = await import(join(root, 'dist/test/harness/hslab.js'));
+const { TailnetLab, DERPER_IP } = await import(join(root, 'dist/test/harness/hslab.js'));
 const { waitFor } = await import(join(root, 'dist/test/harness/netns.js'));
+const { which } = await import(join(root, 'dist/test/harness/prereq.js'));
+const tsBin = which('tailscale') ?? 'tailscale';
 const BYTES = Number(opt.mb) << 20;
 const downMs = Number(opt['down-seconds']) * 1000;
+const derpDownMs = Number(opt['derp-down-seconds']) * 1000;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+// A transfer spanning a 60 s outage needs more than tcpxfer's default 120 s.
+process.env.TCPXFER_TIMEOUT_MS = String(Math.max(180_000, derpDownMs + 120_000));
 
 if (process.getuid?.() !== 0) { console.error('chaos: needs root (network namespaces)'); process.exit(2); }
-const lab = new TailnetLab('chaos');
-const rows = [];
-try {
-  await lab.startHeadscale();
-  const key = lab.authKey({ reusable: true });
-  const m1 = lab.addNatNode('m1', 'easy'), m2 = lab.addNatNode('m2', 'easy');
-  const t1 = lab.addNatNode('t1', 'easy'), t2 = lab.addNatNode('t2', 'easy');
-  for (const n of [m1, m2]) {
-    const r = lab.up(n, key);
-    if (r.status !== 0) throw new Error(`meshd up on ${n.name}: ${r.stderr}`);
-  }
-  await lab.startTailscaled(t1, key);
-  await lab.startTailscaled(t2, key);
-  const meshIp = (n) => JSON.parse(lab.meshd(n, ['status', '--json']).stdout).self.addresses.find((a) => !a.includes(':'));
-  const tsIp = (n) => lab.tailscale(n, ['ip', '-4']).stdout.trim();
-  const pairs = [
-    { peer: 'meshd', from: m1, to: m2, ip: meshIp(m2) },
-    { peer: 'tailscaled', from: t1, to: t2, ip: tsIp(t2) },
-  ];
-  for (const p of pairs) await waitFor(`${p.peer} pair to reach each other`, () => lab.ping(p.from, p.ip, 1), 60_000, 1000);
-  const routers = ['r1', 'r2', 'r3', 'r4'].map((r) => `${lab.lab.prefix}-${r}`);
 
-  const scenarios = {
-    loss10: {
-      during: () => { for (const r of routers) lab.lab.exec(r, ['nft', '-f', '-'], { input: 'table inet chaos {\n  chain impair {\n    type filter hook forward priority -10; policy accept;\n    meta l4proto udp numgen random mod 100 < 10 drop\n  }\n}\n' }); },
-      after: () => { for (const r of routers) lab.lab.tryExec(r, ['nft', 'delete', 'table', 'inet', 'chaos']); },
-    },
-    natflush: {
-      mid: () => { for (const r of routers) { lab.lab.exec(r, ['ip', 'link', 'set', 'wan', 'down']); lab.lab.exec(r, ['ip', 'link', 'set', 'wan', 'up']); } },
-    },
-    linkdown: {
-      mid: async () => {
-        for (const n of [m1, t1]) lab.lab.exec(n.ns, ['ip', 'link', 'set', 'veth0', 'down']);
-        await sleep(downMs);
-        for (const n of [m1, t1]) {
-          lab.lab.exec(n.ns, ['ip', 'link', 'set', 'veth0', 'up']);
-          lab.lab.tryExec(n.ns, ['ip', 'route', 'replace', 'default', 'via', `198.19.${n === m1 ? 1 : 3}.1`]);
-        }
-      },
-    },
-    hsrestart: {
-      mid: async () => { await lab.stopHeadscale(); await sleep(2000); await lab.startHeadscale(); },
-    },
-  };
-  const wanted = opt.only ? opt.only.split(',') : Object.keys(scenarios);
-  let port = 7000;
-  for (const name of wanted) {
-    const sc = scenarios[name];
-    if (!sc) throw new Error(`unknown scenario ${name}`);
-    sc.during?.();
-    const runs = pairs.map(async (p) => {
-      const myPort = ++port;
-      const got = lab.xferServe(p.to, p.ip, myPort);
-      got.catch(() => {});
-      await waitFor(`the ${p.peer} receiver to listen`, () => lab.lab.tryExec(p.to.ns, ['ss', '-tlnH', 'sport', '=', `:${myPort}`]).stdout.trim() !== '', 10_000, 100);
-      const t0 = performance.now();
-      try {
-        const sent = await lab.xferSendAsync(p.from, p.ip, myPort, BYTES);
-        const recv = await got;
-        return { scenario: name, peer: p.peer, mb: Number(opt.mb), intact: sent.sha256 === recv.sha256 && recv.bytes === BYTES, seconds: Number(((performance.now() - t0) / 1000).toFixed(1)) };
-      } catch (e) {
-        return { scenario: name, peer: p.peer, mb: Number(opt.mb), intact: false, seconds: Number(((performance.now() - t0) / 1000).toFixed(1)), error: String(e.message).slice(0, 80) };
-      }
-    });
-    if (sc.mid) { await sleep(500); await sc.mid(); }
-    rows.push(...await Promise.all(runs));
-    sc.after?.();
-    console.table(rows.slice(-2));
-  }
-} finally {
-  await lab.dispose();
+/** Runs argv in a namespace without blocking the event loop; resolves with status and output. */
+function run(lab, ns, args, timeoutMs = 30_000) {
+  return new Promise((resolve) => {
+    const p = spawn('ip', ['netns', 'exec', ns, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '', stderr = '';
+    p.stdout.on('data', (d) => { stdout += d; });
+    p.stderr.on('data', (d) => { stderr += d; });
+    const t = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
+    p.on('close', (status) => { clearTimeout(t); resolve({ status, stdout, stderr }); });
+  });
 }
-console.table(rows);
-if (rows.some((r) => r.intact === false)) process.exitCode = 1;
+const pingOnce = (lab, node, ip) => run(lab, node.ns, ['ping', '-c', '1', '-W', '1', ip], 5000).then((r) => r.status === 0);
+/** Pings until a reply (every ~200 ms, at most limitMs); ms from t0 to the first reply, or null. */
+async function firstReplyAfter(lab, node, ip, t0, limitMs) {
+  while (Date.now() - t0 < limitMs) {
+    if (await pingOnce(lab, node, ip)) return Date.now() - t0;
+    await sleep(200);
+  }
+  return null;
+}
+
+/** The PID of the meshd daemon serving `socket`, or of the tailscaled serving it. */
+function daemonPid(socket, kind) {
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    let cmd;
+    try { cmd = readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0'); } catch { continue; }
+    if (kind === 'meshd' && cmd.includes('daemon') && cmd.includes(socket) && cmd.some((a) => a.endsWith('meshd.js'))) return Number(d);
+    if (kind === 'tailscaled' && cmd.includes(`--socket=${socket}`) && cmd.some((a) => a.endsWith('tailscaled'))) return Number(d);
+  }
+  return undefined;
+}
+function sample(pid) {
+  try {
+    const rss = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN);
+    return { rssKb: rss, fds: readdirSync(`/proc/${pid}/fd`).length };
+  } catch { return undefined; }
+}
+
+/**
+ * An impairment namespace between routers and the switch: the routers' WAN links move to it, it
+ * routes to them by /32 and answers ARP for them (proxy ARP), so addresses stay as they were.
+ */
+function impairmentNs(lab, tag, k, routers) {
+  const L = lab.lab;
+  const imp = L.ns(tag);
+  for (const s of ['net.ipv4.ip_forward=1', 'net.ipv4.conf.all.rp_filter=0', 'net.ipv4.conf.default.rp_filter=0']) L.exec(imp, ['sysctl', '-qw', s]);
+  L.attach(imp, lab.sw, [`198.18.0.${240 + k}/32`], 'uplink');
+  L.exec(imp, ['ip', 'route', 'add', '198.18.0.0/24', 'dev', 'uplink']);
+  const arp = (dev) => { for (const s of [`net.ipv4.conf.${dev}.proxy_arp=1`, `net.ipv4.neigh.${dev}.proxy_delay=0`, `net.ipv4.conf.${dev}.rp_filter=0`]) L.exec(imp, ['sysctl', '-qw', s]); };
+  arp('uplink');
+  for (const { n, ns } of routers) {
+    L.exec(ns, ['ip', 'link', 'del', 'wan']);
+    const a = `mc${process.pid % 10000}w${n}`, b = `mc${process.pid % 10000}i${n}`;
+    const r = spawnSync('ip', ['link', 'add', a, 'netns', ns, 'type', 'veth', 'peer', 'name', b, 'netns', imp], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`veth for r${n}: ${r.stderr}`);
+    L.exec(ns, ['ip', 'link', 'set', a, 'name', 'wan']);
+    L.exec(ns, ['ip', 'addr', 'add', `198.18.0.${100 + n}/24`, 'dev', 'wan']);
+    L.exec(ns, ['ip', 'link', 'set', 'wan', 'up']);
+    L.exec(imp, ['ip', 'link', 'set', b, 'name', `r${n}`]);
+    L.exec(imp, ['ip', 'link', 'set', `r${n}`, 'up']);
+    arp(`r${n}`);
+    L.exec(imp, ['ip', 'route', 'add', `198.18.0.${100 + n}/32`, 'dev', `r${n}`]);
+  }
+  return imp;
+}
+
+/** Starts the impairment relay in `imp` and steers UDP through it; returns a stop function resolving to its counters. */
+async function impair(lab, imp, args) {
+  const p = lab.lab.spawn(imp, [process.execPath, join(root, 'scripts', 'impair-relay.mjs'), '--dev', 'imp0', ...args]);
+  let out = '';
+  p.stdout.on('data', (d) => { out += d; });
+  let err = '';
+  p.stderr.on('data', (d) => { err += d; });
+  await waitFor('the impairment relay to open its TUN', () => {
+    if (p.exitCode !== null) throw new Error(`impair-relay exited: ${err}`);
+    return out.includes('"ready"');
+  }, 10_000, 50);
+  const L = lab.lab;
+  L.exec(imp, ['ip', 'route', 'add', 'default', 'dev', 'imp0', 'table', '100']);
+  L.exec(imp, ['ip', 'rule', 'add', 'pref', '100', 'iif', 'imp0', 'lookup', 'main']);
+  L.exec(imp, ['ip', 'rule', 'add', 'pref', '110', 'ipproto', 'udp', 'lookup', '100']);
+  return async () => {
+    L.tryExec(imp, ['ip', 'rule', 'del', 'pref', '110']);
+    L.tryExec(imp, ['ip', 'rule', 'del', 'pref', '100']);
+    p.kill('SIGTERM');
+    await waitFor('the impairment relay to exit', () => p.exitCode !== null || p.signalCode !== null, 10_000, 50);
+    const last = out.trim().split('\n').pop();
+    try { return JSON.parse(last); } catch { return { error: err.slice(-200) }; }
+  };
+}
+
+const meshIp = (lab, n) => JSON.parse(lab.meshd(n, ['status', '--json']).stdout).self.addresses.find((a) => !a.includes(':'));
+const tsIp = (lab, n) => lab.tailscale(n, ['ip', '-4']).stdout.trim();
+
+async function chaos() {
+  const lab = new TailnetLab('chaos', { derper: true });
+  const rows = [];
+  try {
+    await lab.startHeadscale();
+    const key = lab.authKey({ reusable: true });
+    const m1 = lab.addNatNode('m1', 'easy'), m2 = lab.addNatNode('m2', 'easy');
+    const t1 = lab.addNatNode('t1', 'easy'), t2 = lab.addNatNode('t2', 'easy');
+    const P = lab.lab.prefix;
+    const impM = impairmentNs(lab, 'impm', 1, [{ n: 1, ns: `${P}-r1` }, { n: 2, ns: `${P}-r2` }]);
+    const impT = impairmentNs(lab, 'impt', 2, [{ n: 3, ns: `${P}-r3` }, { n: 4, ns: `${P}-r4` }]);
+    for (const n of [m1, m2]) {
+      const r = lab.up(n, key);
+      if (r.status !== 0) throw new Error(`meshd up on ${n.name}: ${r.stderr}`);
+    }
+    await lab.startTailscaled(t1, key);
+    await lab.startTailscaled(t2, key);
+    const pairs = [
+      { peer: 'meshd', kind: 'meshd', from: m1, to: m2, ip: meshIp(lab, m2), imp: impM, routers: [1, 2] },
+      { peer: 'tailscaled', kind: 'tailscaled', from: t1, to: t2, ip: tsIp(lab, t2), imp: impT, routers: [3, 4] },
+    ];
+    for (const p of pairs) await waitFor(`${p.peer} pair to reach each other`, () => lab.ping(p.from, p.ip, 1), 60_000, 1000);
+    for (const p of pairs) {
+      const d = await lab.timeToDirect({ node: p.from, kind: p.kind }, { node: p.to, kind: p.kind, ip: p.ip }, 30_000);
+      console.log(`${p.peer}: first reply ${d.firstReplyMs} ms, direct after ${d.directMs} ms`);
+    }
+    const routerNs = (n) => `${P}-r${n}`;
+    const counters = (n) => {
+      const st = JSON.parse(lab.meshd(n, ['status', '--json']).stdout || '{}');
+      return st.counters ?? {};
+    };
+    const bothDirect = async (p) => (await lab.directPath(p.from, p.kind, p.to.name)) !== null && (await lab.directPath(p.to, p.kind, p.from.name)) !== null;
+    const relays = [];
+    const relayScenario = (args) => ({
+      during: async () => { for (const p of pairs) relays.push(await impair(lab, p.imp, args)); },
+      after: async () => { const c = []; while (relays.length) c.push(await relays.shift()()); return c; },
+    });
+    const udpBlock = (p, on) => {
+      // UDP between the pair's two routers, dropped where it crosses the impairment namespace.
+      const [a, b] = p.routers.map((n) => `198.18.0.${100 + n}`);
+      if (on) lab.lab.exec(p.imp, ['nft', '-f', '-'], { input: `table inet chaos_udp {\n  chain fwd {\n    type filter hook forward priority -10; policy accept;\n    ip saddr { ${a}, ${b} } ip daddr { ${a}, ${b} } meta l4proto udp drop\n  }\n}\n` });
+      else lab.lab.tryExec(p.imp, ['nft', 'delete', 'table', 'inet', 'chaos_udp']);
+    };
+    const derpBlock = (on) => {
+      for (const p of pairs) {
+        if (on) lab.lab.exec(p.imp, ['nft', '-f', '-'], { input: `table inet chaos_derp {\n  chain fwd {\n    type filter hook forward priority -20; policy accept;\n    ip daddr ${DERPER_IP} tcp dport 3340 drop\n    ip saddr ${DERPER_IP} tcp sport 3340 drop\n  }\n}\n` });
+        else lab.lab.tryExec(p.imp, ['nft', 'delete', 'table', 'inet', 'chaos_derp']);
+      }
+    };
+
+    const scenarios = {
+      loss10: {
+        during: () => { for (const n of [1, 2, 3, 4]) lab.lab.exec(routerNs(n), ['nft', '-f', '-'], { input: 'table inet chaos {\n  chain impair {\n    type filter hook forward priority -10; policy accept;\n    meta l4proto udp numgen random mod 100 < 10 drop\n  }\n}\n' }); },
+        after: () => { for (const n of [1, 2, 3, 4]) lab.lab.tryExec(routerNs(n), ['nft', 'delete', 'table', 'inet', 'chaos']); },
+      },
+      delay50: relayScenario(['--delay', '50']),
+      dup5: relayScenario(['--dup', '5']),
+      reorder: relayScenario(['--reorder', '10', '--reorder-ms', '10']),
+      combined: relayScenario(['--loss', '10', '--dup', '5', '--reorder', '10', '--reorder-ms', '10', '--delay', '50']),
+      natflush: {
+        mid: () => { for (const n of [1, 2, 3, 4]) { lab.lab.exec(routerNs(n), ['ip', 'link', 'set', 'wan', 'down']); lab.lab.exec(routerNs(n), ['ip', 'link', 'set', 'wan', 'up']); } },
+      },
+      linkdown: {
+        mid: async () => {
+          for (const n of [m1, t1]) lab.lab.exec(n.ns, ['ip', 'link', 'set', 'veth0', 'down']);
+          await sleep(downMs);
+          for (const n of [m1, t1]) {
+            lab.lab.exec(n.ns, ['ip', 'link', 'set', 'veth0', 'up']);
+            lab.lab.tryExec(n.ns, ['ip', 'route', 'replace', 'default', 'via', `198.19.${n === m1 ? 1 : 3}.1`]);
+          }
+        },
+      },
+      roam: {
+        // The senders' routers (r1, r3) move from .101/.103 to .111/.113; removing the old address
+        // drops masquerade's mappings that used it. Run once per lab (addresses stay moved).
+        mid: () => {
+          for (const p of pairs) {
+            const n = p.routers[0];
+            lab.lab.exec(routerNs(n), ['ip', 'addr', 'add', `198.18.0.${110 + n}/24`, 'dev', 'wan']);
+            lab.lab.exec(p.imp, ['ip', 'route', 'add', `198.18.0.${110 + n}/32`, 'dev', `r${n}`]);
+            lab.lab.exec(routerNs(n), ['ip', 'addr', 'del', `198.18.0.${100 + n}/24`, 'dev', 'wan']);
+          }
+        },
+      },
+      hsrestart: {
+        mid: async () => { await lab.stopHeadscale(); await sleep(2000); await lab.startHeadscale(); },
+      },
+      derprestart: {
+        mid: async () => { await lab.restartDerper(2000); },
+      },
+      derpdown: {
+        // Each pair on DERP alone: UDP between its routers blocked until the path is relayed.
+        during: async () => {
+          for (const p of pairs) udpBlock(p, true);
+          for (const p of pairs) await waitFor(`${p.peer} to leave the direct path`, async () => { await pingOnce(lab, p.from, p.ip); return !(await lab.directPath(p.from, p.kind, p.to.name)); }, 30_000, 500);
+        },
+        mid: async () => { derpBlock(true); await sleep(derpDownMs); derpBlock(false); },
+        after: () => { for (const p of pairs) udpBlock(p, false); },
+      },
+    };
+    const wanted = opt.only ? opt.only.split(',') : Object.keys(scenarios);
+    let port = 7000;
+    for (const name of wanted) {
+      const sc = scenarios[name];
+      if (!sc) throw new Error(`unknown scenario ${name} (known: ${Object.keys(scenarios).join(', ')})`);
+      await sc.during?.();
+      const before = counters(m1);
+      let midAt = 0;
+      let sending = true;
+      const runs = pairs.map(async (p) => {
+        const myPort = ++port;
+        const got = lab.xferServe(p.to, p.ip, myPort);
+        got.catch(() => {});
+        await waitFor(`the ${p.peer} receiver to listen`, () => lab.lab.tryExec(p.to.ns, ['ss', '-tlnH', 'sport', '=', `:${myPort}`]).stdout.trim() !== '', 10_000, 100);
+        const t0 = performance.now();
+        let polls = 0, direct = 0;
+        const poller = (async () => {
+          while (sending) {
+            polls++;
+            if (await lab.directPath(p.from, p.kind, p.to.name)) direct++;
+            await sleep(1000);
+          }
+        })();
+        const row = { scenario: name, peer: p.peer, mb: Number(opt.mb) };
+        try {
+          const sent = await lab.xferSendAsync(p.from, p.ip, myPort, BYTES);
+          const recv = await got;
+          Object.assign(row, { intact: sent.sha256 === recv.sha256 && recv.bytes === BYTES, seconds: Number(((performance.now() - t0) / 1000).toFixed(1)) });
+        } catch (e) {
+          Object.assign(row, { intact: false, seconds: Number(((performance.now() - t0) / 1000).toFixed(1)), error: String(e.message).slice(0, 80) });
+        }
+        row.directPct = polls ? Math.round((100 * direct) / polls) : null;
+        p.row = row;
+        return row;
+      });
+      if (sc.mid) {
+        await sleep(500);
+        midAt = Date.now();
+        const resumes = pairs.map((p) => sc === scenarios.derpdown ? null : firstReplyAfter(lab, p.from, p.ip, midAt, 120_000));
+        await sc.mid();
+        const upAt = Date.now();
+        // For derpdown, the clock starts when DERP is reachable again.
+        const res = await Promise.all(pairs.map((p, i) => resumes[i] ?? firstReplyAfter(lab, p.from, p.ip, upAt, 120_000)));
+        pairs.forEach((p, i) => { p.resumeMs = res[i]; });
+      }
+      const done = await Promise.all(runs);
+      sending = false;
+      const relayCounters = await sc.after?.();
+      // How long after the transfer until both sides are direct again (pinging meanwhile).
+      await Promise.all(pairs.map(async (p) => {
+        const t = Date.now();
+        let ok = false;
+        while (Date.now() - t < 30_000 && !(ok = await bothDirect(p))) { await pingOnce(lab, p.from, p.ip); await sleep(300); }
+        p.row.directAfterS = ok ? Number(((Date.now() - t) / 1000).toFixed(1)) : 'no (30 s)';
+        if (sc.mid) p.row.resumeS = p.resumeMs == null ? 'no' : Number((p.resumeMs / 1000).toFixed(1));
+      }));
+      rows.push(...done);
+      const after = counters(m1);
+      const delta = {};
+      for (const k of ['txWgDerp', 'rxWgDerp', 'paths.pingsTimedOut', 'dropDerpQueueFull']) delta[k] = (after[k] ?? 0) - (before[k] ?? 0);
+      console.log(`${name}: meshd m1 counters during the transfer ${JSON.stringify(delta)}${Array.isArray(relayCounters) ? ` relays ${JSON.stringify(relayCounters)}` : ''}`);
+      console.table(done);
+    }
+  } finally {
+    await lab.dispose();
+  }
+  console.table(rows);
+  if (opt.json) writeFileSync(opt.json, JSON.stringify(rows, null, 2));
+  if (rows.some((r) => r.intact === false)) process.exitCode = 1;
+}
+
+async function soak(minutes) {
+  const durMs = minutes * 60_000;
+  const warmMs = Number(opt['warmup-minutes'] ?? Math.min(5, minutes / 3)) * 60_000;
+  const lab = new TailnetLab('soak');
+  const samples = [];
+  const xfers = { ok: 0, bad: 0, failed: 0, pings: 0, pingsLost: 0, joins: 0, leaves: 0, churnErrors: 0 };
+  const errors = [];
+  try {
+    await lab.startHeadscale();
+    const key = lab.authKey({ reusable: true });
+    const eph = lab.authKey({ reusable: true, ephemeral: true });
+    const s = [1, 2, 3].map((i) => lab.addNatNode(`s${i}`, 'easy'));
+    const ts = lab.addNatNode('ts', 'easy');
+    const c1 = lab.addNatNode('c1', 'easy');
+    const c2 = lab.addNatNode('c2', 'easy');
+    for (const n of s) {
+      const r = lab.up(n, key);
+      if (r.status !== 0) throw new Error(`meshd up on ${n.name}: ${r.stderr}`);
+    }
+    await lab.startTailscaled(ts, key);
+    await lab.startTailscaled(c2, key);
+    const members = [...s.map((n) => ({ node: n, ip: meshIp(lab, n), kind: 'meshd' })), { node: ts, ip: tsIp(lab, ts), kind: 'tailscaled' }];
+    for (const a of members) for (const b of members) if (a !== b) await waitFor(`${a.node.name} to reach ${b.node.name}`, () => lab.ping(a.node, b.ip, 1), 60_000, 1000);
+    const watched = members.map((m) => ({ name: m.node.name, kind: m.kind, pid: daemonPid(m.node.socket, m.kind) }));
+    for (const w of watched) if (!w.pid) throw new Error(`no daemon PID for ${w.name}`);
+    const t0 = Date.now();
+    const end = t0 + durMs;
+    mkdirSync(join(opt.out, '..'), { recursive: true });
+    const csv = [`t_s,name,kind,pid,rss_kb,fds`];
+    const takeSample = () => {
+      const t = Math.round((Date.now() - t0) / 1000);
+      for (const w of watched) {
+        const now = daemonPid(join(lab.nodes.find((n) => n.name === w.name).socket), w.kind);
+        if (now !== w.pid) errors.push(`${w.name}: daemon PID changed from ${w.pid} to ${now} at ${t} s`);
+        const x = sample(w.pid);
+        if (!x) continue;
+        samples.push({ t, name: w.name, kind: w.kind, ...x });
+        csv.push(`${t},${w.name},${w.kind},${w.pid},${x.rssKb},${x.fds}`);
+      }
+      writeFileSync(`${opt.out}.csv`, csv.join('\n') + '\n');
+    };
+    takeSample();
+    const sampler = setInterval(takeSample, 10_000);
+
+    // Churn: c1 joins as a fresh ephemeral meshd node and logs out; c2 (tailscaled) goes down and up.
+    let churnN = 0;
+    const churn = (async () => {
+      let c2Up = true;
+      while (Date.now() < end - 5_000) {
+        const i = ++churnN;
+        const dir = join(c1.dir, `state-${i}`);
+        writeFileSync(join(c1.dir, 'authkey'), eph, { mode: 0o600 });
+        const up = await run(lab, c1.ns, ['env', 'MESHD_DERP_HTTP=1', process.execPath, lab.meshdBin, '--socket', c1.socket, 'up', '--login-server', lab.url,
+          '--authkey', `file:${join(c1.dir, 'authkey')}`, '--hostname', `c1-${i}`, '--state-dir', dir, '--timeout', '45s'], 60_000);
+        if (up.status === 0) xfers.joins++; else { xfers.churnErrors++; errors.push(`c1 up #${i}: ${up.stderr.trim().slice(0, 120)}`); }
+        const c2r = c2Up
+          ? await run(lab, c2.ns, [tsBin, `--socket=${c2.socket}`, 'down'], 30_000)
+          : await run(lab, c2.ns, [tsBin, `--socket=${c2.socket}`, 'up', `--login-server=${lab.url}`, '--hostname=c2', '--netfilter-mode=off', '--accept-dns=false', '--timeout=45s'], 60_000);
+        if (c2r.status !== 0) { xfers.churnErrors++; errors.push(`c2 ${c2Up ? 'down' : 'up'}: ${c2r.stderr.trim().slice(0, 120)}`); } else c2Up = !c2Up;
+        await sleep(3000);
+        const out = await run(lab, c1.ns, ['env', 'MESHD_DERP_HTTP=1', process.execPath, lab.meshdBin, '--socket', c1.socket, 'logout'], 30_000);
+        if (out.status === 0) xfers.leaves++; else { xfers.churnErrors++; errors.push(`c1 logout #${i}: ${out.stderr.trim().slice(0, 120)}`); }
+        await sleep(2000);
+      }
+    })();
+
+    // Traffic: every 2 s a 1 MiB transfer and a 4 KiB one between random pairs, and a ping.
+    let port = 20000;
+    const pick = () => {
+      const a = members[Math.floor(Math.random() * members.length)];
+      let b;
+      do b = members[Math.floor(Math.random() * members.length)]; while (b === a);
+      return [a, b];
+    };
+    const transfer = async (a, b, bytes) => {
+      const p = port = port >= 29_999 ? 20000 : port + 1;
+      const got = lab.xferServe(b.node, b.ip, p);
+      got.catch(() => {});
+      for (let i = 0; i < 50; i++) {
+        if ((await run(lab, b.node.ns, ['ss', '-tlnH', 'sport', '=', `:${p}`])).stdout.trim()) break;
+        await sleep(100);
+      }
+      try {
+        const [sent, recv] = await Promise.all([lab.xferSendAsync(a.node, b.ip, p, bytes), got]);
+        if (sent.sha256 === recv.sha256 && recv.bytes === bytes) xfers.ok++;
+        else { xfers.bad++; errors.push(`${a.node.name}->${b.node.name} ${bytes} B: hash mismatch`); }
+      } catch (e) {
+        xfers.failed++;
+        errors.push(`${a.node.name}->${b.node.name} ${bytes} B: ${String(e.message).slice(0, 100)}`);
+      }
+    };
+    const inflight = new Set();
+    while (Date.now() < end) {
+      const tick = Date.now();
+      if (inflight.size < 6) {
+        for (const bytes of [1 << 20, 4096]) {
+          const [a, b] = pick();
+          const t = transfer(a, b, bytes).finally(() => inflight.delete(t));
+          inflight.add(t);
+        }
+      }
+      const [a, b] = pick();
+      xfers.pings++;
+      if ((await run(lab, a.node.ns, ['ping', '-c', '2', '-i', '0.2', '-W', '2', b.ip], 10_000)).status !== 0) xfers.pingsLost++;
+      const el = Math.round((Date.now() - t0) / 1000);
+      if (el % 60 < 2) console.log(`soak: ${el} s, transfers ok ${xfers.ok} bad ${xfers.bad} failed ${xfers.failed}, joins ${xfers.joins}, errors ${errors.length}`);
+      await sleep(Math.max(0, 2000 - (Date.now() - tick)));
+    }
+    await Promise.all(inflight);
+    await churn;
+    clearInterval(sampler);
+    takeSample();
+    const summary = { minutes, warmupMinutes: warmMs / 60_000, transfers: xfers, errors: errors.slice(0, 50), processes: [] };
+    const med = (xs) => { const v = [...xs].sort((x, y) => x - y); return v.length ? v[Math.floor(v.length / 2)] : NaN; };
+    for (const w of watched) {
+      const mine = samples.filter((x) => x.name === w.name);
+      const tEnd = mine.at(-1)?.t ?? 0;
+      const win = (from, to) => mine.filter((x) => x.t >= from && x.t <= to);
+      const startW = win(0, 0), warmW = win(warmMs / 1000, warmMs / 1000 + 60), endW = win(tEnd - 60, tEnd);
+      const f = (w0, k) => med(w0.map((x) => x[k]));
+      const rec = {
+        name: w.name, kind: w.kind,
+        rssKb: { start: f(startW, 'rssKb'), warm: f(warmW, 'rssKb'), end: f(endW, 'rssKb'), max: Math.max(...mine.map((x) => x.rssKb)) },
+        fds: { start: f(startW, 'fds'), warm: f(warmW, 'fds'), end: f(endW, 'fds'), max: Math.max(...mine.map((x) => x.fds)) },
+      };
+      rec.rssKb.growthPct = Number((((rec.rssKb.end - rec.rssKb.warm) / rec.rssKb.warm) * 100).toFixed(1));
+      rec.fds.growthPct = Number((((rec.fds.end - rec.fds.warm) / rec.fds.warm) * 100).toFixed(1));
+      summary.processes.push(rec);
+    }
+    writeFileSync(`${opt.out}.json`, JSON.stringify(summary, null, 2));
+    console.table(summary.processes.map((p) => ({ name: p.name, kind: p.kind, rssStartMB: +(p.rssKb.start / 1024).toFixed(1), rssWarmMB: +(p.rssKb.warm / 1024).toFixed(1), rssEndMB: +(p.rssKb.end / 1024).toFixed(1), rssGrowthPct: p.rssKb.growthPct, fdStart: p.fds.start, fdWarm: p.fds.warm, fdEnd: p.fds.end, fdGrowthPct: p.fds.growthPct })));
+    console.log(JSON.stringify({ transfers: xfers, errors: errors.slice(0, 10) }));
+    if (xfers.bad || xfers.failed) process.exitCode = 1;
+  } finally {
+    await lab.dispose();
+  }
+}
+
+if (opt.soak !== undefined) await soak(Number(opt.soak));
+else await chaos();

@@ -156,14 +156,34 @@ node:
 
   /** Runs tailscale's derper in namespace `dp` at DERPER_IP (plain HTTP on 3340, STUN on 3478). */
   private startDerper(): void {
-    const bin = which('derper');
-    if (!bin) throw new Error('derper is not built: run scripts/install-peers.sh');
     const ns = this.lab.ns('dp');
     this.lab.attach(ns, this.sw, [`${DERPER_IP}/24`]);
-    this.derperProc = this.lab.spawn(ns, [bin, '-a', `${DERPER_IP}:3340`, '-http-port', '-1', '-stun-port', '3478',
+    this.derperNs = ns;
+    this.spawnDerper();
+  }
+
+  private derperNs = '';
+
+  private spawnDerper(): void {
+    const bin = which('derper');
+    if (!bin) throw new Error('derper is not built: run scripts/install-peers.sh');
+    this.derperProc = this.lab.spawn(this.derperNs, [bin, '-a', `${DERPER_IP}:3340`, '-http-port', '-1', '-stun-port', '3478',
       '-c', join(this.dir, 'derper.key'), '-home', 'blank']);
     this.derperProc.stdout?.resume();
     this.derperProc.stderr?.resume();
+  }
+
+  /** Restarts the standalone derper (lab made with `derper`): SIGTERM, wait for exit, `downMs`, start (same key). */
+  async restartDerper(downMs = 0): Promise<void> {
+    const p = this.derperProc;
+    if (!p || !this.derperNs) throw new Error('restartDerper: this lab has no standalone derper');
+    if (p.exitCode === null && p.signalCode === null) {
+      p.kill('SIGTERM');
+      await waitFor('derper to exit', () => p.exitCode !== null || p.signalCode !== null, 10_000);
+    }
+    if (downMs > 0) await new Promise((r) => setTimeout(r, downMs));
+    this.spawnDerper();
+    await waitFor('derper to listen', () => this.lab.tryExec(this.derperNs, ['ss', '-tlnH', 'sport', '=', ':3340']).stdout.trim() !== '', 10_000, 100);
   }
 
   /** Starts headscale and waits until it answers; creates user "lab" once. */
