@@ -13,8 +13,11 @@
 // clean) into a TUN device whose reader delays, duplicates, reorders or drops it and writes it
 // back. So an impairment applies once per direction between the two nodes of a pair.
 //
+//   none       no impairment: the pairs' speed in this run, to read the others against
 //   loss10     nftables `numgen random mod 100 < 10` on all four NAT routers (UDP forwarded): 10% at
 //              each router, ~19% per direction between the two nodes (as in the previous runs)
+//   loss10dgram  as loss10, but each node's veth segments UDP GSO messages before they leave, so the
+//              routers drop single datagrams (as a real lossy link does) rather than whole GSO skbs
 //   delay50    +50 ms each way (100 ms more round trip)
 //   dup5       5% of the datagrams twice
 //   reorder    10% of the datagrams held 10 ms longer than the rest (later ones overtake them)
@@ -53,7 +56,7 @@ const { values: opt } = parseArgs({
   options: {
     mb: { type: 'string', default: '64' }, only: { type: 'string' }, 'down-seconds': { type: 'string', default: '20' },
     'derp-down-seconds': { type: 'string', default: '60' }, soak: { type: 'string' }, out: { type: 'string', default: 'chaos-soak' },
-    'warmup-minutes': { type: 'string' }, json: { type: 'string' },
+    'warmup-minutes': { type: 'string' }, json: { type: 'string' }, repeat: { type: 'string', default: '1' }, pcap: { type: 'string' },
   },
 });
 const root = new URL('..', import.meta.url).pathname;
@@ -194,7 +197,7 @@ async function chaos() {
     const routerNs = (n) => `${P}-r${n}`;
     const counters = (n) => {
       const st = JSON.parse(lab.meshd(n, ['status', '--json']).stdout || '{}');
-      return st.counters ?? {};
+      return st.self?.counters ?? {};
     };
     const bothDirect = async (p) => (await lab.directPath(p.from, p.kind, p.to.name)) !== null && (await lab.directPath(p.to, p.kind, p.from.name)) !== null;
     const relays = [];
@@ -205,20 +208,34 @@ async function chaos() {
     const udpBlock = (p, on) => {
       // UDP between the pair's two routers, dropped where it crosses the impairment namespace.
       const [a, b] = p.routers.map((n) => `198.18.0.${100 + n}`);
-      if (on) lab.lab.exec(p.imp, ['nft', '-f', '-'], { input: `table inet chaos_udp {\n  chain fwd {\n    type filter hook forward priority -10; policy accept;\n    ip saddr { ${a}, ${b} } ip daddr { ${a}, ${b} } meta l4proto udp drop\n  }\n}\n` });
+      if (on) lab.lab.exec(p.imp, ['nft', '-f', '-'], { input: `table inet chaos_udp {\n  chain f {\n    type filter hook forward priority -10; policy accept;\n    ip saddr { ${a}, ${b} } ip daddr { ${a}, ${b} } meta l4proto udp drop\n  }\n}\n` });
       else lab.lab.tryExec(p.imp, ['nft', 'delete', 'table', 'inet', 'chaos_udp']);
     };
     const derpBlock = (on) => {
       for (const p of pairs) {
-        if (on) lab.lab.exec(p.imp, ['nft', '-f', '-'], { input: `table inet chaos_derp {\n  chain fwd {\n    type filter hook forward priority -20; policy accept;\n    ip daddr ${DERPER_IP} tcp dport 3340 drop\n    ip saddr ${DERPER_IP} tcp sport 3340 drop\n  }\n}\n` });
+        if (on) lab.lab.exec(p.imp, ['nft', '-f', '-'], { input: `table inet chaos_derp {\n  chain f {\n    type filter hook forward priority -20; policy accept;\n    ip daddr ${DERPER_IP} tcp dport 3340 drop\n    ip saddr ${DERPER_IP} tcp sport 3340 drop\n  }\n}\n` });
         else lab.lab.tryExec(p.imp, ['nft', 'delete', 'table', 'inet', 'chaos_derp']);
       }
     };
 
     const scenarios = {
+      none: {},
       loss10: {
         during: () => { for (const n of [1, 2, 3, 4]) lab.lab.exec(routerNs(n), ['nft', '-f', '-'], { input: 'table inet chaos {\n  chain impair {\n    type filter hook forward priority -10; policy accept;\n    meta l4proto udp numgen random mod 100 < 10 drop\n  }\n}\n' }); },
         after: () => { for (const n of [1, 2, 3, 4]) lab.lab.tryExec(routerNs(n), ['nft', 'delete', 'table', 'inet', 'chaos']); },
+      },
+      // The same drop rule, but each node's veth segments its UDP GSO super-packets before they
+      // leave (tx-udp-segmentation off), so the routers drop single datagrams, as a real lossy link
+      // does; in loss10 one drop takes a whole GSO burst of up to 64 datagrams (a TCP window).
+      loss10dgram: {
+        during: () => {
+          for (const n of [m1, m2, t1, t2]) lab.lab.exec(n.ns, ['ethtool', '-K', 'veth0', 'tx-udp-segmentation', 'off']);
+          for (const n of [1, 2, 3, 4]) lab.lab.exec(routerNs(n), ['nft', '-f', '-'], { input: 'table inet chaos {\n  chain impair {\n    type filter hook forward priority -10; policy accept;\n    meta l4proto udp numgen random mod 100 < 10 drop\n  }\n}\n' });
+        },
+        after: () => {
+          for (const n of [1, 2, 3, 4]) lab.lab.tryExec(routerNs(n), ['nft', 'delete', 'table', 'inet', 'chaos']);
+          for (const n of [m1, m2, t1, t2]) lab.lab.tryExec(n.ns, ['ethtool', '-K', 'veth0', 'tx-udp-segmentation', 'on']);
+        },
       },
       delay50: relayScenario(['--delay', '50']),
       dup5: relayScenario(['--dup', '5']),
@@ -243,6 +260,9 @@ async function chaos() {
         mid: () => {
           for (const p of pairs) {
             const n = p.routers[0];
+            // The new address is a secondary in the same /24: without promote_secondaries, deleting
+            // the primary would take it along.
+            lab.lab.exec(routerNs(n), ['sysctl', '-qw', 'net.ipv4.conf.wan.promote_secondaries=1']);
             lab.lab.exec(routerNs(n), ['ip', 'addr', 'add', `198.18.0.${110 + n}/24`, 'dev', 'wan']);
             lab.lab.exec(p.imp, ['ip', 'route', 'add', `198.18.0.${110 + n}/32`, 'dev', `r${n}`]);
             lab.lab.exec(routerNs(n), ['ip', 'addr', 'del', `198.18.0.${100 + n}/24`, 'dev', 'wan']);
@@ -256,23 +276,30 @@ async function chaos() {
         mid: async () => { await lab.restartDerper(2000); },
       },
       derpdown: {
-        // Each pair on DERP alone: UDP between its routers blocked until the path is relayed.
+        // Each pair on DERP alone: UDP between its routers blocked until the path is relayed and a
+        // ping gets through. A smaller transfer (DERP is the slow path), connected before DERP goes.
+        bytes: Math.min(BYTES, 8 << 20),
+        midDelayMs: 3000,
         during: async () => {
           for (const p of pairs) udpBlock(p, true);
-          for (const p of pairs) await waitFor(`${p.peer} to leave the direct path`, async () => { await pingOnce(lab, p.from, p.ip); return !(await lab.directPath(p.from, p.kind, p.to.name)); }, 30_000, 500);
+          for (const p of pairs) {
+            await waitFor(`${p.peer} to leave the direct path`, async () => { await pingOnce(lab, p.from, p.ip); return !(await lab.directPath(p.from, p.kind, p.to.name)); }, 30_000, 500);
+            await waitFor(`${p.peer} to reach its peer over DERP`, () => pingOnce(lab, p.from, p.ip), 30_000, 500);
+          }
         },
         mid: async () => { derpBlock(true); await sleep(derpDownMs); derpBlock(false); },
         after: () => { for (const p of pairs) udpBlock(p, false); },
       },
     };
-    const wanted = opt.only ? opt.only.split(',') : Object.keys(scenarios);
+    const wanted = (opt.only ? opt.only.split(',') : Object.keys(scenarios)).flatMap((n) => Array(Number(opt.repeat)).fill(n));
     let port = 7000;
     for (const name of wanted) {
       const sc = scenarios[name];
       if (!sc) throw new Error(`unknown scenario ${name} (known: ${Object.keys(scenarios).join(', ')})`);
       await sc.during?.();
       const before = counters(m1);
-      let midAt = 0;
+      // --pcap DIR: the first 96 bytes of every UDP packet on each router's LAN side, per scenario.
+      const dumps = opt.pcap ? [1, 2, 3, 4].map((n) => lab.lab.spawn(routerNs(n), ['tcpdump', '-i', 'lan', '-n', '-s', '96', '-w', join(opt.pcap, `${name}-r${n}.pcap`), 'udp'])) : [];
       let sending = true;
       const runs = pairs.map(async (p) => {
         const myPort = ++port;
@@ -288,11 +315,12 @@ async function chaos() {
             await sleep(1000);
           }
         })();
-        const row = { scenario: name, peer: p.peer, mb: Number(opt.mb) };
+        const bytes = sc.bytes ?? BYTES;
+        const row = { scenario: name, peer: p.peer, mb: bytes / (1 << 20) };
         try {
-          const sent = await lab.xferSendAsync(p.from, p.ip, myPort, BYTES);
+          const sent = await lab.xferSendAsync(p.from, p.ip, myPort, bytes);
           const recv = await got;
-          Object.assign(row, { intact: sent.sha256 === recv.sha256 && recv.bytes === BYTES, seconds: Number(((performance.now() - t0) / 1000).toFixed(1)) });
+          Object.assign(row, { intact: sent.sha256 === recv.sha256 && recv.bytes === bytes, seconds: Number(((performance.now() - t0) / 1000).toFixed(1)) });
         } catch (e) {
           Object.assign(row, { intact: false, seconds: Number(((performance.now() - t0) / 1000).toFixed(1)), error: String(e.message).slice(0, 80) });
         }
@@ -301,17 +329,17 @@ async function chaos() {
         return row;
       });
       if (sc.mid) {
-        await sleep(500);
-        midAt = Date.now();
-        const resumes = pairs.map((p) => sc === scenarios.derpdown ? null : firstReplyAfter(lab, p.from, p.ip, midAt, 120_000));
+        await sleep(sc.midDelayMs ?? 500);
         await sc.mid();
+        // The clock starts when the event is over: the flush or the address change done, the link
+        // up again, the server restarted, DERP reachable again.
         const upAt = Date.now();
-        // For derpdown, the clock starts when DERP is reachable again.
-        const res = await Promise.all(pairs.map((p, i) => resumes[i] ?? firstReplyAfter(lab, p.from, p.ip, upAt, 120_000)));
+        const res = await Promise.all(pairs.map((p) => firstReplyAfter(lab, p.from, p.ip, upAt, 120_000)));
         pairs.forEach((p, i) => { p.resumeMs = res[i]; });
       }
       const done = await Promise.all(runs);
       sending = false;
+      for (const d of dumps) d.kill('SIGINT');
       const relayCounters = await sc.after?.();
       // How long after the transfer until both sides are direct again (pinging meanwhile).
       await Promise.all(pairs.map(async (p) => {
