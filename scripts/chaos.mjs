@@ -18,6 +18,9 @@
 //              each router, ~19% per direction between the two nodes (as in the previous runs)
 //   loss10dgram  as loss10, but each node's veth segments UDP GSO messages before they leave, so the
 //              routers drop single datagrams (as a real lossy link does) rather than whole GSO skbs
+//   discodrop  disco over UDP dropped at the routers (nftables payload match on the disco magic),
+//              WireGuard untouched: the direct path goes untrusted and every packet is sent over
+//              UDP and DERP both, as when heartbeat pongs are lost under heavy loss
 //   delay50    +50 ms each way (100 ms more round trip)
 //   dup5       5% of the datagrams twice
 //   reorder    10% of the datagrams held 10 ms longer than the rest (later ones overtake them)
@@ -237,6 +240,12 @@ async function chaos() {
           for (const n of [m1, m2, t1, t2]) lab.lab.tryExec(n.ns, ['ethtool', '-K', 'veth0', 'tx-udp-segmentation', 'on']);
         },
       },
+      // Disco (pings, pongs) over UDP dropped at the routers, WireGuard untouched: trust in the
+      // direct path lapses 6.5 s in and every packet then goes over UDP and DERP both.
+      discodrop: {
+        during: () => { for (const n of [1, 2, 3, 4]) lab.lab.exec(routerNs(n), ['nft', '-f', '-'], { input: 'table inet chaos {\n  chain impair {\n    type filter hook forward priority -10; policy accept;\n    meta l4proto udp @th,64,32 0x5453f09f drop\n  }\n}\n' }); },
+        after: () => { for (const n of [1, 2, 3, 4]) lab.lab.tryExec(routerNs(n), ['nft', 'delete', 'table', 'inet', 'chaos']); },
+      },
       delay50: relayScenario(['--delay', '50']),
       dup5: relayScenario(['--dup', '5']),
       reorder: relayScenario(['--reorder', '10', '--reorder-ms', '10']),
@@ -297,7 +306,7 @@ async function chaos() {
       const sc = scenarios[name];
       if (!sc) throw new Error(`unknown scenario ${name} (known: ${Object.keys(scenarios).join(', ')})`);
       await sc.during?.();
-      const before = counters(m1);
+      const before = counters(m1), before2 = counters(m2);
       // --pcap DIR: the first 96 bytes of every UDP packet on each router's LAN side, per scenario.
       const dumps = opt.pcap ? [1, 2, 3, 4].map((n) => lab.lab.spawn(routerNs(n), ['tcpdump', '-i', 'lan', '-n', '-s', '96', '-w', join(opt.pcap, `${name}-r${n}.pcap`), 'udp'])) : [];
       let sending = true;
@@ -352,8 +361,10 @@ async function chaos() {
       rows.push(...done);
       const after = counters(m1);
       const delta = {};
-      for (const k of ['txWgDerp', 'rxWgDerp', 'paths.pingsTimedOut', 'dropDerpQueueFull']) delta[k] = (after[k] ?? 0) - (before[k] ?? 0);
-      console.log(`${name}: meshd m1 counters during the transfer ${JSON.stringify(delta)}${Array.isArray(relayCounters) ? ` relays ${JSON.stringify(relayCounters)}` : ''}`);
+      for (const k of ['txWgDerp', 'rxWgDerp', 'paths.pingsTimedOut', 'dropDerpQueueFull', 'dropTunWaitFull', 'dropUdpWaitFull', 'derp900.dropBackpressure']) delta[k] = (after[k] ?? 0) - (before[k] ?? 0);
+      const after2 = counters(m2);
+      for (const k of ['rxWgDerp', 'dropRxReplay', 'rxData', 'dropRxQueueFull', 'dropTunWrite']) delta[`m2.${k}`] = (after2[k] ?? 0) - (before2[k] ?? 0);
+      console.log(`${name}: meshd counters during the transfer (m1 sends, m2 receives) ${JSON.stringify(delta)}${Array.isArray(relayCounters) ? ` relays ${JSON.stringify(relayCounters)}` : ''}`);
       console.table(done);
     }
   } finally {
