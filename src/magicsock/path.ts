@@ -317,19 +317,13 @@ export class PeerPath {
     if (c) c.latency = Infinity;
   }
 
-  /**
-   * Forgets pings that had no pong within PING_TIMEOUT_MS. A lost ping never clears bestAddr: as in
-   * tailscale's discoPingTimeout (which clears only peer-relay paths), an untrusted best address
-   * keeps getting every packet next to DERP until a pong makes it or another address best again.
-   * On a lossy underlay two lost heartbeat round trips in a row are common (10% loss at each of two
-   * NATs loses ~34% of round trips); clearing there sent the whole flow over DERP alone for seconds
-   * at a time.
-   */
   private expirePings(now: number, all = false): void {
     for (const [k, sp] of this.pings) {
       if (!all && now - sp.at < PING_TIMEOUT_MS) continue;
       this.pings.delete(k);
       this.counters.pingsTimedOut++;
+      // A lost ping to an already untrusted best address: the direct path is gone (discoPingTimeout).
+      if (this.bestAddr?.key === sp.to.key && now >= this.trustUntil) this.clearBest();
     }
   }
 

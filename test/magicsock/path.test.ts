@@ -58,56 +58,17 @@ describe('PeerPath', () => {
     }
   });
 
-  it('when pongs stop, sends over DERP too but keeps the last best address (a lost ping never clears it)', () => {
-    const p = newPath();
-    const a = eps.parse('198.18.0.10:41641');
-    p.setMapEndpoints([a]);
-    const out: PathAction[] = [];
-    p.noteSend(0, out);
-    p.onPong(pings(out)[0]!.txId, 5);
-    let pinged = 0;
-    for (let t = 0; t < 30_000; t += 100) {
-      assert.equal(p.noteSend(t, []), t < 5 + TRUST_UDP_ADDR_MS ? Route.udp : Route.both, `route at ${t}`);
-      const o: PathAction[] = [];
-      p.tick(t, o);
-      pinged += pings(o).filter((x) => x.to.key === a.key).length;
-    }
-    assert.equal(p.bestAddr?.key, a.key, 'best address kept');
-    assert.ok(p.counters.pingsTimedOut >= 5, `${p.counters.pingsTimedOut} pings timed out`);
-    assert.ok(pinged >= 9, `the best address is still pinged every heartbeat (${pinged})`);
-  });
-
-  it('stays on UDP (never DERP alone) when 2 of every 3 heartbeat pongs are lost', () => {
-    // 10% loss at each of two NATs loses ~34% of ping round trips; two lost in a row used to
-    // clear the best address and send everything over DERP alone.
+  it('falls back to DERP when pongs stop', () => {
     const p = newPath();
     p.setMapEndpoints([eps.parse('198.18.0.10:41641')]);
     const out: PathAction[] = [];
     p.noteSend(0, out);
     p.onPong(pings(out)[0]!.txId, 5);
-    let n = 0;
-    for (let t = 0; t < 60_000; t += 50) {
-      assert.notEqual(p.noteSend(t, []), Route.derp, `DERP alone at ${t}`);
-      const o: PathAction[] = [];
-      p.tick(t, o);
-      for (const x of pings(o)) if (n++ % 3 === 2) p.onPong(x.txId, t + 5);
-    }
-    assert.ok(p.counters.pingsTimedOut > 10);
-  });
-
-  it('a pong from another candidate replaces an untrusted best address', () => {
-    const p = newPath();
-    const a = eps.parse('198.18.0.10:41641'), b = eps.parse('198.18.0.11:41641');
-    p.setMapEndpoints([a]);
-    const out: PathAction[] = [];
-    p.noteSend(0, out);
-    p.onPong(pings(out)[0]!.txId, 5);
-    const o: PathAction[] = [];
-    p.onCallMeMaybe([b], 20_000, o);
-    const toB = pings(o).find((x) => x.to.key === b.key)!;
-    p.onPong(toB.txId, 20_010);
-    assert.equal(p.bestAddr?.key, b.key);
-    assert.equal(p.noteSend(20_020, []), Route.udp);
+    let t = 0;
+    for (; t < 20_000 && p.bestAddr !== undefined; t += 100) { p.noteSend(t, []); p.tick(t, []); }
+    assert.equal(p.bestAddr, undefined, 'best address forgotten');
+    assert.ok(t <= TRUST_UDP_ADDR_MS + HEARTBEAT_MS + PING_TIMEOUT_MS + 200, `after ${t} ms`);
+    assert.equal(p.noteSend(t, []), Route.derp);
   });
 
   it('pings call-me-maybe endpoints at once and learns candidates from received pings', () => {
