@@ -210,8 +210,9 @@ async function chaos() {
     });
     const udpBlock = (p, on) => {
       // UDP between the pair's two routers, dropped where it crosses the impairment namespace.
-      const [a, b] = p.routers.map((n) => `198.18.0.${100 + n}`);
-      if (on) lab.lab.exec(p.imp, ['nft', '-f', '-'], { input: `table inet chaos_udp {\n  chain f {\n    type filter hook forward priority -10; policy accept;\n    ip saddr { ${a}, ${b} } ip daddr { ${a}, ${b} } meta l4proto udp drop\n  }\n}\n` });
+      // Both routers' addresses, before and after `roam` (.10N and .11N).
+      const addrs = p.routers.flatMap((n) => [`198.18.0.${100 + n}`, `198.18.0.${110 + n}`]).join(', ');
+      if (on) lab.lab.exec(p.imp, ['nft', '-f', '-'], { input: `table inet chaos_udp {\n  chain f {\n    type filter hook forward priority -10; policy accept;\n    ip saddr { ${addrs} } ip daddr { ${addrs} } meta l4proto udp drop\n  }\n}\n` });
       else lab.lab.tryExec(p.imp, ['nft', 'delete', 'table', 'inet', 'chaos_udp']);
     };
     const derpBlock = (on) => {
@@ -358,13 +359,15 @@ async function chaos() {
         p.row.directAfterS = ok ? Number(((Date.now() - t) / 1000).toFixed(1)) : 'no (30 s)';
         if (sc.mid) p.row.resumeS = p.resumeMs == null ? 'no' : Number((p.resumeMs / 1000).toFixed(1));
       }));
-      rows.push(...done);
       const after = counters(m1);
       const delta = {};
       for (const k of ['txWgDerp', 'rxWgDerp', 'paths.pingsTimedOut', 'dropDerpQueueFull', 'dropTunWaitFull', 'dropUdpWaitFull', 'derp900.dropBackpressure']) delta[k] = (after[k] ?? 0) - (before[k] ?? 0);
       const after2 = counters(m2);
       for (const k of ['rxWgDerp', 'dropRxReplay', 'rxData', 'dropRxQueueFull', 'dropTunWrite']) delta[`m2.${k}`] = (after2[k] ?? 0) - (before2[k] ?? 0);
+      // Packets m1 also sent over DERP (its path to m2 untrusted or gone) during this scenario.
+      pairs[0].row.derpPkts = delta.txWgDerp;
       console.log(`${name}: meshd counters during the transfer (m1 sends, m2 receives) ${JSON.stringify(delta)}${Array.isArray(relayCounters) ? ` relays ${JSON.stringify(relayCounters)}` : ''}`);
+      rows.push(...done);
       console.table(done);
     }
   } finally {
