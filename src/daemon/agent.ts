@@ -38,6 +38,13 @@ export const AUTH_URL_PROGRESS = 'auth-url: ';
 /** How long `up` waits for the home DERP connection after the first map. */
 const HOME_DERP_WAIT_MS = 6_000;
 
+/**
+ * A handshake's first initiation to a peer is repeated this often until answered (src/wg
+ * DeviceOptions.initiationResendMs): a peer whose control has not yet told it about us drops it,
+ * and the repeat gets through as soon as it knows us, instead of the WireGuard retry 5 s later.
+ */
+const INITIATION_RESEND_MS = 1_000;
+
 /** Tailscale's MTU for the tailnet interface. */
 export const TAILNET_MTU = 1280;
 
@@ -330,7 +337,7 @@ export class Agent implements LocalBackend {
       // magicsock owns the UDP socket and is the data plane's Bind (src/net/bind.ts).
       this.magic = this.startMagic(identity.nodePrivate, disco.privateKey, client);
       this.dp = DataPlane.open({
-        name: this.opts.tunName, mtu: TAILNET_MTU, log: this.log, roaming: false, bind: this.magic,
+        name: this.opts.tunName, mtu: TAILNET_MTU, log: this.log, roaming: false, bind: this.magic, initiationResendMs: INITIATION_RESEND_MS,
         ...(this.us ? { device: this.us.device } : {}),
       });
       await this.routing.start(this.dp, url);
