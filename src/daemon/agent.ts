@@ -3,7 +3,6 @@
 //   NoState -> (up) Starting -> Running -> (down) Stopped | (logout) NeedsLogin
 // A failed `up` tears down whatever it built, so nothing is left configured.
 import { networkInterfaces } from 'node:os';
-import { join } from 'node:path';
 import { ControlClient, type MapStream } from '../control/client.ts';
 import { ControlError } from '../control/errors.ts';
 import type { NetworkMap } from '../control/netmap.ts';
@@ -28,12 +27,12 @@ import { markedDialer } from '../net/tcp.ts';
 import { syncPeers, type AppliedPeer, type Touched } from './peersync.ts';
 import { AgentMetrics, healthWarnings, KEY_EXPIRY_WARN_MS, type AgentFacts } from './metrics.ts';
 import { whoisIn } from './whois.ts';
+import { agentLogIn, AgentError, AUTH_URL_PROGRESS, checkLoginServer } from './upcheck.ts';
+
+export { AgentError, AUTH_URL_PROGRESS, checkLoginServer } from './upcheck.ts';
 
 /** How often the host's addresses are checked for endpoint changes (ms). */
 const ENDPOINT_CHECK_MS = 5_000;
-
-/** Progress lines of `up` that carry the interactive login URL start with this. */
-export const AUTH_URL_PROGRESS = 'auth-url: ';
 
 /** How long `up` waits for the home DERP connection after the first map. */
 const HOME_DERP_WAIT_MS = 6_000;
@@ -64,35 +63,6 @@ export interface AgentOptions {
   userspace?: Omit<UserspaceOptions, 'log'> | undefined;
   /** `--state mem:`: keys only in memory, nothing on disk; the node logs out when the agent ends. */
   memState?: boolean;
-}
-
-/** A user-facing agent error with a stable code. */
-export class AgentError extends Error {
-  readonly code: string;
-  readonly retryable: boolean;
-  constructor(code: string, message: string, retryable = false) {
-    super(message);
-    this.name = 'AgentError';
-    this.code = code;
-    this.retryable = retryable;
-  }
-}
-
-/** Parses and checks a login server URL; throws AgentError('bad_url') with what to fix. */
-export function checkLoginServer(text: string): string {
-  let u: URL;
-  try {
-    u = new URL(text);
-  } catch {
-    throw new AgentError('bad_url', `bad --login-server ${JSON.stringify(text)}: want a URL like https://headscale.example.com`);
-  }
-  if (u.protocol !== 'http:' && u.protocol !== 'https:') {
-    throw new AgentError('bad_url', `bad --login-server ${JSON.stringify(text)}: the scheme must be http or https`);
-  }
-  if (u.pathname !== '/' || u.search || u.hash) {
-    throw new AgentError('bad_url', `bad --login-server ${JSON.stringify(text)}: give only scheme, host and port`);
-  }
-  return u.origin;
 }
 
 /** The running agent. */
@@ -731,7 +701,7 @@ export class Agent implements LocalBackend {
 
   /** Path of the agent's log inside the state dir (used when `up` starts the agent). */
   static logPath(stateDir: string): string {
-    return join(stateDir, 'meshd.log');
+    return agentLogIn(stateDir);
   }
 }
 

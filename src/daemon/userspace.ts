@@ -17,24 +17,12 @@ import { serveHttpProxy } from '../proxy/http.ts';
 import type { Logf } from '../util/log.ts';
 import { native } from '../native/index.ts';
 
-/** The value of --tun that selects userspace networking (tailscale's spelling). */
-export const USERSPACE_TUN = 'userspace-networking';
+import { parseListenAddr, USERSPACE_TUN } from './upcheck.ts';
+
+export { parseListenAddr, USERSPACE_TUN };
 
 /** How long a dial may take (tailscale's SOCKS5 dial timeout is 5 s; the netstack gets longer on lossy paths). */
 const DIAL_TIMEOUT_MS = 10_000;
-
-/** Parses a proxy listen address: `HOST:PORT`, `[V6]:PORT`, `:PORT` or `PORT` (loopback). Throws TypeError. */
-export function parseListenAddr(text: string, flag: string): { host: string; port: number } {
-  const t = text.trim();
-  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(t) ?? /^()()(\d{1,5})$/.exec(t);
-  if (!m) throw new TypeError(`bad ${flag} ${JSON.stringify(text)}: want ADDR:PORT, e.g. localhost:1080`);
-  const port = Number(m[3]);
-  if (port > 65535) throw new TypeError(`bad ${flag} ${JSON.stringify(text)}: port above 65535`);
-  let host = m[1] ?? m[2] ?? '';
-  if (host === '' || host === 'localhost') host = '127.0.0.1';
-  if (isIP(host) === 0) throw new TypeError(`bad ${flag} ${JSON.stringify(text)}: the address must be an IP or localhost`);
-  return { host, port };
-}
 
 /** Options of {@link Userspace}. */
 export interface UserspaceOptions {
