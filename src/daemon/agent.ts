@@ -115,6 +115,8 @@ export class Agent implements LocalBackend {
   private mapUpdates = 0;
   private reconnectsBefore = 0;
   private controlDownSince: number | undefined;
+  /** cleanupStale ran at the agent's start and no `up` has configured the host since. */
+  private hostCleanedAtStart = false;
 
   constructor(opts: AgentOptions) {
     this.opts = opts;
@@ -228,7 +230,10 @@ export class Agent implements LocalBackend {
       return this.status();
     }
     await this.teardown();
-    if (!this.userspaceMode) await this.routing.cleanupStale();
+    // The agent cleaned the host at its start (cleanupStale) and has set nothing up since: a second
+    // round of ~13 ip/nft processes would only delay the first `up`.
+    if (!this.userspaceMode && !this.hostCleanedAtStart) await this.routing.cleanupStale();
+    this.hostCleanedAtStart = false;
     const deadline = Date.now() + req.timeoutMs;
     const remaining = () => Math.max(1, deadline - Date.now());
     try {
@@ -245,13 +250,15 @@ export class Agent implements LocalBackend {
       this.controlUrl = url;
       // Like tailscale, a hostname given once is kept until another is given.
       const hostname = req.hostname ?? state.hostname;
-      if (req.hostname && req.hostname !== state.hostname) await this.store.update({ hostname: req.hostname });
       this.hostname = hostname ?? '';
       // Routing flags, like the hostname, persist: the stored ones overlaid with those given now.
       if (state.routing) { this.routing.setPrefs(state.routing); this.routing.setPrefs(req); }
-      await this.store.update({ routing: this.routing.prefs });
       this.acceptDns = req.acceptDns ?? state.acceptDns ?? true;
-      await this.store.update({ acceptDns: this.acceptDns });
+      // One atomic write for the three (each write is two fsyncs before the first packet can go).
+      await this.store.update({
+        ...(req.hostname && req.hostname !== state.hostname ? { hostname: req.hostname } : {}),
+        routing: this.routing.prefs, acceptDns: this.acceptDns,
+      });
       this.dns.setAcceptDns(this.acceptDns);
       // Tags: a pre-auth key carries its own (headscale refuses RequestTags with one, and takes the
       // key's tags); they are checked against the map below. Without a key, control decides on
@@ -296,12 +303,15 @@ export class Agent implements LocalBackend {
           ? `control wants an interactive login at ${reg.authUrl}: meshd needs a pre-auth key, pass --authkey`
           : 'control did not authorize this node: check the auth key, or approve the node on the server');
       }
-      await this.store.update({ serverUrl: url, serverKey: formatServerKey(await client.serverKey()) });
+      // Written while the tunnel starts; awaited before `up` returns.
+      const serverSaved = this.store.update({ serverUrl: url, serverKey: formatServerKey(await client.serverKey()) });
+      serverSaved.catch(() => {}); // awaited below; a failure there fails up
       progress(`logged in${reg.user ? ` as ${reg.user.loginName}` : ''}; starting the tunnel`);
 
       if (this.opts.userspace) {
         this.us = new Userspace({ ...this.opts.userspace, log: this.log });
         await this.us.start().catch((e: Error) => { throw new AgentError('proxy_listen', e.message); });
+        await serverSaved; // one write at a time: update() reads, merges and writes
         await this.store.update({ tun: USERSPACE_TUN });
       }
       // magicsock owns the UDP socket and is the data plane's Bind (src/net/bind.ts).
@@ -352,6 +362,7 @@ export class Agent implements LocalBackend {
       // As tailscaled (Running needs a live DERP): our home region is connected and reported
       // before `up` returns, so peers can reach us at once. Bounded: UDP-less netchecks take longer.
       if (!await this.magic!.waitHomeDerp(Math.min(remaining(), HOME_DERP_WAIT_MS))) this.log('no home DERP connection yet; up anyway');
+      await serverSaved;
       await this.checkTags(client);
       this.state = 'Running';
       await this.store.update({ wantRunning: true });
@@ -493,6 +504,9 @@ export class Agent implements LocalBackend {
   private async applyMapNow(touched: Touched): Promise<void> {
     const m = this.map, dp = this.dp;
     if (!m || !dp || !m.self) return;
+    // The DERP map first: netcheck and the home DERP connection then run while the ip commands below
+    // configure the host, instead of after them (the first `up` waits for both).
+    if (m.derpMap !== this.appliedDerpMap) { this.magic?.setDerpMap(m.derpMap); this.appliedDerpMap = m.derpMap; }
     if (!this.us) await this.netconf.apply(m.self.addresses, [TAILNET_V4, TAILNET_V6]);
     if (this.dp !== dp) return;
     const allowed = await this.routing.apply(m, touched);
@@ -501,7 +515,6 @@ export class Agent implements LocalBackend {
     this.us?.setMap(m, allowed, prefs.advertiseExitNode || prefs.advertiseRoutes.length > 0);
     const dev = dp.device;
     const magic = this.magic;
-    if (m.derpMap !== this.appliedDerpMap) { magic?.setDerpMap(m.derpMap); this.appliedDerpMap = m.derpMap; }
     const exitId = this.routing.exitNodeId;
     if (exitId !== this.appliedExitId) { touched = 'all'; this.appliedExitId = exitId; }
     let removed = 0;
@@ -681,6 +694,7 @@ export class Agent implements LocalBackend {
     if (this.userspaceMode) return; // nothing of ours is in the host's routing; a TUN-mode agent's rules are not ours
     await this.routing.cleanupStale();
     await DnsService.cleanupStale(this.log, this.opts.etcDir);
+    this.hostCleanedAtStart = this.state === 'NoState';
   }
 
   /** See LocalBackend.dnsStatus. */
