@@ -44,6 +44,9 @@ const HOME_DERP_WAIT_MS = 6_000;
  */
 const INITIATION_RESEND_MS = 1_000;
 
+/** How long `up` waits for control to hand out our home DERP region (our own node in the map shows it). */
+const SELF_DERP_WAIT_MS = 2_000;
+
 /** Tailscale's MTU for the tailnet interface. */
 export const TAILNET_MTU = 1280;
 
@@ -115,6 +118,8 @@ export class Agent implements LocalBackend {
   private mapUpdates = 0;
   private reconnectsBefore = 0;
   private controlDownSince: number | undefined;
+  /** Called after each map update (waitMap). */
+  private mapWaiters = new Set<() => void>();
   /** cleanupStale ran at the agent's start and no `up` has configured the host since. */
   private hostCleanedAtStart = false;
 
@@ -362,6 +367,11 @@ export class Agent implements LocalBackend {
       // As tailscaled (Running needs a live DERP): our home region is connected and reported
       // before `up` returns, so peers can reach us at once. Bounded: UDP-less netchecks take longer.
       if (!await this.magic!.waitHomeDerp(Math.min(remaining(), HOME_DERP_WAIT_MS))) this.log('no home DERP connection yet; up anyway');
+      // And until control has handed out our home region: peers learn from control how to reach us,
+      // and a tailscaled that sends to us before it knows our home region fails its handshake with
+      // "no UDP or DERP addr" and retries only 5 s later. Headscale sends the change to us in the
+      // same batch as to our peers, so our own node showing the region is the sign. Bounded.
+      else await this.waitMap((m) => m.self?.homeDERP === this.magic?.homeRegion, Math.min(remaining(), SELF_DERP_WAIT_MS));
       await serverSaved;
       await this.checkTags(client);
       this.state = 'Running';
@@ -474,12 +484,24 @@ export class Agent implements LocalBackend {
     return out;
   }
 
+  /** Resolves true once the map satisfies `pred` (checked now and at each update), false after ms. */
+  private waitMap(pred: (m: NetworkMap) => boolean, ms: number): Promise<boolean> {
+    if (this.map && pred(this.map)) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const done = (ok: boolean): void => { clearTimeout(timer); this.mapWaiters.delete(check); resolve(ok); };
+      const check = (): void => { if (this.map && pred(this.map)) done(true); };
+      const timer = setTimeout(() => done(false), ms);
+      this.mapWaiters.add(check);
+    });
+  }
+
   /**
    * Makes the data plane match the map, one application at a time: a burst of updates while one
    * runs coalesces into one more run with the newest map, and teardown waits for the queue.
    */
   private applyMap(m: NetworkMap, touched: Touched = 'all'): Promise<void> {
     this.map = m;
+    for (const w of this.mapWaiters) w();
     this.checkKeyExpiry(m);
     // Coalesced runs look at the union of what each update touched.
     if (touched === 'all' || this.mapTouched === 'all') this.mapTouched = 'all';
@@ -507,9 +529,11 @@ export class Agent implements LocalBackend {
     // The DERP map first: netcheck and the home DERP connection then run while the ip commands below
     // configure the host, instead of after them (the first `up` waits for both).
     if (m.derpMap !== this.appliedDerpMap) { this.magic?.setDerpMap(m.derpMap); this.appliedDerpMap = m.derpMap; }
-    if (!this.us) await this.netconf.apply(m.self.addresses, [TAILNET_V4, TAILNET_V6]);
-    if (this.dp !== dp) return;
-    const allowed = await this.routing.apply(m, touched);
+    // Addresses on the TUN and policy routing are independent: their ip commands run side by side.
+    const [, allowed] = await Promise.all([
+      this.us ? undefined : this.netconf.apply(m.self.addresses, [TAILNET_V4, TAILNET_V6]),
+      this.routing.apply(m, touched),
+    ]);
     if (this.dp !== dp) return;
     const prefs = this.routing.prefs;
     this.us?.setMap(m, allowed, prefs.advertiseExitNode || prefs.advertiseRoutes.length > 0);

@@ -120,7 +120,8 @@ export class LinuxRouter {
   /** Applies a configuration, changing only what differs from the last one. */
   async set(cfg: RouterConfig): Promise<void> {
     if (!this.baseRules) {
-      for (const f of ['-4', '-6']) for (const r of BASE_RULES) await this.exec('ip', [f, 'rule', 'add', ...r]);
+      // Eight rules with distinct priorities: added side by side (an ip process each).
+      await Promise.all(['-4', '-6'].flatMap((f) => BASE_RULES.map((r) => this.exec('ip', [f, 'rule', 'add', ...r]))));
       this.baseRules = true;
     }
     const wantRoutes = new Set(cfg.routes), wantThrows = new Set(cfg.throwRoutes);
