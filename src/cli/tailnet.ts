@@ -102,7 +102,8 @@ export async function daemonCommand(socket: string, f: DaemonFlags): Promise<voi
   } catch (e) {
     throw new CliError((e as Error).message);
   }
-  await agent.cleanupStale();
+  // Not awaited: the first `up` waits for it once logged in, so it overlaps registration.
+  void agent.cleanupStale();
   if (f.debug) await serveDebug(parseDebugAddr(f.debug), agent, log);
   log(`agent listening on ${socket} (state ${mem ? MEM_STATE : stateDir}, tun ${tun}, port ${port})`);
   if (process.send) process.send('ready');

@@ -120,8 +120,8 @@ export class Agent implements LocalBackend {
   private controlDownSince: number | undefined;
   /** Called after each map update (waitMap). */
   private mapWaiters = new Set<() => void>();
-  /** cleanupStale ran at the agent's start and no `up` has configured the host since. */
-  private hostCleanedAtStart = false;
+  /** The agent's start-up cleanupStale, while no `up` has configured the host since (awaited before the tunnel starts). */
+  private startCleanup: Promise<void> | undefined;
 
   constructor(opts: AgentOptions) {
     this.opts = opts;
@@ -235,10 +235,11 @@ export class Agent implements LocalBackend {
       return this.status();
     }
     await this.teardown();
-    // The agent cleaned the host at its start (cleanupStale) and has set nothing up since: a second
-    // round of ~13 ip/nft processes would only delay the first `up`.
-    if (!this.userspaceMode && !this.hostCleanedAtStart) await this.routing.cleanupStale();
-    this.hostCleanedAtStart = false;
+    // The agent's start-up cleanup (cleanupStale) may still run: it is awaited once logged in,
+    // before the tunnel starts, so it overlaps registration. Later `up`s clean here.
+    const cleaning = this.startCleanup;
+    this.startCleanup = undefined;
+    if (!this.userspaceMode && !cleaning) await this.routing.cleanupStale();
     const deadline = Date.now() + req.timeoutMs;
     const remaining = () => Math.max(1, deadline - Date.now());
     try {
@@ -320,6 +321,7 @@ export class Agent implements LocalBackend {
         await this.store.update({ tun: USERSPACE_TUN });
       }
       // magicsock owns the UDP socket and is the data plane's Bind (src/net/bind.ts).
+      await cleaning;
       this.magic = this.startMagic(identity.nodePrivate, disco.privateKey, client);
       this.dp = DataPlane.open({
         name: this.opts.tunName, mtu: TAILNET_MTU, log: this.log, roaming: false, bind: this.magic, initiationResendMs: INITIATION_RESEND_MS,
@@ -714,11 +716,14 @@ export class Agent implements LocalBackend {
   }
 
   /** Removes routing and firewall state a crashed agent left (called when the daemon starts). */
-  async cleanupStale(): Promise<void> {
-    if (this.userspaceMode) return; // nothing of ours is in the host's routing; a TUN-mode agent's rules are not ours
-    await this.routing.cleanupStale();
-    await DnsService.cleanupStale(this.log, this.opts.etcDir);
-    this.hostCleanedAtStart = this.state === 'NoState';
+  cleanupStale(): Promise<void> {
+    if (this.userspaceMode) return Promise.resolve(); // nothing of ours is in the host's routing; a TUN-mode agent's rules are not ours
+    const p = (async () => {
+      await this.routing.cleanupStale();
+      await DnsService.cleanupStale(this.log, this.opts.etcDir);
+    })().catch((e: Error) => this.log(`cleaning up after an earlier meshd: ${e.message}`));
+    if (this.state === 'NoState') this.startCleanup = p;
+    return p;
   }
 
   /** See LocalBackend.dnsStatus. */
