@@ -4,11 +4,13 @@
 // mode) in one headscale lab, alternated per round. TCP throughput down and up (curl through the
 // proxy, HTTP from scripts/httpblob.mjs, hash-checked), connections per second (SOCKS5 CONNECT +
 // 1 KiB GET, 32 at a time), idle RSS, and CPU seconds per GB of the proxying agent.
-//   sudo node scripts/bench-netstack.mjs [--rounds N] [--mb N] [--json]
+//   sudo node scripts/bench-netstack.mjs [--rounds N] [--mb N] [--json] [--phases]
+//     [--perf DIR]  record meshd with perf per phase (DIR/down.data, up.data, conns.data; the daemon
+//                   runs with --perf-basic-prof so JIT frames have names; numbers are then skewed)
 import { createHash } from 'node:crypto';
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { spawnSync } from 'node:child_process';
+import { spawnSync, spawn as spawnAsync } from 'node:child_process';
 import { TailnetLab, HS_URL } from '../dist/test/harness/hslab.js';
 import { which } from '../dist/test/harness/prereq.js';
 import { waitFor } from '../dist/test/harness/netns.js';
@@ -17,6 +19,11 @@ const arg = (name, dflt) => { const i = process.argv.indexOf(name); return i > 0
 const rounds = arg('--rounds', 2);
 const mb = arg('--mb', 50);
 const asJson = process.argv.includes('--json');
+const conc = arg('--conc', 32);
+const connsOnly = process.argv.includes('--conns-only');
+const pi = process.argv.indexOf('--perf');
+const perfDir = pi > 0 ? process.argv[pi + 1] : undefined;
+if (perfDir) process.env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --perf-basic-prof`.trim();
 const root = new URL('..', import.meta.url).pathname;
 const blob = join(root, 'scripts', 'httpblob.mjs');
 const load = join(root, 'scripts', 'socks-load.mjs');
@@ -43,13 +50,22 @@ function curl(ns, args, timeoutMs = 180_000) {
   return r.stdout;
 }
 
+/** Runs fn while perf records pid into DIR/name.data (when --perf is given and who is meshd). */
+function perfAround(who, pid, name, fn) {
+  if (!perfDir || who !== 'mu') return fn();
+  const p = spawnAsync('perf', ['record', '-q', '-F', '999', '-g', '-p', String(pid), '-o', join(perfDir, `${name}.data`)], { stdio: 'ignore' });
+  spawnSync('sleep', ['0.3']);
+  try { return fn(); } finally { p.kill('SIGINT'); spawnSync('sleep', ['1']); }
+}
+
 /** One measurement set for an agent in namespace ns with its SOCKS5 proxy at 127.0.0.1:1080. */
 function measure(node, pid, target) {
   const proxy = '--socks5-hostname 127.0.0.1:1080';
   const bytes = mb * 1024 * 1024;
+  if (connsOnly) return { ...connections(node, pid, target), downMbit: 0, upMbit: 0, cpuSPerGbDown: 0, cpuSPerGbUp: 0 };
   const file = join(lab.dir, `${node.name}.dl`);
   let c0 = cpuS(pid);
-  const dl = curl(node.ns, `${proxy} -D ${file}.h -o ${file} -w '%{speed_download}' http://${target}:8000/blob/${bytes}`);
+  const dl = perfAround(node.name, pid, 'down', () => curl(node.ns, `${proxy} -D ${file}.h -o ${file} -w '%{speed_download}' http://${target}:8000/blob/${bytes}`));
   const cpuDown = cpuS(pid) - c0;
   const want = /x-sha256: *([0-9a-f]+)/i.exec(readFileSync(`${file}.h`, 'utf8'))?.[1];
   if (createHash('sha256').update(readFileSync(file)).digest('hex') !== want) throw new Error(`${node.name}: download hash mismatch`);
@@ -58,19 +74,26 @@ function measure(node, pid, target) {
   lab.lab.exec(node.ns, ['bash', '-c', `head -c ${bytes} /dev/urandom > ${up}`]);
   const sent = createHash('sha256').update(readFileSync(up)).digest('hex');
   c0 = cpuS(pid);
-  const ur = curl(node.ns, `${proxy} -T ${up} -w '\\n%{speed_upload}' http://${target}:8000/upload`);
+  const ur = perfAround(node.name, pid, 'up', () => curl(node.ns, `${proxy} -T ${up} -w '\\n%{speed_upload}' http://${target}:8000/upload`));
   const cpuUp = cpuS(pid) - c0;
   rmSync(up);
   const [replyLine, speedUp] = ur.trim().split('\n');
   if (JSON.parse(replyLine).sha256 !== sent) throw new Error(`${node.name}: upload hash mismatch`);
-  const lr = lab.lab.tryExec(node.ns, [process.execPath, load, '127.0.0.1', '1080', target, '8000', '32', '1024', '500'], 130_000);
-  const lj = JSON.parse(lr.stdout.trim().split('\n').pop() || '{}');
-  if (lj.ok !== 500) throw new Error(`${node.name}: connections failed: ${lr.stdout} ${lr.stderr}`);
   const gb = bytes / 1e9;
   return {
-    downMbit: Number(dl) * 8 / 1e6, upMbit: Number(speedUp) * 8 / 1e6, connsPerSec: 500 / (lj.ms / 1000),
-    cpuSPerGbDown: cpuDown / gb, cpuSPerGbUp: cpuUp / gb, connPhasesMs: lj.phasesMs,
+    downMbit: Number(dl) * 8 / 1e6, upMbit: Number(speedUp) * 8 / 1e6,
+    cpuSPerGbDown: cpuDown / gb, cpuSPerGbUp: cpuUp / gb, ...connections(node, pid, target),
   };
+}
+
+/** 500 SOCKS5 CONNECT + 1 KiB GETs, `conc` at a time: rate, CPU ms per connection, mean phase times. */
+function connections(node, pid, target) {
+  const c0 = cpuS(pid);
+  const lr = perfAround(node.name, pid, 'conns', () => lab.lab.tryExec(node.ns, [process.execPath, load, '127.0.0.1', '1080', target, '8000', String(conc), '1024', '500'], 130_000));
+  const cpu = cpuS(pid) - c0;
+  const lj = JSON.parse(lr.stdout.trim().split('\n').pop() || '{}');
+  if (lj.ok !== 500) throw new Error(`${node.name}: connections failed: ${lr.stdout} ${lr.stderr}`);
+  return { connsPerSec: 500 / (lj.ms / 1000), cpuMsPerConn: cpu * 1000 / 500, connPhasesMs: lj.phasesMs };
 }
 
 const out = { rounds, mb, meshd: [], tailscaled: [], rss: {} };
@@ -111,7 +134,7 @@ try {
   await lab.dispose();
 }
 
-const keys = ['downMbit', 'upMbit', 'connsPerSec', 'cpuSPerGbDown', 'cpuSPerGbUp'];
+const keys = ['downMbit', 'upMbit', 'connsPerSec', 'cpuSPerGbDown', 'cpuSPerGbUp', 'cpuMsPerConn'];
 const med = (who) => Object.fromEntries(keys.map((k) => [k, median(out[who].map((x) => x[k]))]));
 const m = med('meshd'), t = med('tailscaled');
 const summary = { ...out, median: { meshd: m, tailscaled: t, ratio: Object.fromEntries(keys.map((k) => [k, m[k] / t[k]])), rssRatio: out.rss.meshd / out.rss.tailscaled } };
@@ -120,10 +143,11 @@ else {
   const f = (x) => x.toFixed(x >= 100 ? 0 : 2);
   console.log(`SOCKS5 through --tun=userspace-networking to a tailscaled peer, ${mb} MB, median of ${rounds}`);
   console.log('| | meshd | tailscaled 1.102.3 | ratio |\n|---|---|---|---|');
-  for (const [k, label] of [['downMbit', 'TCP down Mbit/s'], ['upMbit', 'TCP up Mbit/s'], ['connsPerSec', 'connections/s'], ['cpuSPerGbDown', 'CPU s/GB down'], ['cpuSPerGbUp', 'CPU s/GB up']]) {
+  for (const [k, label] of [['downMbit', 'TCP down Mbit/s'], ['upMbit', 'TCP up Mbit/s'], ['connsPerSec', 'connections/s'], ['cpuSPerGbDown', 'CPU s/GB down'], ['cpuSPerGbUp', 'CPU s/GB up'], ['cpuMsPerConn', 'CPU ms/connection']]) {
     console.log(`| ${label} | ${f(m[k])} | ${f(t[k])} | ${(m[k] / t[k]).toFixed(2)} |`);
   }
   if (process.argv.includes('--counters') || process.argv.includes('--all-counters')) console.log(JSON.stringify(out.meshdCounters));
+  if (process.argv.includes('--phases')) for (const who of ['meshd', 'tailscaled']) console.log(who, 'connection phases (mean ms):', out[who].map((x) => JSON.stringify(x.connPhasesMs)).join(' '));
   console.log(`| idle RSS MiB | ${f(out.rss.meshd)} | ${f(out.rss.tailscaled)} | ${(out.rss.meshd / out.rss.tailscaled).toFixed(2)} |`);
 }
 
