@@ -8,7 +8,7 @@
 //     [--perf DIR]  record meshd with perf per phase (DIR/down.data, up.data, conns.data; the daemon
 //                   runs with --perf-basic-prof so JIT frames have names; numbers are then skewed)
 import { createHash } from 'node:crypto';
-import { readFileSync, rmSync } from 'node:fs';
+import { readFileSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync, spawn as spawnAsync } from 'node:child_process';
 import { TailnetLab, HS_URL } from '../dist/test/harness/hslab.js';
@@ -41,6 +41,14 @@ function agentPid(ns, needle) {
   }
   throw new Error(`no ${needle} process in ${ns}`);
 }
+/** Seconds on CPU and waiting for a CPU (run queue) summed over the process's threads (/proc schedstat). */
+function sched(pid) {
+  let run = 0, wait = 0;
+  for (const t of readdirSync(`/proc/${pid}/task`)) {
+    try { const [a, b] = readFileSync(`/proc/${pid}/task/${t}/schedstat`, 'utf8').split(' ').map(Number); run += a / 1e9; wait += b / 1e9; } catch { /* thread gone */ }
+  }
+  return { run, wait };
+}
 const cpuS = (pid) => { const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' '); return (Number(f[11]) + Number(f[12])) / 100; };
 const rssMiB = (pid) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) / 1024;
 
@@ -65,8 +73,12 @@ function measure(node, pid, target) {
   if (connsOnly) return { ...connections(node, pid, target), downMbit: 0, upMbit: 0, cpuSPerGbDown: 0, cpuSPerGbUp: 0 };
   const file = join(lab.dir, `${node.name}.dl`);
   let c0 = cpuS(pid);
+  const s0 = sched(pid), w0 = performance.now();
   const dl = perfAround(node.name, pid, 'down', () => curl(node.ns, `${proxy} -D ${file}.h -o ${file} -w '%{speed_download}' http://${target}:8000/blob/${bytes}`));
   const cpuDown = cpuS(pid) - c0;
+  const s1 = sched(pid), wall = (performance.now() - w0) / 1000;
+  // Share of the download's wall time the agent's threads ran and waited for a CPU (a loaded machine shows as wait).
+  const schedDown = { run: (s1.run - s0.run) / wall, wait: (s1.wait - s0.wait) / wall };
   const want = /x-sha256: *([0-9a-f]+)/i.exec(readFileSync(`${file}.h`, 'utf8'))?.[1];
   if (createHash('sha256').update(readFileSync(file)).digest('hex') !== want) throw new Error(`${node.name}: download hash mismatch`);
   rmSync(file); rmSync(`${file}.h`);
@@ -82,7 +94,7 @@ function measure(node, pid, target) {
   const gb = bytes / 1e9;
   return {
     downMbit: Number(dl) * 8 / 1e6, upMbit: Number(speedUp) * 8 / 1e6,
-    cpuSPerGbDown: cpuDown / gb, cpuSPerGbUp: cpuUp / gb, ...connections(node, pid, target),
+    cpuSPerGbDown: cpuDown / gb, cpuSPerGbUp: cpuUp / gb, schedDown, ...connections(node, pid, target),
   };
 }
 
@@ -147,6 +159,7 @@ else {
     console.log(`| ${label} | ${f(m[k])} | ${f(t[k])} | ${(m[k] / t[k]).toFixed(2)} |`);
   }
   if (process.argv.includes('--counters') || process.argv.includes('--all-counters')) console.log(JSON.stringify(out.meshdCounters));
+  if (process.argv.includes('--sched')) for (const who of ['meshd', 'tailscaled']) console.log(who, 'download: threads running / waiting for a CPU, in CPUs:', out[who].map((x) => `${x.schedDown?.run.toFixed(2)} / ${x.schedDown?.wait.toFixed(2)}`).join(', '));
   if (process.argv.includes('--phases')) for (const who of ['meshd', 'tailscaled']) console.log(who, 'connection phases (mean ms):', out[who].map((x) => JSON.stringify(x.connPhasesMs)).join(' '));
   console.log(`| idle RSS MiB | ${f(out.rss.meshd)} | ${f(out.rss.tailscaled)} | ${(out.rss.meshd / out.rss.tailscaled).toFixed(2)} |`);
 }

@@ -13,7 +13,7 @@
 // accepted (RFC 9293 3.4.1; Linux checks exactly this), instead of drawing a challenge ACK, our RST
 // and a 1 s SYN retransmission. Ephemeral ports go round the range from a random start (as Linux's
 // port selection does, RFC 6056 3.3.4), so a port comes back only after the whole range was used.
-import { createHmac, randomFillSync } from 'node:crypto';
+import { createHash, randomFillSync } from 'node:crypto';
 import { IpDrop, IpHeader, Proto, addrEq, addrHash, fold, formatAddr, ipHeaderLen, parseAddr, pseudoSum, sum16, writeIpHeader } from './ip.ts';
 import { F, SegDrop, TcpSeg, put32, writeTcpHeader } from './segment.ts';
 import { DEFAULT_TCP, Opt, S, Tcb, type TcpConfig, type TcpHandler, type TcpHost } from './tcp.ts';
@@ -136,14 +136,14 @@ export class Netstack implements TcpHost {
 
   /**
    * RFC 6528 3: ISN = M + F(localip, localport, remoteip, remoteport, secretkey), M a 4 µs timer
-   * and F a keyed hash (HMAC-SHA-256, truncated). Called once per connection, not per packet.
+   * and F a keyed hash (SHA-256 of key and 4-tuple, truncated; RFC 6528 suggests MD5 the same way). Called once per connection, not per packet.
    */
   private issFor(local: Uint8Array, lOff: number, lPort: number, remote: Uint8Array, rOff: number, rPort: number): number {
     const b = this.issIn;
     b.set(local.subarray(lOff, lOff + 16), 0);
     b.set(remote.subarray(rOff, rOff + 16), 16);
     b[32] = lPort >> 8; b[33] = lPort & 255; b[34] = rPort >> 8; b[35] = rPort & 255;
-    const f = createHmac('sha256', this.issKey).update(b).digest().readUInt32BE(0);
+    const f = createHash('sha256').update(this.issKey).update(b).digest().readUInt32BE(0);
     return (f + Math.floor(this.clock() * 250)) >>> 0;
   }
 
