@@ -121,6 +121,7 @@ export class Netstack implements TcpHost {
   private readonly issIn = new Uint8Array(36);
   /** Next ephemeral port to try (offset into EPHEMERAL_COUNT). */
   private nextPort: number;
+  private nextUdpPort: number;
 
   constructor(o: NetstackOptions) {
     this.clock = o.now;
@@ -132,6 +133,7 @@ export class Netstack implements TcpHost {
     this.pkt = new Uint8Array(this.mtu + 64);
     this.random(this.issKey);
     this.nextPort = this.rand32() % EPHEMERAL_COUNT;
+    this.nextUdpPort = this.rand32() % EPHEMERAL_COUNT;
   }
 
   /**
@@ -498,6 +500,16 @@ export class Netstack implements TcpHost {
   }
 
   // ---- UDP -------------------------------------------------------------------------------------
+
+  /** Takes UDP datagrams to a free ephemeral port (in turn, as TCP's); undefined when all are bound. */
+  bindUdpEphemeral(h: UdpHandler): { port: number; close: () => void } | undefined {
+    for (let i = 0; i < EPHEMERAL_COUNT; i++) {
+      const port = EPHEMERAL_FIRST + this.nextUdpPort;
+      this.nextUdpPort = (this.nextUdpPort + 1) % EPHEMERAL_COUNT;
+      if (!this.udpBound.has(port)) return { port, close: this.bindUdp(port, h) };
+    }
+    return undefined;
+  }
 
   /** Takes UDP datagrams to `port` on any local address. */
   bindUdp(port: number, h: UdpHandler): () => void {
