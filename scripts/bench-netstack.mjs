@@ -5,10 +5,11 @@
 // proxy, HTTP from scripts/httpblob.mjs, hash-checked), connections per second (SOCKS5 CONNECT +
 // 1 KiB GET, 32 at a time), idle RSS, and CPU seconds per GB of the proxying agent.
 //   sudo node scripts/bench-netstack.mjs [--rounds N] [--mb N] [--json] [--phases]
+//     [--base BIN]  also measure another meshd build (BIN = its bin/meshd.js) in the same lab, alternated
 //     [--perf DIR]  record meshd with perf per phase (DIR/down.data, up.data, conns.data; the daemon
 //                   runs with --perf-basic-prof so JIT frames have names; numbers are then skewed)
 import { createHash } from 'node:crypto';
-import { readFileSync, readdirSync, rmSync } from 'node:fs';
+import { readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync, spawn as spawnAsync } from 'node:child_process';
 import { TailnetLab, HS_URL } from '../dist/test/harness/hslab.js';
@@ -20,6 +21,8 @@ const rounds = arg('--rounds', 2);
 const mb = arg('--mb', 50);
 const asJson = process.argv.includes('--json');
 const conc = arg('--conc', 32);
+const bi = process.argv.indexOf('--base');
+const baseBin = bi > 0 ? process.argv[bi + 1] : undefined;
 const connsOnly = process.argv.includes('--conns-only');
 const pi = process.argv.indexOf('--perf');
 const perfDir = pi > 0 ? process.argv[pi + 1] : undefined;
@@ -56,6 +59,24 @@ function curl(ns, args, timeoutMs = 180_000) {
   const r = lab.lab.tryExec(ns, ['bash', '-c', `curl -sS --max-time ${Math.floor(timeoutMs / 1000) - 5} ${args}`], timeoutMs);
   if (r.status !== 0) throw new Error(`curl ${args}: ${r.stderr}`);
   return r.stdout;
+}
+
+/**
+ * Starts `meshd daemon` from this script, as tailscaled is, so both agents run in this script's
+ * session: an agent that `up` starts detaches into a session of its own, which the kernel's
+ * autogroup scheduler treats as a separate group (see scripts/bench-dns.mjs), and on a shared
+ * machine that alone changes its CPU share. Then `up` logs it in.
+ */
+async function startMeshd(node, bin, key) {
+  const ns = ['--tun=userspace-networking', '--socks5-server', '127.0.0.1:1080'];
+  const state = join(node.dir, 'state');
+  lab.lab.spawn(node.ns, ['env', 'MESHD_DERP_HTTP=1', process.execPath, bin, '--socket', node.socket, 'daemon', '--state-dir', state, ...ns]);
+  await waitFor(`${node.name}'s agent`, () => lab.agentRunning(node), 15_000, 100);
+  const keyFile = join(node.dir, 'authkey');
+  writeFileSync(keyFile, key, { mode: 0o600 });
+  const r = lab.lab.tryExec(node.ns, ['env', 'MESHD_DERP_HTTP=1', process.execPath, bin, '--socket', node.socket, 'up', '--login-server', HS_URL,
+    '--authkey', `file:${keyFile}`, '--hostname', node.name, '--state-dir', state, '--timeout', '45s', ...ns], 60_000);
+  if (r.status !== 0) throw new Error(`meshd up (${node.name}): ${r.stderr}`);
 }
 
 /** Runs fn while perf records pid into DIR/name.data (when --perf is given and who is meshd). */
@@ -108,7 +129,7 @@ function connections(node, pid, target) {
   return { connsPerSec: 500 / (lj.ms / 1000), cpuMsPerConn: cpu * 1000 / 500, connPhasesMs: lj.phasesMs };
 }
 
-const out = { rounds, mb, meshd: [], tailscaled: [], rss: {} };
+const out = { rounds, mb, meshd: [], tailscaled: [], base: [], rss: {} };
 try {
   await lab.startHeadscale();
   const key = lab.authKey({ reusable: true });
@@ -118,8 +139,13 @@ try {
   lab.lab.spawn(peer.ns, [process.execPath, blob, '0.0.0.0', '8000']);
 
   const mu = lab.addNode('mu');
-  const r = lab.up(mu, key, ['--tun=userspace-networking', '--socks5-server', '127.0.0.1:1080']);
-  if (r.status !== 0) throw new Error(`meshd up: ${r.stderr}`);
+  await startMeshd(mu, lab.meshdBin, key);
+
+  let mb, bPid;
+  if (baseBin) {
+    mb = lab.addNode('mb');
+    await startMeshd(mb, baseBin, key);
+  }
 
   const tu = lab.addNode('tu');
   tu.socket = join(tu.dir, 'tailscaled.sock');
@@ -131,11 +157,13 @@ try {
   if (tr.status !== 0) throw new Error(`tailscale up (userspace): ${tr.stderr}`);
 
   const mPid = agentPid(mu.ns, 'meshd.js'), tPid = agentPid(tu.ns, 'tailscaled');
+  if (mb) bPid = agentPid(mb.ns, 'meshd.js');
   // Warm-up: both reach the peer through their proxy (paths settle, direct).
-  for (const n of [mu, tu]) await waitFor(`${n.name} to reach the peer`, () => lab.lab.tryExec(n.ns, ['curl', '-sS', '--max-time', '3', '--socks5-hostname', '127.0.0.1:1080', `http://${target}:8000/`], 5000).status === 0, 30_000, 500);
+  for (const n of [mu, tu, ...(mb ? [mb] : [])]) await waitFor(`${n.name} to reach the peer`, () => lab.lab.tryExec(n.ns, ['curl', '-sS', '--max-time', '3', '--socks5-hostname', '127.0.0.1:1080', `http://${target}:8000/`], 5000).status === 0, 30_000, 500);
   await new Promise((res) => setTimeout(res, 3000));
-  out.rss = { meshd: rssMiB(mPid), tailscaled: rssMiB(tPid) };
+  out.rss = { meshd: rssMiB(mPid), tailscaled: rssMiB(tPid), ...(mb ? { base: rssMiB(bPid) } : {}) };
   for (let i = 0; i < rounds; i++) {
+    if (mb) out.base.push(measure(mb, bPid, target));
     out.meshd.push(measure(mu, mPid, target));
     out.tailscaled.push(measure(tu, tPid, target));
   }
@@ -148,19 +176,21 @@ try {
 
 const keys = ['downMbit', 'upMbit', 'connsPerSec', 'cpuSPerGbDown', 'cpuSPerGbUp', 'cpuMsPerConn'];
 const med = (who) => Object.fromEntries(keys.map((k) => [k, median(out[who].map((x) => x[k]))]));
-const m = med('meshd'), t = med('tailscaled');
+const m = med('meshd'), t = med('tailscaled'), b = baseBin ? med('base') : undefined;
 const summary = { ...out, median: { meshd: m, tailscaled: t, ratio: Object.fromEntries(keys.map((k) => [k, m[k] / t[k]])), rssRatio: out.rss.meshd / out.rss.tailscaled } };
 if (asJson) console.log(JSON.stringify(summary, null, 2));
 else {
   const f = (x) => x.toFixed(x >= 100 ? 0 : 2);
   console.log(`SOCKS5 through --tun=userspace-networking to a tailscaled peer, ${mb} MB, median of ${rounds}`);
-  console.log('| | meshd | tailscaled 1.102.3 | ratio |\n|---|---|---|---|');
+  console.log(b ? '| | meshd (base) | meshd | tailscaled 1.102.3 | ratio base | ratio |\n|---|---|---|---|---|---|' : '| | meshd | tailscaled 1.102.3 | ratio |\n|---|---|---|---|');
   for (const [k, label] of [['downMbit', 'TCP down Mbit/s'], ['upMbit', 'TCP up Mbit/s'], ['connsPerSec', 'connections/s'], ['cpuSPerGbDown', 'CPU s/GB down'], ['cpuSPerGbUp', 'CPU s/GB up'], ['cpuMsPerConn', 'CPU ms/connection']]) {
-    console.log(`| ${label} | ${f(m[k])} | ${f(t[k])} | ${(m[k] / t[k]).toFixed(2)} |`);
+    if (b) console.log(`| ${label} | ${f(b[k])} | ${f(m[k])} | ${f(t[k])} | ${(b[k] / t[k]).toFixed(2)} | ${(m[k] / t[k]).toFixed(2)} |`);
+    else console.log(`| ${label} | ${f(m[k])} | ${f(t[k])} | ${(m[k] / t[k]).toFixed(2)} |`);
   }
   if (process.argv.includes('--counters') || process.argv.includes('--all-counters')) console.log(JSON.stringify(out.meshdCounters));
-  if (process.argv.includes('--sched')) for (const who of ['meshd', 'tailscaled']) console.log(who, 'download: threads running / waiting for a CPU, in CPUs:', out[who].map((x) => `${x.schedDown?.run.toFixed(2)} / ${x.schedDown?.wait.toFixed(2)}`).join(', '));
-  if (process.argv.includes('--phases')) for (const who of ['meshd', 'tailscaled']) console.log(who, 'connection phases (mean ms):', out[who].map((x) => JSON.stringify(x.connPhasesMs)).join(' '));
-  console.log(`| idle RSS MiB | ${f(out.rss.meshd)} | ${f(out.rss.tailscaled)} | ${(out.rss.meshd / out.rss.tailscaled).toFixed(2)} |`);
+  if (process.argv.includes('--sched')) for (const who of ['meshd', 'tailscaled', ...(b ? ['base'] : [])]) console.log(who, 'download: threads running / waiting for a CPU, in CPUs:', out[who].map((x) => `${x.schedDown?.run.toFixed(2)} / ${x.schedDown?.wait.toFixed(2)}`).join(', '));
+  if (process.argv.includes('--phases')) for (const who of ['meshd', 'tailscaled', ...(b ? ['base'] : [])]) console.log(who, 'connection phases (mean ms):', out[who].map((x) => JSON.stringify(x.connPhasesMs)).join(' '));
+  if (b) console.log(`| idle RSS MiB | ${f(out.rss.base)} | ${f(out.rss.meshd)} | ${f(out.rss.tailscaled)} | ${(out.rss.base / out.rss.tailscaled).toFixed(2)} | ${(out.rss.meshd / out.rss.tailscaled).toFixed(2)} |`);
+  else console.log(`| idle RSS MiB | ${f(out.rss.meshd)} | ${f(out.rss.tailscaled)} | ${(out.rss.meshd / out.rss.tailscaled).toFixed(2)} |`);
 }
 
