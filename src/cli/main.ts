@@ -1,6 +1,11 @@
 // meshd's command line. Each command parses its arguments and calls the code that does the work;
 // errors print one line `meshd: ...` and exit non-zero.
-import { Command, CommanderError, Option } from 'commander';
+import { createRequire } from 'node:module';
+// commander through require (its ESM entry wraps the CommonJS one): see src/dns/codec.ts, each
+// CommonJS package imported as ESM costs the daemon resident memory it never gives back.
+import type { Command as CommandT } from 'commander';
+const { Command, CommanderError, Option } = createRequire(import.meta.url)('commander') as typeof import('commander');
+type Command = CommandT;
 import { MESHD_VERSION as VERSION } from '../version.ts';
 import { CliError } from './errors.ts';
 import type { DaemonFlags, UpFlags } from './tailnet.ts';
