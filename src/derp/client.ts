@@ -60,6 +60,13 @@ export interface DerpClientOptions {
   connectTimeoutMs?: number;
   /** Silence after which the connection is declared dead; default 120 s (2 × keepalive). */
   readTimeoutMs?: number;
+  /**
+   * Data waiting to be written that makes no progress this long closes the connection (then the
+   * client reconnects); default 5 s, tailscale's derp client write timeout. A server behind a
+   * black hole leaves a TCP connection in retransmission backoff for tens of seconds after the path
+   * is back; a fresh connection is up in one round trip.
+   */
+  writeTimeoutMs?: number;
   /** First reconnect delay; default 100 ms. */
   backoffInitialMs?: number;
   /** Largest reconnect delay; default 5 s (magicsock's cap). */
@@ -103,6 +110,8 @@ export interface DerpClientCounters {
   dropNotConnected: number;
   /** Sends dropped: socket write buffer over the limit. */
   dropBackpressure: number;
+  /** Connections closed because queued data made no progress for writeTimeoutMs. */
+  writeTimeouts: number;
   /** Sends dropped: packet over 64 KiB. */
   dropTooBig: number;
   /** Sends dropped: over the server's token bucket. */
@@ -130,7 +139,7 @@ export class DerpClient extends EventEmitter<DerpClientEvents> {
   /** Counters, always on. */
   readonly counters: DerpClientCounters = {
     connects: 0, disconnects: 0, connectFailures: 0, packetsIn: 0, packetsOut: 0, bytesIn: 0, bytesOut: 0, framesIn: 0,
-    dropNotConnected: 0, dropBackpressure: 0, dropTooBig: 0, dropRateLimited: 0, bogusFrames: 0, unknownFrames: 0,
+    dropNotConnected: 0, dropBackpressure: 0, writeTimeouts: 0, dropTooBig: 0, dropRateLimited: 0, bogusFrames: 0, unknownFrames: 0,
     protocolErrors: 0, pingsAnswered: 0,
   };
 
@@ -151,6 +160,10 @@ export class DerpClient extends EventEmitter<DerpClientEvents> {
   private attempt = 0;
   private connectTimer: NodeJS.Timeout | undefined;
   private readTimer: NodeJS.Timeout | undefined;
+  /** Checks queued writes for progress while connected (see writeTimeoutMs). */
+  private writeTimer: NodeJS.Timeout | undefined;
+  private writeFlushed = 0;
+  private writeStalledSince: number | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
   private restartHint: { reconnectInMs: number; until: number } | undefined;
   private pings: PendingPing[] = [];
@@ -263,7 +276,31 @@ export class DerpClient extends EventEmitter<DerpClientEvents> {
     clearTimeout(this.connectTimer);
     clearTimeout(this.readTimer);
     clearTimeout(this.retryTimer);
-    this.connectTimer = this.readTimer = this.retryTimer = undefined;
+    clearInterval(this.writeTimer);
+    this.connectTimer = this.readTimer = this.retryTimer = this.writeTimer = undefined;
+  }
+
+  /** While connected, every 1/5 of writeTimeoutMs: has data waited without any byte leaving for writeTimeoutMs? */
+  private armWriteTimer(s: Socket): void {
+    const ms = this.opts.writeTimeoutMs ?? 5000;
+    clearInterval(this.writeTimer);
+    this.writeFlushed = s.bytesWritten - s.writableLength;
+    this.writeStalledSince = undefined;
+    this.writeTimer = setInterval(() => {
+      if (s !== this.socket) return;
+      const flushed = s.bytesWritten - s.writableLength;
+      if (s.writableLength === 0 || flushed !== this.writeFlushed) {
+        this.writeFlushed = flushed;
+        this.writeStalledSince = undefined;
+        return;
+      }
+      const now = Date.now();
+      this.writeStalledSince ??= now;
+      if (now - this.writeStalledSince >= ms) {
+        this.counters.writeTimeouts++;
+        this.fail(s, `${s.writableLength} bytes queued made no progress for ${ms} ms`, false);
+      }
+    }, Math.max(10, Math.floor(ms / 5)));
   }
 
   private failPings(msg: string): void {
@@ -452,6 +489,7 @@ export class DerpClient extends EventEmitter<DerpClientEvents> {
     this.connGen++;
     this.counters.connects++;
     if (this.preferred) s.write(encodeNotePreferred(true));
+    this.armWriteTimer(s);
     this.log(`connected to ${this.url.href} (gen ${this.connGen})`);
     this.emit('connected', {
       serverKey: this._serverKey!, serverInfo: info, connGen: this.connGen,
@@ -489,7 +527,8 @@ export class DerpClient extends EventEmitter<DerpClientEvents> {
     const wasConnected = this._state === 'connected';
     clearTimeout(this.connectTimer);
     clearTimeout(this.readTimer);
-    this.connectTimer = this.readTimer = undefined;
+    clearInterval(this.writeTimer);
+    this.connectTimer = this.readTimer = this.writeTimer = undefined;
     this.failPings(`derp: connection lost: ${reason}`);
     if (wasConnected) {
       this.counters.disconnects++;

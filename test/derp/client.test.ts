@@ -215,6 +215,35 @@ describe('derp/client against a fake server', () => {
     assert.equal(s.conns.length, 2);
   });
 
+  it('closes a connection whose queued writes make no progress for writeTimeoutMs (server stopped reading), then reconnects', async () => {
+    const { s, c } = await setup({ writeTimeoutMs: 300 });
+    const reasons: string[] = [];
+    c.on('disconnected', (r) => reasons.push(r));
+    c.start();
+    await waitFor(() => c.connected && s.conns.length === 1);
+    s.conns[0]!.socket.pause(); // a black hole: nothing is read, nothing is refused
+    const dst = new Uint8Array(32).fill(7);
+    const pkt = new Uint8Array(60_000);
+    for (let i = 0; i < 400 && c.counters.writeTimeouts === 0; i++) {
+      for (let k = 0; k < 8; k++) c.send(dst, pkt);
+      await sleep(5);
+    }
+    await waitFor(() => c.counters.connects === 2, 5000);
+    assert.equal(c.counters.writeTimeouts, 1);
+    assert.match(reasons[0]!, /made no progress for 300 ms/);
+  });
+
+  it('keeps a connection whose writes are slow but moving', async () => {
+    const { s, c } = await setup({ writeTimeoutMs: 300 });
+    c.start();
+    await waitFor(() => c.connected && s.conns.length === 1);
+    const dst = new Uint8Array(32).fill(7);
+    const pkt = new Uint8Array(1000);
+    for (let i = 0; i < 100; i++) { c.send(dst, pkt); await sleep(10); }
+    assert.equal(c.counters.writeTimeouts, 0);
+    assert.equal(c.counters.connects, 1);
+  });
+
   it('follows a Restarting frame: waits reconnectIn, then retries within tryFor', async () => {
     const { s, c } = await setup({ backoffInitialMs: 5, backoffMaxMs: 5 });
     let downAt = 0;
