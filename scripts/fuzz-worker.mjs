@@ -16,8 +16,6 @@ const { TARGETS, runOne } = await import(join(dist, 'test', 'fuzz', 'targets.js'
 const { Mutator } = await import(join(dist, 'test', 'fuzz', 'mutate.js'));
 const fc = (await import('fast-check')).default;
 
-/** Fraction of inputs taken fresh from fast-check instead of mutated from the corpus. */
-const FRESH = 0.2;
 
 function runJob(job) {
   const t = TARGETS.find((x) => x.name === job.target);
@@ -25,6 +23,7 @@ function runJob(job) {
   const arb = t.arb ? fc.oneof({ weight: 4, arbitrary: t.arb }, { weight: 1, arbitrary: raw }) : raw;
   const mut = new Mutator(job.seed, { dict: t.dict ?? [], maxLen: t.maxLen ?? 4096 });
   const rng = mut.rng;
+  const fresh_ = t.fresh ?? 0.2;
   const corpus = [...(t.seeds?.() ?? []), ...fc.sample(arb, { numRuns: 300, seed: job.seed })];
   let fresh = [], freshAt = 0, batch = 0;
   global.gc?.();
@@ -35,7 +34,7 @@ function runJob(job) {
   const t0 = performance.now(), deadline = t0 + job.seconds * 1000;
   while (inputs < job.inputs && (inputs & 255 || performance.now() < deadline)) {
     let d;
-    if (rng.chance(FRESH)) {
+    if (rng.chance(fresh_)) {
       if (freshAt >= fresh.length) { fresh = fc.sample(arb, { numRuns: 500, seed: job.seed * 7919 + ++batch }); freshAt = 0; }
       d = fresh[freshAt++];
     } else {
