@@ -863,7 +863,9 @@ export class Device {
 
   private precompute(peer: Peer): void {
     const hs = peer.handshake;
-    hs.precomputedStaticStatic = this.identity === null ? null : this.crypto.x25519.shared(this.identity.privateKey, hs.remoteStatic);
+    const id = this.identity;
+    if (id === null) hs.precomputedStaticStatic = null;
+    else hs.deferStaticStatic(() => this.crypto.x25519.shared(id.privateKey, hs.remoteStatic));
   }
 
   /** wireguard-go ExpireCurrentKeypairs: forget the handshake and stop sending on current/next. */
