@@ -6,7 +6,7 @@ import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { ControlClient, type MapStream } from '../control/client.ts';
 import { ControlError } from '../control/errors.ts';
-import type { NetworkMap } from '../control/netmap.ts';
+import type { NetworkMap, NodeInfo } from '../control/netmap.ts';
 import { formatNodePublic, type PrivateKey } from '../control/keys.ts';
 import { StateStore, type Identity } from '../state/store.ts';
 import { MemoryStore, type Store } from '../state/memstore.ts';
@@ -25,7 +25,7 @@ import { LocalServices } from '../netstack/local.ts';
 import { PortMapper } from '../portmapper/portmapper.ts';
 import { Userspace, USERSPACE_TUN, type UserspaceOptions } from './userspace.ts';
 import { markedDialer } from '../net/tcp.ts';
-import { syncPeers, type AppliedPeer, type Touched } from './peersync.ts';
+import { syncPeers, syncPeersInTurns, type AppliedPeer, type Touched } from './peersync.ts';
 import { AgentMetrics, healthWarnings, KEY_EXPIRY_WARN_MS, type AgentFacts } from './metrics.ts';
 import { whoisIn } from './whois.ts';
 
@@ -37,6 +37,8 @@ export const AUTH_URL_PROGRESS = 'auth-url: ';
 
 /** How long `up` waits for the home DERP connection after the first map. */
 const HOME_DERP_WAIT_MS = 6_000;
+/** Peers applied per event-loop turn when a whole large map is applied (syncPeersInTurns). */
+const PEERS_PER_TURN = 256;
 
 /** Tailscale's MTU for the tailnet interface. */
 export const TAILNET_MTU = 1280;
@@ -528,13 +530,21 @@ export class Agent implements LocalBackend {
     const exitId = this.routing.exitNodeId;
     if (exitId !== this.appliedExitId) { touched = 'all'; this.appliedExitId = exitId; }
     let removed = 0;
-    syncPeers(this.appliedPeers, m.peers, (p) => allowed.get(p.id) ?? p.addresses, {
-      upsert: (p, allowedIPs) => {
+    const sink = {
+      upsert: (p: NodeInfo, allowedIPs: readonly string[], replace = true) => {
         const ep = magic?.upsertPeer(p);
-        dev.setPeer(p.nodeKey, { ...(ep ? { endpoint: ep } : {}), allowedIPs: [...allowedIPs], replaceAllowedIPs: true });
+        dev.setPeer(p.nodeKey, { ...(ep ? { endpoint: ep } : {}), allowedIPs: [...allowedIPs], replaceAllowedIPs: replace });
       },
-      remove: (p) => { dev.removePeer(p.nodeKey); removed++; },
-    }, touched);
+      remove: (p: NodeInfo) => { dev.removePeer(p.nodeKey); removed++; },
+    };
+    const allowedOf = (p: NodeInfo) => allowed.get(p.id) ?? p.addresses;
+    if (touched === 'all' && m.peers.size > PEERS_PER_TURN) {
+      // A whole large map: spread over event-loop turns so forwarding goes on meanwhile.
+      const ops = await syncPeersInTurns(this.appliedPeers, m.peers, allowedOf, sink, { chunk: PEERS_PER_TURN, cancelled: () => this.dp !== dp });
+      if (ops < 0) return;
+    } else {
+      syncPeers(this.appliedPeers, m.peers, allowedOf, sink, touched);
+    }
     if (removed > 0) magic?.retainPeers(new Set([...this.appliedPeers.values()].map((a) => Buffer.from(a.info.nodeKey).toString('hex'))));
     dp.runTimers();
     await this.dns.apply(m).catch((e: Error) => this.log(`dns: ${e.message}`));
