@@ -30,7 +30,7 @@ function runJob(job) {
   const heap0 = v8.getHeapStatistics().used_heap_size;
   let peak = heap0;
   const crashes = new Map();
-  let inputs = 0, hangs = 0, slowest = 0, slowestLen = 0;
+  let inputs = 0, hangs = 0, slowest = 0, slowestInput;
   const t0 = performance.now(), deadline = t0 + job.seconds * 1000;
   while (inputs < job.inputs && (inputs & 255 || performance.now() < deadline)) {
     let d;
@@ -44,11 +44,17 @@ function runJob(job) {
     inBytes.set(n === d.length ? d : d.subarray(0, n));
     inLen[0] = n;
     watch[0] = Date.now();
-    const s = performance.now();
+    let s = performance.now();
     const e = runOne(t, d);
-    const ms = performance.now() - s;
+    let ms = performance.now() - s;
+    if (ms > hangMs) {
+      // The machine is shared: time a slow input again, and call it a hang only if it is slow twice.
+      s = performance.now();
+      runOne(t, d);
+      ms = Math.min(ms, performance.now() - s);
+    }
     watch[0] = 0;
-    if (ms > slowest) { slowest = ms; slowestLen = d.length; }
+    if (ms > slowest) { slowest = ms; slowestInput = d; }
     if (ms > hangMs) hangs++;
     if (e) {
       const key = `${e.name}: ${String(e.message).slice(0, 160)}`;
@@ -70,10 +76,17 @@ function runJob(job) {
     }
   }
   const seconds = (performance.now() - t0) / 1000;
+  // Keep the slowest input of a job when it took over half the hang bound, to look at.
+  let slowFile;
+  if (slowest > hangMs / 2 && slowestInput) {
+    slowFile = join(crashDir, `slow-${t.name}-${job.seed}.bin`);
+    mkdirSync(crashDir, { recursive: true });
+    writeFileSync(slowFile, slowestInput);
+  }
   fresh = [];
   global.gc?.();
   const growth = v8.getHeapStatistics().used_heap_size - heap0;
-  return { target: t.name, seed: job.seed, inputs, seconds, hangs, slowestMs: slowest, slowestLen, peakHeap: peak, growth, crashes: [...crashes.values()] };
+  return { target: t.name, seed: job.seed, inputs, seconds, hangs, slowestMs: slowest, slowFile, peakHeap: peak, growth, crashes: [...crashes.values()] };
 }
 
 parentPort.on('message', (job) => {

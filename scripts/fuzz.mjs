@@ -11,7 +11,8 @@
 //   npm run build && node scripts/fuzz.mjs [--inputs 1000000] [--seconds S] [--target NAME]... [--seed 1]
 //                                          [--workers 2] [--hang-ms 1000] [--kill-ms 10000] [--heap-mb 512] [--json FILE]
 //
-// Bounds: an input slower than --hang-ms counts as a hang; one still running after --kill-ms ends
+// Bounds: an input slower than --hang-ms, timed twice (the machine may be busy), counts as a hang
+// (a job's slowest input over half of that is kept as fuzz-crashes/slow-*); one still running after --kill-ms ends
 // its thread and is saved; each thread's heap is capped at --heap-mb, so unbounded allocation
 // kills the thread and saves the input; heap growth over the run (after GC) beyond
 // --max-growth-mb fails the target. Failing inputs go to fuzz-crashes/. Exit status 1 on any.
@@ -114,7 +115,7 @@ async function runThreads() {
     a.peakHeapMiB = Math.max(a.peakHeapMiB, r.peakHeap / 2 ** 20);
     a.growthMiB = Math.max(a.growthMiB, r.growth / 2 ** 20);
     for (const c of r.crashes) { a.crashes += c.count; note(r.target, `${c.count} x ${c.key} (${c.file}) ${c.stack ?? ''}`); }
-    process.stderr.write(`  ${r.target} seed ${r.seed}: ${r.inputs} inputs in ${r.seconds.toFixed(1)} s, ${r.crashes.length} crash kinds, slowest ${r.slowestMs.toFixed(1)} ms\n`);
+    process.stderr.write(`  ${r.target} seed ${r.seed}: ${r.inputs} inputs in ${r.seconds.toFixed(1)} s, ${r.crashes.length} crash kinds, slowest ${r.slowestMs.toFixed(1)} ms${r.slowFile ? ` (${r.slowFile})` : ''}\n`);
   };
   const workers = Math.max(1, Number(opt.workers));
   const threads = [];
