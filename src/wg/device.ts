@@ -253,6 +253,17 @@ export class Device {
     for (const peer of [...this.byKey.values()]) this.removePeerObject(peer);
   }
 
+  /**
+   * Calls f for each peer that has moved bytes (rx or tx non-zero) with its hex key, public key
+   * (not a copy: do not change it) and byte counts. Allocates nothing: for per-second sampling,
+   * where peers() would copy every peer of a large tailnet.
+   */
+  forEachPeerTraffic(f: (id: string, publicKey: Uint8Array, rxBytes: number, txBytes: number) => void): void {
+    for (const p of this.byKey.values()) {
+      if (p.rxBytes !== 0 || p.txBytes !== 0) f(p.id, p.publicKey, p.rxBytes, p.txBytes);
+    }
+  }
+
   /** A snapshot of every peer. */
   peers(): PeerStatus[] {
     return [...this.byKey.values()].map((p) => ({
