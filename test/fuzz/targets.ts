@@ -242,9 +242,14 @@ export const TARGETS: readonly Target[] = [
     run(d) {
       const r = parseDisco(d, endpoints);
       if (r.ok) {
-        // Decode -> encode -> decode is a fixed point.
+        // Decode -> encode -> decode is a fixed point, except that a ping's all-zero node key is
+        // "no key" (tailscale's Ping.AppendMarshal omits it, so its 32 bytes leave the packet).
         const again = parseDisco(marshalDisco(r.msg), endpoints);
-        if (!again.ok || JSON.stringify(again.msg, big) !== JSON.stringify(r.msg, big)) throw new Error('disco message does not round-trip');
+        const norm = (m: unknown): string => JSON.stringify(m, (k, v: unknown) => (k === 'nodeKey' && v instanceof Uint8Array && v.every((x) => x === 0)) || k === 'padding' ? undefined : big(k, v));
+        const zeroKeyPing = r.msg.type === 'ping' && r.msg.nodeKey?.every((x) => x === 0) === true;
+        if (!again.ok || (zeroKeyPing ? norm(again.msg) !== norm(r.msg) : JSON.stringify(again.msg, big) !== JSON.stringify(r.msg, big))) {
+          throw new Error('disco message does not round-trip');
+        }
       }
       decodeDisco(d, () => KEY, endpoints);
     },
