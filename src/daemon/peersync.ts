@@ -105,7 +105,8 @@ export async function syncPeersInTurns(
     const key = allowed.join(',');
     if (had && had.info === p && had.allowed === key) continue;
     const sameKey = had !== undefined && had.info.nodeKeyText === p.nodeKeyText;
-    sink.upsert(p, allowed, !sameKey);
+    // Unchanged allowed IPs: replacing is a no-op the device skips (adding would re-insert each).
+    sink.upsert(p, allowed, !sameKey || had.allowed === key);
     ops++;
     breaks.push({ id, p, allowed, key, old: had });
     if (await tick()) return -1;
