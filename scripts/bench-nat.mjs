@@ -143,6 +143,8 @@ try {
 }
 
 const M = (kind, k) => median(res[kind][k]);
+/** The worst round; null when some round never got there. */
+const W = (kind, k) => (res[kind][k].some((x) => x === null) ? null : Math.max(...res[kind][k]));
 res.summary = {
   // direct TCP pairs, named sender -> receiver
   meshdToMeshd: M('meshd', 'upM'), tailscaledToTailscaled: M('tailscaled', 'upTs'),
@@ -162,6 +164,8 @@ const rows = [
 const other = [
   ['time from up to first ping reply (ms)', M('meshd', 'firstMs'), M('tailscaled', 'firstMs')],
   ['time from up to direct path (ms)', M('meshd', 'directMs'), M('tailscaled', 'directMs')],
+  ['worst round: up to first ping reply (ms)', W('meshd', 'firstMs'), W('tailscaled', 'firstMs')],
+  ['worst round: up to direct path (ms)', W('meshd', 'directMs'), W('tailscaled', 'directMs')],
   ['TCP to a tailscaled via DERP (Mbit/s)', M('meshd', 'derpUpMbps'), M('tailscaled', 'derpUpMbps')],
   [`idle RSS with ${res.rssPeers?.meshd ?? '?'} peers (MiB)`, res.rssMiB.meshd ?? null, res.rssMiB.tailscaled ?? null],
 ].map(([l, a, b]) => [l, a, b, ratio(a, b)]);

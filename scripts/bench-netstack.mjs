@@ -4,11 +4,14 @@
 // mode) in one headscale lab, alternated per round. TCP throughput down and up (curl through the
 // proxy, HTTP from scripts/httpblob.mjs, hash-checked), connections per second (SOCKS5 CONNECT +
 // 1 KiB GET, 32 at a time), idle RSS, and CPU seconds per GB of the proxying agent.
-//   sudo node scripts/bench-netstack.mjs [--rounds N] [--mb N] [--json]
+//   sudo node scripts/bench-netstack.mjs [--rounds N] [--mb N] [--json] [--phases]
+//     [--base BIN]  also measure another meshd build (BIN = its bin/meshd.js) in the same lab, alternated
+//     [--perf DIR]  record meshd with perf per phase (DIR/down.data, up.data, conns.data; the daemon
+//                   runs with --perf-basic-prof so JIT frames have names; numbers are then skewed)
 import { createHash } from 'node:crypto';
-import { readFileSync, rmSync } from 'node:fs';
+import { readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { spawnSync } from 'node:child_process';
+import { spawnSync, spawn as spawnAsync } from 'node:child_process';
 import { TailnetLab, HS_URL } from '../dist/test/harness/hslab.js';
 import { which } from '../dist/test/harness/prereq.js';
 import { waitFor } from '../dist/test/harness/netns.js';
@@ -17,6 +20,13 @@ const arg = (name, dflt) => { const i = process.argv.indexOf(name); return i > 0
 const rounds = arg('--rounds', 2);
 const mb = arg('--mb', 50);
 const asJson = process.argv.includes('--json');
+const conc = arg('--conc', 32);
+const bi = process.argv.indexOf('--base');
+const baseBin = bi > 0 ? process.argv[bi + 1] : undefined;
+const connsOnly = process.argv.includes('--conns-only');
+const pi = process.argv.indexOf('--perf');
+const perfDir = pi > 0 ? process.argv[pi + 1] : undefined;
+if (perfDir) process.env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --perf-basic-prof`.trim();
 const root = new URL('..', import.meta.url).pathname;
 const blob = join(root, 'scripts', 'httpblob.mjs');
 const load = join(root, 'scripts', 'socks-load.mjs');
@@ -34,6 +44,14 @@ function agentPid(ns, needle) {
   }
   throw new Error(`no ${needle} process in ${ns}`);
 }
+/** Seconds on CPU and waiting for a CPU (run queue) summed over the process's threads (/proc schedstat). */
+function sched(pid) {
+  let run = 0, wait = 0;
+  for (const t of readdirSync(`/proc/${pid}/task`)) {
+    try { const [a, b] = readFileSync(`/proc/${pid}/task/${t}/schedstat`, 'utf8').split(' ').map(Number); run += a / 1e9; wait += b / 1e9; } catch { /* thread gone */ }
+  }
+  return { run, wait };
+}
 const cpuS = (pid) => { const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' '); return (Number(f[11]) + Number(f[12])) / 100; };
 const rssMiB = (pid) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) / 1024;
 
@@ -43,14 +61,45 @@ function curl(ns, args, timeoutMs = 180_000) {
   return r.stdout;
 }
 
+/**
+ * Starts `meshd daemon` from this script, as tailscaled is, so both agents run in this script's
+ * session: an agent that `up` starts detaches into a session of its own, which the kernel's
+ * autogroup scheduler treats as a separate group (see scripts/bench-dns.mjs), and on a shared
+ * machine that alone changes its CPU share. Then `up` logs it in.
+ */
+async function startMeshd(node, bin, key) {
+  const ns = ['--tun=userspace-networking', '--socks5-server', '127.0.0.1:1080'];
+  const state = join(node.dir, 'state');
+  lab.lab.spawn(node.ns, ['env', 'MESHD_DERP_HTTP=1', process.execPath, bin, '--socket', node.socket, 'daemon', '--state-dir', state, ...ns]);
+  await waitFor(`${node.name}'s agent`, () => lab.agentRunning(node), 15_000, 100);
+  const keyFile = join(node.dir, 'authkey');
+  writeFileSync(keyFile, key, { mode: 0o600 });
+  const r = lab.lab.tryExec(node.ns, ['env', 'MESHD_DERP_HTTP=1', process.execPath, bin, '--socket', node.socket, 'up', '--login-server', HS_URL,
+    '--authkey', `file:${keyFile}`, '--hostname', node.name, '--state-dir', state, '--timeout', '45s', ...ns], 60_000);
+  if (r.status !== 0) throw new Error(`meshd up (${node.name}): ${r.stderr}`);
+}
+
+/** Runs fn while perf records pid into DIR/name.data (when --perf is given and who is meshd). */
+function perfAround(who, pid, name, fn) {
+  if (!perfDir || who !== 'mu') return fn();
+  const p = spawnAsync('perf', ['record', '-q', '-F', '999', '-g', '-p', String(pid), '-o', join(perfDir, `${name}.data`)], { stdio: 'ignore' });
+  spawnSync('sleep', ['0.3']);
+  try { return fn(); } finally { p.kill('SIGINT'); spawnSync('sleep', ['1']); }
+}
+
 /** One measurement set for an agent in namespace ns with its SOCKS5 proxy at 127.0.0.1:1080. */
 function measure(node, pid, target) {
   const proxy = '--socks5-hostname 127.0.0.1:1080';
   const bytes = mb * 1024 * 1024;
+  if (connsOnly) return { ...connections(node, pid, target), downMbit: 0, upMbit: 0, cpuSPerGbDown: 0, cpuSPerGbUp: 0 };
   const file = join(lab.dir, `${node.name}.dl`);
   let c0 = cpuS(pid);
-  const dl = curl(node.ns, `${proxy} -D ${file}.h -o ${file} -w '%{speed_download}' http://${target}:8000/blob/${bytes}`);
+  const s0 = sched(pid), w0 = performance.now();
+  const dl = perfAround(node.name, pid, 'down', () => curl(node.ns, `${proxy} -D ${file}.h -o ${file} -w '%{speed_download}' http://${target}:8000/blob/${bytes}`));
   const cpuDown = cpuS(pid) - c0;
+  const s1 = sched(pid), wall = (performance.now() - w0) / 1000;
+  // Share of the download's wall time the agent's threads ran and waited for a CPU (a loaded machine shows as wait).
+  const schedDown = { run: (s1.run - s0.run) / wall, wait: (s1.wait - s0.wait) / wall };
   const want = /x-sha256: *([0-9a-f]+)/i.exec(readFileSync(`${file}.h`, 'utf8'))?.[1];
   if (createHash('sha256').update(readFileSync(file)).digest('hex') !== want) throw new Error(`${node.name}: download hash mismatch`);
   rmSync(file); rmSync(`${file}.h`);
@@ -58,22 +107,29 @@ function measure(node, pid, target) {
   lab.lab.exec(node.ns, ['bash', '-c', `head -c ${bytes} /dev/urandom > ${up}`]);
   const sent = createHash('sha256').update(readFileSync(up)).digest('hex');
   c0 = cpuS(pid);
-  const ur = curl(node.ns, `${proxy} -T ${up} -w '\\n%{speed_upload}' http://${target}:8000/upload`);
+  const ur = perfAround(node.name, pid, 'up', () => curl(node.ns, `${proxy} -T ${up} -w '\\n%{speed_upload}' http://${target}:8000/upload`));
   const cpuUp = cpuS(pid) - c0;
   rmSync(up);
   const [replyLine, speedUp] = ur.trim().split('\n');
   if (JSON.parse(replyLine).sha256 !== sent) throw new Error(`${node.name}: upload hash mismatch`);
-  const lr = lab.lab.tryExec(node.ns, [process.execPath, load, '127.0.0.1', '1080', target, '8000', '32', '1024', '500'], 130_000);
-  const lj = JSON.parse(lr.stdout.trim().split('\n').pop() || '{}');
-  if (lj.ok !== 500) throw new Error(`${node.name}: connections failed: ${lr.stdout} ${lr.stderr}`);
   const gb = bytes / 1e9;
   return {
-    downMbit: Number(dl) * 8 / 1e6, upMbit: Number(speedUp) * 8 / 1e6, connsPerSec: 500 / (lj.ms / 1000),
-    cpuSPerGbDown: cpuDown / gb, cpuSPerGbUp: cpuUp / gb, connPhasesMs: lj.phasesMs,
+    downMbit: Number(dl) * 8 / 1e6, upMbit: Number(speedUp) * 8 / 1e6,
+    cpuSPerGbDown: cpuDown / gb, cpuSPerGbUp: cpuUp / gb, schedDown, ...connections(node, pid, target),
   };
 }
 
-const out = { rounds, mb, meshd: [], tailscaled: [], rss: {} };
+/** 500 SOCKS5 CONNECT + 1 KiB GETs, `conc` at a time: rate, CPU ms per connection, mean phase times. */
+function connections(node, pid, target) {
+  const c0 = cpuS(pid);
+  const lr = perfAround(node.name, pid, 'conns', () => lab.lab.tryExec(node.ns, [process.execPath, load, '127.0.0.1', '1080', target, '8000', String(conc), '1024', '500'], 130_000));
+  const cpu = cpuS(pid) - c0;
+  const lj = JSON.parse(lr.stdout.trim().split('\n').pop() || '{}');
+  if (lj.ok !== 500) throw new Error(`${node.name}: connections failed: ${lr.stdout} ${lr.stderr}`);
+  return { connsPerSec: 500 / (lj.ms / 1000), cpuMsPerConn: cpu * 1000 / 500, connPhasesMs: lj.phasesMs };
+}
+
+const out = { rounds, mb, meshd: [], tailscaled: [], base: [], rss: {} };
 try {
   await lab.startHeadscale();
   const key = lab.authKey({ reusable: true });
@@ -83,8 +139,13 @@ try {
   lab.lab.spawn(peer.ns, [process.execPath, blob, '0.0.0.0', '8000']);
 
   const mu = lab.addNode('mu');
-  const r = lab.up(mu, key, ['--tun=userspace-networking', '--socks5-server', '127.0.0.1:1080']);
-  if (r.status !== 0) throw new Error(`meshd up: ${r.stderr}`);
+  await startMeshd(mu, lab.meshdBin, key);
+
+  let mb, bPid;
+  if (baseBin) {
+    mb = lab.addNode('mb');
+    await startMeshd(mb, baseBin, key);
+  }
 
   const tu = lab.addNode('tu');
   tu.socket = join(tu.dir, 'tailscaled.sock');
@@ -96,11 +157,13 @@ try {
   if (tr.status !== 0) throw new Error(`tailscale up (userspace): ${tr.stderr}`);
 
   const mPid = agentPid(mu.ns, 'meshd.js'), tPid = agentPid(tu.ns, 'tailscaled');
+  if (mb) bPid = agentPid(mb.ns, 'meshd.js');
   // Warm-up: both reach the peer through their proxy (paths settle, direct).
-  for (const n of [mu, tu]) await waitFor(`${n.name} to reach the peer`, () => lab.lab.tryExec(n.ns, ['curl', '-sS', '--max-time', '3', '--socks5-hostname', '127.0.0.1:1080', `http://${target}:8000/`], 5000).status === 0, 30_000, 500);
+  for (const n of [mu, tu, ...(mb ? [mb] : [])]) await waitFor(`${n.name} to reach the peer`, () => lab.lab.tryExec(n.ns, ['curl', '-sS', '--max-time', '3', '--socks5-hostname', '127.0.0.1:1080', `http://${target}:8000/`], 5000).status === 0, 30_000, 500);
   await new Promise((res) => setTimeout(res, 3000));
-  out.rss = { meshd: rssMiB(mPid), tailscaled: rssMiB(tPid) };
+  out.rss = { meshd: rssMiB(mPid), tailscaled: rssMiB(tPid), ...(mb ? { base: rssMiB(bPid) } : {}) };
   for (let i = 0; i < rounds; i++) {
+    if (mb) out.base.push(measure(mb, bPid, target));
     out.meshd.push(measure(mu, mPid, target));
     out.tailscaled.push(measure(tu, tPid, target));
   }
@@ -111,19 +174,23 @@ try {
   await lab.dispose();
 }
 
-const keys = ['downMbit', 'upMbit', 'connsPerSec', 'cpuSPerGbDown', 'cpuSPerGbUp'];
+const keys = ['downMbit', 'upMbit', 'connsPerSec', 'cpuSPerGbDown', 'cpuSPerGbUp', 'cpuMsPerConn'];
 const med = (who) => Object.fromEntries(keys.map((k) => [k, median(out[who].map((x) => x[k]))]));
-const m = med('meshd'), t = med('tailscaled');
+const m = med('meshd'), t = med('tailscaled'), b = baseBin ? med('base') : undefined;
 const summary = { ...out, median: { meshd: m, tailscaled: t, ratio: Object.fromEntries(keys.map((k) => [k, m[k] / t[k]])), rssRatio: out.rss.meshd / out.rss.tailscaled } };
 if (asJson) console.log(JSON.stringify(summary, null, 2));
 else {
   const f = (x) => x.toFixed(x >= 100 ? 0 : 2);
   console.log(`SOCKS5 through --tun=userspace-networking to a tailscaled peer, ${mb} MB, median of ${rounds}`);
-  console.log('| | meshd | tailscaled 1.102.3 | ratio |\n|---|---|---|---|');
-  for (const [k, label] of [['downMbit', 'TCP down Mbit/s'], ['upMbit', 'TCP up Mbit/s'], ['connsPerSec', 'connections/s'], ['cpuSPerGbDown', 'CPU s/GB down'], ['cpuSPerGbUp', 'CPU s/GB up']]) {
-    console.log(`| ${label} | ${f(m[k])} | ${f(t[k])} | ${(m[k] / t[k]).toFixed(2)} |`);
+  console.log(b ? '| | meshd (base) | meshd | tailscaled 1.102.3 | ratio base | ratio |\n|---|---|---|---|---|---|' : '| | meshd | tailscaled 1.102.3 | ratio |\n|---|---|---|---|');
+  for (const [k, label] of [['downMbit', 'TCP down Mbit/s'], ['upMbit', 'TCP up Mbit/s'], ['connsPerSec', 'connections/s'], ['cpuSPerGbDown', 'CPU s/GB down'], ['cpuSPerGbUp', 'CPU s/GB up'], ['cpuMsPerConn', 'CPU ms/connection']]) {
+    if (b) console.log(`| ${label} | ${f(b[k])} | ${f(m[k])} | ${f(t[k])} | ${(b[k] / t[k]).toFixed(2)} | ${(m[k] / t[k]).toFixed(2)} |`);
+    else console.log(`| ${label} | ${f(m[k])} | ${f(t[k])} | ${(m[k] / t[k]).toFixed(2)} |`);
   }
   if (process.argv.includes('--counters') || process.argv.includes('--all-counters')) console.log(JSON.stringify(out.meshdCounters));
-  console.log(`| idle RSS MiB | ${f(out.rss.meshd)} | ${f(out.rss.tailscaled)} | ${(out.rss.meshd / out.rss.tailscaled).toFixed(2)} |`);
+  if (process.argv.includes('--sched')) for (const who of ['meshd', 'tailscaled', ...(b ? ['base'] : [])]) console.log(who, 'download: threads running / waiting for a CPU, in CPUs:', out[who].map((x) => `${x.schedDown?.run.toFixed(2)} / ${x.schedDown?.wait.toFixed(2)}`).join(', '));
+  if (process.argv.includes('--phases')) for (const who of ['meshd', 'tailscaled', ...(b ? ['base'] : [])]) console.log(who, 'connection phases (mean ms):', out[who].map((x) => JSON.stringify(x.connPhasesMs)).join(' '));
+  if (b) console.log(`| idle RSS MiB | ${f(out.rss.base)} | ${f(out.rss.meshd)} | ${f(out.rss.tailscaled)} | ${(out.rss.base / out.rss.tailscaled).toFixed(2)} | ${(out.rss.meshd / out.rss.tailscaled).toFixed(2)} |`);
+  else console.log(`| idle RSS MiB | ${f(out.rss.meshd)} | ${f(out.rss.tailscaled)} | ${(out.rss.meshd / out.rss.tailscaled).toFixed(2)} |`);
 }
 

@@ -1,15 +1,22 @@
 // meshd's command line. Each command parses its arguments and calls the code that does the work;
 // errors print one line `meshd: ...` and exit non-zero.
-import { Command, CommanderError, Option } from 'commander';
+import { createRequire } from 'node:module';
+// commander through require (its ESM entry wraps the CommonJS one): see src/dns/codec.ts, each
+// CommonJS package imported as ESM costs the daemon resident memory it never gives back.
+import type { Command as CommandT } from 'commander';
+const { Command, CommanderError, Option } = createRequire(import.meta.url)('commander') as typeof import('commander');
+type Command = CommandT;
 import { MESHD_VERSION as VERSION } from '../version.ts';
 import { CliError } from './errors.ts';
-import { interfaceCounters, wgCommand } from './wg.ts';
 import type { DaemonFlags, UpFlags } from './tailnet.ts';
 import { defaultSocket, defaultStateDir } from './paths.ts';
 
 /** Defaults of the tailnet commands (kept here so `meshd wg` does not load the control plane); per-user paths for non-root. */
 const DEFAULTS = { stateDir: defaultStateDir(), socket: defaultSocket(), tun: 'meshd0', port: '41641' } as const;
+// Commands load their modules when they run: `up` must not pay for the WireGuard device and addon
+// that `meshd wg` needs (~80 ms of a CLI start).
 const tailnet = () => import('./tailnet.ts');
+const wg = () => import('./wg.ts');
 
 const program = new Command();
 program
@@ -113,7 +120,7 @@ program
   .option('--mtu <n>', 'device MTU', '1420')
   .option('--log <file>', 'in the background, append logs to this file')
   .action(async (ifname: string, opts: { foreground?: boolean; mtu?: string; log?: string }) => {
-    await wgCommand(ifname, opts);
+    await (await wg()).wgCommand(ifname, opts);
   });
 
 program
@@ -122,7 +129,7 @@ program
   .argument('<ifname>', 'interface started with meshd wg')
   .option('--json', 'print JSON')
   .action(async (ifname: string, opts: { json?: boolean }) => {
-    const c = await interfaceCounters(ifname);
+    const c = await (await wg()).interfaceCounters(ifname);
     if (opts.json) console.log(JSON.stringify(c));
     else for (const [k, v] of Object.entries(c)) console.log(`${k.padEnd(28)} ${v}`);
   });

@@ -5,14 +5,15 @@ import { createServer } from 'node:http';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Agent, AUTH_URL_PROGRESS, checkLoginServer } from '../daemon/agent.ts';
+// Only what the CLI side needs is imported statically: `up` runs before (and beside) an agent's
+// start, and loading the agent's modules here (control, WireGuard, DNS, netstack) cost ~150 ms.
+import { agentLogIn, AUTH_URL_PROGRESS, checkLoginServer, parseListenAddr, USERSPACE_TUN } from '../daemon/upcheck.ts';
 import { LocalApiClient, LocalApiError, LocalApiServer, socketAnswers, type Status, type UpRequest } from '../daemon/localapi.ts';
-import { parseRouteList } from '../daemon/routing.ts';
+import { parseRouteList } from '../router/plan.ts';
 import { stderrLogger } from '../util/log.ts';
 import { CliError } from './errors.ts';
 import { parseDuration } from './duration.ts';
 import { ROOT_SOCKET } from './paths.ts';
-import { USERSPACE_TUN, parseListenAddr } from '../daemon/userspace.ts';
 import { sanitizeHostname } from '../util/dnsname.ts';
 import { MEM_STATE } from '../state/memstore.ts';
 import { parseHosts, waitAndReport } from './wait.ts';
@@ -79,7 +80,7 @@ function checkDaemonFlags(f: DaemonFlags): { stateDir: string; tun: string; port
 /** Where a background agent logs: in the state dir, or (in-memory state) next to the socket. */
 export function agentLogPath(socket: string, f: DaemonFlags): string {
   const { stateDir, mem } = checkDaemonFlags(f);
-  return mem ? join(dirname(socket), 'meshd.log') : Agent.logPath(stateDir);
+  return mem ? join(dirname(socket), 'meshd.log') : agentLogIn(stateDir);
 }
 
 /** `meshd daemon`: runs the agent in the foreground until SIGTERM/SIGINT or a shutdown request. */
@@ -88,6 +89,7 @@ export async function daemonCommand(socket: string, f: DaemonFlags): Promise<voi
   const userspace = tun === USERSPACE_TUN;
   if (!userspace) requireRoot('meshd daemon');
   const log = stderrLogger('meshd');
+  const { Agent } = await import('../daemon/agent.ts');
   let exit!: () => void;
   const exited = new Promise<void>((r) => { exit = r; });
   const agent = new Agent({
@@ -100,7 +102,8 @@ export async function daemonCommand(socket: string, f: DaemonFlags): Promise<voi
   } catch (e) {
     throw new CliError((e as Error).message);
   }
-  await agent.cleanupStale();
+  // Not awaited: the first `up` waits for it once logged in, so it overlaps registration.
+  void agent.cleanupStale();
   if (f.debug) await serveDebug(parseDebugAddr(f.debug), agent, log);
   log(`agent listening on ${socket} (state ${mem ? MEM_STATE : stateDir}, tun ${tun}, port ${port})`);
   if (process.send) process.send('ready');
@@ -115,7 +118,7 @@ export async function daemonCommand(socket: string, f: DaemonFlags): Promise<voi
 }
 
 /** The --debug HTTP server: GET /debug/metrics (as tailscaled's) and /metrics. */
-async function serveDebug(at: { host: string; port: number }, agent: Agent, log: (l: string) => void): Promise<void> {
+async function serveDebug(at: { host: string; port: number }, agent: { metrics(): string }, log: (l: string) => void): Promise<void> {
   const server = createServer((req, res) => {
     if (req.method === 'GET' && (req.url === '/debug/metrics' || req.url === '/metrics')) {
       res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });

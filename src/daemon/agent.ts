@@ -3,7 +3,6 @@
 //   NoState -> (up) Starting -> Running -> (down) Stopped | (logout) NeedsLogin
 // A failed `up` tears down whatever it built, so nothing is left configured.
 import { networkInterfaces } from 'node:os';
-import { join } from 'node:path';
 import { ControlClient, type MapStream } from '../control/client.ts';
 import { ControlError } from '../control/errors.ts';
 import type { NetworkMap, NodeInfo } from '../control/netmap.ts';
@@ -28,17 +27,27 @@ import { markedDialer } from '../net/tcp.ts';
 import { syncPeers, syncPeersInTurns, type AppliedPeer, type Touched } from './peersync.ts';
 import { AgentMetrics, healthWarnings, KEY_EXPIRY_WARN_MS, type AgentFacts } from './metrics.ts';
 import { whoisIn } from './whois.ts';
+import { agentLogIn, AgentError, AUTH_URL_PROGRESS, checkLoginServer } from './upcheck.ts';
+
+export { AgentError, AUTH_URL_PROGRESS, checkLoginServer } from './upcheck.ts';
 
 /** How often the host's addresses are checked for endpoint changes (ms). */
 const ENDPOINT_CHECK_MS = 5_000;
-
-/** Progress lines of `up` that carry the interactive login URL start with this. */
-export const AUTH_URL_PROGRESS = 'auth-url: ';
 
 /** How long `up` waits for the home DERP connection after the first map. */
 const HOME_DERP_WAIT_MS = 6_000;
 /** Peers applied per event-loop turn when a whole large map is applied (syncPeersInTurns). */
 const PEERS_PER_TURN = 256;
+
+/**
+ * A handshake's first initiation to a peer is repeated this often until answered (src/wg
+ * DeviceOptions.initiationResendMs): a peer whose control has not yet told it about us drops it,
+ * and the repeat gets through as soon as it knows us, instead of the WireGuard retry 5 s later.
+ */
+const INITIATION_RESEND_MS = 1_000;
+
+/** How long `up` waits for control to hand out our home DERP region (our own node in the map shows it). */
+const SELF_DERP_WAIT_MS = 2_000;
 
 /** Tailscale's MTU for the tailnet interface. */
 export const TAILNET_MTU = 1280;
@@ -59,35 +68,6 @@ export interface AgentOptions {
   userspace?: Omit<UserspaceOptions, 'log'> | undefined;
   /** `--state mem:`: keys only in memory, nothing on disk; the node logs out when the agent ends. */
   memState?: boolean;
-}
-
-/** A user-facing agent error with a stable code. */
-export class AgentError extends Error {
-  readonly code: string;
-  readonly retryable: boolean;
-  constructor(code: string, message: string, retryable = false) {
-    super(message);
-    this.name = 'AgentError';
-    this.code = code;
-    this.retryable = retryable;
-  }
-}
-
-/** Parses and checks a login server URL; throws AgentError('bad_url') with what to fix. */
-export function checkLoginServer(text: string): string {
-  let u: URL;
-  try {
-    u = new URL(text);
-  } catch {
-    throw new AgentError('bad_url', `bad --login-server ${JSON.stringify(text)}: want a URL like https://headscale.example.com`);
-  }
-  if (u.protocol !== 'http:' && u.protocol !== 'https:') {
-    throw new AgentError('bad_url', `bad --login-server ${JSON.stringify(text)}: the scheme must be http or https`);
-  }
-  if (u.pathname !== '/' || u.search || u.hash) {
-    throw new AgentError('bad_url', `bad --login-server ${JSON.stringify(text)}: give only scheme, host and port`);
-  }
-  return u.origin;
 }
 
 /** The running agent. */
@@ -140,6 +120,10 @@ export class Agent implements LocalBackend {
   private mapUpdates = 0;
   private reconnectsBefore = 0;
   private controlDownSince: number | undefined;
+  /** Called after each map update (waitMap). */
+  private mapWaiters = new Set<() => void>();
+  /** The agent's start-up cleanupStale, while no `up` has configured the host since (awaited before the tunnel starts). */
+  private startCleanup: Promise<void> | undefined;
 
   constructor(opts: AgentOptions) {
     this.opts = opts;
@@ -253,7 +237,11 @@ export class Agent implements LocalBackend {
       return this.status();
     }
     await this.teardown();
-    if (!this.userspaceMode) await this.routing.cleanupStale();
+    // The agent's start-up cleanup (cleanupStale) may still run: it is awaited once logged in,
+    // before the tunnel starts, so it overlaps registration. Later `up`s clean here.
+    const cleaning = this.startCleanup;
+    this.startCleanup = undefined;
+    if (!this.userspaceMode && !cleaning) await this.routing.cleanupStale();
     const deadline = Date.now() + req.timeoutMs;
     const remaining = () => Math.max(1, deadline - Date.now());
     try {
@@ -270,13 +258,15 @@ export class Agent implements LocalBackend {
       this.controlUrl = url;
       // Like tailscale, a hostname given once is kept until another is given.
       const hostname = req.hostname ?? state.hostname;
-      if (req.hostname && req.hostname !== state.hostname) await this.store.update({ hostname: req.hostname });
       this.hostname = hostname ?? '';
       // Routing flags, like the hostname, persist: the stored ones overlaid with those given now.
       if (state.routing) { this.routing.setPrefs(state.routing); this.routing.setPrefs(req); }
-      await this.store.update({ routing: this.routing.prefs });
       this.acceptDns = req.acceptDns ?? state.acceptDns ?? true;
-      await this.store.update({ acceptDns: this.acceptDns });
+      // One atomic write for the three (each write is two fsyncs before the first packet can go).
+      await this.store.update({
+        ...(req.hostname && req.hostname !== state.hostname ? { hostname: req.hostname } : {}),
+        routing: this.routing.prefs, acceptDns: this.acceptDns,
+      });
       this.dns.setAcceptDns(this.acceptDns);
       // Tags: a pre-auth key carries its own (headscale refuses RequestTags with one, and takes the
       // key's tags); they are checked against the map below. Without a key, control decides on
@@ -321,18 +311,22 @@ export class Agent implements LocalBackend {
           ? `control wants an interactive login at ${reg.authUrl}: meshd needs a pre-auth key, pass --authkey`
           : 'control did not authorize this node: check the auth key, or approve the node on the server');
       }
-      await this.store.update({ serverUrl: url, serverKey: formatServerKey(await client.serverKey()) });
+      // Written while the tunnel starts; awaited before `up` returns.
+      const serverSaved = this.store.update({ serverUrl: url, serverKey: formatServerKey(await client.serverKey()) });
+      serverSaved.catch(() => {}); // awaited below; a failure there fails up
       progress(`logged in${reg.user ? ` as ${reg.user.loginName}` : ''}; starting the tunnel`);
 
       if (this.opts.userspace) {
         this.us = new Userspace({ ...this.opts.userspace, log: this.log });
         await this.us.start().catch((e: Error) => { throw new AgentError('proxy_listen', e.message); });
+        await serverSaved; // one write at a time: update() reads, merges and writes
         await this.store.update({ tun: USERSPACE_TUN });
       }
       // magicsock owns the UDP socket and is the data plane's Bind (src/net/bind.ts).
+      await cleaning;
       this.magic = this.startMagic(identity.nodePrivate, disco.privateKey, client);
       this.dp = DataPlane.open({
-        name: this.opts.tunName, mtu: TAILNET_MTU, log: this.log, roaming: false, bind: this.magic,
+        name: this.opts.tunName, mtu: TAILNET_MTU, log: this.log, roaming: false, bind: this.magic, initiationResendMs: INITIATION_RESEND_MS,
         ...(this.us ? { device: this.us.device } : {}),
       });
       await this.routing.start(this.dp, url);
@@ -377,6 +371,12 @@ export class Agent implements LocalBackend {
       // As tailscaled (Running needs a live DERP): our home region is connected and reported
       // before `up` returns, so peers can reach us at once. Bounded: UDP-less netchecks take longer.
       if (!await this.magic!.waitHomeDerp(Math.min(remaining(), HOME_DERP_WAIT_MS))) this.log('no home DERP connection yet; up anyway');
+      // And until control has handed out our home region: peers learn from control how to reach us,
+      // and a tailscaled that sends to us before it knows our home region fails its handshake with
+      // "no UDP or DERP addr" and retries only 5 s later. Headscale sends the change to us in the
+      // same batch as to our peers, so our own node showing the region is the sign. Bounded.
+      else await this.waitMap((m) => m.self?.homeDERP === this.magic?.homeRegion, Math.min(remaining(), SELF_DERP_WAIT_MS));
+      await serverSaved;
       await this.checkTags(client);
       this.state = 'Running';
       await this.store.update({ wantRunning: true });
@@ -488,12 +488,24 @@ export class Agent implements LocalBackend {
     return out;
   }
 
+  /** Resolves true once the map satisfies `pred` (checked now and at each update), false after ms. */
+  private waitMap(pred: (m: NetworkMap) => boolean, ms: number): Promise<boolean> {
+    if (this.map && pred(this.map)) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const done = (ok: boolean): void => { clearTimeout(timer); this.mapWaiters.delete(check); resolve(ok); };
+      const check = (): void => { if (this.map && pred(this.map)) done(true); };
+      const timer = setTimeout(() => done(false), ms);
+      this.mapWaiters.add(check);
+    });
+  }
+
   /**
    * Makes the data plane match the map, one application at a time: a burst of updates while one
    * runs coalesces into one more run with the newest map, and teardown waits for the queue.
    */
   private applyMap(m: NetworkMap, touched: Touched = 'all'): Promise<void> {
     this.map = m;
+    for (const w of this.mapWaiters) w();
     this.checkKeyExpiry(m);
     // Coalesced runs look at the union of what each update touched.
     if (touched === 'all' || this.mapTouched === 'all') this.mapTouched = 'all';
@@ -518,15 +530,19 @@ export class Agent implements LocalBackend {
   private async applyMapNow(touched: Touched): Promise<void> {
     const m = this.map, dp = this.dp;
     if (!m || !dp || !m.self) return;
-    if (!this.us) await this.netconf.apply(m.self.addresses, [TAILNET_V4, TAILNET_V6]);
-    if (this.dp !== dp) return;
-    const allowed = await this.routing.apply(m, touched);
+    // The DERP map first: netcheck and the home DERP connection then run while the ip commands below
+    // configure the host, instead of after them (the first `up` waits for both).
+    if (m.derpMap !== this.appliedDerpMap) { this.magic?.setDerpMap(m.derpMap); this.appliedDerpMap = m.derpMap; }
+    // Addresses on the TUN and policy routing are independent: their ip commands run side by side.
+    const [, allowed] = await Promise.all([
+      this.us ? undefined : this.netconf.apply(m.self.addresses, [TAILNET_V4, TAILNET_V6]),
+      this.routing.apply(m, touched),
+    ]);
     if (this.dp !== dp) return;
     const prefs = this.routing.prefs;
     this.us?.setMap(m, allowed, prefs.advertiseExitNode || prefs.advertiseRoutes.length > 0);
     const dev = dp.device;
     const magic = this.magic;
-    if (m.derpMap !== this.appliedDerpMap) { magic?.setDerpMap(m.derpMap); this.appliedDerpMap = m.derpMap; }
     const exitId = this.routing.exitNodeId;
     if (exitId !== this.appliedExitId) { touched = 'all'; this.appliedExitId = exitId; }
     let removed = 0;
@@ -710,10 +726,14 @@ export class Agent implements LocalBackend {
   }
 
   /** Removes routing and firewall state a crashed agent left (called when the daemon starts). */
-  async cleanupStale(): Promise<void> {
-    if (this.userspaceMode) return; // nothing of ours is in the host's routing; a TUN-mode agent's rules are not ours
-    await this.routing.cleanupStale();
-    await DnsService.cleanupStale(this.log, this.opts.etcDir);
+  cleanupStale(): Promise<void> {
+    if (this.userspaceMode) return Promise.resolve(); // nothing of ours is in the host's routing; a TUN-mode agent's rules are not ours
+    const p = (async () => {
+      await this.routing.cleanupStale();
+      await DnsService.cleanupStale(this.log, this.opts.etcDir);
+    })().catch((e: Error) => this.log(`cleaning up after an earlier meshd: ${e.message}`));
+    if (this.state === 'NoState') this.startCleanup = p;
+    return p;
   }
 
   /** See LocalBackend.dnsStatus. */
@@ -734,7 +754,7 @@ export class Agent implements LocalBackend {
 
   /** Path of the agent's log inside the state dir (used when `up` starts the agent). */
   static logPath(stateDir: string): string {
-    return join(stateDir, 'meshd.log');
+    return agentLogIn(stateDir);
   }
 }
 

@@ -45,6 +45,8 @@ export interface DataPlaneOptions {
   bind?: Bind;
   /** The WireGuard device's crypto backend (default: the device's default). */
   crypto?: CryptoBackend;
+  /** Repeat a handshake's first initiation this often until answered (DeviceOptions.initiationResendMs; default 0, off). */
+  initiationResendMs?: number;
 }
 
 /** How often timers run (ms); the WireGuard core needs at least every 100 ms. */
@@ -106,7 +108,8 @@ export class DataPlane implements BindReceiver {
     this.name = opts.name;
     this.mtu = opts.mtu;
     this.log = opts.log;
-    this.device = new Device({ clock: this.clock, log: opts.log, mtu: opts.mtu, roaming: opts.roaming ?? true, batched: true, ...(opts.crypto ? { crypto: opts.crypto } : {}) });
+    this.device = new Device({ clock: this.clock, log: opts.log, mtu: opts.mtu, roaming: opts.roaming ?? true, batched: true, ...(opts.crypto ? { crypto: opts.crypto } : {}),
+      ...(opts.initiationResendMs ? { initiationResendMs: opts.initiationResendMs } : {}) });
     this.tun = new TunWrapper(host, opts.mtu);
     this.sock = bind;
     const tun = this.tun;

@@ -42,21 +42,22 @@ export class NetConf {
     for (const a of this.addrs) {
       if (!want.has(a)) { await ip(['addr', 'del', a, 'dev', this.dev]).catch(() => {}); this.addrs.delete(a); }
     }
-    for (const a of want) {
-      if (this.addrs.has(a)) continue;
-      await ip(['addr', 'replace', a, 'dev', this.dev, ...(a.includes(':') ? ['nodad'] : [])]);
-      this.addrs.add(a);
-      this.log(`address ${a} on ${this.dev}`);
-    }
     const wantRoutes = new Set(routes);
     for (const r of this.routes) {
       if (!wantRoutes.has(r)) { await ip([r.includes(':') ? '-6' : '-4', 'route', 'del', r, 'dev', this.dev]).catch(() => {}); this.routes.delete(r); }
     }
-    for (const r of wantRoutes) {
-      if (this.routes.has(r)) continue;
-      await ip([r.includes(':') ? '-6' : '-4', 'route', 'replace', r, 'dev', this.dev]);
-      this.routes.add(r);
-    }
+    // New addresses and routes do not depend on each other: one ip process each, side by side.
+    await Promise.all([
+      ...[...want].filter((a) => !this.addrs.has(a)).map(async (a) => {
+        await ip(['addr', 'replace', a, 'dev', this.dev, ...(a.includes(':') ? ['nodad'] : [])]);
+        this.addrs.add(a);
+        this.log(`address ${a} on ${this.dev}`);
+      }),
+      ...[...wantRoutes].filter((r) => !this.routes.has(r)).map(async (r) => {
+        await ip([r.includes(':') ? '-6' : '-4', 'route', 'replace', r, 'dev', this.dev]);
+        this.routes.add(r);
+      }),
+    ]);
   }
 
   /** Forgets state (the device is gone, and with it its addresses and routes). */

@@ -43,15 +43,7 @@ export interface PeerRouting {
   subnetRoutes: string[];
 }
 
-/** Parses --advertise-routes text (comma-separated CIDRs); throws TypeError naming a bad entry. */
-export function parseRouteList(text: string): string[] {
-  const out: string[] = [];
-  for (const part of text.split(',').map((s) => s.trim()).filter(Boolean)) {
-    const c = canonicalPrefix(part);
-    if (!out.includes(c)) out.push(c);
-  }
-  return out;
-}
+export { parseRouteList } from '../router/plan.ts';
 
 /** Prefs, filter and router for one agent. */
 export class Routing {

@@ -10,31 +10,20 @@ import type { NetworkMap } from '../control/netmap.ts';
 import { NetstackDevice } from '../netstack/device.ts';
 import { Forwarder } from '../netstack/forward.ts';
 import { TcpStream } from '../netstack/stream.ts';
-import { parseAddr } from '../netstack/ip.ts';
+import { formatAddr, parseAddr } from '../netstack/ip.ts';
 import { AllowedIPs } from '../wg/allowedips.ts';
-import { newProxyCounters, serveSocks, type ProxyCounters, type ProxyDialer } from '../proxy/socks5.ts';
+import { createSocket, type Socket as UdpSocket } from 'node:dgram';
+import { newProxyCounters, serveSocks, type ProxyCounters, type ProxyDialer, type UdpAssociation } from '../proxy/socks5.ts';
 import { serveHttpProxy } from '../proxy/http.ts';
 import type { Logf } from '../util/log.ts';
 import { native } from '../native/index.ts';
 
-/** The value of --tun that selects userspace networking (tailscale's spelling). */
-export const USERSPACE_TUN = 'userspace-networking';
+import { parseListenAddr, USERSPACE_TUN } from './upcheck.ts';
+
+export { parseListenAddr, USERSPACE_TUN };
 
 /** How long a dial may take (tailscale's SOCKS5 dial timeout is 5 s; the netstack gets longer on lossy paths). */
 const DIAL_TIMEOUT_MS = 10_000;
-
-/** Parses a proxy listen address: `HOST:PORT`, `[V6]:PORT`, `:PORT` or `PORT` (loopback). Throws TypeError. */
-export function parseListenAddr(text: string, flag: string): { host: string; port: number } {
-  const t = text.trim();
-  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(t) ?? /^()()(\d{1,5})$/.exec(t);
-  if (!m) throw new TypeError(`bad ${flag} ${JSON.stringify(text)}: want ADDR:PORT, e.g. localhost:1080`);
-  const port = Number(m[3]);
-  if (port > 65535) throw new TypeError(`bad ${flag} ${JSON.stringify(text)}: port above 65535`);
-  let host = m[1] ?? m[2] ?? '';
-  if (host === '' || host === 'localhost') host = '127.0.0.1';
-  if (isIP(host) === 0) throw new TypeError(`bad ${flag} ${JSON.stringify(text)}: the address must be an IP or localhost`);
-  return { host, port };
-}
 
 /** Options of {@link Userspace}. */
 export interface UserspaceOptions {
@@ -214,6 +203,52 @@ export class Userspace implements ProxyDialer {
       }
     }
     throw last ?? Object.assign(new Error(`no address for ${host}`), { code: 'ENOTFOUND' });
+  }
+
+  /**
+   * ProxyDialer: a UDP association. Datagrams to tailnet addresses leave from an ephemeral port of
+   * the netstack (replies to it come back), others from a host UDP socket, as tailscaled's UserDial.
+   */
+  associateUdp(onReply: (host: string, port: number, data: Uint8Array) => void): UdpAssociation {
+    const stack = this.device.stack, driver = this.device.driver;
+    const bound = stack.bindUdpEphemeral((d) => onReply(formatAddr(d.family, d.src), d.srcPort, d.buf.subarray(d.off, d.off + d.len)));
+    const hosts: { 4?: UdpSocket; 6?: UdpSocket } = {};
+    const dst = new Uint8Array(16);
+    let closed = false;
+    const hostSocket = (family: 4 | 6): UdpSocket => {
+      let s = hosts[family];
+      if (s === undefined) {
+        s = hosts[family] = createSocket(family === 4 ? 'udp4' : 'udp6');
+        s.on('message', (m, r) => onReply(r.address, r.port, m));
+        s.on('error', (e) => this.log(`socks5 UDP: ${e.message}`));
+      }
+      return s;
+    };
+    const sendTo = (ip: string, port: number, data: Uint8Array): void => {
+      if (closed) return;
+      if (this.viaTailnet(ip)) {
+        const family = parseAddr(ip, dst);
+        const src = family === 0 ? undefined : stack.localAddress(family);
+        if (bound === undefined || src === undefined || family === 0) { this.socksCounters.udpDropped++; return; }
+        if (!stack.sendUdp(family, src, bound.port, dst, port, data, 0, data.length)) this.socksCounters.udpDropped++;
+        driver.schedule();
+      } else {
+        hostSocket(isIP(ip) === 6 ? 6 : 4).send(data, port, ip);
+      }
+    };
+    return {
+      send: (host, port, data) => {
+        if (!Number.isInteger(port) || port < 1 || port > 65535) { this.socksCounters.udpDropped++; return; }
+        if (isIP(host.replace(/^\[|\]$/g, ''))) { sendTo(host.replace(/^\[|\]$/g, ''), port, data); return; }
+        this.resolve(host).then((ips) => sendTo(ips[0]!, port, data), () => { this.socksCounters.udpDropped++; });
+      },
+      close: () => {
+        closed = true;
+        bound?.close();
+        hosts[4]?.close();
+        hosts[6]?.close();
+      },
+    };
   }
 
   /** A TCP connection through the netstack to a tailnet address. */

@@ -146,6 +146,8 @@ export class MagicSock implements Bind {
   private netcheckRun: ReportBuilder | undefined;
   private netcheckPromise: Promise<NetReport | undefined> | undefined;
   private netcheckTimers: NodeJS.Timeout[] = [];
+  /** The running netcheck's end condition, checked at each STUN answer. */
+  private netcheckCheck: (() => void) | undefined;
   private nextNetcheck: NodeJS.Timeout | undefined;
   private readonly ticker: NodeJS.Timeout;
   private readonly cliPings = new Map<string, CliPing>();
@@ -639,12 +641,21 @@ export class MagicSock implements Bind {
         }, pr.delayMs));
       }
       const regions = new Set(probes.map((p) => p.region)).size;
-      // Done when every region answered (plus a little for better samples), or at the STUN timeout.
-      const poll = setInterval(() => {
-        const t = this.now() - start;
-        if ((run.regionsAnswered >= regions && t >= 300) || t >= STUN_TIMEOUT_MS || this.closed) { clearInterval(poll); resolve(); }
-      }, 50);
+      // Done when every region answered, some time after three did (ReportBuilder.stopAt), or at the
+      // STUN timeout: checked at each answer and every 50 ms.
+      const full = this.report === undefined;
+      let done = false;
+      const check = (): void => {
+        const now = this.now();
+        if (done || !(now >= run.stopAt(regions, full) || now - start >= STUN_TIMEOUT_MS || this.closed)) return;
+        done = true;
+        clearInterval(poll);
+        this.netcheckCheck = undefined;
+        resolve();
+      };
+      const poll = setInterval(check, 50);
       this.netcheckTimers.push(poll);
+      this.netcheckCheck = check;
     });
     for (const t of this.netcheckTimers) clearTimeout(t);
     this.netcheckTimers = [];
@@ -692,7 +703,7 @@ export class MagicSock implements Bind {
     const run = this.netcheckRun;
     if (!run) return;
     const r = parseBindingResponse(pkt, this.io.endpoints);
-    if (r.ok) run.onResponse(hex(r.txId), r.endpoint, this.now());
+    if (r.ok && run.onResponse(hex(r.txId), r.endpoint, this.now())) this.netcheckCheck?.();
   }
 
   /** Our endpoints in report order: port-mapped (type 3), STUN-discovered (type 2), then local addresses (type 1). */

@@ -64,8 +64,14 @@ export function planProbes(map: DERPMap | undefined): StunProbe[] {
   return out;
 }
 
+/** Answers from this many regions end the wait for the others (netcheck enoughRegions). */
+export const ENOUGH_REGIONS = 3;
+
 /** Folds STUN answers into a {@link NetReport}. */
 export class ReportBuilder {
+  /** When the ENOUGH_REGIONS-th region answered, and the slowest latency then. */
+  private enoughAt = Infinity;
+  private enoughMaxMs = 0;
   private readonly sent = new Map<string, { region: number; host: string; at: number }>();
   private readonly latency = new Map<number, number>();
   private firstV4: { ep: Endpoint; host: string } | undefined;
@@ -92,6 +98,10 @@ export class ReportBuilder {
     const rtt = Math.max(0, now - p.at);
     const old = this.latency.get(p.region);
     if (old === undefined || rtt < old) this.latency.set(p.region, rtt);
+    if (old === undefined && this.latency.size === ENOUGH_REGIONS) {
+      this.enoughAt = now;
+      this.enoughMaxMs = Math.max(...this.latency.values());
+    }
     if (mapped.family === 4) {
       if (!this.firstV4) this.firstV4 = { ep: mapped, host: p.host };
       else if (this.firstV4.host !== p.host) {
@@ -108,6 +118,16 @@ export class ReportBuilder {
   /** Regions that answered so far. */
   get regionsAnswered(): number {
     return this.latency.size;
+  }
+
+  /**
+   * When probing may stop, as tailscale's netcheck: at once when all `regions` answered (each
+   * region's probes end at its first answer); once ENOUGH_REGIONS did, after the slowest of their
+   * latencies, twice that for a full report; Infinity before either.
+   */
+  stopAt(regions: number, full: boolean): number {
+    if (this.latency.size >= regions) return -Infinity;
+    return this.enoughAt + this.enoughMaxMs * (full ? 2 : 1);
   }
 
   /** The report so far. */

@@ -24,11 +24,39 @@ export const IpDrop = {
 /** One's-complement sum of buf[off, off+len) added to `sum` (not folded). */
 export function sum16(buf: Uint8Array, off: number, len: number, sum = 0): number {
   let i = off;
-  const end = off + (len & ~1);
-  // Accumulate in a double: 16-bit words cannot overflow 2^53 for any packet size.
-  for (; i < end; i += 2) sum += (buf[i]! << 8) | buf[i + 1]!;
-  if (len & 1) sum += buf[end]! << 8;
+  const end = off + len;
+  // Long runs at an even address: 32-bit native-order words (4x fewer loads than bytes). RFC 1071
+  // 2(B): the sum is byte-order independent, so a little-endian sum folded to 16 bits and byte-
+  // swapped equals the big-endian one.
+  if (len >= 64 && LITTLE_ENDIAN && ((buf.byteOffset + off) & 1) === 0) {
+    if ((buf.byteOffset + i) & 2) { sum += (buf[i]! << 8) | buf[i + 1]!; i += 2; }
+    const u32 = wordsOf(buf.buffer);
+    const w0 = (buf.byteOffset + i) >>> 2;
+    const nw = (end - i) >>> 2;
+    // Accumulate in a double: 32-bit words cannot overflow 2^53 for any packet size.
+    let acc = 0;
+    for (let k = w0, e = w0 + nw; k < e; k++) acc += u32[k]!;
+    while (acc > 0xffff) acc = (acc % 0x10000) + Math.floor(acc / 0x10000);
+    sum += ((acc & 0xff) << 8) | (acc >>> 8);
+    i += nw << 2;
+  }
+  const pairs = i + ((end - i) & ~1);
+  for (; i < pairs; i += 2) sum += (buf[i]! << 8) | buf[i + 1]!;
+  if (i < end) sum += buf[i]! << 8;
   return sum;
+}
+
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+/** 32-bit views of the last few buffers summed (packet batches and the stack's output buffer are reused). */
+const viewBufs: (ArrayBufferLike | undefined)[] = [undefined, undefined, undefined, undefined];
+const views: Uint32Array[] = [new Uint32Array(0), new Uint32Array(0), new Uint32Array(0), new Uint32Array(0)];
+let viewNext = 0;
+function wordsOf(ab: ArrayBufferLike): Uint32Array {
+  for (let k = 0; k < 4; k++) if (viewBufs[k] === ab) return views[k]!;
+  const k = viewNext;
+  viewNext = (k + 1) & 3;
+  viewBufs[k] = ab;
+  return (views[k] = new Uint32Array(ab, 0, ab.byteLength >>> 2));
 }
 
 /** Folds a sum to 16 bits and complements it. */

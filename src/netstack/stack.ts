@@ -7,10 +7,20 @@
 // lookup allocates nothing. Passive opens go to a listener for (address, port), else to the
 // default handler `onTcp` (held until it accepts or rejects, as tailscaled dials the backend
 // before answering the SYN), else get a RST. Half-open connections are bounded (drop-oldest).
-import { randomFillSync } from 'node:crypto';
+//
+// Initial sequence numbers follow RFC 6528 (a 4 µs clock plus a keyed hash of the 4-tuple), so a
+// new connection on a 4-tuple the peer still holds in TIME-WAIT starts above the old one and is
+// accepted (RFC 9293 3.4.1; Linux checks exactly this), instead of drawing a challenge ACK, our RST
+// and a 1 s SYN retransmission. Ephemeral ports go round the range from a random start (as Linux's
+// port selection does, RFC 6056 3.3.4), so a port comes back only after the whole range was used.
+import { createHash, randomFillSync } from 'node:crypto';
 import { IpDrop, IpHeader, Proto, addrEq, addrHash, fold, formatAddr, ipHeaderLen, parseAddr, pseudoSum, sum16, writeIpHeader } from './ip.ts';
 import { F, SegDrop, TcpSeg, put32, writeTcpHeader } from './segment.ts';
 import { DEFAULT_TCP, Opt, S, Tcb, type TcpConfig, type TcpHandler, type TcpHost } from './tcp.ts';
+
+/** Ephemeral ports for active opens: 32768-60999, Linux's default ip_local_port_range. */
+const EPHEMERAL_FIRST = 32768;
+const EPHEMERAL_COUNT = 28232;
 
 /** Limits on what the stack holds. */
 export interface NetstackLimits {
@@ -106,6 +116,12 @@ export class Netstack implements TcpHost {
   private readonly rnd = new Uint32Array(64);
   private rndLeft = 0;
   private readonly tmpA = new Uint8Array(16);
+  /** RFC 6528's secret key for F(4-tuple). */
+  private readonly issKey = new Uint8Array(16);
+  private readonly issIn = new Uint8Array(36);
+  /** Next ephemeral port to try (offset into EPHEMERAL_COUNT). */
+  private nextPort: number;
+  private nextUdpPort: number;
 
   constructor(o: NetstackOptions) {
     this.clock = o.now;
@@ -115,6 +131,22 @@ export class Netstack implements TcpHost {
     this.limits = { maxConns: 16384, maxHalfOpen: 1024, ...o.limits };
     this.random = o.random ?? ((b) => { randomFillSync(b); });
     this.pkt = new Uint8Array(this.mtu + 64);
+    this.random(this.issKey);
+    this.nextPort = this.rand32() % EPHEMERAL_COUNT;
+    this.nextUdpPort = this.rand32() % EPHEMERAL_COUNT;
+  }
+
+  /**
+   * RFC 6528 3: ISN = M + F(localip, localport, remoteip, remoteport, secretkey), M a 4 µs timer
+   * and F a keyed hash (SHA-256 of key and 4-tuple, truncated; RFC 6528 suggests MD5 the same way). Called once per connection, not per packet.
+   */
+  private issFor(local: Uint8Array, lOff: number, lPort: number, remote: Uint8Array, rOff: number, rPort: number): number {
+    const b = this.issIn;
+    b.set(local.subarray(lOff, lOff + 16), 0);
+    b.set(remote.subarray(rOff, rOff + 16), 16);
+    b[32] = lPort >> 8; b[33] = lPort & 255; b[34] = rPort >> 8; b[35] = rPort & 255;
+    const f = createHash('sha256').update(this.issKey).update(b).digest().readUInt32BE(0);
+    return (f + Math.floor(this.clock() * 250)) >>> 0;
   }
 
   /** Current time (TcpHost). */
@@ -284,7 +316,7 @@ export class Netstack implements TcpHost {
     this.insert(t);
     this.halfOpen.add(t);
     const hold = l === undefined || l.hold;
-    t.openPassive(s, this.rand32(), hold);
+    t.openPassive(s, this.issFor(t.localAddr, 0, t.localPort, t.remoteAddr, 0, t.remotePort), hold);
     if (l !== undefined && !l.hold) t.user = l;
     if (hold) {
       (l?.onConn ?? this.onTcp!)(t);
@@ -440,8 +472,13 @@ export class Netstack implements TcpHost {
     if (s === undefined) throw new TypeError(`connect: this node has no IPv${family} tailnet address`);
     if (this.conns >= this.limits.maxConns) throw new TypeError('connect: too many connections');
     let lport = 0, key = 0;
-    for (let i = 0; i < 64; i++) {
-      const cand = localPort ?? 32768 + (this.rand32() % 28232);
+    const tries = localPort === undefined ? EPHEMERAL_COUNT : 1;
+    for (let i = 0; i < tries; i++) {
+      let cand = localPort ?? 0;
+      if (localPort === undefined) {
+        cand = EPHEMERAL_FIRST + this.nextPort;
+        this.nextPort = (this.nextPort + 1) % EPHEMERAL_COUNT;
+      }
       const k = this.key(family, s, 0, cand, d, 0, port);
       if (this.lookup(family, this.joinAddrs(family, s, d), 0, cand, 16, port, k) === undefined) { lport = cand; key = k; break; }
     }
@@ -450,7 +487,7 @@ export class Netstack implements TcpHost {
     t.handler = handler;
     this.insert(t);
     this.counters.connsOpened!++;
-    t.openActive(this.rand32());
+    t.openActive(this.issFor(s, 0, lport, d, 0, port));
     return t;
   }
 
@@ -463,6 +500,16 @@ export class Netstack implements TcpHost {
   }
 
   // ---- UDP -------------------------------------------------------------------------------------
+
+  /** Takes UDP datagrams to a free ephemeral port (in turn, as TCP's); undefined when all are bound. */
+  bindUdpEphemeral(h: UdpHandler): { port: number; close: () => void } | undefined {
+    for (let i = 0; i < EPHEMERAL_COUNT; i++) {
+      const port = EPHEMERAL_FIRST + this.nextUdpPort;
+      this.nextUdpPort = (this.nextUdpPort + 1) % EPHEMERAL_COUNT;
+      if (!this.udpBound.has(port)) return { port, close: this.bindUdp(port, h) };
+    }
+    return undefined;
+  }
 
   /** Takes UDP datagrams to `port` on any local address. */
   bindUdp(port: number, h: UdpHandler): () => void {

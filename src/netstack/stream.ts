@@ -7,8 +7,10 @@ import { TcpError, type Tcb, type TcpHandler } from './tcp.ts';
 import { connAddrs } from './stack.ts';
 
 const copyBytes = Buffer.prototype.copy as (this: Uint8Array, target: Uint8Array, targetStart: number, sourceStart: number, sourceEnd: number) => number;
-/** Size of the buffers received data is gathered in. */
+/** Size of the first buffer received data is gathered in (a short exchange needs no more). */
 const ACC_SIZE = 32 * 1024;
+/** Largest gathering buffer: a bulk transfer fills one per loop turn, then one socket write carries it. */
+const ACC_MAX = 256 * 1024;
 
 /** A Duplex stream over one TCP connection of the userspace stack. */
 export class TcpStream extends Duplex implements TcpHandler {
@@ -43,8 +45,9 @@ export class TcpStream extends Duplex implements TcpHandler {
     // Segments of one input batch are gathered and pushed once (one write downstream, not one per segment).
     let acc = this.acc;
     if (acc === undefined || acc.length - this.accLen < len) {
-      if (acc !== undefined && this.accLen > 0) this.pushAcc();
-      acc = this.acc = Buffer.allocUnsafeSlow(Math.max(ACC_SIZE, len));
+      // A buffer that filled within one batch: the next one is twice as large (bulk data), up to ACC_MAX.
+      if (acc !== undefined && this.accLen > 0) { this.accSize = Math.min(ACC_MAX, acc.length * 2); this.pushAcc(); }
+      acc = this.acc = Buffer.allocUnsafeSlow(Math.max(this.accSize, len));
       this.accLen = 0;
     }
     copyBytes.call(buf, acc, this.accLen, off, off + len);
@@ -54,10 +57,18 @@ export class TcpStream extends Duplex implements TcpHandler {
   }
 
   private acc: Buffer | undefined;
+  /** Size of the next gathering buffer (grows while batches fill buffers, back to ACC_SIZE when one does not). */
+  private accSize = ACC_SIZE;
   private accLen = 0;
   private accStart = 0;
   private accScheduled = false;
-  private readonly flushAccBound = (): void => { this.accScheduled = false; if (this.accLen > this.accStart) this.pushAcc(); };
+  private readonly flushAccBound = (): void => {
+    this.accScheduled = false;
+    if (this.accLen > this.accStart) {
+      if (this.accLen < this.acc!.length >> 1) this.accSize = ACC_SIZE; // a quiet turn: small buffers again
+      this.pushAcc();
+    }
+  };
 
   /** Pushes what was gathered and lets go of the buffer (an idle connection holds none). */
   private pushAcc(): void {

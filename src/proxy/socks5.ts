@@ -1,15 +1,18 @@
-// A SOCKS5 server (RFC 1928) with no-auth and username/password (RFC 1929), CONNECT only, over
-// any Duplex: the codec is a small incremental parser, the dialing is the caller's.
+// A SOCKS5 server (RFC 1928) with no-auth and username/password (RFC 1929), CONNECT and UDP
+// ASSOCIATE (as tailscale's net/socks5), over any Duplex: the codec is a small incremental parser,
+// the dialing and the datagram relay are the caller's.
 //
 //   greeting  05 NMETHODS METHODS...          -> 05 METHOD (00 none, 02 user/pass, FF none acceptable)
 //   auth      01 ULEN UNAME PLEN PASSWD        -> 01 STATUS (00 ok; anything else, then close)
 //   request   05 CMD 00 ATYP DST.ADDR DST.PORT -> 05 REP 00 ATYP BND.ADDR BND.PORT
-//             ATYP 01 IPv4 (4), 03 domain (len + name), 04 IPv6 (16)
+//             CMD 01 CONNECT, 03 UDP ASSOCIATE; ATYP 01 IPv4 (4), 03 domain (len + name), 04 IPv6 (16)
+//   UDP datagram to/from BND (RFC 1928 7): 00 00 FRAG ATYP DST.ADDR DST.PORT DATA (FRAG must be 0)
 //
 // Why not @pondwader/socks5-server (looked at, v1.0.10): it answers an unknown address type by
 // closing without the 08 reply, writes a two-byte reply for unsupported commands, offers only one
 // of no-auth or user/pass, and has no deadline for clients that say nothing. The framing here is
 // 150 lines and gets those right.
+import { createSocket } from 'node:dgram';
 import { isIP } from 'node:net';
 import type { Duplex } from 'node:stream';
 
@@ -19,12 +22,14 @@ export const Rep = {
   cmdUnsupported: 7, atypUnsupported: 8,
 } as const;
 
-/** A parsed CONNECT request. */
+/** A parsed CONNECT or UDP ASSOCIATE request. */
 export interface SocksRequest {
   host: string;
   port: number;
   /** 'ip' for ATYP 1/4, 'domain' for 3. */
   kind: 'ip' | 'domain';
+  /** CONNECT (1) or UDP ASSOCIATE (3). */
+  cmd: 'connect' | 'udp';
 }
 
 /** Result of feeding bytes to the parser. */
@@ -90,25 +95,63 @@ export class SocksHandshake {
         else { this.phase = 'done'; return { t: 'error', reply: reply(Rep.atypUnsupported), reason: `address type ${atyp} unsupported` }; }
         const end = hostOff + alen + 2;
         if (b.length < end) return { t: 'more' };
-        if (cmd !== 1) { this.phase = 'done'; return { t: 'error', reply: reply(Rep.cmdUnsupported), reason: `command ${cmd} unsupported (CONNECT only)` }; }
-        const a = b.subarray(hostOff, hostOff + alen);
-        let host: string;
-        if (atyp === 1) host = `${a[0]}.${a[1]}.${a[2]}.${a[3]}`;
-        else if (atyp === 4) host = ipv6Text(a);
-        else {
-          host = a.toString('latin1');
-          if (!/^[A-Za-z0-9._-]+$/.test(host) && isIP(host) === 0) { this.phase = 'done'; return { t: 'error', reply: reply(Rep.hostUnreachable), reason: `bad domain name ${JSON.stringify(host)}` }; }
-        }
+        if (cmd !== 1 && cmd !== 3) { this.phase = 'done'; return { t: 'error', reply: reply(Rep.cmdUnsupported), reason: `command ${cmd} unsupported (CONNECT and UDP ASSOCIATE only)` }; }
+        const host = addrText(atyp, b.subarray(hostOff, hostOff + alen));
+        if (host === null) { this.phase = 'done'; return { t: 'error', reply: reply(Rep.hostUnreachable), reason: `bad domain name ${JSON.stringify(b.subarray(hostOff, hostOff + alen).toString('latin1'))}` }; }
         const port = (b[end - 2]! << 8) | b[end - 1]!;
         const rest = b.subarray(end);
         this.buf = Buffer.alloc(0);
         this.phase = 'done';
-        return { t: 'request', req: { host, port, kind: atyp === 3 ? 'domain' : 'ip' }, rest };
+        return { t: 'request', req: { host, port, kind: atyp === 3 ? 'domain' : 'ip', cmd: cmd === 1 ? 'connect' : 'udp' }, rest };
       }
       default:
         return { t: 'more' };
     }
   }
+}
+
+/** An address field as text (ATYP 1, 3 or 4), or null for a domain name with characters a name cannot have. */
+function addrText(atyp: number, a: Uint8Array): string | null {
+  if (atyp === 1) return `${a[0]}.${a[1]}.${a[2]}.${a[3]}`;
+  if (atyp === 4) return ipv6Text(a);
+  const host = Buffer.from(a.buffer, a.byteOffset, a.length).toString('latin1');
+  return /^[A-Za-z0-9._-]+$/.test(host) || isIP(host) !== 0 ? host : null;
+}
+
+/** A datagram of a UDP association (RFC 1928 7), parsed in place. */
+export interface SocksUdpDatagram {
+  host: string;
+  port: number;
+  /** The payload (a view into the datagram). */
+  data: Uint8Array;
+}
+
+/** Parses a client's UDP datagram; a string says why it is dropped (fragments are not supported, as in tailscale). */
+export function parseUdpDatagram(b: Uint8Array): SocksUdpDatagram | string {
+  if (b.length < 4) return 'datagram shorter than its header';
+  if (b[0] !== 0 || b[1] !== 0) return 'reserved bytes not zero';
+  if (b[2] !== 0) return `fragment ${b[2]} (fragmentation is not supported)`;
+  const atyp = b[3]!;
+  let alen: number, hostOff = 4;
+  if (atyp === 1) alen = 4;
+  else if (atyp === 4) alen = 16;
+  else if (atyp === 3) { if (b.length < 5) return 'datagram shorter than its header'; alen = b[4]!; hostOff = 5; if (alen === 0) return 'empty domain name'; }
+  else return `address type ${atyp} unsupported`;
+  const end = hostOff + alen + 2;
+  if (b.length < end) return 'datagram shorter than its header';
+  const host = addrText(atyp, b.subarray(hostOff, hostOff + alen));
+  if (host === null) return 'bad domain name';
+  return { host, port: (b[end - 2]! << 8) | b[end - 1]!, data: b.subarray(end) };
+}
+
+/** Builds a datagram for the client: the header with the sender's address (an IP), then data. */
+export function writeUdpDatagram(host: string, port: number, data: Uint8Array): Buffer {
+  const r = reply(0, host, port); // 05 00 00 ATYP ADDR PORT: the same layout after the first 3 bytes
+  const out = Buffer.allocUnsafe(r.length + data.length);
+  out.set(r, 0);
+  out[0] = 0; out[1] = 0; out[2] = 0;
+  out.set(data, r.length);
+  return out;
 }
 
 function ipv6Text(a: Uint8Array): string {
@@ -156,10 +199,19 @@ export function repForError(e: unknown): number {
   }
 }
 
+/** One UDP association's way out (RFC 1928 7): datagrams to targets, replies back through onReply. */
+export interface UdpAssociation {
+  /** Sends data to host:port (a name is resolved the tailnet's way); failures are dropped and counted. */
+  send(host: string, port: number, data: Uint8Array): void;
+  close(): void;
+}
+
 /** What a proxy needs to reach a target. */
 export interface ProxyDialer {
   /** Connects to host:port (a name is resolved the tailnet's way); rejects with an error carrying `code`. */
   dial(host: string, port: number): Promise<Duplex & { localAddress?: string | undefined; localPort?: number | undefined }>;
+  /** Opens a UDP association; replies from targets come to onReply (sender as an IP). Absent: UDP ASSOCIATE is refused. */
+  associateUdp?(onReply: (host: string, port: number, data: Uint8Array) => void): UdpAssociation;
 }
 
 /** Counters of a proxy server. */
@@ -171,10 +223,15 @@ export interface ProxyCounters {
   authFailed: number;
   idleTimeout: number;
   active: number;
+  /** UDP associations opened, datagrams relayed each way, datagrams dropped (bad header, wrong sender, fragments). */
+  udpAssociations: number;
+  udpOut: number;
+  udpIn: number;
+  udpDropped: number;
 }
 
 export function newProxyCounters(): ProxyCounters {
-  return { accepted: 0, connected: 0, failed: 0, badRequest: 0, authFailed: 0, idleTimeout: 0, active: 0 };
+  return { accepted: 0, connected: 0, failed: 0, badRequest: 0, authFailed: 0, idleTimeout: 0, active: 0, udpAssociations: 0, udpOut: 0, udpIn: 0, udpDropped: 0 };
 }
 
 /** Serves one SOCKS5 client on `sock`: handshake (bounded by handshakeMs), dial, then relay. */
@@ -212,6 +269,12 @@ export function serveSocks(sock: Duplex & { setTimeout?: (ms: number, cb?: () =>
       sock.pause();
       const { req, rest } = step;
       clearTimeout(timer);
+      if (req.cmd === 'udp') {
+        if (dialer.associateUdp === undefined) { fail(reply(Rep.cmdUnsupported), 'UDP ASSOCIATE unsupported here', 'badRequest'); return; }
+        done = true;
+        associate(sock, dialer.associateUdp.bind(dialer), c, opts.log);
+        return;
+      }
       dialer.dial(req.host, req.port).then((up) => {
         if (sock.destroyed) { up.destroy(); return; }
         done = true;
@@ -228,6 +291,54 @@ export function serveSocks(sock: Duplex & { setTimeout?: (ms: number, cb?: () =>
   sock.on('data', onData);
   sock.on('error', () => { done = true; clearTimeout(timer); });
   sock.on('close', () => { clearTimeout(timer); });
+}
+
+/**
+ * UDP ASSOCIATE (RFC 1928 7): a UDP socket on the control connection's local address relays the
+ * client's datagrams (only from the control connection's peer address, the first source port
+ * sticks) and sends replies back with the sender's address in front. The association ends with
+ * the control connection, as the RFC says.
+ */
+function associate(sock: Duplex, open: NonNullable<ProxyDialer['associateUdp']>, c: ProxyCounters, log?: (l: string) => void): void {
+  const s = sock as Duplex & { localAddress?: string; remoteAddress?: string };
+  const local = s.localAddress ?? '127.0.0.1';
+  const peer = s.remoteAddress;
+  const u = createSocket(isIP(local) === 6 ? 'udp6' : 'udp4');
+  let client: { address: string; port: number } | undefined;
+  let closed = false;
+  const assoc = open((host, port, data) => {
+    if (closed || client === undefined) { c.udpDropped++; return; }
+    c.udpIn++;
+    u.send(writeUdpDatagram(host, port, data), client.port, client.address);
+  });
+  const end = (): void => {
+    if (closed) return;
+    closed = true;
+    assoc.close();
+    try { u.close(); } catch { /* not bound yet */ }
+    sock.destroy();
+  };
+  u.on('message', (msg, from) => {
+    if (from.address !== peer || (client !== undefined && client.port !== from.port)) { c.udpDropped++; return; }
+    client ??= { address: from.address, port: from.port };
+    const d = parseUdpDatagram(msg);
+    if (typeof d === 'string') { c.udpDropped++; return; }
+    c.udpOut++;
+    assoc.send(d.host, d.port, d.data);
+  });
+  u.on('error', (e) => { log?.(`socks5: UDP association: ${e.message}`); end(); });
+  u.bind(0, local, () => {
+    if (closed) return;
+    c.udpAssociations++;
+    const a = u.address();
+    sock.write(reply(Rep.ok, a.address, a.port));
+  });
+  // The control connection carries nothing more; its end ends the association.
+  sock.on('data', () => {});
+  sock.on('end', end);
+  sock.on('close', end);
+  sock.on('error', end);
+  sock.resume();
 }
 
 /** Copies both ways until both directions ended; an error on either side tears both down. */

@@ -132,3 +132,13 @@ export function planRoutes(map: NetworkMap, prefs: RoutePrefs, host: HostFacts):
       : undefined,
   };
 }
+
+/** Parses --advertise-routes text (comma-separated CIDRs); throws TypeError naming a bad entry. */
+export function parseRouteList(text: string): string[] {
+  const out: string[] = [];
+  for (const part of text.split(',').map((s) => s.trim()).filter(Boolean)) {
+    const c = canonicalPrefix(part);
+    if (!out.includes(c)) out.push(c);
+  }
+  return out;
+}

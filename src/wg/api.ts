@@ -81,12 +81,20 @@ export interface DeviceOptions {
    * reuses a buffer it passed in; flush seals/opens the whole queue in one AEAD call.
    */
   batched?: boolean;
+  /**
+   * Re-send the first initiation of a handshake, byte for byte, this often (ms) until its response
+   * or its REKEY_TIMEOUT retry (default 0: off, as wireguard-go). For tailnet peers: a node that
+   * sends at once after joining reaches peers whose control has not told them about it yet, which
+   * drop the initiation; the same bytes a second later get through instead of the retry 5 s later.
+   * A responder that did get the first copy drops the others as replays (equal TAI64N timestamp).
+   */
+  initiationResendMs?: number;
 }
 
 /** Names of the counters in Device.counters. */
 export const COUNTER_NAMES = [
   // traffic
-  'txData', 'txKeepalives', 'txInitiations', 'txResponses', 'txCookieReplies',
+  'txData', 'txKeepalives', 'txInitiations', 'txInitiationResends', 'txResponses', 'txCookieReplies',
   'rxData', 'rxKeepalives', 'rxInitiations', 'rxResponses', 'rxCookieReplies',
   'handshakesCompleted', 'handshakesGivenUp', 'keyZeroings', 'underLoadEntered',
   // outbound drops

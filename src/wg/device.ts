@@ -77,6 +77,8 @@ export class Device {
   private readonly crypto: CryptoBackend;
   private readonly transport: TransportAead;
   private readonly batched: boolean;
+  /** DeviceOptions.initiationResendMs (0: off). */
+  private readonly initiationResendMs: number;
   private readonly noise: Noise;
   private identity: StaticIdentity | null = null;
   private readonly byKey = new Map<string, Peer>();
@@ -134,6 +136,7 @@ export class Device {
     }
     this.transport = this.crypto.transport ?? new PerPacketTransport(this.crypto.name, this.crypto.aead);
     this.batched = opts.batched ?? false;
+    this.initiationResendMs = opts.initiationResendMs ?? 0;
     this.noise = new Noise(this.crypto);
     this.checker = new CookieChecker(this.crypto, this.random);
     const seed = this.random(4);
@@ -512,6 +515,31 @@ export class Device {
       this.c.dropTxNoEndpoint++;
     }
     peer.timers.handshakeInitiated(now, this.jitter());
+    // Only a handshake's first initiation is repeated: a peer that missed it because it did not
+    // know us yet gets it again soon; one that stays silent costs no more than the usual retries.
+    peer.pendingInitiation = null;
+    peer.timers.resendInitiation = Infinity;
+    if (this.initiationResendMs > 0 && !isRetry && peer.endpoint !== null) {
+      peer.pendingInitiation = msg;
+      peer.timers.resendInitiation = now + this.initiationResendMs;
+    }
+  }
+
+  /** Sends the pending initiation again, unchanged, while its handshake still waits for a response. */
+  private resendInitiation(peer: Peer, sink: WgSink, now: number): void {
+    const msg = peer.pendingInitiation;
+    const t = peer.timers;
+    if (msg === null || peer.endpoint === null || peer.handshake.state !== HandshakeState.InitiationCreated) {
+      peer.pendingInitiation = null;
+      return;
+    }
+    sink.sendUdp(msg, 0, msg.length, peer.endpoint);
+    peer.txBytes += msg.length;
+    this.c.txInitiationResends++;
+    // No repeat within half an interval of the retry, which sends a new initiation anyway.
+    const next = now + this.initiationResendMs;
+    if (next + this.initiationResendMs / 2 <= t.retransmitHandshake) t.resendInitiation = next;
+    else peer.pendingInitiation = null;
   }
 
   private sendResponse(peer: Peer, sink: WgSink, now: number, to: Endpoint): void {
@@ -748,6 +776,7 @@ export class Device {
     peer.timers.anyAuthenticatedPacketReceived();
     if (!this.beginSession(peer, now)) return;
     peer.timers.handshakeComplete();
+    peer.pendingInitiation = null;
     peer.lastHandshakeWallMs = this.clock.wall();
     this.c.handshakesCompleted++;
     this.sendKeepalive(peer, sink, now);
@@ -759,8 +788,14 @@ export class Device {
       this.c.dropRxUnknownIndex++;
       return;
     }
-    if (entry.peer.cookies.consumeReply(msg, this.clock.now())) this.c.rxCookieReplies++;
-    else this.c.dropRxBadCookieReply++;
+    if (entry.peer.cookies.consumeReply(msg, this.clock.now())) {
+      this.c.rxCookieReplies++;
+      // The pending initiation's mac2 is stale now: the retry makes a new one with the cookie.
+      entry.peer.pendingInitiation = null;
+      entry.peer.timers.resendInitiation = Infinity;
+    } else {
+      this.c.dropRxBadCookieReply++;
+    }
   }
 
   /**
@@ -823,6 +858,10 @@ export class Device {
         t.persistentKeepalive = Infinity;
         if (peer.persistentKeepalive > 0) this.sendKeepalive(peer, sink, now);
       }
+      if (now >= t.resendInitiation) {
+        t.resendInitiation = Infinity;
+        this.resendInitiation(peer, sink, now);
+      }
     }
     if (now - this.lastCollect >= 1000) {
       this.lastCollect = now;
@@ -840,7 +879,7 @@ export class Device {
     let due = Infinity;
     for (const peer of this.byKey.values()) {
       const t = peer.timers;
-      due = Math.min(due, t.retransmitHandshake, t.sendKeepalive, t.newHandshake, t.zeroKeyMaterial, t.persistentKeepalive);
+      due = Math.min(due, t.retransmitHandshake, t.sendKeepalive, t.newHandshake, t.zeroKeyMaterial, t.persistentKeepalive, t.resendInitiation);
     }
     return due;
   }
@@ -862,6 +901,7 @@ export class Device {
 
   private zeroAndFlushAll(peer: Peer): void {
     peer.keypairs.clear(this.releaseKeypair);
+    peer.pendingInitiation = null;
     const hs = peer.handshake;
     if (hs.localIndex !== 0) this.index.delete(hs.localIndex);
     hs.clear();

@@ -50,6 +50,8 @@ export class Peer {
   txBytes = 0;
   /** Wall-clock ms of the last completed handshake, 0 = never. */
   lastHandshakeWallMs = 0;
+  /** The initiation last sent, macs included, while timers.resendInitiation may send it again. */
+  pendingInitiation: Uint8Array | null = null;
 
   constructor(crypto: CryptoBackend, publicKey: Uint8Array) {
     this.publicKey = publicKey.slice();

@@ -37,6 +37,8 @@ export class PeerTimers {
   zeroKeyMaterial = OFF;
   /** Persistent keepalive. */
   persistentKeepalive = OFF;
+  /** Re-send the pending initiation's bytes (DeviceOptions.initiationResendMs). */
+  resendInitiation = OFF;
   /** Retries so far of the current handshake. */
   handshakeAttempts = 0;
   /** The initiator already sent its one "last minute" initiation for the current keypair. */
@@ -51,7 +53,7 @@ export class PeerTimers {
 
   /** Disarms every timer. */
   stopAll(): void {
-    this.retransmitHandshake = this.sendKeepalive = this.newHandshake = this.zeroKeyMaterial = this.persistentKeepalive = OFF;
+    this.retransmitHandshake = this.sendKeepalive = this.newHandshake = this.zeroKeyMaterial = this.persistentKeepalive = this.resendInitiation = OFF;
   }
 
   /** After an authenticated transport packet with data was sent. */
@@ -88,6 +90,7 @@ export class PeerTimers {
   /** After a response was consumed, or the first packet on a responder's next keypair arrived. */
   handshakeComplete(): void {
     this.retransmitHandshake = OFF;
+    this.resendInitiation = OFF;
     this.handshakeAttempts = 0;
     this.sentLastMinuteHandshake = false;
   }

@@ -194,6 +194,29 @@ describe('meshd --tun=userspace-networking as an ordinary user, with a tailscale
     assert.ok((status().self.counters?.['netstack.udpFlows'] ?? 0) >= 1, 'a UDP flow was opened');
   });
 
+  it('relays UDP through SOCKS5 UDP ASSOCIATE to a UDP service on the tailscaled peer, by IP and by name', () => {
+    const echo = 'const s=require("dgram").createSocket("udp4");s.on("message",(m,r)=>s.send(Buffer.concat([Buffer.from("echo:"),m]),r.port,r.address));s.bind(7001,"0.0.0.0")';
+    lab.lab.spawn(t.ns, [process.execPath, '-e', echo]);
+    // RFC 1928 client: greeting, UDP ASSOCIATE 0.0.0.0:0, then datagrams with the SOCKS header to BND
+    // (by IP and by name, resent until answered); prints the replies as "sender:port:payload".
+    const client = `const net=require("net"),dgram=require("dgram");const [tip]=process.argv.slice(1);
+      const c=net.connect(1080,"127.0.0.1");let buf=Buffer.alloc(0);const got=new Set();
+      const hdr=(h,p)=>{const ip=h.split(".").map(Number);return h.includes(".")&&ip.length===4&&ip.every((x)=>x>=0)?Buffer.from([0,0,0,1,...ip,p>>8,p&255]):Buffer.concat([Buffer.from([0,0,0,3,h.length]),Buffer.from(h),Buffer.from([p>>8,p&255])])};
+      c.on("connect",()=>{c.write(Buffer.from([5,1,0]));c.write(Buffer.from([5,3,0,1,0,0,0,0,0,0]))});
+      c.on("data",(d)=>{buf=Buffer.concat([buf,d]);if(buf.length<12||c.started)return;c.started=1;
+        if(buf[2]!==5||buf[3]!==0){console.log(JSON.stringify({err:"reply "+buf[3]}));process.exit(1)}
+        const port=buf.readUInt16BE(10),u=dgram.createSocket("udp4");
+        u.on("message",(m)=>{const h=m[3]===1?m.subarray(4,8).join("."):"?";got.add(h+":"+m.readUInt16BE(8)+":"+m.subarray(10).toString());if(got.size===2){console.log(JSON.stringify([...got].sort()));process.exit(0)}});
+        const send=()=>{u.send(Buffer.concat([hdr(tip,7001),Buffer.from("by-ip")]),port,"127.0.0.1");u.send(Buffer.concat([hdr("t1",7001),Buffer.from("by-name")]),port,"127.0.0.1")};
+        send();setInterval(send,300)});
+      setTimeout(()=>{console.log(JSON.stringify([...got]));process.exit(1)},10000)`;
+    const r = inM(`${process.execPath} -e '${client}' ${tIp}`, 20_000);
+    const got = JSON.parse(r.stdout.trim().split('\n').pop() || '[]') as string[];
+    assert.deepEqual(got, [`${tIp}:7001:echo:by-ip`, `${tIp}:7001:echo:by-name`], `${r.stdout} ${r.stderr}`);
+    const c = status().self.counters ?? {};
+    assert.ok((c['socks5.udpAssociations'] ?? 0) >= 1 && (c['socks5.udpIn'] ?? 0) >= 2, JSON.stringify(c));
+  });
+
   it('answers ICMP echo on its tailnet addresses, and `tailscale ping` gets pongs', () => {
     assert.ok(lab.ping(t, mIp, 3), `ping ${mIp}`);
     const p6 = lab.lab.tryExec(t.ns, ['ping', '-6', '-c', '3', '-W', '2', '-i', '0.2', mIp6], 15_000);

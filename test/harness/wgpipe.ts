@@ -70,6 +70,8 @@ export interface PipeOptions {
   bKnowsA?: boolean;
   /** Random source for both devices. */
   random?: (n: number) => Uint8Array;
+  /** DeviceOptions.initiationResendMs for both devices. */
+  initiationResendMs?: number;
 }
 
 type Side = 'a' | 'b';
@@ -120,6 +122,7 @@ export class WgPipe {
       crypto: c,
       ...(opts.mtu !== undefined ? { mtu: opts.mtu } : {}),
       ...(opts.random !== undefined ? { random: opts.random } : {}),
+      ...(opts.initiationResendMs !== undefined ? { initiationResendMs: opts.initiationResendMs } : {}),
     });
     this.a = mk(crypto);
     this.b = mk(opts.cryptoB ?? crypto);

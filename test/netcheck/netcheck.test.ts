@@ -41,6 +41,24 @@ describe('netcheck', () => {
     assert.deepEqual(netInfoOf(rep, 1), { PreferredDERP: 1, DERPLatency: { '1-v4': 0.01, '2-v4': 0.05 }, WorkingUDP: true, WorkingIPv6: false, MappingVariesByDestIP: true });
   });
 
+  it('stops probing once every region answered, or after the slowest of three (twice that in a full report)', () => {
+    const all = new ReportBuilder();
+    all.sentProbe('a', 1, '192.0.2.1', 0);
+    all.sentProbe('b', 2, '192.0.2.2', 0);
+    all.onResponse('a', eps.parse('203.0.113.5:1000'), 4);
+    assert.equal(all.stopAt(2, true), Infinity, 'one of two regions: keep waiting');
+    all.onResponse('b', eps.parse('203.0.113.5:1000'), 6);
+    assert.ok(all.stopAt(2, true) <= 6, 'both answered: stop now, not after a fixed floor');
+    const many = new ReportBuilder();
+    for (const [tx, region, at] of [['1', 1, 10], ['2', 2, 30], ['3', 3, 20]] as const) {
+      many.sentProbe(tx, region, '192.0.2.1', 0);
+      many.onResponse(tx, eps.parse('203.0.113.5:1000'), at);
+    }
+    // The third answer came at 20 ms; the slowest of the three took 30 ms.
+    assert.equal(many.stopAt(5, false), 20 + 30);
+    assert.equal(many.stopAt(5, true), 20 + 60);
+  });
+
   it('changes home only for a clear improvement (10 ms and a third)', () => {
     assert.equal(pickHome(map, new Map([[1, 30], [2, 25]]), 0), 2);
     assert.equal(pickHome(map, new Map([[1, 30], [2, 25]]), 1), 1, 'within 10 ms: keep');

@@ -141,6 +141,40 @@ describe('netstack TCP: opening and closing (RFC 9293 figure 5)', () => {
     assert.equal(s2.error?.code, 'ECONNREFUSED');
   });
 
+  it('picks ephemeral ports in turn, so 1000 connections to one service never reuse a port', () => {
+    const p = new Pair();
+    p.a.listen(80, (c) => { c.handler = new Sink(); });
+    const ports = new Set<number>();
+    for (let i = 0; i < 1000; i++) {
+      const c = p.b.connect('100.64.0.1', 80, new Sink());
+      assert.ok(c.localPort >= 32768 && c.localPort <= 60999, `port ${c.localPort} in Linux's ephemeral range`);
+      ports.add(c.localPort);
+      c.abort();
+    }
+    assert.equal(ports.size, 1000);
+  });
+
+  it('a new connection on a 4-tuple the peer holds in TIME-WAIT is accepted at once (RFC 6528 ISN above the old sequence space)', () => {
+    const p = new Pair();
+    const { srv, cli, cs } = connected(p);
+    const port = cli.localPort;
+    // The server closes first and keeps the 4-tuple in TIME-WAIT; the client ends too.
+    srv.write(new Uint8Array(5000).fill(7), 0, 5000);
+    srv.shutdown();
+    assert.ok(p.until(() => cs.ended, 5000));
+    cli.shutdown();
+    assert.ok(p.until(() => srv.state === S.TIME_WAIT && cli.closed, 5000), `server ${srv.stateName}, client ${cli.stateName}`);
+    p.run(300);
+    const rstBefore = p.b.counters.rstOut!;
+    const cs2 = new Sink();
+    const t0 = p.clock.t;
+    const c2 = p.b.connect('100.64.0.1', 80, cs2, undefined, port);
+    assert.ok(p.until(() => cs2.established, 5000), `second connection ${c2.stateName}`);
+    assert.ok(p.clock.t - t0 < 50, `established after ${p.clock.t - t0} ms, not after a SYN retransmission`);
+    assert.equal(p.b.counters.rstOut, rstBefore, 'no RST for a challenge ACK');
+    assert.equal(p.b.counters.rtoExpired, 0);
+  });
+
   it('SYN retransmission gives up after 6 retries with ETIMEDOUT', () => {
     const p = new Pair();
     p.wire.down = true;

@@ -4,7 +4,8 @@ import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { PassThrough, Duplex } from 'node:stream';
-import { SocksHandshake, serveSocks, newProxyCounters, Rep, reply, type ProxyDialer } from '../../src/proxy/socks5.ts';
+import { SocksHandshake, serveSocks, newProxyCounters, Rep, reply, parseUdpDatagram, writeUdpDatagram, type ProxyDialer } from '../../src/proxy/socks5.ts';
+import { createSocket } from 'node:dgram';
 import { serveHttpProxy, parseRequestHead, parseAuthority } from '../../src/proxy/http.ts';
 import { parseListenAddr } from '../../src/daemon/userspace.ts';
 
@@ -63,7 +64,7 @@ describe('SOCKS5 handshake codec (RFC 1928, RFC 1929)', () => {
     const r = h.feed(Buffer.concat([Buffer.from([5, 1, 0, 3, 2]), Buffer.from('t1'), Buffer.from([0x1f, 0x40]), Buffer.from('GET')]));
     assert.equal(r.t, 'request');
     if (r.t === 'request') {
-      assert.deepEqual(r.req, { host: 't1', port: 8000, kind: 'domain' });
+      assert.deepEqual(r.req, { host: 't1', port: 8000, kind: 'domain', cmd: 'connect' });
       assert.equal(Buffer.from(r.rest).toString(), 'GET');
     }
   });
@@ -100,6 +101,74 @@ describe('SOCKS5 handshake codec (RFC 1928, RFC 1929)', () => {
     assert.equal(r6.length, 22);
     assert.equal(r6[3], 4);
     assert.equal(r6[19], 1);
+  });
+});
+
+describe('SOCKS5 UDP ASSOCIATE (RFC 1928 7)', () => {
+  it('parses UDP ASSOCIATE requests and datagram headers, and writes reply datagrams with the sender in front', () => {
+    const h = new SocksHandshake({ auth: false }); h.feed(Uint8Array.of(5, 1, 0));
+    const r = h.feed(Uint8Array.of(5, 3, 0, 1, 0, 0, 0, 0, 0, 0));
+    assert.equal(r.t, 'request');
+    if (r.t === 'request') assert.equal(r.req.cmd, 'udp');
+    const d = parseUdpDatagram(Buffer.concat([Buffer.from([0, 0, 0, 3, 2]), Buffer.from('t1'), Buffer.from([0x1b, 0x59]), Buffer.from('ping')]));
+    assert.ok(typeof d !== 'string');
+    if (typeof d !== 'string') { assert.equal(d.host, 't1'); assert.equal(d.port, 7001); assert.equal(Buffer.from(d.data).toString(), 'ping'); }
+    const back = writeUdpDatagram('100.64.0.2', 7001, Buffer.from('pong'));
+    assert.deepEqual([...back.subarray(0, 10)], [0, 0, 0, 1, 100, 64, 0, 2, 0x1b, 0x59]);
+    const round = parseUdpDatagram(writeUdpDatagram('fd7a:115c:a1e0::2', 53, Buffer.from('x')));
+    assert.ok(typeof round !== 'string' && round.host === 'fd7a:115c:a1e0:0:0:0:0:2' && round.port === 53);
+    assert.match(parseUdpDatagram(Uint8Array.of(0, 0, 1, 1, 1, 2, 3, 4, 0, 80)) as string, /fragment/);
+    assert.match(parseUdpDatagram(Uint8Array.of(0, 0, 0, 9)) as string, /address type 9/);
+    assert.match(parseUdpDatagram(Uint8Array.of(0, 0, 0, 1, 1, 2)) as string, /shorter/);
+  });
+
+  it('relays datagrams both ways while the control connection lives, drops fragments, and ends with it', async () => {
+    const sent: string[] = [];
+    let closed = 0;
+    const dialer: ProxyDialer = {
+      dial: () => Promise.reject(new Error('no TCP here')),
+      associateUdp(onReply) {
+        return {
+          send(host, port, data) { sent.push(`${host}:${port}:${Buffer.from(data).toString()}`); onReply('100.64.0.2', port, Buffer.from(`re:${Buffer.from(data).toString()}`)); },
+          close() { closed++; },
+        };
+      },
+    };
+    const { port, counters } = await proxy('socks', dialer);
+    const s = connect({ port, host: '127.0.0.1' });
+    const head: Buffer[] = [];
+    await new Promise<void>((res) => s.on('connect', () => res()));
+    s.write(Uint8Array.of(5, 1, 0));
+    s.write(Uint8Array.of(5, 3, 0, 1, 0, 0, 0, 0, 0, 0));
+    await new Promise<void>((res) => s.on('data', (d) => { head.push(d); if (Buffer.concat(head).length >= 12) res(); }));
+    const rep = Buffer.concat(head);
+    assert.deepEqual([...rep.subarray(0, 4)], [5, 0, 5, 0]);
+    assert.deepEqual([...rep.subarray(5, 10)], [1, 127, 0, 0, 1], 'bound on the control connection\'s address');
+    const bndPort = rep.readUInt16BE(10);
+    const u = createSocket('udp4');
+    const got: string[] = [];
+    u.on('message', (m) => { const d = parseUdpDatagram(m); if (typeof d !== 'string') got.push(`${d.host}:${d.port}:${Buffer.from(d.data).toString()}`); });
+    await new Promise<void>((res) => u.bind(0, '127.0.0.1', () => res()));
+    u.send(Uint8Array.of(0, 0, 1, 1, 100, 64, 0, 2, 0x1b, 0x59, 120), bndPort, '127.0.0.1'); // a fragment: dropped
+    u.send(writeUdpDatagram('100.64.0.2', 7001, Buffer.from('a')), bndPort, '127.0.0.1');
+    u.send(Buffer.concat([Buffer.from([0, 0, 0, 3, 2]), Buffer.from('t1'), Buffer.from([0x1b, 0x59]), Buffer.from('b')]), bndPort, '127.0.0.1');
+    for (let i = 0; i < 100 && got.length < 2; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual(got, ['100.64.0.2:7001:re:a', '100.64.0.2:7001:re:b']);
+    assert.deepEqual(sent, ['100.64.0.2:7001:a', 't1:7001:b']);
+    assert.equal(counters.udpAssociations, 1);
+    assert.equal(counters.udpDropped, 1, 'the fragment');
+    s.end();
+    for (let i = 0; i < 100 && closed === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(closed, 1, 'the association ends with the control connection');
+    u.close();
+    s.destroy();
+  });
+
+  it('refuses UDP ASSOCIATE with 07 when the dialer cannot relay UDP', async () => {
+    const { port } = await proxy('socks', echoDialer());
+    const r = await exchange(port, [Uint8Array.of(5, 1, 0), Uint8Array.of(5, 3, 0, 1, 0, 0, 0, 0, 0, 0)]);
+    assert.equal(r.data[3], Rep.cmdUnsupported);
+    assert.ok(r.closed);
   });
 });
 

@@ -12,6 +12,8 @@ function recorder(fail: (cmd: string) => boolean = () => false): { exec: Exec; c
     const line = `${cmd} ${args.join(' ')}`;
     cmds.push(line + (input ? ` <<${input.split('\n')[0]}` : ''));
     if (fail(line)) throw new Error(`${line}: fails`);
+    // A rule listing shows every priority of ours (as after LinuxRouter.set).
+    if (line.endsWith(' rule show')) return ['5210', '5230', '5250', '5265', '5270'].map((p) => `${p}:\tfrom all lookup main`).join('\n');
     return '';
   };
   return { exec, cmds };
@@ -57,12 +59,17 @@ describe('LinuxRouter', () => {
     assert.deepEqual(cmds, [], 'a second close does nothing');
   });
 
-  it('cleanupStale deletes rules until none is left, in bounded loops, and never throws', async () => {
+  it('cleanupStale deletes only the rules the listing shows, until none is left, in bounded loops, and never throws', async () => {
     let left = 3;
-    const { exec, cmds } = recorder((c) => !(c === 'ip -4 rule del pref 5270 lookup 52' && left-- > 0));
+    const { exec: rec, cmds } = recorder((c) => !(c === 'ip -4 rule del pref 5270 lookup 52' && left-- > 0) && !c.endsWith('rule show'));
+    const exec: Exec = async (cmd, args, input) => {
+      const out = await rec(cmd, args, input);
+      return args.join(' ') === '-4 rule show' ? '0:\tfrom all lookup local\n5270:\tfrom all lookup 52\n32766:\tfrom all lookup main\n' : out;
+    };
     const n = await cleanupStale(() => {}, exec);
     assert.equal(n, 3);
     assert.equal(cmds.filter((c) => c === 'ip -4 rule del pref 5270 lookup 52').length, 4);
+    assert.deepEqual(cmds.filter((c) => c.startsWith('ip -4 rule del') && !c.includes('5270')), [], 'priorities the listing lacks are not tried');
     const { exec: bad } = recorder(() => true);
     assert.equal(await cleanupStale(() => {}, bad), 0);
   });
