@@ -46,8 +46,12 @@ const PEERS_PER_TURN = 256;
  */
 const INITIATION_RESEND_MS = 1_000;
 
-/** How long `up` waits for control to hand out our home DERP region (our own node in the map shows it). */
-const SELF_DERP_WAIT_MS = 2_000;
+/** How long after `up` the agent watches for control to hand out our home DERP region (our own node in the map shows it). */
+const SELF_DERP_WAIT_MS = 10_000;
+/** At most this many online peers get a handshake once control hands out our home region after `up`. */
+const HOME_OUT_HANDSHAKES = 32;
+/** And once more this long after, for peers that had not applied the batch yet. */
+const HOME_OUT_AGAIN_MS = 300;
 
 /** Tailscale's MTU for the tailnet interface. */
 export const TAILNET_MTU = 1280;
@@ -371,11 +375,13 @@ export class Agent implements LocalBackend {
       // As tailscaled (Running needs a live DERP): our home region is connected and reported
       // before `up` returns, so peers can reach us at once. Bounded: UDP-less netchecks take longer.
       if (!await this.magic!.waitHomeDerp(Math.min(remaining(), HOME_DERP_WAIT_MS))) this.log('no home DERP connection yet; up anyway');
-      // And until control has handed out our home region: peers learn from control how to reach us,
-      // and a tailscaled that sends to us before it knows our home region fails its handshake with
-      // "no UDP or DERP addr" and retries only 5 s later. Headscale sends the change to us in the
-      // same batch as to our peers, so our own node showing the region is the sign. Bounded.
-      else await this.waitMap((m) => m.self?.homeDERP === this.magic?.homeRegion, Math.min(remaining(), SELF_DERP_WAIT_MS));
+      // Control hands our home region to peers in its next batch (headscale: up to 800 ms after our
+      // report). A tailscaled that sends to us before then fails its handshake with "no UDP or DERP
+      // addr" and retries only 5 s later; `up` does not wait for that batch (as tailscaled), but
+      // once it arrives (our own node shows the region: headscale sends it to us and our peers
+      // together) we handshake with the online peers we have no session with: a peer that tried
+      // meanwhile sends what it holds as soon as our handshake completes, instead of 5 s later.
+      else this.handshakeWhenHomeOut(this.magic!, this.dp!);
       await serverSaved;
       await this.checkTags(client);
       this.state = 'Running';
@@ -486,6 +492,33 @@ export class Agent implements LocalBackend {
       }
     }
     return out;
+  }
+
+  /**
+   * Once control shows our home region on our own node (bounded by SELF_DERP_WAIT_MS), starts a
+   * handshake with each online peer (at most HOME_OUT_HANDSHAKES) that has no WireGuard session.
+   */
+  private handshakeWhenHomeOut(magic: MagicSock, dp: DataPlane): void {
+    const region = magic.homeRegion;
+    if (this.map?.self?.homeDERP === region) return;
+    const pass = (): number => {
+      if (this.dp !== dp || this.magic !== magic) return 0;
+      let started = 0, seen = 0;
+      for (const p of this.map?.peers.values() ?? []) {
+        if (seen >= HOME_OUT_HANDSHAKES) break;
+        if (p.online === false || !this.appliedPeers.has(p.id)) continue;
+        seen++;
+        if (dp.handshakeIfIdle(p.nodeKey)) started++;
+      }
+      return started;
+    };
+    void this.waitMap((m) => m.self?.homeDERP === region, SELF_DERP_WAIT_MS).then((out) => {
+      if (!out) return;
+      const started = pass();
+      this.log(`control handed out home DERP region ${region}: handshakes sent to ${started} peers`);
+      // Peers apply the same batch a little after us: an initiation that came too early goes again.
+      if (started > 0) setTimeout(pass, HOME_OUT_AGAIN_MS).unref();
+    });
   }
 
   /** Resolves true once the map satisfies `pred` (checked now and at each update), false after ms. */
