@@ -26,7 +26,7 @@ const { ControlClient } = await import(join(dist, 'src/control/client.js'));
 const { encodeMapFrame } = await import(join(dist, 'src/control/mapframe.js'));
 const { formatNodePublic, generateKeyPair } = await import(join(dist, 'src/control/keys.js'));
 const { Routing } = await import(join(dist, 'src/daemon/routing.js'));
-const { syncPeers } = await import(join(dist, 'src/daemon/peersync.js'));
+const { syncPeers, syncPeersInTurns } = await import(join(dist, 'src/daemon/peersync.js'));
 const { Device } = await import(join(dist, 'src/wg/device.js'));
 
 const sizes = process.argv.slice(2).map(Number).filter((n) => n > 0);
@@ -44,6 +44,7 @@ async function run(n) {
   };
   const client = new ControlClient({ serverUrl: fc.url, machineKey: generateKeyPair().privateKey, nodeKey: generateKeyPair().privateKey });
   const device = new Device({ clock: { now: () => performance.now(), wall: () => Date.now() } });
+  device.setPrivateKey(generateKeyPair().privateKey); // as in the agent: peers get a static-static DH (computed lazily since d847eb1)
   // The agent's routing side without a router (no ip/nft): route plan and packet filter.
   const routing = new Routing('meshd0', () => {});
   const applied = new Map();
@@ -53,10 +54,14 @@ async function run(n) {
     const p0 = performance.now();
     const allowed = await routing.apply(map, touched);
     planMs = performance.now() - p0;
-    syncPeers(applied, map.peers, (p) => allowed.get(p.id) ?? p.addresses, {
-      upsert: (p, allowedIPs) => device.setPeer(p.nodeKey, { allowedIPs: [...allowedIPs], replaceAllowedIPs: true }),
+    const sink = {
+      upsert: (p, allowedIPs, replace = true) => device.setPeer(p.nodeKey, { allowedIPs: [...allowedIPs], replaceAllowedIPs: replace }),
       remove: (p) => device.removePeer(p.nodeKey),
-    }, touched);
+    };
+    const allowedOf = (p) => allowed.get(p.id) ?? p.addresses;
+    // As the agent (src/daemon/agent.ts applyMapNow): a whole map of more than 256 peers in turns.
+    if (syncPeersInTurns && touched === 'all' && map.peers.size > 256) await syncPeersInTurns(applied, map.peers, allowedOf, sink, { chunk: 256 });
+    else syncPeers(applied, map.peers, allowedOf, sink, touched);
     done?.();
   };
   const s = client.streamMap({
@@ -75,6 +80,8 @@ async function run(n) {
   await new Promise((r) => { done = r; stream.write(frame); });
   const fullMs = performance.now() - t0;
   const fullPlanMs = planMs;
+  // Let the delay monitor's timer fire once more, so a block that ended the apply is recorded.
+  await new Promise((r) => setTimeout(r, 50));
   loop.disable();
   frame = undefined;
   if (device.peers().length !== n) throw new Error(`device holds ${device.peers().length} peers, want ${n}`);

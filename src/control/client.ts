@@ -42,6 +42,8 @@ export const BACKOFF_INITIAL_MS = 1_000;
 export const BACKOFF_MAX_MS = 30_000;
 /** Expiry sent to log out (Tailscale sends Unix time 123). */
 export const LOGOUT_EXPIRY = '1970-01-01T00:02:03Z';
+/** Map messages this long or longer are applied an event-loop turn after they are parsed (~170 peers). */
+export const YIELD_MESSAGE_BYTES = 100_000;
 
 /** A logging function; receives one line without the component prefix. */
 export type LogFn = (line: string) => void;
@@ -479,6 +481,50 @@ export class ControlClient {
       signal.addEventListener('abort', onAbort, { once: true });
       setCancel(onAbort);
       arm();
+      /** Parses and applies one message; false when the stream is finished. */
+      const apply = (msg: MapResponse): boolean => {
+        try {
+          if (!gotFull && !msg.KeepAlive && !msg.Node) {
+            throw new ControlError(ControlErrorCode.protocolError, 'first map message has no self node; reconnecting', { retryable: true });
+          }
+          const delta = map.apply(msg);
+          if (delta.pingRequest) this.answerPing(delta.pingRequest.URL, pinged);
+          if (!gotFull && !msg.KeepAlive) {
+            gotFull = true;
+            onFull(map);
+            opts.onMap(map);
+          } else if (gotFull) {
+            opts.onDelta?.(delta, map);
+          }
+          return true;
+        } catch (e) {
+          finish(e instanceof ControlError ? e : toControlError(e, this.opts.serverUrl));
+          return false;
+        }
+      };
+      const parse = (text: string): MapResponse | undefined => {
+        try {
+          return JSON.parse(text) as MapResponse;
+        } catch {
+          finish(new ControlError(ControlErrorCode.protocolError, 'map message is not JSON (was compression negotiated?); reconnecting', { retryable: true }));
+          return undefined;
+        }
+      };
+      // A large message (a full map of thousands of peers) is parsed in one event-loop turn and
+      // applied in the next, so forwarding, which shares the loop, gets a turn in between.
+      // Messages stay in order: once one waits, the ones after it queue behind it.
+      const queue: string[] = [];
+      let draining: Promise<void> | undefined;
+      const drain = async (): Promise<void> => {
+        while (queue.length > 0 && !finished) {
+          const text = queue.shift()!;
+          const msg = parse(text);
+          if (msg === undefined) break;
+          if (text.length >= YIELD_MESSAGE_BYTES) await new Promise((r) => setImmediate(r));
+          if (finished || !apply(msg)) break;
+        }
+        draining = undefined;
+      };
       stream.on('data', (chunk: Buffer) => {
         if (finished) return;
         let texts: string[];
@@ -491,35 +537,23 @@ export class ControlClient {
         for (const text of texts) {
           if (finished) return;
           arm();
-          let msg: MapResponse;
-          try {
-            msg = JSON.parse(text) as MapResponse;
-          } catch {
-            finish(new ControlError(ControlErrorCode.protocolError, 'map message is not JSON (was compression negotiated?); reconnecting', { retryable: true }));
-            return;
+          if (draining === undefined && text.length < YIELD_MESSAGE_BYTES) {
+            const msg = parse(text);
+            if (msg === undefined || !apply(msg)) return;
+            continue;
           }
-          try {
-            if (!gotFull && !msg.KeepAlive && !msg.Node) {
-              throw new ControlError(ControlErrorCode.protocolError, 'first map message has no self node; reconnecting', { retryable: true });
-            }
-            const delta = map.apply(msg);
-            if (delta.pingRequest) this.answerPing(delta.pingRequest.URL, pinged);
-            if (!gotFull && !msg.KeepAlive) {
-              gotFull = true;
-              onFull(map);
-              opts.onMap(map);
-            } else if (gotFull) {
-              opts.onDelta?.(delta, map);
-            }
-          } catch (e) {
-            finish(e instanceof ControlError ? e : toControlError(e, this.opts.serverUrl));
-            return;
-          }
+          queue.push(text);
+          draining ??= drain();
         }
       });
-      stream.once('end', () => finish());
+      // An orderly end waits for the messages still queued.
+      const finishAfterQueue = (e?: Error): void => {
+        if (e || draining === undefined) finish(e);
+        else void draining.then(() => finish());
+      };
+      stream.once('end', () => finishAfterQueue());
       stream.once('error', (e) => finish(toControlError(e, this.opts.serverUrl)));
-      stream.once('close', () => finish(stream.rstCode && stream.rstCode !== http2.constants.NGHTTP2_NO_ERROR
+      stream.once('close', () => finishAfterQueue(stream.rstCode && stream.rstCode !== http2.constants.NGHTTP2_NO_ERROR
         ? new ControlError(ControlErrorCode.serverError, `map stream reset (HTTP/2 code ${stream.rstCode}); reconnecting`, { retryable: true })
         : undefined));
     });

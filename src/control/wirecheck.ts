@@ -46,7 +46,12 @@ const MAP_RESPONSE: Schema = {
     PeerSeenChange: { map: 'bool' }, OnlineChange: { map: 'bool' },
     DERPMap: { obj: { Regions: { map: REGION }, HomeParams: 'any', omitDefaultRegions: 'bool' } },
     PacketFilter: { arr: RULE }, PacketFilters: { map: { arr: RULE } },
-    DNSConfig: { obj: { Resolvers: { arr: { obj: { Addr: 'str' } } }, Domains: strs, Routes: { map: { arr: { obj: { Addr: 'str' } } } } } },
+    DNSConfig: {
+      obj: {
+        Resolvers: { arr: { obj: { Addr: 'str' } } }, Domains: strs, Routes: { map: { arr: { obj: { Addr: 'str' } } } }, Proxied: 'bool',
+        ExtraRecords: { arr: { obj: { Name: 'str', Type: 'str', Value: 'str' } } },
+      },
+    },
     UserProfiles: { arr: { obj: { ID: 'num', LoginName: 'str', DisplayName: 'str' } } },
     Domain: 'str', ControlTime: 'str', KeepAlive: 'bool', PingRequest: { obj: { URL: 'str' } }, SSHPolicy: 'any',
   },

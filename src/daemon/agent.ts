@@ -5,7 +5,7 @@
 import { networkInterfaces } from 'node:os';
 import { ControlClient, type MapStream } from '../control/client.ts';
 import { ControlError } from '../control/errors.ts';
-import type { NetworkMap } from '../control/netmap.ts';
+import type { NetworkMap, NodeInfo } from '../control/netmap.ts';
 import { formatNodePublic, type PrivateKey } from '../control/keys.ts';
 import { StateStore, type Identity } from '../state/store.ts';
 import { MemoryStore, type Store } from '../state/memstore.ts';
@@ -24,7 +24,7 @@ import { LocalServices } from '../netstack/local.ts';
 import { PortMapper } from '../portmapper/portmapper.ts';
 import { Userspace, USERSPACE_TUN, type UserspaceOptions } from './userspace.ts';
 import { markedDialer } from '../net/tcp.ts';
-import { syncPeers, type AppliedPeer, type Touched } from './peersync.ts';
+import { syncPeers, syncPeersInTurns, type AppliedPeer, type Touched } from './peersync.ts';
 import { AgentMetrics, healthWarnings, KEY_EXPIRY_WARN_MS, type AgentFacts } from './metrics.ts';
 import { whoisIn } from './whois.ts';
 import { agentLogIn, AgentError, AUTH_URL_PROGRESS, checkLoginServer } from './upcheck.ts';
@@ -36,6 +36,8 @@ const ENDPOINT_CHECK_MS = 5_000;
 
 /** How long `up` waits for the home DERP connection after the first map. */
 const HOME_DERP_WAIT_MS = 6_000;
+/** Peers applied per event-loop turn when a whole large map is applied (syncPeersInTurns). */
+const PEERS_PER_TURN = 256;
 
 /**
  * A handshake's first initiation to a peer is repeated this often until answered (src/wg
@@ -44,8 +46,12 @@ const HOME_DERP_WAIT_MS = 6_000;
  */
 const INITIATION_RESEND_MS = 1_000;
 
-/** How long `up` waits for control to hand out our home DERP region (our own node in the map shows it). */
-const SELF_DERP_WAIT_MS = 2_000;
+/** How long after `up` the agent watches for control to hand out our home DERP region (our own node in the map shows it). */
+const SELF_DERP_WAIT_MS = 10_000;
+/** At most this many online peers get a handshake once control hands out our home region after `up`. */
+const HOME_OUT_HANDSHAKES = 32;
+/** And once more this long after, for peers that had not applied the batch yet. */
+const HOME_OUT_AGAIN_MS = 300;
 
 /** Tailscale's MTU for the tailnet interface. */
 export const TAILNET_MTU = 1280;
@@ -369,11 +375,13 @@ export class Agent implements LocalBackend {
       // As tailscaled (Running needs a live DERP): our home region is connected and reported
       // before `up` returns, so peers can reach us at once. Bounded: UDP-less netchecks take longer.
       if (!await this.magic!.waitHomeDerp(Math.min(remaining(), HOME_DERP_WAIT_MS))) this.log('no home DERP connection yet; up anyway');
-      // And until control has handed out our home region: peers learn from control how to reach us,
-      // and a tailscaled that sends to us before it knows our home region fails its handshake with
-      // "no UDP or DERP addr" and retries only 5 s later. Headscale sends the change to us in the
-      // same batch as to our peers, so our own node showing the region is the sign. Bounded.
-      else await this.waitMap((m) => m.self?.homeDERP === this.magic?.homeRegion, Math.min(remaining(), SELF_DERP_WAIT_MS));
+      // Control hands our home region to peers in its next batch (headscale: up to 800 ms after our
+      // report). A tailscaled that sends to us before then fails its handshake with "no UDP or DERP
+      // addr" and retries only 5 s later; `up` does not wait for that batch (as tailscaled), but
+      // once it arrives (our own node shows the region: headscale sends it to us and our peers
+      // together) we handshake with the online peers we have no session with: a peer that tried
+      // meanwhile sends what it holds as soon as our handshake completes, instead of 5 s later.
+      else this.handshakeWhenHomeOut(this.magic!, this.dp!);
       await serverSaved;
       await this.checkTags(client);
       this.state = 'Running';
@@ -486,6 +494,33 @@ export class Agent implements LocalBackend {
     return out;
   }
 
+  /**
+   * Once control shows our home region on our own node (bounded by SELF_DERP_WAIT_MS), starts a
+   * handshake with each online peer (at most HOME_OUT_HANDSHAKES) that has no WireGuard session.
+   */
+  private handshakeWhenHomeOut(magic: MagicSock, dp: DataPlane): void {
+    const region = magic.homeRegion;
+    if (this.map?.self?.homeDERP === region) return;
+    const pass = (): number => {
+      if (this.dp !== dp || this.magic !== magic) return 0;
+      let started = 0, seen = 0;
+      for (const p of this.map?.peers.values() ?? []) {
+        if (seen >= HOME_OUT_HANDSHAKES) break;
+        if (p.online === false || !this.appliedPeers.has(p.id)) continue;
+        seen++;
+        if (dp.handshakeIfIdle(p.nodeKey)) started++;
+      }
+      return started;
+    };
+    void this.waitMap((m) => m.self?.homeDERP === region, SELF_DERP_WAIT_MS).then((out) => {
+      if (!out) return;
+      const started = pass();
+      this.log(`control handed out home DERP region ${region}: handshakes sent to ${started} peers`);
+      // Peers apply the same batch a little after us: an initiation that came too early goes again.
+      if (started > 0) setTimeout(pass, HOME_OUT_AGAIN_MS).unref();
+    });
+  }
+
   /** Resolves true once the map satisfies `pred` (checked now and at each update), false after ms. */
   private waitMap(pred: (m: NetworkMap) => boolean, ms: number): Promise<boolean> {
     if (this.map && pred(this.map)) return Promise.resolve(true);
@@ -544,13 +579,21 @@ export class Agent implements LocalBackend {
     const exitId = this.routing.exitNodeId;
     if (exitId !== this.appliedExitId) { touched = 'all'; this.appliedExitId = exitId; }
     let removed = 0;
-    syncPeers(this.appliedPeers, m.peers, (p) => allowed.get(p.id) ?? p.addresses, {
-      upsert: (p, allowedIPs) => {
+    const sink = {
+      upsert: (p: NodeInfo, allowedIPs: readonly string[], replace = true) => {
         const ep = magic?.upsertPeer(p);
-        dev.setPeer(p.nodeKey, { ...(ep ? { endpoint: ep } : {}), allowedIPs: [...allowedIPs], replaceAllowedIPs: true });
+        dev.setPeer(p.nodeKey, { ...(ep ? { endpoint: ep } : {}), allowedIPs: [...allowedIPs], replaceAllowedIPs: replace });
       },
-      remove: (p) => { dev.removePeer(p.nodeKey); removed++; },
-    }, touched);
+      remove: (p: NodeInfo) => { dev.removePeer(p.nodeKey); removed++; },
+    };
+    const allowedOf = (p: NodeInfo) => allowed.get(p.id) ?? p.addresses;
+    if (touched === 'all' && m.peers.size > PEERS_PER_TURN) {
+      // A whole large map: spread over event-loop turns so forwarding goes on meanwhile.
+      const ops = await syncPeersInTurns(this.appliedPeers, m.peers, allowedOf, sink, { chunk: PEERS_PER_TURN, cancelled: () => this.dp !== dp });
+      if (ops < 0) return;
+    } else {
+      syncPeers(this.appliedPeers, m.peers, allowedOf, sink, touched);
+    }
     if (removed > 0) magic?.retainPeers(new Set([...this.appliedPeers.values()].map((a) => Buffer.from(a.info.nodeKey).toString('hex'))));
     dp.runTimers();
     await this.dns.apply(m).catch((e: Error) => this.log(`dns: ${e.message}`));

@@ -286,6 +286,16 @@ export class DataPlane implements BindReceiver {
     this.flushTun();
   }
 
+  /** Starts a handshake with a peer that has no session (Device.handshakeIfIdle); false if none was needed. */
+  handshakeIfIdle(publicKey: Uint8Array): boolean {
+    if (this.closed) return false;
+    this.clock.hold();
+    const started = this.device.handshakeIfIdle(publicKey, this.sink);
+    this.flushUdp();
+    this.clock.release();
+    return started;
+  }
+
   /** Runs due WireGuard timers now (also after configuration changes). */
   runTimers(): void {
     if (this.closed) return;

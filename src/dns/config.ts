@@ -151,7 +151,8 @@ export const EMPTY_CONFIG: DnsConfig = {
 
 /** Parses a map resolver; undefined for DoH and other forms meshd does not speak. */
 export function parseUpstream(r: DNSResolver): Upstream | undefined {
-  const t = r.Addr.trim();
+  // null (or a missing Addr) is Go's empty string: unusable, like any other text meshd cannot use.
+  const t = (r.Addr ?? '').trim();
   if (isIP(t)) return { ip: normIp(t), port: 53, text: t };
   let m = /^\[([0-9a-fA-F:.]+)\]:(\d{1,5})$/.exec(t);
   if (m && isIP(m[1]!) === 6) return port(normIp(m[1]!), m[2]!, t);
@@ -189,7 +190,7 @@ export function compileDnsConfig(map: NetworkMap | undefined, opts: CompileOptio
     const out: Upstream[] = [];
     for (const r of list ?? []) {
       const u = parseUpstream(r);
-      if (!u) { unusable.push(r.Addr); continue; }
+      if (!u) { unusable.push(r.Addr ?? ''); continue; }
       if (isServiceIp(u.ip)) continue;
       out.push(u);
     }
@@ -199,7 +200,7 @@ export function compileDnsConfig(map: NetworkMap | undefined, opts: CompileOptio
   const hosts = new Map<string, string[]>();
   for (const rec of dns.ExtraRecords ?? []) {
     if (rec.Type && rec.Type !== 'A' && rec.Type !== 'AAAA') continue;
-    if (!isIP(rec.Value)) continue;
+    if (typeof rec.Value !== 'string' || typeof rec.Name !== 'string' || !isIP(rec.Value)) continue;
     let fqdn: string;
     try { fqdn = asciiLower(toFQDN(rec.Name)); } catch { continue; }
     const list = hosts.get(fqdn) ?? [];

@@ -87,8 +87,10 @@ export class CookieChecker {
 /** Initiator side, per peer: adds mac1/mac2 to our handshake messages and takes cookie replies. */
 export class CookieGenerator {
   private readonly crypto: CryptoBackend;
-  private mac1Key: Uint8Array;
-  private encKey: Uint8Array;
+  private readonly peerPublic: Uint8Array;
+  /** HASH(LABEL_MAC1 || peer public) and HASH(LABEL_COOKIE || peer public), computed at first use. */
+  private mac1KeyMemo: Uint8Array | undefined;
+  private encKeyMemo: Uint8Array | undefined;
   private cookie: Uint8Array = new Uint8Array(MAC_SIZE);
   private cookieSetAt = -Infinity;
   private lastMac1: Uint8Array = new Uint8Array(MAC_SIZE);
@@ -96,8 +98,15 @@ export class CookieGenerator {
 
   constructor(crypto: CryptoBackend, peerPublic: Uint8Array) {
     this.crypto = crypto;
-    this.mac1Key = crypto.blake2s.hash(LABEL_MAC1, peerPublic);
-    this.encKey = crypto.blake2s.hash(LABEL_COOKIE, peerPublic);
+    this.peerPublic = peerPublic;
+  }
+
+  private get mac1Key(): Uint8Array {
+    return (this.mac1KeyMemo ??= this.crypto.blake2s.hash(LABEL_MAC1, this.peerPublic));
+  }
+
+  private get encKey(): Uint8Array {
+    return (this.encKeyMemo ??= this.crypto.blake2s.hash(LABEL_COOKIE, this.peerPublic));
   }
 
   /** Writes mac1 (and mac2 if we hold a fresh cookie) into the last 32 bytes of `msg`. */

@@ -169,6 +169,26 @@ export class Device {
     return this.identity ? this.identity.privateKey : null;
   }
 
+  /**
+   * Makes sure a handshake with a peer that has no usable session is on its way now: a handshake
+   * still waiting for its response has its first initiation sent again at once (as the
+   * initiationResendMs repeat would later; a peer that answered drops it as a replay), else one is
+   * started with a keepalive staged (sent once it completes, which confirms the session to the
+   * responder, as wireguard-go's initiator does). Returns whether an initiation went out: false
+   * for an unknown peer, a live session, or a handshake rate-limited without a pending initiation.
+   */
+  handshakeIfIdle(publicKey: Uint8Array, sink: WgSink): boolean {
+    const peer = this.byKey.get(keyHex(publicKey));
+    if (!peer) return false;
+    const now = this.clock.now();
+    const kp = peer.keypairs.current;
+    if (kp !== null && this.usableForSending(kp, now)) return false;
+    const before = this.c.txInitiations + this.c.txInitiationResends;
+    if (peer.pendingInitiation !== null) this.resendInitiation(peer, sink, now);
+    else this.sendKeepalive(peer, sink, now);
+    return this.c.txInitiations + this.c.txInitiationResends > before;
+  }
+
   /** True when a peer with this public key exists. */
   hasPeer(publicKey: Uint8Array): boolean {
     return this.byKey.has(keyHex(publicKey));
@@ -254,6 +274,17 @@ export class Device {
   /** Removes every peer. */
   removeAllPeers(): void {
     for (const peer of [...this.byKey.values()]) this.removePeerObject(peer);
+  }
+
+  /**
+   * Calls f for each peer that has moved bytes (rx or tx non-zero) with its hex key, public key
+   * (not a copy: do not change it) and byte counts. Allocates nothing: for per-second sampling,
+   * where peers() would copy every peer of a large tailnet.
+   */
+  forEachPeerTraffic(f: (id: string, publicKey: Uint8Array, rxBytes: number, txBytes: number) => void): void {
+    for (const p of this.byKey.values()) {
+      if (p.rxBytes !== 0 || p.txBytes !== 0) f(p.id, p.publicKey, p.rxBytes, p.txBytes);
+    }
   }
 
   /** A snapshot of every peer. */
@@ -903,7 +934,9 @@ export class Device {
 
   private precompute(peer: Peer): void {
     const hs = peer.handshake;
-    hs.precomputedStaticStatic = this.identity === null ? null : this.crypto.x25519.shared(this.identity.privateKey, hs.remoteStatic);
+    const id = this.identity;
+    if (id === null) hs.precomputedStaticStatic = null;
+    else hs.deferStaticStatic(() => this.crypto.x25519.shared(id.privateKey, hs.remoteStatic));
   }
 
   /** wireguard-go ExpireCurrentKeypairs: forget the handshake and stop sending on current/next. */

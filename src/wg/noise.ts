@@ -103,8 +103,30 @@ export class Handshake {
   remoteIndex = 0;
   /** The peer's static public key. */
   readonly remoteStatic: Uint8Array;
-  /** DH(our static, peer static), or null when there is no private key or the result is zero. */
-  precomputedStaticStatic: Uint8Array | null = null;
+  private staticStatic: Uint8Array | null = null;
+  private staticStaticOf: (() => Uint8Array | null) | undefined;
+  /**
+   * DH(our static, peer static), or null when there is no private key or the result is zero.
+   * Computed at first use when deferred (deferStaticStatic): a map of 10,000 peers costs no DH
+   * until a peer handshakes (wireguard-go computes it in NewPeer; tailscale configures only
+   * active peers into it).
+   */
+  get precomputedStaticStatic(): Uint8Array | null {
+    const f = this.staticStaticOf;
+    if (f !== undefined) { this.staticStatic = f(); this.staticStaticOf = undefined; }
+    return this.staticStatic;
+  }
+
+  set precomputedStaticStatic(v: Uint8Array | null) {
+    this.staticStatic = v;
+    this.staticStaticOf = undefined;
+  }
+
+  /** Sets the static-static secret to what `compute` returns, called when a handshake first needs it. */
+  deferStaticStatic(compute: () => Uint8Array | null): void {
+    this.staticStatic = null;
+    this.staticStaticOf = compute;
+  }
   /** Pre-shared key, 32 zero bytes when unused. */
   presharedKey: Uint8Array = new Uint8Array(32);
   /** Greatest TAI64N timestamp accepted from the peer. */

@@ -8,6 +8,7 @@ import { ControlClient } from '../../src/control/client.ts';
 import { encodeMapFrame } from '../../src/control/mapframe.ts';
 import { formatNodePublic, generateKeyPair } from '../../src/control/keys.ts';
 import type { MapRequest } from '../../src/control/wire.ts';
+import { bigMap } from '../harness/bigmap.ts';
 
 const selfNode = (key: string) => ({ ID: 1, Key: key, Addresses: ['100.64.0.1/32'] });
 
@@ -52,6 +53,33 @@ describe('ControlClient map stream against a scripted server', () => {
     assert.deepEqual(r.Endpoints, ['127.0.0.1:1']);
     assert.deepEqual(r.EndpointTypes, [1]);
     assert.match(String(r.DiscoKey), /^discokey:[0-9a-f]{64}$/);
+  });
+
+  it('applies a large full map a turn after parsing it, keeping the messages behind it in order, also when the stream ends at once', async () => {
+    const c = client();
+    fc.handler = (_p, _b, stream) => {
+      stream.respond({ ':status': 200 });
+      // One write: a full map over YIELD_MESSAGE_BYTES, a delta and a keep-alive; then the end.
+      stream.end(Buffer.concat([
+        encodeMapFrame(bigMap(600, formatNodePublic(c.nodePublic))),
+        encodeMapFrame({ PeersRemoved: [2] }),
+        encodeMapFrame({ KeepAlive: true }),
+      ]));
+    };
+    const events: string[] = [];
+    let otherTurns = 0;
+    const ticker = setInterval(() => { otherTurns++; }, 0);
+    const s = c.streamMap({
+      onMap: (m) => { events.push(`map ${m.peers.size}`); },
+      onDelta: (d, m) => { events.push(`delta ${d.peersRemoved.length} ${m.peers.size}`); },
+      backoffInitialMs: 60_000,
+    });
+    await waitFor('the map and the delta', () => events.length >= 3);
+    clearInterval(ticker);
+    await s.close();
+    await c.close();
+    assert.deepEqual(events.slice(0, 3), ['map 600', 'delta 1 599', 'delta 0 599']);
+    assert.ok(otherTurns > 0);
   });
 
   it('treats a first message without a self node as a protocol error and retries', async () => {

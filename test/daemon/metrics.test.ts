@@ -2,6 +2,9 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { AgentMetrics, healthWarnings, pathLabel, type AgentFacts } from '../../src/daemon/metrics.ts';
 import type { NetworkMap } from '../../src/control/netmap.ts';
+import type { DataPlane } from '../../src/daemon/dataplane.ts';
+import type { MagicSock } from '../../src/magicsock/magicsock.ts';
+import { WgPipe, ipv4 } from '../harness/wgpipe.ts';
 
 const facts = (over: Partial<AgentFacts> = {}): AgentFacts => ({
   map: undefined, controlReconnects: 0, mapUpdates: 0, controlDownSince: undefined, advertisedRoutes: 0,
@@ -9,6 +12,26 @@ const facts = (over: Partial<AgentFacts> = {}): AgentFacts => ({
 });
 
 describe('metrics', () => {
+  it('books the bytes of peers that moved traffic, looking up the path of those peers only', () => {
+    const p = new WgPipe();
+    for (let i = 1; i <= 300; i++) p.a.setPeer(Uint8Array.from({ length: 32 }, (_, j) => (j === 0 ? 7 : j === 31 ? i & 255 : j === 30 ? i >> 8 : 0)), { allowedIPs: [`10.7.${i >> 8}.${i & 255}/32`] });
+    p.send('a', ipv4('10.0.0.1', '10.0.0.2', 100));
+    p.deliver();
+    p.send('a', ipv4('10.0.0.1', '10.0.0.2', 500));
+    p.deliver();
+    let lookups = 0;
+    const magic = { pathOf: () => { lookups++; return { direct: '198.18.0.2:41641', derp: null }; }, counters: {}, derpStatus: () => [], homeRegion: 0 } as unknown as MagicSock;
+    const dp = { device: p.a, counters: () => ({}) } as unknown as DataPlane;
+    const m = new AgentMetrics();
+    m.sample(dp, magic);
+    assert.equal(lookups, 1, 'one path lookup: the one peer with traffic, not the 300 idle ones');
+    const tx = p.a.peers().reduce((a, x) => a + x.txBytes, 0);
+    assert.ok(tx > 600);
+    assert.match(m.render(dp, magic, facts()), new RegExp(`^meshd_outbound_bytes_total\\{path="direct_ipv4"\\} ${tx}$`, 'm'));
+    m.sample(dp, magic);
+    assert.equal(lookups, 1, 'nothing moved since: no lookup');
+  });
+
   it('labels paths as tailscale does', () => {
     assert.equal(pathLabel({ direct: '198.18.0.2:41641', derp: null }), 'direct_ipv4');
     assert.equal(pathLabel({ direct: '[2001:db8::2]:41641', derp: null }), 'direct_ipv6');

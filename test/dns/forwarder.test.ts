@@ -146,6 +146,24 @@ describe('forwarder', () => {
     assert.equal(udpSizeOf(e), 8192);
     assert.equal(udpSizeOf(q('a')), 512);
   });
+
+  it('reads the EDNS size after answer and authority records with compressed names, and 512 from malformed queries', () => {
+    const msg = (additionals: unknown[], extra: object = {}) => new Uint8Array(packet.encode({
+      type: 'query', id: 7, questions: [{ name: 'x.example', type: 'A' }],
+      answers: [{ type: 'A', name: 'x.example', data: '1.2.3.4' }], authorities: [{ type: 'NS', name: 'example', data: 'ns.example' }],
+      additionals, ...extra,
+    } as never));
+    const opt = (size: number) => ({ type: 'OPT', name: '.', udpPayloadSize: size, flags: 0, options: [] });
+    assert.equal(udpSizeOf(msg([{ type: 'A', name: 'ns.example', data: '5.6.7.8' }, opt(1232)])), 1232);
+    assert.equal(udpSizeOf(msg([opt(4096), opt(9000)])), 4096, 'the first OPT');
+    assert.equal(udpSizeOf(msg([opt(100)])), 512, 'never below 512');
+    assert.equal(udpSizeOf(msg([{ type: 'A', name: 'ns.example', data: '5.6.7.8' }])), 512);
+    const cut = msg([opt(1232)]);
+    assert.equal(udpSizeOf(cut.subarray(0, cut.length - 5)), 512, 'an OPT cut short');
+    // Found by scripts/fuzz.mjs: 57 bytes claiming 256 answers and 62,976 additional records (dns-packet took ~65 ms).
+    const claim = Buffer.from('01300101000001000000f60000000d312d322d000000007669612d310000010000000000000d312d322d000000007669612d31340100020001', 'hex');
+    assert.equal(udpSizeOf(claim), 512);
+  });
 });
 
 describe('DNS over streams', () => {

@@ -6,6 +6,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { TARGETS, runOne } from './targets.ts';
+import { Mutator } from './mutate.ts';
 import { bindingRequest, bindingResponse, parseBindingRequest, parseBindingResponse } from '../../src/stun/stun.ts';
 import { FrameReader, encodeRecvPacket, parseServerMessage } from '../../src/derp/frames.ts';
 import { RecordReader, TransportCipher, sealRecords } from '../../src/control/noise/framing.ts';
@@ -13,11 +14,12 @@ import { MapFrameReader, encodeMapFrame } from '../../src/control/mapframe.ts';
 import { NetworkMap } from '../../src/control/netmap.ts';
 import { MapShapeError, checkFilterRules } from '../../src/control/wirecheck.ts';
 import { Endpoints } from '../../src/net/endpoint.ts';
+import { compileDnsConfig } from '../../src/dns/config.ts';
 import type { MapResponse } from '../../src/control/wire.ts';
 
 const SEED = 20261130;
 /** Runs per target: enough to cover each shape, a few seconds in all. */
-const RUNS: Record<string, number> = { netmap: 250, 'filter-rules': 600 };
+const RUNS: Record<string, number> = { netmap: 250, 'filter-rules': 600, 'dns-query': 600, netstack: 600 };
 
 /** Splits bytes at arbitrary points. */
 const splits = (total: number) => fc.array(fc.nat(total), { maxLength: 5 }).map((cuts) => [...new Set(cuts)].sort((a, b) => a - b));
@@ -36,6 +38,21 @@ describe('decoders never crash on arbitrary input', () => {
         const e = runOne(t, d);
         if (e) throw e;
       }), { seed: SEED, numRuns: RUNS[t.name] ?? 1500 });
+    });
+  }
+});
+
+describe('decoders never crash on mutated valid messages', () => {
+  for (const t of TARGETS) {
+    it(`${t.name}: survives byte mutations of its seed corpus`, () => {
+      const seeds = [...(t.seeds?.() ?? []), ...(t.arb ? fc.sample(t.arb, { numRuns: 20, seed: SEED }) : [])];
+      if (seeds.length === 0) return;
+      const m = new Mutator(SEED, { dict: t.dict ?? [], maxLen: t.maxLen ?? 4096 });
+      for (let i = 0; i < (RUNS[t.name] ?? 1500) / 3; i++) {
+        const d = m.mutate(seeds[m.rng.below(seeds.length)]!, seeds[m.rng.below(seeds.length)]!);
+        const e = runOne(t, d);
+        if (e) throw new Error(`input ${i} (${Buffer.from(d).toString('hex').slice(0, 200)}): ${e.stack}`);
+      }
     });
   }
 });
@@ -111,6 +128,9 @@ describe('regressions found by fuzzing', () => {
     ['SrcIPs as a number', { PacketFilter: [{ SrcIPs: 43557 }] }],
     ['a peer\'s Addresses as a string', { PeersChanged: [{ ...peer, Addresses: '100.64.0.9/32' }] }],
     ['a self node with a bad key', { Node: { ...self, Key: 'nodekey:zz' }, Domain: 'changed' }],
+    ['DNSConfig.ExtraRecords as a boolean', { DNSConfig: { ExtraRecords: false }, Domain: 'changed' }],
+    ['DNSConfig.ExtraRecords as an object', { DNSConfig: { ExtraRecords: { Name: 'x' } } }],
+    ['a DNSConfig record whose Value is a number', { DNSConfig: { ExtraRecords: [{ Name: 'x', Type: 'A', Value: 7 }] } }],
   ];
   for (const [what, msg] of bad) {
     it(`refuses a map message with ${what}, leaving the map as it was`, () => {
@@ -126,6 +146,22 @@ describe('regressions found by fuzzing', () => {
     const m = new NetworkMap();
     m.apply({ Node: { ...self, Hostinfo: null, Tags: null }, Peers: [{ ...peer, Endpoints: null, Future: { x: 1 } }], DERPMap: null, Whatever: [1] } as unknown as MapResponse);
     assert.equal(m.peers.size, 1);
+  });
+
+  // These crashed compileDnsConfig (the MagicDNS configuration from the map) with a TypeError.
+  it('compiles DNS from resolvers without an address and records without a name, as Go reads null: unusable or skipped', () => {
+    const m = new NetworkMap();
+    m.apply({
+      Node: { ...self, Name: 'self.example.' }, Peers: [peer],
+      DNSConfig: {
+        Resolvers: [{ Addr: null }, {}, { Addr: '198.18.0.53' }], Routes: { 'corp.test': [{}], 'x.test': null },
+        ExtraRecords: [{ Name: null, Type: 'A', Value: '100.64.0.9' }, { Name: 'ok.example', Value: null }, { Name: 'g.example', Type: 'A', Value: '100.64.0.8' }],
+      },
+    } as unknown as MapResponse);
+    const cfg = compileDnsConfig(m, { acceptDns: true, osSupportsSplit: false });
+    assert.deepEqual(cfg.unusable, ['', '', '']);
+    assert.deepEqual([...cfg.resolver.hosts.keys()], ['g.example.']);
+    assert.deepEqual(cfg.resolver.routes.find((r) => r.suffix === '.')?.resolvers.map((u) => u.text), ['198.18.0.53']);
   });
 
   it('names the bad field of a packet filter in one line', () => {

@@ -1,0 +1,56 @@
+// Device.handshakeIfIdle: the agent starts a handshake with online peers once control hands out our
+// home DERP region after `up`. A tailscaled peer that tried to reach us before it knew the region
+// failed its handshake and holds its packets until its 5 s retry; our handshake completing (the
+// initiator's keepalive confirms the session) makes it send them at once.
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { ipv4, WgPipe } from '../harness/wgpipe.ts';
+
+describe('Device.handshakeIfIdle', () => {
+  it("delivers a peer's held packet within a round trip instead of at the peer's 5 s retry", () => {
+    const p = new WgPipe();
+    // B sends first, but its initiation is lost (the peer could not reach us yet).
+    p.dropIf = () => true;
+    p.send('b', ipv4('10.0.0.2', '10.0.0.1', 10));
+    p.deliver();
+    assert.equal(p.b.counters.txInitiations, 1);
+    p.dropIf = null;
+    p.run(1000);
+    assert.equal(p.tunA.length, 0, 'B waits for its retry');
+    const t0 = p.clock.t;
+    assert.equal(p.a.handshakeIfIdle(p.bPub, p.sinkA), true);
+    for (let i = 0; i < 10 && p.tunA.length === 0; i++) p.run(10, 10);
+    assert.equal(p.tunA.length, 1, "B's held packet arrived");
+    assert.ok(p.clock.t - t0 <= 100, `after ${p.clock.t - t0} ms`);
+    assert.equal(p.b.counters.txInitiations, 1, 'B did not need its retry');
+  });
+
+  it('sends a pending unanswered initiation again at once (a peer that has just learned us answers it)', () => {
+    const p = new WgPipe({ initiationResendMs: 1000 });
+    p.b.removePeer(p.aPub);
+    p.send('a', ipv4('10.0.0.1', '10.0.0.2', 10));
+    p.deliver();
+    assert.equal(p.tunB.length, 0, 'B drops the initiation of a peer it does not know');
+    p.run(300);
+    p.b.setPeer(p.aPub, { endpoint: p.aAddr, allowedIPs: ['10.0.0.1/32'] });
+    const t0 = p.clock.t;
+    assert.equal(p.a.handshakeIfIdle(p.bPub, p.sinkA), true);
+    p.deliver();
+    assert.equal(p.tunB.length, 1, "A's packet arrived without waiting for the 1 s repeat");
+    assert.equal(p.clock.t, t0);
+    assert.equal(p.a.counters.txInitiations, 1, 'the same handshake, not a new one');
+    assert.equal(p.a.counters.txInitiationResends, 1);
+  });
+
+  it('sends nothing with a live session or for an unknown peer', () => {
+    const p = new WgPipe();
+    p.send('a', ipv4('10.0.0.1', '10.0.0.2', 10));
+    p.deliver();
+    assert.equal(p.tunB.length, 1);
+    const before = p.log.length;
+    assert.equal(p.a.handshakeIfIdle(p.bPub, p.sinkA), false);
+    assert.equal(p.a.handshakeIfIdle(new Uint8Array(32).fill(7), p.sinkA), false);
+    p.deliver();
+    assert.equal(p.log.length, before, 'no datagram sent');
+  });
+});
