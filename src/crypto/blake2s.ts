@@ -12,7 +12,8 @@ function macNoble(key: Uint8Array, data: Uint8Array): Uint8Array {
   return blake2s(data, { key, dkLen: 16 });
 }
 
-function concat(parts: Uint8Array[]): Uint8Array {
+/** The parts joined (a single part is returned as it is). */
+export function concat(parts: Uint8Array[]): Uint8Array {
   if (parts.length === 1) return parts[0]!;
   let n = 0;
   for (const p of parts) n += p.length;

@@ -7,8 +7,8 @@
 // references: tests compare all three, and the loader runs known-answer tests (RFC 7748 5.2, and a
 // keyed BLAKE2s / HMAC value computed with @noble) before it is used.
 import { native } from '../native/index.ts';
-import { clampPrivate, isZero } from './x25519.ts';
-import { nodeBlake2s } from './blake2s.ts';
+import { checkKey, clampPrivate, isZero, sameBytes } from './x25519.ts';
+import { concat, nodeBlake2s } from './blake2s.ts';
 import type { AeadKey, Blake2s, ChaChaPoly, X25519 } from './types.ts';
 
 /** Opaque EVP_PKEY handle made by x25519Key. */
@@ -48,16 +48,6 @@ export class NativeChaChaPoly implements ChaChaPoly {
     if (len < 16 || off < 0 || off + len > buf.length) return false;
     return this.run(false, key.raw, counter, buf.subarray(off, off + len), aad);
   }
-}
-
-function checkKey(k: Uint8Array, what: string): void {
-  if (k.length !== 32) throw new RangeError(`x25519: ${what} must be 32 bytes, got ${k.length}`);
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }
 
 /** X25519 on the addon: private keys become EVP_PKEY handles once, cached by array identity. */
@@ -103,14 +93,6 @@ export class NativeX25519 implements X25519 {
   }
 }
 
-function concat(parts: Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let o = 0;
-  for (const p of parts) { out.set(p, o); o += p.length; }
-  return out;
-}
 
 /** BLAKE2s with MAC and HMAC on the addon (hash stays on node:crypto, which is already fast). */
 export function nativeBlake2s(addon: NativeHandshakeAddon): Blake2s {

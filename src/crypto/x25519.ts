@@ -27,11 +27,13 @@ export function isZero(b: Uint8Array): boolean {
   return acc === 0;
 }
 
-function checkKey(k: Uint8Array, what: string): void {
+/** Throws a RangeError naming `what` unless `k` is 32 bytes. */
+export function checkKey(k: Uint8Array, what: string): void {
   if (k.length !== 32) throw new RangeError(`x25519: ${what} must be 32 bytes, got ${k.length}`);
 }
 
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+/** Byte-wise equality. */
+export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
