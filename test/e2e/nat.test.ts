@@ -37,16 +37,7 @@ describe('through NAT routers, meshd and tailscaled', { skip }, () => {
 
   async function add(name: string, kind: Kind, nat: 'easy' | 'hard' | 'udp-blocked', key: string): Promise<void> {
     const node = lab.addNatNode(name, nat);
-    let ip: string;
-    if (kind === 'meshd') {
-      const r = lab.up(node, key);
-      assert.equal(r.status, 0, `meshd up on ${name}: ${r.stderr}`);
-      ip = (JSON.parse(lab.meshd(node, ['status', '--json']).stdout) as Status).self.addresses[0]!;
-    } else {
-      await lab.startTailscaled(node, key);
-      ip = lab.tailscale(node, ['ip', '-4']).stdout.trim();
-    }
-    nodes.set(name, { node, kind, nat, ip });
+    nodes.set(name, { node, kind, nat, ip: await lab.join(node, kind, key) });
   }
 
   /** a pings b until a reply, then both ends are watched for a direct path. */

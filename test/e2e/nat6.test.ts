@@ -29,16 +29,7 @@ describe('IPv6 through stateful firewalls (no NAT66), meshd and tailscaled', { s
 
   async function add(name: string, kind: Kind, key: string): Promise<void> {
     const node = lab.addNatNode(name, 'hard', { ipv6: true });
-    let ip: string;
-    if (kind === 'meshd') {
-      const r = lab.up(node, key);
-      assert.equal(r.status, 0, `meshd up on ${name}: ${r.stderr}`);
-      ip = (JSON.parse(lab.meshd(node, ['status', '--json']).stdout) as Status).self.addresses[0]!;
-    } else {
-      await lab.startTailscaled(node, key);
-      ip = lab.tailscale(node, ['ip', '-4']).stdout.trim();
-    }
-    nodes.set(name, { node, kind, ip });
+    nodes.set(name, { node, kind, ip: await lab.join(node, kind, key) });
   }
 
   async function pair(aName: string, bName: string): Promise<Result> {

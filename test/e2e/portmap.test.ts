@@ -38,17 +38,8 @@ describe('port mapping with miniupnpd, meshd and tailscaled', { skip }, () => {
 
 
   async function start(name: string, kind: Kind, node: LabNode, key: string): Promise<void> {
-    let ip: string;
-    if (kind === 'meshd') {
-      const r = lab.up(node, key);
-      assert.equal(r.status, 0, `meshd up on ${name}: ${r.stderr}`);
-      ip = status({ node, kind, ip: '' }).self.addresses[0]!;
-    } else {
-      // The port mapper on, as tailscaled runs by default (the lab turns it off elsewhere).
-      await lab.startTailscaled(node, key, { TS_DISABLE_PORTMAPPER: '0' });
-      ip = lab.tailscale(node, ['ip', '-4']).stdout.trim();
-    }
-    nodes.set(name, { node, kind, ip });
+    // The port mapper on for tailscaled, as it runs by default (the lab turns it off elsewhere).
+    nodes.set(name, { node, kind, ip: await lab.join(node, kind, key, { TS_DISABLE_PORTMAPPER: '0' }) });
   }
 
   async function pair(aName: string, bName: string): Promise<Result> {

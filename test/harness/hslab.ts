@@ -460,6 +460,20 @@ deny 0-65535 0.0.0.0/0 0-65535
       '--state-dir', join(node.dir, 'state'), '--timeout', '45s', ...extra], 60_000);
   }
 
+  /**
+   * Joins a node to the tailnet as meshd (`up`) or as an unmodified tailscaled (`tsEnv` for its
+   * daemon); returns its tailnet IPv4. Throws naming the node when `meshd up` fails.
+   */
+  async join(node: LabNode, kind: 'meshd' | 'tailscaled', key: string, tsEnv: Record<string, string> = {}): Promise<string> {
+    if (kind === 'meshd') {
+      const r = this.up(node, key);
+      if (r.status !== 0) throw new Error(`meshd up on ${node.name}: ${r.stderr}`);
+      return (JSON.parse(this.meshd(node, ['status', '--json']).stdout) as { self: { addresses: string[] } }).self.addresses[0]!;
+    }
+    await this.startTailscaled(node, key, tsEnv);
+    return this.tailscale(node, ['ip', '-4']).stdout.trim();
+  }
+
   /** Pings an address from a node; true when at least one reply came back. */
   ping(node: LabNode, addr: string, count = 3): boolean {
     return this.lab.tryExec(node.ns, ['ping', '-c', String(count), '-W', '2', '-i', '0.2', addr], (count * 2 + 5) * 1000).status === 0;
