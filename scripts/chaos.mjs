@@ -58,6 +58,7 @@
 import { parseArgs } from 'node:util';
 import { join } from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
+import { request as httpRequest } from 'node:http';
 import { readFileSync, readdirSync, writeFileSync, mkdirSync } from 'node:fs';
 
 const argv = process.argv.slice(2);
@@ -68,7 +69,7 @@ const { values: opt } = parseArgs({
   options: {
     mb: { type: 'string', default: '64' }, only: { type: 'string' }, 'down-seconds': { type: 'string', default: '20' },
     'derp-down-seconds': { type: 'string', default: '60' }, soak: { type: 'string' }, out: { type: 'string', default: 'chaos-soak' },
-    'warmup-minutes': { type: 'string' }, json: { type: 'string' }, repeat: { type: 'string', default: '1' }, pcap: { type: 'string' },
+    'warmup-minutes': { type: 'string' }, 'node-env': { type: 'string', multiple: true }, json: { type: 'string' }, repeat: { type: 'string', default: '1' }, pcap: { type: 'string' },
   },
 });
 const root = new URL('..', import.meta.url).pathname;
@@ -119,9 +120,40 @@ function daemonPid(socket, kind) {
 }
 function sample(pid) {
   try {
-    const rss = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN);
-    return { rssKb: rss, fds: readdirSync(`/proc/${pid}/fd`).length };
+    const st = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kb = (re, text) => Number(re.exec(text)?.[1] ?? NaN);
+    const roll = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+    return {
+      rssKb: kb(/VmRSS:\s+(\d+)/, st), fds: readdirSync(`/proc/${pid}/fd`).length,
+      anonKb: kb(/^Anonymous:\s+(\d+)/m, roll), fileKb: kb(/RssFile:\s+(\d+)/, st),
+    };
   } catch { return undefined; }
+}
+/** Soak CSV columns from meshd_process_memory_bytes (KiB): Node's view and glibc malloc's. */
+const MEM_KINDS = ['heap_total', 'heap_used', 'heap_live', 'v8_new_space', 'v8_old_space', 'v8_code_space', 'v8_large_object_space', 'external', 'array_buffers',
+  'malloc_arena', 'malloc_mmap', 'malloc_in_use', 'malloc_free'];
+/** A meshd daemon's memory breakdown from its local API metrics (KiB by kind), or {} when it does not answer. */
+function meshdMemory(socket) {
+  return new Promise((resolve) => {
+    const req = httpRequest({ socketPath: socket, method: 'GET', path: '/v0/metrics', timeout: 5000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => { body += d; });
+      res.on('end', () => {
+        const out = {};
+        for (const m of body.matchAll(/^meshd_process_memory_bytes\{kind="(\w+)"\} (\d+)/gm)) out[m[1]] = Math.round(Number(m[2]) / 1024);
+        const k = /^meshd_native_aead_keys (\d+)/m.exec(body);
+        if (k) out.aead_keys = Number(k[1]);
+        const tr = /^meshd_malloc_trims_total (\d+)/m.exec(body), ts = /^meshd_malloc_trim_seconds_total ([\d.e-]+)/m.exec(body);
+        if (tr) out.trims = Number(tr[1]);
+        if (ts) out.trim_ms = Math.round(Number(ts[1]) * 1e4) / 10;
+        resolve(out);
+      });
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve({}));
+    req.end();
+  });
 }
 
 /**
@@ -402,7 +434,12 @@ async function soak(minutes) {
     const c1 = lab.addNatNode('c1', 'easy');
     const c2 = lab.addNatNode('c2', 'easy');
     for (const n of s) {
-      const r = lab.up(n, key);
+      // --node-env NAME:K=V (repeatable): extra environment for one meshd daemon, to compare settings side by side.
+      const extra = (opt['node-env'] ?? []).filter((e) => e.startsWith(`${n.name}:`)).map((e) => e.slice(n.name.length + 1).split(/=(.*)/s));
+      const saved = extra.map(([k]) => [k, process.env[k]]);
+      for (const [k, v] of extra) process.env[k] = v;
+      let r;
+      try { r = lab.up(n, key); } finally { for (const [k, v] of saved) { if (v === undefined) delete process.env[k]; else process.env[k] = v; } }
       if (r.status !== 0) throw new Error(`meshd up on ${n.name}: ${r.stderr}`);
     }
     await lab.startTailscaled(ts, key);
@@ -414,18 +451,23 @@ async function soak(minutes) {
     const t0 = Date.now();
     const end = t0 + durMs;
     mkdirSync(join(opt.out, '..'), { recursive: true });
-    const csv = [`t_s,name,kind,pid,rss_kb,fds`];
+    const csv = [`t_s,name,kind,pid,rss_kb,fds,anon_kb,rssfile_kb,${MEM_KINDS.map((k) => `${k}_kb`).join(',')},aead_keys,trims,trim_ms`];
+    let sampling = Promise.resolve();
     const takeSample = () => {
       const t = Math.round((Date.now() - t0) / 1000);
-      for (const w of watched) {
-        const now = daemonPid(join(lab.nodes.find((n) => n.name === w.name).socket), w.kind);
-        if (now !== w.pid) errors.push(`${w.name}: daemon PID changed from ${w.pid} to ${now} at ${t} s`);
-        const x = sample(w.pid);
-        if (!x) continue;
-        samples.push({ t, name: w.name, kind: w.kind, ...x });
-        csv.push(`${t},${w.name},${w.kind},${w.pid},${x.rssKb},${x.fds}`);
-      }
-      writeFileSync(`${opt.out}.csv`, csv.join('\n') + '\n');
+      sampling = sampling.then(async () => {
+        for (const w of watched) {
+          const node = lab.nodes.find((n) => n.name === w.name);
+          const now = daemonPid(node.socket, w.kind);
+          if (now !== w.pid) errors.push(`${w.name}: daemon PID changed from ${w.pid} to ${now} at ${t} s`);
+          const x = sample(w.pid);
+          if (!x) continue;
+          const mem = w.kind === 'meshd' ? await meshdMemory(node.socket) : {};
+          samples.push({ t, name: w.name, kind: w.kind, ...x, mem });
+          csv.push([t, w.name, w.kind, w.pid, x.rssKb, x.fds, x.anonKb, x.fileKb, ...MEM_KINDS.map((k) => mem[k] ?? ''), mem.aead_keys ?? '', mem.trims ?? '', mem.trim_ms ?? ''].join(','));
+        }
+        writeFileSync(`${opt.out}.csv`, csv.join('\n') + '\n');
+      });
     };
     takeSample();
     const sampler = setInterval(takeSample, 10_000);
@@ -498,7 +540,8 @@ async function soak(minutes) {
     await churn;
     clearInterval(sampler);
     takeSample();
-    const summary = { minutes, warmupMinutes: warmMs / 60_000, transfers: xfers, errors: errors.slice(0, 50), processes: [] };
+    await sampling;
+    const summary = { minutes, warmupMinutes: warmMs / 60_000, nodeEnv: opt['node-env'] ?? [], transfers: xfers, errors: errors.slice(0, 50), processes: [] };
     const med = (xs) => { const v = [...xs].sort((x, y) => x - y); return v.length ? v[Math.floor(v.length / 2)] : NaN; };
     for (const w of watched) {
       const mine = samples.filter((x) => x.name === w.name);
@@ -513,6 +556,14 @@ async function soak(minutes) {
       };
       rec.rssKb.growthPct = Number((((rec.rssKb.end - rec.rssKb.warm) / rec.rssKb.warm) * 100).toFixed(1));
       rec.fds.growthPct = Number((((rec.fds.end - rec.fds.warm) / rec.fds.warm) * 100).toFixed(1));
+      // Where the growth is (KiB, same windows): anonymous vs file-backed RSS, V8 heap, external, malloc.
+      const g = (k) => (x) => (k in x ? x[k] : x.mem?.[k]);
+      rec.breakdownKb = {};
+      for (const k of ['anonKb', 'fileKb', ...MEM_KINDS]) {
+        const v = (w0) => med(w0.map(g(k)).filter((n) => typeof n === 'number' && Number.isFinite(n)));
+        const b = { start: v(startW), warm: v(warmW), end: v(endW) };
+        if (Number.isFinite(b.end)) rec.breakdownKb[k] = b;
+      }
       summary.processes.push(rec);
     }
     writeFileSync(`${opt.out}.json`, JSON.stringify(summary, null, 2));

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -170,6 +171,36 @@ static napi_value js_dup_fd(napi_env env, napi_callback_info info) {
   return v;
 }
 
+// mallocInfo() -> { arena, mmap, inUse, free, topPad }: glibc's mallinfo2() in bytes (all arenas):
+// heap obtained with brk/mmap'd arenas, large chunks mmap'd on their own, bytes allocated, bytes free
+// inside the arenas, and the releasable top of the main arena. For the agent's memory metrics.
+static napi_value js_malloc_info(napi_env env, napi_callback_info info) {
+  (void)info;
+  struct mallinfo2 m = mallinfo2();
+  napi_value o, v;
+  napi_create_object(env, &o);
+  napi_create_double(env, (double)m.arena, &v);
+  napi_set_named_property(env, o, "arena", v);
+  napi_create_double(env, (double)m.hblkhd, &v);
+  napi_set_named_property(env, o, "mmap", v);
+  napi_create_double(env, (double)m.uordblks, &v);
+  napi_set_named_property(env, o, "inUse", v);
+  napi_create_double(env, (double)m.fordblks, &v);
+  napi_set_named_property(env, o, "free", v);
+  napi_create_double(env, (double)m.keepcost, &v);
+  napi_set_named_property(env, o, "topPad", v);
+  return o;
+}
+
+// mallocTrim() -> boolean: glibc's malloc_trim(0): gives free pages inside every arena back to the
+// kernel (MADV_DONTNEED), not only the top of the main heap; true when something was released.
+static napi_value js_malloc_trim(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value v;
+  napi_get_boolean(env, malloc_trim(0) != 0, &v);
+  return v;
+}
+
 bool init_aead(napi_env env, napi_value exports); // aead.c
 bool init_hscrypto(napi_env env, napi_value exports); // hscrypto.c
 bool init_sock(napi_env env, napi_value exports); // sock.c
@@ -177,6 +208,7 @@ bool init_sock(napi_env env, napi_value exports); // sock.c
 static napi_value init(napi_env env, napi_value exports) {
   if (!export_fn(env, exports, "close", js_close)) return NULL;
   if (!export_fn(env, exports, "dupFd", js_dup_fd)) return NULL;
+  if (!export_fn(env, exports, "mallocInfo", js_malloc_info) || !export_fn(env, exports, "mallocTrim", js_malloc_trim)) return NULL;
   if (!init_tun(env, exports) || !init_udp(env, exports) || !init_poll(env, exports)) return NULL;
   if (!init_aead(env, exports) || !init_hscrypto(env, exports)) return NULL;
   if (!init_sock(env, exports)) return NULL;

@@ -21,6 +21,7 @@
 import type { DataPlane } from './dataplane.ts';
 import type { MagicSock } from '../magicsock/magicsock.ts';
 import type { NetworkMap } from '../control/netmap.ts';
+import { memoryBreakdown, type TrimStats } from './memory.ts';
 
 /** Paths traffic takes, labelled as tailscale labels them. */
 export type PathLabel = 'direct_ipv4' | 'direct_ipv6' | 'derp';
@@ -40,6 +41,8 @@ export interface AgentFacts {
   approvedRoutes: number;
   /** Health lines from elsewhere (routing). */
   otherHealth: readonly string[];
+  /** What the malloc trimmer did (src/daemon/memory.ts), when it runs. */
+  trim?: TrimStats | undefined;
   now: number;
 }
 
@@ -51,6 +54,9 @@ export class AgentMetrics {
   private readonly packets = { inbound: zeroPaths(), outbound: zeroPaths() };
   private readonly totals = new Map<string, number>();
   private readonly last = new Map<string, number>();
+  /** Per peer (by id): its byte counters at the last look, and the sample that last saw it. */
+  private readonly peerLast = new Map<string, { rx: number; tx: number; seen: number }>();
+  private samples = 0;
 
   /** Adds what a monotonic source counted since the last look (a smaller value: it restarted). */
   private delta(key: string, value: number): number {
@@ -67,8 +73,16 @@ export class AgentMetrics {
   sample(dp: DataPlane | undefined, magic: MagicSock | undefined): void {
     if (!dp) return;
     // Only peers that ever moved bytes: a 10,000-peer tailnet is mostly idle peers, and this runs every second.
+    const gen = ++this.samples;
+    let seen = 0;
     dp.device.forEachPeerTraffic((k, publicKey, rxBytes, txBytes) => {
-      const rx = this.delta(`rx.${k}`, rxBytes), tx = this.delta(`tx.${k}`, txBytes);
+      seen++;
+      let prev = this.peerLast.get(k);
+      if (!prev) this.peerLast.set(k, (prev = { rx: 0, tx: 0, seen: gen }));
+      const rx = rxBytes >= prev.rx ? rxBytes - prev.rx : rxBytes, tx = txBytes >= prev.tx ? txBytes - prev.tx : txBytes;
+      prev.rx = rxBytes;
+      prev.tx = txBytes;
+      prev.seen = gen;
       if (rx === 0 && tx === 0) return;
       const path = pathLabel(magic?.pathOf(publicKey));
       if (path) {
@@ -76,6 +90,9 @@ export class AgentMetrics {
         this.bytes.outbound[path] += tx;
       }
     });
+    // Peers that left the device (or were re-created, counting from zero): forget them, so the book
+    // holds the peers of now, not every peer that ever moved a byte.
+    if (seen < this.peerLast.size) for (const [k, v] of this.peerLast) if (v.seen !== gen) this.peerLast.delete(k);
     const c = dp.device.counters as unknown as Record<string, number>;
     const txAll = this.delta('txPackets', (c.txData ?? 0) + (c.txKeepalives ?? 0) + (c.txInitiations ?? 0) + (c.txResponses ?? 0) + (c.txCookieReplies ?? 0));
     const rxAll = this.delta('rxPackets', (c.rxData ?? 0) + (c.rxKeepalives ?? 0) + (c.rxInitiations ?? 0) + (c.rxResponses ?? 0) + (c.rxCookieReplies ?? 0));
@@ -105,6 +122,11 @@ export class AgentMetrics {
       return direct > 0 ? b.direct_ipv6 / direct : 0;
     };
     return { in: share('inbound'), out: share('outbound') };
+  }
+
+  /** Peers whose byte counters the book tracks (those in the device that moved traffic). */
+  get trackedPeers(): number {
+    return this.peerLast.size;
   }
 
   /** The Prometheus text exposition (format 0.0.4). */
@@ -142,6 +164,14 @@ export class AgentMetrics {
     family('meshd_advertised_routes', 'gauge', 'Number of advertised network routes', [[undefined, f.advertisedRoutes]]);
     family('meshd_approved_routes', 'gauge', 'Number of approved network routes', [[undefined, f.approvedRoutes]]);
     family('meshd_health_messages', 'gauge', 'Number of health messages broken down by type', [[{ type: 'warning' }, healthWarnings(magic, f).length]]);
+    const mem = memoryBreakdown();
+    family('meshd_process_memory_bytes', 'gauge', 'Memory of the agent process by kind (process.memoryUsage, glibc mallinfo2)',
+      Object.entries(mem.bytes).map(([k, v]) => [{ kind: k }, v]));
+    family('meshd_native_aead_keys', 'gauge', "Live ChaCha20-Poly1305 keys in the native addon's table", [[undefined, mem.aeadKeys]]);
+    if (f.trim) {
+      family('meshd_malloc_trims_total', 'counter', 'Calls of malloc_trim(0) that gave free malloc pages back to the kernel', [[undefined, f.trim.trims]]);
+      family('meshd_malloc_trim_seconds_total', 'counter', 'Time spent in malloc_trim(0)', [[undefined, f.trim.seconds]]);
+    }
     return `${out.join('\n')}\n`;
   }
 }

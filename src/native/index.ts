@@ -45,6 +45,15 @@ export interface PollStats {
   active: boolean;
 }
 
+/** glibc's allocator in bytes (mallinfo2): arenas (brk + mmap'd), chunks mmap'd alone, in use, free in arenas, releasable top. */
+export interface NativeMallocInfo {
+  arena: number;
+  mmap: number;
+  inUse: number;
+  free: number;
+  topPad: number;
+}
+
 /** Opaque reader handle returned by pollStart. */
 export type PollHandle = { readonly __brand: 'meshd.PollHandle' };
 
@@ -91,6 +100,10 @@ export interface NativeAddon {
   close(fd: number): void;
   /** A new close-on-exec fd for the same open file (F_DUPFD_CLOEXEC); absent in addons built before it. */
   dupFd?(fd: number): number;
+  /** glibc mallinfo2() in bytes, all arenas (no ABI bump: callers check that it exists). */
+  mallocInfo?(): NativeMallocInfo;
+  /** glibc malloc_trim(0): free pages in every arena back to the kernel; true when some were. */
+  mallocTrim?(): boolean;
 }
 
 /** Indexes of the Float64Array tunWrite keeps its state in (native/README.md). */

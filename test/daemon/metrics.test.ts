@@ -57,4 +57,40 @@ describe('metrics', () => {
     const f = facts();
     assert.match(healthWarnings(undefined, { ...f, controlDownSince: f.now - 42_000 }).join(), /control unreachable for 42s/);
   });
+
+  it('forgets peers that left: 1000 peers join, move bytes and leave, and the book is back to its baseline', () => {
+    const peers = new Map<string, { rx: number; tx: number }>();
+    const device = {
+      forEachPeerTraffic: (f: (id: string, key: Uint8Array, rx: number, tx: number) => void) => { for (const [id, c] of peers) f(id, new Uint8Array(32), c.rx, c.tx); },
+      counters: {},
+    };
+    const dp = { device, counters: () => ({}) } as unknown as DataPlane;
+    const magic = { pathOf: () => ({ direct: '198.18.0.2:41641', derp: null }), counters: {}, derpStatus: () => [], homeRegion: 0 } as unknown as MagicSock;
+    const m = new AgentMetrics();
+    peers.set('stays', { rx: 10, tx: 10 });
+    m.sample(dp, magic);
+    assert.equal(m.trackedPeers, 1);
+    for (let i = 0; i < 1000; i++) {
+      peers.set(`p${i}`, { rx: 100, tx: 200 });
+      m.sample(dp, magic);
+      peers.delete(`p${i}`);
+    }
+    m.sample(dp, magic);
+    assert.equal(m.trackedPeers, 1, 'only the peer still in the device');
+    const text = m.render(dp, magic, facts());
+    assert.match(text, /^meshd_inbound_bytes_total\{path="direct_ipv4"\} 100010$/m, 'the bytes of the peers that left stay counted');
+    assert.match(text, /^meshd_outbound_bytes_total\{path="direct_ipv4"\} 200010$/m);
+  });
+
+  it('reports where the memory is: RSS, the V8 heap and its spaces, malloc, and the trimmer when it runs', () => {
+    const text = new AgentMetrics().render(undefined, undefined, facts({ trim: { trims: 3, freedBeforeBytes: 9 << 20, seconds: 0.002 } }));
+    for (const kind of ['rss', 'heap_total', 'heap_used', 'external', 'array_buffers', 'v8_old_space', 'v8_code_space', 'malloc_in_use', 'malloc_free']) {
+      const m = new RegExp(`^meshd_process_memory_bytes\\{kind="${kind}"\\} (\\d+)$`, 'm').exec(text);
+      assert.ok(m, `kind ${kind} is reported`);
+      assert.ok(Number(m[1]) > 0, `kind ${kind} is not zero`);
+    }
+    assert.match(text, /^meshd_malloc_trims_total 3$/m);
+    assert.match(text, /^meshd_malloc_trim_seconds_total 0.002$/m);
+    assert.doesNotMatch(new AgentMetrics().render(undefined, undefined, facts()), /meshd_malloc_trims_total/, 'no trimmer, no trim metrics');
+  });
 });
