@@ -16,6 +16,7 @@ import { parseDuration } from './duration.ts';
 import { ROOT_SOCKET } from './paths.ts';
 import { sanitizeHostname } from '../util/dnsname.ts';
 import { MEM_STATE } from '../state/memstore.ts';
+import { agentEnv } from '../daemon/memory.ts';
 import { parseHosts, waitAndReport } from './wait.ts';
 
 /** Defaults, as documented in the README (main.ts repeats them for its help text). */
@@ -167,7 +168,7 @@ async function startAgent(socket: string, f: DaemonFlags): Promise<void> {
   if (f.debug) args.push('--debug', f.debug);
   if (f.socks5Server) args.push('--socks5-server', f.socks5Server);
   if (f.outboundHttpProxyListen) args.push('--outbound-http-proxy-listen', f.outboundHttpProxyListen);
-  const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', fd, fd, 'ipc'] });
+  const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', fd, fd, 'ipc'], env: agentEnv(process.env) });
   closeSync(fd);
   const outcome = await new Promise<'ready' | number>((resolve) => {
     const t = setTimeout(() => resolve(-1), 15_000);

@@ -26,7 +26,7 @@ import { Userspace, USERSPACE_TUN, type UserspaceOptions } from './userspace.ts'
 import { markedDialer } from '../net/tcp.ts';
 import { syncPeers, syncPeersInTurns, type AppliedPeer, type Touched } from './peersync.ts';
 import { AgentMetrics, healthWarnings, KEY_EXPIRY_WARN_MS, type AgentFacts } from './metrics.ts';
-import { processTrimmer, watchMajorGc } from './memory.ts';
+import { processKeeper, watchMajorGc } from './memory.ts';
 import { whoisIn } from './whois.ts';
 import { agentLogIn, AgentError, AUTH_URL_PROGRESS, checkLoginServer } from './upcheck.ts';
 
@@ -122,8 +122,8 @@ export class Agent implements LocalBackend {
   /** Metrics (src/daemon/metrics.ts): sampled every second while up. */
   private readonly metricsBook = new AgentMetrics();
   private metricsTimer: NodeJS.Timeout | undefined;
-  /** Gives malloc's free pages back to the kernel now and then, from the metrics timer (src/daemon/memory.ts). */
-  private readonly trimmer = processTrimmer();
+  /** Hands unused memory back to the kernel now and then, from the metrics timer (src/daemon/memory.ts). */
+  private readonly keeper = processKeeper();
   private mapUpdates = 0;
   private reconnectsBefore = 0;
   private controlDownSince: number | undefined;
@@ -214,7 +214,7 @@ export class Agent implements LocalBackend {
     return {
       map: this.map, controlReconnects: this.reconnectsBefore + (this.stream?.reconnects ?? 0), mapUpdates: this.mapUpdates,
       controlDownSince: this.controlDownSince, advertisedRoutes: r.advertisedRoutes.length, approvedRoutes: r.approvedRoutes.length,
-      otherHealth: r.health, now: Date.now(), trim: this.trimmer?.stats,
+      otherHealth: r.health, now: Date.now(), keeper: this.keeper?.stats,
     };
   }
 
@@ -391,7 +391,7 @@ export class Agent implements LocalBackend {
       this.state = 'Running';
       await this.store.update({ wantRunning: true });
       this.endpointTimer = setInterval(() => { this.portmap?.ensure(); this.magic?.maybeReport(); }, ENDPOINT_CHECK_MS);
-      this.metricsTimer = setInterval(() => { this.metricsBook.sample(this.dp, this.magic); this.trimmer?.tick(Date.now()); }, 1000);
+      this.metricsTimer = setInterval(() => { this.metricsBook.sample(this.dp, this.magic); this.keeper?.tick(Date.now()); }, 1000);
       this.metricsTimer.unref();
       const st = this.status();
       progress(`up: ${st.self.addresses.join(' ')}`);

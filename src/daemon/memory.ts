@@ -8,12 +8,15 @@
 // runtime returns unused heap pages in the background (its scavenger); meshd does the same for
 // malloc with malloc_trim(0) from the addon, every TRIM_INTERVAL_MS when at least TRIM_MIN_FREE
 // bytes are free. MESHD_MALLOC_TRIM=0 turns it off.
-import { getHeapSpaceStatistics, getHeapStatistics } from 'node:v8';
+import { getHeapSpaceStatistics, getHeapStatistics, setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { PerformanceObserver, constants as perfConstants } from 'node:perf_hooks';
 import { native, type NativeMallocInfo } from '../native/index.ts';
 
-/** How often the trimmer looks at malloc's free bytes. */
+/** How often the keeper looks at malloc's free bytes. */
 export const TRIM_INTERVAL_MS = 10_000;
+/** How often the keeper forces a full GC (Go's runtime: forcegcperiod, 2 minutes). */
+export const GC_INTERVAL_MS = 120_000;
 /** Free bytes inside malloc's arenas below which a trim is not worth a call. */
 export const TRIM_MIN_FREE = 1 << 20;
 
@@ -68,53 +71,110 @@ export function watchMajorGc(): void {
   gcObserver.observe({ entryTypes: ['gc'] });
 }
 
-/** What the trimmer did: calls, bytes of arena free before them, and the time they took. */
-export interface TrimStats {
+/** What the keeper did: full GCs and malloc trims, and the time each took (seconds, summed). */
+export interface KeeperStats {
+  gcs: number;
+  gcSeconds: number;
   trims: number;
-  freedBeforeBytes: number;
-  seconds: number;
+  trimSeconds: number;
+}
+
+/** The allocator and collector the keeper drives (the addon's malloc calls, V8's gc). */
+export interface KeeperHooks {
+  mallocInfo?: (() => NativeMallocInfo | undefined) | undefined;
+  mallocTrim?: (() => boolean) | undefined;
+  fullGc?: (() => void) | undefined;
 }
 
 /**
- * Calls malloc_trim when malloc holds at least `minFree` free bytes, at most once per `intervalMs`.
- * Takes the allocator's functions and the time, so the decision is tested without glibc.
+ * Hands memory the agent no longer uses back to the kernel, from a timer on `now`:
+ * - every `gcIntervalMs` a full GC (V8 lets up to several MB of garbage pile up in old space before
+ *   its own next full GC; Go's runtime likewise forces a GC at least every 2 minutes, forcegcperiod),
+ *   then malloc_trim for what it freed (ArrayBuffer stores live in malloc);
+ * - every `trimIntervalMs` a malloc_trim when at least `minFree` bytes are free in malloc's arenas.
+ * The hooks are injected, so the schedule is tested without V8 or glibc.
  */
-export class MallocTrimmer {
-  readonly stats: TrimStats = { trims: 0, freedBeforeBytes: 0, seconds: 0 };
-  private last = -Infinity;
-  private readonly info: () => NativeMallocInfo | undefined;
-  private readonly trim: () => boolean;
-  private readonly intervalMs: number;
+export class MemoryKeeper {
+  readonly stats: KeeperStats = { gcs: 0, gcSeconds: 0, trims: 0, trimSeconds: 0 };
+  private lastTrim = -Infinity;
+  private lastGc: number | undefined;
+  private readonly hooks: KeeperHooks;
+  private readonly trimIntervalMs: number;
+  private readonly gcIntervalMs: number;
   private readonly minFree: number;
 
-  constructor(info: () => NativeMallocInfo | undefined, trim: () => boolean, intervalMs = TRIM_INTERVAL_MS, minFree = TRIM_MIN_FREE) {
-    this.info = info;
-    this.trim = trim;
-    this.intervalMs = intervalMs;
-    this.minFree = minFree;
+  constructor(hooks: KeeperHooks, opts: { trimIntervalMs?: number; gcIntervalMs?: number; minFree?: number } = {}) {
+    this.hooks = hooks;
+    this.trimIntervalMs = opts.trimIntervalMs ?? TRIM_INTERVAL_MS;
+    this.gcIntervalMs = opts.gcIntervalMs ?? GC_INTERVAL_MS;
+    this.minFree = opts.minFree ?? TRIM_MIN_FREE;
   }
 
-  /** Trims when due and worth it; true when malloc_trim was called. */
-  tick(nowMs: number): boolean {
-    if (nowMs - this.last < this.intervalMs) return false;
-    this.last = nowMs;
-    const m = this.info();
-    if (!m || m.free < this.minFree) return false;
+  /** Runs what is due at `nowMs`; returns what it did. The first full GC is one interval after the first tick. */
+  tick(nowMs: number): { gc: boolean; trim: boolean } {
+    let gc = false;
+    const { fullGc, mallocInfo, mallocTrim } = this.hooks;
+    if (this.lastGc === undefined) this.lastGc = nowMs;
+    if (fullGc && nowMs - this.lastGc >= this.gcIntervalMs) {
+      this.lastGc = nowMs;
+      const t0 = process.hrtime.bigint();
+      fullGc();
+      this.stats.gcSeconds += Number(process.hrtime.bigint() - t0) / 1e9;
+      this.stats.gcs++;
+      gc = true;
+    }
+    if (!mallocTrim || !mallocInfo || (!gc && nowMs - this.lastTrim < this.trimIntervalMs)) return { gc, trim: false };
+    this.lastTrim = nowMs;
+    const m = mallocInfo();
+    if (!m || m.free < this.minFree) return { gc, trim: false };
     const t0 = process.hrtime.bigint();
-    this.trim();
-    this.stats.seconds += Number(process.hrtime.bigint() - t0) / 1e9;
+    mallocTrim();
+    this.stats.trimSeconds += Number(process.hrtime.bigint() - t0) / 1e9;
     this.stats.trims++;
-    this.stats.freedBeforeBytes += m.free;
-    return true;
+    return { gc, trim: true };
   }
 }
 
-/** The trimmer for this process, or undefined when the addon has no malloc_trim or MESHD_MALLOC_TRIM=0. */
-export function processTrimmer(env: NodeJS.ProcessEnv = process.env): MallocTrimmer | undefined {
-  if (/^(0|false|off|no)$/i.test(env.MESHD_MALLOC_TRIM ?? '')) return undefined;
-  let a: ReturnType<typeof native>;
-  try { a = native(); } catch { return undefined; }
-  const { mallocInfo, mallocTrim } = a;
-  if (!mallocInfo || !mallocTrim) return undefined;
-  return new MallocTrimmer(() => mallocInfo.call(a), () => mallocTrim.call(a));
+const OFF = /^(0|false|off|no)$/i;
+
+/**
+ * The keeper for this process: malloc trims through the addon (unless MESHD_MALLOC_TRIM=0 or the
+ * addon lacks them) and periodic full GCs (unless MESHD_FORCE_GC=0; V8's gc() is reached by
+ * turning on --expose-gc at run time and taking the function from a fresh context, as the flag
+ * cannot be passed in NODE_OPTIONS). Undefined when both are off.
+ */
+export function processKeeper(env: NodeJS.ProcessEnv = process.env): MemoryKeeper | undefined {
+  const hooks: KeeperHooks = {};
+  if (!OFF.test(env.MESHD_MALLOC_TRIM ?? '')) {
+    try {
+      const a = native();
+      if (a.mallocInfo && a.mallocTrim) {
+        hooks.mallocInfo = () => a.mallocInfo!();
+        hooks.mallocTrim = () => a.mallocTrim!();
+      }
+    } catch { /* no addon: no trims */ }
+  }
+  if (!OFF.test(env.MESHD_FORCE_GC ?? '')) {
+    try {
+      setFlagsFromString('--expose-gc');
+      const gc = runInNewContext('gc') as unknown;
+      if (typeof gc === 'function') hooks.fullGc = () => (gc as () => void)();
+    } catch { /* V8 refused the flag: V8 schedules its own full GCs */ }
+  }
+  return hooks.fullGc || hooks.mallocTrim ? new MemoryKeeper(hooks) : undefined;
 }
+
+/** glibc arenas for the agent's process (MALLOC_ARENA_MAX): see agentEnv. */
+export const AGENT_MALLOC_ARENAS = '2';
+
+/**
+ * The environment `meshd up` starts the agent with: the caller's, with MALLOC_ARENA_MAX=2 unless
+ * set. glibc gives each thread that allocates its own arena (up to 8 per core); Node's V8 and libuv
+ * worker threads then each keep free memory of their own that the main thread cannot reuse. The
+ * agent's hot path allocates nothing per packet, so sharing two arenas costs no contention that
+ * matters; the variable must be in place when the process starts (glibc reads it once).
+ */
+export function agentEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  return env.MALLOC_ARENA_MAX ? env : { ...env, MALLOC_ARENA_MAX: AGENT_MALLOC_ARENAS };
+}
+

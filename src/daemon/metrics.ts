@@ -21,7 +21,7 @@
 import type { DataPlane } from './dataplane.ts';
 import type { MagicSock } from '../magicsock/magicsock.ts';
 import type { NetworkMap } from '../control/netmap.ts';
-import { memoryBreakdown, type TrimStats } from './memory.ts';
+import { memoryBreakdown, type KeeperStats } from './memory.ts';
 
 /** Paths traffic takes, labelled as tailscale labels them. */
 export type PathLabel = 'direct_ipv4' | 'direct_ipv6' | 'derp';
@@ -41,8 +41,8 @@ export interface AgentFacts {
   approvedRoutes: number;
   /** Health lines from elsewhere (routing). */
   otherHealth: readonly string[];
-  /** What the malloc trimmer did (src/daemon/memory.ts), when it runs. */
-  trim?: TrimStats | undefined;
+  /** What the memory keeper did (src/daemon/memory.ts), when it runs. */
+  keeper?: KeeperStats | undefined;
   now: number;
 }
 
@@ -168,9 +168,11 @@ export class AgentMetrics {
     family('meshd_process_memory_bytes', 'gauge', 'Memory of the agent process by kind (process.memoryUsage, glibc mallinfo2)',
       Object.entries(mem.bytes).map(([k, v]) => [{ kind: k }, v]));
     family('meshd_native_aead_keys', 'gauge', "Live ChaCha20-Poly1305 keys in the native addon's table", [[undefined, mem.aeadKeys]]);
-    if (f.trim) {
-      family('meshd_malloc_trims_total', 'counter', 'Calls of malloc_trim(0) that gave free malloc pages back to the kernel', [[undefined, f.trim.trims]]);
-      family('meshd_malloc_trim_seconds_total', 'counter', 'Time spent in malloc_trim(0)', [[undefined, f.trim.seconds]]);
+    if (f.keeper) {
+      family('meshd_forced_gcs_total', 'counter', 'Full GCs the agent forced (every 2 minutes)', [[undefined, f.keeper.gcs]]);
+      family('meshd_forced_gc_seconds_total', 'counter', 'Time spent in forced full GCs', [[undefined, f.keeper.gcSeconds]]);
+      family('meshd_malloc_trims_total', 'counter', 'Calls of malloc_trim(0) that gave free malloc pages back to the kernel', [[undefined, f.keeper.trims]]);
+      family('meshd_malloc_trim_seconds_total', 'counter', 'Time spent in malloc_trim(0)', [[undefined, f.keeper.trimSeconds]]);
     }
     return `${out.join('\n')}\n`;
   }

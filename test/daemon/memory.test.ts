@@ -1,33 +1,45 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { MallocTrimmer, processTrimmer, memoryBreakdown } from '../../src/daemon/memory.ts';
+import { MemoryKeeper, processKeeper, memoryBreakdown, agentEnv, watchMajorGc, GC_INTERVAL_MS } from '../../src/daemon/memory.ts';
 import { native } from '../../src/native/index.ts';
 
 const info = (free: number) => ({ arena: 8 << 20, mmap: 0, inUse: (8 << 20) - free, free, topPad: 0 });
 
-describe('malloc trimmer', () => {
+describe('agent memory', () => {
   it('trims when malloc holds a MiB or more free, at most once per interval', () => {
     let free = 4 << 20, calls = 0;
-    const t = new MallocTrimmer(() => info(free), () => { calls++; free = 0; return true; }, 10_000, 1 << 20);
-    assert.equal(t.tick(0), true);
+    const k = new MemoryKeeper({ mallocInfo: () => info(free), mallocTrim: () => { calls++; free = 0; return true; } }, { trimIntervalMs: 10_000, minFree: 1 << 20 });
+    assert.deepEqual(k.tick(0), { gc: false, trim: true });
     assert.equal(calls, 1);
     free = 5 << 20;
-    assert.equal(t.tick(9_999), false, 'not again within the interval');
-    assert.equal(t.tick(10_000), true);
-    assert.equal(t.stats.trims, 2);
-    assert.equal(t.stats.freedBeforeBytes, 9 << 20);
+    assert.equal(k.tick(9_999).trim, false, 'not again within the interval');
+    assert.equal(k.tick(10_000).trim, true);
+    assert.equal(k.stats.trims, 2);
   });
 
   it('leaves malloc alone when little is free', () => {
     let calls = 0;
-    const t = new MallocTrimmer(() => info(512 << 10), () => { calls++; return true; }, 10_000, 1 << 20);
-    for (let now = 0; now < 100_000; now += 1000) t.tick(now);
+    const k = new MemoryKeeper({ mallocInfo: () => info(512 << 10), mallocTrim: () => { calls++; return true; } }, { trimIntervalMs: 10_000, minFree: 1 << 20 });
+    for (let now = 0; now < 100_000; now += 1000) k.tick(now);
     assert.equal(calls, 0);
-    assert.equal(t.stats.trims, 0);
   });
 
-  it('is off with MESHD_MALLOC_TRIM=0', () => {
-    assert.equal(processTrimmer({ MESHD_MALLOC_TRIM: '0' }), undefined);
+  it('forces a full GC every interval, the first one interval after start, and trims right after it', () => {
+    const did: string[] = [];
+    let free = 0;
+    const k = new MemoryKeeper({
+      fullGc: () => { did.push('gc'); free = 3 << 20; },
+      mallocInfo: () => info(free),
+      mallocTrim: () => { did.push('trim'); free = 0; return true; },
+    }, { gcIntervalMs: 120_000, trimIntervalMs: 10_000, minFree: 1 << 20 });
+    for (let now = 0; now <= 360_000; now += 1000) k.tick(now);
+    assert.deepEqual(did, ['gc', 'trim', 'gc', 'trim', 'gc', 'trim'], 'at 120, 240 and 360 s');
+    assert.equal(k.stats.gcs, 3);
+  });
+
+  it('is off with MESHD_MALLOC_TRIM=0 and MESHD_FORCE_GC=0', () => {
+    assert.equal(processKeeper({ MESHD_MALLOC_TRIM: '0', MESHD_FORCE_GC: '0' }), undefined);
+    assert.ok(processKeeper({ MESHD_MALLOC_TRIM: '0' }), 'full GCs alone');
   });
 
   it("reads glibc's arena accounting and trims through the addon", () => {
@@ -39,8 +51,26 @@ describe('malloc trimmer', () => {
     assert.equal(typeof a.mallocTrim(), 'boolean');
   });
 
+  it("forces a real full GC through V8, seen as the live heap in the breakdown", async () => {
+    watchMajorGc();
+    const k = processKeeper({ MESHD_MALLOC_TRIM: '0' });
+    assert.ok(k);
+    k.tick(0);
+    assert.equal(k.tick(GC_INTERVAL_MS).gc, true);
+    assert.equal(k.stats.gcs, 1);
+    await new Promise((r) => setTimeout(r, 50));
+    const live = memoryBreakdown().bytes.heap_live;
+    assert.ok(live !== undefined && live > 0 && live <= process.memoryUsage().heapTotal, `heap_live ${live}`);
+  });
+
   it('reports the V8 spaces and malloc in its breakdown', () => {
     const b = memoryBreakdown();
     assert.ok(b.bytes.rss! > 0 && b.bytes.v8_old_space! > 0 && b.bytes.malloc_in_use! > 0);
+  });
+
+  it('starts the agent with two malloc arenas unless the caller chose a number', () => {
+    assert.equal(agentEnv({ PATH: '/bin' }).MALLOC_ARENA_MAX, '2');
+    assert.equal(agentEnv({ PATH: '/bin' }).PATH, '/bin');
+    assert.equal(agentEnv({ MALLOC_ARENA_MAX: '8' }).MALLOC_ARENA_MAX, '8');
   });
 });

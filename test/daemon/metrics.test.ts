@@ -82,15 +82,16 @@ describe('metrics', () => {
     assert.match(text, /^meshd_outbound_bytes_total\{path="direct_ipv4"\} 200010$/m);
   });
 
-  it('reports where the memory is: RSS, the V8 heap and its spaces, malloc, and the trimmer when it runs', () => {
-    const text = new AgentMetrics().render(undefined, undefined, facts({ trim: { trims: 3, freedBeforeBytes: 9 << 20, seconds: 0.002 } }));
+  it('reports where the memory is: RSS, the V8 heap and its spaces, malloc, and the memory keeper when it runs', () => {
+    const text = new AgentMetrics().render(undefined, undefined, facts({ keeper: { gcs: 2, gcSeconds: 0.03, trims: 3, trimSeconds: 0.002 } }));
     for (const kind of ['rss', 'heap_total', 'heap_used', 'external', 'array_buffers', 'v8_old_space', 'v8_code_space', 'malloc_in_use', 'malloc_free']) {
       const m = new RegExp(`^meshd_process_memory_bytes\\{kind="${kind}"\\} (\\d+)$`, 'm').exec(text);
       assert.ok(m, `kind ${kind} is reported`);
       assert.ok(Number(m[1]) > 0, `kind ${kind} is not zero`);
     }
     assert.match(text, /^meshd_malloc_trims_total 3$/m);
+    assert.match(text, /^meshd_forced_gcs_total 2$/m);
     assert.match(text, /^meshd_malloc_trim_seconds_total 0.002$/m);
-    assert.doesNotMatch(new AgentMetrics().render(undefined, undefined, facts()), /meshd_malloc_trims_total/, 'no trimmer, no trim metrics');
+    assert.doesNotMatch(new AgentMetrics().render(undefined, undefined, facts()), /meshd_malloc_trims_total/, 'no keeper, no keeper metrics');
   });
 });
