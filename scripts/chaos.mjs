@@ -41,7 +41,12 @@
 // and leaving every few seconds (a fresh ephemeral node each time: up, then logout) and a second
 // tailscaled going down and up; hash-checked 1 MiB transfers and 4 KiB connections between random
 // pairs every 2 s and pings; VmRSS and open fds of every meshd daemon and of the tailscaled sampled
-// every 10 s into <out>.csv, with <out>.json giving start, after warm-up, end and growth.
+// every 10 s into <out>.csv, with <out>.json giving start, after warm-up, end and growth. Besides
+// RSS each sample has smaps' Anonymous and the file-backed RSS, and for meshd its memory metrics
+// (meshd_process_memory_bytes: V8 heap and spaces, the live heap after the last full GC, glibc's
+// arenas in use and free, AEAD keys, forced GCs and malloc trims); <out>.json has their start /
+// warm / end too, to say where a growth is. --node-env NAME:K=V (repeatable) starts one meshd
+// daemon with more environment (e.g. s3:MESHD_FORCE_GC=0) to compare settings in the same run.
 //
 // One run (2026-11-30, shared 2-core machine; s = seconds for 64 MiB, meshd / tailscaled; all
 // intact unless said; README "Chaos lab and soak" has the full table and the notes):
@@ -53,7 +58,7 @@
 //   is back; soak 30 min: meshd RSS +3.3/+5.9/+7.3% after warm-up, fds flat, tailscaled +12.5%
 //
 //   npm run build && sudo node scripts/chaos.mjs [--mb 64] [--only loss10,delay50] [--down-seconds 20]
-//   sudo node scripts/chaos.mjs --soak 30 [--out chaos-soak] [--warmup-minutes 5]
+//   sudo node scripts/chaos.mjs --soak 30 [--out chaos-soak] [--warmup-minutes 5] [--node-env s3:MESHD_FORCE_GC=0]
 //   MESHD_TEST_BIN=/path/to/other/bin/meshd.js runs another meshd build (before/after comparisons)
 import { parseArgs } from 'node:util';
 import { join } from 'node:path';

@@ -218,6 +218,12 @@ export class Agent implements LocalBackend {
     };
   }
 
+  /** WireGuard data packets the device moved so far (for the memory keeper's quiet check). */
+  private dataPackets(): number {
+    const c = this.dp?.device.counters;
+    return c ? (c.rxData ?? 0) + (c.txData ?? 0) : 0;
+  }
+
   /** See LocalBackend.metrics: the Prometheus text. */
   metrics(): string {
     return this.metricsBook.render(this.dp, this.magic, this.facts());
@@ -391,7 +397,7 @@ export class Agent implements LocalBackend {
       this.state = 'Running';
       await this.store.update({ wantRunning: true });
       this.endpointTimer = setInterval(() => { this.portmap?.ensure(); this.magic?.maybeReport(); }, ENDPOINT_CHECK_MS);
-      this.metricsTimer = setInterval(() => { this.metricsBook.sample(this.dp, this.magic); this.keeper?.tick(Date.now()); }, 1000);
+      this.metricsTimer = setInterval(() => { this.metricsBook.sample(this.dp, this.magic); this.keeper?.tick(Date.now(), this.dataPackets()); }, 1000);
       this.metricsTimer.unref();
       const st = this.status();
       progress(`up: ${st.self.addresses.join(' ')}`);

@@ -37,6 +37,16 @@ describe('agent memory', () => {
     assert.equal(k.stats.gcs, 3);
   });
 
+  it('holds a due full GC while packets move and runs it at the first quiet tick', () => {
+    let gcs = 0, packets = 0;
+    const k = new MemoryKeeper({ fullGc: () => { gcs++; } }, { gcIntervalMs: 120_000 });
+    for (let now = 0; now <= 200_000; now += 1000) k.tick(now, (packets += 10));
+    assert.equal(gcs, 0, 'busy the whole time: V8 keeps its own schedule');
+    assert.equal(k.tick(201_000, packets).gc, true, 'the first tick without new packets');
+    assert.equal(gcs, 1);
+    assert.equal(k.tick(202_000, packets).gc, false, 'then the next one an interval later');
+  });
+
   it('is off with MESHD_MALLOC_TRIM=0 and MESHD_FORCE_GC=0', () => {
     assert.equal(processKeeper({ MESHD_MALLOC_TRIM: '0', MESHD_FORCE_GC: '0' }), undefined);
     assert.ok(processKeeper({ MESHD_MALLOC_TRIM: '0' }), 'full GCs alone');
