@@ -55,7 +55,8 @@
 //   natflush 1.2/4.6 (resume 0.4/3.7 s)   linkdown 26.2/32.2 (resume 0/0 s after link up)
 //   roam 9.3/11.6 (resume 7.3/6.1 s; tailscaled not direct again)   hsrestart 1.4/4.2
 //   derprestart 0.6/6.4   derpdown: first ping 52.1/48.5 s (47.9/51.3 in another run) after DERP
-//   is back; soak 30 min: meshd RSS +3.3/+5.9/+7.3% after warm-up, fds flat, tailscaled +12.5%
+//   is back; soak 30 min: meshd RSS +1.4/+2.6/+1.9% after warm-up (before the memory keeper
+//   +3.3/+5.9/+7.3%), fds flat, tailscaled +6.5%
 //
 //   npm run build && sudo node scripts/chaos.mjs [--mb 64] [--only loss10,delay50] [--down-seconds 20]
 //   sudo node scripts/chaos.mjs --soak 30 [--out chaos-soak] [--warmup-minutes 5] [--node-env s3:MESHD_FORCE_GC=0]
