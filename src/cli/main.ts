@@ -10,6 +10,9 @@ import { MESHD_VERSION as VERSION } from '../version.ts';
 import { CliError } from './errors.ts';
 import type { DaemonFlags, UpFlags } from './tailnet.ts';
 import { defaultSocket, defaultStateDir } from './paths.ts';
+import { timeline } from '../util/timeline.ts';
+
+timeline(`main loaded: ${process.argv[2] === '--socket' ? process.argv[4] : process.argv[2]}`);
 
 /** Defaults of the tailnet commands (kept here so `meshd wg` does not load the control plane); per-user paths for non-root. */
 const DEFAULTS = { stateDir: defaultStateDir(), socket: defaultSocket(), tun: 'meshd0', port: '41641' } as const;

@@ -17,6 +17,7 @@ import { ROOT_SOCKET } from './paths.ts';
 import { sanitizeHostname } from '../util/dnsname.ts';
 import { MEM_STATE } from '../state/memstore.ts';
 import { parseHosts, waitAndReport } from './wait.ts';
+import { timeline } from '../util/timeline.ts';
 
 /** Defaults, as documented in the README (main.ts repeats them for its help text). */
 export const DEFAULTS = {
@@ -90,6 +91,7 @@ export async function daemonCommand(socket: string, f: DaemonFlags): Promise<voi
   if (!userspace) requireRoot('meshd daemon');
   const log = stderrLogger('meshd');
   const { Agent } = await import('../daemon/agent.ts');
+  timeline('agent modules loaded');
   let exit!: () => void;
   const exited = new Promise<void>((r) => { exit = r; });
   const agent = new Agent({
@@ -106,6 +108,7 @@ export async function daemonCommand(socket: string, f: DaemonFlags): Promise<voi
   void agent.cleanupStale();
   if (f.debug) await serveDebug(parseDebugAddr(f.debug), agent, log);
   log(`agent listening on ${socket} (state ${mem ? MEM_STATE : stateDir}, tun ${tun}, port ${port})`);
+  timeline('agent ready');
   if (process.send) process.send('ready');
   if (!f.exitWhenDown) void agent.resume();
   for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.once(sig, () => { log(`${sig}: shutting down`); exit(); });
@@ -167,6 +170,7 @@ async function startAgent(socket: string, f: DaemonFlags): Promise<void> {
   if (f.debug) args.push('--debug', f.debug);
   if (f.socks5Server) args.push('--socks5-server', f.socks5Server);
   if (f.outboundHttpProxyListen) args.push('--outbound-http-proxy-listen', f.outboundHttpProxyListen);
+  timeline('cli: spawning the agent');
   const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', fd, fd, 'ipc'] });
   closeSync(fd);
   const outcome = await new Promise<'ready' | number>((resolve) => {
@@ -179,6 +183,7 @@ async function startAgent(socket: string, f: DaemonFlags): Promise<void> {
     const tail = existsSync(logPath) ? readFileSync(logPath, 'utf8').trim().split('\n').pop() ?? '' : '';
     throw new CliError(`the agent did not start: ${tail.replace(/^.*?meshd: /, '') || `exit status ${outcome}`}`);
   }
+  timeline('cli: agent ready');
   child.disconnect();
   child.unref();
 }
@@ -278,6 +283,7 @@ export async function upCommand(socket: string, f: UpFlags): Promise<void> {
   };
   let t0 = Date.now();
   let st: Status | undefined;
+  timeline('cli: up starts');
   for (let attempt = 0; !st; attempt++) {
     let started = false;
     t0 = Date.now();
@@ -308,6 +314,7 @@ export async function upCommand(socket: string, f: UpFlags): Promise<void> {
       throw e;
     }
   }
+  timeline('cli: up answered');
   if (f.json) console.log(JSON.stringify(st, null, 2));
   else console.log(st.self.addresses.join('\n'));
   for (const w of st.self.routing?.health ?? []) console.error(`warning: ${w}`);

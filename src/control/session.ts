@@ -8,6 +8,7 @@ import { formatNodePublic, keysEqual, type MachinePublic, type NodePublic, type 
 import { dialControl, fetchServerKey, TransportError, type ControlConnection } from './ts2021.ts';
 import { ControlError, ControlErrorCode, toControlError } from './errors.ts';
 import type { TcpDialer } from '../net/tcp.ts';
+import { timeline } from '../util/timeline.ts';
 
 /** Largest reply read whole (register, lite update); headscale caps request bodies the same. */
 export const MAX_REPLY = 1 << 20;
@@ -92,6 +93,7 @@ export class ControlSession {
    */
   async serverKey(): Promise<MachinePublic> {
     if (this.cachedServerKey) return this.cachedServerKey;
+    timeline('control: fetching /key');
     let k: MachinePublic;
     try {
       k = await fetchServerKey({ url: this.opts.serverUrl, ...this.endpointOpts() }, this.opts.capVer);
@@ -136,6 +138,7 @@ export class ControlSession {
       throw toControlError(e, this.opts.serverUrl);
     }
     this.opts.log(`connected to ${this.opts.serverUrl} over ts2021 (capver ${this.opts.capVer})`);
+    timeline('control: noise connected');
     const drop = (): void => {
       if (this.conn === c) this.conn = undefined;
     };

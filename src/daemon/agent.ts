@@ -28,6 +28,7 @@ import { syncPeers, syncPeersInTurns, type AppliedPeer, type Touched } from './p
 import { AgentMetrics, healthWarnings, KEY_EXPIRY_WARN_MS, type AgentFacts } from './metrics.ts';
 import { whoisIn } from './whois.ts';
 import { agentLogIn, AgentError, AUTH_URL_PROGRESS, checkLoginServer } from './upcheck.ts';
+import { timeline } from '../util/timeline.ts';
 
 export { AgentError, AUTH_URL_PROGRESS, checkLoginServer } from './upcheck.ts';
 
@@ -225,6 +226,7 @@ export class Agent implements LocalBackend {
   }
 
   private async doUp(req: UpRequest, progress: (msg: string) => void): Promise<Status> {
+    timeline('agent: up request');
     const url = checkLoginServer(req.loginServer);
     let routesChanged: boolean;
     try {
@@ -260,6 +262,7 @@ export class Agent implements LocalBackend {
       }
       this.identity = identity;
       this.controlUrl = url;
+      timeline('agent: identity loaded');
       // Like tailscale, a hostname given once is kept until another is given.
       const hostname = req.hostname ?? state.hostname;
       this.hostname = hostname ?? '';
@@ -315,6 +318,7 @@ export class Agent implements LocalBackend {
           ? `control wants an interactive login at ${reg.authUrl}: meshd needs a pre-auth key, pass --authkey`
           : 'control did not authorize this node: check the auth key, or approve the node on the server');
       }
+      timeline('agent: registered');
       // Written while the tunnel starts; awaited before `up` returns.
       const serverSaved = this.store.update({ serverUrl: url, serverKey: formatServerKey(await client.serverKey()) });
       serverSaved.catch(() => {}); // awaited below; a failure there fails up
@@ -347,6 +351,7 @@ export class Agent implements LocalBackend {
       dp.local = this.dns;
       this.portmap?.ensure();
       this.netconf.reset();
+      timeline('agent: data plane open');
 
       const firstMap = new Promise<void>((resolve, reject) => {
         this.stream = client.streamMap({
@@ -372,6 +377,7 @@ export class Agent implements LocalBackend {
       });
       progress('waiting for the network map');
       await withDeadline(firstMap, remaining(), 'waiting for the network map');
+      timeline('agent: first map applied');
       // As tailscaled (Running needs a live DERP): our home region is connected and reported
       // before `up` returns, so peers can reach us at once. Bounded: UDP-less netchecks take longer.
       if (!await this.magic!.waitHomeDerp(Math.min(remaining(), HOME_DERP_WAIT_MS))) this.log('no home DERP connection yet; up anyway');
@@ -390,6 +396,7 @@ export class Agent implements LocalBackend {
       this.metricsTimer = setInterval(() => this.metricsBook.sample(this.dp, this.magic), 1000);
       this.metricsTimer.unref();
       const st = this.status();
+      timeline('agent: up done');
       progress(`up: ${st.self.addresses.join(' ')}`);
       this.log(`up as ${st.self.hostname} ${st.self.addresses.join(' ')} with ${st.peers.length} peers`);
       // Kept in memory only (never in the state dir), to log in again when control expires the key.
@@ -515,6 +522,7 @@ export class Agent implements LocalBackend {
     void this.waitMap((m) => m.self?.homeDERP === region, SELF_DERP_WAIT_MS).then((out) => {
       if (!out) return;
       const started = pass();
+      timeline(`control handed out our home region: ${started} handshakes`);
       this.log(`control handed out home DERP region ${region}: handshakes sent to ${started} peers`);
       // Peers apply the same batch a little after us: an initiation that came too early goes again.
       if (started > 0) setTimeout(pass, HOME_OUT_AGAIN_MS).unref();
@@ -572,6 +580,7 @@ export class Agent implements LocalBackend {
       this.routing.apply(m, touched),
     ]);
     if (this.dp !== dp) return;
+    timeline('map: addresses, routes and rules set');
     const prefs = this.routing.prefs;
     this.us?.setMap(m, allowed, prefs.advertiseExitNode || prefs.advertiseRoutes.length > 0);
     const dev = dp.device;
@@ -596,7 +605,9 @@ export class Agent implements LocalBackend {
     }
     if (removed > 0) magic?.retainPeers(new Set([...this.appliedPeers.values()].map((a) => Buffer.from(a.info.nodeKey).toString('hex'))));
     dp.runTimers();
+    timeline('map: peers set');
     await this.dns.apply(m).catch((e: Error) => this.log(`dns: ${e.message}`));
+    timeline('map: dns applied');
   }
 
   /**
