@@ -107,6 +107,7 @@ export class LinuxRouter {
   private readonly log: Logf;
   private readonly exec: Exec;
   private baseRules = false;
+  private baseRulesAdding: Promise<void> | undefined;
   private routes = new Set<string>();
   private throws = new Set<string>();
   private nft = false;
@@ -117,13 +118,25 @@ export class LinuxRouter {
     this.exec = exec;
   }
 
+  /**
+   * Adds the base policy rules, once (again after a failure). They depend on no map: the agent
+   * starts them with the data plane, while control prepares the first map, so that map's
+   * application does not wait for (and share the event loop with) eight more ip processes.
+   */
+  prepare(): Promise<void> {
+    if (!this.baseRulesAdding) {
+      // Eight rules with distinct priorities: added side by side (an ip process each).
+      const p = Promise.all(['-4', '-6'].flatMap((f) => BASE_RULES.map((r) => this.exec('ip', [f, 'rule', 'add', ...r]))))
+        .then(() => { this.baseRules = true; });
+      this.baseRulesAdding = p;
+      p.catch(() => { if (this.baseRulesAdding === p) this.baseRulesAdding = undefined; });
+    }
+    return this.baseRulesAdding;
+  }
+
   /** Applies a configuration, changing only what differs from the last one. */
   async set(cfg: RouterConfig): Promise<void> {
-    if (!this.baseRules) {
-      // Eight rules with distinct priorities: added side by side (an ip process each).
-      await Promise.all(['-4', '-6'].flatMap((f) => BASE_RULES.map((r) => this.exec('ip', [f, 'rule', 'add', ...r]))));
-      this.baseRules = true;
-    }
+    if (!this.baseRules) await this.prepare();
     const wantRoutes = new Set(cfg.routes), wantThrows = new Set(cfg.throwRoutes);
     for (const t of wantThrows) {
       if (this.throws.has(t)) continue;
@@ -159,6 +172,8 @@ export class LinuxRouter {
 
   /** Removes everything this router added. Never throws. */
   async close(): Promise<void> {
+    await this.baseRulesAdding?.catch(() => {});
+    this.baseRulesAdding = undefined;
     const had = this.baseRules || this.nft;
     this.baseRules = this.nft = false;
     this.routes.clear();
