@@ -85,6 +85,8 @@ export interface RegisterOptions {
   ephemeral?: boolean;
   /** The AuthURL of an earlier answer: waits until that interactive login completes. */
   followup?: string;
+  /** Called once the request is on its way (the wait for control's answer starts). */
+  onSent?: () => void;
 }
 
 /** A user or login as control reported it. */
@@ -274,8 +276,8 @@ export class ControlClient {
       { retryable: status >= 500 || status === 429, serverMessage: t });
   }
 
-  private async registerRequest(req: RegisterRequest, timeoutMs: number | undefined): Promise<RegisterResult> {
-    const { status, body } = await this.session.postForBody('/machine/register', req, timeoutMs);
+  private async registerRequest(req: RegisterRequest, timeoutMs: number | undefined, onSent?: () => void): Promise<RegisterResult> {
+    const { status, body } = await this.session.postForBody('/machine/register', req, timeoutMs, onSent);
     if (status !== 200) throw this.statusError('/machine/register', status, body);
     let r: RegisterResponse | null;
     try {
@@ -317,7 +319,7 @@ export class ControlClient {
     this.log(`registering node ${req.NodeKey.slice(0, 16)}…${opts.authKey ? ' with an auth key' : ''}`);
     // A followup waits for a human; no timeout then.
     timeline('control: register request');
-    const r = await this.registerRequest(req, opts.followup ? undefined : (this.opts.timeoutMs ?? 30_000));
+    const r = await this.registerRequest(req, opts.followup ? undefined : (this.opts.timeoutMs ?? 30_000), opts.onSent);
     this.log(`registered: authorized=${r.machineAuthorized} user=${r.user?.loginName ?? '-'}${r.authUrl ? ` authURL=${r.authUrl}` : ''}`);
     return r;
   }

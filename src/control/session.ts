@@ -168,7 +168,7 @@ export class ControlSession {
    * attach its readers right there: Node may end an empty body on the next tick, before any
    * awaiting code would run. The timeout covers the wait for the headers only.
    */
-  async post(path: string, body: unknown, timeoutMs: number | undefined, onResponse: OnResponse, signal?: AbortSignal): Promise<void> {
+  async post(path: string, body: unknown, timeoutMs: number | undefined, onResponse: OnResponse, signal?: AbortSignal, onSent?: () => void): Promise<void> {
     const conn = await (signal ? raceAbort(this.connection(), signal, path) : this.connection());
     if (signal?.aborted) throw new ControlError(ControlErrorCode.closed, `${path}: cancelled`, { retryable: false });
     const data = Buffer.from(JSON.stringify(body), 'utf8');
@@ -218,17 +218,18 @@ export class ControlSession {
         resolve();
       });
       stream.end(data);
+      onSent?.();
     });
   }
 
   /** POSTs and reads the whole (small) reply as text. */
-  async postForBody(path: string, body: unknown, timeoutMs: number | undefined): Promise<{ status: number; body: string }> {
+  async postForBody(path: string, body: unknown, timeoutMs: number | undefined, onSent?: () => void): Promise<{ status: number; body: string }> {
     let status = 0;
     let reply: Promise<Buffer> | undefined;
     await this.post(path, body, timeoutMs, (st, stream) => {
       status = st;
       reply = readBody(stream, this.opts.serverUrl);
-    });
+    }, undefined, onSent);
     return { status, body: (await reply!).toString('utf8') };
   }
 

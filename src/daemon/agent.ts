@@ -220,8 +220,12 @@ export class Agent implements LocalBackend {
     return this.metricsBook.render(this.dp, this.magic, this.facts());
   }
 
+  /** True once some `up` was asked of this agent. */
+  upRequested = false;
+
   /** See LocalBackend.up. */
   up(req: UpRequest, progress: (msg: string) => void): Promise<Status> {
+    this.upRequested = true;
     return this.serial(() => this.doUp(req, progress));
   }
 
@@ -244,10 +248,18 @@ export class Agent implements LocalBackend {
     }
     await this.teardown();
     // The agent's start-up cleanup (cleanupStale) may still run: it is awaited once logged in,
-    // before the tunnel starts, so it overlaps registration. Later `up`s clean here.
-    const cleaning = this.startCleanup;
+    // before the tunnel starts, so it overlaps registration. An agent `up` started (which skips
+    // the start-up cleanup) and later `up`s clean once the register request is on its way: its
+    // ip/nft processes would otherwise hold the event loop while that request goes out.
+    let cleaning = this.startCleanup;
     this.startCleanup = undefined;
-    if (!this.userspaceMode && !cleaning) await this.routing.cleanupStale();
+    let registerSent = (): void => {};
+    if (!this.userspaceMode && !cleaning) {
+      // (A register that fails starts nothing: this up configured nothing, the next one cleans.)
+      const full = !this.cleanedAtStart;
+      cleaning = new Promise<void>((r) => { registerSent = r; })
+        .then(() => (full ? this.cleanupStale() : this.routing.cleanupStale()));
+    }
     const deadline = Date.now() + req.timeoutMs;
     const remaining = () => Math.max(1, deadline - Date.now());
     try {
@@ -269,11 +281,14 @@ export class Agent implements LocalBackend {
       // Routing flags, like the hostname, persist: the stored ones overlaid with those given now.
       if (state.routing) { this.routing.setPrefs(state.routing); this.routing.setPrefs(req); }
       this.acceptDns = req.acceptDns ?? state.acceptDns ?? true;
-      // One atomic write for the three (each write is two fsyncs before the first packet can go).
-      await this.store.update({
+      // One atomic write for the three, while registering (each write is two fsyncs); the writes
+      // after it queue behind it (update() reads, merges and writes), and `up` awaits them all.
+      const store = this.store;
+      const prefsSaved = store.update({
         ...(req.hostname && req.hostname !== state.hostname ? { hostname: req.hostname } : {}),
         routing: this.routing.prefs, acceptDns: this.acceptDns,
       });
+      prefsSaved.catch(() => {}); // awaited (through serverSaved) before `up` returns
       this.dns.setAcceptDns(this.acceptDns);
       // Tags: a pre-auth key carries its own (headscale refuses RequestTags with one, and takes the
       // key's tags); they are checked against the map below. Without a key, control decides on
@@ -300,7 +315,7 @@ export class Agent implements LocalBackend {
         log: (l) => this.log(`control: ${l}`),
       });
       this.client = client;
-      let reg = await withDeadline(client.register({ ...(req.authKey ? { authKey: req.authKey } : {}), hostinfo }), remaining(), 'logging in');
+      let reg = await withDeadline(client.register({ ...(req.authKey ? { authKey: req.authKey } : {}), hostinfo, onSent: registerSent }), remaining(), 'logging in');
       // Interactive login (no auth key, a node key control does not know): show the URL control
       // gives and wait for someone to approve it (headscale auth register, or the web page);
       // headscale hands out a fresh URL when the old one lapsed.
@@ -320,7 +335,8 @@ export class Agent implements LocalBackend {
       }
       timeline('agent: registered');
       // Written while the tunnel starts; awaited before `up` returns.
-      const serverSaved = this.store.update({ serverUrl: url, serverKey: formatServerKey(await client.serverKey()) });
+      const serverKey = formatServerKey(await client.serverKey());
+      const serverSaved = prefsSaved.then(() => store.update({ serverUrl: url, serverKey }));
       serverSaved.catch(() => {}); // awaited below; a failure there fails up
       progress(`logged in${reg.user ? ` as ${reg.user.loginName}` : ''}; starting the tunnel`);
 
@@ -333,6 +349,34 @@ export class Agent implements LocalBackend {
       // magicsock owns the UDP socket and is the data plane's Bind (src/net/bind.ts).
       await cleaning;
       this.magic = this.startMagic(identity.nodePrivate, disco.privateKey, client);
+      // The map stream starts before the data plane opens (TUN, routing, DNS: 15-120 ms): control
+      // takes about a second to send the first map whatever we do meanwhile, so each ms of our own
+      // work before the request is a ms later for the first packet. Maps wait for the data plane.
+      let dataPlaneOpen!: () => void;
+      const dpOpen = new Promise<void>((r) => { dataPlaneOpen = r; });
+      const firstMap = new Promise<void>((resolve, reject) => {
+        this.stream = client.streamMap({
+          endpoints: this.magic!.ourEndpoints(),
+          hostinfo,
+          onMap: (m) => { this.mapUpdates++; this.controlDownSince = undefined; void dpOpen.then(() => this.applyMap(m)).then(resolve, reject); },
+          onDelta: (d, m) => {
+            this.mapUpdates++;
+            this.controlDownSince = undefined;
+            const touched: Touched = d.fullPeers || d.selfChanged ? 'all' : new Set([...d.peersAdded, ...d.peersChanged, ...d.peersRemoved]);
+            void dpOpen.then(() => this.applyMap(m, touched)).catch((e: Error) => this.log(`applying map: ${e.message}`));
+            this.routing.onDelta(d, m, () => this.stream?.refresh());
+          },
+          onError: (err, retryIn) => {
+            this.controlDownSince ??= Date.now();
+            // The client logs each retry; giving up is ours to report.
+            if (retryIn === undefined) {
+              this.log(`map stream gave up: ${err.message}`);
+              reject(err);
+            }
+          },
+        });
+      });
+      firstMap.catch(() => {}); // awaited below; a failure before then is the one reported
       this.dp = DataPlane.open({
         name: this.opts.tunName, mtu: TAILNET_MTU, log: this.log, roaming: false, bind: this.magic, initiationResendMs: INITIATION_RESEND_MS,
         ...(this.us ? { device: this.us.device } : {}),
@@ -352,29 +396,8 @@ export class Agent implements LocalBackend {
       this.portmap?.ensure();
       this.netconf.reset();
       timeline('agent: data plane open');
+      dataPlaneOpen();
 
-      const firstMap = new Promise<void>((resolve, reject) => {
-        this.stream = client.streamMap({
-          endpoints: this.magic!.ourEndpoints(),
-          hostinfo,
-          onMap: (m) => { this.mapUpdates++; this.controlDownSince = undefined; void this.applyMap(m).then(resolve, reject); },
-          onDelta: (d, m) => {
-            this.mapUpdates++;
-            this.controlDownSince = undefined;
-            const touched: Touched = d.fullPeers || d.selfChanged ? 'all' : new Set([...d.peersAdded, ...d.peersChanged, ...d.peersRemoved]);
-            void this.applyMap(m, touched).catch((e: Error) => this.log(`applying map: ${e.message}`));
-            this.routing.onDelta(d, m, () => this.stream?.refresh());
-          },
-          onError: (err, retryIn) => {
-            this.controlDownSince ??= Date.now();
-            // The client logs each retry; giving up is ours to report.
-            if (retryIn === undefined) {
-              this.log(`map stream gave up: ${err.message}`);
-              reject(err);
-            }
-          },
-        });
-      });
       progress('waiting for the network map');
       await withDeadline(firstMap, remaining(), 'waiting for the network map');
       timeline('agent: first map applied');
@@ -769,8 +792,15 @@ export class Agent implements LocalBackend {
     this.netconf.reset();
   }
 
-  /** Removes routing and firewall state a crashed agent left (called when the daemon starts). */
+  /** Set once the full cleanupStale ran (at daemon start, or in the first `up` of an agent `up` started). */
+  private cleanedAtStart = false;
+
+  /**
+   * Removes routing, firewall and DNS state a crashed agent left: called when the daemon starts,
+   * or (an agent `meshd up` started) by the first `up` while it registers.
+   */
   cleanupStale(): Promise<void> {
+    this.cleanedAtStart = true;
     if (this.userspaceMode) return Promise.resolve(); // nothing of ours is in the host's routing; a TUN-mode agent's rules are not ours
     const p = (async () => {
       await this.routing.cleanupStale();

@@ -195,7 +195,9 @@ export async function cleanupStale(log: Logf, exec: Exec = execCommand): Promise
     let rules: string | undefined;
     try { rules = await exec('ip', [f, 'rule', 'show']); } catch { rules = undefined; /* unknown: try every delete */ }
     const present = (pref: string): boolean => rules === undefined || new RegExp(`^${pref}:`, 'm').test(rules);
-    for (const r of BASE_RULES) {
+    // Last rule first: while this runs, the agent may already dial control with the bypass mark,
+    // and deleting 5210 (lookup main) before 5250 (unreachable) made that dial fail (ENETUNREACH).
+    for (const r of [...BASE_RULES].reverse()) {
       if (!present(r[1]!)) continue;
       for (let i = 0; i < 16 && await tryExec('ip', [f, 'rule', 'del', ...r]); i++) removed++;
     }
