@@ -11,6 +11,7 @@ import { CliError } from './errors.ts';
 import type { DaemonFlags, UpFlags } from './tailnet.ts';
 import { defaultSocket, defaultStateDir } from './paths.ts';
 import { timeline } from '../util/timeline.ts';
+import { releaseEarly } from './agentspawn.ts';
 
 timeline(`main loaded: ${process.argv[2] === '--socket' ? process.argv[4] : process.argv[2]}`);
 
@@ -150,4 +151,7 @@ try {
     console.error(`meshd: ${err.message ?? String(e)}`);
     process.exitCode = 1;
   }
+} finally {
+  // An agent bin/meshd.js started early for an `up` that failed before adopting it exits now.
+  await releaseEarly();
 }
