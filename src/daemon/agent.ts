@@ -20,14 +20,16 @@ import type { DiscoPublic } from '../control/keys.ts';
 import { MagicSock } from '../magicsock/magicsock.ts';
 import { DnsService, type DnsStatus } from '../dns/service.ts';
 import { SERVICE_IP4, SERVICE_IP6 } from '../dns/config.ts';
-import { LocalServices } from '../netstack/local.ts';
+// The netstack (quad-100's TCP, userspace networking) loads when `up` needs it, after register:
+// its ~110 kB of code is not compiled before the first control request.
+import type { LocalServices } from '../netstack/local.ts';
 import { PortMapper } from '../portmapper/portmapper.ts';
-import { Userspace, USERSPACE_TUN, type UserspaceOptions } from './userspace.ts';
+import type { Userspace, UserspaceOptions } from './userspace.ts';
 import { markedDialer } from '../net/tcp.ts';
 import { syncPeers, syncPeersInTurns, type AppliedPeer, type Touched } from './peersync.ts';
 import { AgentMetrics, healthWarnings, KEY_EXPIRY_WARN_MS, type AgentFacts } from './metrics.ts';
 import { whoisIn } from './whois.ts';
-import { agentLogIn, AgentError, AUTH_URL_PROGRESS, checkLoginServer } from './upcheck.ts';
+import { agentLogIn, AgentError, AUTH_URL_PROGRESS, checkLoginServer, USERSPACE_TUN } from './upcheck.ts';
 import { timeline } from '../util/timeline.ts';
 
 export { AgentError, AUTH_URL_PROGRESS, checkLoginServer } from './upcheck.ts';
@@ -341,6 +343,7 @@ export class Agent implements LocalBackend {
       progress(`logged in${reg.user ? ` as ${reg.user.loginName}` : ''}; starting the tunnel`);
 
       if (this.opts.userspace) {
+        const { Userspace } = await import('./userspace.ts');
         this.us = new Userspace({ ...this.opts.userspace, log: this.log });
         await this.us.start().catch((e: Error) => { throw new AgentError('proxy_listen', e.message); });
         await serverSaved; // one write at a time: update() reads, merges and writes
@@ -377,6 +380,7 @@ export class Agent implements LocalBackend {
         });
       });
       firstMap.catch(() => {}); // awaited below; a failure before then is the one reported
+      const localServices = this.us ? undefined : import('../netstack/local.ts');
       this.dp = DataPlane.open({
         name: this.opts.tunName, mtu: TAILNET_MTU, log: this.log, roaming: false, bind: this.magic, initiationResendMs: INITIATION_RESEND_MS,
         ...(this.us ? { device: this.us.device } : {}),
@@ -388,6 +392,7 @@ export class Agent implements LocalBackend {
       this.dns.start(deliver, dp.mtu);
       if (!this.us) {
         // quad-100's TCP (DNS over TCP on port 53) runs on a small netstack behind its UDP path.
+        const { LocalServices } = await localServices!;
         this.quad100Tcp = new LocalServices({ addresses: [SERVICE_IP4, SERVICE_IP6], deliver, mtu: dp.mtu });
         this.dns.next = this.quad100Tcp;
         this.dns.listenTcp(this.quad100Tcp);
