@@ -115,7 +115,7 @@ export async function startEarly(argv: readonly string[]): Promise<void> {
   try {
     const up = parseEarlyUp(argv);
     if (!up || (process.getuid?.() !== 0 && up.flags.tun !== 'userspace-networking')) return;
-    if (await socketAnswers(up.socket, 200)) return;
+    if (await socketAnswers(up.socket)) return;
     earlyAgent = spawnAgent(up.socket, up.flags);
   } catch {
     earlyAgent = undefined;

@@ -17,7 +17,7 @@ import { sanitizeHostname } from '../util/dnsname.ts';
 import { MEM_STATE } from '../state/memstore.ts';
 import { parseHosts, waitAndReport } from './wait.ts';
 import { timeline } from '../util/timeline.ts';
-import { adoptEarly, agentArgs, earlyAgent, spawnAgent } from './agentspawn.ts';
+import { adoptEarly, agentArgs, earlyAgent, spawnAgent, type AgentFlags } from './agentspawn.ts';
 
 /** Defaults, as documented in the README (main.ts repeats them for its help text). */
 export const DEFAULTS = {
@@ -165,14 +165,19 @@ export function readAuthKey(value: string | undefined): string | undefined {
   return value.trim();
 }
 
+/** The daemon flags `up` starts its agent with, checked (throws CliError naming a bad one). */
+export function checkedAgentFlags(f: DaemonFlags): AgentFlags {
+  const { stateDir, tun, port, mem } = checkDaemonFlags(f);
+  return { ...f, stateDir, tun, port: String(port), state: mem ? MEM_STATE : undefined };
+}
+
 /**
  * Starts `meshd daemon` in the background (or adopts the one bin/meshd.js started for these flags)
  * and waits until it answers. Returns its process, whose IPC channel the caller closes once the
  * agent has our `up` (until then, the agent exits when the channel closes).
  */
 async function startAgent(socket: string, f: DaemonFlags): Promise<ChildProcess> {
-  const { stateDir, tun, port, mem } = checkDaemonFlags(f);
-  const flags = { ...f, stateDir, tun, port: String(port), state: mem ? MEM_STATE : undefined };
+  const flags = checkedAgentFlags(f);
   const a = adoptEarly(agentArgs(socket, flags)) ?? spawnAgent(socket, flags);
   const outcome = await a.outcome;
   if (outcome !== 'ready') {
