@@ -125,8 +125,13 @@ export class LinuxRouter {
    */
   prepare(): Promise<void> {
     if (!this.baseRulesAdding) {
-      // Eight rules with distinct priorities: added side by side (an ip process each).
-      const p = Promise.all(['-4', '-6'].flatMap((f) => BASE_RULES.map((r) => this.exec('ip', [f, 'rule', 'add', ...r]))))
+      // Eight rules with distinct priorities, an ip process each, side by side; the two
+      // `unreachable` ones last: the control connection (marked) is live while they go in, and a
+      // marked packet must find 5210 (lookup main) before it can meet 5250.
+      const add = (rules: readonly string[][]): Promise<unknown> =>
+        Promise.all(['-4', '-6'].flatMap((f) => rules.map((r) => this.exec('ip', [f, 'rule', 'add', ...r]))));
+      const p = add(BASE_RULES.filter((r) => !r.includes('unreachable')))
+        .then(() => add(BASE_RULES.filter((r) => r.includes('unreachable'))))
         .then(() => { this.baseRules = true; });
       this.baseRulesAdding = p;
       p.catch(() => { if (this.baseRulesAdding === p) this.baseRulesAdding = undefined; });
