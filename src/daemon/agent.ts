@@ -56,6 +56,9 @@ const HOME_OUT_HANDSHAKES = 32;
 /** And once more this long after, for peers that had not applied the batch yet. */
 const HOME_OUT_AGAIN_MS = 300;
 
+/** After a map update sent pending initiations again: once more this long after (resendPendingInitiations). */
+const RESEND_AGAIN_MS = 100;
+
 /** Tailscale's MTU for the tailnet interface. */
 export const TAILNET_MTU = 1280;
 
@@ -366,7 +369,8 @@ export class Agent implements LocalBackend {
             this.mapUpdates++;
             this.controlDownSince = undefined;
             const touched: Touched = d.fullPeers || d.selfChanged ? 'all' : new Set([...d.peersAdded, ...d.peersChanged, ...d.peersRemoved]);
-            void dpOpen.then(() => this.applyMap(m, touched)).catch((e: Error) => this.log(`applying map: ${e.message}`));
+            void dpOpen.then(() => this.applyMap(m, touched)).then(() => this.resendPendingInitiations())
+              .catch((e: Error) => this.log(`applying map: ${e.message}`));
             this.routing.onDelta(d, m, () => this.stream?.refresh());
           },
           onError: (err, retryIn) => {
@@ -555,6 +559,28 @@ export class Agent implements LocalBackend {
       // Peers apply the same batch a little after us: an initiation that came too early goes again.
       if (started > 0) setTimeout(pass, HOME_OUT_AGAIN_MS).unref();
     });
+  }
+
+  /**
+   * After each map update: repeats now the unanswered first initiation of each online peer (at
+   * most HOME_OUT_HANDSHAKES) instead of at its next 1 s repeat. The batch that brought this
+   * update is the one that tells our peers about us (headscale sends a batch to every node at
+   * once): a peer that dropped our initiation because it did not know us yet knows us now.
+   */
+  private resendPendingInitiations(again = true): void {
+    const dp = this.dp;
+    if (!dp) return;
+    let seen = 0, sent = 0;
+    for (const p of this.map?.peers.values() ?? []) {
+      if (seen >= HOME_OUT_HANDSHAKES) break;
+      if (p.online === false || !this.appliedPeers.has(p.id)) continue;
+      seen++;
+      if (dp.resendPendingInitiation(p.nodeKey)) sent++;
+    }
+    if (sent === 0) return;
+    timeline(`map update: ${sent} pending initiations sent again`);
+    // Once more a little later, for a peer that applies the batch after us.
+    if (again) setTimeout(() => { if (this.dp === dp) this.resendPendingInitiations(false); }, RESEND_AGAIN_MS).unref();
   }
 
   /** Resolves true once the map satisfies `pred` (checked now and at each update), false after ms. */
