@@ -53,12 +53,13 @@
 //   is back; soak 30 min: meshd RSS +3.3/+5.9/+7.3% after warm-up, fds flat, tailscaled +12.5%
 //
 //   npm run build && sudo node scripts/chaos.mjs [--mb 64] [--only loss10,delay50] [--down-seconds 20]
+//   --ss FILE appends the TCP senders' `ss -ti` line every second (cwnd, rto, backoff, retrans)
 //   sudo node scripts/chaos.mjs --soak 30 [--out chaos-soak] [--warmup-minutes 5]
 //   MESHD_TEST_BIN=/path/to/other/bin/meshd.js runs another meshd build (before/after comparisons)
 import { parseArgs } from 'node:util';
 import { join } from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
-import { readFileSync, readdirSync, writeFileSync, mkdirSync } from 'node:fs';
+import { appendFileSync, readFileSync, readdirSync, writeFileSync, mkdirSync } from 'node:fs';
 
 const argv = process.argv.slice(2);
 const si = argv.indexOf('--soak');
@@ -69,6 +70,7 @@ const { values: opt } = parseArgs({
     mb: { type: 'string', default: '64' }, only: { type: 'string' }, 'down-seconds': { type: 'string', default: '20' },
     'derp-down-seconds': { type: 'string', default: '60' }, soak: { type: 'string' }, out: { type: 'string', default: 'chaos-soak' },
     'warmup-minutes': { type: 'string' }, json: { type: 'string' }, repeat: { type: 'string', default: '1' }, pcap: { type: 'string' },
+    ss: { type: 'string' },
   },
 });
 const root = new URL('..', import.meta.url).pathname;
@@ -330,6 +332,11 @@ async function chaos() {
           while (sending) {
             polls++;
             if (await lab.directPath(p.from, p.kind, p.to.name)) direct++;
+            if (opt.ss) {
+              // --ss FILE: the TCP sender's kernel view each second (cwnd, rto, backoff, retrans, reordering).
+              const r = await run(lab, p.from.ns, ['ss', '-tinH', 'dst', `${p.ip}:${myPort}`], 5000);
+              appendFileSync(opt.ss, `${name} ${p.peer} t=${((performance.now() - t0) / 1000).toFixed(1)} ${r.stdout.replace(/\s+/g, ' ').trim()}\n`);
+            }
             await sleep(1000);
           }
         })();
