@@ -79,7 +79,14 @@ export interface DerpClientOptions {
   backoffInitialMs?: number;
   /** Largest reconnect delay; default 5 s (magicsock's cap). */
   backoffMaxMs?: number;
-  /** Drop sends while this many bytes wait in the socket; default 1 MiB. */
+  /**
+   * Drop sends while this many bytes wait in our process for the socket (the kernel's TCP buffer is
+   * full); default DERP_MAX_QUEUED_BYTES. Anything queued here only adds delay: tailscale keeps 32
+   * packets (magicsock derpWriteQueueDepth, "almost pure buffer bloat"). A deep queue delays the
+   * DERP copies of packets sent both ways while a direct path is untrusted by seconds; a TCP
+   * receiver whose hole is filled by such a copy echoes its old timestamp, and the sender's RTO
+   * grows to tens of seconds (chaos loss10).
+   */
   maxWriteBufferBytes?: number;
   /** Source of randomness in [0,1) for jitter; default Math.random. */
   random?: () => number;
@@ -139,6 +146,9 @@ export interface DerpClientCounters {
 }
 
 const HTTP_HEAD_MAX = 16 << 10;
+
+/** Bytes queued in-process per DERP connection before sends are dropped: ~32 full-size packets. */
+export const DERP_MAX_QUEUED_BYTES = 48 << 10;
 
 type Phase = 'http' | 'server-key' | 'server-info' | 'open';
 
@@ -219,6 +229,11 @@ export class DerpClient extends EventEmitter<DerpClientEvents> {
     return this._serverKey;
   }
 
+  /** Bytes waiting in this process for the socket (the kernel's buffer being full); 0 when not connected. */
+  get queuedBytes(): number {
+    return this.socket?.writableLength ?? 0;
+  }
+
   /** Whether the handshake is complete and packets can be sent. */
   get connected(): boolean {
     return this._state === 'connected';
@@ -236,7 +251,7 @@ export class DerpClient extends EventEmitter<DerpClientEvents> {
     if (packet.length > MAX_PACKET_SIZE) { this.counters.dropTooBig++; return false; }
     const s = this.socket;
     if (this._state !== 'connected' || s === undefined) { this.counters.dropNotConnected++; return false; }
-    if (s.writableLength > (this.opts.maxWriteBufferBytes ?? 1 << 20)) { this.counters.dropBackpressure++; return false; }
+    if (s.writableLength > (this.opts.maxWriteBufferBytes ?? DERP_MAX_QUEUED_BYTES)) { this.counters.dropBackpressure++; return false; }
     const frame = encodeSendPacket(dst, packet);
     if (!this.takeTokens(frame.length)) { this.counters.dropRateLimited++; return false; }
     // A data-plane batch sends many packets in one turn: one writev (and fewer TLS records) for all of

@@ -4,7 +4,7 @@ import { afterEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { boxBefore, generateKeyPair } from '../../src/crypto/box.ts';
-import { DerpClient, type DerpClientOptions } from '../../src/derp/client.ts';
+import { DERP_MAX_QUEUED_BYTES, DerpClient, type DerpClientOptions } from '../../src/derp/client.ts';
 import {
   encodeFrame, encodeHealth, encodePeerGone, encodePingPong, encodeRecvPacket, encodeRestarting, encodeServerInfo,
   encodeServerKey, FrameType,
@@ -318,6 +318,24 @@ describe('derp/client against a fake server', () => {
     await waitFor(() => c.counters.connectFailures >= 2, 3000);
     assert.ok(Date.now() - t0 < 1000, 'not the 10 s handshake limit');
     assert.ok(dials >= 2);
+  });
+
+  it('keeps at most ~32 packets queued in-process for a server that does not read, dropping and counting the rest', async () => {
+    const { s, c } = await setup({ writeTimeoutMs: 60_000 });
+    c.start();
+    await waitFor(() => c.connected && s.conns.length === 1);
+    s.conns[0]!.socket.pause();
+    const dst = new Uint8Array(32).fill(7);
+    const pkt = new Uint8Array(1400);
+    let maxQueued = 0;
+    // The kernel's socket buffers on loopback take a few MB first; then our queue fills.
+    for (let i = 0; i < 2000 && c.counters.dropBackpressure < 100; i++) {
+      for (let k = 0; k < 50; k++) { c.send(dst, pkt); maxQueued = Math.max(maxQueued, c.queuedBytes); }
+      await sleep(1);
+    }
+    assert.ok(c.counters.dropBackpressure >= 100, 'sends beyond the queue are dropped');
+    assert.ok(maxQueued <= DERP_MAX_QUEUED_BYTES + 1400 + 40, `at most ${DERP_MAX_QUEUED_BYTES} bytes (+ one frame) queued, saw ${maxQueued}`);
+    assert.ok(maxQueued >= DERP_MAX_QUEUED_BYTES, `the queue did fill (${maxQueued})`);
   });
 
   it('keeps a connection whose writes are slow but moving', async () => {
