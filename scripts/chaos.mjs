@@ -313,13 +313,18 @@ async function chaos() {
     };
     const wanted = (opt.only ? opt.only.split(',') : Object.keys(scenarios)).flatMap((n) => Array(Number(opt.repeat)).fill(n));
     let port = 7000;
+    let runNo = 0;
     for (const name of wanted) {
       const sc = scenarios[name];
+      const tag = `${name}-${++runNo}`;
       if (!sc) throw new Error(`unknown scenario ${name} (known: ${Object.keys(scenarios).join(', ')})`);
       await sc.during?.();
       const before = counters(m1), before2 = counters(m2);
       // --pcap DIR: the first 96 bytes of every UDP packet on each router's LAN side, per scenario.
-      const dumps = opt.pcap ? [1, 2, 3, 4].map((n) => lab.lab.spawn(routerNs(n), ['tcpdump', '-i', 'lan', '-n', '-s', '96', '-w', join(opt.pcap, `${name}-r${n}.pcap`), 'udp'])) : [];
+      const dumps = opt.pcap ? [1, 2, 3, 4].map((n) => lab.lab.spawn(routerNs(n), ['tcpdump', '-i', 'lan', '-n', '-s', '96', '-w', join(opt.pcap, `${tag}-r${n}.pcap`), 'udp'])) : [];
+      // And the inner TCP of the transfers as each node's kernel sees it (the tunnel devices): what
+      // the sender's TCP sent and what reached the receiver's, to compare against the UDP above.
+      if (opt.pcap) for (const n of [m1, m2, t1, t2]) dumps.push(lab.lab.spawn(n.ns, ['tcpdump', '-i', 'any', '-n', '-s', '128', '-w', join(opt.pcap, `${tag}-${n.name}-tcp.pcap`), 'tcp portrange 7000-7999']));
       let sending = true;
       const runs = pairs.map(async (p) => {
         const myPort = ++port;
@@ -336,6 +341,11 @@ async function chaos() {
               // --ss FILE: the TCP sender's kernel view each second (cwnd, rto, backoff, retrans, reordering).
               const r = await run(lab, p.from.ns, ['ss', '-tinH', 'dst', `${p.ip}:${myPort}`], 5000);
               appendFileSync(opt.ss, `${name} ${p.peer} t=${((performance.now() - t0) / 1000).toFixed(1)} ${r.stdout.replace(/\s+/g, ' ').trim()}\n`);
+              // And both nodes' TCP connections to the derper: Send-Q is what waits in the kernel.
+              for (const [side, n] of [['from', p.from], ['to', p.to]]) {
+                const d = await run(lab, n.ns, ['ss', '-tinH', 'dst', `${DERPER_IP}:3340`], 5000);
+                appendFileSync(opt.ss, `${name} ${p.peer}-derp-${side} t=${((performance.now() - t0) / 1000).toFixed(1)} ${d.stdout.replace(/\s+/g, ' ').trim()}\n`);
+              }
             }
             await sleep(1000);
           }
