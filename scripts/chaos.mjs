@@ -51,6 +51,9 @@
 //   roam 9.3/11.6 (resume 7.3/6.1 s; tailscaled not direct again)   hsrestart 1.4/4.2
 //   derprestart 0.6/6.4   derpdown: first ping 52.1/48.5 s (47.9/51.3 in another run) after DERP
 //   is back; soak 30 min: meshd RSS +3.3/+5.9/+7.3% after warm-up, fds flat, tailscaled +12.5%
+// Later (same machine, load 8-16): loss10 after ACKs stopped sharing GSO skbs, 5 runs meshd 15.5,
+//   13.2, 300+, 55.1, 10.9 vs tailscaled 6.4, 7.4, 38.9, 92.7, 144.6 (7 runs before: meshd median
+//   157.7 with three 300+, tailscaled median 12.1); derpdown with DERP liveness pings: see README
 //
 //   npm run build && sudo node scripts/chaos.mjs [--mb 64] [--only loss10,delay50] [--down-seconds 20]
 //   --ss FILE appends the TCP senders' `ss -ti` line every second (cwnd, rto, backoff, retrans)
