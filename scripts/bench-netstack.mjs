@@ -6,10 +6,12 @@
 // 1 KiB GET, 32 at a time), idle RSS, and CPU seconds per GB of the proxying agent.
 //   sudo node scripts/bench-netstack.mjs [--rounds N] [--mb N] [--json] [--phases]
 //     [--base BIN]  also measure another meshd build (BIN = its bin/meshd.js) in the same lab, alternated
+//     [--node-flags 'FLAGS']  extra Node flags for the meshd daemons (e.g. '--cpu-prof --cpu-prof-dir=/tmp/p', '--trace-gc')
+//     [--agent-log FILE]  append each meshd daemon's output to FILE.<node>
 //     [--perf DIR]  record meshd with perf per phase (DIR/down.data, up.data, conns.data; the daemon
 //                   runs with --perf-basic-prof so JIT frames have names; numbers are then skewed)
 import { createHash } from 'node:crypto';
-import { readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync, spawn as spawnAsync } from 'node:child_process';
 import { TailnetLab, HS_URL } from '../dist/test/harness/hslab.js';
@@ -26,6 +28,10 @@ const baseBin = bi > 0 ? process.argv[bi + 1] : undefined;
 const connsOnly = process.argv.includes('--conns-only');
 const pi = process.argv.indexOf('--perf');
 const perfDir = pi > 0 ? process.argv[pi + 1] : undefined;
+const ali = process.argv.indexOf('--agent-log');
+const agentLog = ali > 0 ? process.argv[ali + 1] : undefined;
+const nfi = process.argv.indexOf('--node-flags');
+const nodeFlags = nfi > 0 ? process.argv[nfi + 1].split(/\s+/).filter(Boolean) : [];
 if (perfDir) process.env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --perf-basic-prof`.trim();
 const root = new URL('..', import.meta.url).pathname;
 const blob = join(root, 'scripts', 'httpblob.mjs');
@@ -70,7 +76,8 @@ function curl(ns, args, timeoutMs = 180_000) {
 async function startMeshd(node, bin, key) {
   const ns = ['--tun=userspace-networking', '--socks5-server', '127.0.0.1:1080'];
   const state = join(node.dir, 'state');
-  lab.lab.spawn(node.ns, ['env', 'MESHD_DERP_HTTP=1', process.execPath, bin, '--socket', node.socket, 'daemon', '--state-dir', state, ...ns]);
+  const proc = lab.lab.spawn(node.ns, ['env', 'MESHD_DERP_HTTP=1', process.execPath, ...nodeFlags, bin, '--socket', node.socket, 'daemon', '--state-dir', state, ...ns]);
+  if (agentLog) for (const st of [proc.stdout, proc.stderr]) st?.on('data', (d) => appendFileSync(`${agentLog}.${node.name}`, d));
   await waitFor(`${node.name}'s agent`, () => lab.agentRunning(node), 15_000, 100);
   const keyFile = join(node.dir, 'authkey');
   writeFileSync(keyFile, key, { mode: 0o600 });
