@@ -49,7 +49,9 @@ export class NetstackDriver {
   private flush(): void {
     this.scheduled = false;
     if (this.closedFlag) return;
+    this.stack.holdClock();
     this.stack.endBatch();
+    this.stack.releaseClock();
     this.sinkFlush();
     this.arm();
   }
@@ -187,7 +189,9 @@ export class NetstackDevice implements HostDevice {
   writeBatch(tx: TxBatch): number {
     const s = this.driver.stack;
     const n = tx.count;
+    s.holdClock();
     for (let i = 0; i < n; i++) s.input(tx.buf, tx.offsets[i]!, tx.lens[i]!);
+    s.releaseClock();
     this.txPackets += n;
     tx.clear();
     this.driver.schedule();

@@ -149,9 +149,20 @@ export class Netstack implements TcpHost {
     return (f + Math.floor(this.clock() * 250)) >>> 0;
   }
 
-  /** Current time (TcpHost). */
+  /** Current time (TcpHost): the held time inside holdClock()/releaseClock(), else the clock's. */
   get now(): number {
-    return this.clock();
+    return this.heldNow >= 0 ? this.heldNow : this.clock();
+  }
+
+  private heldNow = -1;
+
+  /** Reads the clock once and uses that time until releaseClock() (a batch of input: one clock read, not several per segment). */
+  holdClock(): void {
+    this.heldNow = this.clock();
+  }
+
+  releaseClock(): void {
+    this.heldNow = -1;
   }
 
   /** Connections in the table (any state). */
