@@ -8,6 +8,7 @@
 //     [--base BIN]  also measure another meshd build (BIN = its bin/meshd.js) in the same lab, alternated
 //     [--node-flags 'FLAGS']  extra Node flags for the meshd daemons (e.g. '--cpu-prof --cpu-prof-dir=/tmp/p', '--trace-gc')
 //     [--agent-log FILE]  append each meshd daemon's output to FILE.<node>
+//     [--strace DIR] count each agent's system calls per phase (strace -c; DIR/<node>-<phase>.txt; numbers skewed)
 //     [--perf DIR]  record meshd with perf per phase (DIR/down.data, up.data, conns.data; the daemon
 //                   runs with --perf-basic-prof so JIT frames have names; numbers are then skewed)
 import { createHash } from 'node:crypto';
@@ -26,6 +27,8 @@ const conc = arg('--conc', 32);
 const bi = process.argv.indexOf('--base');
 const baseBin = bi > 0 ? process.argv[bi + 1] : undefined;
 const connsOnly = process.argv.includes('--conns-only');
+const si = process.argv.indexOf('--strace');
+const straceDir = si > 0 ? process.argv[si + 1] : undefined;
 const pi = process.argv.indexOf('--perf');
 const perfDir = pi > 0 ? process.argv[pi + 1] : undefined;
 const ali = process.argv.indexOf('--agent-log');
@@ -88,6 +91,11 @@ async function startMeshd(node, bin, key) {
 
 /** Runs fn while perf records pid into DIR/name.data (when --perf is given and who is meshd). */
 function perfAround(who, pid, name, fn) {
+  if (straceDir) {
+    const p = spawnAsync('strace', ['-c', '-f', '-p', String(pid), '-o', join(straceDir, `${who}-${name}.txt`)], { stdio: 'ignore' });
+    spawnSync('sleep', ['0.5']);
+    try { return fn(); } finally { p.kill('SIGINT'); spawnSync('sleep', ['0.5']); }
+  }
   if (!perfDir || who !== 'mu') return fn();
   const p = spawnAsync('perf', ['record', '-q', '-F', '999', '-g', '-p', String(pid), '-o', join(perfDir, `${name}.data`)], { stdio: 'ignore' });
   spawnSync('sleep', ['0.3']);
