@@ -61,6 +61,13 @@ export class ByteRing {
     if (this.length === 0) this.head = 0;
   }
 
+  /** Empties the ring and lets go of its memory (a connection that will send nothing more). */
+  release(): void {
+    this.buf = EMPTY;
+    this.head = 0;
+    this.length = 0;
+  }
+
   /** Bytes of memory held. */
   get capacity(): number {
     return this.buf.length;
