@@ -7,6 +7,7 @@
 //   sudo node scripts/bench-netstack.mjs [--rounds N] [--mb N] [--json] [--phases]
 //     [--base BIN]  also measure another meshd build (BIN = its bin/meshd.js) in the same lab, alternated
 //     [--node-flags 'FLAGS']  extra Node flags for the meshd daemons (e.g. '--cpu-prof --cpu-prof-dir=/tmp/p', '--trace-gc')
+//     [--subject-flags 'FLAGS']  Node flags for the meshd under test only (not --base)
 //     [--agent-log FILE]  append each meshd daemon's output to FILE.<node>
 //     [--strace DIR] count each agent's system calls per phase (strace -c; DIR/<node>-<phase>.txt; numbers skewed)
 //     [--perf DIR]  record meshd with perf per phase (DIR/down.data, up.data, conns.data; the daemon
@@ -35,6 +36,9 @@ const ali = process.argv.indexOf('--agent-log');
 const agentLog = ali > 0 ? process.argv[ali + 1] : undefined;
 const nfi = process.argv.indexOf('--node-flags');
 const nodeFlags = nfi > 0 ? process.argv[nfi + 1].split(/\s+/).filter(Boolean) : [];
+// --subject-flags: only for the meshd under test (not --base), to compare Node/V8 settings in one run.
+const sfi = process.argv.indexOf('--subject-flags');
+const subjectFlags = sfi > 0 ? process.argv[sfi + 1].split(/\s+/).filter(Boolean) : [];
 if (perfDir) process.env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --perf-basic-prof`.trim();
 const root = new URL('..', import.meta.url).pathname;
 const blob = join(root, 'scripts', 'httpblob.mjs');
@@ -79,7 +83,7 @@ function curl(ns, args, timeoutMs = 180_000) {
 async function startMeshd(node, bin, key) {
   const ns = ['--tun=userspace-networking', '--socks5-server', '127.0.0.1:1080'];
   const state = join(node.dir, 'state');
-  const proc = lab.lab.spawn(node.ns, ['env', 'MESHD_DERP_HTTP=1', process.execPath, ...nodeFlags, bin, '--socket', node.socket, 'daemon', '--state-dir', state, ...ns]);
+  const proc = lab.lab.spawn(node.ns, ['env', 'MESHD_DERP_HTTP=1', process.execPath, ...nodeFlags, ...(node.name === 'mu' ? subjectFlags : []), bin, '--socket', node.socket, 'daemon', '--state-dir', state, ...ns]);
   if (agentLog) for (const st of [proc.stdout, proc.stderr]) st?.on('data', (d) => appendFileSync(`${agentLog}.${node.name}`, d));
   await waitFor(`${node.name}'s agent`, () => lab.agentRunning(node), 15_000, 100);
   const keyFile = join(node.dir, 'authkey');
