@@ -191,8 +191,10 @@ export class PeerPath {
    */
   noteSend(now: number, out: PathAction[]): Route {
     this.lastSend = now;
-    if (this.bestAddr !== undefined && now < this.trustUntil) return Route.udp;
+    // Heartbeats start with traffic whether or not the path is trusted yet: it may have become
+    // trusted before our first send (the peer pinged first), and must not lapse while we send.
     if (this.nextHeartbeat === Infinity) this.nextHeartbeat = now + HEARTBEAT_MS;
+    if (this.bestAddr !== undefined && now < this.trustUntil) return Route.udp;
     if (now >= this.nextDiscovery) this.discover(now, out, true);
     return this.bestAddr === undefined ? Route.derp : Route.both;
   }

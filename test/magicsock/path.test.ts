@@ -58,6 +58,24 @@ describe('PeerPath', () => {
     }
   });
 
+  it('heartbeats also when the path was trusted before our first send (the peer pinged first)', () => {
+    // The peer's ping arrives, we ping back, its pong makes the path trusted: all before we send a
+    // WireGuard packet. tailscale starts the heartbeat on every send (noteTxActivityExtTriggerLocked),
+    // trusted or not; without that the path lapses to UDP+DERP 6.5 s later while traffic flows.
+    const p = newPath();
+    const a = eps.parse('198.18.0.10:41641');
+    p.setMapEndpoints([a]);
+    const back: PathAction[] = [];
+    p.onPingFrom(a, 0, back);
+    assert.ok(p.onPong(pings(back)[0]!.txId, 3)?.becameBest);
+    for (let t = 10; t < 30_000; t += 100) {
+      assert.equal(p.noteSend(t, []), Route.udp, `UDP alone at ${t}`);
+      const o: PathAction[] = [];
+      p.tick(t, o);
+      for (const x of pings(o)) p.onPong(x.txId, t + 3);
+    }
+  });
+
   it('falls back to DERP when pongs stop', () => {
     const p = newPath();
     p.setMapEndpoints([eps.parse('198.18.0.10:41641')]);
