@@ -30,12 +30,27 @@ export interface NetstackLimits {
   maxHalfOpen: number;
 }
 
+/**
+ * Where TCP segments may be built in place (the data plane's outgoing batch), saving the copy
+ * from the stack's scratch packet: reserve() gives room for one packet in `buf`, commit() takes it.
+ */
+export interface PacketSink {
+  /** Offset in `buf` of room for one packet of up to `max` bytes (valid until commit), or -1 when there is none. */
+  reserve(max: number): number;
+  /** The buffer the last reserve() points into. */
+  readonly buf: Uint8Array;
+  /** The reserved packet is `len` bytes long. */
+  commit(len: number): void;
+}
+
 /** Options for {@link Netstack}. */
 export interface NetstackOptions {
   /** Milliseconds on a monotonic clock. */
   now: () => number;
   /** Takes one IP packet for the tunnel; buf is reused after return. */
   output: (buf: Uint8Array, off: number, len: number) => void;
+  /** Builds TCP segments in place here instead of handing them to output (which still takes the rest). */
+  sink?: PacketSink;
   /** Link MTU (the tailnet's 1280). */
   mtu?: number;
   tcp?: Partial<TcpConfig>;
@@ -74,7 +89,7 @@ const COUNTER_NAMES = [
   'dropUdpShort', 'dropUdpBadChecksum', 'dropUdpNoListener', 'dropIcmp', 'icmpEchoReplies', 'rstOut', 'rstIn',
   'synFloodDrop', 'synRefusedFull', 'synNoListener', 'dropOutOfWindow', 'challengeAck', 'retransmits', 'fastRetransmit',
   'rtoExpired', 'dropOooFull', 'windowProbes', 'zeroWindowAbort', 'keepaliveProbes', 'keepaliveTimeout', 'acceptTimeout',
-  'dropTooBig', 'connsOpened', 'connsAccepted',
+  'dropTooBig', 'dropOutputFull', 'connsOpened', 'connsAccepted',
 ] as const;
 
 /** A TCP/IP stack for a set of local addresses. */
@@ -94,6 +109,7 @@ export class Netstack implements TcpHost {
 
   private readonly clock: () => number;
   private readonly out: (buf: Uint8Array, off: number, len: number) => void;
+  private readonly sink: PacketSink | undefined;
   private readonly random: (out: Uint8Array) => void;
   private readonly table = new Map<number, Tcb>();
   private conns = 0;
@@ -127,6 +143,7 @@ export class Netstack implements TcpHost {
   constructor(o: NetstackOptions) {
     this.clock = o.now;
     this.out = o.output;
+    this.sink = o.sink;
     this.mtu = o.mtu ?? 1280;
     this.cfg = { ...DEFAULT_TCP, ...o.tcp };
     this.limits = { maxConns: 16384, maxHalfOpen: 1024, ...o.limits };
@@ -400,12 +417,19 @@ export class Netstack implements TcpHost {
     const hl = ipHeaderLen(family);
     const tcpLen = 20 + ol + len;
     if (hl + tcpLen > p.length) { this.counters.dropTooBig!++; return; }
-    if (len > 0) t.snd.copyOut(at, p, hl + 20 + ol, len);
+    let out = p, base = 0;
+    const sink = this.sink;
+    if (sink !== undefined) {
+      base = sink.reserve(hl + tcpLen);
+      if (base < 0) { this.counters.dropOutputFull!++; return; }
+      out = sink.buf;
+    }
+    if (len > 0) t.snd.copyOut(at, out, base + hl + 20 + ol, len);
     const wnd = flags & F.RST ? 0 : t.windowField((flags & F.SYN) !== 0);
-    writeIpHeader(p, 0, family, Proto.TCP, t.localAddr, t.remoteAddr, tcpLen);
-    writeTcpHeader(p, hl, family, t.localAddr, t.remoteAddr, t.localPort, t.remotePort, seq, t.rcvNxt, flags, wnd, o, ol, len);
+    writeIpHeader(out, base, family, Proto.TCP, t.localAddr, t.remoteAddr, tcpLen);
+    writeTcpHeader(out, base + hl, family, t.localAddr, t.remoteAddr, t.localPort, t.remotePort, seq, t.rcvNxt, flags, wnd, o, ol, len);
     if (flags & F.RST) this.counters.rstOut!++;
-    this.send(p, hl + tcpLen);
+    if (sink !== undefined) { this.counters.txPackets!++; sink.commit(hl + tcpLen); } else this.send(p, hl + tcpLen);
   }
 
   /** TcpHost.wake. */
