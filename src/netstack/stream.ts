@@ -3,20 +3,26 @@
 // written go into the connection's send buffer (writes wait while it is full), end() sends a FIN,
 // destroy() without an error closes, with an error resets.
 //
-// Received data is gathered per event-loop turn into pooled 256 KiB buffers and handed on once per
-// turn. A relay to a host socket (sendTo) writes those buffers to the socket directly and takes
-// them back into the pool when the write is done: a bulk download then allocates no buffer per
-// turn (off-heap buffers made per turn brought a major GC every ~100 ms at 1 Gbit/s).
+// Received data is gathered per event-loop turn into pooled buffers and handed on once per turn: a
+// 16 KiB one first (many connections each getting a little in one turn), moved into a 256 KiB one
+// when a turn brings more (bulk). A relay to a host socket (sendTo) writes those buffers to the
+// socket directly and takes them back into their pool when the write is done: a bulk download then
+// allocates no buffer per turn (off-heap buffers made per turn brought a major GC every ~100 ms at
+// 1 Gbit/s).
 import { Duplex } from 'node:stream';
 import { TcpError, type Tcb, type TcpHandler } from './tcp.ts';
 import { connAddrs } from './stack.ts';
 
 const copyBytes = Buffer.prototype.copy as (this: Uint8Array, target: Uint8Array, targetStart: number, sourceStart: number, sourceEnd: number) => number;
-/** Size of the gathering buffers: a bulk transfer fills one per loop turn, then one socket write carries it. */
+/** Size of the large gathering buffers: a bulk transfer fills one per loop turn, then one socket write carries it. */
 const ACC_SIZE = 256 * 1024;
-/** Gathering buffers kept for reuse (shared by all streams; 2 MiB at most). */
+/** Size of the first gathering buffer of a turn. */
+const SMALL_SIZE = 16 * 1024;
+/** Gathering buffers kept for reuse, shared by all streams: 2 MiB of large, 1 MiB of small ones at most. */
 const POOL_MAX = 8;
+const SMALL_POOL_MAX = 64;
 const pool: Buffer[] = [];
+const smallPool: Buffer[] = [];
 /** At most this much is copied out of a gathering buffer for the readable side (the buffer goes back to the pool). */
 const COPY_OUT_MAX = 64 * 1024;
 
@@ -24,8 +30,13 @@ function takeBuffer(): Buffer {
   return pool.pop() ?? Buffer.allocUnsafeSlow(ACC_SIZE);
 }
 
+function takeSmall(): Buffer {
+  return smallPool.pop() ?? Buffer.allocUnsafeSlow(SMALL_SIZE);
+}
+
 function giveBack(b: Buffer): void {
-  if (pool.length < POOL_MAX) pool.push(b);
+  if (b.length === SMALL_SIZE) { if (smallPool.length < SMALL_POOL_MAX) smallPool.push(b); }
+  else if (pool.length < POOL_MAX) pool.push(b);
 }
 
 /** Where sendTo() writes: a host socket (net.Socket) or any Writable. */
@@ -70,8 +81,19 @@ export class TcpStream extends Duplex implements TcpHandler {
     // Segments of one input batch are gathered and handed on once (one write downstream, not one per segment).
     while (len > 0) {
       let acc = this.acc;
-      if (acc === undefined) acc = this.acc = takeBuffer();
-      else if (this.accLen === acc.length) { this.flushAcc(); acc = this.acc = takeBuffer(); }
+      if (acc === undefined) acc = this.acc = len <= SMALL_SIZE ? takeSmall() : takeBuffer();
+      else if (this.accLen === acc.length) {
+        if (acc.length === SMALL_SIZE) {
+          // More than a small buffer's worth in one turn: move to a large one (one write per turn).
+          const big = takeBuffer();
+          copyBytes.call(acc, big, 0, 0, this.accLen);
+          giveBack(acc);
+          acc = this.acc = big;
+        } else {
+          this.flushAcc();
+          acc = this.acc = takeBuffer();
+        }
+      }
       const n = Math.min(len, acc.length - this.accLen);
       copyBytes.call(buf, acc, this.accLen, off, off + n);
       this.accLen += n;
