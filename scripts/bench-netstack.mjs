@@ -6,10 +6,14 @@
 // 1 KiB GET, 32 at a time), idle RSS, and CPU seconds per GB of the proxying agent.
 //   sudo node scripts/bench-netstack.mjs [--rounds N] [--mb N] [--json] [--phases]
 //     [--base BIN]  also measure another meshd build (BIN = its bin/meshd.js) in the same lab, alternated
+//     [--node-flags 'FLAGS']  extra Node flags for the meshd daemons (e.g. '--cpu-prof --cpu-prof-dir=/tmp/p', '--trace-gc')
+//     [--subject-flags 'FLAGS']  Node flags for the meshd under test only (not --base)
+//     [--agent-log FILE]  append each meshd daemon's output to FILE.<node>
+//     [--strace DIR] count each agent's system calls per phase (strace -c; DIR/<node>-<phase>.txt; numbers skewed)
 //     [--perf DIR]  record meshd with perf per phase (DIR/down.data, up.data, conns.data; the daemon
 //                   runs with --perf-basic-prof so JIT frames have names; numbers are then skewed)
 import { createHash } from 'node:crypto';
-import { readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync, spawn as spawnAsync } from 'node:child_process';
 import { TailnetLab, HS_URL } from '../dist/test/harness/hslab.js';
@@ -24,8 +28,17 @@ const conc = arg('--conc', 32);
 const bi = process.argv.indexOf('--base');
 const baseBin = bi > 0 ? process.argv[bi + 1] : undefined;
 const connsOnly = process.argv.includes('--conns-only');
+const si = process.argv.indexOf('--strace');
+const straceDir = si > 0 ? process.argv[si + 1] : undefined;
 const pi = process.argv.indexOf('--perf');
 const perfDir = pi > 0 ? process.argv[pi + 1] : undefined;
+const ali = process.argv.indexOf('--agent-log');
+const agentLog = ali > 0 ? process.argv[ali + 1] : undefined;
+const nfi = process.argv.indexOf('--node-flags');
+const nodeFlags = nfi > 0 ? process.argv[nfi + 1].split(/\s+/).filter(Boolean) : [];
+// --subject-flags: only for the meshd under test (not --base), to compare Node/V8 settings in one run.
+const sfi = process.argv.indexOf('--subject-flags');
+const subjectFlags = sfi > 0 ? process.argv[sfi + 1].split(/\s+/).filter(Boolean) : [];
 if (perfDir) process.env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --perf-basic-prof`.trim();
 const root = new URL('..', import.meta.url).pathname;
 const blob = join(root, 'scripts', 'httpblob.mjs');
@@ -70,7 +83,8 @@ function curl(ns, args, timeoutMs = 180_000) {
 async function startMeshd(node, bin, key) {
   const ns = ['--tun=userspace-networking', '--socks5-server', '127.0.0.1:1080'];
   const state = join(node.dir, 'state');
-  lab.lab.spawn(node.ns, ['env', 'MESHD_DERP_HTTP=1', process.execPath, bin, '--socket', node.socket, 'daemon', '--state-dir', state, ...ns]);
+  const proc = lab.lab.spawn(node.ns, ['env', 'MESHD_DERP_HTTP=1', process.execPath, ...nodeFlags, ...(node.name === 'mu' ? subjectFlags : []), bin, '--socket', node.socket, 'daemon', '--state-dir', state, ...ns]);
+  if (agentLog) for (const st of [proc.stdout, proc.stderr]) st?.on('data', (d) => appendFileSync(`${agentLog}.${node.name}`, d));
   await waitFor(`${node.name}'s agent`, () => lab.agentRunning(node), 15_000, 100);
   const keyFile = join(node.dir, 'authkey');
   writeFileSync(keyFile, key, { mode: 0o600 });
@@ -81,6 +95,11 @@ async function startMeshd(node, bin, key) {
 
 /** Runs fn while perf records pid into DIR/name.data (when --perf is given and who is meshd). */
 function perfAround(who, pid, name, fn) {
+  if (straceDir) {
+    const p = spawnAsync('strace', ['-c', '-f', '-p', String(pid), '-o', join(straceDir, `${who}-${name}.txt`)], { stdio: 'ignore' });
+    spawnSync('sleep', ['0.5']);
+    try { return fn(); } finally { p.kill('SIGINT'); spawnSync('sleep', ['0.5']); }
+  }
   if (!perfDir || who !== 'mu') return fn();
   const p = spawnAsync('perf', ['record', '-q', '-F', '999', '-g', '-p', String(pid), '-o', join(perfDir, `${name}.data`)], { stdio: 'ignore' });
   spawnSync('sleep', ['0.3']);

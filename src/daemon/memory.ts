@@ -172,18 +172,3 @@ export function processKeeper(env: NodeJS.ProcessEnv = process.env): MemoryKeepe
   }
   return hooks.fullGc || hooks.mallocTrim ? new MemoryKeeper(hooks) : undefined;
 }
-
-/** glibc arenas for the agent's process (MALLOC_ARENA_MAX): see agentEnv. */
-export const AGENT_MALLOC_ARENAS = '2';
-
-/**
- * The environment `meshd up` starts the agent with: the caller's, with MALLOC_ARENA_MAX=2 unless
- * set. glibc gives each thread that allocates its own arena (up to 8 per core); Node's V8 and libuv
- * worker threads then each keep free memory of their own that the main thread cannot reuse. The
- * agent's hot path allocates nothing per packet, so sharing two arenas costs no contention that
- * matters; the variable must be in place when the process starts (glibc reads it once).
- */
-export function agentEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
-  return env.MALLOC_ARENA_MAX ? env : { ...env, MALLOC_ARENA_MAX: AGENT_MALLOC_ARENAS };
-}
-

@@ -85,10 +85,9 @@ export class Userspace implements ProxyDialer {
       if (open >= MAX_PROXY_CONNECTIONS) { s.destroy(); return; }
       open++;
       s.once('close', () => { open--; });
-      s.setNoDelay(true);
       onConn(s);
     };
-    const srv = createServer({ allowHalfOpen: true, highWaterMark: 256 * 1024 }, accept);
+    const srv = createServer({ allowHalfOpen: true, highWaterMark: 256 * 1024, noDelay: true }, accept);
     await new Promise<void>((resolve, reject) => {
       srv.once('error', (e: NodeJS.ErrnoException) => reject(new Error(`cannot listen on ${a.host}:${a.port}: ${e.code ?? e.message}`)));
       srv.listen(a.port, a.host, () => resolve());
@@ -137,7 +136,7 @@ export class Userspace implements ProxyDialer {
     for (let i = 1; i < ACCEPTORS; i++) {
       let nfd: number;
       try { nfd = dup(fd); } catch { return; }
-      const extra = createServer({ allowHalfOpen: true, highWaterMark: 256 * 1024 }, onConn);
+      const extra = createServer({ allowHalfOpen: true, highWaterMark: 256 * 1024, noDelay: true }, onConn);
       extra.on('error', (e) => this.log(`proxy listener: ${e.message}`));
       extra.listen({ fd: nfd });
       this.servers.push(extra);

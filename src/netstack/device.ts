@@ -9,7 +9,7 @@
 import { DEFAULT_HEADROOM, DEFAULT_TAILROOM, RxBatch, slotSizeFor, type TxBatch } from '../net/batch.ts';
 import type { HostDevice, HostDeviceStats } from '../tun/device.ts';
 import type { PollStats } from '../native/index.ts';
-import { Netstack, type NetstackOptions } from './stack.ts';
+import { Netstack, type NetstackOptions, type PacketSink } from './stack.ts';
 
 const copyBytes = Buffer.prototype.copy as (this: Uint8Array, target: Uint8Array, targetStart: number, sourceStart: number, sourceEnd: number) => number;
 
@@ -49,7 +49,9 @@ export class NetstackDriver {
   private flush(): void {
     this.scheduled = false;
     if (this.closedFlag) return;
+    this.stack.holdClock();
     this.stack.endBatch();
+    this.stack.releaseClock();
     this.sinkFlush();
     this.arm();
   }
@@ -87,8 +89,8 @@ export class NetstackDriver {
   }
 }
 
-/** A HostDevice whose host is the userspace stack (meshd --tun=userspace-networking). */
-export class NetstackDevice implements HostDevice {
+/** A HostDevice whose host is the userspace stack (meshd --tun=userspace-networking); TCP segments are built in its staged batches (PacketSink). */
+export class NetstackDevice implements HostDevice, PacketSink {
   readonly name = 'userspace-networking';
   readonly mtu: number;
   readonly driver: NetstackDriver;
@@ -112,6 +114,7 @@ export class NetstackDevice implements HostDevice {
     this.driver = new NetstackDriver({
       mtu: this.mtu,
       output: (buf, off, len) => this.stage(buf, off, len),
+      sink: this,
       ...(opts.tcp ? { tcp: opts.tcp } : {}),
       ...(opts.limits ? { limits: opts.limits } : {}),
     });
@@ -143,18 +146,36 @@ export class NetstackDevice implements HostDevice {
 
   /** Copies one packet from the stack into the staged output. */
   private stage(buf: Uint8Array, off: number, len: number): void {
-    if (this.onBatch === undefined || len > this.shape.slotSize - this.shape.headroom - DEFAULT_TAILROOM) { this.outDropped++; return; }
+    const at = this.reserve(len);
+    if (at < 0) return;
+    copyBytes.call(buf, this.buf, at, off, off + len);
+    this.commit(len);
+  }
+
+  /** PacketSink: the batch being filled, where reserve() points. */
+  buf: Uint8Array = new Uint8Array(0);
+  private filling: RxBatch | undefined;
+
+  /** PacketSink.reserve: room for one packet in the staged output (-1 and counted when there is none). */
+  reserve(max: number): number {
+    if (this.onBatch === undefined || max > this.shape.slotSize - this.shape.headroom - DEFAULT_TAILROOM) { this.outDropped++; return -1; }
     let b = this.staged[this.staged.length - 1];
     if (b === undefined || b.count >= b.slots) {
       b = this.takeBatch();
-      if (b === undefined) { this.outDropped++; return; }
+      if (b === undefined) { this.outDropped++; return -1; }
       b.count = 0;
       this.staged.push(b);
     }
-    const i = b.count;
-    copyBytes.call(buf, b.buf, b.offset(i), off, off + len);
-    b.lens[i] = len;
-    b.count = i + 1;
+    this.filling = b;
+    this.buf = b.buf;
+    return b.offset(b.count);
+  }
+
+  /** PacketSink.commit: the reserved packet is len bytes. */
+  commit(len: number): void {
+    const b = this.filling!;
+    b.lens[b.count] = len;
+    b.count++;
     this.driver.schedule();
   }
 
@@ -187,7 +208,9 @@ export class NetstackDevice implements HostDevice {
   writeBatch(tx: TxBatch): number {
     const s = this.driver.stack;
     const n = tx.count;
+    s.holdClock();
     for (let i = 0; i < n; i++) s.input(tx.buf, tx.offsets[i]!, tx.lens[i]!);
+    s.releaseClock();
     this.txPackets += n;
     tx.clear();
     this.driver.schedule();

@@ -47,14 +47,19 @@ export function sum16(buf: Uint8Array, off: number, len: number, sum = 0): numbe
 }
 
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
-/** 32-bit views of the last few buffers summed (packet batches and the stack's output buffer are reused). */
-const viewBufs: (ArrayBufferLike | undefined)[] = [undefined, undefined, undefined, undefined];
-const views: Uint32Array[] = [new Uint32Array(0), new Uint32Array(0), new Uint32Array(0), new Uint32Array(0)];
+/**
+ * 32-bit views of the last buffers summed (packet batches and the stack's output buffer are
+ * reused). 16 of them: segments are built in the data plane's outgoing batches, and a burst of
+ * sends fills several (7 in a bulk upload); with 4, the cache missed and made a view per segment.
+ */
+const VIEWS = 16;
+const viewBufs: (ArrayBufferLike | undefined)[] = new Array<ArrayBufferLike | undefined>(VIEWS).fill(undefined);
+const views: Uint32Array[] = Array.from({ length: VIEWS }, () => new Uint32Array(0));
 let viewNext = 0;
 function wordsOf(ab: ArrayBufferLike): Uint32Array {
-  for (let k = 0; k < 4; k++) if (viewBufs[k] === ab) return views[k]!;
+  for (let k = 0; k < VIEWS; k++) if (viewBufs[k] === ab) return views[k]!;
   const k = viewNext;
-  viewNext = (k + 1) & 3;
+  viewNext = (k + 1) % VIEWS;
   viewBufs[k] = ab;
   return (views[k] = new Uint32Array(ab, 0, ab.byteLength >>> 2));
 }

@@ -1,8 +1,12 @@
 // A growable byte ring for TCP's send buffer: bytes from SND.UNA on, appended by the application,
 // copied out for (re)transmission, dropped from the front when acknowledged. Grows by doubling up
-// to a cap; never shrinks while in use.
+// to a cap; never shrinks while in use. Holds no memory until the first push (a connection that
+// never sends costs nothing), and small rings come from Node's shared buffer pool, not a fresh
+// zero-filled off-heap allocation each (one per connection showed in connection storms).
 
 const copyBytes = Buffer.prototype.copy as (this: Uint8Array, target: Uint8Array, targetStart: number, sourceStart: number, sourceEnd: number) => number;
+
+const EMPTY = new Uint8Array(0);
 
 /** A byte FIFO with random-access reads, bounded by `max` bytes. */
 export class ByteRing {
@@ -13,9 +17,9 @@ export class ByteRing {
   /** Most bytes it holds. */
   readonly max: number;
 
-  constructor(max: number, initial = 16 * 1024) {
+  constructor(max: number, initial = 0) {
     this.max = max;
-    this.buf = new Uint8Array(Math.min(max, initial));
+    this.buf = initial > 0 ? Buffer.allocUnsafeSlow(Math.min(max, initial)) : EMPTY;
   }
 
   /** Room left before the cap. */
@@ -57,16 +61,24 @@ export class ByteRing {
     if (this.length === 0) this.head = 0;
   }
 
+  /** Empties the ring and lets go of its memory (a connection that will send nothing more). */
+  release(): void {
+    this.buf = EMPTY;
+    this.head = 0;
+    this.length = 0;
+  }
+
   /** Bytes of memory held. */
   get capacity(): number {
     return this.buf.length;
   }
 
   private grow(need: number): void {
-    let cap = this.buf.length || 1024;
+    let cap = this.buf.length || 2048;
     while (cap < need) cap *= 2;
     cap = Math.min(Math.max(cap, need), this.max);
-    const next = new Uint8Array(cap);
+    // Up to 4 KiB from Node's pool (a slice of a shared slab), larger ones their own allocation; never zero-filled.
+    const next = cap <= 4096 ? Buffer.allocUnsafe(cap) : Buffer.allocUnsafeSlow(cap);
     this.copyOut(0, next, 0, this.length);
     this.buf = next;
     this.head = 0;

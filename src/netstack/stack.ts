@@ -13,7 +13,7 @@
 // accepted (RFC 9293 3.4.1; Linux checks exactly this), instead of drawing a challenge ACK, our RST
 // and a 1 s SYN retransmission. Ephemeral ports go round the range from a random start (as Linux's
 // port selection does, RFC 6056 3.3.4), so a port comes back only after the whole range was used.
-import { createHash, randomFillSync } from 'node:crypto';
+import { hash, randomFillSync } from 'node:crypto';
 import { IpDrop, IpHeader, Proto, addrEq, addrHash, fold, formatAddr, ipHeaderLen, parseAddr, pseudoSum, sum16, writeIpHeader } from './ip.ts';
 import { F, SegDrop, TcpSeg, put32, writeTcpHeader } from './segment.ts';
 import { DEFAULT_TCP, Opt, S, Tcb, type TcpConfig, type TcpHandler, type TcpHost } from './tcp.ts';
@@ -30,12 +30,27 @@ export interface NetstackLimits {
   maxHalfOpen: number;
 }
 
+/**
+ * Where TCP segments may be built in place (the data plane's outgoing batch), saving the copy
+ * from the stack's scratch packet: reserve() gives room for one packet in `buf`, commit() takes it.
+ */
+export interface PacketSink {
+  /** Offset in `buf` of room for one packet of up to `max` bytes (valid until commit), or -1 when there is none. */
+  reserve(max: number): number;
+  /** The buffer the last reserve() points into. */
+  readonly buf: Uint8Array;
+  /** The reserved packet is `len` bytes long. */
+  commit(len: number): void;
+}
+
 /** Options for {@link Netstack}. */
 export interface NetstackOptions {
   /** Milliseconds on a monotonic clock. */
   now: () => number;
   /** Takes one IP packet for the tunnel; buf is reused after return. */
   output: (buf: Uint8Array, off: number, len: number) => void;
+  /** Builds TCP segments in place here instead of handing them to output (which still takes the rest). */
+  sink?: PacketSink;
   /** Link MTU (the tailnet's 1280). */
   mtu?: number;
   tcp?: Partial<TcpConfig>;
@@ -74,7 +89,7 @@ const COUNTER_NAMES = [
   'dropUdpShort', 'dropUdpBadChecksum', 'dropUdpNoListener', 'dropIcmp', 'icmpEchoReplies', 'rstOut', 'rstIn',
   'synFloodDrop', 'synRefusedFull', 'synNoListener', 'dropOutOfWindow', 'challengeAck', 'retransmits', 'fastRetransmit',
   'rtoExpired', 'dropOooFull', 'windowProbes', 'zeroWindowAbort', 'keepaliveProbes', 'keepaliveTimeout', 'acceptTimeout',
-  'dropTooBig', 'connsOpened', 'connsAccepted',
+  'dropTooBig', 'dropOutputFull', 'connsOpened', 'connsAccepted',
 ] as const;
 
 /** A TCP/IP stack for a set of local addresses. */
@@ -94,6 +109,7 @@ export class Netstack implements TcpHost {
 
   private readonly clock: () => number;
   private readonly out: (buf: Uint8Array, off: number, len: number) => void;
+  private readonly sink: PacketSink | undefined;
   private readonly random: (out: Uint8Array) => void;
   private readonly table = new Map<number, Tcb>();
   private conns = 0;
@@ -118,7 +134,8 @@ export class Netstack implements TcpHost {
   private readonly tmpA = new Uint8Array(16);
   /** RFC 6528's secret key for F(4-tuple). */
   private readonly issKey = new Uint8Array(16);
-  private readonly issIn = new Uint8Array(36);
+  /** The hash's input: the key, then the 4-tuple. */
+  private readonly issIn = new Uint8Array(52);
   /** Next ephemeral port to try (offset into EPHEMERAL_COUNT). */
   private nextPort: number;
   private nextUdpPort: number;
@@ -126,6 +143,7 @@ export class Netstack implements TcpHost {
   constructor(o: NetstackOptions) {
     this.clock = o.now;
     this.out = o.output;
+    this.sink = o.sink;
     this.mtu = o.mtu ?? 1280;
     this.cfg = { ...DEFAULT_TCP, ...o.tcp };
     this.limits = { maxConns: 16384, maxHalfOpen: 1024, ...o.limits };
@@ -142,16 +160,29 @@ export class Netstack implements TcpHost {
    */
   private issFor(local: Uint8Array, lOff: number, lPort: number, remote: Uint8Array, rOff: number, rPort: number): number {
     const b = this.issIn;
-    b.set(local.subarray(lOff, lOff + 16), 0);
-    b.set(remote.subarray(rOff, rOff + 16), 16);
-    b[32] = lPort >> 8; b[33] = lPort & 255; b[34] = rPort >> 8; b[35] = rPort & 255;
-    const f = createHash('sha256').update(this.issKey).update(b).digest().readUInt32BE(0);
+    b.set(this.issKey, 0);
+    b.set(local.subarray(lOff, lOff + 16), 16);
+    b.set(remote.subarray(rOff, rOff + 16), 32);
+    b[48] = lPort >> 8; b[49] = lPort & 255; b[50] = rPort >> 8; b[51] = rPort & 255;
+    // One-shot crypto.hash: half the cost of a Hash object per connection.
+    const f = (hash('sha256', b, 'buffer') as Buffer).readUInt32BE(0);
     return (f + Math.floor(this.clock() * 250)) >>> 0;
   }
 
-  /** Current time (TcpHost). */
+  /** Current time (TcpHost): the held time inside holdClock()/releaseClock(), else the clock's. */
   get now(): number {
-    return this.clock();
+    return this.heldNow >= 0 ? this.heldNow : this.clock();
+  }
+
+  private heldNow = -1;
+
+  /** Reads the clock once and uses that time until releaseClock() (a batch of input: one clock read, not several per segment). */
+  holdClock(): void {
+    this.heldNow = this.clock();
+  }
+
+  releaseClock(): void {
+    this.heldNow = -1;
   }
 
   /** Connections in the table (any state). */
@@ -386,12 +417,19 @@ export class Netstack implements TcpHost {
     const hl = ipHeaderLen(family);
     const tcpLen = 20 + ol + len;
     if (hl + tcpLen > p.length) { this.counters.dropTooBig!++; return; }
-    if (len > 0) t.snd.copyOut(at, p, hl + 20 + ol, len);
+    let out = p, base = 0;
+    const sink = this.sink;
+    if (sink !== undefined) {
+      base = sink.reserve(hl + tcpLen);
+      if (base < 0) { this.counters.dropOutputFull!++; return; }
+      out = sink.buf;
+    }
+    if (len > 0) t.snd.copyOut(at, out, base + hl + 20 + ol, len);
     const wnd = flags & F.RST ? 0 : t.windowField((flags & F.SYN) !== 0);
-    writeIpHeader(p, 0, family, Proto.TCP, t.localAddr, t.remoteAddr, tcpLen);
-    writeTcpHeader(p, hl, family, t.localAddr, t.remoteAddr, t.localPort, t.remotePort, seq, t.rcvNxt, flags, wnd, o, ol, len);
+    writeIpHeader(out, base, family, Proto.TCP, t.localAddr, t.remoteAddr, tcpLen);
+    writeTcpHeader(out, base + hl, family, t.localAddr, t.remoteAddr, t.localPort, t.remotePort, seq, t.rcvNxt, flags, wnd, o, ol, len);
     if (flags & F.RST) this.counters.rstOut!++;
-    this.send(p, hl + tcpLen);
+    if (sink !== undefined) { this.counters.txPackets!++; sink.commit(hl + tcpLen); } else this.send(p, hl + tcpLen);
   }
 
   /** TcpHost.wake. */

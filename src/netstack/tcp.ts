@@ -826,6 +826,11 @@ export class Tcb {
 
   private enterTimeWait(): void {
     this.rtoAt = 0; this.persistAt = 0; this.kaAt = 0;
+    // Everything we sent was acknowledged and nothing more arrives in order: the TCB lingers with
+    // no buffers (many connections churning through TIME-WAIT kept ~10 KiB each otherwise).
+    this.snd.release();
+    this.ooo = [];
+    this.oooBytes = 0;
     this.armClose(this.host.cfg.timeWaitMs);
     // The application is done with it: tell it now, the TCB lingers for old duplicates.
     const h = this.handler;
@@ -1059,6 +1064,7 @@ export class Tcb {
     this.rtoAt = this.delackAt = this.persistAt = this.kaAt = this.closeAt = 0;
     this.ooo = [];
     this.oooBytes = 0;
+    this.snd.release();
     this.host.release(this);
     const h = this.handler;
     this.handler = undefined;

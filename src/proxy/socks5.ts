@@ -341,10 +341,15 @@ function associate(sock: Duplex, open: NonNullable<ProxyDialer['associateUdp']>,
   sock.resume();
 }
 
+/** A stream that can write what it receives into a sink itself (src/netstack/stream.ts TcpStream). */
+interface SendsTo { sendTo(sink: Duplex): void }
+const hasSendTo = (d: Duplex): d is Duplex & SendsTo => typeof (d as Partial<SendsTo>).sendTo === 'function';
+
 /** Copies both ways until both directions ended; an error on either side tears both down. */
 export function relay(a: Duplex, b: Duplex): void {
-  a.pipe(b);
-  b.pipe(a);
+  // A netstack stream writes what it receives straight into the other side (TcpStream.sendTo).
+  if (hasSendTo(b)) b.sendTo(a); else b.pipe(a);
+  if (hasSendTo(a)) a.sendTo(b); else a.pipe(b);
   const kill = (): void => { a.destroy(); b.destroy(); };
   a.on('error', kill);
   b.on('error', kill);

@@ -1,6 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { MemoryKeeper, processKeeper, memoryBreakdown, agentEnv, watchMajorGc, GC_INTERVAL_MS } from '../../src/daemon/memory.ts';
+import { MemoryKeeper, processKeeper, memoryBreakdown, watchMajorGc, GC_INTERVAL_MS } from '../../src/daemon/memory.ts';
+import { agentEnv } from '../../src/cli/agentspawn.ts';
 import { native } from '../../src/native/index.ts';
 
 const info = (free: number) => ({ arena: 8 << 20, mmap: 0, inUse: (8 << 20) - free, free, topPad: 0 });

@@ -56,9 +56,13 @@ describe('netstack TCP: opening and closing (RFC 9293 figure 5)', () => {
     assert.equal(cli.mss, 1220);
   });
 
-  it('orderly close: FIN-WAIT-1 -> FIN-WAIT-2 -> TIME-WAIT on the closing side, CLOSE-WAIT -> LAST-ACK -> CLOSED on the other; TIME-WAIT ends after 60 s', () => {
+  it('orderly close: FIN-WAIT-1 -> FIN-WAIT-2 -> TIME-WAIT on the closing side, CLOSE-WAIT -> LAST-ACK -> CLOSED on the other; TIME-WAIT ends after 60 s and holds no send buffer', () => {
     const p = new Pair();
     const { srv, cli, ss, cs } = connected(p);
+    cli.write(Buffer.from('hello'), 0, 5);
+    p.run(5);
+    assert.equal(ss.data().toString(), 'hello');
+    assert.ok(cli.snd.capacity > 0);
     cli.shutdown();
     assert.equal(cli.state, S.FIN_WAIT_1);
     p.run(5);
@@ -75,6 +79,7 @@ describe('netstack TCP: opening and closing (RFC 9293 figure 5)', () => {
     assert.ok(ss.closed && ss.error === null);
     assert.equal(cli.state, S.TIME_WAIT);
     assert.ok(cs.closed && cs.error === null, 'the application is told at TIME-WAIT');
+    assert.equal(cli.snd.capacity, 0, 'TIME-WAIT holds no send buffer');
     p.run(59_000);
     assert.equal(cli.state, S.TIME_WAIT);
     p.run(1_100);
