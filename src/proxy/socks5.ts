@@ -372,9 +372,14 @@ function associate(sock: Duplex, open: NonNullable<ProxyDialer['associateUdp']>,
 /** A stream that can write what it receives into a sink itself (src/netstack/stream.ts TcpStream). */
 interface SendsTo { sendTo(sink: Duplex): void }
 const hasSendTo = (d: Duplex): d is Duplex & SendsTo => typeof (d as Partial<SendsTo>).sendTo === 'function';
+/** A stream that relays with a socket by itself, both ways (TcpStream.relayWith). */
+interface RelaysWith { relayWith(sock: Duplex): void }
+const hasRelayWith = (d: Duplex): d is Duplex & RelaysWith => typeof (d as Partial<RelaysWith>).relayWith === 'function';
 
 /** Copies both ways until both directions ended; an error on either side tears both down. */
 export function relay(a: Duplex, b: Duplex): void {
+  // A netstack connection relays with the client's socket itself, without its stream machinery.
+  if (hasRelayWith(b)) { b.relayWith(a); return; }
   // A netstack stream writes what it receives straight into the other side (TcpStream.sendTo).
   if (hasSendTo(b)) b.sendTo(a); else b.pipe(a);
   if (hasSendTo(a)) a.sendTo(b); else a.pipe(b);
