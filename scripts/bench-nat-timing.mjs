@@ -5,6 +5,8 @@
 // costs both the same. Pairings: 'out' the subject pings the reference; 'in' the reference pings the
 // subject (meshd as responder); 'portmap' the subject behind a hard NAT whose router runs miniupnpd.
 import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 
 export const PAIRINGS = [
   { key: 'easyOut', label: 'easy NAT -> easy NAT, subject sends', nat: 'easy', from: 'subject' },
@@ -18,19 +20,20 @@ const worst = (xs) => (xs.some((x) => x === null) || xs.length === 0 ? null : Ma
 const ratio = (a, b) => (a !== null && b ? +(a / b).toFixed(2) : null);
 
 /** Runs `rounds` rounds of every pairing against `ref` (a tailscaled node named refName at refIp). */
-export async function timingPairings(lab, key, ref, refName, refIp, rounds, log) {
+export async function timingPairings(lab, key, ref, refName, refIp, rounds, log, opts = {}) {
   const ping = (node, ip) => lab.lab.tryExec(node.ns, ['ping', '-c', '1', '-W', '1', ip], 5000).status === 0;
   const timing = {};
   for (const p of PAIRINGS) timing[p.key] = { label: p.label, meshd: { firstMs: [], directMs: [] }, tailscaled: { firstMs: [], directMs: [] } };
   for (let r = 0; r < rounds; r++) {
     for (const [pi, p] of PAIRINGS.entries()) {
+      if (opts.only && !opts.only.includes(p.key)) continue;
       for (const kind of ['meshd', 'tailscaled']) {
         const name = `${kind[0]}${pi}r${r}`;
         const n = p.nat === 'portmap' ? await lab.addPortmapNode(name, 'hard', { upnp: true, natpmp: true }) : lab.addNatNode(name, 'easy');
         const t0 = Date.now();
-        let myIp;
+        let myIp, u;
         if (kind === 'meshd') {
-          const u = lab.up(n, key);
+          u = lab.up(n, key);
           if (u.status !== 0) throw new Error(`meshd up: ${u.stderr}`);
           // `up` prints our addresses: a `meshd status` process here would cost meshd
           // ~300 ms of Node startup inside the timed window that `tailscale ip` (Go) does not.
@@ -52,6 +55,14 @@ export async function timingPairings(lab, key, ref, refName, refIp, rounds, log)
         timing[p.key][kind].firstMs.push(first);
         timing[p.key][kind].directMs.push(dir);
         log(`round ${r + 1} ${p.label}, ${kind}: first reply ${first} ms, direct ${dir} ms after up`);
+        if (opts.timeline) {
+          const until = t0 + (dir ?? first ?? 10_000) + 200;
+          const lines = kind === 'meshd'
+            ? meshdTimeline(`${u.stderr}\n${readIf(join(n.dir, 'state', 'meshd.log'))}`, t0, until)
+            : tsTimeline(lab.tailscaledLog(n), t0, until, 'subject', opts.timeline === 'all');
+          lines.push(...tsTimeline(lab.tailscaledLog(ref), t0, until, 'ref'));
+          log(lines.sort((a, b) => a[0] - b[0]).map(([ms, what]) => `  ${String(ms).padStart(6)} ${what}`).join('\n'));
+        }
         if (kind === 'meshd') lab.meshd(n, ['down']);
         else lab.tailscale(n, ['down']);
         // Stop what runs in the subject's namespace (tailscaled stays up after `down`), by pid.
@@ -61,13 +72,37 @@ export async function timingPairings(lab, key, ref, refName, refIp, rounds, log)
       }
     }
   }
-  for (const t of Object.values(timing)) {
+  for (const [k, t] of Object.entries(timing)) {
+    if (t.meshd.firstMs.length === 0) { delete timing[k]; continue; }
     t.summary = Object.fromEntries(['firstMs', 'directMs'].map((k) => {
       const m = { median: median(t.meshd[k]), worst: worst(t.meshd[k]) }, ts = { median: median(t.tailscaled[k]), worst: worst(t.tailscaled[k]) };
       return [k, { meshd: m, tailscaled: ts, ratioMedian: ratio(m.median, ts.median), ratioWorst: ratio(m.worst, ts.worst) }];
     }));
   }
   return timing;
+}
+
+const readIf = (path) => (existsSync(path) ? readFileSync(path, 'utf8') : '');
+/** MESHD_TIMELINE lines (`timeline EPOCH PID +MS STEP`) as [ms after t0, 'pid step'], within [t0, until]. */
+function meshdTimeline(text, t0, until) {
+  const out = [];
+  for (const m of text.matchAll(/^timeline (\d+\.\d) (\d+) \+[\d.]+ (.*)$/gm)) {
+    const at = Number(m[1]);
+    if (at >= t0 - 50 && at <= until) out.push([Math.round(at - t0), `meshd[${m[2]}] ${m[3]}`]);
+  }
+  return out;
+}
+/** Interesting lines of a tailscaled log with TS_DEBUG_LOG_TIME timestamps, as [ms after t0, line]. */
+const TS_STEPS = /logged in|Switching ipn state|magicsock: (endpoints changed|home is now|derp-\d+ connected|disco: node .* (now using|sent|got))|control: (NetInfo|netmap|mapRoutine|HTTP|sendMapRequest)|wgengine: Reconfig|netcheck: report|peer.*(handshake|Sending|Received)|Handshake|no UDP or DERP/;
+function tsTimeline(text, t0, until, who, all = false) {
+  const out = [];
+  for (const line of text.split('\n')) {
+    const m = /^(\d{4})\/(\d\d)\/(\d\d) (\d\d):(\d\d):(\d\d)\.(\d{6}) (.*)$/.exec(line);
+    if (!m || !(all || TS_STEPS.test(m[8]))) continue;
+    const at = Date.UTC(+m[1], +m[2] - 1, +m[3], +m[4], +m[5], +m[6]) + Number(m[7]) / 1000;
+    if (at >= t0 - 50 && at <= until) out.push([Math.round(at - t0), `ts-${who} ${m[8].slice(0, 160)}`]);
+  }
+  return out;
 }
 
 /** The markdown table of timingPairings' result. */

@@ -56,6 +56,10 @@ async function waitDirect(kind, n, peerIp, peerName, t0) {
   return { first, dir };
 }
 
+// --pairings easyOut,easyIn,portmapOut (with --timing-only): only these.
+// --timeline (with --timing-only): per round, the start-up steps of meshd (MESHD_TIMELINE) or the
+// subject tailscaled and of the reference tailscaled (TS_DEBUG_LOG_TIME), in ms after `up`.
+if (o.timeline) { process.env.MESHD_TIMELINE = '1'; process.env.TS_DEBUG_LOG_TIME = '1'; }
 if (o['timing-only']) {
   let timing;
   try {
@@ -63,7 +67,7 @@ if (o['timing-only']) {
     const key = lab.authKey({ reusable: true });
     const tref = lab.addNatNode('tref', 'easy');
     await lab.startTailscaled(tref, key);
-    timing = await timingPairings(lab, key, tref, 'tref', lab.tailscale(tref, ['ip', '-4']).stdout.trim(), o.rounds, log);
+    timing = await timingPairings(lab, key, tref, 'tref', lab.tailscale(tref, ['ip', '-4']).stdout.trim(), o.rounds, log, { timeline: o.timeline, ...(o.pairings ? { only: String(o.pairings).split(',') } : {}) });
   } finally {
     await lab.dispose();
   }

@@ -51,14 +51,18 @@
 //   roam 9.3/11.6 (resume 7.3/6.1 s; tailscaled not direct again)   hsrestart 1.4/4.2
 //   derprestart 0.6/6.4   derpdown: first ping 52.1/48.5 s (47.9/51.3 in another run) after DERP
 //   is back; soak 30 min: meshd RSS +3.3/+5.9/+7.3% after warm-up, fds flat, tailscaled +12.5%
+// Later (same machine, load 8-16): loss10 after ACKs stopped sharing GSO skbs, 5 runs meshd 15.5,
+//   13.2, 300+, 55.1, 10.9 vs tailscaled 6.4, 7.4, 38.9, 92.7, 144.6 (7 runs before: meshd median
+//   157.7 with three 300+, tailscaled median 12.1); derpdown with DERP liveness pings: see README
 //
 //   npm run build && sudo node scripts/chaos.mjs [--mb 64] [--only loss10,delay50] [--down-seconds 20]
+//   --ss FILE appends the TCP senders' `ss -ti` line every second (cwnd, rto, backoff, retrans)
 //   sudo node scripts/chaos.mjs --soak 30 [--out chaos-soak] [--warmup-minutes 5]
 //   MESHD_TEST_BIN=/path/to/other/bin/meshd.js runs another meshd build (before/after comparisons)
 import { parseArgs } from 'node:util';
 import { join } from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
-import { readFileSync, readdirSync, writeFileSync, mkdirSync } from 'node:fs';
+import { appendFileSync, readFileSync, readdirSync, writeFileSync, mkdirSync } from 'node:fs';
 
 const argv = process.argv.slice(2);
 const si = argv.indexOf('--soak');
@@ -69,6 +73,7 @@ const { values: opt } = parseArgs({
     mb: { type: 'string', default: '64' }, only: { type: 'string' }, 'down-seconds': { type: 'string', default: '20' },
     'derp-down-seconds': { type: 'string', default: '60' }, soak: { type: 'string' }, out: { type: 'string', default: 'chaos-soak' },
     'warmup-minutes': { type: 'string' }, json: { type: 'string' }, repeat: { type: 'string', default: '1' }, pcap: { type: 'string' },
+    ss: { type: 'string' },
   },
 });
 const root = new URL('..', import.meta.url).pathname;
@@ -311,13 +316,18 @@ async function chaos() {
     };
     const wanted = (opt.only ? opt.only.split(',') : Object.keys(scenarios)).flatMap((n) => Array(Number(opt.repeat)).fill(n));
     let port = 7000;
+    let runNo = 0;
     for (const name of wanted) {
       const sc = scenarios[name];
+      const tag = `${name}-${++runNo}`;
       if (!sc) throw new Error(`unknown scenario ${name} (known: ${Object.keys(scenarios).join(', ')})`);
       await sc.during?.();
       const before = counters(m1), before2 = counters(m2);
       // --pcap DIR: the first 96 bytes of every UDP packet on each router's LAN side, per scenario.
-      const dumps = opt.pcap ? [1, 2, 3, 4].map((n) => lab.lab.spawn(routerNs(n), ['tcpdump', '-i', 'lan', '-n', '-s', '96', '-w', join(opt.pcap, `${name}-r${n}.pcap`), 'udp'])) : [];
+      const dumps = opt.pcap ? [1, 2, 3, 4].map((n) => lab.lab.spawn(routerNs(n), ['tcpdump', '-i', 'lan', '-n', '-s', '96', '-w', join(opt.pcap, `${tag}-r${n}.pcap`), 'udp'])) : [];
+      // And the inner TCP of the transfers as each node's kernel sees it (the tunnel devices): what
+      // the sender's TCP sent and what reached the receiver's, to compare against the UDP above.
+      if (opt.pcap) for (const n of [m1, m2, t1, t2]) dumps.push(lab.lab.spawn(n.ns, ['tcpdump', '-i', 'any', '-n', '-s', '128', '-w', join(opt.pcap, `${tag}-${n.name}-tcp.pcap`), 'tcp portrange 7000-7999']));
       let sending = true;
       const runs = pairs.map(async (p) => {
         const myPort = ++port;
@@ -330,6 +340,16 @@ async function chaos() {
           while (sending) {
             polls++;
             if (await lab.directPath(p.from, p.kind, p.to.name)) direct++;
+            if (opt.ss) {
+              // --ss FILE: the TCP sender's kernel view each second (cwnd, rto, backoff, retrans, reordering).
+              const r = await run(lab, p.from.ns, ['ss', '-tinH', 'dst', `${p.ip}:${myPort}`], 5000);
+              appendFileSync(opt.ss, `${name} ${p.peer} t=${((performance.now() - t0) / 1000).toFixed(1)} ${r.stdout.replace(/\s+/g, ' ').trim()}\n`);
+              // And both nodes' TCP connections to the derper: Send-Q is what waits in the kernel.
+              for (const [side, n] of [['from', p.from], ['to', p.to]]) {
+                const d = await run(lab, n.ns, ['ss', '-tinH', 'dst', `${DERPER_IP}:3340`], 5000);
+                appendFileSync(opt.ss, `${name} ${p.peer}-derp-${side} t=${((performance.now() - t0) / 1000).toFixed(1)} ${d.stdout.replace(/\s+/g, ' ').trim()}\n`);
+              }
+            }
             await sleep(1000);
           }
         })();

@@ -25,6 +25,14 @@
 // 128 since: the lower value works everywhere) and most payload bytes (65535 - 20 - 8).
 #define GSO_MAX_SEGS 64
 #define GSO_MAX_BYTES 65507
+// Datagrams shorter than this never start a UDP_SEGMENT run. A run is one skb until the device
+// segments it, and whatever drops skbs before that (a full qdisc, a firewall on a veth path) drops
+// the whole run. For bulk data that is one TSO burst either way (tailscaled sends the same); for a
+// batch of TCP ACKs (96-144 bytes in WireGuard) it is every ACK of a flight's tail at once, and the
+// data's sender stalls until its RTO (chaos lab loss10: 4 ACKs in one 384-byte skb dropped, 0.27 s
+// stall, then the RTO grows with each repeat). wireguard-go reads ACKs off its TUN one per batch
+// and so never coalesces them; small datagrams gain little from GSO anyway.
+#define GSO_MIN_SEG 256
 
 // Per-socket send state shared with JS: a Float64Array the caller owns (UdpSocket keeps one).
 #define UC_FLAGS 0          // bit 0: GSO on (the addon clears it after EIO or EINVAL)
@@ -343,7 +351,7 @@ static napi_value js_udp_send(napi_env env, napi_callback_info info) {
       h->msg_flags = 0;
       seg[n] = l > 0xffff ? 0xffff : (uint16_t)l;
       bytes[n] = l;
-      closed[n] = l == 0 || l > GSO_MAX_BYTES / 2;
+      closed[n] = l < GSO_MIN_SEG || l > GSO_MAX_BYTES / 2;
       niov++;
       n++;
     }

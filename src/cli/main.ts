@@ -10,6 +10,10 @@ import { MESHD_VERSION as VERSION } from '../version.ts';
 import { CliError } from './errors.ts';
 import type { DaemonFlags, UpFlags } from './tailnet.ts';
 import { defaultSocket, defaultStateDir } from './paths.ts';
+import { timeline } from '../util/timeline.ts';
+import { releaseEarly } from './agentspawn.ts';
+
+timeline(`main loaded: ${process.argv[2] === '--socket' ? process.argv[4] : process.argv[2]}`);
 
 /** Defaults of the tailnet commands (kept here so `meshd wg` does not load the control plane); per-user paths for non-root. */
 const DEFAULTS = { stateDir: defaultStateDir(), socket: defaultSocket(), tun: 'meshd0', port: '41641' } as const;
@@ -147,4 +151,7 @@ try {
     console.error(`meshd: ${err.message ?? String(e)}`);
     process.exitCode = 1;
   }
+} finally {
+  // An agent bin/meshd.js started early for an `up` that failed before adopting it exits now.
+  await releaseEarly();
 }

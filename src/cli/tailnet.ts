@@ -1,10 +1,9 @@
 // The tailnet commands: daemon, up, down, logout, status, ip. They talk to the agent over the
 // local API; `up` starts an agent in the background when none answers.
-import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { createServer } from 'node:http';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 // Only what the CLI side needs is imported statically: `up` runs before (and beside) an agent's
 // start, and loading the agent's modules here (control, WireGuard, DNS, netstack) cost ~150 ms.
 import { agentLogIn, AUTH_URL_PROGRESS, checkLoginServer, parseListenAddr, USERSPACE_TUN } from '../daemon/upcheck.ts';
@@ -17,6 +16,8 @@ import { ROOT_SOCKET } from './paths.ts';
 import { sanitizeHostname } from '../util/dnsname.ts';
 import { MEM_STATE } from '../state/memstore.ts';
 import { parseHosts, waitAndReport } from './wait.ts';
+import { timeline } from '../util/timeline.ts';
+import { adoptEarly, agentArgs, earlyAgent, spawnAgent, type AgentFlags } from './agentspawn.ts';
 
 /** Defaults, as documented in the README (main.ts repeats them for its help text). */
 export const DEFAULTS = {
@@ -90,6 +91,7 @@ export async function daemonCommand(socket: string, f: DaemonFlags): Promise<voi
   if (!userspace) requireRoot('meshd daemon');
   const log = stderrLogger('meshd');
   const { Agent } = await import('../daemon/agent.ts');
+  timeline('agent modules loaded');
   let exit!: () => void;
   const exited = new Promise<void>((r) => { exit = r; });
   const agent = new Agent({
@@ -102,11 +104,20 @@ export async function daemonCommand(socket: string, f: DaemonFlags): Promise<voi
   } catch (e) {
     throw new CliError((e as Error).message);
   }
-  // Not awaited: the first `up` waits for it once logged in, so it overlaps registration.
-  void agent.cleanupStale();
+  // Not awaited: the first `up` waits for it once logged in, so it overlaps registration. An agent
+  // `up` started leaves it to that `up`, which starts it once the register request is sent.
+  if (!f.exitWhenDown) void agent.cleanupStale();
   if (f.debug) await serveDebug(parseDebugAddr(f.debug), agent, log);
   log(`agent listening on ${socket} (state ${mem ? MEM_STATE : stateDir}, tun ${tun}, port ${port})`);
-  if (process.send) process.send('ready');
+  timeline('agent ready');
+  if (process.send) {
+    // Started by `up` (src/cli/agentspawn.ts): a CLI that goes away before sending up (it found a
+    // flag error after starting us early) leaves nothing running.
+    const orphaned = (): void => { if (!agent.upRequested) { log('the CLI that started this agent went away before up'); exit(); } };
+    if (f.exitWhenDown && !process.connected) orphaned();
+    else if (f.exitWhenDown) process.once('disconnect', orphaned);
+    if (process.connected) process.send('ready', () => {});
+  }
   if (!f.exitWhenDown) void agent.resume();
   for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.once(sig, () => { log(`${sig}: shutting down`); exit(); });
   await exited;
@@ -154,33 +165,34 @@ export function readAuthKey(value: string | undefined): string | undefined {
   return value.trim();
 }
 
-/** Starts `meshd daemon` in the background and waits until it answers; returns when ready. */
-async function startAgent(socket: string, f: DaemonFlags): Promise<void> {
+/** The daemon flags `up` starts its agent with, checked (throws CliError naming a bad one). */
+export function checkedAgentFlags(f: DaemonFlags): AgentFlags {
   const { stateDir, tun, port, mem } = checkDaemonFlags(f);
-  // In-memory state writes nothing under the state dir, not even the log.
-  mkdirSync(mem ? dirname(socket) : stateDir, { recursive: true, mode: 0o700 });
-  const bin = fileURLToPath(new URL('../../../bin/meshd.js', import.meta.url));
-  const logPath = agentLogPath(socket, f);
-  const fd = openSync(logPath, 'a', 0o600);
-  const args = [bin, '--socket', socket, 'daemon', ...(mem ? ['--state', MEM_STATE] : ['--state-dir', stateDir]), '--tun', tun, '--port', String(port), '--exit-when-down'];
-  if (f.verbose) args.push('--verbose');
-  if (f.debug) args.push('--debug', f.debug);
-  if (f.socks5Server) args.push('--socks5-server', f.socks5Server);
-  if (f.outboundHttpProxyListen) args.push('--outbound-http-proxy-listen', f.outboundHttpProxyListen);
-  const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', fd, fd, 'ipc'] });
-  closeSync(fd);
-  const outcome = await new Promise<'ready' | number>((resolve) => {
-    const t = setTimeout(() => resolve(-1), 15_000);
-    child.once('message', (m) => { if (m === 'ready') { clearTimeout(t); resolve('ready'); } });
-    child.once('exit', (code) => { clearTimeout(t); resolve(code ?? 1); });
-  });
+  return { ...f, stateDir, tun, port: String(port), state: mem ? MEM_STATE : undefined };
+}
+
+/**
+ * Starts `meshd daemon` in the background (or adopts the one bin/meshd.js started for these flags)
+ * and waits until it answers. Returns its process, whose IPC channel the caller closes once the
+ * agent has our `up` (until then, the agent exits when the channel closes).
+ */
+async function startAgent(socket: string, f: DaemonFlags): Promise<ChildProcess> {
+  const flags = checkedAgentFlags(f);
+  const a = adoptEarly(agentArgs(socket, flags)) ?? spawnAgent(socket, flags);
+  const outcome = await a.outcome;
   if (outcome !== 'ready') {
-    if (outcome === -1) child.kill('SIGKILL');
-    const tail = existsSync(logPath) ? readFileSync(logPath, 'utf8').trim().split('\n').pop() ?? '' : '';
+    if (outcome === -1) a.child.kill('SIGKILL');
+    const tail = existsSync(a.logPath) ? readFileSync(a.logPath, 'utf8').trim().split('\n').pop() ?? '' : '';
     throw new CliError(`the agent did not start: ${tail.replace(/^.*?meshd: /, '') || `exit status ${outcome}`}`);
   }
-  child.disconnect();
-  child.unref();
+  timeline('cli: agent ready');
+  return a.child;
+}
+
+/** Lets the CLI exit without the agent it started: closes the IPC channel (see startAgent). */
+function letGo(child: ChildProcess | undefined): void {
+  if (child?.connected) child.disconnect();
+  child?.unref();
 }
 
 /** Options of `meshd up`. */
@@ -278,12 +290,15 @@ export async function upCommand(socket: string, f: UpFlags): Promise<void> {
   };
   let t0 = Date.now();
   let st: Status | undefined;
+  timeline('cli: up starts');
   for (let attempt = 0; !st; attempt++) {
     let started = false;
+    let child: ChildProcess | undefined;
     t0 = Date.now();
     try {
-      if (!(await socketAnswers(socket))) {
-        await startAgent(socket, f);
+      // An agent bin/meshd.js started for this `up` is adopted (it may answer on the socket already).
+      if (earlyAgent || !(await socketAnswers(socket))) {
+        child = await startAgent(socket, f);
         started = true;
       }
       st = await client.up(req, (msg) => {
@@ -294,8 +309,10 @@ export async function upCommand(socket: string, f: UpFlags): Promise<void> {
           else console.error(`To authenticate, visit:\n\n\t${authUrl}\n`);
         } else if (tty) process.stderr.write(`${msg}\n`);
       });
+      letGo(child);
     } catch (e) {
       if (started) await client.shutdown().catch(() => {});
+      letGo(child);
       const retryable = (e instanceof LocalApiError && e.retryable) || (e instanceof CliError && /did not start/.test(e.message));
       const msg = e instanceof LocalApiError || e instanceof CliError ? e.message : (e as Error).message;
       if (retryable && attempt < retries) {
@@ -308,6 +325,7 @@ export async function upCommand(socket: string, f: UpFlags): Promise<void> {
       throw e;
     }
   }
+  timeline('cli: up answered');
   if (f.json) console.log(JSON.stringify(st, null, 2));
   else console.log(st.self.addresses.join('\n'));
   for (const w of st.self.routing?.health ?? []) console.error(`warning: ${w}`);

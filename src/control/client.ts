@@ -23,6 +23,7 @@ import { NetworkMap, type MapDelta } from './netmap.ts';
 import { MapFrameReader } from './mapframe.ts';
 import { EndpointType, type Hostinfo, type MapRequest, type MapResponse, type RegisterRequest, type RegisterResponse, type WireUser } from './wire.ts';
 import type { TcpDialer } from '../net/tcp.ts';
+import { timeline, timelineOn } from '../util/timeline.ts';
 
 /**
  * The capability version meshd speaks, sent in /key?v=, the Noise header and prologue, and every
@@ -84,6 +85,8 @@ export interface RegisterOptions {
   ephemeral?: boolean;
   /** The AuthURL of an earlier answer: waits until that interactive login completes. */
   followup?: string;
+  /** Called once the request is on its way (the wait for control's answer starts). */
+  onSent?: () => void;
 }
 
 /** A user or login as control reported it. */
@@ -206,6 +209,8 @@ export class ControlClient {
   private hostinfoOverrides: Hostinfo;
   private endpoints: readonly EndpointInput[] = [];
   private readonly streams = new Set<MapStream>();
+  /** MESHD_TIMELINE: map messages marked so far. */
+  private mapMarks = 0;
   private readonly session: ControlSession;
 
   constructor(opts: ControlClientOptions) {
@@ -271,8 +276,8 @@ export class ControlClient {
       { retryable: status >= 500 || status === 429, serverMessage: t });
   }
 
-  private async registerRequest(req: RegisterRequest, timeoutMs: number | undefined): Promise<RegisterResult> {
-    const { status, body } = await this.session.postForBody('/machine/register', req, timeoutMs);
+  private async registerRequest(req: RegisterRequest, timeoutMs: number | undefined, onSent?: () => void): Promise<RegisterResult> {
+    const { status, body } = await this.session.postForBody('/machine/register', req, timeoutMs, onSent);
     if (status !== 200) throw this.statusError('/machine/register', status, body);
     let r: RegisterResponse | null;
     try {
@@ -313,7 +318,8 @@ export class ControlClient {
     };
     this.log(`registering node ${req.NodeKey.slice(0, 16)}…${opts.authKey ? ' with an auth key' : ''}`);
     // A followup waits for a human; no timeout then.
-    const r = await this.registerRequest(req, opts.followup ? undefined : (this.opts.timeoutMs ?? 30_000));
+    timeline('control: register request');
+    const r = await this.registerRequest(req, opts.followup ? undefined : (this.opts.timeoutMs ?? 30_000), opts.onSent);
     this.log(`registered: authorized=${r.machineAuthorized} user=${r.user?.loginName ?? '-'}${r.authUrl ? ` authURL=${r.authUrl}` : ''}`);
     return r;
   }
@@ -356,8 +362,10 @@ export class ControlClient {
   async updateEndpoints(endpoints: readonly EndpointInput[], opts: { hostinfo?: Hostinfo } = {}): Promise<void> {
     this.endpoints = [...endpoints];
     if (opts.hostinfo) this.setHostinfo(opts.hostinfo);
+    timeline(`control: lite MapRequest (${endpoints.length} endpoints)`);
     const { status, body } = await this.session.postForBody('/machine/map', this.mapRequest(false), this.opts.timeoutMs ?? 30_000);
     if (status !== 200) throw this.statusError('/machine/map', status, body);
+    timeline('control: lite MapRequest answered');
   }
 
   /** Sends changed Hostinfo (e.g. RoutableIPs) with a lite map request, keeping the endpoints last reported. */
@@ -436,6 +444,7 @@ export class ControlClient {
     let status = 0;
     let errBody: Promise<Buffer> | undefined;
     let run: Promise<void> | undefined;
+    timeline(`control: streaming MapRequest (${normalizeEndpoints(this.endpoints).Endpoints.length} endpoints)`);
     await this.session.post('/machine/map', this.mapRequest(true), this.opts.timeoutMs ?? 30_000, (st, stream, conn) => {
       status = st;
       if (st !== 200) errBody = readBody(stream, this.opts.serverUrl);
@@ -488,6 +497,9 @@ export class ControlClient {
             throw new ControlError(ControlErrorCode.protocolError, 'first map message has no self node; reconnecting', { retryable: true });
           }
           const delta = map.apply(msg);
+          if (timelineOn && !msg.KeepAlive && this.mapMarks++ < 20) {
+            timeline(`control: map message${gotFull ? '' : ' (full)'}: ${map.peers.size} peers, self home ${map.self?.homeDERP ?? '-'}`);
+          }
           if (delta.pingRequest) this.answerPing(delta.pingRequest.URL, pinged);
           if (!gotFull && !msg.KeepAlive) {
             gotFull = true;

@@ -8,6 +8,7 @@ import { formatNodePublic, keysEqual, type MachinePublic, type NodePublic, type 
 import { dialControl, fetchServerKey, TransportError, type ControlConnection } from './ts2021.ts';
 import { ControlError, ControlErrorCode, toControlError } from './errors.ts';
 import type { TcpDialer } from '../net/tcp.ts';
+import { timeline } from '../util/timeline.ts';
 
 /** Largest reply read whole (register, lite update); headscale caps request bodies the same. */
 export const MAX_REPLY = 1 << 20;
@@ -92,6 +93,7 @@ export class ControlSession {
    */
   async serverKey(): Promise<MachinePublic> {
     if (this.cachedServerKey) return this.cachedServerKey;
+    timeline('control: fetching /key');
     let k: MachinePublic;
     try {
       k = await fetchServerKey({ url: this.opts.serverUrl, ...this.endpointOpts() }, this.opts.capVer);
@@ -136,6 +138,7 @@ export class ControlSession {
       throw toControlError(e, this.opts.serverUrl);
     }
     this.opts.log(`connected to ${this.opts.serverUrl} over ts2021 (capver ${this.opts.capVer})`);
+    timeline('control: noise connected');
     const drop = (): void => {
       if (this.conn === c) this.conn = undefined;
     };
@@ -165,7 +168,7 @@ export class ControlSession {
    * attach its readers right there: Node may end an empty body on the next tick, before any
    * awaiting code would run. The timeout covers the wait for the headers only.
    */
-  async post(path: string, body: unknown, timeoutMs: number | undefined, onResponse: OnResponse, signal?: AbortSignal): Promise<void> {
+  async post(path: string, body: unknown, timeoutMs: number | undefined, onResponse: OnResponse, signal?: AbortSignal, onSent?: () => void): Promise<void> {
     const conn = await (signal ? raceAbort(this.connection(), signal, path) : this.connection());
     if (signal?.aborted) throw new ControlError(ControlErrorCode.closed, `${path}: cancelled`, { retryable: false });
     const data = Buffer.from(JSON.stringify(body), 'utf8');
@@ -215,17 +218,18 @@ export class ControlSession {
         resolve();
       });
       stream.end(data);
+      onSent?.();
     });
   }
 
   /** POSTs and reads the whole (small) reply as text. */
-  async postForBody(path: string, body: unknown, timeoutMs: number | undefined): Promise<{ status: number; body: string }> {
+  async postForBody(path: string, body: unknown, timeoutMs: number | undefined, onSent?: () => void): Promise<{ status: number; body: string }> {
     let status = 0;
     let reply: Promise<Buffer> | undefined;
     await this.post(path, body, timeoutMs, (st, stream) => {
       status = st;
       reply = readBody(stream, this.opts.serverUrl);
-    });
+    }, undefined, onSent);
     return { status, body: (await reply!).toString('utf8') };
   }
 

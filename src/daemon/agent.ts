@@ -20,14 +20,17 @@ import type { DiscoPublic } from '../control/keys.ts';
 import { MagicSock } from '../magicsock/magicsock.ts';
 import { DnsService, type DnsStatus } from '../dns/service.ts';
 import { SERVICE_IP4, SERVICE_IP6 } from '../dns/config.ts';
-import { LocalServices } from '../netstack/local.ts';
+// The netstack (quad-100's TCP, userspace networking) loads when `up` needs it, after register:
+// its ~110 kB of code is not compiled before the first control request.
+import type { LocalServices } from '../netstack/local.ts';
 import { PortMapper } from '../portmapper/portmapper.ts';
-import { Userspace, USERSPACE_TUN, type UserspaceOptions } from './userspace.ts';
+import type { Userspace, UserspaceOptions } from './userspace.ts';
 import { markedDialer } from '../net/tcp.ts';
 import { syncPeers, syncPeersInTurns, type AppliedPeer, type Touched } from './peersync.ts';
 import { AgentMetrics, healthWarnings, KEY_EXPIRY_WARN_MS, type AgentFacts } from './metrics.ts';
 import { whoisIn } from './whois.ts';
-import { agentLogIn, AgentError, AUTH_URL_PROGRESS, checkLoginServer } from './upcheck.ts';
+import { agentLogIn, AgentError, AUTH_URL_PROGRESS, checkLoginServer, USERSPACE_TUN } from './upcheck.ts';
+import { timeline } from '../util/timeline.ts';
 
 export { AgentError, AUTH_URL_PROGRESS, checkLoginServer } from './upcheck.ts';
 
@@ -52,6 +55,9 @@ const SELF_DERP_WAIT_MS = 10_000;
 const HOME_OUT_HANDSHAKES = 32;
 /** And once more this long after, for peers that had not applied the batch yet. */
 const HOME_OUT_AGAIN_MS = 300;
+
+/** After a map update sent pending initiations again: once more this long after (resendPendingInitiations). */
+const RESEND_AGAIN_MS = 100;
 
 /** Tailscale's MTU for the tailnet interface. */
 export const TAILNET_MTU = 1280;
@@ -219,12 +225,17 @@ export class Agent implements LocalBackend {
     return this.metricsBook.render(this.dp, this.magic, this.facts());
   }
 
+  /** True once some `up` was asked of this agent. */
+  upRequested = false;
+
   /** See LocalBackend.up. */
   up(req: UpRequest, progress: (msg: string) => void): Promise<Status> {
+    this.upRequested = true;
     return this.serial(() => this.doUp(req, progress));
   }
 
   private async doUp(req: UpRequest, progress: (msg: string) => void): Promise<Status> {
+    timeline('agent: up request');
     const url = checkLoginServer(req.loginServer);
     let routesChanged: boolean;
     try {
@@ -242,10 +253,18 @@ export class Agent implements LocalBackend {
     }
     await this.teardown();
     // The agent's start-up cleanup (cleanupStale) may still run: it is awaited once logged in,
-    // before the tunnel starts, so it overlaps registration. Later `up`s clean here.
-    const cleaning = this.startCleanup;
+    // before the tunnel starts, so it overlaps registration. An agent `up` started (which skips
+    // the start-up cleanup) and later `up`s clean once the register request is on its way: its
+    // ip/nft processes would otherwise hold the event loop while that request goes out.
+    let cleaning = this.startCleanup;
     this.startCleanup = undefined;
-    if (!this.userspaceMode && !cleaning) await this.routing.cleanupStale();
+    let registerSent = (): void => {};
+    if (!this.userspaceMode && !cleaning) {
+      // (A register that fails starts nothing: this up configured nothing, the next one cleans.)
+      const full = !this.cleanedAtStart;
+      cleaning = new Promise<void>((r) => { registerSent = r; })
+        .then(() => (full ? this.cleanupStale() : this.routing.cleanupStale()));
+    }
     const deadline = Date.now() + req.timeoutMs;
     const remaining = () => Math.max(1, deadline - Date.now());
     try {
@@ -260,17 +279,21 @@ export class Agent implements LocalBackend {
       }
       this.identity = identity;
       this.controlUrl = url;
+      timeline('agent: identity loaded');
       // Like tailscale, a hostname given once is kept until another is given.
       const hostname = req.hostname ?? state.hostname;
       this.hostname = hostname ?? '';
       // Routing flags, like the hostname, persist: the stored ones overlaid with those given now.
       if (state.routing) { this.routing.setPrefs(state.routing); this.routing.setPrefs(req); }
       this.acceptDns = req.acceptDns ?? state.acceptDns ?? true;
-      // One atomic write for the three (each write is two fsyncs before the first packet can go).
-      await this.store.update({
+      // One atomic write for the three, while registering (each write is two fsyncs); the writes
+      // after it queue behind it (update() reads, merges and writes), and `up` awaits them all.
+      const store = this.store;
+      const prefsSaved = store.update({
         ...(req.hostname && req.hostname !== state.hostname ? { hostname: req.hostname } : {}),
         routing: this.routing.prefs, acceptDns: this.acceptDns,
       });
+      prefsSaved.catch(() => {}); // awaited (through serverSaved) before `up` returns
       this.dns.setAcceptDns(this.acceptDns);
       // Tags: a pre-auth key carries its own (headscale refuses RequestTags with one, and takes the
       // key's tags); they are checked against the map below. Without a key, control decides on
@@ -297,7 +320,7 @@ export class Agent implements LocalBackend {
         log: (l) => this.log(`control: ${l}`),
       });
       this.client = client;
-      let reg = await withDeadline(client.register({ ...(req.authKey ? { authKey: req.authKey } : {}), hostinfo }), remaining(), 'logging in');
+      let reg = await withDeadline(client.register({ ...(req.authKey ? { authKey: req.authKey } : {}), hostinfo, onSent: registerSent }), remaining(), 'logging in');
       // Interactive login (no auth key, a node key control does not know): show the URL control
       // gives and wait for someone to approve it (headscale auth register, or the web page);
       // headscale hands out a fresh URL when the old one lapsed.
@@ -315,12 +338,15 @@ export class Agent implements LocalBackend {
           ? `control wants an interactive login at ${reg.authUrl}: meshd needs a pre-auth key, pass --authkey`
           : 'control did not authorize this node: check the auth key, or approve the node on the server');
       }
+      timeline('agent: registered');
       // Written while the tunnel starts; awaited before `up` returns.
-      const serverSaved = this.store.update({ serverUrl: url, serverKey: formatServerKey(await client.serverKey()) });
+      const serverKey = formatServerKey(await client.serverKey());
+      const serverSaved = prefsSaved.then(() => store.update({ serverUrl: url, serverKey }));
       serverSaved.catch(() => {}); // awaited below; a failure there fails up
       progress(`logged in${reg.user ? ` as ${reg.user.loginName}` : ''}; starting the tunnel`);
 
       if (this.opts.userspace) {
+        const { Userspace } = await import('./userspace.ts');
         this.us = new Userspace({ ...this.opts.userspace, log: this.log });
         await this.us.start().catch((e: Error) => { throw new AgentError('proxy_listen', e.message); });
         await serverSaved; // one write at a time: update() reads, merges and writes
@@ -329,35 +355,22 @@ export class Agent implements LocalBackend {
       // magicsock owns the UDP socket and is the data plane's Bind (src/net/bind.ts).
       await cleaning;
       this.magic = this.startMagic(identity.nodePrivate, disco.privateKey, client);
-      this.dp = DataPlane.open({
-        name: this.opts.tunName, mtu: TAILNET_MTU, log: this.log, roaming: false, bind: this.magic, initiationResendMs: INITIATION_RESEND_MS,
-        ...(this.us ? { device: this.us.device } : {}),
-      });
-      await this.routing.start(this.dp, url);
-      this.dp.device.setPrivateKey(identity.nodePrivate as PrivateKey);
-      const dp = this.dp;
-      const deliver = (b: Uint8Array, o: number, l: number): void => dp.deliverToHost(b, o, l);
-      this.dns.start(deliver, dp.mtu);
-      if (!this.us) {
-        // quad-100's TCP (DNS over TCP on port 53) runs on a small netstack behind its UDP path.
-        this.quad100Tcp = new LocalServices({ addresses: [SERVICE_IP4, SERVICE_IP6], deliver, mtu: dp.mtu });
-        this.dns.next = this.quad100Tcp;
-        this.dns.listenTcp(this.quad100Tcp);
-      }
-      dp.local = this.dns;
-      this.portmap?.ensure();
-      this.netconf.reset();
-
+      // The map stream starts before the data plane opens (TUN, routing, DNS: 15-120 ms): control
+      // takes about a second to send the first map whatever we do meanwhile, so each ms of our own
+      // work before the request is a ms later for the first packet. Maps wait for the data plane.
+      let dataPlaneOpen!: () => void;
+      const dpOpen = new Promise<void>((r) => { dataPlaneOpen = r; });
       const firstMap = new Promise<void>((resolve, reject) => {
         this.stream = client.streamMap({
           endpoints: this.magic!.ourEndpoints(),
           hostinfo,
-          onMap: (m) => { this.mapUpdates++; this.controlDownSince = undefined; void this.applyMap(m).then(resolve, reject); },
+          onMap: (m) => { this.mapUpdates++; this.controlDownSince = undefined; void dpOpen.then(() => this.applyMap(m)).then(resolve, reject); },
           onDelta: (d, m) => {
             this.mapUpdates++;
             this.controlDownSince = undefined;
             const touched: Touched = d.fullPeers || d.selfChanged ? 'all' : new Set([...d.peersAdded, ...d.peersChanged, ...d.peersRemoved]);
-            void this.applyMap(m, touched).catch((e: Error) => this.log(`applying map: ${e.message}`));
+            void dpOpen.then(() => this.applyMap(m, touched)).then(() => this.resendPendingInitiations())
+              .catch((e: Error) => this.log(`applying map: ${e.message}`));
             this.routing.onDelta(d, m, () => this.stream?.refresh());
           },
           onError: (err, retryIn) => {
@@ -370,8 +383,33 @@ export class Agent implements LocalBackend {
           },
         });
       });
+      firstMap.catch(() => {}); // awaited below; a failure before then is the one reported
+      const localServices = this.us ? undefined : import('../netstack/local.ts');
+      this.dp = DataPlane.open({
+        name: this.opts.tunName, mtu: TAILNET_MTU, log: this.log, roaming: false, bind: this.magic, initiationResendMs: INITIATION_RESEND_MS,
+        ...(this.us ? { device: this.us.device } : {}),
+      });
+      await this.routing.start(this.dp, url);
+      this.dp.device.setPrivateKey(identity.nodePrivate as PrivateKey);
+      const dp = this.dp;
+      const deliver = (b: Uint8Array, o: number, l: number): void => dp.deliverToHost(b, o, l);
+      this.dns.start(deliver, dp.mtu);
+      if (!this.us) {
+        // quad-100's TCP (DNS over TCP on port 53) runs on a small netstack behind its UDP path.
+        const { LocalServices } = await localServices!;
+        this.quad100Tcp = new LocalServices({ addresses: [SERVICE_IP4, SERVICE_IP6], deliver, mtu: dp.mtu });
+        this.dns.next = this.quad100Tcp;
+        this.dns.listenTcp(this.quad100Tcp);
+      }
+      dp.local = this.dns;
+      this.portmap?.ensure();
+      this.netconf.reset();
+      timeline('agent: data plane open');
+      dataPlaneOpen();
+
       progress('waiting for the network map');
       await withDeadline(firstMap, remaining(), 'waiting for the network map');
+      timeline('agent: first map applied');
       // As tailscaled (Running needs a live DERP): our home region is connected and reported
       // before `up` returns, so peers can reach us at once. Bounded: UDP-less netchecks take longer.
       if (!await this.magic!.waitHomeDerp(Math.min(remaining(), HOME_DERP_WAIT_MS))) this.log('no home DERP connection yet; up anyway');
@@ -390,6 +428,7 @@ export class Agent implements LocalBackend {
       this.metricsTimer = setInterval(() => this.metricsBook.sample(this.dp, this.magic), 1000);
       this.metricsTimer.unref();
       const st = this.status();
+      timeline('agent: up done');
       progress(`up: ${st.self.addresses.join(' ')}`);
       this.log(`up as ${st.self.hostname} ${st.self.addresses.join(' ')} with ${st.peers.length} peers`);
       // Kept in memory only (never in the state dir), to log in again when control expires the key.
@@ -515,10 +554,33 @@ export class Agent implements LocalBackend {
     void this.waitMap((m) => m.self?.homeDERP === region, SELF_DERP_WAIT_MS).then((out) => {
       if (!out) return;
       const started = pass();
+      timeline(`control handed out our home region: ${started} handshakes`);
       this.log(`control handed out home DERP region ${region}: handshakes sent to ${started} peers`);
       // Peers apply the same batch a little after us: an initiation that came too early goes again.
       if (started > 0) setTimeout(pass, HOME_OUT_AGAIN_MS).unref();
     });
+  }
+
+  /**
+   * After each map update: repeats now the unanswered first initiation of each online peer (at
+   * most HOME_OUT_HANDSHAKES) instead of at its next 1 s repeat. The batch that brought this
+   * update is the one that tells our peers about us (headscale sends a batch to every node at
+   * once): a peer that dropped our initiation because it did not know us yet knows us now.
+   */
+  private resendPendingInitiations(again = true): void {
+    const dp = this.dp;
+    if (!dp) return;
+    let seen = 0, sent = 0;
+    for (const p of this.map?.peers.values() ?? []) {
+      if (seen >= HOME_OUT_HANDSHAKES) break;
+      if (p.online === false || !this.appliedPeers.has(p.id)) continue;
+      seen++;
+      if (dp.resendPendingInitiation(p.nodeKey)) sent++;
+    }
+    if (sent === 0) return;
+    timeline(`map update: ${sent} pending initiations sent again`);
+    // Once more a little later, for a peer that applies the batch after us.
+    if (again) setTimeout(() => { if (this.dp === dp) this.resendPendingInitiations(false); }, RESEND_AGAIN_MS).unref();
   }
 
   /** Resolves true once the map satisfies `pred` (checked now and at each update), false after ms. */
@@ -572,6 +634,7 @@ export class Agent implements LocalBackend {
       this.routing.apply(m, touched),
     ]);
     if (this.dp !== dp) return;
+    timeline('map: addresses, routes and rules set');
     const prefs = this.routing.prefs;
     this.us?.setMap(m, allowed, prefs.advertiseExitNode || prefs.advertiseRoutes.length > 0);
     const dev = dp.device;
@@ -596,7 +659,9 @@ export class Agent implements LocalBackend {
     }
     if (removed > 0) magic?.retainPeers(new Set([...this.appliedPeers.values()].map((a) => Buffer.from(a.info.nodeKey).toString('hex'))));
     dp.runTimers();
+    timeline('map: peers set');
     await this.dns.apply(m).catch((e: Error) => this.log(`dns: ${e.message}`));
+    timeline('map: dns applied');
   }
 
   /**
@@ -758,8 +823,15 @@ export class Agent implements LocalBackend {
     this.netconf.reset();
   }
 
-  /** Removes routing and firewall state a crashed agent left (called when the daemon starts). */
+  /** Set once the full cleanupStale ran (at daemon start, or in the first `up` of an agent `up` started). */
+  private cleanedAtStart = false;
+
+  /**
+   * Removes routing, firewall and DNS state a crashed agent left: called when the daemon starts,
+   * or (an agent `meshd up` started) by the first `up` while it registers.
+   */
   cleanupStale(): Promise<void> {
+    this.cleanedAtStart = true;
     if (this.userspaceMode) return Promise.resolve(); // nothing of ours is in the host's routing; a TUN-mode agent's rules are not ours
     const p = (async () => {
       await this.routing.cleanupStale();

@@ -296,6 +296,16 @@ export class DataPlane implements BindReceiver {
     return started;
   }
 
+  /** Repeats a peer's unanswered first initiation now (Device.resendPendingInitiation); false if none. */
+  resendPendingInitiation(publicKey: Uint8Array): boolean {
+    if (this.closed) return false;
+    this.clock.hold();
+    const sent = this.device.resendPendingInitiation(publicKey, this.sink);
+    this.flushUdp();
+    this.clock.release();
+    return sent;
+  }
+
   /** Runs due WireGuard timers now (also after configuration changes). */
   runTimers(): void {
     if (this.closed) return;

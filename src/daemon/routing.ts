@@ -102,7 +102,11 @@ export class Routing {
    */
   async start(dp: DataPlane, _controlUrl: string): Promise<void> {
     dp.filter = this.filter;
-    if (this.hostRouting) this.router = new LinuxRouter(this.tun, this.log, this.exec);
+    if (this.hostRouting) {
+      this.router = new LinuxRouter(this.tun, this.log, this.exec);
+      // A failure shows when the first map's set() tries again and reports it.
+      this.router.prepare().catch(() => {});
+    }
   }
 
   /** Node ID of the exit node in use (undefined: none, or not in the map). */

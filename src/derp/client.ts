@@ -13,7 +13,10 @@
 // API does not expose the unrelated "meta certificate" tailscaled reads it from.
 //
 // After any failure the client reconnects with exponential backoff and jitter, or on the schedule a
-// Restarting frame asked for. Junk from the server is counted, never thrown: short frames are
+// Restarting frame asked for. A connection that stops answering is given up: queued writes that
+// make no progress for 5 s (writeTimeoutMs), or no byte read within 5 s of a liveness ping
+// (liveness.ts: pings after 3 s without an answer to what we sent, or 15 s of silence); the TCP
+// connect itself gets 1.5 s (tailscale's dialNodeTimeout), the whole handshake 10 s. Junk from the server is counted, never thrown: short frames are
 // dropped, unknown types skipped, an oversized frame or a bad handshake closes the connection.
 import { EventEmitter } from 'node:events';
 import { connect as netConnect, isIP, type Socket } from 'node:net';
@@ -21,6 +24,7 @@ import { checkServerIdentity, connect as tlsConnect, type ConnectionOptions, typ
 import { createHash, randomFillSync } from 'node:crypto';
 import { debuglog } from 'node:util';
 import type { TcpDialer } from '../net/tcp.ts';
+import { DerpLiveness, type DerpLivenessOptions } from './liveness.ts';
 import { boxBefore, KEY_LEN, publicKeyOf } from '../crypto/box.ts';
 import {
   encodeClientInfo, encodeNotePreferred, encodePingPong, encodeSendPacket, FrameReader, FrameType,
@@ -58,6 +62,10 @@ export interface DerpClientOptions {
   serverKey?: Uint8Array;
   /** Whole connect (TCP + TLS + upgrade + handshake) limit; default 10 s. */
   connectTimeoutMs?: number;
+  /** TCP connect limit (derphttp dialNodeTimeout); default 1.5 s. */
+  dialTimeoutMs?: number;
+  /** Liveness pings (liveness.ts); false turns them off (then only the read timeout notices silence). */
+  liveness?: DerpLivenessOptions | false;
   /** Silence after which the connection is declared dead; default 120 s (2 × keepalive). */
   readTimeoutMs?: number;
   /**
@@ -71,7 +79,14 @@ export interface DerpClientOptions {
   backoffInitialMs?: number;
   /** Largest reconnect delay; default 5 s (magicsock's cap). */
   backoffMaxMs?: number;
-  /** Drop sends while this many bytes wait in the socket; default 1 MiB. */
+  /**
+   * Drop sends while this many bytes wait in our process for the socket (the kernel's TCP buffer is
+   * full); default DERP_MAX_QUEUED_BYTES. Anything queued here only adds delay: tailscale keeps 32
+   * packets (magicsock derpWriteQueueDepth, "almost pure buffer bloat"). A deep queue delays the
+   * DERP copies of packets sent both ways while a direct path is untrusted by seconds; a TCP
+   * receiver whose hole is filled by such a copy echoes its old timestamp, and the sender's RTO
+   * grows to tens of seconds (chaos loss10).
+   */
   maxWriteBufferBytes?: number;
   /** Source of randomness in [0,1) for jitter; default Math.random. */
   random?: () => number;
@@ -124,9 +139,16 @@ export interface DerpClientCounters {
   protocolErrors: number;
   /** Server pings answered. */
   pingsAnswered: number;
+  /** Liveness pings sent (liveness.ts). */
+  livenessPings: number;
+  /** Connections closed because nothing was read within the timeout after a liveness ping. */
+  livenessTimeouts: number;
 }
 
 const HTTP_HEAD_MAX = 16 << 10;
+
+/** Bytes queued in-process per DERP connection before sends are dropped: ~32 full-size packets. */
+export const DERP_MAX_QUEUED_BYTES = 48 << 10;
 
 type Phase = 'http' | 'server-key' | 'server-info' | 'open';
 
@@ -140,7 +162,7 @@ export class DerpClient extends EventEmitter<DerpClientEvents> {
   readonly counters: DerpClientCounters = {
     connects: 0, disconnects: 0, connectFailures: 0, packetsIn: 0, packetsOut: 0, bytesIn: 0, bytesOut: 0, framesIn: 0,
     dropNotConnected: 0, dropBackpressure: 0, writeTimeouts: 0, dropTooBig: 0, dropRateLimited: 0, bogusFrames: 0, unknownFrames: 0,
-    protocolErrors: 0, pingsAnswered: 0,
+    protocolErrors: 0, pingsAnswered: 0, livenessPings: 0, livenessTimeouts: 0,
   };
 
   private readonly opts: DerpClientOptions;
@@ -159,9 +181,11 @@ export class DerpClient extends EventEmitter<DerpClientEvents> {
   private connGen = 0;
   private attempt = 0;
   private connectTimer: NodeJS.Timeout | undefined;
+  private dialTimer: NodeJS.Timeout | undefined;
   private readTimer: NodeJS.Timeout | undefined;
-  /** Checks queued writes for progress while connected (see writeTimeoutMs). */
+  /** While connected: checks queued writes for progress (writeTimeoutMs) and runs the liveness check. */
   private writeTimer: NodeJS.Timeout | undefined;
+  private readonly liveness: DerpLiveness | undefined;
   private writeFlushed = 0;
   private writeStalledSince: number | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -192,6 +216,7 @@ export class DerpClient extends EventEmitter<DerpClientEvents> {
     this.random = opts.random ?? Math.random;
     this.preferred = opts.preferred ?? false;
     this.knownServerKey = opts.serverKey;
+    this.liveness = opts.liveness === false ? undefined : new DerpLiveness(opts.liveness);
   }
 
   /** Current state. */
@@ -202,6 +227,11 @@ export class DerpClient extends EventEmitter<DerpClientEvents> {
   /** The server's key once a handshake has been seen. */
   get serverKey(): Uint8Array | undefined {
     return this._serverKey;
+  }
+
+  /** Bytes waiting in this process for the socket (the kernel's buffer being full); 0 when not connected. */
+  get queuedBytes(): number {
+    return this.socket?.writableLength ?? 0;
   }
 
   /** Whether the handshake is complete and packets can be sent. */
@@ -221,7 +251,7 @@ export class DerpClient extends EventEmitter<DerpClientEvents> {
     if (packet.length > MAX_PACKET_SIZE) { this.counters.dropTooBig++; return false; }
     const s = this.socket;
     if (this._state !== 'connected' || s === undefined) { this.counters.dropNotConnected++; return false; }
-    if (s.writableLength > (this.opts.maxWriteBufferBytes ?? 1 << 20)) { this.counters.dropBackpressure++; return false; }
+    if (s.writableLength > (this.opts.maxWriteBufferBytes ?? DERP_MAX_QUEUED_BYTES)) { this.counters.dropBackpressure++; return false; }
     const frame = encodeSendPacket(dst, packet);
     if (!this.takeTokens(frame.length)) { this.counters.dropRateLimited++; return false; }
     // A data-plane batch sends many packets in one turn: one writev (and fewer TLS records) for all of
@@ -232,6 +262,7 @@ export class DerpClient extends EventEmitter<DerpClientEvents> {
       process.nextTick(this.uncorkBound);
     }
     s.write(frame);
+    this.liveness?.onSend();
     this.counters.packetsOut++;
     this.counters.bytesOut += packet.length;
     return true;
@@ -274,19 +305,27 @@ export class DerpClient extends EventEmitter<DerpClientEvents> {
 
   private clearTimers(): void {
     clearTimeout(this.connectTimer);
+    clearTimeout(this.dialTimer);
     clearTimeout(this.readTimer);
     clearTimeout(this.retryTimer);
     clearInterval(this.writeTimer);
-    this.connectTimer = this.readTimer = this.retryTimer = this.writeTimer = undefined;
+    this.connectTimer = this.dialTimer = this.readTimer = this.retryTimer = this.writeTimer = undefined;
   }
 
-  /** While connected, every 1/5 of writeTimeoutMs: has data waited without any byte leaving for writeTimeoutMs? */
+  /**
+   * While connected, every 1/5 of the shortest timeout: has data waited without any byte leaving
+   * for writeTimeoutMs? Is a liveness ping due, or did the last one go unanswered?
+   */
   private armWriteTimer(s: Socket): void {
     const ms = this.opts.writeTimeoutMs ?? 5000;
+    const live = this.liveness;
     clearInterval(this.writeTimer);
     this.writeFlushed = s.bytesWritten - s.writableLength;
     this.writeStalledSince = undefined;
+    live?.reset(performance.now());
     this.writeTimer = setInterval(() => {
+      if (s !== this.socket) return;
+      if (live !== undefined) this.checkLiveness(s, live);
       if (s !== this.socket) return;
       const flushed = s.bytesWritten - s.writableLength;
       if (s.writableLength === 0 || flushed !== this.writeFlushed) {
@@ -300,7 +339,23 @@ export class DerpClient extends EventEmitter<DerpClientEvents> {
         this.counters.writeTimeouts++;
         this.fail(s, `${s.writableLength} bytes queued made no progress for ${ms} ms`, false);
       }
-    }, Math.max(10, Math.floor(ms / 5)));
+    }, Math.max(10, Math.min(Math.floor(ms / 5), live?.tickMs ?? Infinity)));
+  }
+
+  private checkLiveness(s: Socket, live: DerpLiveness): void {
+    const a = live.tick(performance.now());
+    if (a === 'ping') {
+      this.counters.livenessPings++;
+      s.write(encodePingPong(FrameType.ping, randomFillSync(new Uint8Array(8))));
+    } else if (a === 'dead') {
+      // Timers run before the poll phase: an answer may be waiting unread after a busy stretch of the
+      // event loop. Decide after the pending reads (setImmediate runs after the poll phase).
+      setImmediate(() => {
+        if (s !== this.socket || live.tick(performance.now()) !== 'dead') return;
+        this.counters.livenessTimeouts++;
+        this.fail(s, `no answer from server within ${live.pingTimeoutMs} ms of a ping`, false);
+      });
+    }
   }
 
   private failPings(msg: string): void {
@@ -320,6 +375,7 @@ export class DerpClient extends EventEmitter<DerpClientEvents> {
     const port = Number(this.url.port || (this.url.protocol === 'https:' ? 443 : 80));
     this.log(`dialing ${this.url.href} via ${target}:${port}${this.fastStart ? ' (fast start)' : ''}`);
     let s: Socket;
+    let tcp: Socket;
     if (this.url.protocol === 'https:') {
       const tlsOpts: ConnectionOptions = { host: target, port, ALPNProtocols: ['http/1.1'], ...this.opts.tls };
       if (tlsOpts.servername === undefined && isIP(host) === 0) tlsOpts.servername = host;
@@ -329,6 +385,7 @@ export class DerpClient extends EventEmitter<DerpClientEvents> {
       else if (certName) tlsOpts.checkServerIdentity = (_host, cert) => checkServerIdentity(certName, cert);
       if (this.opts.dial) tlsOpts.socket = this.opts.dial(target, port);
       s = tlsConnect(tlsOpts);
+      tcp = (tlsOpts.socket as Socket | undefined) ?? s;
       s.once('secureConnect', () => {
         if (pin !== undefined) {
           const problem = checkPinnedCert(s as TLSSocket, pin, isIP(host) === 0 ? host : undefined);
@@ -337,10 +394,17 @@ export class DerpClient extends EventEmitter<DerpClientEvents> {
         this.onTransportUp(s);
       });
     } else {
-      s = this.opts.dial ? this.opts.dial(target, port) : netConnect({ host: target, port });
+      s = tcp = this.opts.dial ? this.opts.dial(target, port) : netConnect({ host: target, port });
       s.once('connect', () => this.onTransportUp(s));
     }
     this.socket = s;
+    // The TCP connect alone gets dialTimeoutMs (a SYN into a black hole is retried at 1, 3, 7 s...;
+    // a fresh attempt after the backoff finds a path that came back sooner).
+    if (tcp.connecting) {
+      const dialMs = this.opts.dialTimeoutMs ?? 1500;
+      this.dialTimer = setTimeout(() => this.fail(s, `TCP connect timed out after ${dialMs} ms`, false), dialMs);
+      tcp.once('connect', () => { clearTimeout(this.dialTimer); this.dialTimer = undefined; });
+    }
     s.setNoDelay(true);
     s.on('data', (chunk: Buffer) => this.onData(s, chunk));
     s.on('error', (e) => this.onDown(s, e.message));
@@ -383,6 +447,7 @@ export class DerpClient extends EventEmitter<DerpClientEvents> {
   private onData(s: Socket, chunk: Buffer): void {
     if (s !== this.socket) return;
     this.readTimer?.refresh();
+    this.liveness?.onRead(performance.now());
     this.reader.push(chunk);
     if (this.phase === 'http') {
       const end = this.reader.findHeadEnd(HTTP_HEAD_MAX);
@@ -526,9 +591,10 @@ export class DerpClient extends EventEmitter<DerpClientEvents> {
     s.destroy();
     const wasConnected = this._state === 'connected';
     clearTimeout(this.connectTimer);
+    clearTimeout(this.dialTimer);
     clearTimeout(this.readTimer);
     clearInterval(this.writeTimer);
-    this.connectTimer = this.readTimer = this.writeTimer = undefined;
+    this.connectTimer = this.dialTimer = this.readTimer = this.writeTimer = undefined;
     this.failPings(`derp: connection lost: ${reason}`);
     if (wasConnected) {
       this.counters.disconnects++;

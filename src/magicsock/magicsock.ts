@@ -26,6 +26,7 @@ import { measureAllHttps } from '../netcheck/https.ts';
 import { PeerPath, Route, type PathAction } from './path.ts';
 import { PeerEndpoint } from './peer-endpoint.ts';
 import { trace, type Logf } from '../util/log.ts';
+import { timeline, timelineOn } from '../util/timeline.ts';
 import type { TcpDialer } from '../net/tcp.ts';
 
 /** Close a non-home DERP connection unused this long (derpInactiveCleanupTime). */
@@ -296,7 +297,7 @@ export class MagicSock implements Bind {
       if (len < 4 || buf[off]! - 1 >>> 0 > 3 || buf[off + 1] !== 0 || buf[off + 2] !== 0 || buf[off + 3] !== 0) {
         this.receiveOther(buf, off, len, b.endpoint(i));
         lens[i] = 0;
-      }
+      } else if (timelineOn) this.markWg(`in udp ${b.endpoint(i).key}`, buf[off]!);
     }
     recv.receiveBatch(b);
   }
@@ -342,6 +343,7 @@ export class MagicSock implements Bind {
     if (p === undefined) return null;
     const actions = this.actions;
     const r = p.path.noteSend(this.now(), actions);
+    if (timelineOn) this.markWg(`out to ${p.name} ${r & Route.derp ? 'derp' : ''}${r & Route.udp ? ' udp' : ''}`, buf[off]!);
     // The packet goes to DERP before the call-me-maybe, as tailscale's (asynchronous) one does: a
     // peer that gets the call-me-maybe first pings us and then, answering the packet, finds nothing
     // left to ping and sends us no call-me-maybe of its own.
@@ -349,6 +351,16 @@ export class MagicSock implements Bind {
     if (actions.length > 0) this.runActions(p);
     return (r & Route.udp) !== 0 ? p.path.bestAddr ?? null : null;
   }
+
+  /** MESHD_TIMELINE: the first WireGuard message of each type and direction. */
+  private markWg(what: string, type: number): void {
+    const k = type === 0 ? what.slice(0, what.indexOf(' in ') + 8) : `${what.slice(0, 3)}${type}`;
+    if (this.wgMarked.has(k)) return;
+    this.wgMarked.add(k);
+    timeline(type === 0 ? what : `wg ${['', 'initiation', 'response', 'cookie', 'data'][type] ?? type} ${what}`);
+  }
+
+  private readonly wgMarked = new Set<string>();
 
   private runActions(p: MagicPeer): void {
     const actions = this.actions;
@@ -434,9 +446,11 @@ export class MagicSock implements Bind {
       log: (m) => this.log(`derp-${region}: ${m}`),
     });
     const conn: DerpConn = { region, client, queue: [], lastUsed: this.now() };
+    timeline(`derp-${region} dialing`);
     client.on('packet', (src, data) => this.onDerpPacket(region, src, data));
     client.on('connected', () => {
       this.log(`derp-${region}: connected${region === this.home ? ' (home)' : ''}`);
+      timeline(`derp-${region} connected${region === this.home ? ' (home)' : ''}`);
       this.checkHomeWaiters();
       const q = conn.queue.splice(0);
       for (const m of q) client.send(m.dst, m.data);
@@ -464,6 +478,7 @@ export class MagicSock implements Bind {
     if (trace.enabled) trace(`derp in from ${p.name}: ${data.length} bytes type ${data[0]}`);
     p.lastDerpRegion = region;
     this.counters.rxWgDerp++;
+    if (timelineOn) this.markWg(`in derp from ${p.name}`, data[0]!);
     this.io.receiveWireGuard(data, 0, data.length, p.vep);
   }
 
@@ -475,7 +490,7 @@ export class MagicSock implements Bind {
     for (const [region, c] of this.derps) {
       if (!map.Regions?.[String(region)]) { c.client.close(); this.derps.delete(region); }
     }
-    if (first) void this.netcheck();
+    if (first) { timeline('derp map set: netcheck starts'); void this.netcheck(); }
   }
 
   /**
@@ -538,6 +553,7 @@ export class MagicSock implements Bind {
       return;
     }
     if (from === undefined) p.lastDerpRegion = region;
+    if (timelineOn) this.markWg(`disco ${m.type} in ${from ? `udp ${from.key}` : 'derp'} from ${p.name}`, 0);
     switch (m.type) {
       case 'ping':
         if (from !== undefined) {
@@ -555,7 +571,7 @@ export class MagicSock implements Bind {
         const cli = this.cliPings.get(k);
         if (from !== undefined) {
           const r = p.path.onPong(m.txId, now);
-          if (r?.becameBest) this.log(`${p.name}: direct path ${r.to.key} (${r.latencyMs.toFixed(1)} ms)`);
+          if (r?.becameBest) { this.log(`${p.name}: direct path ${r.to.key} (${r.latencyMs.toFixed(1)} ms)`); timeline(`direct path to ${p.name}`); }
         }
         if (cli) {
           this.cliPings.delete(k);
@@ -634,11 +650,16 @@ export class MagicSock implements Bind {
       for (const pr of probes) {
         const to = targets.get(`${pr.host}:${pr.port}`);
         if (!to) continue;
-        this.netcheckTimers.push(setTimeout(() => {
+        const send = (): void => {
           const req = bindingRequest();
           run.sentProbe(hex(req.subarray(8, 20)), pr.region, pr.host, this.now());
           this.io.sendDatagram(req, to);
-        }, pr.delayMs));
+          if (timelineOn) timeline(`netcheck: STUN to ${to.key} (delay ${pr.delayMs})`);
+        };
+        // The first try goes now, not after a timer: the first map's host configuration runs
+        // right after setDerpMap and would hold a zero-delay timer back for tens of ms.
+        if (pr.delayMs === 0) send();
+        else this.netcheckTimers.push(setTimeout(send, pr.delayMs));
       }
       const regions = new Set(probes.map((p) => p.region)).size;
       // Done when every region answered, some time after three did (ReportBuilder.stopAt), or at the
@@ -674,6 +695,7 @@ export class MagicSock implements Bind {
     }
     this.report = report;
     this.reportAt = this.now();
+    timeline(`netcheck done (${Math.round(this.reportAt - start)} ms)`);
     this.history.add(report.regionLatency, this.reportAt);
     const oldHome = this.home;
     this.home = pickHome(map, report.regionLatency, oldHome, {
@@ -703,6 +725,7 @@ export class MagicSock implements Bind {
     const run = this.netcheckRun;
     if (!run) return;
     const r = parseBindingResponse(pkt, this.io.endpoints);
+    if (timelineOn) timeline(`netcheck: STUN answer ${r.ok ? r.endpoint.key : 'bad'}`);
     if (r.ok && run.onResponse(hex(r.txId), r.endpoint, this.now())) this.netcheckCheck?.();
   }
 
@@ -727,6 +750,7 @@ export class MagicSock implements Bind {
     const text = JSON.stringify([eps, ni.PreferredDERP, ni.WorkingUDP ?? null, ni.MappingVariesByDestIP ?? null]);
     if (!force && text === this.lastReported) return;
     this.lastReported = text;
+    timeline(`endpoints reported: ${eps.length}, home ${String(ni.PreferredDERP)}`);
     this.opts.onReport(eps, ni);
   }
 

@@ -2,7 +2,8 @@
 // batched send (sendmmsg), SO_MARK and forced buffer sizes. family 6 is dual-stack: IPv4 peers
 // appear as family-4 endpoints and IPv4 destinations are sent as ::ffff:a.b.c.d.
 //
-// Offloads: runs of same-size datagrams to one endpoint go out as one UDP_SEGMENT (GSO) message,
+// Offloads: runs of same-size datagrams (256 bytes or more: ACKs go one per message, so a dropped
+// skb never takes several) to one endpoint go out as one UDP_SEGMENT (GSO) message,
 // and UDP_GRO is on so the kernel hands over coalesced datagrams, which the native reader splits
 // into slots. MESHD_DISABLE_UDP_GSO=1 / MESHD_DISABLE_UDP_GRO=1 (or gso/gro: false) turn them
 // off; GSO also turns itself off for the socket when the kernel refuses it (EIO, EINVAL).

@@ -107,6 +107,7 @@ export class LinuxRouter {
   private readonly log: Logf;
   private readonly exec: Exec;
   private baseRules = false;
+  private baseRulesAdding: Promise<void> | undefined;
   private routes = new Set<string>();
   private throws = new Set<string>();
   private nft = false;
@@ -117,13 +118,30 @@ export class LinuxRouter {
     this.exec = exec;
   }
 
+  /**
+   * Adds the base policy rules, once (again after a failure). They depend on no map: the agent
+   * starts them with the data plane, while control prepares the first map, so that map's
+   * application does not wait for (and share the event loop with) eight more ip processes.
+   */
+  prepare(): Promise<void> {
+    if (!this.baseRulesAdding) {
+      // Eight rules with distinct priorities, an ip process each, side by side; the two
+      // `unreachable` ones last: the control connection (marked) is live while they go in, and a
+      // marked packet must find 5210 (lookup main) before it can meet 5250.
+      const add = (rules: readonly string[][]): Promise<unknown> =>
+        Promise.all(['-4', '-6'].flatMap((f) => rules.map((r) => this.exec('ip', [f, 'rule', 'add', ...r]))));
+      const p = add(BASE_RULES.filter((r) => !r.includes('unreachable')))
+        .then(() => add(BASE_RULES.filter((r) => r.includes('unreachable'))))
+        .then(() => { this.baseRules = true; });
+      this.baseRulesAdding = p;
+      p.catch(() => { if (this.baseRulesAdding === p) this.baseRulesAdding = undefined; });
+    }
+    return this.baseRulesAdding;
+  }
+
   /** Applies a configuration, changing only what differs from the last one. */
   async set(cfg: RouterConfig): Promise<void> {
-    if (!this.baseRules) {
-      // Eight rules with distinct priorities: added side by side (an ip process each).
-      await Promise.all(['-4', '-6'].flatMap((f) => BASE_RULES.map((r) => this.exec('ip', [f, 'rule', 'add', ...r]))));
-      this.baseRules = true;
-    }
+    if (!this.baseRules) await this.prepare();
     const wantRoutes = new Set(cfg.routes), wantThrows = new Set(cfg.throwRoutes);
     for (const t of wantThrows) {
       if (this.throws.has(t)) continue;
@@ -159,6 +177,8 @@ export class LinuxRouter {
 
   /** Removes everything this router added. Never throws. */
   async close(): Promise<void> {
+    await this.baseRulesAdding?.catch(() => {});
+    this.baseRulesAdding = undefined;
     const had = this.baseRules || this.nft;
     this.baseRules = this.nft = false;
     this.routes.clear();
@@ -180,7 +200,9 @@ export async function cleanupStale(log: Logf, exec: Exec = execCommand): Promise
     let rules: string | undefined;
     try { rules = await exec('ip', [f, 'rule', 'show']); } catch { rules = undefined; /* unknown: try every delete */ }
     const present = (pref: string): boolean => rules === undefined || new RegExp(`^${pref}:`, 'm').test(rules);
-    for (const r of BASE_RULES) {
+    // Last rule first: while this runs, the agent may already dial control with the bypass mark,
+    // and deleting 5210 (lookup main) before 5250 (unreachable) made that dial fail (ENETUNREACH).
+    for (const r of [...BASE_RULES].reverse()) {
       if (!present(r[1]!)) continue;
       for (let i = 0; i < 16 && await tryExec('ip', [f, 'rule', 'del', ...r]); i++) removed++;
     }

@@ -189,6 +189,19 @@ export class Device {
     return this.c.txInitiations + this.c.txInitiationResends > before;
   }
 
+  /**
+   * Repeats a peer's unanswered first initiation now (byte for byte, as initiationResendMs does);
+   * starts nothing new. For when the peer may just have learned about us (a control map update):
+   * false when there was none to repeat.
+   */
+  resendPendingInitiation(publicKey: Uint8Array, sink: WgSink): boolean {
+    const peer = this.byKey.get(keyHex(publicKey));
+    if (!peer || peer.pendingInitiation === null) return false;
+    const before = this.c.txInitiationResends;
+    this.resendInitiation(peer, sink, this.clock.now());
+    return this.c.txInitiationResends > before;
+  }
+
   /** True when a peer with this public key exists. */
   hasPeer(publicKey: Uint8Array): boolean {
     return this.byKey.has(keyHex(publicKey));

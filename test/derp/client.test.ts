@@ -4,7 +4,7 @@ import { afterEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { boxBefore, generateKeyPair } from '../../src/crypto/box.ts';
-import { DerpClient, type DerpClientOptions } from '../../src/derp/client.ts';
+import { DERP_MAX_QUEUED_BYTES, DerpClient, type DerpClientOptions } from '../../src/derp/client.ts';
 import {
   encodeFrame, encodeHealth, encodePeerGone, encodePingPong, encodeRecvPacket, encodeRestarting, encodeServerInfo,
   encodeServerKey, FrameType,
@@ -231,6 +231,111 @@ describe('derp/client against a fake server', () => {
     await waitFor(() => c.counters.connects === 2, 5000);
     assert.equal(c.counters.writeTimeouts, 1);
     assert.match(reasons[0]!, /made no progress for 300 ms/);
+  });
+
+  it('gives up a connection whose server stops answering after a liveness ping, and reconnects within the bound', async () => {
+    const live = { idlePingMs: 300, activePingMs: 100, pingTimeoutMs: 200 };
+    const { s, c } = await setup({ liveness: live });
+    const reasons: string[] = [];
+    c.on('disconnected', (r) => reasons.push(r));
+    let pingsSeen = 0;
+    s.script = async (fc, i) => {
+      await s.handshake(fc);
+      if (i > 0) return;
+      // A black hole: the connection stays open, nothing comes back (no pong, no keep-alive).
+      for (;;) if ((await fc.nextFrame()).type === FrameType.ping) pingsSeen++;
+    };
+    c.start();
+    await once(c, 'connected');
+    const t0 = Date.now();
+    await waitFor(() => c.counters.connects === 2, 3000);
+    const ms = Date.now() - t0;
+    // idle 300 + timeout 200, checked every 20 ms, then one backoff (<= 50 ms) and a loopback handshake.
+    assert.ok(ms < 900, `reconnected ${ms} ms after the server went silent`);
+    assert.ok(ms >= 480, `not before idle + timeout (${ms} ms)`);
+    assert.equal(c.counters.livenessTimeouts, 1);
+    assert.equal(pingsSeen, 1, 'one ping, then no more while it is outstanding');
+    assert.match(reasons[0]!, /no answer from server within 200 ms of a ping/);
+  });
+
+  it('pings soon after a send the server does not answer (a side with data for a dead server)', async () => {
+    const { s, c } = await setup({ liveness: { idlePingMs: 60_000, activePingMs: 100, pingTimeoutMs: 200 } });
+    s.script = async (fc, i) => { await s.handshake(fc); if (i === 0) for (;;) await fc.nextFrame(); };
+    c.start();
+    await once(c, 'connected');
+    await sleep(150);
+    const t0 = Date.now();
+    c.send(new Uint8Array(32).fill(3), new Uint8Array(100));
+    await waitFor(() => c.counters.connects === 2, 3000);
+    const ms = Date.now() - t0;
+    assert.ok(ms < 600, `reconnected ${ms} ms after the send (idle ping alone would take 60 s)`);
+    assert.equal(c.counters.livenessTimeouts, 1);
+  });
+
+  it('keeps a live idle connection, pinging it a bounded number of times', async () => {
+    const { s, c } = await setup({ liveness: { idlePingMs: 100, activePingMs: 50, pingTimeoutMs: 100 } });
+    let pings = 0;
+    s.script = async (fc) => {
+      await s.handshake(fc);
+      for (;;) {
+        const f = await fc.nextFrame();
+        if (f.type === FrameType.ping) { pings++; fc.write(encodePingPong(FrameType.pong, f.payload)); }
+      }
+    };
+    c.start();
+    await once(c, 'connected');
+    await sleep(1500);
+    assert.equal(c.counters.connects, 1, 'no reconnect while the server answers');
+    assert.equal(c.counters.livenessTimeouts, 0);
+    assert.equal(c.counters.livenessPings, pings);
+    // One per idlePingMs (+ the 20 ms tick and the round trip) at most: 15 in 1.5 s; at least a few.
+    assert.ok(pings >= 5 && pings <= 15, `${pings} pings in 1.5 s idle`);
+  });
+
+  it('does not ping a connection that keeps hearing from the server', async () => {
+    const { s, c } = await setup({ liveness: { idlePingMs: 250, activePingMs: 150, pingTimeoutMs: 100 } });
+    s.script = async (fc) => {
+      await s.handshake(fc);
+      for (let i = 0; i < 60 && !fc.socket.destroyed; i++) { fc.write(encodeFrame(FrameType.keepAlive, new Uint8Array(0))); await sleep(25); }
+    };
+    c.start();
+    await once(c, 'connected');
+    for (let i = 0; i < 40; i++) { c.send(new Uint8Array(32).fill(3), new Uint8Array(100)); await sleep(25); }
+    assert.equal(c.counters.livenessPings, 0);
+    assert.equal(c.counters.connects, 1);
+  });
+
+  it('gives a TCP connect dialTimeoutMs, then retries', async () => {
+    // A dialer whose connect never completes stands in for a SYN into a black hole.
+    const { Socket } = await import('node:net');
+    let dials = 0;
+    const { c } = await setup({
+      dialTimeoutMs: 100, connectTimeoutMs: 10_000,
+      dial: () => { dials++; const sock = new Socket(); (sock as { connecting: boolean }).connecting = true; return sock; },
+    });
+    const t0 = Date.now();
+    c.start();
+    await waitFor(() => c.counters.connectFailures >= 2, 3000);
+    assert.ok(Date.now() - t0 < 1000, 'not the 10 s handshake limit');
+    assert.ok(dials >= 2);
+  });
+
+  it('keeps at most ~32 packets queued in-process for a server that does not read, dropping and counting the rest', async () => {
+    const { s, c } = await setup({ writeTimeoutMs: 60_000 });
+    c.start();
+    await waitFor(() => c.connected && s.conns.length === 1);
+    s.conns[0]!.socket.pause();
+    const dst = new Uint8Array(32).fill(7);
+    const pkt = new Uint8Array(1400);
+    let maxQueued = 0;
+    // The kernel's socket buffers on loopback take a few MB first; then our queue fills.
+    for (let i = 0; i < 2000 && c.counters.dropBackpressure < 100; i++) {
+      for (let k = 0; k < 50; k++) { c.send(dst, pkt); maxQueued = Math.max(maxQueued, c.queuedBytes); }
+      await sleep(1);
+    }
+    assert.ok(c.counters.dropBackpressure >= 100, 'sends beyond the queue are dropped');
+    assert.ok(maxQueued <= DERP_MAX_QUEUED_BYTES + 1400 + 40, `at most ${DERP_MAX_QUEUED_BYTES} bytes (+ one frame) queued, saw ${maxQueued}`);
+    assert.ok(maxQueued >= DERP_MAX_QUEUED_BYTES, `the queue did fill (${maxQueued})`);
   });
 
   it('keeps a connection whose writes are slow but moving', async () => {

@@ -9,7 +9,7 @@ import { createHash, randomFillSync, X509Certificate } from 'node:crypto';
 import { needs } from '../harness/prereq.ts';
 import { Derper } from '../harness/derper.ts';
 import { boxBefore, generateKeyPair } from '../../src/crypto/box.ts';
-import { DerpClient } from '../../src/derp/client.ts';
+import { DerpClient, type DerpClientOptions } from '../../src/derp/client.ts';
 import { PeerGoneReason } from '../../src/derp/frames.ts';
 import { decodeDisco, encodeDisco } from '../../src/disco/disco.ts';
 import { bindingRequest, newTxId, parseBindingResponse } from '../../src/stun/stun.ts';
@@ -33,7 +33,7 @@ describe('derp against a real derper on loopback', { skip }, () => {
   let derper: Derper;
   const peers: Peer[] = [];
 
-  function peer(extra: { serverKey?: Uint8Array } = {}): Peer {
+  function peer(extra: Partial<DerpClientOptions> = {}): Peer {
     const key = generateKeyPair();
     const client = new DerpClient({
       url: derper.url, privateKey: key.privateKey, allowInsecureHttp: true, preferred: true,
@@ -110,6 +110,17 @@ describe('derp against a real derper on loopback', { skip }, () => {
   it('measures a DERP ping round trip to derper', async () => {
     const rtt = await peers[0]!.client.ping();
     assert.ok(rtt >= 0 && rtt < 2000, `rtt ${rtt}`);
+  });
+
+  it('keeps an idle connection whose liveness pings derper answers', async () => {
+    const p = peer({ liveness: { idlePingMs: 100, activePingMs: 50, pingTimeoutMs: 300 } });
+    p.client.start();
+    await connected(p);
+    await sleep(1000);
+    assert.ok(p.client.counters.livenessPings >= 4, `${p.client.counters.livenessPings} liveness pings`);
+    assert.equal(p.client.counters.livenessTimeouts, 0);
+    assert.equal(p.client.counters.connects, 1);
+    p.client.close();
   });
 
   it('hears PeerGone "not here" for a disco packet to an unknown key, and "disconnected" when a peer leaves', async () => {

@@ -1,11 +1,13 @@
 // The second configuration: headscale's embedded DERP off, an unmodified standalone derper
 // v1.102.3 on the simulated internet as the only region. meshd and tailscaled find it by STUN,
-// make it home, and relay through it when UDP is blocked on the meshd side.
+// make it home, and relay through it when UDP is blocked on the meshd side; when meshd's TCP
+// connection to the derper goes into a black hole, meshd notices by a DERP ping and relays again
+// soon after the path is back (not when TCP's retransmission backoff happens to fire).
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { needs } from '../harness/prereq.ts';
 import { waitFor } from '../harness/netns.ts';
-import { TailnetLab, type LabNode } from '../harness/hslab.ts';
+import { DERPER_IP, TailnetLab, type LabNode } from '../harness/hslab.ts';
 import type { Status } from '../../src/daemon/localapi.ts';
 
 const skip = needs({ root: true, tun: true, commands: ['headscale', 'tailscaled', 'tailscale', 'derper', 'ip', 'ping', 'nft'] });
@@ -50,6 +52,40 @@ describe('meshd and tailscaled with a standalone derper', { skip }, () => {
       const tp = lab.tailscale(t, ['ping', '--c', '3', mIp], 30_000);
       assert.match(tp.stdout, /via DERP\(derper\)/, tp.stdout + tp.stderr);
     } finally {
+      lab.unblockUdp(m);
+    }
+  });
+
+  it('notices its DERP connection went into a black hole (liveness ping), reconnects, and relays again soon after the path is back', async (t0) => {
+    const counters = () => status().self.counters ?? {};
+    lab.blockUdp(m);
+    try {
+      await waitFor('meshd to relay through derper', () => { const p = status().peers.find((x) => x.hostname === 't1')?.path; return p?.direct == null && p?.derp === 'derper'; }, 25_000, 500);
+      await waitFor('pings through derper', () => lab.ping(m, tIp, 1), 20_000, 500);
+      const before = counters();
+      // meshd's TCP to the derper dropped both ways: the connection hangs, nothing resets it.
+      lab.lab.exec(m.ns, ['nft', '-f', '-'], { input: `table inet derp_hole {
+  chain in { type filter hook input priority -5; ip saddr ${DERPER_IP} tcp sport 3340 drop; }
+  chain out { type filter hook output priority -5; ip daddr ${DERPER_IP} tcp dport 3340 drop; }
+}
+` });
+      // 30 s with pings queued into the dead connection: TCP backs off to ~25 s between retransmissions.
+      const holeEnd = Date.now() + 30_000;
+      for (let i = 0; i < 60 && Date.now() < holeEnd; i++) { lab.ping(m, tIp, 1); await new Promise((r) => setTimeout(r, 500)); }
+      lab.lab.tryExec(m.ns, ['nft', 'delete', 'table', 'inet', 'derp_hole']);
+      const upAt = Date.now();
+      await waitFor('pings through derper after the black hole', () => lab.ping(m, tIp, 1), 40_000, 200);
+      const resumeMs = Date.now() - upAt;
+      t0.diagnostic(`first ping through derper ${resumeMs} ms after the black hole ended`);
+      const after = counters();
+      const d = (k: string) => (after[`derp900.${k}`] ?? 0) - (before[`derp900.${k}`] ?? 0);
+      assert.ok(d('livenessTimeouts') >= 1, `meshd gave the dead connection up after an unanswered ping (${JSON.stringify({ livenessTimeouts: d('livenessTimeouts'), writeTimeouts: d('writeTimeouts'), connects: d('connects') })})`);
+      assert.ok(d('connects') >= 1, 'and connected again');
+      // Liveness (<= 3 s + 5 s) gives it up during the hole; after it, one backoff (<= 5 s) and a dial.
+      assert.ok(resumeMs < 15_000, `relayed again ${resumeMs} ms after the black hole ended`);
+      assert.ok(lab.ping(t, mIp, 2), 'and the tailscaled reaches meshd through derper too');
+    } finally {
+      lab.lab.tryExec(m.ns, ['nft', 'delete', 'table', 'inet', 'derp_hole']);
       lab.unblockUdp(m);
     }
   });

@@ -99,6 +99,29 @@ describe('UdpSocket', () => {
     assert.equal(tx.stats().txPackets, 300);
   });
 
+  it('sends runs of full-size datagrams as GSO messages, but small ones (TCP ACKs in WireGuard) one per message', async () => {
+    const eps = new Endpoints();
+    const rx = sock({ family: 4, bindAddress: '127.0.0.1', endpoints: eps });
+    const tx = sock({ family: 4, bindAddress: '127.0.0.1' });
+    if (!tx.stats().offload.gso) return; // no UDP_SEGMENT on this kernel: nothing to tell apart
+    const to = eps.of('127.0.0.1', rx.port);
+    const pending = collect(rx, 96);
+    const batch = new TxBatch({ slots: 128, slotSize: slotSizeFor(1500), headroom: 64 });
+    const send = (n: number, size: number): void => {
+      for (let i = 0; i < n; i++) assert.ok(batch.push(new Uint8Array(size).fill(i), 0, size, to.raw));
+      assert.equal(tx.sendBatch(batch), n);
+    };
+    send(32, 96); // a read batch of ACKs to one peer
+    const afterAcks = tx.stats();
+    assert.equal(afterAcks.txGsoMessages, 0, 'no ACK shares a skb with another');
+    send(32, 112);
+    assert.equal(tx.stats().txGsoMessages, 0);
+    send(32, 1312); // a TSO burst split into full-size WireGuard datagrams
+    const st = tx.stats();
+    assert.ok(st.txGsoMessages >= 1 && st.txGsoDatagrams === 32, `one run of 32: ${st.txGsoMessages} messages, ${st.txGsoDatagrams} datagrams`);
+    assert.equal((await pending).length, 96, 'all arrive');
+  });
+
   it('sends a batch over ::1 and reports IPv6 source endpoints', async () => {
     const eps = new Endpoints();
     const rx = sock({ family: 6, bindAddress: '::1', endpoints: eps });

@@ -59,6 +59,23 @@ describe('LinuxRouter', () => {
     assert.deepEqual(cmds, [], 'a second close does nothing');
   });
 
+  it('adds the unreachable rule for marked packets only once their lookup main is in (a live control connection never meets it alone)', async () => {
+    const log: string[] = [];
+    const exec: Exec = async (cmd, args) => {
+      const line = `${cmd} ${args.join(' ')}`;
+      log.push(line);
+      await new Promise((r) => setTimeout(r, 5)); // each ip process takes a while
+      log.push(`done: ${line}`);
+      return '';
+    };
+    await new LinuxRouter('meshd0', () => {}, exec).prepare();
+    for (const f of ['-4', '-6']) {
+      const added = log.indexOf(`done: ip ${f} rule add pref 5210 fwmark 0x80000/0xff0000 lookup main`);
+      const unreachable = log.indexOf(`ip ${f} rule add pref 5250 fwmark 0x80000/0xff0000 unreachable`);
+      assert.ok(added >= 0 && unreachable > added, `${f}: ${log.join('; ')}`);
+    }
+  });
+
   it('cleanupStale deletes only the rules the listing shows, until none is left, in bounded loops, and never throws', async () => {
     let left = 3;
     const { exec: rec, cmds } = recorder((c) => !(c === 'ip -4 rule del pref 5270 lookup 52' && left-- > 0) && !c.endsWith('rule show'));
@@ -72,6 +89,15 @@ describe('LinuxRouter', () => {
     assert.deepEqual(cmds.filter((c) => c.startsWith('ip -4 rule del') && !c.includes('5270')), [], 'priorities the listing lacks are not tried');
     const { exec: bad } = recorder(() => true);
     assert.equal(await cleanupStale(() => {}, bad), 0);
+  });
+
+  it('cleanupStale deletes the unreachable rule for marked packets before their lookup main (a restarted agent dials control meanwhile)', async () => {
+    const { exec, cmds } = recorder((c) => c.includes(' rule del ') && cmds.filter((x) => x === c).length > 1);
+    await cleanupStale(() => {}, exec);
+    for (const f of ['-4', '-6']) {
+      const unreachable = cmds.indexOf(`ip ${f} rule del pref 5250 fwmark 0x80000/0xff0000 unreachable`);
+      assert.ok(unreachable >= 0 && unreachable < cmds.indexOf(`ip ${f} rule del pref 5210 fwmark 0x80000/0xff0000 lookup main`), `${f}: ${cmds.join('; ')}`);
+    }
   });
 });
 

@@ -53,4 +53,21 @@ describe('Device.handshakeIfIdle', () => {
     p.deliver();
     assert.equal(p.log.length, before, 'no datagram sent');
   });
+
+  it('resendPendingInitiation repeats only an unanswered initiation: it starts no handshake of its own', () => {
+    const p = new WgPipe({ initiationResendMs: 1000 });
+    assert.equal(p.a.resendPendingInitiation(p.bPub, p.sinkA), false, 'no handshake under way');
+    p.deliver();
+    assert.equal(p.a.counters.txInitiations, 0, 'none started');
+    p.b.removePeer(p.aPub);
+    p.send('a', ipv4('10.0.0.1', '10.0.0.2', 10));
+    p.deliver();
+    p.run(200);
+    p.b.setPeer(p.aPub, { endpoint: p.aAddr, allowedIPs: ['10.0.0.1/32'] });
+    assert.equal(p.a.resendPendingInitiation(p.bPub, p.sinkA), true);
+    p.deliver();
+    assert.equal(p.tunB.length, 1, "A's packet arrived without waiting for the 1 s repeat");
+    assert.equal(p.a.counters.txInitiations, 1, 'the same handshake');
+    assert.equal(p.a.resendPendingInitiation(p.bPub, p.sinkA), false, 'answered: nothing pending');
+  });
 });

@@ -1,0 +1,151 @@
+// Starting a background agent for `meshd up`, as early as possible. bin/meshd.js calls startEarly
+// before the CLI's own modules load: a hand parse of the few daemon flags, and the agent process
+// (a second Node start, ~200 ms) starts while the CLI loads commander and its commands. upCommand
+// then adopts that agent when its checked flags give the same daemon arguments, and stops it
+// otherwise. An agent started this way exits when the CLI goes away before sending `up` (a flag
+// error), so a wrong guess leaves nothing behind. Only node: modules and paths.ts are imported.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, mkdirSync, openSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { defaultSocket, defaultStateDir } from './paths.ts';
+import { socketAnswers } from '../util/unixsocket.ts';
+import { timeline } from '../util/timeline.ts';
+
+/** `--state mem:` (state/memstore.ts MEM_STATE, repeated here to keep this module small). */
+const MEM = 'mem:';
+
+/** The daemon flags `up` passes on to the agent it starts. */
+export interface AgentFlags {
+  stateDir?: string | undefined;
+  state?: string | undefined;
+  tun?: string | undefined;
+  port?: string | undefined;
+  verbose?: boolean | undefined;
+  debug?: string | undefined;
+  socks5Server?: string | undefined;
+  outboundHttpProxyListen?: string | undefined;
+}
+
+/** An agent process started by `up`, until it said ready (or exited: its exit status). */
+export interface StartedAgent {
+  args: string[];
+  child: ChildProcess;
+  logPath: string;
+  outcome: Promise<'ready' | number>;
+}
+
+/** Where a background agent logs: in the state dir, or (in-memory state) next to the socket. */
+export function logPathOf(socket: string, f: AgentFlags): string {
+  return f.state === MEM ? join(dirname(socket), 'meshd.log') : join(f.stateDir ?? defaultStateDir(), 'meshd.log');
+}
+
+/** The agent's command line (after the node binary) for these flags. */
+export function agentArgs(socket: string, f: AgentFlags): string[] {
+  const bin = fileURLToPath(new URL('../../../bin/meshd.js', import.meta.url));
+  const mem = f.state === MEM;
+  const args = [bin, '--socket', socket, 'daemon', ...(mem ? ['--state', MEM] : ['--state-dir', f.stateDir ?? defaultStateDir()]),
+    '--tun', f.tun ?? 'meshd0', '--port', String(Number(f.port ?? '41641')), '--exit-when-down'];
+  if (f.verbose) args.push('--verbose');
+  if (f.debug) args.push('--debug', f.debug);
+  if (f.socks5Server) args.push('--socks5-server', f.socks5Server);
+  if (f.outboundHttpProxyListen) args.push('--outbound-http-proxy-listen', f.outboundHttpProxyListen);
+  return args;
+}
+
+/** Spawns the agent detached, its output appended to its log, with an IPC channel for 'ready'. */
+export function spawnAgent(socket: string, f: AgentFlags): StartedAgent {
+  // In-memory state writes nothing under the state dir, not even the log.
+  mkdirSync(f.state === MEM ? dirname(socket) : f.stateDir ?? defaultStateDir(), { recursive: true, mode: 0o700 });
+  const logPath = logPathOf(socket, f);
+  const fd = openSync(logPath, 'a', 0o600);
+  const args = agentArgs(socket, f);
+  timeline('cli: spawning the agent');
+  const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', fd, fd, 'ipc'] });
+  closeSync(fd);
+  const outcome = new Promise<'ready' | number>((resolve) => {
+    const t = setTimeout(() => resolve(-1), 15_000);
+    child.once('message', (m) => { if (m === 'ready') { clearTimeout(t); resolve('ready'); } });
+    child.once('exit', (code) => { clearTimeout(t); resolve(code ?? 1); });
+  });
+  return { args, child, logPath, outcome };
+}
+
+const VALUE_FLAGS: Record<string, keyof AgentFlags> = {
+  '--state-dir': 'stateDir', '--state': 'state', '--tun': 'tun', '--port': 'port', '--debug': 'debug',
+  '--socks5-server': 'socks5Server', '--outbound-http-proxy-listen': 'outboundHttpProxyListen',
+};
+
+/**
+ * The socket and daemon flags of an `up` command line (argv after the script), or undefined when
+ * it is not one or asks for help. A guess: upCommand checks it against commander's parse.
+ */
+export function parseEarlyUp(argv: readonly string[]): { socket: string; flags: AgentFlags } | undefined {
+  let socket = defaultSocket();
+  let i = 0;
+  const value = (a: string): string | undefined => (a.includes('=') ? a.slice(a.indexOf('=') + 1) : argv[++i]);
+  for (; i < argv.length && argv[i] !== 'up'; i++) {
+    const a = argv[i]!;
+    if (a === '--socket' || a.startsWith('--socket=')) { const v = value(a); if (v === undefined) return undefined; socket = v; } else return undefined;
+  }
+  if (argv[i] !== 'up') return undefined;
+  const flags: AgentFlags = {};
+  for (i++; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '-h' || a === '--help' || a === '--') return undefined;
+    const name = a.split('=')[0]!;
+    if (name === '--verbose') flags.verbose = true;
+    else if (name === '--socket') { const v = value(a); if (v === undefined) return undefined; socket = v; } else if (VALUE_FLAGS[name]) {
+      const v = value(a);
+      if (v === undefined) return undefined;
+      (flags as Record<string, string>)[VALUE_FLAGS[name]] = v;
+    }
+  }
+  return { socket, flags };
+}
+
+/** The agent bin/meshd.js started for this process's `up`, if any (adopted or stopped by upCommand). */
+export let earlyAgent: StartedAgent | undefined;
+
+/**
+ * bin/meshd.js: for `up` as root (or userspace networking) with no agent answering on the socket,
+ * starts the agent now. Never throws: the ordinary path reports any problem.
+ */
+export async function startEarly(argv: readonly string[]): Promise<void> {
+  try {
+    const up = parseEarlyUp(argv);
+    if (!up || (process.getuid?.() !== 0 && up.flags.tun !== 'userspace-networking')) return;
+    if (await socketAnswers(up.socket)) return;
+    earlyAgent = spawnAgent(up.socket, up.flags);
+  } catch {
+    earlyAgent = undefined;
+  }
+}
+
+/** The early agent if it was started with exactly `args`; otherwise stops it (by its pid) and returns undefined. */
+export function adoptEarly(args: readonly string[]): StartedAgent | undefined {
+  const e = earlyAgent;
+  earlyAgent = undefined;
+  if (!e) return undefined;
+  if (e.args.length === args.length && e.args.every((a, i) => a === args[i])) return e;
+  e.child.kill('SIGKILL');
+  e.child.disconnect?.();
+  return undefined;
+}
+
+/**
+ * Drops the early agent without `up` (the CLI failed first): closing the IPC channel makes it exit
+ * on its own (removing its socket); waits for that, up to 5 s, then kills it.
+ */
+export async function releaseEarly(): Promise<void> {
+  const e = earlyAgent;
+  earlyAgent = undefined;
+  if (!e) return;
+  const gone = new Promise<void>((resolve) => {
+    if (e.child.exitCode !== null || e.child.signalCode !== null) { resolve(); return; }
+    const t = setTimeout(() => { e.child.kill('SIGKILL'); resolve(); }, 5_000);
+    e.child.once('exit', () => { clearTimeout(t); resolve(); });
+  });
+  if (e.child.connected) e.child.disconnect();
+  await gone;
+}
