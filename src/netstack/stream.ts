@@ -48,6 +48,16 @@ export interface DirectSink {
   readonly destroyed: boolean;
 }
 
+/** A host socket a relay drives both ways (relayWith): a net.Socket, or any Duplex. */
+export interface RelaySocket extends DirectSink {
+  on(ev: 'data', fn: (chunk: Buffer) => void): unknown;
+  on(ev: 'end' | 'close', fn: () => void): unknown;
+  on(ev: 'error', fn: (err: Error) => void): unknown;
+  pause(): unknown;
+  resume(): unknown;
+  destroy(): unknown;
+}
+
 /** A Duplex stream over one TCP connection of the userspace stack. */
 export class TcpStream extends Duplex implements TcpHandler {
   readonly tcb: Tcb;
@@ -178,7 +188,7 @@ export class TcpStream extends Duplex implements TcpHandler {
     this.ended = true;
     const k = this.sink;
     if (k !== undefined && !k.destroyed && !k.writableEnded) k.end();
-    if (!this.readableEnded) this.push(null);
+    if (!this.readableEnded && this.host === undefined) this.push(null);
   }
 
   onWritable(): void {
@@ -199,7 +209,8 @@ export class TcpStream extends Duplex implements TcpHandler {
     this.pending = undefined;
     if (err) {
       p?.cb(err);
-      this.destroy(err);
+      const h = this.host;
+      if (h !== undefined) { this.dropAcc(); h.destroy(); } else this.destroy(err);
       return;
     }
     if (p) p.cb(new TcpError('ECONNRESET', 'connection closed before the data was sent'));
@@ -230,15 +241,78 @@ export class TcpStream extends Duplex implements TcpHandler {
   }
 
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    this.release(err !== null);
+    cb(err);
+  }
+
+  /** Lets go of the connection: an error resets it, else it closes in the background (orphan). */
+  private release(reset: boolean): void {
     const t = this.tcb;
-    if (this.acc !== undefined) { giveBack(this.acc); this.acc = undefined; this.accLen = 0; }
-    if (!t.closed) {
+    this.dropAcc();
+    if (!t.closed && t.handler === this) {
       t.handler = undefined;
-      if (err) t.abort();
+      if (reset) t.abort();
       else { t.orphan = true; t.shutdown(); }
       this.kick();
     }
-    cb(err);
+  }
+
+  private dropAcc(): void {
+    if (this.acc !== undefined) { giveBack(this.acc); this.acc = undefined; this.accLen = 0; }
+  }
+
+  /** The host socket of relayWith(). */
+  private host: RelaySocket | undefined;
+
+  /**
+   * Relays between this connection and a host socket without the stream machinery (a proxy's
+   * CONNECT): what the peer sends goes to the socket as in sendTo(), what the socket sends goes
+   * into the send buffer (the socket pauses while it is full), the socket's end sends our FIN, the
+   * peer's FIN ends the socket, a reset destroys the socket, and the socket's close or error
+   * closes the connection in the background. After this call the Duplex sides are not used and
+   * emit nothing (per connection, the readable and writable state machines, their end/finish/close
+   * events and a pipe's listeners were most of the relay's JavaScript).
+   */
+  relayWith(sock: RelaySocket): void {
+    for (let chunk = this.read() as Buffer | null; chunk !== null; chunk = this.read() as Buffer | null) sock.write(chunk, noop);
+    this.host = sock;
+    this.sink = sock;
+    this.tcb.unread = this.held() + this.accLen;
+    if (this.ended || this.readableEnded) sock.end();
+    if (this.tcb.closed) { sock.destroy(); return; }
+    sock.on('data', (chunk) => this.fromHost(chunk));
+    sock.on('end', () => this.hostEnded());
+    sock.on('error', () => this.release(false));
+    sock.on('close', () => this.release(false));
+    sock.resume();
+  }
+
+  private fromHost(chunk: Buffer): void {
+    const t = this.tcb;
+    if (t.closed || t.handler !== this) { this.host?.destroy(); return; }
+    if (this.pending !== undefined) {
+      // Arrived after pause(): queue behind what waits (rare; bounded by one read).
+      const p = this.pending;
+      p.chunk = Buffer.concat([p.chunk.subarray(p.off), chunk]);
+      p.off = 0;
+      return;
+    }
+    const n = t.write(chunk, 0, chunk.length);
+    if (n < chunk.length) {
+      this.pending = { chunk, off: n, cb: this.hostResumeBound };
+      this.host!.pause();
+    }
+    this.kick();
+  }
+
+  private readonly hostResumeBound = (err?: Error | null): void => { if (!err) this.host?.resume(); };
+
+  private hostEnded(): void {
+    const t = this.tcb;
+    if (t.closed || t.handler !== this) return;
+    if (this.pending !== undefined) { this.finalCb = noop; return; }
+    t.shutdown();
+    this.kick();
   }
 }
 

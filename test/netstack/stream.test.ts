@@ -4,6 +4,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
+import { createServer, connect, type Socket } from 'node:net';
 import { NetstackDriver } from '../../src/netstack/device.ts';
 import { TcpStream } from '../../src/netstack/stream.ts';
 import type { Tcb } from '../../src/netstack/tcp.ts';
@@ -96,5 +97,76 @@ describe('TcpStream', () => {
     await new Promise<void>((resolve) => s.once('end', resolve));
     assert.ok(Buffer.concat(chunks).equals(data));
     close();
+  });
+
+  describe('relayWith (a proxy relay without the stream machinery)', () => {
+    /** A loopback socket pair: [the proxy's side, the client's side]. */
+    async function sockets(): Promise<[Socket, Socket, () => void]> {
+      const srv = createServer({ allowHalfOpen: true });
+      await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+      const accepted = new Promise<Socket>((r) => srv.once('connection', r));
+      const client = connect({ port: (srv.address() as { port: number }).port, host: '127.0.0.1', allowHalfOpen: true });
+      const server = await accepted;
+      server.pause();
+      return [server, client, () => srv.close()];
+    }
+    const collect = (s: Socket): Promise<Buffer> => new Promise((resolve, reject) => {
+      const got: Buffer[] = [];
+      s.on('data', (d: Buffer) => got.push(d));
+      s.once('end', () => resolve(Buffer.concat(got)));
+      s.once('error', reject);
+    });
+    const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+    it('moves bulk data both ways intact, the client\'s end becomes our FIN and the peer\'s FIN ends the client', async () => {
+      const { a, b, close } = pair();
+      // B echoes everything and ends after the client's FIN.
+      b.stack.listen(80, (t: Tcb) => { const s = new TcpStream(t, () => b.schedule()); s.pipe(s); });
+      const up = await connectA(a);
+      const [server, client, stop] = await sockets();
+      up.relayWith(server);
+      const data = randomBytes(2 * 1024 * 1024 + 5);
+      const back = collect(client);
+      client.end(data);
+      const got = await back;
+      assert.equal(got.length, data.length);
+      assert.equal(sha(got), sha(data));
+      assert.equal(up.listenerCount('close') + up.listenerCount('end'), 0, 'the Duplex sides were not used');
+      client.destroy(); stop(); close();
+    });
+
+    it('hands on what arrived before it was called first, and a reset from the peer destroys the client\'s socket', async () => {
+      const { a, b, close } = pair();
+      let peer: TcpStream | undefined;
+      b.stack.listen(80, (t: Tcb) => { peer = new TcpStream(t, () => b.schedule()); peer.on('error', () => {}); peer.write('banner\n'); peer.resume(); });
+      const up = await connectA(a);
+      await new Promise<void>((r) => { const t = setInterval(() => { if (up.readableLength > 0) { clearInterval(t); r(); } }, 1); });
+      const [server, client, stop] = await sockets();
+      const first = new Promise<Buffer>((r) => client.once('data', r));
+      up.relayWith(server);
+      assert.equal((await first).toString(), 'banner\n');
+      const closed = new Promise<void>((r) => client.once('end', () => r()));
+      client.on('error', () => {});
+      peer!.destroy(new Error('reset by the test'));
+      b.schedule();
+      await closed;
+      assert.ok(server.destroyed, 'the proxy side was destroyed');
+      stop(); close();
+    });
+
+    it('closes the connection when the client\'s socket goes away', async () => {
+      const { a, b, close } = pair();
+      let peerEnded = false;
+      b.stack.listen(80, (t: Tcb) => { const s = new TcpStream(t, () => b.schedule()); s.on('end', () => { peerEnded = true; s.end(); }); s.resume(); });
+      const up = await connectA(a);
+      const [server, client, stop] = await sockets();
+      up.relayWith(server);
+      const serverClosed = new Promise<void>((r) => server.once('close', () => r()));
+      client.destroy();
+      await serverClosed;
+      await new Promise<void>((r) => { const t = setInterval(() => { if (peerEnded) { clearInterval(t); r(); } }, 2); });
+      assert.ok(up.tcb.closed || up.tcb.handler === undefined, 'the connection is let go');
+      stop(); close();
+    });
   });
 });

@@ -210,6 +210,48 @@ describe('SOCKS5 server', () => {
     assert.equal(good.data.subarray(-1).toString(), 'x');
   });
 
+  it('answers a greeting sent with its CONNECT in one write, and a lone greeting at once', async () => {
+    // The server side of a client connection, in process: each write() the proxy makes is recorded.
+    const client = () => {
+      const writes: Buffer[] = [];
+      const sock = new Duplex({
+        read() {},
+        write(chunk: Buffer, _e, cb) { writes.push(Buffer.from(chunk)); cb(); },
+        final(cb) { cb(); },
+      });
+      return { sock, writes };
+    };
+    const tick = () => new Promise((r) => setImmediate(r));
+    const req = Uint8Array.of(5, 1, 0, 1, 100, 64, 0, 2, 0, 80);
+    const together = client();
+    serveSocks(together.sock, echoDialer(), { counters: newProxyCounters() });
+    together.sock.push(Buffer.concat([Uint8Array.of(5, 1, 0), req]));
+    await tick(); await tick();
+    assert.equal(together.writes.length, 1, 'method and CONNECT replies in one write');
+    assert.deepEqual([...together.writes[0]!], [5, 0, 5, 0, 0, 1, 100, 64, 0, 1, 0x9c, 0x40]);
+    const creds = Buffer.concat([Buffer.from([1, 2]), Buffer.from('ci'), Buffer.from([1]), Buffer.from('p')]);
+    const auth = client();
+    serveSocks(auth.sock, echoDialer(), { auth: { user: 'ci', pass: 'p' }, counters: newProxyCounters() });
+    auth.sock.push(Buffer.concat([Uint8Array.of(5, 1, 2), creds, req]));
+    await tick(); await tick();
+    assert.deepEqual(auth.writes.map((w) => [...w.subarray(0, 6)]), [[5, 2, 1, 0, 5, 0]], 'method, auth and CONNECT replies in one write');
+    const failed = client();
+    serveSocks(failed.sock, echoDialer('ECONNREFUSED'), { counters: newProxyCounters() });
+    failed.sock.push(Buffer.concat([Uint8Array.of(5, 1, 0), req]));
+    await tick(); await tick();
+    assert.deepEqual(failed.writes.map((w) => [...w.subarray(0, 4)]), [[5, 0, 5, Rep.refused]], 'held method reply goes out with the error reply');
+    const lone = client();
+    serveSocks(lone.sock, echoDialer(), { counters: newProxyCounters() });
+    lone.sock.push(Uint8Array.of(5, 1, 0));
+    await tick();
+    assert.deepEqual(lone.writes.map((w) => [...w]), [[5, 0]], 'a client waiting for the method reply gets it without sending more');
+    lone.sock.push(req);
+    await tick(); await tick();
+    assert.equal(lone.writes.length, 2);
+    assert.deepEqual([...lone.writes[1]!.subarray(0, 2)], [5, 0]);
+    for (const c of [together, auth, failed, lone]) c.sock.destroy();
+  });
+
   it('closes on a client that says nothing, and on junk, counting both', async () => {
     const { port, counters } = await proxy('socks', echoDialer(), { ms: 200 });
     const silent = await exchange(port, [], 2000);
