@@ -60,7 +60,7 @@ export async function timingPairings(lab, key, ref, refName, refIp, rounds, log,
           const lines = kind === 'meshd'
             ? meshdTimeline(`${u.stderr}\n${readIf(join(n.dir, 'state', 'meshd.log'))}`, t0, until)
             : tsTimeline(lab.tailscaledLog(n), t0, until, 'subject', opts.timeline === 'all');
-          lines.push(...tsTimeline(lab.tailscaledLog(ref), t0, until, 'ref'));
+          lines.push(...tsTimeline(lab.tailscaledLog(ref), t0, until, 'ref', opts.timeline === 'all'));
           log(lines.sort((a, b) => a[0] - b[0]).map(([ms, what]) => `  ${String(ms).padStart(6)} ${what}`).join('\n'));
         }
         if (kind === 'meshd') lab.meshd(n, ['down']);
