@@ -552,14 +552,7 @@ export class Agent implements LocalBackend {
     if (this.map?.self?.homeDERP === region) return;
     const pass = (): number => {
       if (this.dp !== dp || this.magic !== magic) return 0;
-      let started = 0, seen = 0;
-      for (const p of this.map?.peers.values() ?? []) {
-        if (seen >= HOME_OUT_HANDSHAKES) break;
-        if (p.online === false || !this.appliedPeers.has(p.id)) continue;
-        seen++;
-        if (dp.handshakeIfIdle(p.nodeKey)) started++;
-      }
-      return started;
+      return this.forOnlinePeers((k) => dp.handshakeIfIdle(k));
     };
     void this.waitMap((m) => m.self?.homeDERP === region, SELF_DERP_WAIT_MS).then((out) => {
       if (!out) return;
@@ -580,17 +573,26 @@ export class Agent implements LocalBackend {
   private resendPendingInitiations(again = true): void {
     const dp = this.dp;
     if (!dp) return;
-    let seen = 0, sent = 0;
-    for (const p of this.map?.peers.values() ?? []) {
-      if (seen >= HOME_OUT_HANDSHAKES) break;
-      if (p.online === false || !this.appliedPeers.has(p.id)) continue;
-      seen++;
-      if (dp.resendPendingInitiation(p.nodeKey)) sent++;
-    }
+    const sent = this.forOnlinePeers((k) => dp.resendPendingInitiation(k));
     if (sent === 0) return;
     timeline(`map update: ${sent} pending initiations sent again`);
     // Once more a little later, for a peer that applies the batch after us.
     if (again) setTimeout(() => { if (this.dp === dp) this.resendPendingInitiations(false); }, RESEND_AGAIN_MS).unref();
+  }
+
+  /**
+   * Calls `fn` with the node key of each online peer the data plane has (at most
+   * HOME_OUT_HANDSHAKES of them); returns how many calls returned true.
+   */
+  private forOnlinePeers(fn: (nodeKey: Uint8Array) => boolean): number {
+    let seen = 0, n = 0;
+    for (const p of this.map?.peers.values() ?? []) {
+      if (seen >= HOME_OUT_HANDSHAKES) break;
+      if (p.online === false || !this.appliedPeers.has(p.id)) continue;
+      seen++;
+      if (fn(p.nodeKey)) n++;
+    }
+    return n;
   }
 
   /** Resolves true once the map satisfies `pred` (checked now and at each update), false after ms. */
