@@ -317,17 +317,19 @@ async function chaos() {
         },
       },
       roam: {
-        // The senders' routers (r1, r3) move from .101/.103 to .111/.113; removing the old address
-        // drops masquerade's mappings that used it. Run once per lab (addresses stay moved).
+        // The senders' routers (r1, r3) move from .101/.103 to .111/.113 (and back on the next
+        // repeat); removing the old address drops masquerade's mappings that used it.
         mid: () => {
           for (const p of pairs) {
             const n = p.routers[0];
+            const [from, to] = p.roamed ? [110 + n, 100 + n] : [100 + n, 110 + n];
+            p.roamed = !p.roamed;
             // The new address is a secondary in the same /24: without promote_secondaries, deleting
             // the primary would take it along.
             lab.lab.exec(routerNs(n), ['sysctl', '-qw', 'net.ipv4.conf.wan.promote_secondaries=1']);
-            lab.lab.exec(routerNs(n), ['ip', 'addr', 'add', `198.18.0.${110 + n}/24`, 'dev', 'wan']);
-            lab.lab.exec(p.imp, ['ip', 'route', 'add', `198.18.0.${110 + n}/32`, 'dev', `r${n}`]);
-            lab.lab.exec(routerNs(n), ['ip', 'addr', 'del', `198.18.0.${100 + n}/24`, 'dev', 'wan']);
+            lab.lab.exec(routerNs(n), ['ip', 'addr', 'add', `198.18.0.${to}/24`, 'dev', 'wan']);
+            lab.lab.exec(p.imp, ['ip', 'route', 'replace', `198.18.0.${to}/32`, 'dev', `r${n}`]);
+            lab.lab.exec(routerNs(n), ['ip', 'addr', 'del', `198.18.0.${from}/24`, 'dev', 'wan']);
           }
         },
       },
@@ -429,7 +431,7 @@ async function chaos() {
       const delta = {};
       for (const k of ['txWgDerp', 'rxWgDerp', 'paths.pingsTimedOut', 'dropDerpQueueFull', 'dropTunWaitFull', 'dropUdpWaitFull', 'derp900.dropBackpressure']) delta[k] = (after[k] ?? 0) - (before[k] ?? 0);
       const after2 = counters(m2);
-      for (const k of ['rxWgDerp', 'dropRxReplay', 'rxData', 'dropRxQueueFull', 'dropTunWrite']) delta[`m2.${k}`] = (after2[k] ?? 0) - (before2[k] ?? 0);
+      for (const k of ['rxWgDerp', 'dropRxReplay', 'rxData', 'dropRxQueueFull', 'dropTunWrite', 'paths.failovers', 'paths.pingsTimedOut']) delta[`m2.${k}`] = (after2[k] ?? 0) - (before2[k] ?? 0);
       // Packets m1 also sent over DERP (its path to m2 untrusted or gone) during this scenario.
       pairs[0].row.derpPkts = delta.txWgDerp;
       console.log(`${name}: meshd counters during the transfer (m1 sends, m2 receives) ${JSON.stringify(delta)}${Array.isArray(relayCounters) ? ` relays ${JSON.stringify(relayCounters)}` : ''}`);
