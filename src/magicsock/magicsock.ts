@@ -367,7 +367,7 @@ export class MagicSock implements Bind {
     for (let i = 0; i < actions.length; i++) {
       const a = actions[i]!;
       if (a.kind === 'ping') this.sendDiscoUdp(p, { type: 'ping', txId: a.txId, nodeKey: this.nodePublic, padding: 0 }, a.to);
-      else this.sendCallMeMaybe(p);
+      else this.sendCallMeMaybe(p, a.restun === true);
     }
     actions.length = 0;
   }
@@ -381,7 +381,7 @@ export class MagicSock implements Bind {
   private sendDiscoUdp(p: MagicPeer, msg: DiscoMessage, to: Endpoint): void {
     const shared = this.sharedOf(p);
     if (!shared) return;
-    if (!this.io.sendDatagram(encodeDisco(msg, this.discoPublic, shared), to) && msg.type === 'ping') p.path.onSendError(to);
+    if (!this.io.sendDatagram(encodeDisco(msg, this.discoPublic, shared), to) && msg.type === 'ping') p.path.onPingSendFailed(msg.txId);
   }
 
   private sendDiscoDerp(p: MagicPeer, msg: DiscoMessage, region = this.regionFor(p)): void {
@@ -390,9 +390,10 @@ export class MagicSock implements Bind {
     this.sendDerp(p, encodeDisco(msg, this.discoPublic, shared), region);
   }
 
-  private sendCallMeMaybe(p: MagicPeer): void {
-    // Our endpoints must be fresh for the peer to reach us: re-STUN first when they are old.
-    if (this.derpMap && this.now() - this.reportAt > ENDPOINTS_FRESH_MS) {
+  private sendCallMeMaybe(p: MagicPeer, restun = false): void {
+    // Our endpoints must be fresh for the peer to reach us: re-STUN first when they are old, or
+    // when the path asks (its heartbeat went unanswered: our NAT may have a new address).
+    if (this.derpMap && (restun || this.now() - this.reportAt > ENDPOINTS_FRESH_MS)) {
       void this.netcheck().then(() => this.sendCallMeMaybeNow(p));
       return;
     }
@@ -763,7 +764,9 @@ export class MagicSock implements Bind {
     if (this.closed) return;
     const now = this.now();
     for (const p of this.byNode.values()) {
+      const best = p.path.bestAddr;
       p.path.tick(now, this.actions);
+      if (p.path.bestAddr !== best && p.path.bestAddr !== undefined) this.log(`${p.name}: direct path ${p.path.bestAddr.key} (the old one stopped answering)`);
       if (this.actions.length > 0) this.runActions(p);
     }
     for (const [region, c] of this.derps) {

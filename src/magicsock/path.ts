@@ -31,6 +31,15 @@ export const MAX_CANDIDATES = 100;
  * trusted is answered with a pong and, at most this often, with a ping of our own (see onPingFrom).
  */
 export const PING_BACK_INTERVAL_MS = 1_000;
+/**
+ * A ping to bestAddr unanswered this long (or 3 round trips, if longer) is overdue. An overdue
+ * heartbeat is sent again and, at most every DISCO_PING_INTERVAL_MS, our endpoints are re-STUNed and
+ * sent to the peer in a call-me-maybe (our own NAT may have moved); an overdue ping to bestAddr while
+ * another candidate answered a ping sent no earlier moves bestAddr there (the peer's NAT moved).
+ * Trust itself lapses as in tailscale (6.5 s after the last pong): a lost pong under loss costs no
+ * DERP mirroring, but a moved address is found while the old path is still trusted.
+ */
+export const BEST_OVERDUE_MS = 1_000;
 /** Most pings awaiting a pong per peer. */
 const MAX_PENDING_PINGS = 256;
 
@@ -42,7 +51,7 @@ export type Route = (typeof Route)[keyof typeof Route];
 /** What a PeerPath asks the I/O layer to do. */
 export type PathAction =
   | { kind: 'ping'; to: Endpoint; txId: Uint8Array }
-  | { kind: 'call-me-maybe' };
+  | { kind: 'call-me-maybe'; restun?: boolean };
 
 /** Why a ping was sent; a CLI ping wants to hear about its pong. */
 export type PingPurpose = 'discovery' | 'heartbeat' | 'cli';
@@ -58,6 +67,9 @@ interface Candidate {
   lastPingFrom: number;
   /** Last ping-back to here (onPingFrom). */
   lastPingBack: number;
+  /** When the latest pong from here arrived, and when the ping it answered was sent. */
+  lastPong: number;
+  lastPongPingAt: number;
 }
 
 interface SentPing { to: Endpoint; at: number; purpose: PingPurpose }
@@ -73,6 +85,8 @@ export interface PathCounters {
   callMeMaybeSent: number;
   callMeMaybeReceived: number;
   unknownPongs: number;
+  /** bestAddr moved to another candidate because it stopped answering while that one answered. */
+  failovers: number;
 }
 
 /**
@@ -119,7 +133,7 @@ export class PeerPath {
   /** Until when bestAddr is used without DERP. */
   trustUntil = -Infinity;
   /** Counters. */
-  readonly counters: PathCounters = { pingsSent: 0, pongsReceived: 0, pingsTimedOut: 0, callMeMaybeSent: 0, callMeMaybeReceived: 0, unknownPongs: 0 };
+  readonly counters: PathCounters = { pingsSent: 0, pongsReceived: 0, pingsTimedOut: 0, callMeMaybeSent: 0, callMeMaybeReceived: 0, unknownPongs: 0, failovers: 0 };
   private readonly candidates = new Map<string, Candidate>();
   private readonly pings = new Map<string, SentPing>();
   private readonly newTxId: () => Uint8Array;
@@ -129,6 +143,10 @@ export class PeerPath {
   private nextHeartbeat = Infinity;
   /** Earliest time a discovery round could ping anyone (skips the scan on the hot path). */
   private nextDiscovery = -Infinity;
+  /** A candidate other than bestAddr that answered while bestAddr was trusted (see failover). */
+  private standby: Candidate | undefined;
+  /** The latest heartbeat to bestAddr while it has no pong (see overdue). */
+  private heartbeatPending: SentPing | undefined;
 
   constructor(newTxId: () => Uint8Array) {
     this.newTxId = newTxId;
@@ -166,7 +184,7 @@ export class PeerPath {
     let c = this.candidates.get(e.key);
     if (c === undefined) {
       if (this.candidates.size >= MAX_CANDIDATES) this.pruneOne();
-      c = { ep: e, lastPing: -Infinity, latency: Infinity, fromMap: false, fromCallMeMaybe: false, lastPingFrom: -Infinity, lastPingBack: -Infinity };
+      c = { ep: e, lastPing: -Infinity, latency: Infinity, fromMap: false, fromCallMeMaybe: false, lastPingFrom: -Infinity, lastPingBack: -Infinity, lastPong: -Infinity, lastPongPingAt: -Infinity };
       this.candidates.set(e.key, c);
       this.nextDiscovery = -Infinity;
     }
@@ -180,6 +198,8 @@ export class PeerPath {
   }
 
   private clearBest(): void {
+    this.standby = undefined;
+    this.heartbeatPending = undefined;
     this.bestAddr = undefined;
     this.bestLatency = Infinity;
     this.trustUntil = -Infinity;
@@ -225,13 +245,20 @@ export class PeerPath {
     this.lastCallMeMaybe = now;
   }
 
-  private ping(c: Candidate, now: number, purpose: PingPurpose, out: PathAction[]): void {
+  private ping(c: Candidate, now: number, purpose: PingPurpose, out: PathAction[]): SentPing {
     c.lastPing = now;
     const txId = this.newTxId();
     if (this.pings.size >= MAX_PENDING_PINGS) this.expirePings(now, true);
-    this.pings.set(txKey(txId), { to: c.ep, at: now, purpose });
+    const sp: SentPing = { to: c.ep, at: now, purpose };
+    this.pings.set(txKey(txId), sp);
     this.counters.pingsSent++;
     out.push({ kind: 'ping', to: c.ep, txId });
+    return sp;
+  }
+
+  /** How long a ping to bestAddr may go unanswered before it is overdue. */
+  private overdueMs(otherLatency = 0): number {
+    return Math.max(BEST_OVERDUE_MS, 3 * Math.max(otherLatency, this.bestLatency === Infinity ? 0 : this.bestLatency));
   }
 
   /** A ping for `meshd ping`: to bestAddr if any, else to every candidate. Returns the txids. */
@@ -256,10 +283,15 @@ export class PeerPath {
       return undefined;
     }
     this.pings.delete(k);
+    if (sp === this.heartbeatPending) this.heartbeatPending = undefined;
     this.counters.pongsReceived++;
     const latency = Math.max(0, now - sp.at);
     const c = this.candidates.get(sp.to.key);
-    if (c !== undefined) c.latency = latency;
+    if (c !== undefined) {
+      c.latency = latency;
+      c.lastPong = now;
+      c.lastPongPingAt = sp.at;
+    }
     let becameBest = false;
     if (this.bestAddr === undefined || now >= this.trustUntil || betterAddr(sp.to, latency, this.bestAddr, this.bestLatency)) {
       becameBest = this.bestAddr?.key !== sp.to.key;
@@ -268,8 +300,39 @@ export class PeerPath {
     if (this.bestAddr.key === sp.to.key) {
       this.bestLatency = latency;
       this.trustUntil = now + TRUST_UDP_ADDR_MS;
+    } else if (c !== undefined) {
+      this.standby = c;
+      if (this.failover(now)) becameBest = true;
     }
     return { to: sp.to, latencyMs: latency, purpose: sp.purpose, becameBest };
+  }
+
+  /**
+   * Moves bestAddr to the standby candidate when bestAddr has a ping that is overdue, sent no later
+   * than the standby's answered ping and after bestAddr's latest pong: the peer was reachable at the
+   * standby after bestAddr went quiet. Returns whether it moved.
+   */
+  private failover(now: number): boolean {
+    const s = this.standby;
+    const best = this.bestAddr;
+    if (s === undefined || best === undefined) return false;
+    if (s.ep.key === best.key || now - s.lastPong >= TRUST_UDP_ADDR_MS || this.candidates.get(s.ep.key) !== s) {
+      this.standby = undefined;
+      return false;
+    }
+    const bestPong = this.candidates.get(best.key)?.lastPong ?? -Infinity;
+    const overdue = this.overdueMs(s.latency);
+    let due = false;
+    for (const sp of this.pings.values()) {
+      if (sp.to.key === best.key && sp.at > bestPong && sp.at <= s.lastPongPingAt && now - sp.at >= overdue) { due = true; break; }
+    }
+    if (!due) return false;
+    this.standby = undefined;
+    this.bestAddr = s.ep;
+    this.bestLatency = s.latency;
+    this.trustUntil = s.lastPong + TRUST_UDP_ADDR_MS;
+    this.counters.failovers++;
+    return true;
   }
 
   /**
@@ -283,7 +346,19 @@ export class PeerPath {
   onPingFrom(from: Endpoint, now: number, out?: PathAction[]): void {
     const c = this.candidate(from);
     c.lastPingFrom = now;
-    if (out === undefined || this.trusted(now) || now - c.lastPingBack < PING_BACK_INTERVAL_MS) return;
+    if (out === undefined || now - c.lastPingBack < PING_BACK_INTERVAL_MS) return;
+    const best = this.bestAddr;
+    if (this.trusted(now)) {
+      // The peer's pings come from elsewhere than where we send (its heartbeat goes to its own
+      // bestAddr, from the one socket it has): its NAT may have a new mapping, the old one dead
+      // (roaming, a flushed mapping remade on another port) while our trust runs on for up to
+      // 6.5 s. Ping both now; if only `from` answers, failover moves bestAddr there.
+      if (best!.key === from.key) return;
+      c.lastPingBack = now;
+      this.ping(c, now, 'discovery', out);
+      this.ping(this.candidate(best!), now, 'heartbeat', out);
+      return;
+    }
     c.lastPingBack = now;
     this.ping(c, now, 'discovery', out);
   }
@@ -312,11 +387,16 @@ export class PeerPath {
     if (!this.trusted(now) && now - this.lastCallMeMaybe >= DISCO_PING_INTERVAL_MS) this.callMeMaybe(now, out);
   }
 
-  /** Sending to bestAddr failed in a way that means it cannot work: forget it. */
-  onSendError(ep: Endpoint): void {
-    if (this.bestAddr?.key === ep.key) this.clearBest();
-    const c = this.candidates.get(ep.key);
-    if (c) c.latency = Infinity;
+  /**
+   * A ping could not be sent (the kernel refused it: socket buffer full past the wait budget, no
+   * route): forget it, as tailscale's forgetDiscoPing does. The path is kept: a send error says
+   * nothing about the peer, and under a heavy transfer a full socket buffer would otherwise drop a
+   * working bestAddr and put every packet on DERP.
+   */
+  onPingSendFailed(txId: Uint8Array): void {
+    const sp = this.pings.get(txKey(txId));
+    if (sp !== undefined && sp === this.heartbeatPending) this.heartbeatPending = undefined;
+    this.pings.delete(txKey(txId));
   }
 
   private expirePings(now: number, all = false): void {
@@ -335,6 +415,22 @@ export class PeerPath {
    * slow and a minute has passed. Also expires lost pings and forgets stale ping-learned candidates.
    */
   tick(now: number, out: PathAction[]): void {
+    if (this.standby !== undefined) this.failover(now);
+    const hb = this.heartbeatPending;
+    if (hb !== undefined && now - hb.at >= this.overdueMs()) {
+      this.heartbeatPending = undefined;
+      if (this.trusted(now) && hb.to.key === this.bestAddr!.key) {
+        // Our heartbeat went unanswered: ask again, and tell the peer where we are now. If our NAT
+        // moved (roaming), the peer's NAT drops our packets from the new address until the peer
+        // sends there; the call-me-maybe, with endpoints STUN just found, makes it ping us.
+        this.ping(this.candidate(hb.to), now, 'heartbeat', out);
+        if (now - this.lastCallMeMaybe >= DISCO_PING_INTERVAL_MS) {
+          out.push({ kind: 'call-me-maybe', restun: true });
+          this.counters.callMeMaybeSent++;
+          this.lastCallMeMaybe = now;
+        }
+      }
+    }
     this.expirePings(now);
     if (now < this.nextHeartbeat) return;
     if (now - this.lastSend > SESSION_ACTIVE_TIMEOUT_MS) {
@@ -347,10 +443,14 @@ export class PeerPath {
       }
       return;
     }
-    this.nextHeartbeat = now + HEARTBEAT_MS;
+    // On a 3 s grid, as tailscale's timer: the tick (TICK_MS, later under load) would otherwise add
+    // its lateness to every interval, and two of them past 3.25 s put the second heartbeat's pong
+    // after the 6.5 s trust, so one lost pong lapsed the path where tailscale needs two.
+    this.nextHeartbeat = this.nextHeartbeat + HEARTBEAT_MS > now ? this.nextHeartbeat + HEARTBEAT_MS : now + HEARTBEAT_MS;
     if (this.bestAddr !== undefined) {
       const c = this.candidate(this.bestAddr);
-      this.ping(c, now, 'heartbeat', out);
+      const sp = this.ping(c, now, 'heartbeat', out);
+      if (this.heartbeatPending === undefined) this.heartbeatPending = sp;
     }
     const untrusted = !this.trusted(now);
     const slowAndStale = this.bestLatency > GOOD_ENOUGH_LATENCY_MS && now - this.lastFullPing >= UPGRADE_INTERVAL_MS;

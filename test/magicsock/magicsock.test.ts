@@ -25,6 +25,8 @@ describe('MagicSock over an in-memory network', () => {
   const queue: { to: string; from: string; data: Uint8Array }[] = [];
   const sides = new Map<string, Side>();
   const wgIn: { side: string; len: number }[] = [];
+  /** The kernel refuses every send (a full socket buffer past the wait budget). */
+  let refuse = false;
   function make(addr: string): Side {
     const endpoints = new Endpoints();
     const node = generateKeyPair(), disco = generateKeyPair();
@@ -32,7 +34,7 @@ describe('MagicSock over an in-memory network', () => {
     s.ms = new MagicSock({
       io: {
         endpoints, listenPort: 41641,
-        sendDatagram: (data: Uint8Array, to: Endpoint) => { queue.push({ to: to.key, from: addr, data: data.slice() }); return true; },
+        sendDatagram: (data: Uint8Array, to: Endpoint) => { if (refuse) return false; queue.push({ to: to.key, from: addr, data: data.slice() }); return true; },
         receiveWireGuard: (_b: Uint8Array, _o: number, len: number) => { wgIn.push({ side: addr, len }); },
       },
       nodePrivate: node.privateKey, discoPrivate: disco.privateKey, log: () => {}, derpHttp: false,
@@ -66,6 +68,18 @@ describe('MagicSock over an in-memory network', () => {
     assert.equal(a.ms.route(vepB, wg, 0, 32)?.key, '10.0.0.2:41641');
     assert.equal(a.ms.pathOf(b.node.publicKey)?.direct, '10.0.0.2:41641');
     assert.equal(b.ms.counters.pongsSent, 1);
+  });
+
+  it('keeps the direct path when a ping cannot be sent (only the ping is forgotten, as in tailscale)', async () => {
+    // Under a heavy transfer the socket buffer can be full past the wait budget: the send fails but
+    // says nothing about the peer. Dropping bestAddr there put every packet on DERP.
+    const wg = new Uint8Array(64);
+    refuse = true;
+    const r = a.ms.ping(b.node.publicKey, 20);
+    refuse = false;
+    assert.equal(await r, undefined, 'no pong: the ping never left');
+    assert.equal(a.ms.route(vepB, wg, 0, 32)?.key, '10.0.0.2:41641', 'still direct');
+    assert.equal(a.ms.pathOf(b.node.publicKey)?.direct, '10.0.0.2:41641');
   });
 
   it('drops random bytes, truncated disco, forged boxes and unknown senders, counting each', () => {

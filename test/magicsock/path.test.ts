@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Endpoints } from '../../src/net/endpoint.ts';
 import {
-  betterAddr, HEARTBEAT_MS, PeerPath, PING_BACK_INTERVAL_MS, PING_TIMEOUT_MS, Route, SESSION_ACTIVE_TIMEOUT_MS, TRUST_UDP_ADDR_MS, type PathAction,
+  BEST_OVERDUE_MS, betterAddr, HEARTBEAT_MS, PeerPath, PING_BACK_INTERVAL_MS, PING_TIMEOUT_MS, Route, SESSION_ACTIVE_TIMEOUT_MS, TRUST_UDP_ADDR_MS, type PathAction,
 } from '../../src/magicsock/path.ts';
 
 const eps = new Endpoints();
@@ -164,5 +164,177 @@ describe('PeerPath', () => {
     assert.equal(betterAddr(a, 1, b, 10), true);
     assert.equal(betterAddr(a, 9.95, b, 10), false);
     assert.equal(betterAddr(a, 5, undefined, Infinity), true);
+  });
+
+  /**
+   * A peer whose NAT moves: until `roamAt` everything to `old` is answered; after it, pings to `old`
+   * are lost and the peer's heartbeats come from `moved` every 3 s (the first `firstPingAfter` ms
+   * after the move), and our pings to `moved` are answered in 1 ms. `oldAlive` keeps `old`
+   * answering too (the peer just sends from another address). Returns when `p` sent to `moved` by
+   * UDP, or over DERP, or neither within 10 s.
+   */
+  function roam(p: PeerPath, old: ReturnType<typeof eps.parse>, moved: ReturnType<typeof eps.parse>, roamAt: number, firstPingAfter: number, oldAlive = false) {
+    const pending: { txId: Uint8Array; at: number; to: string }[] = [];
+    const handle = (o: PathAction[], t: number) => { for (const x of pings(o)) pending.push({ txId: x.txId, at: t, to: x.to.key }); };
+    let nextPeerPing = roamAt + firstPingAfter;
+    let udpToMoved = -1, derp = -1;
+    for (let t = 0; t < roamAt + 10_000; t += 10) {
+      // Answers: 1 ms, for pings to old before the move (or while oldAlive), to moved after it.
+      for (let i = pending.length - 1; i >= 0; i--) {
+        const q = pending[i]!;
+        if (t - q.at < 1) continue;
+        pending.splice(i, 1);
+        const answered = q.to === old.key ? q.at < roamAt || oldAlive : q.at >= roamAt;
+        if (answered) p.onPong(q.txId, t);
+      }
+      if (t >= nextPeerPing) {
+        const o: PathAction[] = [];
+        p.onPingFrom(moved, t, o);
+        handle(o, t);
+        nextPeerPing += HEARTBEAT_MS;
+      }
+      const o: PathAction[] = [];
+      const r = p.noteSend(t, o);
+      p.tick(t, o);
+      handle(o, t);
+      if (t < roamAt) continue;
+      if (r & Route.udp && p.bestAddr?.key === moved.key && udpToMoved < 0) udpToMoved = t - roamAt;
+      if (r & Route.derp && derp < 0) derp = t - roamAt;
+      if (udpToMoved >= 0 && t - roamAt > 5000) break;
+    }
+    return { udpToMoved, derp };
+  }
+
+  it('moves to the address the peer now pings from when the old one stops answering (roaming), well before trust lapses', () => {
+    const old = eps.parse('198.18.0.101:41641'), moved = eps.parse('198.18.0.111:41641');
+    const p = newPath();
+    p.setMapEndpoints([old]);
+    const o: PathAction[] = [];
+    p.noteSend(0, o);
+    p.onPong(pings(o)[0]!.txId, 1);
+    // The move right after a heartbeat's pong: trust runs 6.5 s more. tailscale sends on to the dead
+    // mapping until then; here the peer's first ping from its new address, 0.5 s later, starts the switch.
+    const roamAt = 3 * HEARTBEAT_MS + 20;
+    const r = roam(p, old, moved, roamAt, 500);
+    assert.ok(r.udpToMoved >= 0, 'went direct to the new address');
+    assert.ok(r.udpToMoved <= 500 + BEST_OVERDUE_MS + 300, `direct to the new address ${r.udpToMoved} ms after the move`);
+    assert.equal(r.derp, -1, 'never needed DERP');
+    assert.equal(p.counters.failovers, 1);
+    assert.equal(p.trusted(roamAt + r.udpToMoved), true);
+  });
+
+  it('keeps its address when the peer pings from another one that also answers (asymmetric paths)', () => {
+    const old = eps.parse('198.19.1.2:41641'), other = eps.parse('198.18.0.101:41641');
+    const p = newPath();
+    p.setMapEndpoints([old]);
+    const o: PathAction[] = [];
+    p.noteSend(0, o);
+    p.onPong(pings(o)[0]!.txId, 1);
+    const r = roam(p, old, other, 3 * HEARTBEAT_MS + 20, 500, true);
+    assert.equal(r.udpToMoved, -1);
+    assert.equal(r.derp, -1);
+    assert.equal(p.bestAddr?.key, old.key);
+    assert.equal(p.counters.failovers, 0);
+  });
+
+  it('lapses only after two lost heartbeat pongs in a row, also when the ticks run late', () => {
+    // tailscale heartbeats on a 3 s timer and trusts a pong 6.5 s: one lost pong is covered by the
+    // next heartbeat. Here heartbeats ride a 250 ms tick that runs late under load (330 ms apart):
+    // without a fixed grid each interval was 3.3 s and one lost pong lapsed the path.
+    const p = newPath();
+    p.setMapEndpoints([eps.parse('198.18.0.10:41641')]);
+    const out: PathAction[] = [];
+    p.noteSend(0, out);
+    p.onPong(pings(out)[0]!.txId, 1);
+    let heartbeats = 0;
+    for (let t = 0; t < 60_000; t += 330) {
+      assert.equal(p.noteSend(t, []), Route.udp, `UDP alone at ${t} (heartbeat ${heartbeats})`);
+      const o: PathAction[] = [];
+      p.tick(t, o);
+      for (const x of pings(o)) {
+        // Every other heartbeat's pong is lost (never two in a row).
+        if (++heartbeats % 2 === 0) continue;
+        p.onPong(x.txId, t + 1);
+      }
+    }
+    assert.ok(heartbeats >= 18, `${heartbeats} heartbeats`);
+  });
+
+  it('forgets a ping that could not be sent without touching the path', () => {
+    const p = newPath();
+    const a = eps.parse('198.18.0.10:41641');
+    p.setMapEndpoints([a]);
+    const out: PathAction[] = [];
+    p.noteSend(0, out);
+    p.onPong(pings(out)[0]!.txId, 1);
+    const o: PathAction[] = [];
+    p.tick(HEARTBEAT_MS, o);
+    p.onPingSendFailed(pings(o)[0]!.txId);
+    assert.equal(p.bestAddr?.key, a.key);
+    assert.equal(p.noteSend(HEARTBEAT_MS + 1, []), Route.udp);
+    p.tick(HEARTBEAT_MS + PING_TIMEOUT_MS + 1, []);
+    assert.equal(p.counters.pingsTimedOut, 0, 'not counted as lost');
+  });
+
+  it("when its own NAT moves (the peer's NAT filters the new address), both sides go direct on it before trust lapses", () => {
+    // a sits behind a NAT whose public address changes from A0 to A1 at roamAt; the old mapping is
+    // gone, and b's NAT drops what comes from A1 until b has sent there (easy NATs filter by
+    // endpoint). tailscale sends on to A0 until trust lapses 6.5 s after the last pong (both sides),
+    // then over DERP. Here a's unanswered heartbeat makes it re-STUN and send a call-me-maybe with
+    // A1; b pings A1 (opening its NAT) and A0, and moves to A1 when only A1 answers.
+    const A0 = eps.parse('198.18.0.101:41641'), A1 = eps.parse('198.18.0.111:41641'), B = eps.parse('198.18.0.102:41641');
+    const a = newPath(), b = newPath();
+    a.setMapEndpoints([B]);
+    b.setMapEndpoints([A0]);
+    const roamAt = 18_010; // just after the heartbeat round at 18 s: trust would run 6.5 s more
+    let bOpened = false; // b sent to A1: its NAT lets A1 in
+    const aAddr = (t: number) => (t < roamAt ? A0 : A1);
+    type Flight = { at: number; run: () => void };
+    let flights: Flight[] = [];
+    const send = (side: 'a' | 'b', o: PathAction[], t: number) => {
+      for (const x of o) {
+        if (x.kind === 'call-me-maybe') {
+          // Over DERP, 100 ms (with a re-STUN first when asked): the sender's current address.
+          if (side === 'a') { const eps2 = [aAddr(t + 100)]; flights.push({ at: t + 100, run: () => { const q: PathAction[] = []; b.onCallMeMaybe(eps2, t + 100, q); send('b', q, t + 100); } }); }
+          else flights.push({ at: t + 100, run: () => { const q: PathAction[] = []; a.onCallMeMaybe([B], t + 100, q); send('a', q, t + 100); } });
+          continue;
+        }
+        if (side === 'a') {
+          // a -> B from a's current address; b's NAT lets it in if it is A0 or b opened A1.
+          const from = aAddr(t);
+          if (from.key === A1.key && !bOpened) continue;
+          flights.push({ at: t + 1, run: () => { const q: PathAction[] = []; b.onPingFrom(from, t + 1, q); send('b', q, t + 1); a.onPong(x.txId, t + 2); } });
+        } else {
+          if (x.to.key === A1.key && t >= roamAt) bOpened = true;
+          const alive = x.to.key === aAddr(t).key;
+          if (alive) flights.push({ at: t + 1, run: () => { const q: PathAction[] = []; a.onPingFrom(B, t + 1, q); send('a', q, t + 1); b.onPong(x.txId, t + 2); } });
+        }
+      }
+    };
+    let resumed = -1;
+    for (let t = 0; t < roamAt + 10_000 && resumed < 0; t += 10) {
+      const due = flights.filter((f) => f.at <= t);
+      flights = flights.filter((f) => f.at > t);
+      for (const f of due) f.run();
+      const oa: PathAction[] = [], ob: PathAction[] = [];
+      const ra = a.noteSend(t, oa), rb = b.noteSend(t, ob);
+      if (t % 250 === 0) { a.tick(t, oa); b.tick(t, ob); }
+      send('a', oa, t);
+      send('b', ob, t);
+      if (t < roamAt) {
+        if (t > 1000) assert.ok(ra === Route.udp && rb === Route.udp, `direct before the move (${t})`);
+        continue;
+      }
+      const aToB = (ra & Route.derp) !== 0 || (aAddr(t).key === A0.key || bOpened);
+      const bToA = (rb & Route.derp) !== 0 || ((rb & Route.udp) !== 0 && b.bestAddr?.key === aAddr(t).key);
+      if (aToB && bToA) resumed = t - roamAt;
+    }
+    // The move lands just after a heartbeat round (the worst phase here): a's next heartbeat is
+    // 3 s on, overdue 1 s later.
+    assert.ok(resumed >= 0, 'resumed');
+    assert.ok(resumed < HEARTBEAT_MS + BEST_OVERDUE_MS + 500, `resumed ${resumed} ms after the move`);
+    assert.equal(b.bestAddr?.key, A1.key, 'b sends to the new address');
+    assert.equal(b.counters.failovers, 1);
+    assert.equal(a.trusted(roamAt + resumed), true, 'a never lapsed');
   });
 });
