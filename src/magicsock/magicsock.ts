@@ -35,6 +35,8 @@ export const DERP_INACTIVE_MS = 60_000;
 export const DERP_QUEUE_DEPTH = 32;
 /** Own endpoints older than this are re-STUNed before a call-me-maybe (endpointsFreshEnoughDuration). */
 export const ENDPOINTS_FRESH_MS = 27_000;
+/** A path's re-STUN request (its heartbeat went unanswered) is skipped if netcheck ran this recently: many peers going quiet at once cost one netcheck. */
+export const RESTUN_MIN_MS = 2_000;
 /** Budget of the HTTPS latency checks when UDP is blocked (netcheck's remaining report time). */
 const HTTPS_LATENCY_TIMEOUT_MS = 2_000;
 /** A region we got a DERP packet from this recently is reachable (PreferredDERPFrameTime). */
@@ -393,7 +395,8 @@ export class MagicSock implements Bind {
   private sendCallMeMaybe(p: MagicPeer, restun = false): void {
     // Our endpoints must be fresh for the peer to reach us: re-STUN first when they are old, or
     // when the path asks (its heartbeat went unanswered: our NAT may have a new address).
-    if (this.derpMap && (restun || this.now() - this.reportAt > ENDPOINTS_FRESH_MS)) {
+    const age = this.now() - this.reportAt;
+    if (this.derpMap && (age > ENDPOINTS_FRESH_MS || (restun && age > RESTUN_MIN_MS))) {
       void this.netcheck().then(() => this.sendCallMeMaybeNow(p));
       return;
     }
