@@ -33,8 +33,10 @@ export const MAX_CANDIDATES = 100;
 export const PING_BACK_INTERVAL_MS = 1_000;
 /**
  * A ping to bestAddr unanswered this long (or 3 round trips, if longer) is overdue. An overdue
- * heartbeat is sent again and, at most every DISCO_PING_INTERVAL_MS, our endpoints are re-STUNed and
- * sent to the peer in a call-me-maybe (our own NAT may have moved); an overdue ping to bestAddr while
+ * heartbeat is sent again; if that one is overdue too, at most every DISCO_PING_INTERVAL_MS, our
+ * endpoints are re-STUNed and sent to the peer in a call-me-maybe (our own NAT may have moved: the
+ * peer's NAT drops what comes from our new address until the peer sends there; two misses in a row
+ * as in tailscale's lapse, so a lossy path rarely pays a netcheck). An overdue ping to bestAddr while
  * another candidate answered a ping sent no earlier moves bestAddr there (the peer's NAT moved).
  * Trust itself lapses as in tailscale (6.5 s after the last pong): a lost pong under loss costs no
  * DERP mirroring, but a moved address is found while the old path is still trusted.
@@ -145,8 +147,9 @@ export class PeerPath {
   private nextDiscovery = -Infinity;
   /** A candidate other than bestAddr that answered while bestAddr was trusted (see failover). */
   private standby: Candidate | undefined;
-  /** The latest heartbeat to bestAddr while it has no pong (see overdue). */
+  /** The latest heartbeat to bestAddr while it has no pong, and the re-sent one (see BEST_OVERDUE_MS). */
   private heartbeatPending: SentPing | undefined;
+  private reprobePending: SentPing | undefined;
 
   constructor(newTxId: () => Uint8Array) {
     this.newTxId = newTxId;
@@ -200,6 +203,7 @@ export class PeerPath {
   private clearBest(): void {
     this.standby = undefined;
     this.heartbeatPending = undefined;
+    this.reprobePending = undefined;
     this.bestAddr = undefined;
     this.bestLatency = Infinity;
     this.trustUntil = -Infinity;
@@ -284,6 +288,7 @@ export class PeerPath {
     }
     this.pings.delete(k);
     if (sp === this.heartbeatPending) this.heartbeatPending = undefined;
+    if (sp === this.reprobePending) this.reprobePending = undefined;
     this.counters.pongsReceived++;
     const latency = Math.max(0, now - sp.at);
     const c = this.candidates.get(sp.to.key);
@@ -396,6 +401,7 @@ export class PeerPath {
   onPingSendFailed(txId: Uint8Array): void {
     const sp = this.pings.get(txKey(txId));
     if (sp !== undefined && sp === this.heartbeatPending) this.heartbeatPending = undefined;
+    if (sp !== undefined && sp === this.reprobePending) this.reprobePending = undefined;
     this.pings.delete(txKey(txId));
   }
 
@@ -418,17 +424,20 @@ export class PeerPath {
     if (this.standby !== undefined) this.failover(now);
     const hb = this.heartbeatPending;
     if (hb !== undefined && now - hb.at >= this.overdueMs()) {
+      // Our heartbeat went unanswered: ask again at once rather than at the next heartbeat.
       this.heartbeatPending = undefined;
-      if (this.trusted(now) && hb.to.key === this.bestAddr!.key) {
-        // Our heartbeat went unanswered: ask again, and tell the peer where we are now. If our NAT
-        // moved (roaming), the peer's NAT drops our packets from the new address until the peer
-        // sends there; the call-me-maybe, with endpoints STUN just found, makes it ping us.
-        this.ping(this.candidate(hb.to), now, 'heartbeat', out);
-        if (now - this.lastCallMeMaybe >= DISCO_PING_INTERVAL_MS) {
-          out.push({ kind: 'call-me-maybe', restun: true });
-          this.counters.callMeMaybeSent++;
-          this.lastCallMeMaybe = now;
-        }
+      if (this.trusted(now) && hb.to.key === this.bestAddr!.key) this.reprobePending = this.ping(this.candidate(hb.to), now, 'heartbeat', out);
+    }
+    const rp = this.reprobePending;
+    if (rp !== undefined && now - rp.at >= this.overdueMs()) {
+      // Unanswered again: tell the peer where we are now. If our NAT moved (roaming), the peer's NAT
+      // drops our packets from the new address until the peer sends there; the call-me-maybe, with
+      // the endpoints STUN finds now, makes it ping us there.
+      this.reprobePending = undefined;
+      if (this.trusted(now) && rp.to.key === this.bestAddr!.key && now - this.lastCallMeMaybe >= DISCO_PING_INTERVAL_MS) {
+        out.push({ kind: 'call-me-maybe', restun: true });
+        this.counters.callMeMaybeSent++;
+        this.lastCallMeMaybe = now;
       }
     }
     this.expirePings(now);
