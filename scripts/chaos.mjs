@@ -429,7 +429,7 @@ async function chaos() {
       }));
       const after = counters(m1);
       const delta = {};
-      for (const k of ['txWgDerp', 'rxWgDerp', 'paths.pingsTimedOut', 'dropDerpQueueFull', 'dropTunWaitFull', 'dropUdpWaitFull', 'derp900.dropBackpressure']) delta[k] = (after[k] ?? 0) - (before[k] ?? 0);
+      for (const k of ['txWgDerp', 'rxWgDerp', 'paths.pingsTimedOut', 'paths.lapses', 'paths.failovers', 'dropDerpQueueFull', 'dropTunWaitFull', 'dropUdpWaitFull', 'derp900.dropBackpressure']) delta[k] = (after[k] ?? 0) - (before[k] ?? 0);
       const after2 = counters(m2);
       for (const k of ['rxWgDerp', 'dropRxReplay', 'rxData', 'dropRxQueueFull', 'dropTunWrite', 'paths.failovers', 'paths.pingsTimedOut']) delta[`m2.${k}`] = (after2[k] ?? 0) - (before2[k] ?? 0);
       // Packets m1 also sent over DERP (its path to m2 untrusted or gone) during this scenario.

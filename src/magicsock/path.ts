@@ -89,6 +89,8 @@ export interface PathCounters {
   unknownPongs: number;
   /** bestAddr moved to another candidate because it stopped answering while that one answered. */
   failovers: number;
+  /** Times the trust in bestAddr ran out while it was kept (seen at a tick): packets then go both ways. */
+  lapses: number;
 }
 
 /**
@@ -135,7 +137,7 @@ export class PeerPath {
   /** Until when bestAddr is used without DERP. */
   trustUntil = -Infinity;
   /** Counters. */
-  readonly counters: PathCounters = { pingsSent: 0, pongsReceived: 0, pingsTimedOut: 0, callMeMaybeSent: 0, callMeMaybeReceived: 0, unknownPongs: 0, failovers: 0 };
+  readonly counters: PathCounters = { pingsSent: 0, pongsReceived: 0, pingsTimedOut: 0, callMeMaybeSent: 0, callMeMaybeReceived: 0, unknownPongs: 0, failovers: 0, lapses: 0 };
   private readonly candidates = new Map<string, Candidate>();
   private readonly pings = new Map<string, SentPing>();
   private readonly newTxId: () => Uint8Array;
@@ -150,6 +152,8 @@ export class PeerPath {
   /** The latest heartbeat to bestAddr while it has no pong, and the re-sent one (see BEST_OVERDUE_MS). */
   private heartbeatPending: SentPing | undefined;
   private reprobePending: SentPing | undefined;
+  /** Whether bestAddr was trusted at the last tick (counts lapses). */
+  private trustedAtTick = false;
 
   constructor(newTxId: () => Uint8Array) {
     this.newTxId = newTxId;
@@ -421,6 +425,9 @@ export class PeerPath {
    * slow and a minute has passed. Also expires lost pings and forgets stale ping-learned candidates.
    */
   tick(now: number, out: PathAction[]): void {
+    const trusted = this.trusted(now);
+    if (this.trustedAtTick && !trusted && this.bestAddr !== undefined) this.counters.lapses++;
+    this.trustedAtTick = trusted;
     if (this.standby !== undefined) this.failover(now);
     const hb = this.heartbeatPending;
     if (hb !== undefined && now - hb.at >= this.overdueMs()) {

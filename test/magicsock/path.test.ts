@@ -85,6 +85,7 @@ describe('PeerPath', () => {
     let t = 0;
     for (; t < 20_000 && p.bestAddr !== undefined; t += 100) { p.noteSend(t, []); p.tick(t, []); }
     assert.equal(p.bestAddr, undefined, 'best address forgotten');
+    assert.equal(p.counters.lapses, 1, 'one lapse counted');
     assert.ok(t <= TRUST_UDP_ADDR_MS + HEARTBEAT_MS + PING_TIMEOUT_MS + 200, `after ${t} ms`);
     assert.equal(p.noteSend(t, []), Route.derp);
   });
@@ -259,6 +260,7 @@ describe('PeerPath', () => {
       assert.equal(o.filter((a) => a.kind === 'call-me-maybe').length, 0, `no call-me-maybe (re-STUN) on one lost pong (${t})`);
     }
     assert.ok(heartbeats >= 18, `${heartbeats} heartbeats`);
+    assert.equal(p.counters.lapses, 0);
   });
 
   it('forgets a ping that could not be sent without touching the path', () => {
