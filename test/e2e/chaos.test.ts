@@ -71,4 +71,22 @@ describe('meshd under underlay loss and NAT mapping flushes (real headscale)', {
     });
     await waitFor('traffic to flow again after the flush', () => lab.ping(a, bIp, 1), 30_000, 500);
   });
+
+  it("moves 16 MiB intact when a's NAT gets a new public address mid-transfer, and b goes direct to the new one", async () => {
+    // Roaming under magicsock: a's router moves from .101 to .111 (the old mappings go with the old
+    // address), and b's NAT drops what comes from .111 until b has sent there.
+    const r = routers[0]!;
+    await transfer(4 * BYTES, () => {
+      lab.lab.exec(r, ['sysctl', '-qw', 'net.ipv4.conf.wan.promote_secondaries=1']);
+      lab.lab.exec(r, ['ip', 'addr', 'add', '198.18.0.111/24', 'dev', 'wan']);
+      lab.lab.exec(r, ['ip', 'addr', 'del', '198.18.0.101/24', 'dev', 'wan']);
+    });
+    let seen: string | null = null;
+    await waitFor("b's direct path to a's new address", async () => {
+      lab.ping(a, bIp, 1);
+      seen = await lab.directPath(b, 'meshd', 'a');
+      return seen?.startsWith('198.18.0.111:') === true;
+    }, 30_000, 500).catch((e: Error) => { throw new Error(`${e.message} (b's path to a: ${seen})`); });
+    assert.ok(await lab.directPath(a, 'meshd', 'b'), 'a direct to b');
+  });
 });
