@@ -60,6 +60,9 @@
 // Later (same machine, load 8-16): loss10 after ACKs stopped sharing GSO skbs, 5 runs meshd 15.5,
 //   13.2, 300+, 55.1, 10.9 vs tailscaled 6.4, 7.4, 38.9, 92.7, 144.6 (7 runs before: meshd median
 //   157.7 with three 300+, tailscaled median 12.1); derpdown with DERP liveness pings: see README
+// Roam after the moved-mapping change (6 runs, shared machine): resume meshd 1.2-6.2 s, tailscaled
+//   6.1-8.6 s when it had been direct (3.6/7.3, 1.2/0, 3.6/7.3, 6.2/8.6, 2.4/6.1, 1.2/7.4); loss10
+//   with heartbeats on a 3 s grid: meshd 46.3, 122.1, 116.4 vs tailscaled 192.9, 19.0, 300+
 //
 //   npm run build && sudo node scripts/chaos.mjs [--mb 64] [--only loss10,delay50] [--down-seconds 20]
 //   --ss FILE appends the TCP senders' `ss -ti` line every second (cwnd, rto, backoff, retrans)
