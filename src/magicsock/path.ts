@@ -41,7 +41,7 @@ export const PING_BACK_INTERVAL_MS = 1_000;
  * Trust itself lapses as in tailscale (6.5 s after the last pong): a lost pong under loss costs no
  * DERP mirroring, but a moved address is found while the old path is still trusted.
  */
-export const BEST_OVERDUE_MS = 1_000;
+export const BEST_OVERDUE_MS = 500;
 /** Most pings awaiting a pong per peer. */
 const MAX_PENDING_PINGS = 256;
 
