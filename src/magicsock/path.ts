@@ -448,6 +448,13 @@ export class PeerPath {
       }
     }
     this.expirePings(now);
+    // A kept bestAddr whose trust ran out (packets now mirrored to DERP, at full rate under a bulk
+    // transfer): while traffic flows, ping it each overdue interval rather than at the next
+    // heartbeat, up to 3 s on, so the first pong ends the mirroring. tailscale waits for the heartbeat.
+    if (this.bestAddr !== undefined && this.nextHeartbeat !== Infinity && !this.trusted(now)) {
+      const bc = this.candidates.get(this.bestAddr.key);
+      if (bc !== undefined && now - bc.lastPing >= this.overdueMs()) this.ping(bc, now, 'heartbeat', out);
+    }
     if (now < this.nextHeartbeat) return;
     if (now - this.lastSend > SESSION_ACTIVE_TIMEOUT_MS) {
       this.nextHeartbeat = Infinity;

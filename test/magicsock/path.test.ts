@@ -341,4 +341,28 @@ describe('PeerPath', () => {
     assert.equal(b.counters.failovers, 1);
     assert.equal(a.trusted(roamAt + resumed), true, 'a never lapsed');
   });
+
+  it('ends a lapse at the first pong of a ping re-sent every 0.5 s, not at the next heartbeat', () => {
+    // Under loss three misses in a row lapse the path; every packet is then mirrored to DERP until
+    // a pong, at full rate under a bulk transfer (36,867 packets in one loss10 run).
+    const p = newPath();
+    p.setMapEndpoints([eps.parse('198.18.0.10:41641')]);
+    const out: PathAction[] = [];
+    p.noteSend(0, out);
+    p.onPong(pings(out)[0]!.txId, 1);
+    const deaf = { from: 10_000, until: -1 }; // pongs lost from 10 s until the lapse
+    let lapsedAt = -1, backAt = -1;
+    for (let t = 0; t < 40_000 && backAt < 0; t += 50) {
+      const o: PathAction[] = [];
+      const r = p.noteSend(t, o);
+      if (t > deaf.from && r !== Route.udp && lapsedAt < 0) { lapsedAt = t; deaf.until = t; }
+      if (lapsedAt >= 0 && r === Route.udp) backAt = t;
+      p.tick(t, o);
+      for (const x of pings(o)) if (t < deaf.from || (deaf.until >= 0 && t >= deaf.until)) p.onPong(x.txId, t + 1);
+    }
+    assert.ok(lapsedAt > 0, 'lapsed');
+    assert.ok(backAt > 0, 'trusted again');
+    assert.ok(backAt - lapsedAt <= BEST_OVERDUE_MS + 100, `mirrored for ${backAt - lapsedAt} ms`);
+    assert.equal(p.counters.lapses, 1);
+  });
 });
