@@ -62,7 +62,9 @@
 //   157.7 with three 300+, tailscaled median 12.1); derpdown with DERP liveness pings: see README
 // Roam after the moved-mapping change (6 runs, shared machine): resume meshd 1.2-6.2 s, tailscaled
 //   6.1-8.6 s when it had been direct (3.6/7.3, 1.2/0, 3.6/7.3, 6.2/8.6, 2.4/6.1, 1.2/7.4); loss10
-//   with heartbeats on a 3 s grid: meshd 46.3, 122.1, 116.4 vs tailscaled 192.9, 19.0, 300+
+//   with heartbeats on a 3 s grid: meshd 46.3, 122.1, 116.4 vs tailscaled 192.9, 19.0, 300+; final
+//   version: roam resume 4.9/7.3, 2.4/6.1; loss10 154.5, 211.0, 167.7 vs 8.8, 7.0, 12.2 (meshd direct
+//   throughout, <= 7 packets on DERP: the inner TCP's tail, see README)
 //
 //   npm run build && sudo node scripts/chaos.mjs [--mb 64] [--only loss10,delay50] [--down-seconds 20]
 //   --ss FILE appends the TCP senders' `ss -ti` line every second (cwnd, rto, backoff, retrans)
