@@ -101,7 +101,7 @@ function perfAround(who, pid, name, fn) {
     try { return fn(); } finally { p.kill('SIGINT'); spawnSync('sleep', ['0.5']); }
   }
   if (!perfDir || who !== 'mu') return fn();
-  const p = spawnAsync('perf', ['record', '-q', '-F', '999', '-g', '-p', String(pid), '-o', join(perfDir, `${name}.data`)], { stdio: 'ignore' });
+  const p = spawnAsync('perf', ['record', '-q', '-F', process.env.PERF_FREQ ?? '999', '-g', '-p', String(pid), '-o', join(perfDir, `${name}.data`)], { stdio: 'ignore' });
   spawnSync('sleep', ['0.3']);
   try { return fn(); } finally { p.kill('SIGINT'); spawnSync('sleep', ['1']); }
 }
