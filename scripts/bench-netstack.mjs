@@ -10,6 +10,8 @@
 //     [--subject-flags 'FLAGS']  Node flags for the meshd under test only (not --base)
 //     [--agent-log FILE]  append each meshd daemon's output to FILE.<node>
 //     [--strace DIR] count each agent's system calls per phase (strace -c; DIR/<node>-<phase>.txt; numbers skewed)
+//     [--warm-conns N]  N SOCKS5 connections through each agent before measuring (JIT warm-up; idle RSS is then after it)
+//     [--mem]  meshd's idle memory by kind (its metrics) and each agent's anonymous/file-backed RSS
 //     [--perf DIR]  record meshd with perf per phase (DIR/down.data, up.data, conns.data; the daemon
 //                   runs with --perf-basic-prof so JIT frames have names; numbers are then skewed)
 import { createHash } from 'node:crypto';
@@ -66,6 +68,7 @@ function sched(pid) {
   return { run, wait };
 }
 const cpuS = (pid) => { const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' '); return (Number(f[11]) + Number(f[12])) / 100; };
+const statusMem = (pid) => ['VmRSS', 'RssAnon', 'RssFile', 'Threads'].map((k) => `${k}=${new RegExp(`${k}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]}`).join(' ');
 const rssMiB = (pid) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) / 1024;
 
 function curl(ns, args, timeoutMs = 180_000) {
@@ -179,8 +182,26 @@ try {
   if (mb) bPid = agentPid(mb.ns, 'meshd.js');
   // Warm-up: both reach the peer through their proxy (paths settle, direct).
   for (const n of [mu, tu, ...(mb ? [mb] : [])]) await waitFor(`${n.name} to reach the peer`, () => lab.lab.tryExec(n.ns, ['curl', '-sS', '--max-time', '3', '--socks5-hostname', '127.0.0.1:1080', `http://${target}:8000/`], 5000).status === 0, 30_000, 500);
+  // --warm-conns N: N connections through each agent before measuring (V8 has compiled the per-connection
+  // code: a fresh meshd spends ~40% of its CPU in its third round of 500 compiling it; see README).
+  const warm = arg('--warm-conns', 0);
+  if (warm > 0) {
+    for (const n of [mu, tu, ...(mb ? [mb] : [])]) {
+      const r = lab.lab.tryExec(n.ns, [process.execPath, load, '127.0.0.1', '1080', target, '8000', String(conc), '1024', String(warm)], 130_000);
+      if (JSON.parse(r.stdout || '{}').ok !== warm) throw new Error(`${n.name}: warm-up connections failed: ${r.stdout} ${r.stderr}`);
+    }
+  }
   await new Promise((res) => setTimeout(res, 3000));
   out.rss = { meshd: rssMiB(mPid), tailscaled: rssMiB(tPid), ...(mb ? { base: rssMiB(bPid) } : {}) };
+  // --mem: where meshd's idle memory is (its metrics: V8 spaces, malloc arenas) and the file-backed/anonymous split of each agent.
+  if (process.argv.includes('--mem')) {
+    for (const [who, n, pid] of [['meshd', mu, mPid], ...(mb ? [['base', mb, bPid]] : [])]) {
+      const lines = lab.meshd(n, ['metrics']).stdout.split('\n').filter((l) => l.startsWith('meshd_process_memory_bytes'));
+      console.log(who, lines.map((l) => { const m = /kind="([^"]+)"\} (\S+)/.exec(l); return m ? `${m[1]}=${(Number(m[2]) / 1048576).toFixed(1)}` : l; }).join(' '));
+      console.log(who, statusMem(pid));
+    }
+    console.log('tailscaled', statusMem(tPid));
+  }
   for (let i = 0; i < rounds; i++) {
     if (mb) out.base.push(measure(mb, bPid, target));
     out.meshd.push(measure(mu, mPid, target));
