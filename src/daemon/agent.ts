@@ -25,6 +25,7 @@ import { SERVICE_IP4, SERVICE_IP6 } from '../dns/config.ts';
 import type { LocalServices } from '../netstack/local.ts';
 import { PortMapper } from '../portmapper/portmapper.ts';
 import type { Userspace, UserspaceOptions } from './userspace.ts';
+import type { UserspaceThread } from './netstack-thread.ts';
 import { markedDialer } from '../net/tcp.ts';
 import { syncPeers, syncPeersInTurns, type AppliedPeer, type Touched } from './peersync.ts';
 import { AgentMetrics, healthWarnings, KEY_EXPIRY_WARN_MS, type AgentFacts } from './metrics.ts';
@@ -124,7 +125,7 @@ export class Agent implements LocalBackend {
   /** quad-100's TCP side in TUN mode: a netstack for the service IPs (src/netstack/local.ts). */
   private quad100Tcp: LocalServices | undefined;
   /** The netstack and proxies in userspace mode (src/daemon/userspace.ts). */
-  private us: Userspace | undefined;
+  private us: Userspace | UserspaceThread | undefined;
   /** Metrics (src/daemon/metrics.ts): sampled every second while up. */
   private readonly metricsBook = new AgentMetrics();
   private metricsTimer: NodeJS.Timeout | undefined;
@@ -356,8 +357,11 @@ export class Agent implements LocalBackend {
       progress(`logged in${reg.user ? ` as ${reg.user.loginName}` : ''}; starting the tunnel`);
 
       if (this.opts.userspace) {
-        const { Userspace } = await import('./userspace.ts');
-        this.us = new Userspace({ ...this.opts.userspace, log: this.log });
+        // On a worker thread by default (src/daemon/netstack-thread.ts); MESHD_NETSTACK_THREAD=0 keeps it here.
+        const nt = await import('./netstack-thread.ts');
+        this.us = nt.netstackThreadEnabled()
+          ? new nt.UserspaceThread({ ...this.opts.userspace, log: this.log, onFatal: (e) => this.fatal(e) })
+          : new (await import('./userspace.ts')).Userspace({ ...this.opts.userspace, log: this.log });
         await this.us.start().catch((e: Error) => { throw new AgentError('proxy_listen', e.message); });
         await serverSaved; // one write at a time: update() reads, merges and writes
         await this.store.update({ tun: USERSPACE_TUN });
@@ -833,6 +837,13 @@ export class Agent implements LocalBackend {
     this.us = undefined;
     dp?.close();
     this.netconf.reset();
+  }
+
+  /** A part the agent cannot run without failed (the netstack thread): say why and stop, exit status 1. */
+  private fatal(e: Error): void {
+    this.log(`fatal: ${e.message}; stopping`);
+    process.exitCode = 1;
+    this.opts.onExit();
   }
 
   /** Set once the full cleanupStale ran (at daemon start, or in the first `up` of an agent `up` started). */

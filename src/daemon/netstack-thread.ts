@@ -1,0 +1,248 @@
+// Userspace networking on a second thread: the whole Userspace (netstack, forwarder, proxies and
+// their host sockets) runs in a node:worker_threads Worker (src/daemon/netstack-worker.ts) while
+// WireGuard, magicsock and the UDP socket stay on the main thread. Alone on a machine the agent's
+// single JavaScript thread was the limit (tailscaled spreads the same work over goroutines); this
+// puts the second core to work.
+//
+//   main thread                                     worker
+//   DataPlane --writeBatch--> [toStack ring]   --> Netstack.input
+//   DataPlane <--onBatch----- [fromStack ring] <-- NetstackDevice output
+//   start / map / counters / close ---- MessagePort ----> Userspace
+//
+// The rings (src/netstack/ring-shared.ts) carry batches of IP packets in shared memory: one copy
+// per packet, no message per batch (a sleeping consumer is woken with Atomics.notify). A full ring
+// drops and counts, as a full TUN queue would. A worker that fails ends the agent with the error.
+// MESHD_NETSTACK_THREAD=0 runs the Userspace on the main thread instead (for comparison).
+import { Worker } from 'node:worker_threads';
+import type { NetworkMap } from '../control/netmap.ts';
+import type { HostDevice, HostDeviceStats } from '../tun/device.ts';
+import type { PollStats } from '../native/index.ts';
+import { DEFAULT_HEADROOM, DEFAULT_TAILROOM, slotSizeFor, type RxBatch, type TxBatch } from '../net/batch.ts';
+import { PacketRing, type FrameBatch, type RingShape } from '../netstack/ring-shared.ts';
+import type { Logf } from '../util/log.ts';
+import type { UserspaceOptions } from './userspace.ts';
+
+/** What the worker gets at start (structured-cloned; the SharedArrayBuffers are shared). */
+export interface ThreadInit {
+  opts: Omit<UserspaceOptions, 'log'>;
+  toStack: SharedArrayBuffer;
+  toStackShape: RingShape;
+  fromStack: SharedArrayBuffer;
+  fromStackShape: RingShape;
+  /** [seq, len] then JSON bytes of the latest counters. */
+  counters: SharedArrayBuffer;
+}
+
+/** The parts of a network map the Userspace reads (names, addresses), cloneable. */
+interface MapLite {
+  self: { name: string; addresses: readonly string[] } | undefined;
+  peers: Map<number, { name: string; hostname: string; addresses: readonly string[] }>;
+}
+
+/** Messages to the worker. */
+export type ToWorker =
+  | { t: 'map'; map: MapLite; allowed: Map<number, string[]>; promiscuous: boolean }
+  | { t: 'counters' }
+  | { t: 'close' };
+
+/** Messages from the worker. */
+type FromWorker =
+  | { t: 'log'; line: string }
+  | { t: 'started'; listening: { socks5?: string; http?: string } }
+  | { t: 'error'; message: string }
+  | { t: 'closed' };
+
+/** Frames per ring: 32 batches of 128 packets each way (about 5.8 MB of shared memory per direction at MTU 1280). */
+const FRAMES = 32;
+/** Shared memory for one counters snapshot (JSON). */
+const COUNTERS_BYTES = 64 * 1024;
+/** Longest wait for counters from a busy worker before the last snapshot is shown. */
+const COUNTERS_WAIT_MS = 500;
+/** How long the worker has to close its listeners before it is terminated. */
+const CLOSE_GRACE_MS = 1000;
+/** Frames handed to the data plane per turn of the event loop before yielding to UDP. */
+const FRAMES_PER_TURN = 8;
+
+/** True unless MESHD_NETSTACK_THREAD=0 asks for the in-thread Userspace. */
+export function netstackThreadEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
+  return env['MESHD_NETSTACK_THREAD'] !== '0';
+}
+
+/** The data plane's host device whose host is the worker's netstack: packets move through the rings. */
+export class ThreadDevice implements HostDevice {
+  readonly name = 'userspace-networking';
+  readonly mtu: number;
+  private readonly toStack: PacketRing;
+  private readonly fromStack: PacketRing;
+  private onBatch: ((b: RxBatch) => void) | undefined;
+  private readonly rx: PollStats = { packets: 0, batches: 0, wakeups: 0, truncated: 0, errors: 0, kernelDrops: 0, gsoReads: 0, gsoSegments: 0, csumCompleted: 0, badGso: 0, groMessages: 0, groSegments: 0, lastErrno: 0, active: true };
+  private txPackets = 0;
+  private closed = false;
+  private readonly pumpBound = (): void => this.pump();
+  private readonly frameBound = (b: FrameBatch): void => this.frame(b);
+
+  constructor(toStack: PacketRing, fromStack: PacketRing, mtu: number) {
+    this.toStack = toStack;
+    this.fromStack = fromStack;
+    this.mtu = mtu;
+  }
+
+  startReading(onBatch: (batch: RxBatch) => void): RxBatch {
+    this.onBatch = onBatch;
+    this.fromStack.waitNonEmpty(this.pumpBound);
+    // Every frame is a view of the same buffer: the data plane's shareBuffer sees one buffer.
+    return this.fromStack.batches[0]!;
+  }
+
+  private frame(b: FrameBatch): void {
+    this.rx.packets += b.count;
+    this.rx.batches++;
+    this.onBatch?.(b);
+  }
+
+  private pump(): void {
+    if (this.closed) return;
+    this.rx.wakeups++;
+    const more = this.fromStack.drain(this.frameBound, FRAMES_PER_TURN);
+    if (more) setImmediate(this.pumpBound);
+    else this.fromStack.waitNonEmpty(this.pumpBound);
+  }
+
+  writeBatch(tx: TxBatch): number {
+    const n = tx.count, ring = this.toStack, buf = tx.buf, offs = tx.offsets, lens = tx.lens;
+    if (!this.closed) {
+      for (let i = 0; i < n; i++) ring.push(buf, offs[i]!, lens[i]!);
+      ring.publish();
+    }
+    this.txPackets += n;
+    tx.clear();
+    return n;
+  }
+
+  stats(): HostDeviceStats {
+    return { rx: this.rx, txPackets: this.txPackets, txDropped: this.toStack.dropped + this.fromStack.dropped };
+  }
+
+  close(): void {
+    this.closed = true;
+    this.onBatch = undefined;
+    this.fromStack.interrupt();
+  }
+}
+
+/** Options of {@link UserspaceThread}. */
+export interface UserspaceThreadOptions extends UserspaceOptions {
+  /** Called once when the worker fails or exits on its own (the agent should stop). */
+  onFatal?: (err: Error) => void;
+  /** Worker entry (default: netstack-worker.js next to this module). */
+  entry?: URL;
+}
+
+/** The Userspace of src/daemon/userspace.ts, run in a worker thread; same surface for the agent. */
+export class UserspaceThread {
+  readonly device: ThreadDevice;
+  /** Addresses the proxies listen on (after start). */
+  readonly listening: { socks5?: string; http?: string } = {};
+  private readonly worker: Worker;
+  private readonly log: Logf;
+  private readonly onFatal: ((err: Error) => void) | undefined;
+  private readonly countersHdr: Int32Array;
+  private readonly countersBytes: Uint8Array;
+  private lastCounters: Record<string, number> = {};
+  private started: { resolve: () => void; reject: (e: Error) => void } | undefined;
+  private closing = false;
+  private failed = false;
+
+  constructor(opts: UserspaceThreadOptions) {
+    this.log = opts.log;
+    this.onFatal = opts.onFatal;
+    const mtu = 1280;
+    const shape: RingShape = { frames: FRAMES, slots: 128, slotSize: slotSizeFor(mtu, DEFAULT_HEADROOM, DEFAULT_TAILROOM), headroom: DEFAULT_HEADROOM };
+    const toStack = PacketRing.create(shape), fromStack = PacketRing.create(shape);
+    const counters = new SharedArrayBuffer(8 + COUNTERS_BYTES);
+    this.countersHdr = new Int32Array(counters, 0, 2);
+    this.countersBytes = new Uint8Array(counters, 8);
+    this.device = new ThreadDevice(toStack, fromStack, mtu);
+    const init: ThreadInit = {
+      opts: { socks5: opts.socks5, httpProxy: opts.httpProxy, socksAuth: opts.socksAuth },
+      toStack: toStack.sab, toStackShape: shape, fromStack: fromStack.sab, fromStackShape: shape, counters,
+    };
+    this.worker = new Worker(opts.entry ?? new URL('./netstack-worker.js', import.meta.url), {
+      workerData: init,
+      name: 'meshd-netstack',
+      stdout: false,
+      stderr: false,
+    });
+    this.worker.on('message', (m: FromWorker) => this.onMessage(m));
+    this.worker.on('error', (e: Error) => this.fail(new Error(`netstack thread failed: ${e.message}`)));
+    this.worker.on('exit', (code) => { if (!this.closing) this.fail(new Error(`netstack thread exited (code ${code})`)); });
+  }
+
+  private onMessage(m: FromWorker): void {
+    switch (m.t) {
+      case 'log': this.log(m.line); break;
+      case 'started':
+        Object.assign(this.listening, m.listening);
+        this.started?.resolve();
+        this.started = undefined;
+        break;
+      case 'error':
+        this.started?.reject(new Error(m.message));
+        this.started = undefined;
+        break;
+      case 'closed': void this.worker.terminate(); break;
+    }
+  }
+
+  private fail(e: Error): void {
+    if (this.failed) return;
+    this.failed = true;
+    this.device.close();
+    if (this.started) { this.started.reject(e); this.started = undefined; return; }
+    this.log(e.message);
+    this.onFatal?.(e);
+  }
+
+  /** Waits for the worker's proxy listeners; throws a one-line error when one cannot listen or the worker fails. */
+  start(): Promise<void> {
+    if (this.failed) return Promise.reject(new Error('netstack thread is not running'));
+    return new Promise((resolve, reject) => { this.started = { resolve, reject }; });
+  }
+
+  /** Follows the network map (see Userspace.setMap): only names and addresses cross to the worker. */
+  setMap(m: NetworkMap, allowed: Map<number, string[]>, promiscuous: boolean): void {
+    if (this.failed || this.closing) return;
+    const peers: MapLite['peers'] = new Map();
+    for (const [id, p] of m.peers) peers.set(id as number, { name: p.name, hostname: p.hostname, addresses: [...p.addresses] });
+    const self = m.self ? { name: m.self.name, addresses: [...m.self.addresses] } : undefined;
+    const msg: ToWorker = { t: 'map', map: { self, peers }, allowed, promiscuous };
+    this.worker.postMessage(msg);
+  }
+
+  /** Counters of stack, forwarder and proxies, asked of the worker (waits at most COUNTERS_WAIT_MS, else the last ones). */
+  counters(): Record<string, number> {
+    if (!this.failed && !this.closing) {
+      const seq = Atomics.load(this.countersHdr, 0);
+      this.worker.postMessage({ t: 'counters' } satisfies ToWorker);
+      if (Atomics.wait(this.countersHdr, 0, seq, COUNTERS_WAIT_MS) !== 'timed-out') {
+        const n = Atomics.load(this.countersHdr, 1);
+        try {
+          this.lastCounters = JSON.parse(Buffer.from(this.countersBytes.slice(0, n)).toString('utf8')) as Record<string, number>;
+        } catch { /* a torn snapshot: keep the last */ }
+      }
+    }
+    const d = this.device.stats();
+    return { ...this.lastCounters, 'netstack.threadRingDrops': d.txDropped };
+  }
+
+  /** Stops the worker's listeners and connections; the device is closed by the data plane. */
+  close(): void {
+    if (this.closing) return;
+    this.closing = true;
+    if (this.failed) return;
+    this.worker.postMessage({ t: 'close' } satisfies ToWorker);
+    const t = setTimeout(() => void this.worker.terminate(), CLOSE_GRACE_MS);
+    t.unref();
+    this.worker.once('exit', () => clearTimeout(t));
+  }
+}
