@@ -18,7 +18,7 @@ import type { NetworkMap } from '../control/netmap.ts';
 import type { HostDevice, HostDeviceStats } from '../tun/device.ts';
 import type { PollStats } from '../native/index.ts';
 import { DEFAULT_HEADROOM, DEFAULT_TAILROOM, slotSizeFor, type RxBatch, type TxBatch } from '../net/batch.ts';
-import { PacketRing, type FrameBatch, type RingShape } from '../netstack/ring-shared.ts';
+import { PacketRing, ringConsumer, type FrameBatch, type RingShape } from '../netstack/ring-shared.ts';
 import type { Logf } from '../util/log.ts';
 import type { UserspaceOptions } from './userspace.ts';
 
@@ -62,7 +62,6 @@ const COUNTERS_WAIT_MS = 500;
 const CLOSE_GRACE_MS = 1000;
 /** Frames handed to the data plane per turn of the event loop before yielding to UDP. */
 const FRAMES_PER_TURN = 8;
-
 /** True unless MESHD_NETSTACK_THREAD=0 asks for the in-thread Userspace. */
 export function netstackThreadEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
   return env['MESHD_NETSTACK_THREAD'] !== '0';
@@ -75,21 +74,21 @@ export class ThreadDevice implements HostDevice {
   private readonly toStack: PacketRing;
   private readonly fromStack: PacketRing;
   private onBatch: ((b: RxBatch) => void) | undefined;
+  private readonly consumer: ReturnType<typeof ringConsumer>;
   private readonly rx: PollStats = { packets: 0, batches: 0, wakeups: 0, truncated: 0, errors: 0, kernelDrops: 0, gsoReads: 0, gsoSegments: 0, csumCompleted: 0, badGso: 0, groMessages: 0, groSegments: 0, lastErrno: 0, active: true };
   private txPackets = 0;
   private closed = false;
-  private readonly pumpBound = (): void => this.pump();
-  private readonly frameBound = (b: FrameBatch): void => this.frame(b);
 
   constructor(toStack: PacketRing, fromStack: PacketRing, mtu: number) {
     this.toStack = toStack;
     this.fromStack = fromStack;
     this.mtu = mtu;
+    this.consumer = ringConsumer(fromStack, (b) => this.frame(b), FRAMES_PER_TURN);
   }
 
   startReading(onBatch: (batch: RxBatch) => void): RxBatch {
     this.onBatch = onBatch;
-    this.fromStack.waitNonEmpty(this.pumpBound);
+    this.consumer.start();
     // Every frame is a view of the same buffer: the data plane's shareBuffer sees one buffer.
     return this.fromStack.batches[0]!;
   }
@@ -98,14 +97,6 @@ export class ThreadDevice implements HostDevice {
     this.rx.packets += b.count;
     this.rx.batches++;
     this.onBatch?.(b);
-  }
-
-  private pump(): void {
-    if (this.closed) return;
-    this.rx.wakeups++;
-    const more = this.fromStack.drain(this.frameBound, FRAMES_PER_TURN);
-    if (more) setImmediate(this.pumpBound);
-    else this.fromStack.waitNonEmpty(this.pumpBound);
   }
 
   writeBatch(tx: TxBatch): number {
@@ -120,13 +111,14 @@ export class ThreadDevice implements HostDevice {
   }
 
   stats(): HostDeviceStats {
+    this.rx.wakeups = this.consumer.wakeups;
     return { rx: this.rx, txPackets: this.txPackets, txDropped: this.toStack.dropped + this.fromStack.dropped };
   }
 
   close(): void {
     this.closed = true;
     this.onBatch = undefined;
-    this.fromStack.interrupt();
+    this.consumer.stop();
   }
 }
 
@@ -232,7 +224,7 @@ export class UserspaceThread {
       }
     }
     const d = this.device.stats();
-    return { ...this.lastCounters, 'netstack.threadRingDrops': d.txDropped };
+    return { ...this.lastCounters, 'netstack.threadRingDrops': d.txDropped, 'netstack.threadWakeups': d.rx?.wakeups ?? 0 };
   }
 
   /** Stops the worker's listeners and connections; the device is closed by the data plane. */

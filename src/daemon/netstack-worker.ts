@@ -4,7 +4,7 @@
 // control (start, map, counters, close) and log lines go over the parent port.
 import { parentPort, workerData } from 'node:worker_threads';
 import { Userspace } from './userspace.ts';
-import { PacketRing, type FrameBatch } from '../netstack/ring-shared.ts';
+import { PacketRing, ringConsumer, type FrameBatch } from '../netstack/ring-shared.ts';
 import type { NetworkMap } from '../control/netmap.ts';
 import type { ThreadInit, ToWorker } from './netstack-thread.ts';
 
@@ -35,24 +35,16 @@ const inputFrame = (b: FrameBatch): void => {
   inPackets += n;
 };
 
-/** Takes what the data plane wrote, then sleeps until it writes more. */
-const pump = (): void => {
-  if (closed) return;
-  stack.holdClock();
-  let more: boolean;
-  try {
-    more = toStack.drain(inputFrame, init.toStackShape.frames);
-  } finally {
-    stack.releaseClock();
-  }
-  driver.schedule();
-  if (more) setImmediate(pump);
-  else toStack.waitNonEmpty(pump);
-};
+/** Takes what the data plane wrote (the clock read once per drain), then looks again or sleeps. */
+const input = ringConsumer(toStack, inputFrame, init.toStackShape.frames, {
+  before: () => stack.holdClock(),
+  after: (frames) => { stack.releaseClock(); if (frames > 0) driver.schedule(); },
+});
 
 function writeCounters(): void {
   const c = us.counters();
   c['netstack.threadInPackets'] = inPackets;
+  c['netstack.threadInWakeups'] = input.wakeups;
   const text = Buffer.from(JSON.stringify(c));
   const n = Math.min(text.length, countersBytes.length);
   countersBytes.set(text.subarray(0, n));
@@ -71,9 +63,9 @@ port.on('message', (m: ToWorker) => {
       break;
     case 'close':
       closed = true;
+      input.stop();
       us.close();
       dev.close();
-      toStack.interrupt();
       port.postMessage({ t: 'closed' });
       port.close();
       break;
@@ -82,7 +74,7 @@ port.on('message', (m: ToWorker) => {
 
 us.start().then(() => {
   port.postMessage({ t: 'started', listening: { ...us.listening } });
-  pump();
+  if (!closed) input.start();
 }, (e: Error) => {
   port.postMessage({ t: 'error', message: e.message });
 });

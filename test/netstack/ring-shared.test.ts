@@ -4,7 +4,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Worker } from 'node:worker_threads';
-import { PacketRing, ringBytes, type FrameBatch, type RingShape } from '../../src/netstack/ring-shared.ts';
+import { PacketRing, ringBytes, ringConsumer, SPIN_TURNS, type FrameBatch, type RingShape } from '../../src/netstack/ring-shared.ts';
 
 const shape: RingShape = { frames: 4, slots: 8, slotSize: 128, headroom: 16 };
 
@@ -31,7 +31,7 @@ describe('PacketRing', () => {
   it('is empty at first: peek gives nothing and drain reports no more', () => {
     const { prod, cons } = pair();
     assert.equal(cons.peek(), undefined);
-    assert.equal(cons.drain(() => assert.fail('no frame'), 10), false);
+    assert.equal(cons.drain(() => assert.fail('no frame'), 10), 0);
     prod.publish(); // nothing filled: publishes nothing
     assert.equal(cons.pending, 0);
   });
@@ -97,14 +97,15 @@ describe('PacketRing', () => {
     assert.equal(cons.peek(), undefined);
   });
 
-  it('drain stops after maxFrames and says more are waiting', () => {
+  it('drain stops after maxFrames and pending says more are waiting', () => {
     const { prod, cons } = pair();
     for (let i = 0; i < shape.slots * 3; i++) prod.push(packet(i), 0, packet(i).length);
     prod.publish();
     let frames = 0;
-    assert.equal(cons.drain(() => { frames++; }, 2), true);
+    assert.equal(cons.drain(() => { frames++; }, 2), 2);
     assert.equal(frames, 2);
-    assert.equal(cons.drain(() => { frames++; }, 2), false);
+    assert.equal(cons.pending, 1, 'one frame still waits');
+    assert.equal(cons.drain(() => { frames++; }, 2), 1);
     assert.equal(frames, 3);
   });
 
@@ -121,6 +122,31 @@ describe('PacketRing', () => {
     cons.waitNonEmpty(() => { woke++; });
     await new Promise((r) => setImmediate(r));
     assert.equal(woke, 2, 'a frame already waits: woken without a publish');
+  });
+
+  it('ringConsumer: a producer publishing every loop turn wakes the consumer once, not per batch; idle, it sleeps', { timeout: 10_000 }, async () => {
+    const { prod, cons } = pair();
+    let got = 0, drains = 0;
+    const c = ringConsumer(cons, (b) => { got += b.count; }, 4, { before: () => { drains++; }, after: () => {} });
+    c.start();
+    for (let turn = 0; turn < 200; turn++) {
+      prod.push(packet(turn), 0, packet(turn).length);
+      prod.publish();
+      await new Promise((r) => setImmediate(r));
+    }
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(got, 200);
+    const woken = c.wakeups;
+    assert.ok(woken <= 1, `woken ${woken} times for 200 batches`);
+    const before = drains;
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(drains, before, `asleep after ${SPIN_TURNS} idle turns: no more polling`);
+    prod.push(packet(1), 0, packet(1).length);
+    prod.publish();
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(got, 201);
+    assert.equal(c.wakeups, woken + 1, 'the publish after a sleep wakes it');
+    c.stop();
   });
 
   it('rejects bad shapes and a buffer too small for its shape with one-line errors', () => {
