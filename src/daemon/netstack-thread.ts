@@ -110,6 +110,10 @@ export class ThreadDevice implements HostDevice {
     return n;
   }
 
+  /** Frames published to the worker, and how many of those woke it. */
+  get inFrames(): number { return this.toStack.published; }
+  get inNotifies(): number { return this.toStack.notified; }
+
   stats(): HostDeviceStats {
     this.rx.wakeups = this.consumer.wakeups;
     return { rx: this.rx, txPackets: this.txPackets, txDropped: this.toStack.dropped + this.fromStack.dropped };
@@ -224,7 +228,7 @@ export class UserspaceThread {
       }
     }
     const d = this.device.stats();
-    return { ...this.lastCounters, 'netstack.threadRingDrops': d.txDropped, 'netstack.threadWakeups': d.rx?.wakeups ?? 0 };
+    return { ...this.lastCounters, 'netstack.threadRingDrops': d.txDropped, 'netstack.threadWakeups': d.rx?.wakeups ?? 0, 'netstack.threadInFrames': this.device.inFrames, 'netstack.threadInNotifies': this.device.inNotifies };
   }
 
   /** Stops the worker's listeners and connections; the device is closed by the data plane. */

@@ -45,6 +45,8 @@ function writeCounters(): void {
   const c = us.counters();
   c['netstack.threadInPackets'] = inPackets;
   c['netstack.threadInWakeups'] = input.wakeups;
+  c['netstack.threadOutFrames'] = fromStack.published;
+  c['netstack.threadOutNotifies'] = fromStack.notified;
   const text = Buffer.from(JSON.stringify(c));
   const n = Math.min(text.length, countersBytes.length);
   countersBytes.set(text.subarray(0, n));

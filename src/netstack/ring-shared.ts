@@ -83,6 +83,9 @@ export class PacketRing {
   private fillCount = 0;
   private fillLens: Int32Array | undefined;
   private waiting = false;
+  /** Producer: frames published, and how many of those had to wake a sleeping consumer. */
+  published = 0;
+  notified = 0;
 
   /** A new ring in fresh shared memory. */
   static create(shape: RingShape): PacketRing {
@@ -165,7 +168,9 @@ export class PacketRing {
     this.fillCount = 0;
     this.fillLens = undefined;
     Atomics.store(this.ctl, HEAD, (Atomics.load(this.ctl, HEAD) + 1) & MASK);
+    this.published++;
     if (Atomics.load(this.ctl, ASLEEP) === 1) {
+      this.notified++;
       Atomics.store(this.ctl, ASLEEP, 0);
       Atomics.notify(this.ctl, ASLEEP);
     }
