@@ -113,6 +113,9 @@ export class ThreadDevice implements HostDevice {
   /** Frames published to the worker, and how many of those woke it. */
   get inFrames(): number { return this.toStack.published; }
   get inNotifies(): number { return this.toStack.notified; }
+  /** Packets dropped for a full ring: to the worker (it fell behind) and from it (the data plane did). */
+  get dropsIn(): number { return this.toStack.dropped; }
+  get dropsOut(): number { return this.fromStack.dropped; }
 
   stats(): HostDeviceStats {
     this.rx.wakeups = this.consumer.wakeups;
@@ -228,7 +231,7 @@ export class UserspaceThread {
       }
     }
     const d = this.device.stats();
-    return { ...this.lastCounters, 'netstack.threadRingDrops': d.txDropped, 'netstack.threadWakeups': d.rx?.wakeups ?? 0, 'netstack.threadInFrames': this.device.inFrames, 'netstack.threadInNotifies': this.device.inNotifies };
+    return { ...this.lastCounters, 'netstack.threadRingDrops': d.txDropped, 'netstack.threadRingDropsIn': this.device.dropsIn, 'netstack.threadRingDropsOut': this.device.dropsOut, 'netstack.threadWakeups': d.rx?.wakeups ?? 0, 'netstack.threadInFrames': this.device.inFrames, 'netstack.threadInNotifies': this.device.inNotifies };
   }
 
   /** Stops the worker's listeners and connections; the device is closed by the data plane. */

@@ -251,25 +251,29 @@ export class PacketRing {
 export const SPIN_TURNS = 2;
 
 /**
- * Runs a ring's consumer: drain, look again for SPIN_TURNS idle turns, then sleep until the producer
- * publishes. start() begins (a no-op while asleep), stop() ends it for good.
+ * Runs a ring's consumer: drain, look again for SPIN_TURNS idle turns, then sleep until the
+ * producer publishes. start() begins (a no-op while asleep), stop() ends it for good. (Looking
+ * longer, up to 200 us by the clock, measured worse: fewer wake-ups did not pay for the polling.)
  */
 export function ringConsumer(ring: PacketRing, onFrame: (b: FrameBatch) => void, maxFrames: number, around?: { before(): void; after(frames: number): void }): { start(): void; stop(): void; readonly wakeups: number } {
   let idle = 0, stopped = false, wakeups = 0, sleeping = false;
   const wake = (): void => { sleeping = false; wakeups++; pump(); };
   const pump = (): void => {
     if (stopped) return;
-    around?.before();
     let n = 0;
-    try {
-      n = ring.drain(onFrame, maxFrames);
-    } finally {
-      around?.after(n);
+    if (ring.pending > 0) {
+      around?.before();
+      try {
+        n = ring.drain(onFrame, maxFrames);
+      } finally {
+        around?.after(n);
+      }
     }
-    if (n > 0) idle = 0;
-    if (n === maxFrames && ring.pending > 0) setImmediate(pump);
-    else if (idle++ < SPIN_TURNS) setImmediate(pump);
-    else { idle = 0; sleeping = true; ring.waitNonEmpty(wake); }
+    if (n > 0) { idle = 0; setImmediate(pump); return; }
+    if (idle++ < SPIN_TURNS) { setImmediate(pump); return; }
+    idle = 0;
+    sleeping = true;
+    ring.waitNonEmpty(wake);
   };
   return {
     start: () => { if (!sleeping) pump(); },
