@@ -47,6 +47,8 @@ function writeCounters(): void {
   c['netstack.threadInWakeups'] = input.wakeups;
   c['netstack.threadOutFrames'] = fromStack.published;
   c['netstack.threadOutNotifies'] = fromStack.notified;
+  // What the device dropped before the ring (its staged output full): the data plane counted it in-thread.
+  c['netstack.stageDrops'] = dev.stats().txDropped;
   const text = Buffer.from(JSON.stringify(c));
   const n = Math.min(text.length, countersBytes.length);
   countersBytes.set(text.subarray(0, n));
