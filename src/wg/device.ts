@@ -49,6 +49,16 @@ export const UNDER_LOAD_QUEUE_DEPTH = 128;
 export const UNDER_LOAD_AFTER_MS = 1000;
 /** Default TUN MTU. */
 export const DEFAULT_MTU = 1420;
+/**
+ * Least time between two copies of one initiation (the initiationResendMs repeats, and the ones the
+ * agent asks for after a map update). wireguard-go checks an initiation's TAI64N replay and flood
+ * limits under a read lock and records them under the write lock (ConsumeMessageInitiation): two
+ * copies that its handshake goroutines take at the same time both pass, it answers both, and the
+ * second answer's keypair replaces the first, which we took; our data then goes unanswered until
+ * the 15 s no-reply handshake. Copies this far apart reach it one after the other, and the later
+ * one is dropped as a replay.
+ */
+export const INITIATION_COPY_GAP_MS = 100;
 /** Seal and open jobs the device queues before it flushes by itself (a batch is normally <= 128). */
 export const MAX_QUEUED_JOBS = 1024;
 
@@ -192,7 +202,8 @@ export class Device {
   /**
    * Repeats a peer's unanswered first initiation now (byte for byte, as initiationResendMs does);
    * starts nothing new. For when the peer may just have learned about us (a control map update):
-   * false when there was none to repeat.
+   * false when there was none to repeat, or when its last send was under INITIATION_COPY_GAP_MS
+   * ago (the copy then goes when that gap ends).
    */
   resendPendingInitiation(publicKey: Uint8Array, sink: WgSink): boolean {
     const peer = this.byKey.get(keyHex(publicKey));
@@ -554,11 +565,15 @@ export class Device {
     peer.timers.resendInitiation = Infinity;
     if (this.initiationResendMs > 0 && !isRetry && peer.endpoint !== null) {
       peer.pendingInitiation = msg;
+      peer.pendingInitiationSentAt = now;
       peer.timers.resendInitiation = now + this.initiationResendMs;
     }
   }
 
-  /** Sends the pending initiation again, unchanged, while its handshake still waits for a response. */
+  /**
+   * Sends the pending initiation again, unchanged, while its handshake still waits for a response;
+   * within INITIATION_COPY_GAP_MS of its last send, at the end of that gap instead.
+   */
   private resendInitiation(peer: Peer, sink: WgSink, now: number): void {
     const msg = peer.pendingInitiation;
     const t = peer.timers;
@@ -566,7 +581,14 @@ export class Device {
       peer.pendingInitiation = null;
       return;
     }
+    const gapEnd = peer.pendingInitiationSentAt + INITIATION_COPY_GAP_MS;
+    if (now < gapEnd) {
+      // Too soon after the last copy (see INITIATION_COPY_GAP_MS): it goes when the gap ends.
+      if (gapEnd < t.resendInitiation) t.resendInitiation = gapEnd;
+      return;
+    }
     sink.sendUdp(msg, 0, msg.length, peer.endpoint);
+    peer.pendingInitiationSentAt = now;
     peer.txBytes += msg.length;
     this.c.txInitiationResends++;
     // No repeat within half an interval of the retry, which sends a new initiation anyway.

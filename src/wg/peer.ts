@@ -52,6 +52,8 @@ export class Peer {
   lastHandshakeWallMs = 0;
   /** The initiation last sent, macs included, while timers.resendInitiation may send it again. */
   pendingInitiation: Uint8Array | null = null;
+  /** Monotonic ms when pendingInitiation last went out (its first send or a copy). */
+  pendingInitiationSentAt = -Infinity;
 
   constructor(crypto: CryptoBackend, publicKey: Uint8Array) {
     this.publicKey = publicKey.slice();
