@@ -77,8 +77,12 @@ const HOME_OUT_HANDSHAKES = 32;
 /** And once more this long after, for peers that had not applied the batch yet. */
 const HOME_OUT_AGAIN_MS = 300;
 
-/** After a map update sent pending initiations again: once more this long after (resendPendingInitiations). */
-const RESEND_AGAIN_MS = 100;
+/**
+ * After a map update sent pending initiations again: once more this long after
+ * (resendPendingInitiations). Above the device's INITIATION_COPY_GAP_MS (100), so that copy goes
+ * out at once instead of at the data plane's next 100 ms tick.
+ */
+const RESEND_AGAIN_MS = 120;
 
 /** Tailscale's MTU for the tailnet interface. */
 export const TAILNET_MTU = 1280;
