@@ -9,7 +9,7 @@ import type { NetworkMap, NodeInfo } from '../control/netmap.ts';
 import { formatNodePublic, type PrivateKey } from '../control/keys.ts';
 import { StateStore, type Identity } from '../state/store.ts';
 import { MemoryStore, type Store } from '../state/memstore.ts';
-import { DataPlane } from './dataplane.ts';
+import type { DataPlane } from './dataplane.ts';
 import { NetConf, TAILNET_V4, TAILNET_V6 } from './netconf.ts';
 import { Routing } from './routing.ts';
 import { BYPASS_MARK } from '../router/linux.ts';
@@ -17,13 +17,13 @@ import type { LocalBackend, NetcheckReport, PeerStatus, PingReply, PingRequest, 
 import type { Logf } from '../util/log.ts';
 import { generateKeyPair } from '../crypto/box.ts';
 import type { DiscoPublic } from '../control/keys.ts';
-import { MagicSock } from '../magicsock/magicsock.ts';
+import type { MagicSock } from '../magicsock/magicsock.ts';
 import { DnsService, type DnsStatus } from '../dns/service.ts';
 import { SERVICE_IP4, SERVICE_IP6 } from '../dns/config.ts';
 // The netstack (quad-100's TCP, userspace networking) loads when `up` needs it, after register:
 // its ~110 kB of code is not compiled before the first control request.
 import type { LocalServices } from '../netstack/local.ts';
-import { PortMapper } from '../portmapper/portmapper.ts';
+import type { PortMapper } from '../portmapper/portmapper.ts';
 import type { Userspace, UserspaceOptions } from './userspace.ts';
 import type { UserspaceThread } from './netstack-thread.ts';
 import { markedDialer } from '../net/tcp.ts';
@@ -33,6 +33,26 @@ import { processKeeper, watchMajorGc } from './memory.ts';
 import { whoisIn } from './whois.ts';
 import { agentLogIn, AgentError, AUTH_URL_PROGRESS, checkLoginServer, USERSPACE_TUN } from './upcheck.ts';
 import { timeline } from '../util/timeline.ts';
+
+/** The classes `up` needs once registered, from the modules dataPlaneModules loads. */
+interface DataPlaneModules {
+  DataPlane: typeof DataPlane;
+  MagicSock: typeof MagicSock;
+  PortMapper: typeof PortMapper;
+}
+let dataPlaneLoad: Promise<DataPlaneModules> | undefined;
+/**
+ * The data plane's modules (TUN, WireGuard, crypto, magicsock, DERP, netcheck, port mapping), loaded
+ * on first use instead of with the agent: `up` starts loading them once its register request is
+ * out, while control takes ~1 s to answer, so the agent answers `up` and sends that request
+ * ~20-40 ms sooner (README, bench-nat: a request that misses one of headscale's 500 ms NodeStore
+ * write batches gets its first map 500 ms later).
+ */
+function dataPlaneModules(): Promise<DataPlaneModules> {
+  dataPlaneLoad ??= Promise.all([import('./dataplane.ts'), import('../magicsock/magicsock.ts'), import('../portmapper/portmapper.ts')])
+    .then(([dp, ms, pm]) => ({ DataPlane: dp.DataPlane, MagicSock: ms.MagicSock, PortMapper: pm.PortMapper }));
+  return dataPlaneLoad;
+}
 
 export { AgentError, AUTH_URL_PROGRESS, checkLoginServer } from './upcheck.ts';
 
@@ -58,8 +78,12 @@ const HOME_OUT_HANDSHAKES = 32;
 /** And once more this long after, for peers that had not applied the batch yet. */
 const HOME_OUT_AGAIN_MS = 300;
 
-/** After a map update sent pending initiations again: once more this long after (resendPendingInitiations). */
-const RESEND_AGAIN_MS = 100;
+/**
+ * After a map update sent pending initiations again: once more this long after
+ * (resendPendingInitiations). Above the device's INITIATION_COPY_GAP_MS (100), so that copy goes
+ * out at once instead of at the data plane's next 100 ms tick.
+ */
+const RESEND_AGAIN_MS = 120;
 
 /** Tailscale's MTU for the tailnet interface. */
 export const TAILNET_MTU = 1280;
@@ -331,7 +355,9 @@ export class Agent implements LocalBackend {
         log: (l) => this.log(`control: ${l}`),
       });
       this.client = client;
-      let reg = await withDeadline(client.register({ ...(req.authKey ? { authKey: req.authKey } : {}), hostinfo, onSent: registerSent }), remaining(), 'logging in');
+      // The data plane's modules load while control answers (see dataPlaneModules).
+      const onSent = (): void => { registerSent(); dataPlaneModules().catch(() => {}); }; // a failure is reported where awaited
+      let reg = await withDeadline(client.register({ ...(req.authKey ? { authKey: req.authKey } : {}), hostinfo, onSent }), remaining(), 'logging in');
       // Interactive login (no auth key, a node key control does not know): show the URL control
       // gives and wait for someone to approve it (headscale auth register, or the web page);
       // headscale hands out a fresh URL when the old one lapsed.
@@ -368,7 +394,8 @@ export class Agent implements LocalBackend {
       }
       // magicsock owns the UDP socket and is the data plane's Bind (src/net/bind.ts).
       await cleaning;
-      this.magic = this.startMagic(identity.nodePrivate, disco.privateKey, client);
+      const { DataPlane, MagicSock, PortMapper } = await dataPlaneModules();
+      this.magic = this.startMagic({ MagicSock, PortMapper }, identity.nodePrivate, disco.privateKey, client);
       // The map stream starts before the data plane opens (TUN, routing, DNS: 15-120 ms): control
       // takes about a second to send the first map whatever we do meanwhile, so each ms of our own
       // work before the request is a ms later for the first packet. Maps wait for the data plane.
@@ -504,7 +531,8 @@ export class Agent implements LocalBackend {
 
 
   /** Starts magicsock with its UDP socket: disco, DERP, netcheck; it reports endpoints and NetInfo to control. */
-  private startMagic(nodePrivate: Uint8Array, discoPrivate: Uint8Array, client: ControlClient): MagicSock {
+  private startMagic(mods: Pick<DataPlaneModules, 'MagicSock' | 'PortMapper'>, nodePrivate: Uint8Array, discoPrivate: Uint8Array, client: ControlClient): MagicSock {
+    const { MagicSock, PortMapper } = mods;
     const portmap = process.env.MESHD_DISABLE_PORTMAPPER === '1' ? undefined : new PortMapper({
       log: (l) => this.log(l),
       localPort: () => this.magic?.port ?? this.opts.port,
