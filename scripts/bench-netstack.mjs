@@ -68,6 +68,16 @@ function sched(pid) {
   }
   return { run, wait };
 }
+/** CPU seconds per thread of pid (Map tid -> s). */
+const threadCpuS = (pid) => {
+  const m = new Map();
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try { const f = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8').split(') ')[1].split(' '); m.set(tid, (Number(f[11]) + Number(f[12])) / 100); } catch { /* thread gone */ }
+  }
+  return m;
+};
+/** CPU seconds of the busiest thread between two threadCpuS snapshots: alone on a machine, the bound on one agent's rate. */
+const busiest = (a, b) => { let x = 0; for (const [tid, s] of b) x = Math.max(x, s - (a.get(tid) ?? 0)); return x; };
 const cpuS = (pid) => { const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' '); return (Number(f[11]) + Number(f[12])) / 100; };
 const statusMem = (pid) => ['VmRSS', 'RssAnon', 'RssFile', 'Threads'].map((k) => `${k}=${new RegExp(`${k}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]}`).join(' ');
 const rssMiB = (pid) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) / 1024;
@@ -115,12 +125,12 @@ function perfAround(who, pid, name, fn) {
 function measure(node, pid, target) {
   const proxy = '--socks5-hostname 127.0.0.1:1080';
   const bytes = mb * 1024 * 1024;
-  if (connsOnly) return { ...connections(node, pid, target), downMbit: 0, upMbit: 0, cpuSPerGbDown: 0, cpuSPerGbUp: 0 };
+  if (connsOnly) return { ...connections(node, pid, target), downMbit: 0, upMbit: 0, cpuSPerGbDown: 0, cpuSPerGbUp: 0, busySPerGbDown: 0, busySPerGbUp: 0 };
   const file = join(lab.dir, `${node.name}.dl`);
-  let c0 = cpuS(pid);
+  let c0 = cpuS(pid), t0 = threadCpuS(pid);
   const s0 = sched(pid), w0 = performance.now();
   const dl = perfAround(node.name, pid, 'down', () => curl(node.ns, `${proxy} -D ${file}.h -o ${file} -w '%{speed_download}' http://${target}:8000/blob/${bytes}`));
-  const cpuDown = cpuS(pid) - c0;
+  const cpuDown = cpuS(pid) - c0, busyDown = busiest(t0, threadCpuS(pid));
   const s1 = sched(pid), wall = (performance.now() - w0) / 1000;
   // Share of the download's wall time the agent's threads ran and waited for a CPU (a loaded machine shows as wait).
   const schedDown = { run: (s1.run - s0.run) / wall, wait: (s1.wait - s0.wait) / wall };
@@ -130,16 +140,16 @@ function measure(node, pid, target) {
   const up = join(lab.dir, `${node.name}.up`);
   lab.lab.exec(node.ns, ['bash', '-c', `head -c ${bytes} /dev/urandom > ${up}`]);
   const sent = createHash('sha256').update(readFileSync(up)).digest('hex');
-  c0 = cpuS(pid);
+  c0 = cpuS(pid); t0 = threadCpuS(pid);
   const ur = perfAround(node.name, pid, 'up', () => curl(node.ns, `${proxy} -T ${up} -w '\\n%{speed_upload}' http://${target}:8000/upload`));
-  const cpuUp = cpuS(pid) - c0;
+  const cpuUp = cpuS(pid) - c0, busyUp = busiest(t0, threadCpuS(pid));
   rmSync(up);
   const [replyLine, speedUp] = ur.trim().split('\n');
   if (JSON.parse(replyLine).sha256 !== sent) throw new Error(`${node.name}: upload hash mismatch`);
   const gb = bytes / 1e9;
   return {
     downMbit: Number(dl) * 8 / 1e6, upMbit: Number(speedUp) * 8 / 1e6,
-    cpuSPerGbDown: cpuDown / gb, cpuSPerGbUp: cpuUp / gb, schedDown, ...connections(node, pid, target),
+    cpuSPerGbDown: cpuDown / gb, cpuSPerGbUp: cpuUp / gb, busySPerGbDown: busyDown / gb, busySPerGbUp: busyUp / gb, schedDown, ...connections(node, pid, target),
   };
 }
 
@@ -216,7 +226,7 @@ try {
   await lab.dispose();
 }
 
-const keys = ['downMbit', 'upMbit', 'connsPerSec', 'cpuSPerGbDown', 'cpuSPerGbUp', 'cpuMsPerConn'];
+const keys = ['downMbit', 'upMbit', 'connsPerSec', 'cpuSPerGbDown', 'cpuSPerGbUp', 'busySPerGbDown', 'busySPerGbUp', 'cpuMsPerConn'];
 const med = (who) => Object.fromEntries(keys.map((k) => [k, median(out[who].map((x) => x[k]))]));
 const m = med('meshd'), t = med('tailscaled'), b = baseBin ? med('base') : undefined;
 const summary = { ...out, median: { meshd: m, tailscaled: t, ratio: Object.fromEntries(keys.map((k) => [k, m[k] / t[k]])), rssRatio: out.rss.meshd / out.rss.tailscaled } };
@@ -225,7 +235,7 @@ else {
   const f = (x) => x.toFixed(x >= 100 ? 0 : 2);
   console.log(`SOCKS5 through --tun=userspace-networking to a tailscaled peer, ${mb} MB, median of ${rounds}`);
   console.log(b ? '| | meshd (base) | meshd | tailscaled 1.102.3 | ratio base | ratio |\n|---|---|---|---|---|---|' : '| | meshd | tailscaled 1.102.3 | ratio |\n|---|---|---|---|');
-  for (const [k, label] of [['downMbit', 'TCP down Mbit/s'], ['upMbit', 'TCP up Mbit/s'], ['connsPerSec', 'connections/s'], ['cpuSPerGbDown', 'CPU s/GB down'], ['cpuSPerGbUp', 'CPU s/GB up'], ['cpuMsPerConn', 'CPU ms/connection']]) {
+  for (const [k, label] of [['downMbit', 'TCP down Mbit/s'], ['upMbit', 'TCP up Mbit/s'], ['connsPerSec', 'connections/s'], ['cpuSPerGbDown', 'CPU s/GB down'], ['cpuSPerGbUp', 'CPU s/GB up'], ['busySPerGbDown', 'busiest thread CPU s/GB down'], ['busySPerGbUp', 'busiest thread CPU s/GB up'], ['cpuMsPerConn', 'CPU ms/connection']]) {
     if (b) console.log(`| ${label} | ${f(b[k])} | ${f(m[k])} | ${f(t[k])} | ${(b[k] / t[k]).toFixed(2)} | ${(m[k] / t[k]).toFixed(2)} |`);
     else console.log(`| ${label} | ${f(m[k])} | ${f(t[k])} | ${(m[k] / t[k]).toFixed(2)} |`);
   }
