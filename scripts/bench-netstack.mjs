@@ -21,7 +21,6 @@ import { spawnSync, spawn as spawnAsync } from 'node:child_process';
 import { TailnetLab, HS_URL } from '../dist/test/harness/hslab.js';
 import { which } from '../dist/test/harness/prereq.js';
 import { waitFor } from '../dist/test/harness/netns.js';
-import { AGENT_NODE_FLAGS } from '../dist/src/cli/agentspawn.js';
 
 const arg = (name, dflt) => { const i = process.argv.indexOf(name); return i > 0 ? Number(process.argv[i + 1]) : dflt; };
 const rounds = arg('--rounds', 2);
@@ -97,8 +96,8 @@ function curl(ns, args, timeoutMs = 180_000) {
 async function startMeshd(node, bin, key) {
   const ns = ['--tun=userspace-networking', '--socks5-server', '127.0.0.1:1080'];
   const state = join(node.dir, 'state');
-  // MALLOC_ARENA_MAX=2 and AGENT_NODE_FLAGS: the environment and Node flags `up` starts the agent with (src/cli/agentspawn.ts).
-  const proc = lab.lab.spawn(node.ns, ['env', 'MESHD_DERP_HTTP=1', 'MALLOC_ARENA_MAX=2', process.execPath, ...AGENT_NODE_FLAGS, ...nodeFlags, ...(node.name === 'mu' ? subjectFlags : []), bin, '--socket', node.socket, 'daemon', '--state-dir', state, ...ns]);
+  // MALLOC_ARENA_MAX=2: the environment `up` starts the agent with (src/cli/agentspawn.ts agentEnv).
+  const proc = lab.lab.spawn(node.ns, ['env', 'MESHD_DERP_HTTP=1', 'MALLOC_ARENA_MAX=2', process.execPath, ...nodeFlags, ...(node.name === 'mu' ? subjectFlags : []), bin, '--socket', node.socket, 'daemon', '--state-dir', state, ...ns]);
   if (agentLog) for (const st of [proc.stdout, proc.stderr]) st?.on('data', (d) => appendFileSync(`${agentLog}.${node.name}`, d));
   await waitFor(`${node.name}'s agent`, () => lab.agentRunning(node), 15_000, 100);
   const keyFile = join(node.dir, 'authkey');

@@ -40,20 +40,11 @@ export function logPathOf(socket: string, f: AgentFlags): string {
   return f.state === MEM ? join(dirname(socket), 'meshd.log') : join(f.stateDir ?? defaultStateDir(), 'meshd.log');
 }
 
-/**
- * Node flags of the agent. --max-semi-space-size=2 (MiB; V8's default grows each of the young
- * generation's two halves up to 16): after a storm of 2000 proxied connections the young
- * generation held 4.0 MiB instead of 9.8 and the agent's RSS was 71.7 MiB instead of 78.4, with
- * CPU per GB and per connection unchanged (bench-netstack --subject-flags, README). The hot path
- * allocates little, so smaller halves mean slightly more frequent, still cheap, scavenges.
- */
-export const AGENT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=2'];
-
 /** The agent's command line (after the node binary) for these flags. */
 export function agentArgs(socket: string, f: AgentFlags): string[] {
   const bin = fileURLToPath(new URL('../../../bin/meshd.js', import.meta.url));
   const mem = f.state === MEM;
-  const args = [...AGENT_NODE_FLAGS, bin, '--socket', socket, 'daemon', ...(mem ? ['--state', MEM] : ['--state-dir', f.stateDir ?? defaultStateDir()]),
+  const args = [bin, '--socket', socket, 'daemon', ...(mem ? ['--state', MEM] : ['--state-dir', f.stateDir ?? defaultStateDir()]),
     '--tun', f.tun ?? 'meshd0', '--port', String(Number(f.port ?? '41641')), '--exit-when-down'];
   if (f.verbose) args.push('--verbose');
   if (f.debug) args.push('--debug', f.debug);
