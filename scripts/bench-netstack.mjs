@@ -10,6 +10,8 @@
 //     [--subject-flags 'FLAGS']  Node flags for the meshd under test only (not --base)
 //     [--agent-log FILE]  append each meshd daemon's output to FILE.<node>
 //     [--strace DIR] count each agent's system calls per phase (strace -c; DIR/<node>-<phase>.txt; numbers skewed)
+//     [--warm-conns N]  N SOCKS5 connections through each agent before measuring (JIT warm-up; idle RSS is then after it)
+//     [--mem]  meshd's idle memory by kind (its metrics) and each agent's anonymous/file-backed RSS
 //     [--perf DIR]  record meshd with perf per phase (DIR/down.data, up.data, conns.data; the daemon
 //                   runs with --perf-basic-prof so JIT frames have names; numbers are then skewed)
 import { createHash } from 'node:crypto';
@@ -65,7 +67,18 @@ function sched(pid) {
   }
   return { run, wait };
 }
+/** CPU seconds per thread of pid (Map tid -> s). */
+const threadCpuS = (pid) => {
+  const m = new Map();
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try { const f = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8').split(') ')[1].split(' '); m.set(tid, (Number(f[11]) + Number(f[12])) / 100); } catch { /* thread gone */ }
+  }
+  return m;
+};
+/** CPU seconds of the busiest thread between two threadCpuS snapshots: alone on a machine, the bound on one agent's rate. */
+const busiest = (a, b) => { let x = 0; for (const [tid, s] of b) x = Math.max(x, s - (a.get(tid) ?? 0)); return x; };
 const cpuS = (pid) => { const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' '); return (Number(f[11]) + Number(f[12])) / 100; };
+const statusMem = (pid) => ['VmRSS', 'RssAnon', 'RssFile', 'Threads'].map((k) => `${k}=${new RegExp(`${k}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]}`).join(' ');
 const rssMiB = (pid) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) / 1024;
 
 function curl(ns, args, timeoutMs = 180_000) {
@@ -83,7 +96,8 @@ function curl(ns, args, timeoutMs = 180_000) {
 async function startMeshd(node, bin, key) {
   const ns = ['--tun=userspace-networking', '--socks5-server', '127.0.0.1:1080'];
   const state = join(node.dir, 'state');
-  const proc = lab.lab.spawn(node.ns, ['env', 'MESHD_DERP_HTTP=1', process.execPath, ...nodeFlags, ...(node.name === 'mu' ? subjectFlags : []), bin, '--socket', node.socket, 'daemon', '--state-dir', state, ...ns]);
+  // MALLOC_ARENA_MAX=2: the environment `up` starts the agent with (src/cli/agentspawn.ts agentEnv).
+  const proc = lab.lab.spawn(node.ns, ['env', 'MESHD_DERP_HTTP=1', 'MALLOC_ARENA_MAX=2', process.execPath, ...nodeFlags, ...(node.name === 'mu' ? subjectFlags : []), bin, '--socket', node.socket, 'daemon', '--state-dir', state, ...ns]);
   if (agentLog) for (const st of [proc.stdout, proc.stderr]) st?.on('data', (d) => appendFileSync(`${agentLog}.${node.name}`, d));
   await waitFor(`${node.name}'s agent`, () => lab.agentRunning(node), 15_000, 100);
   const keyFile = join(node.dir, 'authkey');
@@ -101,7 +115,7 @@ function perfAround(who, pid, name, fn) {
     try { return fn(); } finally { p.kill('SIGINT'); spawnSync('sleep', ['0.5']); }
   }
   if (!perfDir || who !== 'mu') return fn();
-  const p = spawnAsync('perf', ['record', '-q', '-F', '999', '-g', '-p', String(pid), '-o', join(perfDir, `${name}.data`)], { stdio: 'ignore' });
+  const p = spawnAsync('perf', ['record', '-q', '-F', process.env.PERF_FREQ ?? '999', '-g', '-p', String(pid), '-o', join(perfDir, `${name}.data`)], { stdio: 'ignore' });
   spawnSync('sleep', ['0.3']);
   try { return fn(); } finally { p.kill('SIGINT'); spawnSync('sleep', ['1']); }
 }
@@ -110,12 +124,12 @@ function perfAround(who, pid, name, fn) {
 function measure(node, pid, target) {
   const proxy = '--socks5-hostname 127.0.0.1:1080';
   const bytes = mb * 1024 * 1024;
-  if (connsOnly) return { ...connections(node, pid, target), downMbit: 0, upMbit: 0, cpuSPerGbDown: 0, cpuSPerGbUp: 0 };
+  if (connsOnly) return { ...connections(node, pid, target), downMbit: 0, upMbit: 0, cpuSPerGbDown: 0, cpuSPerGbUp: 0, busySPerGbDown: 0, busySPerGbUp: 0 };
   const file = join(lab.dir, `${node.name}.dl`);
-  let c0 = cpuS(pid);
+  let c0 = cpuS(pid), t0 = threadCpuS(pid);
   const s0 = sched(pid), w0 = performance.now();
   const dl = perfAround(node.name, pid, 'down', () => curl(node.ns, `${proxy} -D ${file}.h -o ${file} -w '%{speed_download}' http://${target}:8000/blob/${bytes}`));
-  const cpuDown = cpuS(pid) - c0;
+  const cpuDown = cpuS(pid) - c0, busyDown = busiest(t0, threadCpuS(pid));
   const s1 = sched(pid), wall = (performance.now() - w0) / 1000;
   // Share of the download's wall time the agent's threads ran and waited for a CPU (a loaded machine shows as wait).
   const schedDown = { run: (s1.run - s0.run) / wall, wait: (s1.wait - s0.wait) / wall };
@@ -125,16 +139,16 @@ function measure(node, pid, target) {
   const up = join(lab.dir, `${node.name}.up`);
   lab.lab.exec(node.ns, ['bash', '-c', `head -c ${bytes} /dev/urandom > ${up}`]);
   const sent = createHash('sha256').update(readFileSync(up)).digest('hex');
-  c0 = cpuS(pid);
+  c0 = cpuS(pid); t0 = threadCpuS(pid);
   const ur = perfAround(node.name, pid, 'up', () => curl(node.ns, `${proxy} -T ${up} -w '\\n%{speed_upload}' http://${target}:8000/upload`));
-  const cpuUp = cpuS(pid) - c0;
+  const cpuUp = cpuS(pid) - c0, busyUp = busiest(t0, threadCpuS(pid));
   rmSync(up);
   const [replyLine, speedUp] = ur.trim().split('\n');
   if (JSON.parse(replyLine).sha256 !== sent) throw new Error(`${node.name}: upload hash mismatch`);
   const gb = bytes / 1e9;
   return {
     downMbit: Number(dl) * 8 / 1e6, upMbit: Number(speedUp) * 8 / 1e6,
-    cpuSPerGbDown: cpuDown / gb, cpuSPerGbUp: cpuUp / gb, schedDown, ...connections(node, pid, target),
+    cpuSPerGbDown: cpuDown / gb, cpuSPerGbUp: cpuUp / gb, busySPerGbDown: busyDown / gb, busySPerGbUp: busyUp / gb, schedDown, ...connections(node, pid, target),
   };
 }
 
@@ -179,8 +193,26 @@ try {
   if (mb) bPid = agentPid(mb.ns, 'meshd.js');
   // Warm-up: both reach the peer through their proxy (paths settle, direct).
   for (const n of [mu, tu, ...(mb ? [mb] : [])]) await waitFor(`${n.name} to reach the peer`, () => lab.lab.tryExec(n.ns, ['curl', '-sS', '--max-time', '3', '--socks5-hostname', '127.0.0.1:1080', `http://${target}:8000/`], 5000).status === 0, 30_000, 500);
+  // --warm-conns N: N connections through each agent before measuring (V8 has compiled the per-connection
+  // code: a fresh meshd spends ~40% of its CPU in its third round of 500 compiling it; see README).
+  const warm = arg('--warm-conns', 0);
+  if (warm > 0) {
+    for (const n of [mu, tu, ...(mb ? [mb] : [])]) {
+      const r = lab.lab.tryExec(n.ns, [process.execPath, load, '127.0.0.1', '1080', target, '8000', String(conc), '1024', String(warm)], 130_000);
+      if (JSON.parse(r.stdout || '{}').ok !== warm) throw new Error(`${n.name}: warm-up connections failed: ${r.stdout} ${r.stderr}`);
+    }
+  }
   await new Promise((res) => setTimeout(res, 3000));
   out.rss = { meshd: rssMiB(mPid), tailscaled: rssMiB(tPid), ...(mb ? { base: rssMiB(bPid) } : {}) };
+  // --mem: where meshd's idle memory is (its metrics: V8 spaces, malloc arenas) and the file-backed/anonymous split of each agent.
+  if (process.argv.includes('--mem')) {
+    for (const [who, n, pid] of [['meshd', mu, mPid], ...(mb ? [['base', mb, bPid]] : [])]) {
+      const lines = lab.meshd(n, ['metrics']).stdout.split('\n').filter((l) => l.startsWith('meshd_process_memory_bytes'));
+      console.log(who, lines.map((l) => { const m = /kind="([^"]+)"\} (\S+)/.exec(l); return m ? `${m[1]}=${(Number(m[2]) / 1048576).toFixed(1)}` : l; }).join(' '));
+      console.log(who, statusMem(pid));
+    }
+    console.log('tailscaled', statusMem(tPid));
+  }
   for (let i = 0; i < rounds; i++) {
     if (mb) out.base.push(measure(mb, bPid, target));
     out.meshd.push(measure(mu, mPid, target));
@@ -193,7 +225,7 @@ try {
   await lab.dispose();
 }
 
-const keys = ['downMbit', 'upMbit', 'connsPerSec', 'cpuSPerGbDown', 'cpuSPerGbUp', 'cpuMsPerConn'];
+const keys = ['downMbit', 'upMbit', 'connsPerSec', 'cpuSPerGbDown', 'cpuSPerGbUp', 'busySPerGbDown', 'busySPerGbUp', 'cpuMsPerConn'];
 const med = (who) => Object.fromEntries(keys.map((k) => [k, median(out[who].map((x) => x[k]))]));
 const m = med('meshd'), t = med('tailscaled'), b = baseBin ? med('base') : undefined;
 const summary = { ...out, median: { meshd: m, tailscaled: t, ratio: Object.fromEntries(keys.map((k) => [k, m[k] / t[k]])), rssRatio: out.rss.meshd / out.rss.tailscaled } };
@@ -202,7 +234,7 @@ else {
   const f = (x) => x.toFixed(x >= 100 ? 0 : 2);
   console.log(`SOCKS5 through --tun=userspace-networking to a tailscaled peer, ${mb} MB, median of ${rounds}`);
   console.log(b ? '| | meshd (base) | meshd | tailscaled 1.102.3 | ratio base | ratio |\n|---|---|---|---|---|---|' : '| | meshd | tailscaled 1.102.3 | ratio |\n|---|---|---|---|');
-  for (const [k, label] of [['downMbit', 'TCP down Mbit/s'], ['upMbit', 'TCP up Mbit/s'], ['connsPerSec', 'connections/s'], ['cpuSPerGbDown', 'CPU s/GB down'], ['cpuSPerGbUp', 'CPU s/GB up'], ['cpuMsPerConn', 'CPU ms/connection']]) {
+  for (const [k, label] of [['downMbit', 'TCP down Mbit/s'], ['upMbit', 'TCP up Mbit/s'], ['connsPerSec', 'connections/s'], ['cpuSPerGbDown', 'CPU s/GB down'], ['cpuSPerGbUp', 'CPU s/GB up'], ['busySPerGbDown', 'busiest thread CPU s/GB down'], ['busySPerGbUp', 'busiest thread CPU s/GB up'], ['cpuMsPerConn', 'CPU ms/connection']]) {
     if (b) console.log(`| ${label} | ${f(b[k])} | ${f(m[k])} | ${f(t[k])} | ${(b[k] / t[k]).toFixed(2)} | ${(m[k] / t[k]).toFixed(2)} |`);
     else console.log(`| ${label} | ${f(m[k])} | ${f(t[k])} | ${(m[k] / t[k]).toFixed(2)} |`);
   }

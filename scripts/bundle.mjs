@@ -19,7 +19,9 @@ rmSync(join(root, 'dist', 'bundle'), { recursive: true, force: true });
 await build({
   absWorkingDir: root,
   // agentspawn: bin/meshd.js loads it alone to start `up`'s agent before main (src/cli/agentspawn.ts).
-  entryPoints: ['src/cli/main.ts', 'src/cli/agentspawn.ts'],
+  // netstack-worker: the userspace stack's thread, started by new URL('./netstack-worker.js',
+  // import.meta.url) from a chunk in the same folder (src/daemon/netstack-thread.ts).
+  entryPoints: { main: 'src/cli/main.ts', agentspawn: 'src/cli/agentspawn.ts', 'netstack-worker': 'src/daemon/netstack-worker.ts' },
   outdir,
   bundle: true,
   splitting: true,

@@ -124,8 +124,9 @@ export async function daemonCommand(socket: string, f: DaemonFlags): Promise<voi
   await agent.end();
   await api.close();
   log('stopped');
-  // Nothing is left to do; half-closed connections must not keep the process alive.
-  process.exit(0);
+  // Nothing is left to do; half-closed connections must not keep the process alive. A fatal
+  // error (Agent.fatal) set the exit status.
+  process.exit(process.exitCode ?? 0);
 }
 
 /** The --debug HTTP server: GET /debug/metrics (as tailscaled's) and /metrics. */

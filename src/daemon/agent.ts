@@ -9,7 +9,7 @@ import type { NetworkMap, NodeInfo } from '../control/netmap.ts';
 import { formatNodePublic, type PrivateKey } from '../control/keys.ts';
 import { StateStore, type Identity } from '../state/store.ts';
 import { MemoryStore, type Store } from '../state/memstore.ts';
-import { DataPlane } from './dataplane.ts';
+import type { DataPlane } from './dataplane.ts';
 import { NetConf, TAILNET_V4, TAILNET_V6 } from './netconf.ts';
 import { Routing } from './routing.ts';
 import { BYPASS_MARK } from '../router/linux.ts';
@@ -17,14 +17,15 @@ import type { LocalBackend, NetcheckReport, PeerStatus, PingReply, PingRequest, 
 import type { Logf } from '../util/log.ts';
 import { generateKeyPair } from '../crypto/box.ts';
 import type { DiscoPublic } from '../control/keys.ts';
-import { MagicSock } from '../magicsock/magicsock.ts';
+import type { MagicSock } from '../magicsock/magicsock.ts';
 import { DnsService, type DnsStatus } from '../dns/service.ts';
 import { SERVICE_IP4, SERVICE_IP6 } from '../dns/config.ts';
 // The netstack (quad-100's TCP, userspace networking) loads when `up` needs it, after register:
 // its ~110 kB of code is not compiled before the first control request.
 import type { LocalServices } from '../netstack/local.ts';
-import { PortMapper } from '../portmapper/portmapper.ts';
+import type { PortMapper } from '../portmapper/portmapper.ts';
 import type { Userspace, UserspaceOptions } from './userspace.ts';
+import type { UserspaceThread } from './netstack-thread.ts';
 import { markedDialer } from '../net/tcp.ts';
 import { syncPeers, syncPeersInTurns, type AppliedPeer, type Touched } from './peersync.ts';
 import { AgentMetrics, healthWarnings, KEY_EXPIRY_WARN_MS, type AgentFacts } from './metrics.ts';
@@ -32,6 +33,26 @@ import { processKeeper, watchMajorGc } from './memory.ts';
 import { whoisIn } from './whois.ts';
 import { agentLogIn, AgentError, AUTH_URL_PROGRESS, checkLoginServer, USERSPACE_TUN } from './upcheck.ts';
 import { timeline } from '../util/timeline.ts';
+
+/** The classes `up` needs once registered, from the modules dataPlaneModules loads. */
+interface DataPlaneModules {
+  DataPlane: typeof DataPlane;
+  MagicSock: typeof MagicSock;
+  PortMapper: typeof PortMapper;
+}
+let dataPlaneLoad: Promise<DataPlaneModules> | undefined;
+/**
+ * The data plane's modules (TUN, WireGuard, crypto, magicsock, DERP, netcheck, port mapping), loaded
+ * on first use instead of with the agent: `up` starts loading them once its register request is
+ * out, while control takes ~1 s to answer, so the agent answers `up` and sends that request
+ * ~20-40 ms sooner (README, bench-nat: a request that misses one of headscale's 500 ms NodeStore
+ * write batches gets its first map 500 ms later).
+ */
+function dataPlaneModules(): Promise<DataPlaneModules> {
+  dataPlaneLoad ??= Promise.all([import('./dataplane.ts'), import('../magicsock/magicsock.ts'), import('../portmapper/portmapper.ts')])
+    .then(([dp, ms, pm]) => ({ DataPlane: dp.DataPlane, MagicSock: ms.MagicSock, PortMapper: pm.PortMapper }));
+  return dataPlaneLoad;
+}
 
 export { AgentError, AUTH_URL_PROGRESS, checkLoginServer } from './upcheck.ts';
 
@@ -57,8 +78,12 @@ const HOME_OUT_HANDSHAKES = 32;
 /** And once more this long after, for peers that had not applied the batch yet. */
 const HOME_OUT_AGAIN_MS = 300;
 
-/** After a map update sent pending initiations again: once more this long after (resendPendingInitiations). */
-const RESEND_AGAIN_MS = 100;
+/**
+ * After a map update sent pending initiations again: once more this long after
+ * (resendPendingInitiations). Above the device's INITIATION_COPY_GAP_MS (100), so that copy goes
+ * out at once instead of at the data plane's next 100 ms tick.
+ */
+const RESEND_AGAIN_MS = 120;
 
 /** Tailscale's MTU for the tailnet interface. */
 export const TAILNET_MTU = 1280;
@@ -124,7 +149,7 @@ export class Agent implements LocalBackend {
   /** quad-100's TCP side in TUN mode: a netstack for the service IPs (src/netstack/local.ts). */
   private quad100Tcp: LocalServices | undefined;
   /** The netstack and proxies in userspace mode (src/daemon/userspace.ts). */
-  private us: Userspace | undefined;
+  private us: Userspace | UserspaceThread | undefined;
   /** Metrics (src/daemon/metrics.ts): sampled every second while up. */
   private readonly metricsBook = new AgentMetrics();
   private metricsTimer: NodeJS.Timeout | undefined;
@@ -330,7 +355,9 @@ export class Agent implements LocalBackend {
         log: (l) => this.log(`control: ${l}`),
       });
       this.client = client;
-      let reg = await withDeadline(client.register({ ...(req.authKey ? { authKey: req.authKey } : {}), hostinfo, onSent: registerSent }), remaining(), 'logging in');
+      // The data plane's modules load while control answers (see dataPlaneModules).
+      const onSent = (): void => { registerSent(); dataPlaneModules().catch(() => {}); }; // a failure is reported where awaited
+      let reg = await withDeadline(client.register({ ...(req.authKey ? { authKey: req.authKey } : {}), hostinfo, onSent }), remaining(), 'logging in');
       // Interactive login (no auth key, a node key control does not know): show the URL control
       // gives and wait for someone to approve it (headscale auth register, or the web page);
       // headscale hands out a fresh URL when the old one lapsed.
@@ -356,15 +383,19 @@ export class Agent implements LocalBackend {
       progress(`logged in${reg.user ? ` as ${reg.user.loginName}` : ''}; starting the tunnel`);
 
       if (this.opts.userspace) {
-        const { Userspace } = await import('./userspace.ts');
-        this.us = new Userspace({ ...this.opts.userspace, log: this.log });
+        // On a worker thread by default (src/daemon/netstack-thread.ts); MESHD_NETSTACK_THREAD=0 keeps it here.
+        const nt = await import('./netstack-thread.ts');
+        this.us = nt.netstackThreadEnabled()
+          ? new nt.UserspaceThread({ ...this.opts.userspace, log: this.log, onFatal: (e) => this.fatal(e) })
+          : new (await import('./userspace.ts')).Userspace({ ...this.opts.userspace, log: this.log });
         await this.us.start().catch((e: Error) => { throw new AgentError('proxy_listen', e.message); });
         await serverSaved; // one write at a time: update() reads, merges and writes
         await this.store.update({ tun: USERSPACE_TUN });
       }
       // magicsock owns the UDP socket and is the data plane's Bind (src/net/bind.ts).
       await cleaning;
-      this.magic = this.startMagic(identity.nodePrivate, disco.privateKey, client);
+      const { DataPlane, MagicSock, PortMapper } = await dataPlaneModules();
+      this.magic = this.startMagic({ MagicSock, PortMapper }, identity.nodePrivate, disco.privateKey, client);
       // The map stream starts before the data plane opens (TUN, routing, DNS: 15-120 ms): control
       // takes about a second to send the first map whatever we do meanwhile, so each ms of our own
       // work before the request is a ms later for the first packet. Maps wait for the data plane.
@@ -500,7 +531,8 @@ export class Agent implements LocalBackend {
 
 
   /** Starts magicsock with its UDP socket: disco, DERP, netcheck; it reports endpoints and NetInfo to control. */
-  private startMagic(nodePrivate: Uint8Array, discoPrivate: Uint8Array, client: ControlClient): MagicSock {
+  private startMagic(mods: Pick<DataPlaneModules, 'MagicSock' | 'PortMapper'>, nodePrivate: Uint8Array, discoPrivate: Uint8Array, client: ControlClient): MagicSock {
+    const { MagicSock, PortMapper } = mods;
     const portmap = process.env.MESHD_DISABLE_PORTMAPPER === '1' ? undefined : new PortMapper({
       log: (l) => this.log(l),
       localPort: () => this.magic?.port ?? this.opts.port,
@@ -833,6 +865,13 @@ export class Agent implements LocalBackend {
     this.us = undefined;
     dp?.close();
     this.netconf.reset();
+  }
+
+  /** A part the agent cannot run without failed (the netstack thread): say why and stop, exit status 1. */
+  private fatal(e: Error): void {
+    this.log(`fatal: ${e.message}; stopping`);
+    process.exitCode = 1;
+    this.opts.onExit();
   }
 
   /** Set once the full cleanupStale ran (at daemon start, or in the first `up` of an agent `up` started). */

@@ -5,15 +5,14 @@
 // UserDial does. Names: MagicDNS names of the map first, then the host's resolver.
 import { createServer, connect, isIP, type Server, type Socket } from 'node:net';
 import { lookup } from 'node:dns/promises';
-import type { Duplex } from 'node:stream';
 import type { NetworkMap } from '../control/netmap.ts';
 import { NetstackDevice } from '../netstack/device.ts';
 import { Forwarder } from '../netstack/forward.ts';
-import { TcpStream } from '../netstack/stream.ts';
+import { dialRelay, type TcpRelay } from '../netstack/relay.ts';
 import { formatAddr, parseAddr } from '../netstack/ip.ts';
 import { AllowedIPs } from '../wg/allowedips.ts';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
-import { newProxyCounters, serveSocks, type ProxyCounters, type ProxyDialer, type UdpAssociation } from '../proxy/socks5.ts';
+import { newProxyCounters, serveSocks, type ProxyCounters, type ProxyDialer, type ProxyUpstream, type UdpAssociation } from '../proxy/socks5.ts';
 import { serveHttpProxy } from '../proxy/http.ts';
 import type { Logf } from '../util/log.ts';
 import { native } from '../native/index.ts';
@@ -190,7 +189,7 @@ export class Userspace implements ProxyDialer {
   }
 
   /** ProxyDialer: resolve, then connect through the netstack or from the host. */
-  async dial(host: string, port: number): Promise<Duplex & { localAddress?: string | undefined; localPort?: number | undefined }> {
+  async dial(host: string, port: number): Promise<ProxyUpstream> {
     if (!Number.isInteger(port) || port < 1 || port > 65535) throw Object.assign(new Error(`bad port ${port}`), { code: 'EINVAL' });
     const ips = await this.resolve(host);
     let last: unknown;
@@ -250,29 +249,12 @@ export class Userspace implements ProxyDialer {
     };
   }
 
-  /** A TCP connection through the netstack to a tailnet address. */
-  dialNetstack(ip: string, port: number): Promise<TcpStream> {
-    const driver = this.device.driver;
-    let ts: TcpStream;
-    try {
-      const t = driver.stack.connect(ip, port, { onData() {}, onEnd() {}, onWritable() {}, onClose() {} });
-      ts = new TcpStream(t, () => driver.schedule());
-    } catch (e) {
-      return Promise.reject(Object.assign(new Error((e as Error).message), { code: 'ENETUNREACH' }));
-    }
-    driver.schedule();
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        ts.off('connect', ok);
-        ts.destroy(Object.assign(new Error(`timed out connecting to ${ip}:${port}`), { code: 'ETIMEDOUT' }));
-        reject(Object.assign(new Error(`timed out connecting to ${ip}:${port} through the tailnet`), { code: 'ETIMEDOUT' }));
-      }, DIAL_TIMEOUT_MS);
-      const ok = (): void => { clearTimeout(timer); ts.off('error', bad); resolve(ts); };
-      const bad = (e: Error): void => { clearTimeout(timer); reject(e); };
-      ts.once('connect', ok);
-      ts.once('error', bad);
-    });
+  /** A TCP connection through the netstack to a tailnet address (relayed without node:stream, see netstack/relay.ts). */
+  dialNetstack(ip: string, port: number): Promise<TcpRelay> {
+    return dialRelay(this.device.stack, this.kick, ip, port, DIAL_TIMEOUT_MS);
   }
+
+  private readonly kick = (): void => { this.device.driver.schedule(); };
 
   /** Counters for status: stack, forwarder, proxies. */
   counters(): Record<string, number> {

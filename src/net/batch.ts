@@ -66,13 +66,14 @@ export class RxBatch {
   private readonly endpoints: Endpoints | undefined;
   private lastEndpoint: Endpoint | undefined;
 
-  constructor(shape: BatchShape, endpoints?: Endpoints) {
+  /** backing: existing memory to use instead of allocating (a frame of a shared ring, src/netstack/ring-shared.ts). */
+  constructor(shape: BatchShape, endpoints?: Endpoints, backing?: { buf: Uint8Array; lens: Int32Array }) {
     checkShape(shape);
     this.slots = shape.slots;
     this.slotSize = shape.slotSize;
     this.headroom = shape.headroom;
-    this.buf = new Uint8Array(shape.slots * shape.slotSize);
-    this.lens = new Int32Array(shape.slots);
+    this.buf = backing?.buf ?? new Uint8Array(shape.slots * shape.slotSize);
+    this.lens = backing?.lens ?? new Int32Array(shape.slots);
     this.endpoints = endpoints;
     this.addrs = endpoints ? new Uint8Array(shape.slots * ENDPOINT_RAW_LEN) : undefined;
   }

@@ -17,7 +17,7 @@ const copyBytes = Buffer.prototype.copy as (this: Uint8Array, target: Uint8Array
 /** Size of the large gathering buffers: a bulk transfer fills one per loop turn, then one socket write carries it. */
 const ACC_SIZE = 256 * 1024;
 /** Size of the first gathering buffer of a turn. */
-const SMALL_SIZE = 16 * 1024;
+export const SMALL_SIZE = 16 * 1024;
 /** Gathering buffers kept for reuse, shared by all streams: 2 MiB of large, 1 MiB of small ones at most. */
 const POOL_MAX = 8;
 const SMALL_POOL_MAX = 64;
@@ -26,15 +26,18 @@ const smallPool: Buffer[] = [];
 /** At most this much is copied out of a gathering buffer for the readable side (the buffer goes back to the pool). */
 const COPY_OUT_MAX = 64 * 1024;
 
-function takeBuffer(): Buffer {
+/** A large gathering buffer from the pool (shared with relay.ts). */
+export function takeBuffer(): Buffer {
   return pool.pop() ?? Buffer.allocUnsafeSlow(ACC_SIZE);
 }
 
-function takeSmall(): Buffer {
+/** A small gathering buffer from the pool. */
+export function takeSmall(): Buffer {
   return smallPool.pop() ?? Buffer.allocUnsafeSlow(SMALL_SIZE);
 }
 
-function giveBack(b: Buffer): void {
+/** Returns a gathering buffer to its pool. */
+export function giveBack(b: Buffer): void {
   if (b.length === SMALL_SIZE) { if (smallPool.length < SMALL_POOL_MAX) smallPool.push(b); }
   else if (pool.length < POOL_MAX) pool.push(b);
 }

@@ -206,10 +206,25 @@ export interface UdpAssociation {
   close(): void;
 }
 
+/**
+ * An upstream connection that relays with the client's socket by itself, both ways
+ * (src/netstack/relay.ts TcpRelay: a netstack connection without node:stream).
+ */
+export interface RelayUpstream {
+  relayWith(sock: Duplex): void;
+  /** Bytes for the target before the relay starts. */
+  write(chunk: Uint8Array | string): unknown;
+  /** Drops the connection (the client went away first). */
+  destroy(): unknown;
+}
+
+/** What a dial gives a proxy: a stream, or a connection that relays by itself; the local address goes into replies. */
+export type ProxyUpstream = (Duplex | RelayUpstream) & { localAddress?: string | undefined; localPort?: number | undefined };
+
 /** What a proxy needs to reach a target. */
 export interface ProxyDialer {
   /** Connects to host:port (a name is resolved the tailnet's way); rejects with an error carrying `code`. */
-  dial(host: string, port: number): Promise<Duplex & { localAddress?: string | undefined; localPort?: number | undefined }>;
+  dial(host: string, port: number): Promise<ProxyUpstream>;
   /** Opens a UDP association; replies from targets come to onReply (sender as an IP). Absent: UDP ASSOCIATE is refused. */
   associateUdp?(onReply: (host: string, port: number, data: Uint8Array) => void): UdpAssociation;
 }
@@ -372,13 +387,12 @@ function associate(sock: Duplex, open: NonNullable<ProxyDialer['associateUdp']>,
 /** A stream that can write what it receives into a sink itself (src/netstack/stream.ts TcpStream). */
 interface SendsTo { sendTo(sink: Duplex): void }
 const hasSendTo = (d: Duplex): d is Duplex & SendsTo => typeof (d as Partial<SendsTo>).sendTo === 'function';
-/** A stream that relays with a socket by itself, both ways (TcpStream.relayWith). */
-interface RelaysWith { relayWith(sock: Duplex): void }
-const hasRelayWith = (d: Duplex): d is Duplex & RelaysWith => typeof (d as Partial<RelaysWith>).relayWith === 'function';
+/** Relays with a socket by itself, both ways (TcpRelay, TcpStream.relayWith). */
+const hasRelayWith = (d: Duplex | RelayUpstream): d is RelayUpstream => typeof (d as Partial<RelayUpstream>).relayWith === 'function';
 
 /** Copies both ways until both directions ended; an error on either side tears both down. */
-export function relay(a: Duplex, b: Duplex): void {
-  // A netstack connection relays with the client's socket itself, without its stream machinery.
+export function relay(a: Duplex, b: Duplex | RelayUpstream): void {
+  // A netstack connection relays with the client's socket itself, without stream machinery.
   if (hasRelayWith(b)) { b.relayWith(a); return; }
   // A netstack stream writes what it receives straight into the other side (TcpStream.sendTo).
   if (hasSendTo(b)) b.sendTo(a); else b.pipe(a);

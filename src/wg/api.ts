@@ -96,7 +96,7 @@ export const COUNTER_NAMES = [
   // traffic
   'txData', 'txKeepalives', 'txInitiations', 'txInitiationResends', 'txResponses', 'txCookieReplies',
   'rxData', 'rxKeepalives', 'rxInitiations', 'rxResponses', 'rxCookieReplies',
-  'handshakesCompleted', 'handshakesGivenUp', 'keyZeroings', 'underLoadEntered',
+  'handshakesCompleted', 'handshakesGivenUp', 'rxResponsesReplacing', 'keyZeroings', 'underLoadEntered',
   // outbound drops
   'dropTxNotIP', 'dropTxBadBuffer', 'dropTxNoRoute', 'dropTxNoEndpoint', 'dropTxStagedOverflow', 'dropTxStagedFlushed',
   'dropTxQueueFull',

@@ -21,7 +21,7 @@ import {
   writeTransportHeader,
 } from './messages.ts';
 import {
-  consumeInitiation, consumeResponse, createInitiation, createResponse, deriveKeys, HandshakeState, Noise,
+  consumeInitiation, consumeResponse, createInitiation, createResponse, deriveKeys, Handshake, HandshakeState, Noise,
   type StaticIdentity,
 } from './noise.ts';
 import { keyHex, Peer, STAGED_HEADROOM } from './peer.ts';
@@ -49,6 +49,16 @@ export const UNDER_LOAD_QUEUE_DEPTH = 128;
 export const UNDER_LOAD_AFTER_MS = 1000;
 /** Default TUN MTU. */
 export const DEFAULT_MTU = 1420;
+/**
+ * Least time between two copies of one initiation (the initiationResendMs repeats, and the ones the
+ * agent asks for after a map update). wireguard-go checks an initiation's TAI64N replay and flood
+ * limits under a read lock and records them under the write lock (ConsumeMessageInitiation): two
+ * copies that its handshake goroutines take at the same time both pass, it answers both, and the
+ * second answer's keypair replaces the first, which we took; our data then goes unanswered until
+ * the 15 s no-reply handshake. Copies this far apart reach it one after the other, and the later
+ * one is dropped as a replay.
+ */
+export const INITIATION_COPY_GAP_MS = 100;
 /** Seal and open jobs the device queues before it flushes by itself (a batch is normally <= 128). */
 export const MAX_QUEUED_JOBS = 1024;
 
@@ -192,7 +202,8 @@ export class Device {
   /**
    * Repeats a peer's unanswered first initiation now (byte for byte, as initiationResendMs does);
    * starts nothing new. For when the peer may just have learned about us (a control map update):
-   * false when there was none to repeat.
+   * false when there was none to repeat, or when its last send was under INITIATION_COPY_GAP_MS
+   * ago (the copy then goes when that gap ends).
    */
   resendPendingInitiation(publicKey: Uint8Array, sink: WgSink): boolean {
     const peer = this.byKey.get(keyHex(publicKey));
@@ -548,17 +559,22 @@ export class Device {
       this.c.dropTxNoEndpoint++;
     }
     peer.timers.handshakeInitiated(now, this.jitter());
+    peer.answered = null;
     // Only a handshake's first initiation is repeated: a peer that missed it because it did not
     // know us yet gets it again soon; one that stays silent costs no more than the usual retries.
     peer.pendingInitiation = null;
     peer.timers.resendInitiation = Infinity;
     if (this.initiationResendMs > 0 && !isRetry && peer.endpoint !== null) {
       peer.pendingInitiation = msg;
+      peer.pendingInitiationSentAt = now;
       peer.timers.resendInitiation = now + this.initiationResendMs;
     }
   }
 
-  /** Sends the pending initiation again, unchanged, while its handshake still waits for a response. */
+  /**
+   * Sends the pending initiation again, unchanged, while its handshake still waits for a response;
+   * within INITIATION_COPY_GAP_MS of its last send, at the end of that gap instead.
+   */
   private resendInitiation(peer: Peer, sink: WgSink, now: number): void {
     const msg = peer.pendingInitiation;
     const t = peer.timers;
@@ -566,7 +582,14 @@ export class Device {
       peer.pendingInitiation = null;
       return;
     }
+    const gapEnd = peer.pendingInitiationSentAt + INITIATION_COPY_GAP_MS;
+    if (now < gapEnd) {
+      // Too soon after the last copy (see INITIATION_COPY_GAP_MS): it goes when the gap ends.
+      if (gapEnd < t.resendInitiation) t.resendInitiation = gapEnd;
+      return;
+    }
     sink.sendUdp(msg, 0, msg.length, peer.endpoint);
+    peer.pendingInitiationSentAt = now;
     peer.txBytes += msg.length;
     this.c.txInitiationResends++;
     // No repeat within half an interval of the retry, which sends a new initiation anyway.
@@ -708,6 +731,8 @@ export class Device {
     }
     // Authenticated: the peer is at `from` now (roaming, whitepaper 2.1).
     if (this.roaming) peer.endpoint = from;
+    // The peer sends under the keypair we took: it kept that answer (see takeAnotherAnswer).
+    if (peer.answered !== null && peer.answered.keypair === kp) peer.answered = null;
     if (peer.keypairs.receivedWith(kp, this.releaseKeypair)) {
       peer.timers.handshakeComplete();
       peer.lastHandshakeWallMs = this.clock.wall();
@@ -793,12 +818,16 @@ export class Device {
     }
     // Response: the receiver index names our pending handshake.
     const entry = this.index.get(readU32LE(msg, Offsets.response.receiver));
+    if (entry !== undefined && entry.keypair !== null && this.takeAnotherAnswer(entry.peer, entry.keypair, id, msg, from, sink, now)) return;
     if (entry === undefined || entry.keypair !== null) {
       this.c.dropRxUnknownIndex++;
       return;
     }
     const peer = entry.peer;
-    if (peer.handshake.state !== HandshakeState.InitiationCreated || !consumeResponse(this.noise, id, peer.handshake, msg)) {
+    const hs = peer.handshake;
+    // Copies: consumeResponse replaces hash and chainKey, and deriveKeys zeroes the handshake.
+    const before = { hash: hs.hash.slice(), chainKey: hs.chainKey.slice(), localEphemeral: hs.localEphemeral.slice(), localIndex: hs.localIndex };
+    if (hs.state !== HandshakeState.InitiationCreated || !consumeResponse(this.noise, id, hs, msg)) {
       this.c.dropRxHandshakeInvalid++;
       return;
     }
@@ -808,11 +837,56 @@ export class Device {
     peer.timers.anyAuthenticatedPacketTraversal(now, peer.persistentKeepalive);
     peer.timers.anyAuthenticatedPacketReceived();
     if (!this.beginSession(peer, now)) return;
+    const eph = Offsets.response.ephemeral;
+    peer.answered = { ...before, at: now, keypair: peer.keypairs.current!, seen: [msg.slice(eph, eph + 32)] };
     peer.timers.handshakeComplete();
     peer.pendingInitiation = null;
     peer.lastHandshakeWallMs = this.clock.wall();
     this.c.handshakesCompleted++;
     this.sendKeepalive(peer, sink, now);
+  }
+
+  /**
+   * Another answer to our last answered initiation, while nothing has arrived under the keypair
+   * we took from the first: the peer answered the initiation twice, and keeps only the last
+   * answer's keypair. wireguard-go can: it checks an initiation's replay and flood limits under a
+   * read lock and records them later (ConsumeMessageInitiation), so two copies its handshake
+   * goroutines take together both pass (copies come from our initiationResendMs repeats, and from
+   * a path that goes over DERP and UDP at once). Taking the first answer only, our data would go
+   * under a keypair the peer has dropped, unanswered until the 15 s no-reply handshake. So the
+   * later answer's keypair replaces the current one (same index), and a keepalive under it
+   * confirms it to the peer. Within REKEY_TIMEOUT of the first answer; an answer seen before
+   * changes nothing. False: not such an answer (the caller counts the drop).
+   */
+  private takeAnotherAnswer(peer: Peer, kp: Keypair, id: StaticIdentity, msg: Uint8Array, from: Endpoint, sink: WgSink, now: number): boolean {
+    const a = peer.answered;
+    if (a === null || a.keypair !== kp || peer.keypairs.current !== kp || now - a.at >= REKEY_TIMEOUT_MS) return false;
+    const eph = Offsets.response.ephemeral;
+    const e = msg.subarray(eph, eph + 32);
+    for (const s of a.seen) if (equalBytes(s, e)) return false;
+    const hs = new Handshake(peer.publicKey);
+    hs.presharedKey = peer.handshake.presharedKey;
+    hs.hash = a.hash.slice();
+    hs.chainKey = a.chainKey.slice();
+    hs.localEphemeral.set(a.localEphemeral);
+    hs.localIndex = a.localIndex;
+    hs.state = HandshakeState.InitiationCreated;
+    const keys = consumeResponse(this.noise, id, hs, msg) ? deriveKeys(this.noise, hs) : null;
+    if (keys === null) return false;
+    const next = new Keypair(this.transport, keys, now);
+    this.index.set(a.localIndex, { peer, keypair: next });
+    peer.keypairs.replaceCurrent(kp, next, this.releaseKeypair);
+    a.keypair = next;
+    a.seen.push(e.slice());
+    this.c.rxResponses++;
+    this.c.rxResponsesReplacing++;
+    peer.rxBytes += msg.length;
+    if (this.roaming) peer.endpoint = from;
+    peer.timers.anyAuthenticatedPacketTraversal(now, peer.persistentKeepalive);
+    peer.timers.anyAuthenticatedPacketReceived();
+    this.log(`peer ${peer.id.slice(0, 8)}: answered our initiation again; using the later answer's keys`);
+    this.sendKeepalive(peer, sink, now);
+    return true;
   }
 
   private receiveCookieReply(msg: Uint8Array): void {
@@ -935,6 +1009,7 @@ export class Device {
   private zeroAndFlushAll(peer: Peer): void {
     peer.keypairs.clear(this.releaseKeypair);
     peer.pendingInitiation = null;
+    peer.answered = null;
     const hs = peer.handshake;
     if (hs.localIndex !== 0) this.index.delete(hs.localIndex);
     hs.clear();
@@ -964,6 +1039,7 @@ export class Device {
 
   private removePeerObject(peer: Peer): void {
     peer.keypairs.clear(this.releaseKeypair);
+    peer.answered = null;
     if (peer.handshake.localIndex !== 0) this.index.delete(peer.handshake.localIndex);
     peer.handshake.clear();
     peer.timers.stopAll();

@@ -106,6 +106,14 @@ export class Keypairs {
     return true;
   }
 
+  /** Puts `kp` in place of the current keypair `old` (which is released); false if `old` is not current. */
+  replaceCurrent(old: Keypair, kp: Keypair, release: (old: Keypair) => void): boolean {
+    if (this.current !== old) return false;
+    this.current = kp;
+    release(old);
+    return true;
+  }
+
   /** Releases all three. */
   clear(release: (old: Keypair) => void): void {
     for (const kp of [this.previous, this.current, this.next]) if (kp !== null) release(kp);

@@ -4,7 +4,7 @@
 import type { Endpoint } from '../net/endpoint.ts';
 import type { CryptoBackend } from '../crypto/types.ts';
 import { CookieGenerator } from './cookie.ts';
-import { Keypairs } from './keypair.ts';
+import { Keypairs, type Keypair } from './keypair.ts';
 import { Handshake } from './noise.ts';
 import { MAX_STAGED_PACKETS, PeerTimers } from './timers.ts';
 
@@ -14,6 +14,24 @@ export interface StagedPacket {
   buf: Uint8Array;
   /** Plaintext length (0 = keepalive). */
   len: number;
+}
+
+/**
+ * What consuming another answer to our last answered initiation needs (Device: a peer that
+ * answered one initiation twice keeps the second answer's keypair): the handshake state just
+ * before the first answer, and the responder ephemerals already taken.
+ */
+export interface AnsweredInitiation {
+  readonly hash: Uint8Array;
+  readonly chainKey: Uint8Array;
+  readonly localEphemeral: Uint8Array;
+  readonly localIndex: number;
+  /** Monotonic ms of the first answer. */
+  readonly at: number;
+  /** The keypair we send with, from the answer taken last. */
+  keypair: Keypair;
+  /** Responder ephemerals of the answers taken (an answer seen again changes nothing). */
+  readonly seen: Uint8Array[];
 }
 
 /** Bytes reserved in front of a staged packet for the transport header. */
@@ -52,6 +70,10 @@ export class Peer {
   lastHandshakeWallMs = 0;
   /** The initiation last sent, macs included, while timers.resendInitiation may send it again. */
   pendingInitiation: Uint8Array | null = null;
+  /** Monotonic ms when pendingInitiation last went out (its first send or a copy). */
+  pendingInitiationSentAt = -Infinity;
+  /** Our last answered initiation, until a packet arrives under its keypair (see AnsweredInitiation). */
+  answered: AnsweredInitiation | null = null;
 
   constructor(crypto: CryptoBackend, publicKey: Uint8Array) {
     this.publicKey = publicKey.slice();

@@ -231,6 +231,7 @@ describe('meshd --tun=userspace-networking as an ordinary user, with a tailscale
     assert.equal(out.ok, 200, `${r.stdout} ${r.stderr}`);
     const c = status().self.counters ?? {};
     assert.ok((c['socks5.connected'] ?? 0) >= 200);
+    assert.ok((c['netstack.threadInPackets'] ?? 0) > 0, 'the stack runs in its worker thread (src/daemon/netstack-thread.ts)');
   });
 
   it('completes transfers intact under 5% random underlay loss, and under 30% completes or fails clearly within the bound', () => {

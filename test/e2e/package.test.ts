@@ -47,6 +47,8 @@ describe('the npm package, installed into an empty prefix', { skip }, () => {
     assert.ok(existsSync(join(root, 'native', 'build', 'meshd_native.node')), 'the install script built the addon');
     assert.ok(!existsSync(join(root, 'dist', 'test')) && !existsSync(join(root, 'src')), 'only the compiled CLI is shipped');
     assert.equal(sh(bin, ['version']).trim(), MESHD_VERSION);
+    // The userspace stack's worker thread is loaded by URL next to the module that starts it.
+    for (const f of ['dist/bundle/cli/netstack-worker.js', 'dist/src/daemon/netstack-worker.js']) assert.ok(existsSync(join(root, f)), `${f} is shipped`);
     const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { dependencies: Record<string, string> };
     assert.equal(pkg.dependencies.undici, undefined, 'no unused dependency');
   });
