@@ -13,9 +13,8 @@
 import { TcpError, type Tcb, type TcpHandler } from './tcp.ts';
 import type { Netstack } from './stack.ts';
 import { formatAddr } from './ip.ts';
-import { SMALL_SIZE, giveBack, takeBuffer, takeSmall, type RelaySocket } from './stream.ts';
+import { Gather, giveBack, type RelaySocket } from './stream.ts';
 
-const copyBytes = Buffer.prototype.copy as (this: Uint8Array, target: Uint8Array, targetStart: number, sourceStart: number, sourceEnd: number) => number;
 
 /** A handler for the moment between connect() and the relay taking the connection over. */
 const NONE: TcpHandler = { onData() {}, onEnd() {}, onWritable() {}, onClose() {} };
@@ -35,10 +34,8 @@ export class TcpRelay implements TcpHandler {
   private ended = false;
   /** The connection closed with an error before relayWith(). */
   private failed = false;
-  /** Gathering buffer of this loop turn (from the pool). */
-  private acc: Buffer | undefined;
-  private accLen = 0;
-  private accScheduled = false;
+  /** This loop turn's received bytes (see Gather). */
+  private readonly gather = new Gather((acc, len) => this.handOn(acc, len));
   /** Gathering buffers being written to the socket, in write order. */
   private readonly inflight: Buffer[] = [];
   /** Bytes waiting for room in the send buffer (the socket is paused meanwhile). */
@@ -71,34 +68,9 @@ export class TcpRelay implements TcpHandler {
 
   onData(_c: Tcb, buf: Uint8Array, off: number, len: number): void {
     // Segments of one input batch are gathered and handed on once (one socket write, not one per segment).
-    while (len > 0) {
-      let acc = this.acc;
-      if (acc === undefined) acc = this.acc = len <= SMALL_SIZE ? takeSmall() : takeBuffer();
-      else if (this.accLen === acc.length) {
-        if (acc.length === SMALL_SIZE) {
-          const big = takeBuffer();
-          copyBytes.call(acc, big, 0, 0, this.accLen);
-          giveBack(acc);
-          acc = this.acc = big;
-        } else {
-          this.flushAcc();
-          acc = this.acc = takeBuffer();
-        }
-      }
-      const n = Math.min(len, acc.length - this.accLen);
-      copyBytes.call(buf, acc, this.accLen, off, off + n);
-      this.accLen += n;
-      off += n;
-      len -= n;
-    }
-    this.tcb.unread = this.held() + this.accLen;
-    if (!this.accScheduled) { this.accScheduled = true; setImmediate(this.flushAccBound); }
+    this.gather.add(buf, off, len);
+    this.tcb.unread = this.held() + this.gather.len;
   }
-
-  private readonly flushAccBound = (): void => {
-    this.accScheduled = false;
-    if (this.accLen > 0) this.flushAcc();
-  };
 
   /** Received bytes past the gathering buffer that the window must still count. */
   private held(): number {
@@ -107,10 +79,7 @@ export class TcpRelay implements TcpHandler {
   }
 
   /** Hands the gathered bytes on: a socket write, or (before relayWith) the early list. */
-  private flushAcc(): void {
-    const acc = this.acc!, len = this.accLen;
-    this.acc = undefined;
-    this.accLen = 0;
+  private handOn(acc: Buffer, len: number): void {
     const h = this.host;
     if (h === undefined) {
       (this.early ??= []).push(acc.subarray(0, len));
@@ -129,7 +98,7 @@ export class TcpRelay implements TcpHandler {
     const b = this.inflight.shift();
     if (b !== undefined && !err) giveBack(b);
     const t = this.tcb;
-    if (!t.closed) { t.setUnread(this.held() + this.accLen); this.kick(); }
+    if (!t.closed) { t.setUnread(this.held() + this.gather.len); this.kick(); }
   };
 
   onEnd(): void {
@@ -138,7 +107,7 @@ export class TcpRelay implements TcpHandler {
 
   /** Hands on what is gathered, then the peer's FIN (to the socket, or noted for relayWith). */
   private endToHost(): void {
-    if (this.accLen > 0) this.flushAcc();
+    this.gather.flush();
     if (this.ended) return;
     this.ended = true;
     const h = this.host;
@@ -163,12 +132,12 @@ export class TcpRelay implements TcpHandler {
     const o = this.opened;
     if (o !== undefined) {
       this.opened = undefined;
-      this.dropAcc();
+      this.gather.drop();
       o(err ?? new TcpError('ECONNRESET', 'connection closed while opening'));
       return;
     }
     if (err) {
-      this.dropAcc();
+      this.gather.drop();
       this.failed = true;
       this.host?.destroy();
       return;
@@ -194,7 +163,7 @@ export class TcpRelay implements TcpHandler {
 
   /** Resets the connection (the client went away before the relay started, or the dial timed out). */
   destroy(): void {
-    this.dropAcc();
+    this.gather.drop();
     this.early = undefined;
     this.opened = undefined;
     const t = this.tcb;
@@ -209,7 +178,7 @@ export class TcpRelay implements TcpHandler {
     this.earlyLen = 0;
     if (early !== undefined) for (const b of early) sock.write(b, noop);
     if (this.failed) { sock.destroy(); return; }
-    this.tcb.unread = this.held() + this.accLen;
+    this.tcb.unread = this.held() + this.gather.len;
     if (this.ended) sock.end();
     if (this.pending !== undefined) sock.pause();
     sock.on('data', (chunk) => this.fromHost(chunk));
@@ -247,7 +216,7 @@ export class TcpRelay implements TcpHandler {
 
   /** The socket closed: the connection finishes in the background (orphan), as a closed socket's would. */
   private release(): void {
-    this.dropAcc();
+    this.gather.drop();
     const t = this.tcb;
     if (!t.closed && t.handler === this) {
       t.handler = NONE;
@@ -257,9 +226,6 @@ export class TcpRelay implements TcpHandler {
     }
   }
 
-  private dropAcc(): void {
-    if (this.acc !== undefined) { giveBack(this.acc); this.acc = undefined; this.accLen = 0; }
-  }
 }
 
 /** Why a dial through the netstack failed, with the code the proxies map to a reply (ENETUNREACH, ETIMEDOUT, or the TcpError's). */

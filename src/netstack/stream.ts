@@ -42,6 +42,71 @@ export function giveBack(b: Buffer): void {
   else if (pool.length < POOL_MAX) pool.push(b);
 }
 
+/**
+ * One connection's gathering buffer: what the peer sends in a loop turn is copied into one pooled
+ * buffer (a small one first, moved into a large one when the turn brings more) and handed on once,
+ * at the turn's end (setImmediate) or when a large buffer is full. Shared by TcpStream and
+ * relay.ts's TcpRelay.
+ */
+export class Gather {
+  /** The buffer being filled, if any, and how much of it is. */
+  buf: Buffer | undefined;
+  len = 0;
+  private scheduled = false;
+  private readonly handTo: (buf: Buffer, len: number) => void;
+
+  /** `handTo` takes the buffer (it gives it back to the pool with giveBack when done with it). */
+  constructor(handTo: (buf: Buffer, len: number) => void) {
+    this.handTo = handTo;
+  }
+
+  /** Copies `len` bytes of `src` from `off` in; hands a full large buffer on at once. */
+  add(src: Uint8Array, off: number, len: number): void {
+    while (len > 0) {
+      let acc = this.buf;
+      if (acc === undefined) acc = this.buf = len <= SMALL_SIZE ? takeSmall() : takeBuffer();
+      else if (this.len === acc.length) {
+        if (acc.length === SMALL_SIZE) {
+          // More than a small buffer's worth in one turn: move to a large one (one write per turn).
+          const big = takeBuffer();
+          copyBytes.call(acc, big, 0, 0, this.len);
+          giveBack(acc);
+          acc = this.buf = big;
+        } else {
+          this.flush();
+          acc = this.buf = takeBuffer();
+        }
+      }
+      const n = Math.min(len, acc.length - this.len);
+      copyBytes.call(src, acc, this.len, off, off + n);
+      this.len += n;
+      off += n;
+      len -= n;
+    }
+    if (!this.scheduled) { this.scheduled = true; setImmediate(this.onTurnEnd); }
+  }
+
+  /** Hands on what is gathered, if anything. */
+  flush(): void {
+    const b = this.buf, len = this.len;
+    if (b === undefined) return;
+    this.buf = undefined;
+    this.len = 0;
+    if (len === 0) { giveBack(b); return; }
+    this.handTo(b, len);
+  }
+
+  /** Gives what is gathered back to the pool unsent (the connection failed or the socket went). */
+  drop(): void {
+    if (this.buf !== undefined) { giveBack(this.buf); this.buf = undefined; this.len = 0; }
+  }
+
+  private readonly onTurnEnd = (): void => {
+    this.scheduled = false;
+    this.flush();
+  };
+}
+
 /** Where sendTo() writes: a host socket (net.Socket) or any Writable. */
 export interface DirectSink {
   write(chunk: Uint8Array, cb: (err?: Error | null) => void): boolean;
@@ -92,49 +157,22 @@ export class TcpStream extends Duplex implements TcpHandler {
 
   onData(_c: Tcb, buf: Uint8Array, off: number, len: number): void {
     // Segments of one input batch are gathered and handed on once (one write downstream, not one per segment).
-    while (len > 0) {
-      let acc = this.acc;
-      if (acc === undefined) acc = this.acc = len <= SMALL_SIZE ? takeSmall() : takeBuffer();
-      else if (this.accLen === acc.length) {
-        if (acc.length === SMALL_SIZE) {
-          // More than a small buffer's worth in one turn: move to a large one (one write per turn).
-          const big = takeBuffer();
-          copyBytes.call(acc, big, 0, 0, this.accLen);
-          giveBack(acc);
-          acc = this.acc = big;
-        } else {
-          this.flushAcc();
-          acc = this.acc = takeBuffer();
-        }
-      }
-      const n = Math.min(len, acc.length - this.accLen);
-      copyBytes.call(buf, acc, this.accLen, off, off + n);
-      this.accLen += n;
-      off += n;
-      len -= n;
-    }
-    this.tcb.unread = this.held() + this.accLen;
-    if (!this.accScheduled) { this.accScheduled = true; setImmediate(this.flushAccBound); }
+    this.gather.add(buf, off, len);
+    this.tcb.unread = this.held() + this.gather.len;
   }
 
-  /** Gathering buffer of this turn (from the pool). */
-  private acc: Buffer | undefined;
-  private accLen = 0;
-  private accScheduled = false;
+  /** This turn's received bytes (see Gather). */
+  private readonly gather = new Gather((acc, len) => this.handOn(acc, len));
   /** The host socket data goes to directly (sendTo), if any. */
   private sink: DirectSink | undefined;
   /** Gathering buffers being written to the sink, in write order. */
   private readonly inflight: Buffer[] = [];
-  private readonly flushAccBound = (): void => {
-    this.accScheduled = false;
-    if (this.accLen > 0) this.flushAcc();
-  };
   /** A write to the sink finished: its buffer goes back to the pool, and the window may open. */
   private readonly writtenBound = (err?: Error | null): void => {
     const b = this.inflight.shift();
     if (b !== undefined && !err) giveBack(b);
     const t = this.tcb;
-    if (!t.closed) { t.setUnread(this.held() + this.accLen); this.kick(); }
+    if (!t.closed) { t.setUnread(this.held() + this.gather.len); this.kick(); }
   };
 
   /** Received bytes downstream of the gathering buffer that the peer's window must still count. */
@@ -144,10 +182,7 @@ export class TcpStream extends Duplex implements TcpHandler {
   }
 
   /** Hands what was gathered on: a write to the sink, or a push to the readable side. The stream holds no buffer after it. */
-  private flushAcc(): void {
-    const acc = this.acc!, len = this.accLen;
-    this.acc = undefined;
-    this.accLen = 0;
+  private handOn(acc: Buffer, len: number): void {
     const k = this.sink;
     if (k !== undefined) {
       if (k.destroyed || k.writableEnded) { giveBack(acc); return; }
@@ -174,7 +209,7 @@ export class TcpStream extends Duplex implements TcpHandler {
     this.sink = sink;
     if (this.readableEnded || this.ended) { sink.end(); return; }
     this.resume();
-    this.tcb.unread = this.held() + this.accLen;
+    this.tcb.unread = this.held() + this.gather.len;
   }
 
   /** The peer's FIN was handed on. */
@@ -186,7 +221,7 @@ export class TcpStream extends Duplex implements TcpHandler {
 
   /** Hands on what is gathered, then the end of the peer's data (to the sink, and the readable side). */
   private endReadable(): void {
-    if (this.accLen > 0) this.flushAcc();
+    this.gather.flush();
     if (this.ended) return;
     this.ended = true;
     const k = this.sink;
@@ -213,7 +248,7 @@ export class TcpStream extends Duplex implements TcpHandler {
     if (err) {
       p?.cb(err);
       const h = this.host;
-      if (h !== undefined) { this.dropAcc(); h.destroy(); } else this.destroy(err);
+      if (h !== undefined) { this.gather.drop(); h.destroy(); } else this.destroy(err);
       return;
     }
     if (p) p.cb(new TcpError('ECONNRESET', 'connection closed before the data was sent'));
@@ -224,7 +259,7 @@ export class TcpStream extends Duplex implements TcpHandler {
 
   override _read(): void {
     if (this.sink !== undefined) return;
-    this.tcb.setUnread(this.readableLength + this.accLen);
+    this.tcb.setUnread(this.readableLength + this.gather.len);
     this.kick();
   }
 
@@ -251,17 +286,13 @@ export class TcpStream extends Duplex implements TcpHandler {
   /** Lets go of the connection: an error resets it, else it closes in the background (orphan). */
   private release(reset: boolean): void {
     const t = this.tcb;
-    this.dropAcc();
+    this.gather.drop();
     if (!t.closed && t.handler === this) {
       t.handler = undefined;
       if (reset) t.abort();
       else { t.orphan = true; t.shutdown(); }
       this.kick();
     }
-  }
-
-  private dropAcc(): void {
-    if (this.acc !== undefined) { giveBack(this.acc); this.acc = undefined; this.accLen = 0; }
   }
 
   /** The host socket of relayWith(). */
@@ -280,7 +311,7 @@ export class TcpStream extends Duplex implements TcpHandler {
     for (let chunk = this.read() as Buffer | null; chunk !== null; chunk = this.read() as Buffer | null) sock.write(chunk, noop);
     this.host = sock;
     this.sink = sock;
-    this.tcb.unread = this.held() + this.accLen;
+    this.tcb.unread = this.held() + this.gather.len;
     if (this.ended || this.readableEnded) sock.end();
     if (this.tcb.closed) { sock.destroy(); return; }
     sock.on('data', (chunk) => this.fromHost(chunk));
