@@ -16,6 +16,7 @@
 //   none       no impairment: the pairs' speed in this run, to read the others against
 //   loss10     nftables `numgen random mod 100 < 10` on all four NAT routers (UDP forwarded): 10% at
 //              each router, ~19% per direction between the two nodes (as in the previous runs)
+//   loss10all  as loss10, TCP too (DERP and control lose 10% at each router as well, as on a real link)
 //   loss10dgram  as loss10, but each node's veth segments UDP GSO messages before they leave, so the
 //              routers drop single datagrams (as a real lossy link does) rather than whole GSO skbs
 //   discodrop  disco over UDP dropped at the routers (nftables payload match on the disco magic),
@@ -283,6 +284,13 @@ async function chaos() {
       none: {},
       loss10: {
         during: () => { for (const n of [1, 2, 3, 4]) lab.lab.exec(routerNs(n), ['nft', '-f', '-'], { input: 'table inet chaos {\n  chain impair {\n    type filter hook forward priority -10; policy accept;\n    meta l4proto udp numgen random mod 100 < 10 drop\n  }\n}\n' }); },
+        after: () => { for (const n of [1, 2, 3, 4]) lab.lab.tryExec(routerNs(n), ['nft', 'delete', 'table', 'inet', 'chaos']); },
+      },
+      // As loss10, but TCP too: DERP (and control) lose 10% at each router as well, as on a real
+      // lossy link; in loss10 DERP is a lossless path, and a pair whose trust lapses to mirroring
+      // over DERP gets every packet through while it does.
+      loss10all: {
+        during: () => { for (const n of [1, 2, 3, 4]) lab.lab.exec(routerNs(n), ['nft', '-f', '-'], { input: 'table inet chaos {\n  chain impair {\n    type filter hook forward priority -10; policy accept;\n    meta l4proto { udp, tcp } numgen random mod 100 < 10 drop\n  }\n}\n' }); },
         after: () => { for (const n of [1, 2, 3, 4]) lab.lab.tryExec(routerNs(n), ['nft', 'delete', 'table', 'inet', 'chaos']); },
       },
       // The same drop rule, but each node's veth segments its UDP GSO super-packets before they
