@@ -2,12 +2,12 @@
 // stacks on the event loop, relaying with a real loopback socket as a proxy does.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
-import { createServer, connect, type Socket } from 'node:net';
+import { randomBytes } from 'node:crypto';
 import { NetstackDriver } from '../../src/netstack/device.ts';
 import { TcpStream } from '../../src/netstack/stream.ts';
 import { dialRelay, type TcpRelay } from '../../src/netstack/relay.ts';
 import { S, type Tcb } from '../../src/netstack/tcp.ts';
+import { collect, sha, sockets } from './sockets.ts';
 
 /** Two drivers joined directly: A 100.64.0.1, B 100.64.0.2; `drop` cuts the wire. */
 function pair(): { a: NetstackDriver; b: NetstackDriver; wire: { drop: boolean }; close: () => void } {
@@ -29,24 +29,6 @@ function pair(): { a: NetstackDriver; b: NetstackDriver; wire: { drop: boolean }
 
 const dial = (a: NetstackDriver, port = 80, timeoutMs = 5000): Promise<TcpRelay> => dialRelay(a.stack, () => a.schedule(), '100.64.0.2', port, timeoutMs);
 
-/** A loopback socket pair: [the proxy's side, the client's side]. */
-async function sockets(): Promise<[Socket, Socket, () => void]> {
-  const srv = createServer({ allowHalfOpen: true });
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-  const accepted = new Promise<Socket>((r) => srv.once('connection', r));
-  const client = connect({ port: (srv.address() as { port: number }).port, host: '127.0.0.1', allowHalfOpen: true });
-  const server = await accepted;
-  server.pause();
-  return [server, client, () => srv.close()];
-}
-
-const collect = (s: Socket): Promise<Buffer> => new Promise((resolve, reject) => {
-  const got: Buffer[] = [];
-  s.on('data', (d: Buffer) => got.push(d));
-  s.once('end', () => resolve(Buffer.concat(got)));
-  s.once('error', reject);
-});
-const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 const until = (cond: () => boolean): Promise<void> => new Promise((resolve, reject) => {
   const t0 = Date.now();
   const t = setInterval(() => {

@@ -4,10 +4,10 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
-import { createServer, connect, type Socket } from 'node:net';
 import { NetstackDriver } from '../../src/netstack/device.ts';
 import { TcpStream } from '../../src/netstack/stream.ts';
 import type { Tcb } from '../../src/netstack/tcp.ts';
+import { collect, sha, sockets } from './sockets.ts';
 
 const noHandler = { onData() {}, onEnd() {}, onWritable() {}, onClose() {} };
 
@@ -100,23 +100,6 @@ describe('TcpStream', () => {
   });
 
   describe('relayWith (a proxy relay without the stream machinery)', () => {
-    /** A loopback socket pair: [the proxy's side, the client's side]. */
-    async function sockets(): Promise<[Socket, Socket, () => void]> {
-      const srv = createServer({ allowHalfOpen: true });
-      await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-      const accepted = new Promise<Socket>((r) => srv.once('connection', r));
-      const client = connect({ port: (srv.address() as { port: number }).port, host: '127.0.0.1', allowHalfOpen: true });
-      const server = await accepted;
-      server.pause();
-      return [server, client, () => srv.close()];
-    }
-    const collect = (s: Socket): Promise<Buffer> => new Promise((resolve, reject) => {
-      const got: Buffer[] = [];
-      s.on('data', (d: Buffer) => got.push(d));
-      s.once('end', () => resolve(Buffer.concat(got)));
-      s.once('error', reject);
-    });
-    const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
     it('moves bulk data both ways intact, the client\'s end becomes our FIN and the peer\'s FIN ends the client', async () => {
       const { a, b, close } = pair();
