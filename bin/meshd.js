@@ -4,6 +4,7 @@
 // modules. It is not used when dist/src is newer by over a minute (tsc ran alone after it); an
 // installed package's files carry their extraction times, seconds apart in either order.
 import { existsSync, statSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 // Scrub a literal --authkey from the process list first thing, before the CLI's modules load.
 if (process.argv.some((a) => a === '--authkey' || a.startsWith('--authkey='))) process.title = 'meshd';
 const main = new URL('../dist/src/cli/main.js', import.meta.url);
@@ -14,7 +15,14 @@ if (!existsSync(dir)) {
   console.error('meshd: not built yet: run `npm run build` in the meshd directory');
   process.exit(1);
 }
-// `up` starts its agent (a second Node process) before the CLI's own modules load
-// (src/cli/agentspawn.ts); `up` adopts it, or stops it when its checked flags differ.
-if (process.argv.includes('up')) await (await import(new URL('agentspawn.js', dir).href)).startEarly(process.argv.slice(2));
-await import(dir.href);
+// The agent `up` starts (`daemon` with plain flags) runs from its own CommonJS bundle, compiled with
+// a V8 code cache (bin/codecache.js, src/cli/agentmain.ts); any other command line goes to main.
+const agent = new URL('../dist/bundle/cli/agent.cjs', import.meta.url);
+const ranAgent = dir === bundle && process.argv.includes('daemon') && existsSync(agent)
+  && await (await import('./codecache.js')).loadCached(fileURLToPath(agent)).runAgent(process.argv.slice(2));
+if (!ranAgent) {
+  // `up` starts its agent (a second Node process) before the CLI's modules load
+  // (src/cli/agentspawn.ts); `up` adopts it, or stops it when its checked flags differ.
+  if (process.argv.includes('up')) await (await import(new URL('agentspawn.js', dir).href)).startEarly(process.argv.slice(2));
+  await import(dir.href);
+}

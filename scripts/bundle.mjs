@@ -9,6 +9,8 @@
 // (bin/meshd.js for the agent, the package root for the addon) resolve the same.
 //   node scripts/bundle.mjs   (part of npm run build:ts)
 import { build } from 'esbuild';
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -32,3 +34,30 @@ await build({
   sourcemap: 'linked',
   logLevel: 'warning',
 });
+
+// The agent `up` starts (src/cli/agentmain.ts) as one CommonJS file, which bin/meshd.js compiles with
+// a V8 code cache (bin/codecache.js): V8 caches code for scripts, not for ES modules, in Node 20.
+// Its first line names the build; the cache made below from it carries the same name, so a cache
+// never meets another build's code. import.meta.url becomes the file's own URL.
+const buildId = randomBytes(6).toString('hex');
+await build({
+  absWorkingDir: root,
+  entryPoints: { agent: 'src/cli/agentmain.ts' },
+  outdir,
+  outExtension: { '.js': '.cjs' },
+  bundle: true,
+  format: 'cjs',
+  platform: 'node',
+  target: 'node20',
+  // The @noble packages go in too, so their code is in the cache (as ES modules, Node compiles them
+  // at each start). dns-packet stays a require at run time (src/dns/codec.ts).
+  sourcemap: 'linked',
+  define: { 'import.meta.url': '__meshdUrl' },
+  banner: { js: `// meshd-build ${buildId}\nvar __meshdUrl = require('node:url').pathToFileURL(__filename).href;` },
+  logLevel: 'warning',
+});
+// The cache, made in a separate process by the loader itself after loading the modules the agent
+// needs until its first map (agentmain warm()). A failure leaves no cache: the agent then compiles
+// as any script, a few tens of ms slower.
+const warm = spawnSync(process.execPath, [join(root, 'bin', 'codecache.js'), '--write', join(outdir, 'agent.cjs')], { encoding: 'utf8', timeout: 60_000 });
+if (warm.status !== 0) console.error(`bundle: no code cache for the agent: ${(warm.stderr || warm.error?.message || '').trim().split('\n').pop()}`);

@@ -48,7 +48,7 @@ let dataPlaneLoad: Promise<DataPlaneModules> | undefined;
  * ~20-40 ms sooner (README, bench-nat: a request that misses one of headscale's 500 ms NodeStore
  * write batches gets its first map 500 ms later).
  */
-function dataPlaneModules(): Promise<DataPlaneModules> {
+export function dataPlaneModules(): Promise<DataPlaneModules> {
   dataPlaneLoad ??= Promise.all([import('./dataplane.ts'), import('../magicsock/magicsock.ts'), import('../portmapper/portmapper.ts')])
     .then(([dp, ms, pm]) => ({ DataPlane: dp.DataPlane, MagicSock: ms.MagicSock, PortMapper: pm.PortMapper }));
   return dataPlaneLoad;
