@@ -65,15 +65,32 @@ export function agentEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   return env.MALLOC_ARENA_MAX ? env : { ...env, MALLOC_ARENA_MAX: '2' };
 }
 
+/**
+ * The login server (and CA file) of the `up` that starts an agent: the agent loads its identity
+ * and dials control while `up` connects and sends the request (src/daemon/agent.ts
+ * prepareControl). Passed in the environment, as CONTROL_HINT_ENV (JSON), not in the command line
+ * `up` compares to adopt an early agent; no secret is in it.
+ */
+export interface ControlHint {
+  loginServer: string;
+  caFile?: string | undefined;
+}
+
+/** The environment variable carrying a {@link ControlHint} to the agent. */
+export const CONTROL_HINT_ENV = 'MESHD_CONTROL_HINT';
+
 /** Spawns the agent detached, its output appended to its log, with an IPC channel for 'ready'. */
-export function spawnAgent(socket: string, f: AgentFlags): StartedAgent {
+export function spawnAgent(socket: string, f: AgentFlags, hint?: ControlHint): StartedAgent {
   // In-memory state writes nothing under the state dir, not even the log.
   mkdirSync(f.state === MEM ? dirname(socket) : f.stateDir ?? defaultStateDir(), { recursive: true, mode: 0o700 });
   const logPath = logPathOf(socket, f);
   const fd = openSync(logPath, 'a', 0o600);
   const args = agentArgs(socket, f);
   timeline('cli: spawning the agent');
-  const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', fd, fd, 'ipc'], env: agentEnv(process.env) });
+  const env = agentEnv(process.env);
+  const child = spawn(process.execPath, args, {
+    detached: true, stdio: ['ignore', fd, fd, 'ipc'], env: hint ? { ...env, [CONTROL_HINT_ENV]: JSON.stringify(hint) } : env,
+  });
   closeSync(fd);
   const outcome = new Promise<'ready' | number>((resolve) => {
     const t = setTimeout(() => resolve(-1), 15_000);
@@ -92,7 +109,7 @@ const VALUE_FLAGS: Record<string, keyof AgentFlags> = {
  * The socket and daemon flags of an `up` command line (argv after the script), or undefined when
  * it is not one or asks for help. A guess: upCommand checks it against commander's parse.
  */
-export function parseEarlyUp(argv: readonly string[]): { socket: string; flags: AgentFlags } | undefined {
+export function parseEarlyUp(argv: readonly string[]): { socket: string; flags: AgentFlags; hint?: ControlHint } | undefined {
   let socket = defaultSocket();
   let i = 0;
   const value = (a: string): string | undefined => (a.includes('=') ? a.slice(a.indexOf('=') + 1) : argv[++i]);
@@ -102,18 +119,21 @@ export function parseEarlyUp(argv: readonly string[]): { socket: string; flags: 
   }
   if (argv[i] !== 'up') return undefined;
   const flags: AgentFlags = {};
+  let loginServer: string | undefined, caFile: string | undefined;
   for (i++; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '-h' || a === '--help' || a === '--') return undefined;
     const name = a.split('=')[0]!;
     if (name === '--verbose') flags.verbose = true;
+    else if (name === '--login-server') loginServer = value(a);
+    else if (name === '--ca-file') caFile = value(a);
     else if (name === '--socket') { const v = value(a); if (v === undefined) return undefined; socket = v; } else if (VALUE_FLAGS[name]) {
       const v = value(a);
       if (v === undefined) return undefined;
       (flags as Record<string, string>)[VALUE_FLAGS[name]] = v;
     }
   }
-  return { socket, flags };
+  return { socket, flags, ...(loginServer ? { hint: { loginServer, ...(caFile ? { caFile } : {}) } } : {}) };
 }
 
 /** The agent bin/meshd.js started for this process's `up`, if any (adopted or stopped by upCommand). */
@@ -128,7 +148,7 @@ export async function startEarly(argv: readonly string[]): Promise<void> {
     const up = parseEarlyUp(argv);
     if (!up || (process.getuid?.() !== 0 && up.flags.tun !== 'userspace-networking')) return;
     if (await socketAnswers(up.socket)) return;
-    earlyAgent = spawnAgent(up.socket, up.flags);
+    earlyAgent = spawnAgent(up.socket, up.flags, up.hint);
   } catch {
     earlyAgent = undefined;
   }

@@ -17,7 +17,7 @@ import { sanitizeHostname } from '../util/dnsname.ts';
 import { MEM_STATE } from '../state/memstore.ts';
 import { parseHosts, waitAndReport } from './wait.ts';
 import { timeline } from '../util/timeline.ts';
-import { adoptEarly, agentArgs, earlyAgent, spawnAgent, type AgentFlags } from './agentspawn.ts';
+import { adoptEarly, agentArgs, CONTROL_HINT_ENV, earlyAgent, spawnAgent, type AgentFlags, type ControlHint } from './agentspawn.ts';
 
 /** Defaults, as documented in the README (main.ts repeats them for its help text). */
 export const DEFAULTS = {
@@ -98,6 +98,15 @@ export async function daemonCommand(socket: string, f: DaemonFlags): Promise<voi
     stateDir, tunName: tun, port, log, exitWhenDown: f.exitWhenDown ?? false, memState: mem, onExit: () => exit(),
     ...(userspace ? { userspace: { socks5: f.socks5Server, httpProxy: f.outboundHttpProxyListen, socksAuth: socksAuthFromEnv() } } : {}),
   });
+  // Started by `up` (src/cli/agentspawn.ts): its login server is known before its request comes.
+  const hint = process.env[CONTROL_HINT_ENV];
+  delete process.env[CONTROL_HINT_ENV];
+  if (hint && f.exitWhenDown) {
+    try {
+      const h = JSON.parse(hint) as ControlHint;
+      if (typeof h.loginServer === 'string') agent.prepareControl(h.loginServer, typeof h.caFile === 'string' ? h.caFile : undefined);
+    } catch { /* not ours: up does it all */ }
+  }
   const api = new LocalApiServer(socket, agent);
   try {
     await api.listen();
@@ -177,9 +186,9 @@ export function checkedAgentFlags(f: DaemonFlags): AgentFlags {
  * and waits until it answers. Returns its process, whose IPC channel the caller closes once the
  * agent has our `up` (until then, the agent exits when the channel closes).
  */
-async function startAgent(socket: string, f: DaemonFlags): Promise<ChildProcess> {
+async function startAgent(socket: string, f: DaemonFlags, hint: ControlHint): Promise<ChildProcess> {
   const flags = checkedAgentFlags(f);
-  const a = adoptEarly(agentArgs(socket, flags)) ?? spawnAgent(socket, flags);
+  const a = adoptEarly(agentArgs(socket, flags)) ?? spawnAgent(socket, flags, hint);
   const outcome = await a.outcome;
   if (outcome !== 'ready') {
     if (outcome === -1) a.child.kill('SIGKILL');
@@ -299,7 +308,7 @@ export async function upCommand(socket: string, f: UpFlags): Promise<void> {
     try {
       // An agent bin/meshd.js started for this `up` is adopted (it may answer on the socket already).
       if (earlyAgent || !(await socketAnswers(socket))) {
-        child = await startAgent(socket, f);
+        child = await startAgent(socket, f, { loginServer: url, ...(f.caFile ? { caFile: f.caFile } : {}) });
         started = true;
       }
       st = await client.up(req, (msg) => {

@@ -253,6 +253,15 @@ export class ControlClient {
     return this.session.serverKey();
   }
 
+  /**
+   * Opens the connection to control ahead of the first request (the agent `up` starts, while it
+   * waits for `up`'s request: src/daemon/agent.ts prepareControl). Never rejects: a failure is
+   * the first request's to report.
+   */
+  connect(): Promise<void> {
+    return this.session.connect().catch((e: Error) => this.log(`connecting ahead: ${e.message}`));
+  }
+
   /** Turns a non-200 status into a ControlError. */
   private statusError(path: string, status: number, text: string): ControlError {
     const t = text.trim().slice(0, 200);

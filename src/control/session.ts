@@ -117,6 +117,14 @@ export class ControlSession {
     };
   }
 
+  /**
+   * Dials now (GET /key and the Noise handshake) so the first request finds the connection up.
+   * A failure is left for that request to meet and report: it dials again.
+   */
+  async connect(): Promise<void> {
+    await this.connection();
+  }
+
   /** The live connection, dialling one if needed (one dial at a time). */
   private async connection(): Promise<ControlConnection> {
     if (this.closed) throw new ControlError(ControlErrorCode.closed, 'control client is closed', { retryable: false });

@@ -6,8 +6,9 @@ import { networkInterfaces } from 'node:os';
 import { ControlClient, type MapStream } from '../control/client.ts';
 import { ControlError } from '../control/errors.ts';
 import type { NetworkMap, NodeInfo } from '../control/netmap.ts';
+import type { Hostinfo } from '../control/wire.ts';
 import { formatNodePublic, type PrivateKey } from '../control/keys.ts';
-import { StateStore, type Identity } from '../state/store.ts';
+import { StateStore, type Identity, type StateFile } from '../state/store.ts';
 import { MemoryStore, type Store } from '../state/memstore.ts';
 import type { DataPlane } from './dataplane.ts';
 import { NetConf, TAILNET_V4, TAILNET_V6 } from './netconf.ts';
@@ -88,6 +89,17 @@ const RESEND_AGAIN_MS = 120;
 /** Tailscale's MTU for the tailnet interface. */
 export const TAILNET_MTU = 1280;
 
+/** What prepareControl made ahead of `up`: the identity for this server and a client dialling it. */
+interface PreparedControl {
+  url: string;
+  caFile: string | undefined;
+  store: Store;
+  identity: Identity;
+  state: StateFile;
+  disco: { publicKey: Uint8Array; privateKey: Uint8Array };
+  client: ControlClient;
+}
+
 /** Options for {@link Agent}. */
 export interface AgentOptions {
   stateDir: string;
@@ -162,6 +174,8 @@ export class Agent implements LocalBackend {
   private mapWaiters = new Set<() => void>();
   /** The agent's start-up cleanupStale, while no `up` has configured the host since (awaited before the tunnel starts). */
   private startCleanup: Promise<void> | undefined;
+  /** Identity and control connection made ahead of the first `up` (prepareControl), until it takes them. */
+  private prepared: Promise<PreparedControl | undefined> | undefined;
 
   constructor(opts: AgentOptions) {
     this.opts = opts;
@@ -269,6 +283,61 @@ export class Agent implements LocalBackend {
     return this.serial(() => this.doUp(req, progress));
   }
 
+  /**
+   * For the agent `up` starts, which knows the login server from `up`'s command line before the
+   * request arrives (src/cli/agentspawn.ts): loads (or creates) the identity and dials control
+   * (GET /key, the Noise handshake) while the CLI connects and sends `up`, so the register
+   * request goes out as soon as the request is in (README, bench-nat: each ms before it can cost
+   * one of headscale's 500 ms write batches). `up` takes what was made when its server and CA file
+   * are these; otherwise it closes the client and starts over. A failure here is only logged: `up`
+   * meets it again and reports it.
+   */
+  prepareControl(loginServer: string, caFile: string | undefined): void {
+    let url: string;
+    try {
+      url = checkLoginServer(loginServer);
+    } catch {
+      return;
+    }
+    this.prepared = (async (): Promise<PreparedControl | undefined> => {
+      const store = await this.openStore();
+      const { identity, state } = await store.loadOrCreateIdentity(url);
+      // Another server: `up` makes a new node key first.
+      if (state.serverUrl && state.serverUrl !== url) return undefined;
+      const disco = generateKeyPair();
+      const client = this.controlClient(url, identity, state, caFile, disco.publicKey as DiscoPublic, 15_000);
+      void client.connect();
+      return { url, caFile, store, identity, state, disco, client };
+    })().catch((e: Error) => { this.log(`preparing control: ${e.message}`); return undefined; });
+  }
+
+  /** What prepareControl made, if it was for this server and CA file (else closed); undefined without one. */
+  private async takePrepared(url: string, caFile: string | undefined): Promise<PreparedControl | undefined> {
+    const p = await this.prepared;
+    this.prepared = undefined;
+    if (!p || (p.url === url && p.caFile === caFile)) return p;
+    await p.client.close().catch(() => {});
+    return undefined;
+  }
+
+  /** A control client for this node (prepareControl and doUp make the same). */
+  private controlClient(url: string, identity: Identity, state: StateFile, caFile: string | undefined, discoKey: DiscoPublic, timeoutMs: number,
+    hostinfo: Hostinfo = {}): ControlClient {
+    return new ControlClient({
+      serverUrl: url,
+      machineKey: identity.machinePrivate,
+      nodeKey: identity.nodePrivate,
+      ...(state.serverKey && state.serverUrl === url ? { serverKey: state.serverKey } : {}),
+      ...(caFile ? { caFile } : {}),
+      hostinfo,
+      discoKey,
+      timeoutMs,
+      // Marked so control bypasses an exit node; userspace mode has no routes to bypass (and no CAP_NET_ADMIN).
+      ...(this.opts.userspace ? {} : { dial: markedDialer(BYPASS_MARK) }),
+      log: (l) => this.log(`control: ${l}`),
+    });
+  }
+
   private async doUp(req: UpRequest, progress: (msg: string) => void): Promise<Status> {
     timeline('agent: up request');
     const url = checkLoginServer(req.loginServer);
@@ -304,8 +373,9 @@ export class Agent implements LocalBackend {
     const remaining = () => Math.max(1, deadline - Date.now());
     try {
       this.state = 'Starting';
-      this.store = await this.openStore();
-      let { identity, state } = await this.store.loadOrCreateIdentity(url);
+      const prep = await this.takePrepared(url, req.caFile);
+      this.store = prep?.store ?? await this.openStore();
+      let { identity, state } = prep ?? await this.store.loadOrCreateIdentity(url);
       if (state.serverUrl && state.serverUrl !== url) {
         // A different control server: a new node key, the old registration is not ours there.
         identity = await this.store.rotateNodeKey();
@@ -339,21 +409,10 @@ export class Agent implements LocalBackend {
         ...(this.wantTags.length && !req.authKey ? { RequestTags: this.wantTags } : {}),
       };
       // A fresh disco key per start, as tailscaled makes one per process.
-      const disco = generateKeyPair();
+      const disco = prep?.disco ?? generateKeyPair();
       progress(`contacting ${url}`);
-      const client = new ControlClient({
-        serverUrl: url,
-        machineKey: identity.machinePrivate,
-        nodeKey: identity.nodePrivate,
-        ...(state.serverKey && state.serverUrl === url ? { serverKey: state.serverKey } : {}),
-        ...(req.caFile ? { caFile: req.caFile } : {}),
-        hostinfo,
-        discoKey: disco.publicKey as DiscoPublic,
-        timeoutMs: Math.min(15_000, remaining()),
-        // Marked so control bypasses an exit node; userspace mode has no routes to bypass (and no CAP_NET_ADMIN).
-        ...(this.opts.userspace ? {} : { dial: markedDialer(BYPASS_MARK) }),
-        log: (l) => this.log(`control: ${l}`),
-      });
+      // The prepared client (connected, or dialling) takes the hostinfo with the register request.
+      const client = prep?.client ?? this.controlClient(url, identity, state, req.caFile, disco.publicKey as DiscoPublic, Math.min(15_000, remaining()), hostinfo);
       this.client = client;
       // The data plane's modules load while control answers (see dataPlaneModules).
       const onSent = (): void => { registerSent(); dataPlaneModules().catch(() => {}); }; // a failure is reported where awaited
@@ -810,6 +869,8 @@ export class Agent implements LocalBackend {
    * so an ephemeral node disappears from control at once; then the data plane goes.
    */
   async end(): Promise<void> {
+    // A connection made ahead of an `up` that never came.
+    void this.takePrepared('', undefined);
     await this.serial(async () => {
       const client = this.client;
       if (this.opts.memState && client) {

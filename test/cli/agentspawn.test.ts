@@ -39,6 +39,13 @@ describe('the early agent start of meshd up', () => {
     assert.equal(parseEarlyUp(['status', 'up']), undefined, 'up as an argument of another command');
   });
 
+  it('passes the login server and CA file on as a hint, outside the command line up compares', () => {
+    const e = parseEarlyUp(['up', '--login-server', 'http://hs:8080', '--ca-file=/ca.pem', '--authkey', 'file:/k']);
+    assert.deepEqual(e?.hint, { loginServer: 'http://hs:8080', caFile: '/ca.pem' });
+    assert.deepEqual(agentArgs(e!.socket, e!.flags), upArgs(defaultSocket(), {}));
+    assert.equal(parseEarlyUp(['up', '--state', 'mem:'])?.hint, undefined, 'no login server, no hint');
+  });
+
   it('gives a different command line when the flags differ, so up starts its own agent', () => {
     assert.notDeepEqual(early(['up', '--tun', 'meshd1']), upArgs(defaultSocket(), {}));
   });

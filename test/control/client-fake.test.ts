@@ -147,4 +147,33 @@ describe('ControlClient map stream against a scripted server', () => {
     assert.ok(Date.now() - t0 < 1000, 'close did not wait for the 30 s header timeout');
     await c.close();
   });
+  it('connects ahead of the first request and sends register on that connection the moment it is asked', async () => {
+    const c = client();
+    const before = fc.connections;
+    await c.connect();
+    assert.equal(fc.connections, before + 1, 'connect dialled (GET /key and the Noise handshake)');
+    let sentAt = 0, gotAt = 0;
+    fc.handler = (path, body, stream) => {
+      gotAt = Date.now();
+      assert.equal(path, '/machine/register');
+      assert.equal((body as { Hostinfo: { Hostname: string } }).Hostinfo.Hostname, 'later');
+      stream.respond({ ':status': 200, 'content-type': 'application/json' });
+      stream.end(JSON.stringify({ MachineAuthorized: true, User: { ID: 1, LoginName: 'u' } }));
+    };
+    const r = await c.register({ hostinfo: { Hostname: 'later' }, onSent: () => { sentAt = Date.now(); } });
+    assert.equal(r.machineAuthorized, true);
+    assert.ok(sentAt > 0 && gotAt >= sentAt);
+    assert.equal(fc.connections, before + 1, 'register used the connection made ahead');
+    await c.close();
+  });
+
+  it('leaves a failed connect to the first request, which dials again and names the cause', async () => {
+    const dead = await FakeControl.start();
+    const url = dead.url;
+    await dead.stop();
+    const c = new ControlClient({ serverUrl: url, machineKey: generateKeyPair().privateKey, nodeKey: generateKeyPair().privateKey, timeoutMs: 2000 });
+    await c.connect(); // resolves: nothing to report yet
+    await assert.rejects(c.register({}), (e: Error & { code?: string }) => e.code === 'server_unreachable' && e.message.includes(url));
+    await c.close();
+  });
 });
