@@ -15,7 +15,7 @@ import {
   formatDiscoPublic, formatNodePublic, generateKeyPair, parseMachinePublic, publicKeyOf,
   type DiscoPublic, type MachinePublic, type NodePublic, type PrivateKey,
 } from './keys.ts';
-import type { ControlConnection } from './ts2021.ts';
+import { fetchServerKey, type ControlConnection } from './ts2021.ts';
 import { ControlError, ControlErrorCode, registerError, toControlError } from './errors.ts';
 import { ControlSession, readBody } from './session.ts';
 import { buildHostinfo } from './hostinfo.ts';
@@ -63,6 +63,8 @@ export interface ControlClientOptions {
   serverKey?: MachinePublic | string;
   /** Extra CA file for https servers. */
   caFile?: string;
+  /** GET /key already on its way ({@link fetchKeyAhead} with the same server, CA file and dialer). */
+  keyAhead?: Promise<MachinePublic>;
   /** Hostinfo fields overriding the defaults (hostname, RoutableIPs, NetInfo…). */
   hostinfo?: Hostinfo;
   /** Capability version override (debug); default {@link CAPABILITY_VERSION}. */
@@ -232,6 +234,7 @@ export class ControlClient {
       ...(opts.caFile === undefined ? {} : { caFile: opts.caFile }),
       ...(opts.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs }),
       ...(opts.dial === undefined ? {} : { dial: opts.dial }),
+      ...(opts.keyAhead === undefined ? {} : { keyAhead: opts.keyAhead }),
     });
   }
 
@@ -604,4 +607,17 @@ export class ControlClient {
     this.session.close();
     await Promise.all(stopping);
   }
+}
+
+/**
+ * GET /key for a client not made yet (the agent, before its keys are loaded): pass the promise as
+ * ControlClientOptions.keyAhead. Rejections are the client's to meet (it fetches again).
+ */
+export function fetchKeyAhead(opts: { serverUrl: string; caFile?: string | undefined; dial?: TcpDialer | undefined; timeoutMs?: number }): Promise<MachinePublic> {
+  const p = fetchServerKey({
+    url: opts.serverUrl, ...(opts.caFile ? { caFile: opts.caFile } : {}), ...(opts.dial ? { dial: opts.dial } : {}),
+    ...(opts.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs }),
+  }, CAPABILITY_VERSION);
+  p.catch(() => {});
+  return p;
 }

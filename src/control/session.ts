@@ -33,6 +33,8 @@ export interface ControlSessionOptions {
   dial?: TcpDialer;
   /** Log sink. */
   log: (line: string) => void;
+  /** GET /key already on its way (fetchServerKey with the same options); fetched again if it fails. */
+  keyAhead?: Promise<MachinePublic>;
 }
 
 /** Called synchronously with the response headers; must attach its stream readers right there. */
@@ -77,9 +79,12 @@ export class ControlSession {
   private conn: ControlConnection | undefined;
   private connecting: Promise<ControlConnection> | undefined;
   private closed = false;
+  private keyAhead: Promise<MachinePublic> | undefined;
 
   constructor(opts: ControlSessionOptions) {
     this.opts = opts;
+    this.keyAhead = opts.keyAhead;
+    this.keyAhead?.catch(() => {}); // fetched again when used
   }
 
   /** The server URL. */
@@ -95,8 +100,11 @@ export class ControlSession {
     if (this.cachedServerKey) return this.cachedServerKey;
     timeline('control: fetching /key');
     let k: MachinePublic;
+    const ahead = this.keyAhead;
+    this.keyAhead = undefined;
     try {
-      k = await fetchServerKey({ url: this.opts.serverUrl, ...this.endpointOpts() }, this.opts.capVer);
+      const fetch = (): Promise<MachinePublic> => fetchServerKey({ url: this.opts.serverUrl, ...this.endpointOpts() }, this.opts.capVer);
+      k = await (ahead ? ahead.catch(fetch) : fetch());
     } catch (e) {
       throw toControlError(e, this.opts.serverUrl);
     }

@@ -3,11 +3,11 @@
 //   NoState -> (up) Starting -> Running -> (down) Stopped | (logout) NeedsLogin
 // A failed `up` tears down whatever it built, so nothing is left configured.
 import { networkInterfaces } from 'node:os';
-import { ControlClient, type MapStream } from '../control/client.ts';
+import { ControlClient, fetchKeyAhead, type MapStream } from '../control/client.ts';
 import { ControlError } from '../control/errors.ts';
 import type { NetworkMap, NodeInfo } from '../control/netmap.ts';
 import type { Hostinfo } from '../control/wire.ts';
-import { formatNodePublic, type PrivateKey } from '../control/keys.ts';
+import { formatNodePublic, type MachinePublic, type PrivateKey } from '../control/keys.ts';
 import { StateStore, type Identity, type StateFile } from '../state/store.ts';
 import { MemoryStore, type Store } from '../state/memstore.ts';
 import type { DataPlane } from './dataplane.ts';
@@ -98,6 +98,8 @@ interface PreparedControl {
   state: StateFile;
   disco: { publicKey: Uint8Array; privateKey: Uint8Array };
   client: ControlClient;
+  /** Settles once the identity is on disk (new keys are written while control is dialled). */
+  written: Promise<void>;
 }
 
 /** Options for {@link Agent}. */
@@ -299,16 +301,35 @@ export class Agent implements LocalBackend {
     } catch {
       return;
     }
-    this.prepared = (async (): Promise<PreparedControl | undefined> => {
-      const store = await this.openStore();
-      const { identity, state } = await store.loadOrCreateIdentity(url);
-      // Another server: `up` makes a new node key first.
-      if (state.serverUrl && state.serverUrl !== url) return undefined;
-      const disco = generateKeyPair();
-      const client = this.controlClient(url, identity, state, caFile, disco.publicKey as DiscoPublic, 15_000);
-      void client.connect();
-      return { url, caFile, store, identity, state, disco, client };
-    })().catch((e: Error) => { this.log(`preparing control: ${e.message}`); return undefined; });
+    let client: ControlClient | undefined;
+    this.prepared = new Promise<PreparedControl | undefined>((resolve) => {
+      let saved!: () => void, failed!: (e: Error) => void;
+      // New keys are written (temp file, two fsyncs) while control is dialled and `up` registers,
+      // as tailscaled registers a new node key before persisting it; `up` waits for it before its
+      // own writes and before it returns.
+      const written = new Promise<void>((ok, fail) => { saved = ok; failed = fail; });
+      written.catch(() => {}); // `up` awaits it
+      // GET /key needs no key of ours: it goes out first.
+      const dial = this.opts.userspace ? undefined : markedDialer(BYPASS_MARK);
+      const keyAhead = fetchKeyAhead({ serverUrl: url, caFile, dial, timeoutMs: 15_000 });
+      void (async () => {
+        const store = await this.openStore();
+        const disco = generateKeyPair();
+        await store.loadOrCreateIdentity(url, (identity, state) => {
+          // Another server: `up` makes a new node key first.
+          if (state.serverUrl && state.serverUrl !== url) return;
+          client = this.controlClient(url, identity, state, caFile, disco.publicKey as DiscoPublic, 15_000, {}, keyAhead);
+          void client.connect();
+          resolve({ url, caFile, store, identity, state, disco, client, written });
+        });
+        saved();
+        resolve(undefined); // (no effect once resolved above)
+      })().catch((e: Error) => {
+        this.log(`preparing control: ${e.message}`);
+        failed(e);
+        resolve(undefined);
+      });
+    });
   }
 
   /** What prepareControl made, if it was for this server and CA file (else closed); undefined without one. */
@@ -317,13 +338,15 @@ export class Agent implements LocalBackend {
     this.prepared = undefined;
     if (!p || (p.url === url && p.caFile === caFile)) return p;
     await p.client.close().catch(() => {});
+    await p.written.catch(() => {}); // one writer at a time: `up` reads the state next
     return undefined;
   }
 
   /** A control client for this node (prepareControl and doUp make the same). */
   private controlClient(url: string, identity: Identity, state: StateFile, caFile: string | undefined, discoKey: DiscoPublic, timeoutMs: number,
-    hostinfo: Hostinfo = {}): ControlClient {
+    hostinfo: Hostinfo = {}, keyAhead?: Promise<MachinePublic>): ControlClient {
     return new ControlClient({
+      ...(keyAhead ? { keyAhead } : {}),
       serverUrl: url,
       machineKey: identity.machinePrivate,
       nodeKey: identity.nodePrivate,
@@ -376,6 +399,8 @@ export class Agent implements LocalBackend {
       const prep = await this.takePrepared(url, req.caFile);
       this.store = prep?.store ?? await this.openStore();
       let { identity, state } = prep ?? await this.store.loadOrCreateIdentity(url);
+      // New keys prepareControl made may still be on their way to disk: the writes below follow them.
+      const written = prep?.written ?? Promise.resolve();
       if (state.serverUrl && state.serverUrl !== url) {
         // A different control server: a new node key, the old registration is not ours there.
         identity = await this.store.rotateNodeKey();
@@ -394,10 +419,10 @@ export class Agent implements LocalBackend {
       // One atomic write for the three, while registering (each write is two fsyncs); the writes
       // after it queue behind it (update() reads, merges and writes), and `up` awaits them all.
       const store = this.store;
-      const prefsSaved = store.update({
+      const prefsSaved = written.then(() => store.update({
         ...(req.hostname && req.hostname !== state.hostname ? { hostname: req.hostname } : {}),
         routing: this.routing.prefs, acceptDns: this.acceptDns,
-      });
+      }));
       prefsSaved.catch(() => {}); // awaited (through serverSaved) before `up` returns
       this.dns.setAcceptDns(this.acceptDns);
       // Tags: a pre-auth key carries its own (headscale refuses RequestTags with one, and takes the

@@ -35,7 +35,7 @@ export class MemoryStore implements Store {
   }
 
   /** Creates machine and node keys on first use. */
-  async loadOrCreateIdentity(serverUrl?: string): Promise<{ identity: Identity; state: StateFile; created: boolean }> {
+  async loadOrCreateIdentity(serverUrl?: string, onIdentity?: (identity: Identity, state: StateFile) => void): Promise<{ identity: Identity; state: StateFile; created: boolean }> {
     let created = false;
     if (!this.state) {
       this.state = {
@@ -46,7 +46,9 @@ export class MemoryStore implements Store {
       };
       created = true;
     }
-    return { identity: identityOf(this.state), state: { ...this.state }, created };
+    const identity = identityOf(this.state);
+    onIdentity?.(identity, { ...this.state });
+    return { identity, state: { ...this.state }, created };
   }
 
   /** A fresh node key. */

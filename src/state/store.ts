@@ -156,8 +156,12 @@ export class StateStore {
     }
   }
 
-  /** Loads the identity, creating and persisting new machine and node keys on first use. */
-  async loadOrCreateIdentity(serverUrl?: string): Promise<{ identity: Identity; state: StateFile; created: boolean }> {
+  /**
+   * Loads the identity, creating and persisting new machine and node keys on first use.
+   * `onIdentity` sees the keys as soon as they are known, before new ones are written (the agent
+   * dials control meanwhile; nothing is registered with them until this resolves).
+   */
+  async loadOrCreateIdentity(serverUrl?: string, onIdentity?: (identity: Identity, state: StateFile) => void): Promise<{ identity: Identity; state: StateFile; created: boolean }> {
     let s = await this.read();
     let created = false;
     if (!s) {
@@ -167,21 +171,19 @@ export class StateStore {
         nodeKey: formatPrivate(generateKeyPair().privateKey),
         ...(serverUrl === undefined ? {} : { serverUrl }),
       };
-      await this.write(s);
       created = true;
     }
     const machinePrivate = parsePrivate(s.machineKey);
     const nodePrivate = parsePrivate(s.nodeKey);
-    return {
-      identity: {
-        machinePrivate,
-        machinePublic: publicKeyOf<MachinePublic>(machinePrivate),
-        nodePrivate,
-        nodePublic: publicKeyOf<NodePublic>(nodePrivate),
-      },
-      state: s,
-      created,
+    const identity: Identity = {
+      machinePrivate,
+      machinePublic: publicKeyOf<MachinePublic>(machinePrivate),
+      nodePrivate,
+      nodePublic: publicKeyOf<NodePublic>(nodePrivate),
     };
+    onIdentity?.(identity, s);
+    if (created) await this.write(s);
+    return { identity, state: s, created };
   }
 
   /** Replaces the node key with a fresh one (after control says it expired); returns the new identity. */

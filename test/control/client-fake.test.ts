@@ -4,7 +4,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import type http2 from 'node:http2';
 import { FakeControl } from '../harness/fakecontrol.ts';
-import { ControlClient } from '../../src/control/client.ts';
+import { ControlClient, fetchKeyAhead } from '../../src/control/client.ts';
 import { encodeMapFrame } from '../../src/control/mapframe.ts';
 import { formatNodePublic, generateKeyPair } from '../../src/control/keys.ts';
 import type { MapRequest } from '../../src/control/wire.ts';
@@ -165,6 +165,22 @@ describe('ControlClient map stream against a scripted server', () => {
     assert.ok(sentAt > 0 && gotAt >= sentAt);
     assert.equal(fc.connections, before + 1, 'register used the connection made ahead');
     await c.close();
+  });
+
+  it('dials with a /key fetched ahead, and fetches again when that one failed', async () => {
+    const keys0 = fc.keyFetches;
+    const ahead = fetchKeyAhead({ serverUrl: fc.url });
+    const a = new ControlClient({ serverUrl: fc.url, machineKey: generateKeyPair().privateKey, nodeKey: generateKeyPair().privateKey, keyAhead: ahead });
+    await a.connect();
+    assert.equal(fc.keyFetches, keys0 + 1, 'one GET /key: the one ahead');
+    const failed = Promise.reject(new Error('unreachable then'));
+    const b = new ControlClient({ serverUrl: fc.url, machineKey: generateKeyPair().privateKey, nodeKey: generateKeyPair().privateKey, keyAhead: failed });
+    const conns = fc.connections;
+    await b.connect();
+    assert.equal(fc.keyFetches, keys0 + 2, 'fetched again');
+    assert.equal(fc.connections, conns + 1, 'and connected');
+    await a.close();
+    await b.close();
   });
 
   it('leaves a failed connect to the first request, which dials again and names the cause', async () => {

@@ -18,6 +18,8 @@ export class FakeControl {
   readonly url: string;
   /** Number of Noise connections accepted. */
   connections = 0;
+  /** Number of GET /key requests answered. */
+  keyFetches = 0;
   handler: FakeHandler = (_p, _b, s) => { s.respond({ ':status': 404 }); s.end(); };
   private readonly srv: http.Server;
   private readonly h2: http2.Http2Server;
@@ -35,6 +37,7 @@ export class FakeControl {
     const h2 = http2.createServer();
     const srv = http.createServer((req, res) => {
       if (req.url?.startsWith('/key')) {
+        fc.keyFetches++;
         res.setHeader('content-type', 'application/json');
         res.end(JSON.stringify({ legacyPublicKey: 'mkey:' + '0'.repeat(64), publicKey: formatMachinePublic(key.publicKey) }));
         return;

@@ -29,6 +29,22 @@ describe('state directory', () => {
     assert.equal(state.serverUrl, 'http://127.0.0.1:1');
   });
 
+  it('shows new keys to onIdentity before writing them, and the file then holds those keys', async () => {
+    const dir = join(tmp(), 'state');
+    const store = await StateStore.open(dir);
+    let seen: string | undefined;
+    let fileThen: boolean | undefined;
+    const { identity } = await store.loadOrCreateIdentity('http://127.0.0.1:1', (id) => {
+      seen = formatNodePublic(id.nodePublic);
+      fileThen = readdirSync(dir).includes('state.json');
+    });
+    assert.equal(seen, formatNodePublic(identity.nodePublic));
+    assert.equal(fileThen, false, 'called before the write');
+    const again = await (await StateStore.open(dir)).loadOrCreateIdentity(undefined, (id) => { seen = formatNodePublic(id.nodePublic); });
+    assert.equal(again.created, false);
+    assert.equal(seen, formatNodePublic(identity.nodePublic), 'the stored keys, on load too');
+  });
+
   it('loads the same identity the second time', async () => {
     const dir = join(tmp(), 'state');
     const first = await (await StateStore.open(dir)).loadOrCreateIdentity();
