@@ -17,6 +17,7 @@
 // receive batches and sent from there by reference.
 import { Device, type Clock, type WgSink } from '../wg/device.ts';
 import { HandshakeQueue, isHandshakeMessage } from '../wg/handshake-queue.ts';
+import { LossMonitor, LOSSY_HOLD_MS } from '../wg/loss.ts';
 import { Tun } from '../tun/tun.ts';
 import { TunWrapper } from '../tun/wrapper.ts';
 import type { HostDevice, LocalPacketHandler } from '../tun/device.ts';
@@ -103,6 +104,9 @@ export class DataPlane implements BindReceiver {
   private handshakeTask: NodeJS.Immediate | undefined;
   private readonly runHandshakesBound = (): void => this.runHandshakes();
   private closed = false;
+  /** Whether the incoming path loses packets (see src/wg/loss.ts); GSO is paused while it does. */
+  private readonly loss = new LossMonitor();
+  private gsoPaused = false;
 
   private constructor(opts: DataPlaneOptions, host: HostDevice, bind: Bind) {
     this.name = opts.name;
@@ -310,10 +314,24 @@ export class DataPlane implements BindReceiver {
   runTimers(): void {
     if (this.closed) return;
     this.clock.hold();
+    this.checkLoss(this.clock.now());
     this.device.tick(this.sink);
     this.flushUdp();
     this.flushTun();
     this.clock.release();
+  }
+
+  /**
+   * While the path loses packets, each datagram leaves as its own skb: a GSO run is dropped whole
+   * by whatever drops skbs before segmentation, and a TCP inside recovers from that only by its RTO.
+   */
+  private checkLoss(now: number): void {
+    const c = this.device.counters;
+    const lossy = this.loss.update(now, c.rxTransport ?? 0, c.rxCountersSkipped ?? 0, c.rxCountersLate ?? 0);
+    if (lossy === this.gsoPaused) return;
+    this.gsoPaused = lossy;
+    this.sock.pauseGso(lossy);
+    this.log(lossy ? 'the path loses packets: UDP GSO paused (one datagram per skb)' : `no loss for ${LOSSY_HOLD_MS / 1000} s: UDP GSO resumed`);
   }
 
   /** Sends what the device queued on the Bind. */
@@ -334,6 +352,7 @@ export class DataPlane implements BindReceiver {
       ...this.sock.socketCounters(),
       ...this.tun.counters(),
       dropRxHandshakeQueueFull: this.handshakes.dropped,
+      lossyWindows: this.loss.lossyWindows,
       handshakeQueueDepth: this.handshakes.length,
     };
   }
