@@ -17,7 +17,7 @@
 // receive batches and sent from there by reference.
 import { Device, type Clock, type WgSink } from '../wg/device.ts';
 import { HandshakeQueue, isHandshakeMessage } from '../wg/handshake-queue.ts';
-import { LossMonitor, LOSSY_HOLD_MS } from '../wg/loss.ts';
+import { isSackAck, LossMonitor, LOSSY_HOLD_MS } from '../wg/loss.ts';
 import { Tun } from '../tun/tun.ts';
 import { TunWrapper } from '../tun/wrapper.ts';
 import type { HostDevice, LocalPacketHandler } from '../tun/device.ts';
@@ -107,6 +107,10 @@ export class DataPlane implements BindReceiver {
   /** Whether the incoming path loses packets (see src/wg/loss.ts); GSO is paused while it does. */
   private readonly loss = new LossMonitor();
   private gsoPaused = false;
+  private localDrops = 0;
+  private lastLocal = 0;
+  /** Pure TCP ACKs with SACK blocks that came through the tunnel (what we send is being lost). */
+  private rxSackAcks = 0;
 
   private constructor(opts: DataPlaneOptions, host: HostDevice, bind: Bind) {
     this.name = opts.name;
@@ -119,7 +123,10 @@ export class DataPlane implements BindReceiver {
     const tun = this.tun;
     this.sink = {
       sendUdp: (buf, off, len, to) => bind.send(buf, off, len, to),
-      writeTun: (buf, off, len) => tun.write(buf, off, len),
+      writeTun: (buf, off, len) => {
+        if (isSackAck(buf, off, len)) this.rxSackAcks++;
+        tun.write(buf, off, len);
+      },
     };
     this.tunRx = tun.start((b) => this.readFromTun(b), (e) => this.log(`tun read stopped: ${e.message}`));
     bind.shareBuffer(this.tunRx.buf);
@@ -327,7 +334,13 @@ export class DataPlane implements BindReceiver {
    */
   private checkLoss(now: number): void {
     const c = this.device.counters;
-    const lossy = this.loss.update(now, c.rxTransport ?? 0, c.rxCountersSkipped ?? 0, c.rxCountersLate ?? 0);
+    // Datagrams dropped here (a full socket receive buffer, the device's open queue) are missing from
+    // the counters too, but say nothing about the path: they do not count.
+    // (A rebound socket's drop count starts again at 0: only increases are added.)
+    const local = (c.dropRxQueueFull ?? 0) + (this.sock.socketCounters().dropUdpKernel ?? 0);
+    this.localDrops += Math.max(0, local - this.lastLocal);
+    this.lastLocal = local;
+    const lossy = this.loss.update(now, c.rxTransport ?? 0, (c.rxCountersSkipped ?? 0) - this.localDrops, c.rxCountersLate ?? 0, this.rxSackAcks);
     if (lossy === this.gsoPaused) return;
     this.gsoPaused = lossy;
     this.sock.pauseGso(lossy);
@@ -353,6 +366,7 @@ export class DataPlane implements BindReceiver {
       ...this.tun.counters(),
       dropRxHandshakeQueueFull: this.handshakes.dropped,
       lossyWindows: this.loss.lossyWindows,
+      rxTcpSackAcks: this.rxSackAcks,
       handshakeQueueDepth: this.handshakes.length,
     };
   }

@@ -179,6 +179,7 @@ export class UdpBind implements Bind {
     const u = this.udp?.stats();
     return {
       rxUdpDatagrams: u?.rx?.packets ?? 0,
+      dropUdpKernel: u?.rx?.kernelDrops ?? 0,
       dropUdpTruncated: u?.rx?.truncated ?? 0,
       dropUdpSend: u?.txDropped ?? 0,
       dropUdpBatchFull: this.dropTxFull,
