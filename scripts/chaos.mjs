@@ -67,8 +67,15 @@
 //   version: roam resume 4.9/7.3, 2.4/6.1; loss10 154.5, 211.0, 167.7 vs 8.8, 7.0, 12.2 (meshd direct
 //   throughout, <= 7 packets on DERP: the inner TCP's tail, see README)
 //
+// With UDP GSO paused while the path loses packets (src/wg/loss.ts; one lab, shared machine): loss10
+//   meshd 4.3, 4.6, 6.1 vs tailscaled 65.4, 11.4, 5.5; loss10all 5.3, 8.9, 7.9 vs 40.6, 46.8, 30.9
+//   (the stalls before were the inner TCP's after whole GSO runs were dropped: README)
+//
 //   npm run build && sudo node scripts/chaos.mjs [--mb 64] [--only loss10,delay50] [--down-seconds 20]
 //   --ss FILE appends the TCP senders' `ss -ti` line every second (cwnd, rto, backoff, retrans)
+//   --trace FILE writes a JSON line per pair per second: the sender's TCP (ss fields) and, for meshd,
+//     both nodes' path and the counters that moved; --pairs meshd (or tailscaled) moves data
+//     through that pair only (quicker reproductions, no comparison)
 //   sudo node scripts/chaos.mjs --soak 30 [--out chaos-soak] [--warmup-minutes 5] [--node-env s3:MESHD_FORCE_GC=0]
 //   MESHD_TEST_BIN=/path/to/other/bin/meshd.js runs another meshd build (before/after comparisons)
 import { parseArgs } from 'node:util';
