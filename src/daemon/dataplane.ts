@@ -104,13 +104,15 @@ export class DataPlane implements BindReceiver {
   private handshakeTask: NodeJS.Immediate | undefined;
   private readonly runHandshakesBound = (): void => this.runHandshakes();
   private closed = false;
-  /** Whether the incoming path loses packets (see src/wg/loss.ts); GSO is paused while it does. */
+  /** Whether the path loses packets (incoming counters, SACKs coming back; src/wg/loss.ts); GSO is paused while it does. */
   private readonly loss = new LossMonitor();
   private gsoPaused = false;
   private localDrops = 0;
   private lastLocal = 0;
   /** Pure TCP ACKs with SACK blocks that came through the tunnel (what we send is being lost). */
   private rxSackAcks = 0;
+  /** MESHD_DISABLE_GSO_PAUSE=1: keep GSO on a lossy path too (for comparisons). */
+  private readonly gsoPauseOff = process.env.MESHD_DISABLE_GSO_PAUSE === '1';
 
   private constructor(opts: DataPlaneOptions, host: HostDevice, bind: Bind) {
     this.name = opts.name;
@@ -333,6 +335,7 @@ export class DataPlane implements BindReceiver {
    * by whatever drops skbs before segmentation, and a TCP inside recovers from that only by its RTO.
    */
   private checkLoss(now: number): void {
+    if (this.gsoPauseOff) return;
     const c = this.device.counters;
     // Datagrams dropped here (a full socket receive buffer, the device's open queue) are missing from
     // the counters too, but say nothing about the path: they do not count.

@@ -27,9 +27,12 @@ export const LOSSY_FRACTION = 0.01;
 export const LOSSY_MIN_LOST = 3;
 /** A lossy verdict holds this long (ms) after the last lossy window: a lossy link tends to stay so. */
 export const LOSSY_HOLD_MS = 30_000;
-/** A window is lossy when this many ACKs with SACK blocks came in (and at least 5% of what came in)... */
-export const LOSSY_MIN_SACKS = 3;
-export const LOSSY_SACK_FRACTION = 0.05;
+/**
+ * A window is lossy when this many ACKs with SACK blocks came in, and at least 10% of what came in
+ * (a lossy path sends hundreds a second; a single drop at the peer's full socket, a handful).
+ */
+export const LOSSY_MIN_SACKS = 8;
+export const LOSSY_SACK_FRACTION = 0.1;
 
 /**
  * Whether pkt[off, off+len) is a pure TCP ACK (no payload) carrying a SACK option (RFC 2018, kind 5):

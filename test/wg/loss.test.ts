@@ -86,11 +86,11 @@ describe('LossMonitor', () => {
   it('calls the way out lossy when the ACKs coming back carry SACK blocks, though nothing is lost on the way in', () => {
     const mon = new LossMonitor();
     mon.update(0, 0, 0, 0, 0);
-    assert.equal(mon.update(100, 30, 0, 0, 2), false, 'two SACKs say little');
-    assert.equal(mon.update(200, 40, 0, 0, 3), true);
+    assert.equal(mon.update(100, 30, 0, 0, 7), false, 'a handful of SACKs says little');
+    assert.equal(mon.update(200, 60, 0, 0, 12), true, '12 of 60 ACKs with SACK blocks');
     const clean = new LossMonitor();
     clean.update(0, 0, 0, 0, 0);
-    assert.equal(clean.update(900, 1000, 0, 0, 3), false, 'three SACKs among 1000 ACKs: reordering, not loss');
+    assert.equal(clean.update(900, 1000, 0, 0, 20), false, '20 SACKs among 1000 ACKs: a drop or reordering, not a lossy path');
   });
 
   it('ignores a lone gap at a low rate (fewer than 3 lost in a window)', () => {
