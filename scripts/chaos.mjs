@@ -68,7 +68,9 @@
 //   throughout, <= 7 packets on DERP: the inner TCP's tail, see README)
 //
 // With UDP GSO paused while the path loses packets (src/wg/loss.ts; one lab, shared machine): loss10
-//   meshd 4.3, 4.6, 6.1 vs tailscaled 65.4, 11.4, 5.5; loss10all 5.3, 8.9, 7.9 vs 40.6, 46.8, 30.9
+//   meshd 4.3, 4.6, 6.1 vs tailscaled 65.4, 11.4, 5.5; loss10all 5.3, 8.9, 7.9 vs 40.6, 46.8, 30.9;
+//   fresh lab, final thresholds: loss10 5.4, 2.4, 3.4 vs 28.9, 148.3, 20.8; loss10all 3.8, 4.4, 5.7
+//   vs 7.2, 15.8, 300+ (tailscaled not finished)
 //   (the stalls before were the inner TCP's after whole GSO runs were dropped: README)
 //
 //   npm run build && sudo node scripts/chaos.mjs [--mb 64] [--only loss10,delay50] [--down-seconds 20]
