@@ -11,6 +11,7 @@
 //     [--agent-log FILE]  append each meshd daemon's output to FILE.<node>
 //     [--strace DIR] count each agent's system calls per phase (strace -c; DIR/<node>-<phase>.txt; numbers skewed)
 //     [--warm-conns N]  N SOCKS5 connections through each agent before measuring (JIT warm-up; idle RSS is then after it)
+//     [--threads]  CPU per connection of each agent thread in the connection phase (tid - pid; 0 = main)
 //     [--mem]  meshd's idle memory by kind (its metrics) and each agent's anonymous/file-backed RSS
 //     [--perf DIR]  record meshd with perf per phase (DIR/down.data, up.data, conns.data; the daemon
 //                   runs with --perf-basic-prof so JIT frames have names; numbers are then skewed)
@@ -154,12 +155,14 @@ function measure(node, pid, target) {
 
 /** 500 SOCKS5 CONNECT + 1 KiB GETs, `conc` at a time: rate, CPU ms per connection, mean phase times. */
 function connections(node, pid, target) {
-  const c0 = cpuS(pid);
+  const c0 = cpuS(pid), t0 = threadCpuS(pid);
   const lr = perfAround(node.name, pid, 'conns', () => lab.lab.tryExec(node.ns, [process.execPath, load, '127.0.0.1', '1080', target, '8000', String(conc), '1024', '500'], 130_000));
-  const cpu = cpuS(pid) - c0;
+  const cpu = cpuS(pid) - c0, t1 = threadCpuS(pid);
+  // --threads: CPU ms per connection of each thread (tid - pid: 0 is the main thread), busiest first.
+  const threads = [...t1].map(([tid, s]) => [Number(tid) - pid, (s - (t0.get(tid) ?? 0)) * 1000 / 500]).filter(([, ms]) => ms > 0).sort((a, b) => b[1] - a[1]);
   const lj = JSON.parse(lr.stdout.trim().split('\n').pop() || '{}');
   if (lj.ok !== 500) throw new Error(`${node.name}: connections failed: ${lr.stdout} ${lr.stderr}`);
-  return { connsPerSec: 500 / (lj.ms / 1000), cpuMsPerConn: cpu * 1000 / 500, connPhasesMs: lj.phasesMs };
+  return { connsPerSec: 500 / (lj.ms / 1000), cpuMsPerConn: cpu * 1000 / 500, connPhasesMs: lj.phasesMs, threads };
 }
 
 const out = { rounds, mb, meshd: [], tailscaled: [], base: [], rss: {} };
@@ -240,6 +243,7 @@ else {
   }
   if (process.argv.includes('--counters') || process.argv.includes('--all-counters')) console.log(JSON.stringify(out.meshdCounters));
   if (process.argv.includes('--sched')) for (const who of ['meshd', 'tailscaled', ...(b ? ['base'] : [])]) console.log(who, 'download: threads running / waiting for a CPU, in CPUs:', out[who].map((x) => `${x.schedDown?.run.toFixed(2)} / ${x.schedDown?.wait.toFixed(2)}`).join(', '));
+  if (process.argv.includes('--threads')) for (const who of ['meshd', 'tailscaled', ...(b ? ['base'] : [])]) console.log(who, 'connections, CPU ms per connection by thread (tid - pid +ms):', out[who].map((x) => x.threads.map(([t, ms]) => `${t}:${ms.toFixed(2)}`).join(' ')).join(' | '));
   if (process.argv.includes('--phases')) for (const who of ['meshd', 'tailscaled', ...(b ? ['base'] : [])]) console.log(who, 'connection phases (mean ms):', out[who].map((x) => JSON.stringify(x.connPhasesMs)).join(' '));
   if (b) console.log(`| idle RSS MiB | ${f(out.rss.base)} | ${f(out.rss.meshd)} | ${f(out.rss.tailscaled)} | ${(out.rss.base / out.rss.tailscaled).toFixed(2)} | ${(out.rss.meshd / out.rss.tailscaled).toFixed(2)} |`);
   else console.log(`| idle RSS MiB | ${f(out.rss.meshd)} | ${f(out.rss.tailscaled)} | ${(out.rss.meshd / out.rss.tailscaled).toFixed(2)} |`);
