@@ -8,6 +8,7 @@
 //     [--base BIN]  also measure another meshd build (BIN = its bin/meshd.js) in the same lab, alternated
 //     [--node-flags 'FLAGS']  extra Node flags for the meshd daemons (e.g. '--cpu-prof --cpu-prof-dir=/tmp/p', '--trace-gc')
 //     [--subject-flags 'FLAGS']  Node flags for the meshd under test only (not --base)
+//     [--subject-env K=V]  environment for the meshd under test only (repeatable; e.g. MESHD_JIT_FLAGS=0)
 //     [--agent-log FILE]  append each meshd daemon's output to FILE.<node>
 //     [--strace DIR] count each agent's system calls per phase (strace -c; DIR/<node>-<phase>.txt; numbers skewed)
 //     [--warm-conns N]  N SOCKS5 connections through each agent before measuring (JIT warm-up; idle RSS is then after it)
@@ -42,6 +43,8 @@ const nodeFlags = nfi > 0 ? process.argv[nfi + 1].split(/\s+/).filter(Boolean) :
 // --subject-flags: only for the meshd under test (not --base), to compare Node/V8 settings in one run.
 const sfi = process.argv.indexOf('--subject-flags');
 const subjectFlags = sfi > 0 ? process.argv[sfi + 1].split(/\s+/).filter(Boolean) : [];
+// --subject-env K=V (repeatable): environment for the meshd under test only (e.g. MESHD_JIT_FLAGS=0 with --base the same build).
+const subjectEnv = process.argv.flatMap((a, i) => (a === '--subject-env' ? [process.argv[i + 1]] : []));
 if (perfDir) process.env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --perf-basic-prof`.trim();
 const root = new URL('..', import.meta.url).pathname;
 const blob = join(root, 'scripts', 'httpblob.mjs');
@@ -98,7 +101,7 @@ async function startMeshd(node, bin, key) {
   const ns = ['--tun=userspace-networking', '--socks5-server', '127.0.0.1:1080'];
   const state = join(node.dir, 'state');
   // MALLOC_ARENA_MAX=2: the environment `up` starts the agent with (src/cli/agentspawn.ts agentEnv).
-  const proc = lab.lab.spawn(node.ns, ['env', 'MESHD_DERP_HTTP=1', 'MALLOC_ARENA_MAX=2', process.execPath, ...nodeFlags, ...(node.name === 'mu' ? subjectFlags : []), bin, '--socket', node.socket, 'daemon', '--state-dir', state, ...ns]);
+  const proc = lab.lab.spawn(node.ns, ['env', 'MESHD_DERP_HTTP=1', 'MALLOC_ARENA_MAX=2', ...(node.name === 'mu' ? subjectEnv : []), process.execPath, ...nodeFlags, ...(node.name === 'mu' ? subjectFlags : []), bin, '--socket', node.socket, 'daemon', '--state-dir', state, ...ns]);
   if (agentLog) for (const st of [proc.stdout, proc.stderr]) st?.on('data', (d) => appendFileSync(`${agentLog}.${node.name}`, d));
   await waitFor(`${node.name}'s agent`, () => lab.agentRunning(node), 15_000, 100);
   const keyFile = join(node.dir, 'authkey');
