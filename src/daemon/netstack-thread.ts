@@ -91,10 +91,13 @@ export function jitFlags(env: NodeJS.ProcessEnv = process.env): string | undefin
 }
 
 let jitFlagsSet = false;
-/** Sets jitFlags() once per process (V8 reads these flags at each tier-up decision, so late is fine). */
+/**
+ * Sets jitFlags() once per process (V8 reads these flags at each tier-up decision, so late is
+ * fine); returns the flags set by this call (undefined: none asked for, or set before).
+ */
 export function applyJitFlags(env: NodeJS.ProcessEnv = process.env): string | undefined {
   const f = jitFlags(env);
-  if (f === undefined || jitFlagsSet) return f;
+  if (f === undefined || jitFlagsSet) return undefined;
   jitFlagsSet = true;
   setFlagsFromString(f);
   return f;
@@ -205,7 +208,8 @@ export class UserspaceThread {
       opts: { socks5: opts.socks5, httpProxy: opts.httpProxy, socksAuth: opts.socksAuth },
       toStack: toStack.sab, toStackShape: toShape, fromStack: fromStack.sab, fromStackShape: fromShape, counters,
     };
-    applyJitFlags();
+    const jit = applyJitFlags();
+    if (jit !== undefined) this.log(`netstack thread: V8 flags ${jit}`);
     this.worker = new Worker(opts.entry ?? new URL('./netstack-worker.js', import.meta.url), {
       workerData: init,
       name: 'meshd-netstack',
