@@ -107,6 +107,15 @@ export async function daemonCommand(socket: string, f: DaemonFlags): Promise<voi
       if (typeof h.loginServer === 'string') agent.prepareControl(h.loginServer, typeof h.caFile === 'string' ? h.caFile : undefined);
     } catch { /* not ours: up does it all */ }
   }
+  // The `up` request, sent ahead over IPC by the CLI that started us (upCommand).
+  if (f.exitWhenDown && process.send) {
+    const onMessage = (m: unknown): void => {
+      const up = (m as { up?: unknown } | null)?.up;
+      if (up && typeof up === 'object' && !agent.upRequested) { timeline('agent: up request over IPC'); agent.upAhead(up as UpRequest); }
+    };
+    process.on('message', onMessage);
+    process.once('disconnect', () => process.off('message', onMessage));
+  }
   const api = new LocalApiServer(socket, agent);
   try {
     await api.listen();
@@ -186,9 +195,12 @@ export function checkedAgentFlags(f: DaemonFlags): AgentFlags {
  * and waits until it answers. Returns its process, whose IPC channel the caller closes once the
  * agent has our `up` (until then, the agent exits when the channel closes).
  */
-async function startAgent(socket: string, f: DaemonFlags, hint: ControlHint): Promise<ChildProcess> {
+async function startAgent(socket: string, f: DaemonFlags, hint: ControlHint, req: UpRequest): Promise<ChildProcess> {
   const flags = checkedAgentFlags(f);
   const a = adoptEarly(agentArgs(socket, flags)) ?? spawnAgent(socket, flags, hint);
+  // The request goes ahead over the IPC channel (the agent begins `up` as soon as it can, and the
+  // same request over the local API below joins it); only this private channel carries the key.
+  if (a.child.connected) a.child.send({ up: req }, () => {});
   const outcome = await a.outcome;
   if (outcome !== 'ready') {
     if (outcome === -1) a.child.kill('SIGKILL');
@@ -308,7 +320,7 @@ export async function upCommand(socket: string, f: UpFlags): Promise<void> {
     try {
       // An agent bin/meshd.js started for this `up` is adopted (it may answer on the socket already).
       if (earlyAgent || !(await socketAnswers(socket))) {
-        child = await startAgent(socket, f, { loginServer: url, ...(f.caFile ? { caFile: f.caFile } : {}) });
+        child = await startAgent(socket, f, { loginServer: url, ...(f.caFile ? { caFile: f.caFile } : {}) }, req);
         started = true;
       }
       st = await client.up(req, (msg) => {

@@ -279,10 +279,34 @@ export class Agent implements LocalBackend {
   /** True once some `up` was asked of this agent. */
   upRequested = false;
 
-  /** See LocalBackend.up. */
+  /** An `up` begun from the request the starting CLI sent over IPC (upAhead), until the same request comes over the local API. */
+  private ahead: { key: string; result: Promise<Status>; said: string[]; listeners: Set<(msg: string) => void> } | undefined;
+
+  /** See LocalBackend.up. An `up` equal to the one begun ahead joins it (its progress so far first). */
   up(req: UpRequest, progress: (msg: string) => void): Promise<Status> {
     this.upRequested = true;
+    const a = this.ahead;
+    if (a && a.key === JSON.stringify(req)) {
+      this.ahead = undefined;
+      for (const m of a.said) progress(m);
+      a.listeners.add(progress);
+      return a.result;
+    }
     return this.serial(() => this.doUp(req, progress));
+  }
+
+  /**
+   * Begins `up` from the request the CLI that started this agent sent over the IPC channel
+   * (src/cli/tailnet.ts), before the CLI has connected to the local API: the register request then
+   * leaves as soon as the agent can send it (README, bench-nat). The CLI sends the same request
+   * over the local API next, which joins this one for its progress and result.
+   */
+  upAhead(req: UpRequest): void {
+    const said: string[] = [];
+    const listeners = new Set<(msg: string) => void>();
+    const result = this.up(req, (m) => { said.push(m); for (const l of listeners) l(m); });
+    result.catch(() => {}); // the joining request reports it
+    this.ahead = { key: JSON.stringify(req), result, said, listeners };
   }
 
   /**
