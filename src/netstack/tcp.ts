@@ -42,8 +42,10 @@ export interface TcpConfig {
   rcvBuf: number;
   /** Ceiling of a connection's receive buffer when it grows (see Tcb.rcvBuf). */
   rcvBufMax: number;
-  /** Send buffer cap. */
+  /** Send buffer cap at the start. */
   sndBuf: number;
+  /** Ceiling of a connection's send buffer: it grows to twice the congestion window up to this. */
+  sndBufMax: number;
   /** Our window scale shift. */
   wscale: number;
   rtoMinMs: number;
@@ -68,8 +70,15 @@ export interface TcpConfig {
 export const DEFAULT_TCP: TcpConfig = {
   rcvBuf: 1 << 20,
   // tailscale's gVisor: 1 MiB at the start, auto-tuned up to 8 MiB (wgengine/netstack tcpRXBufMaxSize).
-  rcvBufMax: 8 << 20,
+  // Ours stops at 4 MiB, as tailscaled's advertised 3-4 MB in bench-netstack's downloads: in the
+  // agent the rings between the data plane and the netstack worker hold ~5 MB each way, and what
+  // one connection has in flight must fit in them when the other thread is descheduled.
+  rcvBufMax: 4 << 20,
   sndBuf: 1 << 20,
+  // tailscale's gVisor: 1 MiB at the start, auto-tuned (2 x cwnd) up to 6 MiB (tcpTXBufMaxSize).
+  // Ours stops at 4 MiB for the rings' sake (see rcvBufMax): with 6 MiB, uploads overflowed the
+  // ring out of the worker (1442 drops, as many retransmissions in 3 x 200 MB on a busy machine).
+  sndBufMax: 4 << 20,
   wscale: 7,
   rtoMinMs: 200,
   rtoMaxMs: 120_000,
@@ -618,7 +627,13 @@ export class Tcb {
       this.dupAcks = 0;
       if (this.cwnd < this.ssthresh) this.cwnd += dataAcked;
       else this.cwnd += Math.max(1, Math.floor((mss * dataAcked) / this.cwnd));
-      if (this.cwnd > 2 * cfg.sndBuf) this.cwnd = 2 * cfg.sndBuf;
+      if (this.cwnd > 2 * cfg.sndBufMax) this.cwnd = 2 * cfg.sndBufMax;
+      // Send buffer auto-tuning (gVisor, Linux's tcp_sndbuf_expand): room for twice the congestion
+      // window, so the buffer never limits what the window allows in flight.
+      if (this.snd.max < cfg.sndBufMax && 2 * this.cwnd > this.snd.max) {
+        this.snd.max = Math.min(cfg.sndBufMax, 2 * this.snd.max);
+        this.host.counters.sndBufGrown = (this.host.counters.sndBufGrown ?? 0) + 1;
+      }
     }
     if (this.sndMax !== this.sndUna) this.armRto(true);
     else this.rtoAt = 0;

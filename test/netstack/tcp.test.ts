@@ -323,6 +323,23 @@ describe('netstack TCP: data transfer', () => {
     assert.ok(tuned.ms < fixed.ms * 0.6, `auto-tuned ${tuned.ms} ms against a fixed 1 MiB window's ${fixed.ms} ms`);
   });
 
+  it('grows the send buffer with the congestion window up to sndBufMax, so a long path is not send-buffer-bound', () => {
+    const run = (sndBufMax: number): { ms: number; max: number } => {
+      const p = new Pair({ tcp: { rcvBuf: 8 << 20 }, tcpB: { sndBufMax } });
+      const { cli, ss } = connected(p);
+      p.wire.delay = 10;
+      const data = randomBytes(24 << 20, 14);
+      const t0 = p.clock.t;
+      assert.ok(transfer(p, cli, ss, data), 'transfer finished');
+      assert.equal(sha(ss.data()), sha(data));
+      return { ms: p.clock.t - t0, max: cli.snd.max };
+    };
+    const fixed = run(1 << 20), tuned = run(4 << 20);
+    assert.equal(fixed.max, 1 << 20);
+    assert.equal(tuned.max, 4 << 20);
+    assert.ok(tuned.ms < fixed.ms * 0.6, `auto-tuned ${tuned.ms} ms against a fixed 1 MiB send buffer's ${fixed.ms} ms`);
+  });
+
   it('keeps the receive window at rcvBuf while the reader lags (the buffer is full of unread data, not in flight)', () => {
     const p = new Pair({ tcp: { rcvBuf: 256 * 1024 } });
     const { srv, cli, ss } = connected(p);
