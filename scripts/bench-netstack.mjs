@@ -89,7 +89,7 @@ const machine = () => { const f = readFileSync('/proc/stat', 'utf8').split('\n')
 const threadsNamed = (pid) => {
   const m = new Map();
   for (const tid of readdirSync(`/proc/${pid}/task`)) {
-    try { const st = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8'); const name = st.slice(st.indexOf('(') + 1, st.lastIndexOf(')')); const f = st.slice(st.lastIndexOf(') ') + 2).split(' '); m.set(tid, { name, s: (Number(f[11]) + Number(f[12])) / 100 }); } catch { /* thread gone */ }
+    try { const st = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8'); const name = tid === String(pid) ? 'main' : st.slice(st.indexOf('(') + 1, st.lastIndexOf(')')); const f = st.slice(st.lastIndexOf(') ') + 2).split(' '); m.set(tid, { name, s: (Number(f[11]) + Number(f[12])) / 100 }); } catch { /* thread gone */ }
   }
   return m;
 };
