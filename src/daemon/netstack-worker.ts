@@ -26,12 +26,8 @@ const countersHdr = new Int32Array(init.counters, 0, 2);
 const countersBytes = new Uint8Array(init.counters, 8);
 let closed = false;
 
-// Stack output, batched by the device at each flush: one copy into the ring per packet.
-dev.startReading((b) => {
-  const buf = b.buf, lens = b.lens;
-  for (let i = 0; i < b.count; i++) fromStack.push(buf, b.offset(i), lens[i]!);
-  fromStack.publish();
-});
+// Stack output is built in the ring's frames (the rest of each frame published at the device's flush).
+dev.outputTo(fromStack);
 
 let inPackets = 0;
 const inputFrame = (b: FrameBatch): void => {
