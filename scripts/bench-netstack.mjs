@@ -8,9 +8,11 @@
 //     [--base BIN]  also measure another meshd build (BIN = its bin/meshd.js) in the same lab, alternated
 //     [--node-flags 'FLAGS']  extra Node flags for the meshd daemons (e.g. '--cpu-prof --cpu-prof-dir=/tmp/p', '--trace-gc')
 //     [--subject-flags 'FLAGS']  Node flags for the meshd under test only (not --base)
+//     [--subject-env K=V]  environment for the meshd under test only (repeatable; e.g. MESHD_JIT_FLAGS=0)
 //     [--agent-log FILE]  append each meshd daemon's output to FILE.<node>
 //     [--strace DIR] count each agent's system calls per phase (strace -c; DIR/<node>-<phase>.txt; numbers skewed)
 //     [--warm-conns N]  N SOCKS5 connections through each agent before measuring (JIT warm-up; idle RSS is then after it)
+//     [--threads]  CPU per connection of each agent thread in the connection phase (tid - pid; 0 = main)
 //     [--mem]  meshd's idle memory by kind (its metrics) and each agent's anonymous/file-backed RSS
 //     [--system]  per transfer: machine-wide CPU use (/proc/stat, in CPUs), the peer's tailscaled and HTTP
 //                 server's CPU per GB, and the agent's busiest threads (name: CPU s/GB)
@@ -45,6 +47,8 @@ const nodeFlags = nfi > 0 ? process.argv[nfi + 1].split(/\s+/).filter(Boolean) :
 // --subject-flags: only for the meshd under test (not --base), to compare Node/V8 settings in one run.
 const sfi = process.argv.indexOf('--subject-flags');
 const subjectFlags = sfi > 0 ? process.argv[sfi + 1].split(/\s+/).filter(Boolean) : [];
+// --subject-env K=V (repeatable): environment for the meshd under test only (e.g. MESHD_JIT_FLAGS=0 with --base the same build).
+const subjectEnv = process.argv.flatMap((a, i) => (a === '--subject-env' ? [process.argv[i + 1]] : []));
 if (perfDir) process.env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --perf-basic-prof`.trim();
 const root = new URL('..', import.meta.url).pathname;
 const blob = join(root, 'scripts', 'httpblob.mjs');
@@ -124,7 +128,7 @@ async function startMeshd(node, bin, key) {
   const ns = ['--tun=userspace-networking', '--socks5-server', '127.0.0.1:1080'];
   const state = join(node.dir, 'state');
   // MALLOC_ARENA_MAX=2: the environment `up` starts the agent with (src/cli/agentspawn.ts agentEnv).
-  const proc = lab.lab.spawn(node.ns, ['env', 'MESHD_DERP_HTTP=1', 'MALLOC_ARENA_MAX=2', process.execPath, ...nodeFlags, ...(node.name === 'mu' ? subjectFlags : []), bin, '--socket', node.socket, 'daemon', '--state-dir', state, ...ns]);
+  const proc = lab.lab.spawn(node.ns, ['env', 'MESHD_DERP_HTTP=1', 'MALLOC_ARENA_MAX=2', ...(node.name === 'mu' ? subjectEnv : []), process.execPath, ...nodeFlags, ...(node.name === 'mu' ? subjectFlags : []), bin, '--socket', node.socket, 'daemon', '--state-dir', state, ...ns]);
   if (agentLog) for (const st of [proc.stdout, proc.stderr]) st?.on('data', (d) => appendFileSync(`${agentLog}.${node.name}`, d));
   await waitFor(`${node.name}'s agent`, () => lab.agentRunning(node), 15_000, 100);
   const keyFile = join(node.dir, 'authkey');
@@ -194,12 +198,14 @@ function measure(node, pid, target) {
 
 /** 500 SOCKS5 CONNECT + 1 KiB GETs, `conc` at a time: rate, CPU ms per connection, mean phase times. */
 function connections(node, pid, target) {
-  const c0 = cpuS(pid);
+  const c0 = cpuS(pid), t0 = threadCpuS(pid);
   const lr = perfAround(node.name, pid, 'conns', () => lab.lab.tryExec(node.ns, [process.execPath, load, '127.0.0.1', '1080', target, '8000', String(conc), '1024', '500'], 130_000));
-  const cpu = cpuS(pid) - c0;
+  const cpu = cpuS(pid) - c0, t1 = threadCpuS(pid);
+  // --threads: CPU ms per connection of each thread (tid - pid: 0 is the main thread), busiest first.
+  const threads = [...t1].map(([tid, s]) => [Number(tid) - pid, (s - (t0.get(tid) ?? 0)) * 1000 / 500]).filter(([, ms]) => ms > 0).sort((a, b) => b[1] - a[1]);
   const lj = JSON.parse(lr.stdout.trim().split('\n').pop() || '{}');
   if (lj.ok !== 500) throw new Error(`${node.name}: connections failed: ${lr.stdout} ${lr.stderr}`);
-  return { connsPerSec: 500 / (lj.ms / 1000), cpuMsPerConn: cpu * 1000 / 500, connPhasesMs: lj.phasesMs };
+  return { connsPerSec: 500 / (lj.ms / 1000), cpuMsPerConn: cpu * 1000 / 500, connPhasesMs: lj.phasesMs, threads };
 }
 
 const out = { rounds, mb, meshd: [], tailscaled: [], base: [], rss: {} };
@@ -283,6 +289,7 @@ else {
   if (process.argv.includes('--counters') || process.argv.includes('--all-counters')) console.log(JSON.stringify(out.meshdCounters));
   if (process.argv.includes('--sched')) for (const who of ['meshd', 'tailscaled', ...(b ? ['base'] : [])]) console.log(who, 'download: threads running / waiting for a CPU, in CPUs:', out[who].map((x) => `${x.schedDown?.run.toFixed(2)} / ${x.schedDown?.wait.toFixed(2)}`).join(', '));
   if (systemOn) for (const who of ['meshd', 'tailscaled', ...(b ? ['base'] : [])]) for (const x of out[who]) console.log(who, 'down', JSON.stringify(x.systemDown), 'up', JSON.stringify(x.systemUp));
+  if (process.argv.includes('--threads')) for (const who of ['meshd', 'tailscaled', ...(b ? ['base'] : [])]) console.log(who, 'connections, CPU ms per connection by thread (tid - pid +ms):', out[who].map((x) => x.threads.map(([t, ms]) => `${t}:${ms.toFixed(2)}`).join(' ')).join(' | '));
   if (process.argv.includes('--phases')) for (const who of ['meshd', 'tailscaled', ...(b ? ['base'] : [])]) console.log(who, 'connection phases (mean ms):', out[who].map((x) => JSON.stringify(x.connPhasesMs)).join(' '));
   if (b) console.log(`| idle RSS MiB | ${f(out.rss.base)} | ${f(out.rss.meshd)} | ${f(out.rss.tailscaled)} | ${(out.rss.base / out.rss.tailscaled).toFixed(2)} | ${(out.rss.meshd / out.rss.tailscaled).toFixed(2)} |`);
   else console.log(`| idle RSS MiB | ${f(out.rss.meshd)} | ${f(out.rss.tailscaled)} | ${(out.rss.meshd / out.rss.tailscaled).toFixed(2)} |`);

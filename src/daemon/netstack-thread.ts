@@ -13,6 +13,7 @@
 // per packet, no message per batch (a sleeping consumer is woken with Atomics.notify). A full ring
 // drops and counts, as a full TUN queue would. A worker that fails ends the agent with the error.
 // MESHD_NETSTACK_THREAD=0 runs the Userspace on the main thread instead (for comparison).
+import { setFlagsFromString } from 'node:v8';
 import { Worker } from 'node:worker_threads';
 import type { NetworkMap } from '../control/netmap.ts';
 import type { HostDevice, HostDeviceStats } from '../tun/device.ts';
@@ -68,6 +69,40 @@ const COUNTERS_WAIT_MS = 500;
 const CLOSE_GRACE_MS = 1000;
 /** Frames handed to the data plane per turn of the event loop before yielding to UDP. */
 const FRAMES_PER_TURN = 8;
+/**
+ * V8 tiering flags for an agent in userspace mode, set before the worker starts. A fresh agent ran
+ * its per-connection code (SOCKS5, dial, TcpRelay, node's net.Socket) in the interpreter and
+ * baseline tiers for its first ~1,500 connections: a function called a few times per connection
+ * reaches V8's TurboFan budget (3 ticks of 66 KiB of bytecode, then 500 calls after each
+ * inline-cache change) only after hundreds of connections, and bench-netstack's rounds 2 and 3 of
+ * 500 still spent 40% of the agent's CPU compiling. A quarter of the budget and 100 calls after an
+ * IC change move that compiling into the first ~500 connections (the same work, done earlier).
+ * V8 flags are per process, so the main thread tiers up sooner too. MESHD_JIT_FLAGS overrides
+ * them ('' or '0': V8's defaults).
+ */
+export const JIT_FLAGS = '--interrupt-budget=16384 --minimum-invocations-after-ic-update=100';
+
+/** The V8 flags to set for userspace mode (see JIT_FLAGS), or undefined for none. */
+export function jitFlags(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  const v = env['MESHD_JIT_FLAGS'];
+  if (v === undefined) return JIT_FLAGS;
+  const t = v.trim();
+  return t === '' || t === '0' ? undefined : t;
+}
+
+let jitFlagsSet = false;
+/**
+ * Sets jitFlags() once per process (V8 reads these flags at each tier-up decision, so late is
+ * fine); returns the flags set by this call (undefined: none asked for, or set before).
+ */
+export function applyJitFlags(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  const f = jitFlags(env);
+  if (f === undefined || jitFlagsSet) return undefined;
+  jitFlagsSet = true;
+  setFlagsFromString(f);
+  return f;
+}
+
 /** True unless MESHD_NETSTACK_THREAD=0 asks for the in-thread Userspace. */
 export function netstackThreadEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
   return env['MESHD_NETSTACK_THREAD'] !== '0';
@@ -183,6 +218,8 @@ export class UserspaceThread {
       opts: { socks5: opts.socks5, httpProxy: opts.httpProxy, socksAuth: opts.socksAuth },
       toStack: toStack.sab, toStackShape: toShape, fromStack: fromStack.sab, fromStackShape: fromShape, counters,
     };
+    const jit = applyJitFlags();
+    if (jit !== undefined) this.log(`netstack thread: V8 flags ${jit}`);
     this.worker = new Worker(opts.entry ?? new URL('./netstack-worker.js', import.meta.url), {
       workerData: init,
       name: 'meshd-netstack',
