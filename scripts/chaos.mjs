@@ -67,8 +67,17 @@
 //   version: roam resume 4.9/7.3, 2.4/6.1; loss10 154.5, 211.0, 167.7 vs 8.8, 7.0, 12.2 (meshd direct
 //   throughout, <= 7 packets on DERP: the inner TCP's tail, see README)
 //
+// With UDP GSO paused while the path loses packets (src/wg/loss.ts; one lab, shared machine): loss10
+//   meshd 4.3, 4.6, 6.1 vs tailscaled 65.4, 11.4, 5.5; loss10all 5.3, 8.9, 7.9 vs 40.6, 46.8, 30.9;
+//   fresh lab, final thresholds: loss10 5.4, 2.4, 3.4 vs 28.9, 148.3, 20.8; loss10all 3.8, 4.4, 5.7
+//   vs 7.2, 15.8, 300+ (tailscaled not finished)
+//   (the stalls before were the inner TCP's after whole GSO runs were dropped: README)
+//
 //   npm run build && sudo node scripts/chaos.mjs [--mb 64] [--only loss10,delay50] [--down-seconds 20]
 //   --ss FILE appends the TCP senders' `ss -ti` line every second (cwnd, rto, backoff, retrans)
+//   --trace FILE writes a JSON line per pair per second: the sender's TCP (ss fields) and, for meshd,
+//     both nodes' path and the counters that moved; --pairs meshd (or tailscaled) moves data
+//     through that pair only (quicker reproductions, no comparison)
 //   sudo node scripts/chaos.mjs --soak 30 [--out chaos-soak] [--warmup-minutes 5] [--node-env s3:MESHD_FORCE_GC=0]
 //   MESHD_TEST_BIN=/path/to/other/bin/meshd.js runs another meshd build (before/after comparisons)
 import { parseArgs } from 'node:util';
@@ -86,7 +95,7 @@ const { values: opt } = parseArgs({
     mb: { type: 'string', default: '64' }, only: { type: 'string' }, 'down-seconds': { type: 'string', default: '20' },
     'derp-down-seconds': { type: 'string', default: '60' }, soak: { type: 'string' }, out: { type: 'string', default: 'chaos-soak' },
     'warmup-minutes': { type: 'string' }, 'node-env': { type: 'string', multiple: true }, json: { type: 'string' }, repeat: { type: 'string', default: '1' }, pcap: { type: 'string' },
-    ss: { type: 'string' },
+    ss: { type: 'string' }, trace: { type: 'string' }, pairs: { type: 'string' },
   },
 });
 const root = new URL('..', import.meta.url).pathname;
@@ -171,6 +180,36 @@ function meshdMemory(socket) {
     req.on('error', () => resolve({}));
     req.end();
   });
+}
+
+/** A meshd daemon's /v0/status over its socket (parsed), or {} when it does not answer. */
+function meshdStatus(socket) {
+  return new Promise((resolve) => {
+    const req = httpRequest({ socketPath: socket, method: 'GET', path: '/v0/status', headers: { Host: 'meshd' }, timeout: 3000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => { body += d; });
+      res.on('end', () => { try { resolve(JSON.parse(body)); } catch { resolve({}); } });
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve({}));
+    req.end();
+  });
+}
+/** The fields of an `ss -ti` line worth tracing: progress, RTO and its backoff, cwnd, losses. */
+function ssFields(line) {
+  const out = {};
+  for (const k of ['bytes_acked', 'bytes_retrans', 'rto', 'backoff', 'cwnd', 'unacked', 'lost', 'retrans', 'rtt', 'ssthresh', 'reordering', 'sacked', 'dsack_dups', 'busy', 'rwnd_limited']) {
+    const m = new RegExp(`\\b${k}:(\\S+)`).exec(line);
+    if (m) out[k] = /^[\d.]+$/.test(m[1]) ? Number(m[1]) : m[1];
+  }
+  return out;
+}
+/** Counters that changed between two snapshots (numbers only), as deltas. */
+function counterDelta(prev, cur) {
+  const d = {};
+  for (const [k, v] of Object.entries(cur)) if (typeof v === 'number' && v !== (prev[k] ?? 0)) d[k] = v - (prev[k] ?? 0);
+  return d;
 }
 
 /**
@@ -382,7 +421,9 @@ async function chaos() {
       // the sender's TCP sent and what reached the receiver's, to compare against the UDP above.
       if (opt.pcap) for (const n of [m1, m2, t1, t2]) dumps.push(lab.lab.spawn(n.ns, ['tcpdump', '-i', 'any', '-n', '-s', '128', '-w', join(opt.pcap, `${tag}-${n.name}-tcp.pcap`), 'tcp portrange 7000-7999']));
       let sending = true;
-      const runs = pairs.map(async (p) => {
+      // --pairs meshd: transfers through that pair only (faster reproductions; no comparison).
+      const xpairs = opt.pairs ? pairs.filter((p) => opt.pairs.split(',').includes(p.peer)) : pairs;
+      const runs = xpairs.map(async (p) => {
         const myPort = ++port;
         const got = lab.xferServe(p.to, p.ip, myPort);
         got.catch(() => {});
@@ -402,6 +443,22 @@ async function chaos() {
                 const d = await run(lab, n.ns, ['ss', '-tinH', 'dst', `${DERPER_IP}:3340`], 5000);
                 appendFileSync(opt.ss, `${name} ${p.peer}-derp-${side} t=${((performance.now() - t0) / 1000).toFixed(1)} ${d.stdout.replace(/\s+/g, ' ').trim()}\n`);
               }
+            }
+            if (opt.trace) {
+              // --trace FILE: a JSON line per second: the sender's TCP (progress, RTO, backoff), and
+              // for meshd both nodes' path to the other and the counters that moved since the last line.
+              const r = await run(lab, p.from.ns, ['ss', '-tinH', 'dst', `${p.ip}:${myPort}`], 5000);
+              const line = { scenario: name, run: tag, peer: p.peer, t: Number(((performance.now() - t0) / 1000).toFixed(1)), tcp: ssFields(r.stdout) };
+              if (p.kind === 'meshd') {
+                for (const [side, n, other] of [['from', p.from, p.to], ['to', p.to, p.from]]) {
+                  const st = await meshdStatus(n.socket);
+                  const c = st.self?.counters ?? {};
+                  p.prev ??= {};
+                  line[side] = { path: st.peers?.find((q) => q.hostname === other.name)?.path ?? null, d: counterDelta(p.prev[side] ?? {}, c) };
+                  p.prev[side] = c;
+                }
+              }
+              appendFileSync(opt.trace, JSON.stringify(line) + '\n');
             }
             await sleep(1000);
           }
@@ -425,15 +482,15 @@ async function chaos() {
         // The clock starts when the event is over: the flush or the address change done, the link
         // up again, the server restarted, DERP reachable again.
         const upAt = Date.now();
-        const res = await Promise.all(pairs.map((p) => firstReplyAfter(lab, p.from, p.ip, upAt, 120_000)));
-        pairs.forEach((p, i) => { p.resumeMs = res[i]; });
+        const res = await Promise.all(xpairs.map((p) => firstReplyAfter(lab, p.from, p.ip, upAt, 120_000)));
+        xpairs.forEach((p, i) => { p.resumeMs = res[i]; });
       }
       const done = await Promise.all(runs);
       sending = false;
       for (const d of dumps) d.kill('SIGINT');
       const relayCounters = await sc.after?.();
       // How long after the transfer until both sides are direct again (pinging meanwhile).
-      await Promise.all(pairs.map(async (p) => {
+      await Promise.all(xpairs.map(async (p) => {
         const t = Date.now();
         let ok = false;
         while (Date.now() - t < 30_000 && !(ok = await bothDirect(p))) { await pingOnce(lab, p.from, p.ip); await sleep(300); }
@@ -446,7 +503,7 @@ async function chaos() {
       const after2 = counters(m2);
       for (const k of ['rxWgDerp', 'dropRxReplay', 'rxData', 'dropRxQueueFull', 'dropTunWrite', 'paths.failovers', 'paths.pingsTimedOut']) delta[`m2.${k}`] = (after2[k] ?? 0) - (before2[k] ?? 0);
       // Packets m1 also sent over DERP (its path to m2 untrusted or gone) during this scenario.
-      pairs[0].row.derpPkts = delta.txWgDerp;
+      if (pairs[0].row) pairs[0].row.derpPkts = delta.txWgDerp;
       console.log(`${name}: meshd counters during the transfer (m1 sends, m2 receives) ${JSON.stringify(delta)}${Array.isArray(relayCounters) ? ` relays ${JSON.stringify(relayCounters)}` : ''}`);
       rows.push(...done);
       console.table(done);

@@ -45,6 +45,10 @@
 #define UC_GSO_ERRNO 7      // errno of the latest refused GSO send
 #define UC_CTL_LEN 8
 #define UC_F_GSO 1
+// Set by the caller while the path loses packets: datagrams go one per message for now (bit 0, the
+// capability, stays). A GSO run is one skb until the device segments it, and a drop before that
+// takes the whole run; a TCP inside recovers from a lost run only by its retransmission timeout.
+#define UC_F_GSO_PAUSED 2
 
 void sockaddr_to_raw(const struct sockaddr *sa, uint8_t *raw) {
   memset(raw, 0, EP_RAW_LEN);
@@ -321,7 +325,7 @@ static napi_value js_udp_send(napi_env env, napi_callback_info info) {
   int fatal = 0;
   bool stop = false;
   while (next < count && !stop && !fatal) {
-    bool gso = ctl && ((unsigned)ctl[UC_FLAGS] & UC_F_GSO);
+    bool gso = ctl && ((unsigned)ctl[UC_FLAGS] & (UC_F_GSO | UC_F_GSO_PAUSED)) == UC_F_GSO;
     unsigned n = 0, niov = 0;
     while (next < count && niov < MAX_BATCH) {
       uint32_t i = next++;

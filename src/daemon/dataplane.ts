@@ -17,6 +17,7 @@
 // receive batches and sent from there by reference.
 import { Device, type Clock, type WgSink } from '../wg/device.ts';
 import { HandshakeQueue, isHandshakeMessage } from '../wg/handshake-queue.ts';
+import { isSackAck, LossMonitor, LOSSY_HOLD_MS } from '../wg/loss.ts';
 import { Tun } from '../tun/tun.ts';
 import { TunWrapper } from '../tun/wrapper.ts';
 import type { HostDevice, LocalPacketHandler } from '../tun/device.ts';
@@ -103,6 +104,15 @@ export class DataPlane implements BindReceiver {
   private handshakeTask: NodeJS.Immediate | undefined;
   private readonly runHandshakesBound = (): void => this.runHandshakes();
   private closed = false;
+  /** Whether the path loses packets (incoming counters, SACKs coming back; src/wg/loss.ts); GSO is paused while it does. */
+  private readonly loss = new LossMonitor();
+  private gsoPaused = false;
+  private localDrops = 0;
+  private lastLocal = 0;
+  /** Pure TCP ACKs with SACK blocks that came through the tunnel (what we send is being lost). */
+  private rxSackAcks = 0;
+  /** MESHD_DISABLE_GSO_PAUSE=1: keep GSO on a lossy path too (for comparisons). */
+  private readonly gsoPauseOff = process.env.MESHD_DISABLE_GSO_PAUSE === '1';
 
   private constructor(opts: DataPlaneOptions, host: HostDevice, bind: Bind) {
     this.name = opts.name;
@@ -115,7 +125,10 @@ export class DataPlane implements BindReceiver {
     const tun = this.tun;
     this.sink = {
       sendUdp: (buf, off, len, to) => bind.send(buf, off, len, to),
-      writeTun: (buf, off, len) => tun.write(buf, off, len),
+      writeTun: (buf, off, len) => {
+        if (isSackAck(buf, off, len)) this.rxSackAcks++;
+        tun.write(buf, off, len);
+      },
     };
     this.tunRx = tun.start((b) => this.readFromTun(b), (e) => this.log(`tun read stopped: ${e.message}`));
     bind.shareBuffer(this.tunRx.buf);
@@ -310,10 +323,31 @@ export class DataPlane implements BindReceiver {
   runTimers(): void {
     if (this.closed) return;
     this.clock.hold();
+    this.checkLoss(this.clock.now());
     this.device.tick(this.sink);
     this.flushUdp();
     this.flushTun();
     this.clock.release();
+  }
+
+  /**
+   * While the path loses packets, each datagram leaves as its own skb: a GSO run is dropped whole
+   * by whatever drops skbs before segmentation, and a TCP inside recovers from that only by its RTO.
+   */
+  private checkLoss(now: number): void {
+    if (this.gsoPauseOff) return;
+    const c = this.device.counters;
+    // Datagrams dropped here (a full socket receive buffer, the device's open queue) are missing from
+    // the counters too, but say nothing about the path: they do not count.
+    // (A rebound socket's drop count starts again at 0: only increases are added.)
+    const local = (c.dropRxQueueFull ?? 0) + (this.sock.socketCounters().dropUdpKernel ?? 0);
+    this.localDrops += Math.max(0, local - this.lastLocal);
+    this.lastLocal = local;
+    const lossy = this.loss.update(now, c.rxTransport ?? 0, (c.rxCountersSkipped ?? 0) - this.localDrops, c.rxCountersLate ?? 0, this.rxSackAcks);
+    if (lossy === this.gsoPaused) return;
+    this.gsoPaused = lossy;
+    this.sock.pauseGso(lossy);
+    this.log(lossy ? 'the path loses packets: UDP GSO paused (one datagram per skb)' : `no loss for ${LOSSY_HOLD_MS / 1000} s: UDP GSO resumed`);
   }
 
   /** Sends what the device queued on the Bind. */
@@ -334,6 +368,8 @@ export class DataPlane implements BindReceiver {
       ...this.sock.socketCounters(),
       ...this.tun.counters(),
       dropRxHandshakeQueueFull: this.handshakes.dropped,
+      lossyWindows: this.loss.lossyWindows,
+      rxTcpSackAcks: this.rxSackAcks,
       handshakeQueueDepth: this.handshakes.length,
     };
   }

@@ -329,6 +329,10 @@ export class MagicSock implements Bind {
     this.udp?.flush();
   }
 
+  pauseGso(paused: boolean): void {
+    this.udp?.pauseGso(paused);
+  }
+
   socketCounters(): Record<string, number> {
     return this.udp?.socketCounters() ?? {};
   }

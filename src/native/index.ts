@@ -118,6 +118,8 @@ export const TUN_CTL = {
 export const UDP_CTL = {
   FLAGS: 0, CALLS: 1, GSO_MSGS: 2, GSO_DGRAMS: 3, WAITS: 4, WAIT_DROPS: 5, GSO_FALLBACKS: 6, GSO_ERRNO: 7, LEN: 8,
   F_GSO: 1,
+  /** Set by the caller: no GSO runs for now (the path loses packets); F_GSO, the capability, stays. */
+  F_GSO_PAUSED: 2,
 } as const;
 
 /** Runtime kill switches for offloads, from the environment (README: "Offloads"). */

@@ -45,6 +45,8 @@ export interface Bind {
   shareBuffer(buf: Uint8Array): void;
   /** Sends what send() queued: one sendmmsg per batch. */
   flush(): void;
+  /** Pauses (true) or resumes UDP GSO runs: while paused each datagram is its own skb (the path loses packets; src/wg/loss.ts). */
+  pauseGso(paused: boolean): void;
   /** Counters, by name. */
   socketCounters(): Record<string, number>;
   /** Closes the socket. Safe to call twice. */
@@ -82,6 +84,7 @@ export class UdpBind implements Bind {
   private readonly copy: TxBatch;
   private dropTxFull = 0;
   private closed = false;
+  private gsoPaused = false;
 
   constructor(opts: UdpBindOptions) {
     this.endpoints = opts.endpoints ?? new Endpoints();
@@ -125,6 +128,7 @@ export class UdpBind implements Bind {
     });
     if (this.udp) { this.flush(); this.udp.close(); }
     this.udp = udp;
+    udp.pauseGso(this.gsoPaused);
     this.curPort = udp.port;
     this.startReading();
     this.log(`listening on UDP port ${this.curPort}`);
@@ -151,6 +155,11 @@ export class UdpBind implements Bind {
     }
   }
 
+  pauseGso(paused: boolean): void {
+    this.gsoPaused = paused;
+    this.udp?.pauseGso(paused);
+  }
+
   /** Sends one datagram right away (disco, STUN); false when not sent. */
   sendTo(data: Uint8Array, to: Endpoint): boolean {
     return this.udp?.sendTo(data, to) ?? false;
@@ -170,6 +179,7 @@ export class UdpBind implements Bind {
     const u = this.udp?.stats();
     return {
       rxUdpDatagrams: u?.rx?.packets ?? 0,
+      dropUdpKernel: u?.rx?.kernelDrops ?? 0,
       dropUdpTruncated: u?.rx?.truncated ?? 0,
       dropUdpSend: u?.txDropped ?? 0,
       dropUdpBatchFull: this.dropTxFull,

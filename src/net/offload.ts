@@ -24,7 +24,7 @@ export function offloadCounters(tun: HostDeviceStats | TunStats, udp: UdpStats |
   }
   if (udp) {
     Object.assign(out, {
-      offloadUdpGso: b(udp.offload.gso), offloadUdpGro: b(udp.offload.gro),
+      offloadUdpGso: b(udp.offload.gso), offloadUdpGsoPaused: b(udp.offload.gsoPaused), offloadUdpGro: b(udp.offload.gro),
       rxUdpGroMessages: udp.rx?.groMessages ?? 0, rxUdpGroSegments: udp.rx?.groSegments ?? 0,
       txUdpSyscalls: udp.txSyscalls, txUdpGsoMessages: udp.txGsoMessages, txUdpGsoDatagrams: udp.txGsoDatagrams,
       txUdpGsoFallbacks: udp.txGsoFallbacks, txUdpWaits: udp.txWaits, dropUdpWaitFull: udp.txWaitDrops,

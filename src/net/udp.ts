@@ -50,8 +50,8 @@ export interface UdpStats {
   txPackets: number;
   /** Datagrams given to sendBatch/sendTo but dropped (queue full, unreachable, wrong family). */
   txDropped: number;
-  /** Offloads now: gso turns off for good after the kernel refused a GSO send. */
-  offload: { gso: boolean; gro: boolean };
+  /** Offloads now: gso turns off for good after the kernel refused a GSO send; gsoPaused while pauseGso(true). */
+  offload: { gso: boolean; gro: boolean; gsoPaused: boolean };
   /** sendmmsg calls. */
   txSyscalls: number;
   /** UDP_SEGMENT messages sent, and the datagrams inside them. */
@@ -173,6 +173,16 @@ export class UdpSocket {
     return sent;
   }
 
+  /**
+   * Pauses (true) or resumes GSO runs: while paused every datagram leaves as its own skb. For a path
+   * that loses packets: a run is one skb until the device segments it, and whatever drops skbs before
+   * that drops the whole run, which a TCP inside the tunnel can only recover from by its RTO.
+   */
+  pauseGso(paused: boolean): void {
+    const f = this.ctl[UDP_CTL.FLAGS]!;
+    this.ctl[UDP_CTL.FLAGS] = paused ? f | UDP_CTL.F_GSO_PAUSED : f & ~UDP_CTL.F_GSO_PAUSED;
+  }
+
   /** Sends one datagram (control traffic: disco, STUN); true when the kernel took it. */
   sendTo(data: Uint8Array, to: Endpoint): boolean {
     this.oneOff[0] = 0;
@@ -190,7 +200,7 @@ export class UdpSocket {
       rx: this.lastReader ? native().pollStats(this.lastReader) : undefined,
       txPackets: this.txPackets,
       txDropped: this.txDropped,
-      offload: { gso: (c[UDP_CTL.FLAGS]! & UDP_CTL.F_GSO) !== 0, gro: this.gro },
+      offload: { gso: (c[UDP_CTL.FLAGS]! & UDP_CTL.F_GSO) !== 0, gro: this.gro, gsoPaused: (c[UDP_CTL.FLAGS]! & UDP_CTL.F_GSO_PAUSED) !== 0 },
       txSyscalls: c[UDP_CTL.CALLS]!,
       txGsoMessages: c[UDP_CTL.GSO_MSGS]!,
       txGsoDatagrams: c[UDP_CTL.GSO_DGRAMS]!,

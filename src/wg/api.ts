@@ -97,6 +97,8 @@ export const COUNTER_NAMES = [
   'txData', 'txKeepalives', 'txInitiations', 'txInitiationResends', 'txResponses', 'txCookieReplies',
   'rxData', 'rxKeepalives', 'rxInitiations', 'rxResponses', 'rxCookieReplies',
   'handshakesCompleted', 'handshakesGivenUp', 'rxResponsesReplacing', 'keyZeroings', 'underLoadEntered',
+  // path loss by the senders' counters (ReplayFilter): lost so far = rxCountersSkipped - rxCountersLate
+  'rxTransport', 'rxCountersSkipped', 'rxCountersLate',
   // outbound drops
   'dropTxNotIP', 'dropTxBadBuffer', 'dropTxNoRoute', 'dropTxNoEndpoint', 'dropTxStagedOverflow', 'dropTxStagedFlushed',
   'dropTxQueueFull',

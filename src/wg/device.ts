@@ -725,10 +725,15 @@ export class Device {
     // when stored into the replay window's fields.
     const counter = readCounter(buf, p - TRANSPORT_HEADER_SIZE + Offsets.transport.counter);
     const len = jobs.lens[i]! + TRANSPORT_HEADER_SIZE;
-    if (!kp.replay.validate(counter, REJECT_AFTER_MESSAGES)) {
+    const replay = kp.replay, skipped = replay.skipped, late = replay.late;
+    if (!replay.validate(counter, REJECT_AFTER_MESSAGES)) {
       this.c.dropRxReplay++;
       return;
     }
+    // The path's loss, by the sender's counters (LossMonitor reads these).
+    this.c.rxTransport++;
+    this.c.rxCountersSkipped += replay.skipped - skipped;
+    this.c.rxCountersLate += replay.late - late;
     // Authenticated: the peer is at `from` now (roaming, whitepaper 2.1).
     if (this.roaming) peer.endpoint = from;
     // The peer sends under the keypair we took: it kept that answer (see takeAnotherAnswer).

@@ -34,11 +34,20 @@ export function readCounter(buf: Uint8Array, off: number): number {
 /** The replay window of one receiving keypair. */
 export class ReplayFilter {
   private last = 0;
+  private any = false;
   private readonly ring = new Uint32Array(RING_WORDS);
+  /**
+   * Path loss as the sender's counters show it (only authenticated counters count): `skipped` grows
+   * by the counters a new highest one jumps over, `late` by each accepted counter below the highest
+   * (a skipped one arriving after all: reordering). skipped - late is what the path lost so far.
+   */
+  skipped = 0;
+  late = 0;
 
   /** Forgets everything (a fresh keypair). */
   reset(): void {
     this.last = 0;
+    this.any = false;
     this.ring.fill(0);
   }
 
@@ -61,11 +70,14 @@ export class ReplayFilter {
   validate(counter: number, limit: number = REJECT_AFTER_MESSAGES): boolean {
     if (!(counter >= 0 && counter < limit)) return false;
     const word = Math.floor(counter / WORD_BITS);
+    let ahead = false;
     if (counter > this.last) {
       const current = Math.floor(this.last / WORD_BITS);
       const diff = Math.min(word - current, RING_WORDS);
       for (let i = 1; i <= diff; i++) this.ring[(current + i) & RING_MASK] = 0;
+      this.skipped += counter - this.last - (this.any ? 1 : 0);
       this.last = counter;
+      ahead = true;
     } else if (this.last - counter > REPLAY_WINDOW) {
       return false;
     }
@@ -74,6 +86,8 @@ export class ReplayFilter {
     const old = this.ring[idx]!;
     if ((old & bit) !== 0) return false;
     this.ring[idx] = old | bit;
+    if (!ahead && this.any) this.late++;
+    this.any = true;
     return true;
   }
 }

@@ -150,3 +150,32 @@ describe('DataPlane layers', () => {
     }
   });
 });
+
+describe('DataPlane on a lossy path', () => {
+  it("pauses UDP GSO while the sender's counters show loss on the way in, and not on a clean path", async () => {
+    const p = await pair();
+    try {
+      p.b.runTimers();
+      for (let k = 1; k <= 3; k++) {
+        p.hostA.inject(p.pkt, 100);
+        await until(() => p.b.device.counters.rxData === 1 + 100 * k, 'packets over a clean link');
+      }
+      p.b.runTimers();
+      assert.equal(p.link.b.gsoPaused, false, 'a clean path keeps GSO');
+      assert.equal(p.b.device.counters.rxCountersSkipped, 0);
+      p.link.a.dropEvery = 8; // 12.5% of a's transport messages lost
+      for (let k = 1; k <= 4; k++) {
+        p.hostA.inject(p.pkt, 100);
+        await until(() => p.b.device.counters.rxData === 301 + 100 * k - p.link.a.lost, 'the packets the link kept');
+      }
+      p.b.runTimers();
+      assert.equal(p.b.device.counters.rxCountersSkipped! - p.b.device.counters.rxCountersLate!, p.link.a.lost - 1,
+        'every lost one counted but the last one sent (no later counter shows it yet)');
+      assert.equal(p.link.b.gsoPaused, true, 'b sends one datagram per skb while its incoming path loses 12.5%');
+      assert.equal(p.link.a.gsoPaused, false, 'a saw no loss on its way in');
+      assert.equal(p.b.counters().lossyWindows! >= 1, true);
+    } finally {
+      p.close();
+    }
+  });
+});

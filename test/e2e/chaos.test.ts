@@ -4,7 +4,8 @@
 // are flushed in the middle of a transfer. The nodes' links segment UDP GSO messages before they
 // leave (ethtool tx-udp-segmentation off), so the routers' 10% hits single datagrams as loss on a
 // real path does: a veth otherwise forwards a GSO message of up to 64 datagrams as one packet, and
-// dropping it whole is burst loss (scripts/chaos.mjs keeps that case as loss10, next to tailscaled).
+// dropping it whole is burst loss (scripts/chaos.mjs keeps that case as loss10, next to tailscaled;
+// one case here checks meshd pauses GSO under it, src/wg/loss.ts).
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { needs } from '../harness/prereq.ts';
@@ -60,6 +61,24 @@ describe('meshd under underlay loss and NAT mapping flushes (real headscale)', {
       for (const r of routers) lab.lab.tryExec(r, ['nft', 'delete', 'table', 'inet', 'chaos']);
       for (const n of [a, b]) lab.lab.tryExec(n.ns, ['ethtool', '-K', 'veth0', 'tx-udp-segmentation', 'on']);
     }
+  });
+
+  it('pauses UDP GSO when the routers drop whole GSO runs, and moves 16 MiB intact', async () => {
+    // As chaos.mjs's loss10: the veths forward GSO messages whole and the 10% takes whole runs.
+    // Without the pause such a transfer stalled in the inner TCP's RTO for up to minutes.
+    const counters = (n: LabNode): Record<string, number> => (JSON.parse(lab.meshd(n, ['status', '--json']).stdout) as Status).self.counters ?? {};
+    const before = counters(a).lossyWindows ?? 0;
+    for (const r of routers) {
+      lab.lab.exec(r, ['nft', '-f', '-'], { input: 'table inet chaos {\n  chain impair {\n    type filter hook forward priority -10; policy accept;\n    meta l4proto udp numgen random mod 100 < 10 drop\n  }\n}\n' });
+    }
+    try {
+      await transfer(16 << 20);
+    } finally {
+      for (const r of routers) lab.lab.tryExec(r, ['nft', 'delete', 'table', 'inet', 'chaos']);
+    }
+    const c = counters(a);
+    assert.ok((c.lossyWindows ?? 0) > before, `the sender saw the loss: ${JSON.stringify(c)}`);
+    assert.equal(c.offloadUdpGsoPaused, 1, 'and sends one datagram per skb for now');
   });
 
   it('moves 16 MiB intact when both NATs lose their mappings mid-transfer (WAN down/up drops masquerade entries)', async () => {

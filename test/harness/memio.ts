@@ -97,6 +97,10 @@ export class MemBind implements Bind {
   dropped = 0;
   /** Deliver each flushed batch to the peer at once, inside flush() (for synchronous measurements). */
   sync = false;
+  /** Lose every dropEvery-th transport message sent to the peer (0: none), counted in `lost`. */
+  dropEvery = 0;
+  lost = 0;
+  private transportSent = 0;
 
   constructor(endpoints: Endpoints, ip: string, mtu: number, depth = 64) {
     this.endpoints = endpoints;
@@ -115,6 +119,11 @@ export class MemBind implements Bind {
 
   bind(): void {}
   setMark(): void {}
+  /** The latest pauseGso() from the data plane (the path loses packets). */
+  gsoPaused = false;
+  pauseGso(paused: boolean): void {
+    this.gsoPaused = paused;
+  }
   shareBuffer(buf: Uint8Array): void {
     if (this.ref?.buf === buf) return;
     this.flush();
@@ -125,6 +134,11 @@ export class MemBind implements Bind {
     this.sentByType[buf[off]! < 5 ? buf[off]! : 0]!++;
     if (this.peer === undefined || to !== this.peer.self) {
       this.elsewhere.push({ to, data: buf.slice(off, off + len) });
+      return;
+    }
+    // A lossy link: every dropEvery-th transport message to the peer is lost.
+    if (buf[off] === 4 && this.dropEvery > 0 && ++this.transportSent % this.dropEvery === 0) {
+      this.lost++;
       return;
     }
     const ref = this.ref;

@@ -122,6 +122,30 @@ describe('UdpSocket', () => {
     assert.equal((await pending).length, 96, 'all arrive');
   });
 
+  it('sends every datagram as its own message while GSO is paused (a lossy path), and runs again after', async () => {
+    const eps = new Endpoints();
+    const rx = sock({ family: 4, bindAddress: '127.0.0.1', endpoints: eps });
+    const tx = sock({ family: 4, bindAddress: '127.0.0.1' });
+    if (!tx.stats().offload.gso) return; // no UDP_SEGMENT on this kernel: nothing to pause
+    const to = eps.of('127.0.0.1', rx.port);
+    const pending = collect(rx, 64);
+    const batch = new TxBatch({ slots: 128, slotSize: slotSizeFor(1500), headroom: 64 });
+    const send = (n: number): void => {
+      for (let i = 0; i < n; i++) assert.ok(batch.push(new Uint8Array(1312).fill(i), 0, 1312, to.raw));
+      assert.equal(tx.sendBatch(batch), n);
+    };
+    tx.pauseGso(true);
+    assert.equal(tx.stats().offload.gsoPaused, true);
+    send(32); // a TSO burst's worth of full-size WireGuard datagrams
+    assert.equal(tx.stats().txGsoMessages, 0, 'no run shares a skb while paused');
+    assert.equal(tx.stats().offload.gso, true, 'the capability stays');
+    tx.pauseGso(false);
+    send(32);
+    const st = tx.stats();
+    assert.ok(st.txGsoMessages >= 1 && st.txGsoDatagrams === 32, `one run again: ${st.txGsoMessages} messages, ${st.txGsoDatagrams} datagrams`);
+    assert.equal((await pending).length, 64, 'all arrive');
+  });
+
   it('sends a batch over ::1 and reports IPv6 source endpoints', async () => {
     const eps = new Endpoints();
     const rx = sock({ family: 6, bindAddress: '::1', endpoints: eps });

@@ -60,3 +60,27 @@ describe('ReplayFilter', () => {
     assert.equal(readCounter(b, 0), 0x0504030201);
   });
 });
+
+describe('ReplayFilter loss accounting', () => {
+  it('counts the counters a new highest one skips, net of those that arrive late', () => {
+    const f = new ReplayFilter();
+    for (const c of [0, 1, 2]) assert.equal(f.validate(c), true);
+    assert.deepEqual([f.skipped, f.late], [0, 0], 'in order: nothing missing');
+    assert.equal(f.validate(6), true); // 3, 4, 5 missing
+    assert.deepEqual([f.skipped, f.late], [3, 0]);
+    assert.equal(f.validate(4), true); // one of them was only late
+    assert.deepEqual([f.skipped, f.late], [3, 1]);
+    assert.equal(f.validate(4), false, 'a replay');
+    assert.equal(f.validate(7), true);
+    assert.equal(f.skipped - f.late, 2, 'lost so far: 3 and 5');
+  });
+
+  it('counts from counter 0 when the first packet seen is a later one', () => {
+    const f = new ReplayFilter();
+    assert.equal(f.validate(3), true);
+    assert.equal(f.skipped, 3, '0, 1 and 2 missing');
+    f.reset();
+    assert.equal(f.validate(0), true);
+    assert.deepEqual([f.skipped, f.late], [3, 0], 'reset keeps the running totals; counter 0 first is neither');
+  });
+});
