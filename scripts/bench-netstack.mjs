@@ -14,6 +14,10 @@
 //     [--warm-conns N]  N SOCKS5 connections through each agent before measuring (JIT warm-up; idle RSS is then after it)
 //     [--threads]  CPU per connection of each agent thread in the connection phase (tid - pid; 0 = main)
 //     [--mem]  meshd's idle memory by kind (its metrics) and each agent's anonymous/file-backed RSS
+//     [--system]  per transfer: machine-wide CPU use (/proc/stat, in CPUs), the peer's tailscaled and HTTP
+//                 server's CPU per GB, and the agent's busiest threads (name: CPU s/GB)
+//     [--ss DIR]  sample the peer's kernel TCP socket (ss -tin: cwnd, rtt, rwnd_limited, ...) every
+//                 0.25 s during each transfer into DIR/<node>-<down|up>-<round>.txt
 //     [--perf DIR]  record meshd with perf per phase (DIR/down.data, up.data, conns.data; the daemon
 //                   runs with --perf-basic-prof so JIT frames have names; numbers are then skewed)
 import { createHash } from 'node:crypto';
@@ -83,6 +87,29 @@ const threadCpuS = (pid) => {
 const busiest = (a, b) => { let x = 0; for (const [tid, s] of b) x = Math.max(x, s - (a.get(tid) ?? 0)); return x; };
 const cpuS = (pid) => { const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' '); return (Number(f[11]) + Number(f[12])) / 100; };
 const statusMem = (pid) => ['VmRSS', 'RssAnon', 'RssFile', 'Threads'].map((k) => `${k}=${new RegExp(`${k}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]}`).join(' ');
+/** Busy and total jiffies of the whole machine (/proc/stat cpu line). */
+const machine = () => { const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number); const tot = f.reduce((a, b) => a + b, 0); return { busy: tot - f[3] - f[4], tot }; };
+/** CPU seconds per thread of pid with names (Map tid -> {name, s}). */
+const threadsNamed = (pid) => {
+  const m = new Map();
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try { const st = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8'); const name = tid === String(pid) ? 'main' : st.slice(st.indexOf('(') + 1, st.lastIndexOf(')')); const f = st.slice(st.lastIndexOf(') ') + 2).split(' '); m.set(tid, { name, s: (Number(f[11]) + Number(f[12])) / 100 }); } catch { /* thread gone */ }
+  }
+  return m;
+};
+const systemOn = process.argv.includes('--system');
+let sysPids = {};
+/** --system: snapshot before a transfer; the returned function gives the summary after it. */
+function systemAround(pid) {
+  if (!systemOn) return () => undefined;
+  const m0 = machine(), th0 = threadsNamed(pid), o0 = Object.fromEntries(Object.entries(sysPids).map(([k, p]) => [k, cpuS(p)]));
+  return (gb) => {
+    const m1 = machine(), th1 = threadsNamed(pid);
+    const threads = [...th1].map(([tid, { name, s }]) => [name, (s - (th0.get(tid)?.s ?? 0)) / gb]).filter(([, v]) => v > 0.05).sort((a, b) => b[1] - a[1]).slice(0, 5).map(([n, v]) => `${n}:${v.toFixed(2)}`).join(' ');
+    const others = Object.fromEntries(Object.entries(sysPids).map(([k, p]) => [k, +((cpuS(p) - o0[k]) / gb).toFixed(2)]));
+    return { machineBusy: +(2 * (m1.busy - m0.busy) / (m1.tot - m0.tot)).toFixed(2), ...others, threads };
+  };
+}
 const rssMiB = (pid) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) / 1024;
 
 function curl(ns, args, timeoutMs = 180_000) {
@@ -112,7 +139,16 @@ async function startMeshd(node, bin, key) {
 }
 
 /** Runs fn while perf records pid into DIR/name.data (when --perf is given and who is meshd). */
+const ssi = process.argv.indexOf('--ss');
+const ssDir = ssi > 0 ? process.argv[ssi + 1] : undefined;
+const ssRound = {};
+let peerNs;
 function perfAround(who, pid, name, fn) {
+  if (ssDir && name !== 'conns') {
+    const k = `${who}-${name}`; ssRound[k] = (ssRound[k] ?? 0) + 1;
+    const p = spawnAsync('ip', ['netns', 'exec', peerNs, 'bash', '-c', `for i in $(seq 80); do ss -tinH 'sport = :8000'; sleep 0.25; done > ${join(ssDir, `${k}-${ssRound[k]}.txt`)}`], { stdio: 'ignore' });
+    try { return fn(); } finally { p.kill('SIGTERM'); }
+  }
   if (straceDir) {
     const p = spawnAsync('strace', ['-c', '-f', '-p', String(pid), '-o', join(straceDir, `${who}-${name}.txt`)], { stdio: 'ignore' });
     spawnSync('sleep', ['0.5']);
@@ -132,8 +168,10 @@ function measure(node, pid, target) {
   const file = join(lab.dir, `${node.name}.dl`);
   let c0 = cpuS(pid), t0 = threadCpuS(pid);
   const s0 = sched(pid), w0 = performance.now();
+  const sysDown = systemAround(pid);
   const dl = perfAround(node.name, pid, 'down', () => curl(node.ns, `${proxy} -D ${file}.h -o ${file} -w '%{speed_download}' http://${target}:8000/blob/${bytes}`));
   const cpuDown = cpuS(pid) - c0, busyDown = busiest(t0, threadCpuS(pid));
+  const systemDown = sysDown(bytes / 1e9);
   const s1 = sched(pid), wall = (performance.now() - w0) / 1000;
   // Share of the download's wall time the agent's threads ran and waited for a CPU (a loaded machine shows as wait).
   const schedDown = { run: (s1.run - s0.run) / wall, wait: (s1.wait - s0.wait) / wall };
@@ -144,15 +182,17 @@ function measure(node, pid, target) {
   lab.lab.exec(node.ns, ['bash', '-c', `head -c ${bytes} /dev/urandom > ${up}`]);
   const sent = createHash('sha256').update(readFileSync(up)).digest('hex');
   c0 = cpuS(pid); t0 = threadCpuS(pid);
+  const sysUp = systemAround(pid);
   const ur = perfAround(node.name, pid, 'up', () => curl(node.ns, `${proxy} -T ${up} -w '\\n%{speed_upload}' http://${target}:8000/upload`));
   const cpuUp = cpuS(pid) - c0, busyUp = busiest(t0, threadCpuS(pid));
+  const systemUp = sysUp(bytes / 1e9);
   rmSync(up);
   const [replyLine, speedUp] = ur.trim().split('\n');
   if (JSON.parse(replyLine).sha256 !== sent) throw new Error(`${node.name}: upload hash mismatch`);
   const gb = bytes / 1e9;
   return {
     downMbit: Number(dl) * 8 / 1e6, upMbit: Number(speedUp) * 8 / 1e6,
-    cpuSPerGbDown: cpuDown / gb, cpuSPerGbUp: cpuUp / gb, busySPerGbDown: busyDown / gb, busySPerGbUp: busyUp / gb, schedDown, ...connections(node, pid, target),
+    cpuSPerGbDown: cpuDown / gb, cpuSPerGbUp: cpuUp / gb, busySPerGbDown: busyDown / gb, busySPerGbUp: busyUp / gb, schedDown, systemDown, systemUp, ...connections(node, pid, target),
   };
 }
 
@@ -176,6 +216,8 @@ try {
   await lab.startTailscaled(peer, key);
   const target = lab.tailscale(peer, ['ip', '-4']).stdout.trim();
   lab.lab.spawn(peer.ns, [process.execPath, blob, '0.0.0.0', '8000']);
+  peerNs = peer.ns;
+  if (systemOn) sysPids = { peerTailscaled: agentPid(peer.ns, 'tailscaled'), httpServer: agentPid(peer.ns, 'httpblob') };
 
   const mu = lab.addNode('mu');
   await startMeshd(mu, lab.meshdBin, key);
@@ -246,6 +288,7 @@ else {
   }
   if (process.argv.includes('--counters') || process.argv.includes('--all-counters')) console.log(JSON.stringify(out.meshdCounters));
   if (process.argv.includes('--sched')) for (const who of ['meshd', 'tailscaled', ...(b ? ['base'] : [])]) console.log(who, 'download: threads running / waiting for a CPU, in CPUs:', out[who].map((x) => `${x.schedDown?.run.toFixed(2)} / ${x.schedDown?.wait.toFixed(2)}`).join(', '));
+  if (systemOn) for (const who of ['meshd', 'tailscaled', ...(b ? ['base'] : [])]) for (const x of out[who]) console.log(who, 'down', JSON.stringify(x.systemDown), 'up', JSON.stringify(x.systemUp));
   if (process.argv.includes('--threads')) for (const who of ['meshd', 'tailscaled', ...(b ? ['base'] : [])]) console.log(who, 'connections, CPU ms per connection by thread (tid - pid +ms):', out[who].map((x) => x.threads.map(([t, ms]) => `${t}:${ms.toFixed(2)}`).join(' ')).join(' | '));
   if (process.argv.includes('--phases')) for (const who of ['meshd', 'tailscaled', ...(b ? ['base'] : [])]) console.log(who, 'connection phases (mean ms):', out[who].map((x) => JSON.stringify(x.connPhasesMs)).join(' '));
   if (b) console.log(`| idle RSS MiB | ${f(out.rss.base)} | ${f(out.rss.meshd)} | ${f(out.rss.tailscaled)} | ${(out.rss.base / out.rss.tailscaled).toFixed(2)} | ${(out.rss.meshd / out.rss.tailscaled).toFixed(2)} |`);

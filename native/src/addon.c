@@ -204,6 +204,7 @@ static napi_value js_malloc_trim(napi_env env, napi_callback_info info) {
 bool init_aead(napi_env env, napi_value exports); // aead.c
 bool init_hscrypto(napi_env env, napi_value exports); // hscrypto.c
 bool init_sock(napi_env env, napi_value exports); // sock.c
+bool init_csum(napi_env env, napi_value exports); // csum.c
 
 static napi_value init(napi_env env, napi_value exports) {
   if (!export_fn(env, exports, "close", js_close)) return NULL;
@@ -211,7 +212,7 @@ static napi_value init(napi_env env, napi_value exports) {
   if (!export_fn(env, exports, "mallocInfo", js_malloc_info) || !export_fn(env, exports, "mallocTrim", js_malloc_trim)) return NULL;
   if (!init_tun(env, exports) || !init_udp(env, exports) || !init_poll(env, exports)) return NULL;
   if (!init_aead(env, exports) || !init_hscrypto(env, exports)) return NULL;
-  if (!init_sock(env, exports)) return NULL;
+  if (!init_sock(env, exports) || !init_csum(env, exports)) return NULL;
   napi_value v;
   napi_create_uint32(env, 3, &v);  // native/README.md: bump on any change of the contract
   napi_set_named_property(env, exports, "abiVersion", v);

@@ -5,6 +5,8 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { Userspace } from './userspace.ts';
 import { PacketRing, ringConsumer, type FrameBatch } from '../netstack/ring-shared.ts';
+import { useNativeSum } from '../netstack/ip.ts';
+import { native } from '../native/index.ts';
 import type { NetworkMap } from '../control/netmap.ts';
 import type { ThreadInit, ToWorker } from './netstack-thread.ts';
 
@@ -12,6 +14,9 @@ const port = parentPort;
 if (port === null) throw new Error('netstack-worker.ts runs only as a worker thread');
 const init = workerData as ThreadInit;
 const log = (line: string): void => port.postMessage({ t: 'log', line });
+
+// Checksums over segments in the addon where it is built (without it, JavaScript: the same sums).
+try { useNativeSum(native().sum16?.bind(native())); } catch { /* no addon: JavaScript sums */ }
 
 const us = new Userspace({ ...init.opts, log });
 const dev = us.device, stack = dev.stack, driver = dev.driver;
@@ -21,12 +26,8 @@ const countersHdr = new Int32Array(init.counters, 0, 2);
 const countersBytes = new Uint8Array(init.counters, 8);
 let closed = false;
 
-// Stack output, batched by the device at each flush: one copy into the ring per packet.
-dev.startReading((b) => {
-  const buf = b.buf, lens = b.lens;
-  for (let i = 0; i < b.count; i++) fromStack.push(buf, b.offset(i), lens[i]!);
-  fromStack.publish();
-});
+// Stack output is built in the ring's frames (the rest of each frame published at the device's flush).
+dev.outputTo(fromStack);
 
 let inPackets = 0;
 const inputFrame = (b: FrameBatch): void => {

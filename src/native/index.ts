@@ -100,6 +100,8 @@ export interface NativeAddon {
   close(fd: number): void;
   /** A new close-on-exec fd for the same open file (F_DUPFD_CLOEXEC); absent in addons built before it. */
   dupFd?(fd: number): number;
+  /** sum + the Internet checksum's one's-complement sum of buf[off, off+len), folded to 16 bits (src/netstack/ip.ts sum16). */
+  sum16?(buf: Uint8Array, off: number, len: number, sum: number): number;
   /** glibc mallinfo2() in bytes, all arenas (no ABI bump: callers check that it exists). */
   mallocInfo?(): NativeMallocInfo;
   /** glibc malloc_trim(0): free pages in every arena back to the kernel; true when some were. */

@@ -13,6 +13,18 @@ import { Netstack, type NetstackOptions, type PacketSink } from './stack.ts';
 
 const copyBytes = Buffer.prototype.copy as (this: Uint8Array, target: Uint8Array, targetStart: number, sourceStart: number, sourceEnd: number) => number;
 
+/**
+ * Where output can go instead of the staged batches: a ring's frames (src/netstack/ring-shared.ts
+ * PacketRing's producer side), written in place. reserve() returns an offset in data or -1 (the
+ * ring counts that drop); publish() hands over the frame being filled.
+ */
+export interface OutputRing {
+  readonly data: Uint8Array;
+  reserve(max: number): number;
+  commit(len: number): void;
+  publish(): void;
+}
+
 /** Most batches staged before output is dropped (128 packets each). */
 const MAX_STAGED = 64;
 
@@ -107,6 +119,8 @@ export class NetstackDevice implements HostDevice, PacketSink {
   private txDropped = 0;
   private outDropped = 0;
   private delivering = false;
+  /** Set by outputTo: segments are built in this ring's frames, not in staged batches. */
+  private ring: OutputRing | undefined;
 
   constructor(opts: { mtu?: number; tcp?: NetstackOptions['tcp']; limits?: NetstackOptions['limits'] } = {}) {
     this.mtu = opts.mtu ?? 1280;
@@ -134,6 +148,16 @@ export class NetstackDevice implements HostDevice, PacketSink {
     return b;
   }
 
+  /**
+   * Output goes straight into ring's frames (the netstack worker's ring to the data plane): each
+   * segment is built where the other thread reads it, not built in a staged batch and copied into
+   * the ring at the flush. Full frames go when full, the rest at each flush. Instead of startReading.
+   */
+  outputTo(ring: OutputRing): void {
+    this.ring = ring;
+    this.buf = ring.data;
+  }
+
   private takeBatch(): RxBatch | undefined {
     const p = this.primary;
     if (p !== undefined && p.count === 0 && !this.staged.includes(p)) return p;
@@ -158,6 +182,12 @@ export class NetstackDevice implements HostDevice, PacketSink {
 
   /** PacketSink.reserve: room for one packet in the staged output (-1 and counted when there is none). */
   reserve(max: number): number {
+    const ring = this.ring;
+    if (ring !== undefined) {
+      if (max > this.shape.slotSize - this.shape.headroom - DEFAULT_TAILROOM) { this.outDropped++; return -1; }
+      this.buf = ring.data;
+      return ring.reserve(max); // -1: the ring is full (it counts the drop)
+    }
     if (this.onBatch === undefined || max > this.shape.slotSize - this.shape.headroom - DEFAULT_TAILROOM) { this.outDropped++; return -1; }
     let b = this.staged[this.staged.length - 1];
     if (b === undefined || b.count >= b.slots) {
@@ -173,6 +203,12 @@ export class NetstackDevice implements HostDevice, PacketSink {
 
   /** PacketSink.commit: the reserved packet is len bytes. */
   commit(len: number): void {
+    if (this.ring !== undefined) {
+      this.ring.commit(len);
+      this.rx.packets++;
+      this.driver.schedule();
+      return;
+    }
     const b = this.filling!;
     b.lens[b.count] = len;
     b.count++;
@@ -181,6 +217,7 @@ export class NetstackDevice implements HostDevice, PacketSink {
 
   /** Hands staged batches to the data plane, in order. */
   private deliver(): void {
+    if (this.ring !== undefined) { this.ring.publish(); return; }
     const cb = this.onBatch;
     if (cb === undefined || this.delivering) return;
     this.delivering = true;

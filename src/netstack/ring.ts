@@ -14,8 +14,8 @@ export class ByteRing {
   private head = 0;
   /** Bytes held. */
   length = 0;
-  /** Most bytes it holds. */
-  readonly max: number;
+  /** Most bytes it holds (the owner may raise it; memory follows as bytes are pushed). */
+  max: number;
 
   constructor(max: number, initial = 0) {
     this.max = max;

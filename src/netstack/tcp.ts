@@ -11,6 +11,8 @@
 //   RTO ....................................... RFC 6298 (200 ms floor as Linux/gVisor, 120 s cap)
 //   congestion control ........................ RFC 5681 + NewReno RFC 6582, IW10 RFC 6928
 //   delayed ACKs .............................. RFC 9293 3.8.6.3 (every 2nd segment, 40 ms timer)
+//   buffer auto-tuning ........................ receive and send buffers grow from 1 MiB to 4 MiB
+//                                               (as Linux and gVisor grow theirs; see Tcb.rcvBuf)
 //   zero-window probes, keepalive ............. RFC 9293 3.8.6.1, 3.8.4
 //   TIME-WAIT ................................. 2*MSL with MSL 30 s (Linux's 60 s TIME-WAIT)
 import { F, type TcpSeg } from './segment.ts';
@@ -38,10 +40,14 @@ export class TcpError extends Error {
 
 /** Tunables (defaults as tailscale configures gVisor where it says, RFC values elsewhere). */
 export interface TcpConfig {
-  /** Receive buffer: the most unread plus out-of-order bytes held, and the window advertised. */
+  /** Receive buffer at the start: the most unread plus out-of-order bytes held, and the window advertised. */
   rcvBuf: number;
-  /** Send buffer cap. */
+  /** Ceiling of a connection's receive buffer when it grows (see Tcb.rcvBuf). */
+  rcvBufMax: number;
+  /** Send buffer cap at the start. */
   sndBuf: number;
+  /** Ceiling of a connection's send buffer: it grows to twice the congestion window up to this. */
+  sndBufMax: number;
   /** Our window scale shift. */
   wscale: number;
   rtoMinMs: number;
@@ -65,7 +71,16 @@ export interface TcpConfig {
 
 export const DEFAULT_TCP: TcpConfig = {
   rcvBuf: 1 << 20,
+  // tailscale's gVisor: 1 MiB at the start, auto-tuned up to 8 MiB (wgengine/netstack tcpRXBufMaxSize).
+  // Ours stops at 4 MiB, as tailscaled's advertised 3-4 MB in bench-netstack's downloads: in the
+  // agent the rings between the data plane and the netstack worker hold ~5 MB each way, and what
+  // one connection has in flight must fit in them when the other thread is descheduled.
+  rcvBufMax: 4 << 20,
   sndBuf: 1 << 20,
+  // tailscale's gVisor: 1 MiB at the start, auto-tuned (2 x cwnd) up to 6 MiB (tcpTXBufMaxSize).
+  // Ours stops at 4 MiB for the rings' sake (see rcvBufMax): with 6 MiB, uploads overflowed the
+  // ring out of the worker (1442 drops, as many retransmissions in 3 x 200 MB on a busy machine).
+  sndBufMax: 4 << 20,
   wscale: 7,
   rtoMinMs: 200,
   rtoMaxMs: 120_000,
@@ -125,6 +140,9 @@ const seqGe = (a: number, b: number): boolean => ((a - b) | 0) >= 0;
 const sub = (a: number, b: number): number => (a - b) | 0;
 const add = (a: number, b: number): number => (a + b) >>> 0;
 
+/** A receive buffer grows only when a whole buffer's worth arrives within this time (ms): 1 MiB a second is 8 Mbit/s. */
+const RCV_TUNE_MS = 1000;
+
 /** An out-of-order segment kept for later. */
 interface Ooo { seq: number; end: number; data: Uint8Array }
 
@@ -168,6 +186,18 @@ export class Tcb {
   rcvShift = 0;
   rcvAdvRight = 0;
   unread = 0;
+  /**
+   * This connection's receive buffer (the window's ceiling): starts at cfg.rcvBuf and doubles, up
+   * to cfg.rcvBufMax, each time a whole buffer's worth of data arrives within RCV_TUNE_MS while
+   * the application holds less than half of it: the reader keeps up, so the window is what limits
+   * a fast sender. Linux and gVisor auto-tune the same way (to twice what arrives per round trip);
+   * without timestamps we have no receive-side RTT, so a window's worth a second stands in. It
+   * never shrinks, so data in flight always fits.
+   */
+  rcvBuf: number;
+  /** Auto-tuning round: RCV.NXT to reach (a buffer's worth on from where it started) and when it started (-1: none). */
+  private rcvTuneSeq = 0;
+  private rcvTuneAt = -1;
   sackOk = false;
   private ooo: Ooo[] = [];
   private oooBytes = 0;
@@ -224,6 +254,7 @@ export class Tcb {
     // RFC 9293 3.7.1: without an MSS option, 536 (IPv4) or 1220 (IPv6).
     this.mss = Math.min(this.ourMss, family === 4 ? 536 : 1220);
     this.snd = new ByteRing(host.cfg.sndBuf);
+    this.rcvBuf = host.cfg.rcvBuf;
     this.rto = host.cfg.rtoInitialMs;
   }
 
@@ -280,7 +311,7 @@ export class Tcb {
     // Window update when the window grew by a segment and doubled or by half the buffer (receiver SWS avoidance, RFC 9293 3.8.6.2.2).
     const adv = Math.max(0, sub(this.rcvAdvRight, this.rcvNxt));
     const w = this.rcvWindow();
-    if (w - adv >= this.ourMss && (w >= 2 * adv || w - adv >= this.host.cfg.rcvBuf / 2)) {
+    if (w - adv >= this.ourMss && (w >= 2 * adv || w - adv >= this.rcvBuf / 2)) {
       this.host.counters.windowUpdates = (this.host.counters.windowUpdates ?? 0) + 1;
       this.sendAck();
     }
@@ -598,7 +629,13 @@ export class Tcb {
       this.dupAcks = 0;
       if (this.cwnd < this.ssthresh) this.cwnd += dataAcked;
       else this.cwnd += Math.max(1, Math.floor((mss * dataAcked) / this.cwnd));
-      if (this.cwnd > 2 * cfg.sndBuf) this.cwnd = 2 * cfg.sndBuf;
+      if (this.cwnd > 2 * cfg.sndBufMax) this.cwnd = 2 * cfg.sndBufMax;
+      // Send buffer auto-tuning (gVisor, Linux's tcp_sndbuf_expand): room for twice the congestion
+      // window, so the buffer never limits what the window allows in flight.
+      if (this.snd.max < cfg.sndBufMax && 2 * this.cwnd > this.snd.max) {
+        this.snd.max = Math.min(cfg.sndBufMax, 2 * this.snd.max);
+        this.host.counters.sndBufGrown = (this.host.counters.sndBufGrown ?? 0) + 1;
+      }
     }
     if (this.sndMax !== this.sndUna) this.armRto(true);
     else this.rtoAt = 0;
@@ -719,6 +756,7 @@ export class Tcb {
     // Quick ACKs at the start of a connection and after a quiet spell (as Linux's quickack mode),
     // so a peer's Nagle never waits on our delayed ACK in request/response exchanges.
     const now = this.host.now;
+    if (this.rcvBuf < this.host.cfg.rcvBufMax) this.tuneRcvBuf(now);
     if (this.quickAcks < 16 || now - this.lastData > this.rto) { this.quickAcks++; this.ackNow = true; }
     this.lastData = now;
     if (this.ackPending >= 2) this.ackNow = true;
@@ -745,6 +783,17 @@ export class Tcb {
     if (!this.closed && this.oooFin >= 0 && this.oooFin === this.rcvNxt) { this.oooFin = -1; this.finArrived(); }
   }
 
+  /** Receive buffer auto-tuning (see rcvBuf): at the end of each round, doubles it when the round was fast and the reader kept up; the next ACK advertises the larger window. */
+  private tuneRcvBuf(now: number): void {
+    if (this.rcvTuneAt >= 0 && seqLt(this.rcvNxt, this.rcvTuneSeq)) return;
+    if (this.rcvTuneAt >= 0 && now - this.rcvTuneAt < RCV_TUNE_MS && this.unread < this.rcvBuf >> 1) {
+      this.rcvBuf = Math.min(this.host.cfg.rcvBufMax, this.rcvBuf * 2);
+      this.host.counters.rcvBufGrown = (this.host.counters.rcvBufGrown ?? 0) + 1;
+    }
+    this.rcvTuneAt = now;
+    this.rcvTuneSeq = add(this.rcvNxt, this.rcvBuf);
+  }
+
   /** Keeps an out-of-order segment (copied, trimmed against what is held, bounded). */
   private keepOoo(seq: number, buf: Uint8Array, off: number, len: number, fin: boolean): void {
     const c = this.host.counters;
@@ -768,7 +817,7 @@ export class Tcb {
       c.overlapOoo = (c.overlapOoo ?? 0) + 1;
     }
     if (len <= 0) return;
-    if (list.length >= this.host.cfg.maxOoo || this.oooBytes + len > this.host.cfg.rcvBuf) { c.dropOooFull = (c.dropOooFull ?? 0) + 1; return; }
+    if (list.length >= this.host.cfg.maxOoo || this.oooBytes + len > this.rcvBuf) { c.dropOooFull = (c.dropOooFull ?? 0) + 1; return; }
     const data = new Uint8Array(len);
     data.set(buf.subarray(off, off + len));
     list.splice(i, 0, { seq, end: add(seq, len), data });
@@ -845,7 +894,7 @@ export class Tcb {
     // Out-of-order bytes are not subtracted: they lie inside the window already (and are bounded by
     // it), and a window that shrank with each of them would stop the peer from counting our
     // duplicate ACKs (RFC 5681 2: a dup ACK leaves the window unchanged).
-    const free = Math.max(0, this.host.cfg.rcvBuf - this.unread);
+    const free = Math.max(0, this.rcvBuf - this.unread);
     const max = 0xffff << this.rcvShift;
     return Math.min(max, free);
   }

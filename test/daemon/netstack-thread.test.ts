@@ -6,7 +6,8 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { createHash, randomBytes } from 'node:crypto';
-import { UserspaceThread, netstackThreadEnabled, jitFlags, JIT_FLAGS } from '../../src/daemon/netstack-thread.ts';
+import { ThreadDevice, UserspaceThread, netstackThreadEnabled, jitFlags, JIT_FLAGS } from '../../src/daemon/netstack-thread.ts';
+import { PacketRing } from '../../src/netstack/ring-shared.ts';
 import { spawnSync } from 'node:child_process';
 import { NetstackDevice } from '../../src/netstack/device.ts';
 import { TcpStream } from '../../src/netstack/stream.ts';
@@ -65,6 +66,30 @@ const mapOf = (self: string, peer: string): NetworkMap => ({
   self: { name: 'me.tailnet.test.', addresses: [`${self}/32`] },
   peers: new Map([[2, { name: 'peer.tailnet.test.', hostname: 'peer', addresses: [`${peer}/32`] }]]),
 }) as unknown as NetworkMap;
+
+describe('ThreadDevice into the worker', () => {
+  it('takes a frame per write while the worker keeps up, but fills frames across writes while it is behind, publishing the rest at the turn\'s end', async () => {
+    const shape = { frames: 4, slots: 32, slotSize: slotSizeFor(1280, 0, 0), headroom: 0 };
+    const toStack = PacketRing.create(shape), fromStack = PacketRing.create(shape);
+    const dev = new ThreadDevice(toStack, fromStack, 1280);
+    const tx = new TxBatch({ slots: 128, slotSize: slotSizeFor(1280, 0, 0), headroom: 0 });
+    const pkt = new Uint8Array(1280);
+    tx.push(pkt, 0, 100);
+    dev.writeBatch(tx);
+    assert.equal(toStack.pending, 1, 'an idle worker gets the packet at once');
+    // The worker has not taken that frame: 30 writes of 3 packets in one turn (the data plane's
+    // UDP batches) share frames. One frame per write would hold 9 of the 90 in the 3 frames left.
+    for (let w = 0; w < 30; w++) { for (let i = 0; i < 3; i++) tx.push(pkt, 0, 1000); dev.writeBatch(tx); }
+    assert.equal(toStack.pending, 3, 'full frames go at once');
+    await new Promise((r) => setImmediate(r));
+    assert.equal(toStack.pending, 4, 'the partly filled frame went at the end of the turn');
+    assert.equal(dev.dropsIn, 0);
+    let packets = 0;
+    toStack.drain((b) => { packets += b.count; }, 4);
+    assert.equal(packets, 91);
+    dev.close();
+  });
+});
 
 describe('UserspaceThread', () => {
   it('is on unless MESHD_NETSTACK_THREAD=0', () => {

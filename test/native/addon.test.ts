@@ -6,6 +6,7 @@ import { Worker } from 'node:worker_threads';
 import { native, nativeAddonPath } from '../../src/native/index.ts';
 import { ENDPOINT_RAW_LEN } from '../../src/net/endpoint.ts';
 import { RxBatch } from '../../src/net/batch.ts';
+import { fold } from '../../src/netstack/ip.ts';
 import { Endpoints } from '../../src/net/endpoint.ts';
 
 const udpUrl = new URL('../../src/net/udp.js', import.meta.url).href;
@@ -85,6 +86,25 @@ describe('native addon', () => {
     });`;
     const r = spawnSync(process.execPath, ['-e', script], { timeout: 5000, encoding: 'utf8' });
     assert.equal(r.status, 0, `exit status ${r.status} signal ${r.signal}: ${r.stderr}`);
+  });
+
+  it('sum16 equals the JavaScript Internet checksum for any span (odd offsets and lengths, shared memory) and refuses spans past the end', () => {
+    const n = native();
+    assert.equal(typeof n.sum16, 'function');
+    const sab = new SharedArrayBuffer(8192);
+    for (const buf of [new Uint8Array(sab, 3), Buffer.alloc(6000).subarray(1)]) {
+      for (let i = 0; i < buf.length; i++) buf[i] = (i * 7919 + 13) & 0xff;
+      for (let k = 0; k < 400; k++) {
+        const off = (k * 37) % 700, len = (k * 131) % 1600, base = k * 977;
+        // sum16 below NATIVE_SUM_MIN is the JavaScript loop, which the stack's tests pin down.
+        let js = base, i = off;
+        for (; i + 1 < off + len; i += 2) js += (buf[i]! << 8) | buf[i + 1]!;
+        if (i < off + len) js += buf[i]! << 8;
+        assert.equal(fold(n.sum16!(buf, off, len, base)), fold(js), `off ${off} len ${len}`);
+      }
+    }
+    assert.throws(() => n.sum16!(new Uint8Array(10), 4, 7, 0), /past the end/);
+    assert.throws(() => n.sum16!(new Uint16Array(10) as unknown as Uint8Array, 0, 2, 0), /Uint8Array/);
   });
 
   it('dupFd gives a second fd for the same listening socket: a server on it accepts after the first closes; bad fds throw', async () => {

@@ -3,10 +3,11 @@
 // counted, nothing throws, memory stays bounded.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { Pair, Sink, buildSeg, prng } from './pair.ts';
+import { Pair, Sink, Writer, buildSeg, prng } from './pair.ts';
 import { F } from '../../src/netstack/segment.ts';
 import { Netstack, type UdpDatagram } from '../../src/netstack/stack.ts';
-import { fold, parseAddr, pseudoSum, sum16, formatAddr } from '../../src/netstack/ip.ts';
+import { fold, parseAddr, pseudoSum, sum16, formatAddr, useNativeSum } from '../../src/netstack/ip.ts';
+import { native } from '../../src/native/index.ts';
 import { S, type Tcb } from '../../src/netstack/tcp.ts';
 
 const A = new Uint8Array([100, 64, 0, 1, ...new Array<number>(12).fill(0)]);
@@ -82,6 +83,28 @@ describe('netstack input boundary', () => {
     assert.equal(s.counters.dropFragment, 2);
     assert.equal(s.counters.dropUnsupportedProto, 1);
     assert.equal(out.length, 0, 'nothing answered');
+  });
+
+  it('with the addon\'s sum16 installed (as the netstack worker does), a 1 MB transfer arrives intact and a segment with one bit flipped in its data is dropped as a bad checksum', () => {
+    useNativeSum(native().sum16?.bind(native()));
+    try {
+      const p = new Pair();
+      let srv: Tcb | undefined;
+      const ss = new Sink();
+      p.a.listen(80, (c) => { srv = c; c.handler = ss; });
+      const cli = p.b.connect('100.64.0.1', 80, new Sink());
+      assert.ok(p.until(() => srv !== undefined && cli.state === S.ESTABLISHED, 5000));
+      let flipped = 0;
+      p.wire.tap = (from, pkt) => { if (from === 'b' && pkt.length > 1000 && flipped++ === 3) pkt[700] = pkt[700]! ^ 0x10; return true; };
+      const data = Buffer.alloc(1 << 20);
+      for (let i = 0; i < data.length; i++) data[i] = (i * 31 + 7) & 0xff;
+      const w = new Writer(cli, data);
+      assert.ok(p.until(() => { w.pump(); return ss.ended; }, 60_000));
+      assert.ok(ss.data().equals(data), 'intact');
+      assert.equal(p.a.counters.dropTcpBadChecksum, 1);
+    } finally {
+      useNativeSum(undefined);
+    }
   });
 
   it('survives 20000 random and mutated packets without throwing, and holds no state for them', () => {

@@ -303,6 +303,56 @@ describe('netstack TCP: data transfer', () => {
     assert.equal(cs.error?.code, 'ETIMEDOUT');
   });
 
+  it('grows the receive window while the peer fills it and the reader keeps up, up to rcvBufMax, so a long path is not window-bound', () => {
+    // A 20 ms round trip: 1 MiB a round trip is ~420 Mbit/s; the sender could keep 8 MiB in flight.
+    const run = (rcvBufMax: number): { ms: number; wnd: number; grown: number } => {
+      const p = new Pair({ tcp: { rcvBufMax }, tcpB: { sndBuf: 8 << 20 } });
+      const { srv, cli, ss } = connected(p);
+      p.wire.delay = 10;
+      const data = randomBytes(24 << 20, 12);
+      const t0 = p.clock.t;
+      assert.ok(transfer(p, cli, ss, data), 'transfer finished');
+      assert.equal(sha(ss.data()), sha(data));
+      return { ms: p.clock.t - t0, wnd: srv.rcvWindow(), grown: p.a.counters.rcvBufGrown ?? 0 };
+    };
+    const fixed = run(1 << 20), tuned = run(8 << 20);
+    assert.equal(fixed.grown, 0);
+    assert.equal(fixed.wnd, 1 << 20);
+    assert.equal(tuned.grown, 3, 'doubled 1 -> 2 -> 4 -> 8 MiB');
+    assert.equal(tuned.wnd, 0xffff << 7, '8 MiB, as far as window scale 7 reaches');
+    assert.ok(tuned.ms < fixed.ms * 0.6, `auto-tuned ${tuned.ms} ms against a fixed 1 MiB window's ${fixed.ms} ms`);
+  });
+
+  it('grows the send buffer with the congestion window up to sndBufMax, so a long path is not send-buffer-bound', () => {
+    const run = (sndBufMax: number): { ms: number; max: number } => {
+      const p = new Pair({ tcp: { rcvBuf: 8 << 20 }, tcpB: { sndBufMax } });
+      const { cli, ss } = connected(p);
+      p.wire.delay = 10;
+      const data = randomBytes(24 << 20, 14);
+      const t0 = p.clock.t;
+      assert.ok(transfer(p, cli, ss, data), 'transfer finished');
+      assert.equal(sha(ss.data()), sha(data));
+      return { ms: p.clock.t - t0, max: cli.snd.max };
+    };
+    const fixed = run(1 << 20), tuned = run(4 << 20);
+    assert.equal(fixed.max, 1 << 20);
+    assert.equal(tuned.max, 4 << 20);
+    assert.ok(tuned.ms < fixed.ms * 0.6, `auto-tuned ${tuned.ms} ms against a fixed 1 MiB send buffer's ${fixed.ms} ms`);
+  });
+
+  it('keeps the receive window at rcvBuf while the reader lags (the buffer is full of unread data, not in flight)', () => {
+    const p = new Pair({ tcp: { rcvBuf: 256 * 1024 } });
+    const { srv, cli, ss } = connected(p);
+    p.wire.delay = 10;
+    ss.reading = false;
+    const w = new Writer(cli, randomBytes(4 << 20, 13));
+    p.until(() => { w.pump(); return false; }, 2_000);
+    assert.ok(ss.bytes >= 200 * 1024, `the reader got ${ss.bytes} before it stopped reading`);
+    assert.equal(p.a.counters.rcvBufGrown ?? 0, 0);
+    assert.equal(srv.rcvBuf, 256 * 1024);
+    assert.ok(ss.bytes < 260 * 1024, `held ${ss.bytes}`);
+  });
+
   it('ACKs the first segments at once (quick ACK), then every second segment or after the 40 ms delayed-ACK timer', () => {
     const p = new Pair();
     const { cli } = connected(p);
