@@ -25,33 +25,39 @@ function join(a: NetstackDevice, b: NetstackDevice): { batches: number; packets:
   return seen;
 }
 
+const sha = (x: Buffer): string => createHash('sha256').update(x).digest('hex');
+const quiet = { onData() {}, onEnd() {}, onWritable() {}, onClose() {} };
+
+/** a connects to b's port 80; 2 MB go each way through TcpStreams; both sides' bytes arrive hash-identical. */
+async function exchange(a: NetstackDevice, b: NetstackDevice): Promise<void> {
+  const up = randomBytes(2 * 1024 * 1024), down = randomBytes(2 * 1024 * 1024 + 5);
+  const gotAtB: Buffer[] = [];
+  const bDone = new Promise<void>((resolve) => {
+    b.stack.listen(80, (t: Tcb) => {
+      const s = new TcpStream(t, () => b.driver.schedule());
+      s.on('data', (d: Buffer) => gotAtB.push(d));
+      s.on('end', () => resolve());
+      s.end(down);
+    });
+  });
+  const s = new TcpStream(a.stack.connect('100.64.0.2', 80, quiet), () => a.driver.schedule());
+  a.driver.schedule();
+  const gotAtA: Buffer[] = [];
+  s.on('data', (d: Buffer) => gotAtA.push(d));
+  const aDone = new Promise<void>((resolve) => s.on('end', () => resolve()));
+  s.end(up);
+  await Promise.all([aDone, bDone]);
+  assert.equal(sha(Buffer.concat(gotAtB)), sha(up));
+  assert.equal(sha(Buffer.concat(gotAtA)), sha(down));
+}
+
 describe('NetstackDevice', () => {
   it('builds TCP segments in its outgoing batches: 2 MB each way arrive intact, none dropped for bad checksums', { timeout: 30_000 }, async () => {
     const a = new NetstackDevice(), b = new NetstackDevice();
     a.stack.setAddresses(['100.64.0.1/32']);
     b.stack.setAddresses(['100.64.0.2/32']);
     const seen = join(a, b);
-    const up = randomBytes(2 * 1024 * 1024), down = randomBytes(2 * 1024 * 1024 + 5);
-    const hash = (x: Buffer): string => createHash('sha256').update(x).digest('hex');
-    const gotAtB: Buffer[] = [];
-    const bDone = new Promise<void>((resolve) => {
-      b.stack.listen(80, (t: Tcb) => {
-        const s = new TcpStream(t, () => b.driver.schedule());
-        s.on('data', (d: Buffer) => gotAtB.push(d));
-        s.on('end', () => resolve());
-        s.end(down);
-      });
-    });
-    const t = a.stack.connect('100.64.0.2', 80, { onData() {}, onEnd() {}, onWritable() {}, onClose() {} });
-    const s = new TcpStream(t, () => a.driver.schedule());
-    a.driver.schedule();
-    const gotAtA: Buffer[] = [];
-    s.on('data', (d: Buffer) => gotAtA.push(d));
-    const aDone = new Promise<void>((resolve) => s.on('end', () => resolve()));
-    s.end(up);
-    await Promise.all([aDone, bDone]);
-    assert.equal(hash(Buffer.concat(gotAtB)), hash(up));
-    assert.equal(hash(Buffer.concat(gotAtA)), hash(down));
+    await exchange(a, b);
     for (const d of [a, b]) {
       assert.equal(d.stack.counters.dropTcpBadChecksum, 0);
       assert.equal(d.stack.counters.dropIpBadChecksum, 0);
@@ -80,32 +86,13 @@ describe('NetstackDevice', () => {
       for (let i = 0; i < batch.count; i++) pkts.push(batch.buf.slice(batch.offset(i), batch.offset(i) + batch.lens[i]!));
       setImmediate(() => { for (const p of pkts) a.stack.input(p, 0, p.length); a.stack.endBatch(); a.driver.schedule(); });
     });
-    const up = randomBytes(2 * 1024 * 1024), down = randomBytes(2 * 1024 * 1024 + 5);
-    const hash = (x: Buffer): string => createHash('sha256').update(x).digest('hex');
-    const gotAtB: Buffer[] = [];
-    const bDone = new Promise<void>((resolve) => {
-      b.stack.listen(80, (t: Tcb) => {
-        const s = new TcpStream(t, () => b.driver.schedule());
-        s.on('data', (d: Buffer) => gotAtB.push(d));
-        s.on('end', () => resolve());
-        s.end(down);
-      });
-    });
-    const s = new TcpStream(a.stack.connect('100.64.0.2', 80, { onData() {}, onEnd() {}, onWritable() {}, onClose() {} }), () => a.driver.schedule());
-    a.driver.schedule();
-    const gotAtA: Buffer[] = [];
-    s.on('data', (d: Buffer) => gotAtA.push(d));
-    const aDone = new Promise<void>((resolve) => s.on('end', () => resolve()));
-    s.end(up);
-    await Promise.all([aDone, bDone]);
+    await exchange(a, b);
     clearInterval(pump);
-    assert.equal(hash(Buffer.concat(gotAtB)), hash(up));
-    assert.equal(hash(Buffer.concat(gotAtA)), hash(down));
     assert.equal(b.stack.counters.dropTcpBadChecksum, 0);
     assert.ok(frames > 100, `${frames} frames`);
     // Nobody drains now: 4 frames of 16 fill, then segments are dropped and counted by the ring only.
     const dropsBefore = ring.dropped, outBefore = a.stats().txDropped, fullBefore = a.stack.counters.dropOutputFull ?? 0;
-    for (let i = 0; i < 81; i++) a.stack.connect('100.64.0.2', 100 + i, { onData() {}, onEnd() {}, onWritable() {}, onClose() {} });
+    for (let i = 0; i < 81; i++) a.stack.connect('100.64.0.2', 100 + i, quiet);
     await new Promise((r) => setImmediate(r));
     assert.equal(ring.pending, 4, 'the ring is full');
     const dropped = ring.dropped - dropsBefore;
@@ -119,7 +106,7 @@ describe('NetstackDevice', () => {
   it('drops and counts segments when nothing reads its batches', () => {
     const a = new NetstackDevice();
     a.stack.setAddresses(['100.64.0.1/32']);
-    a.stack.connect('100.64.0.2', 80, { onData() {}, onEnd() {}, onWritable() {}, onClose() {} });
+    a.stack.connect('100.64.0.2', 80, quiet);
     assert.equal(a.stack.counters.dropOutputFull, 1);
     assert.equal(a.stats().txDropped, 1);
     a.close();
