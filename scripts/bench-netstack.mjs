@@ -16,7 +16,7 @@
 //     [--threads]  CPU per connection of each agent thread in the connection phase (tid - pid; 0 = main)
 //     [--mem]  meshd's idle memory by kind (its metrics) and each agent's anonymous/file-backed RSS
 //     [--system]  per transfer: machine-wide CPU use (/proc/stat, in CPUs), the peer's tailscaled and HTTP
-//                 server's CPU per GB, and the agent's busiest threads (name:CPU s/GB/thousand sleeps per GB)
+//                 server's CPU per GB, and the agent's busiest threads (name:CPU s/GB/thousand sleeps per GB/wCPU-wait s per GB)
 //     [--ss DIR]  sample the peer's kernel TCP socket (ss -tin: cwnd, rtt, rwnd_limited, ...) every
 //                 0.25 s during each transfer into DIR/<node>-<down|up>-<round>.txt
 //     [--perf DIR]  record meshd with perf per phase (DIR/down.data, up.data, conns.data; the daemon
@@ -96,7 +96,7 @@ const machine = () => { const f = readFileSync('/proc/stat', 'utf8').split('\n')
 const threadsNamed = (pid) => {
   const m = new Map();
   for (const tid of readdirSync(`/proc/${pid}/task`)) {
-    try { const st = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8'); const name = tid === String(pid) ? 'main' : st.slice(st.indexOf('(') + 1, st.lastIndexOf(')')); const f = st.slice(st.lastIndexOf(') ') + 2).split(' '); const sw = /voluntary_ctxt_switches:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8'))?.[1]; m.set(tid, { name, s: (Number(f[11]) + Number(f[12])) / 100, sw: Number(sw ?? 0) }); } catch { /* thread gone */ }
+    try { const st = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8'); const name = tid === String(pid) ? 'main' : st.slice(st.indexOf('(') + 1, st.lastIndexOf(')')); const f = st.slice(st.lastIndexOf(') ') + 2).split(' '); const sw = /voluntary_ctxt_switches:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8'))?.[1]; const wait = Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[1]) / 1e9; m.set(tid, { name, s: (Number(f[11]) + Number(f[12])) / 100, sw: Number(sw ?? 0), wait }); } catch { /* thread gone */ }
   }
   return m;
 };
@@ -108,8 +108,8 @@ function systemAround(pid) {
   const m0 = machine(), th0 = threadsNamed(pid), o0 = Object.fromEntries(Object.entries(sysPids).map(([k, p]) => [k, cpuS(p)]));
   return (gb) => {
     const m1 = machine(), th1 = threadsNamed(pid);
-    // name:CPU s/GB/thousands of voluntary context switches (sleeps) per GB
-    const threads = [...th1].map(([tid, { name, s, sw }]) => [name, (s - (th0.get(tid)?.s ?? 0)) / gb, (sw - (th0.get(tid)?.sw ?? 0)) / gb / 1000]).filter(([, v]) => v > 0.05).sort((a, b) => b[1] - a[1]).slice(0, 5).map(([n, v, w]) => `${n}:${v.toFixed(2)}/${w.toFixed(0)}k`).join(' ');
+    // name:CPU s/GB/thousands of voluntary context switches (sleeps) per GB/seconds per GB runnable but waiting for a CPU
+    const threads = [...th1].map(([tid, { name, s, sw, wait }]) => [name, (s - (th0.get(tid)?.s ?? 0)) / gb, (sw - (th0.get(tid)?.sw ?? 0)) / gb / 1000, (wait - (th0.get(tid)?.wait ?? 0)) / gb]).filter(([, v]) => v > 0.05).sort((a, b) => b[1] - a[1]).slice(0, 5).map(([n, v, w, q]) => `${n}:${v.toFixed(2)}/${w.toFixed(0)}k/w${q.toFixed(2)}`).join(' ');
     const others = Object.fromEntries(Object.entries(sysPids).map(([k, p]) => [k, +((cpuS(p) - o0[k]) / gb).toFixed(2)]));
     return { machineBusy: +(2 * (m1.busy - m0.busy) / (m1.tot - m0.tot)).toFixed(2), ...others, threads };
   };
