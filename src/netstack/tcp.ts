@@ -10,7 +10,9 @@
 //                                               holes from it (RFC 6675 in spirit) within NewReno
 //   RTO ....................................... RFC 6298 (200 ms floor as Linux/gVisor, 120 s cap)
 //   congestion control ........................ RFC 5681 + NewReno RFC 6582, IW10 RFC 6928
-//   delayed ACKs .............................. RFC 9293 3.8.6.3 (every 2nd segment, 40 ms timer)
+//   delayed ACKs .............................. RFC 9293 3.8.6.3 (every 2nd segment, 40 ms timer);
+//                                               within an input batch one ACK per up to 256
+//                                               segments (stretch ACKs, as gVisor per batch)
 //   buffer auto-tuning ........................ receive and send buffers grow from 1 MiB to 4 MiB
 //                                               (as Linux and gVisor grow theirs; see Tcb.rcvBuf)
 //   zero-window probes, keepalive ............. RFC 9293 3.8.6.1, 3.8.4
