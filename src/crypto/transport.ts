@@ -53,6 +53,8 @@ export interface NativeAeadAddon {
   aeadOpen(buf: Uint8Array, ids: Int32Array, ctrs: Float64Array, offs: Int32Array, lens: Int32Array, ok: Uint8Array, start: number, end: number): number;
   aeadParallel(minBatch: number): number;
   aeadStats(): { liveKeys: number; parallelBatches: number; serialBatches: number; workerJobs: number };
+  /** Whether the direct path (OpenSSL's ChaCha20 and Poly1305 without EVP) is in use; `on` selects it (where found) or EVP. Returns the previous state. */
+  aeadDirect(on?: boolean): boolean;
 }
 
 /**
@@ -100,6 +102,16 @@ export class NativeTransport implements TransportAead {
   /** Sets the batch size from which the worker thread takes half (0 = never); returns the old one. */
   setParallelMin(n: number): number {
     return this.addon.aeadParallel(n);
+  }
+
+  /** Selects the direct path (true, where Node's OpenSSL exports it) or EVP (false); returns the previous state. Process-wide. */
+  setDirect(on: boolean): boolean {
+    return this.addon.aeadDirect(on);
+  }
+
+  /** Whether seal and open run without EVP (ChaCha20_ctr32 and Poly1305 found in Node's OpenSSL, MESHD_AEAD_EVP unset). */
+  get direct(): boolean {
+    return this.addon.aeadDirect();
   }
 
   /** Live native keys, how many calls ran split or on one thread, and jobs the worker did. */
