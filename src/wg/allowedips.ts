@@ -146,6 +146,15 @@ export class AllowedIPs<T> {
   private readonly byText = new Map<string, number>();
   private readonly byValue = new Map<T, Set<number>>();
   private nextSeq = 0;
+  /**
+   * Changes with every change to the table (a small integer, 1..2^30-1): an answer a caller cached
+   * (the receive path's last allowed source per peer, src/wg/device.ts) holds while it is the same.
+   */
+  version = 1;
+
+  private changed(): void {
+    this.version = this.version >= 0x3fffffff ? 1 : this.version + 1;
+  }
 
   /** Routes a prefix to a value; a prefix already routed elsewhere moves (as in wireguard-go). */
   insert(cidr: string | Prefix, value: T): void {
@@ -155,11 +164,13 @@ export class AllowedIPs<T> {
     if (existing !== undefined) {
       const e = this.entries[existing]!;
       if (e.value === value) return;
+      this.changed();
       this.unlink(e.value, existing);
       e.value = value;
       this.link(value, existing);
       return;
     }
+    this.changed();
     const slot = this.free.pop() ?? this.entries.length;
     this.entries[slot] = { prefix, text, value, seq: this.nextSeq++ };
     this.byText.set(text, slot);
@@ -210,6 +221,7 @@ export class AllowedIPs<T> {
   private removeSlot(slot: number): void {
     const e = this.entries[slot];
     if (!e) return;
+    this.changed();
     (e.prefix.family === 4 ? this.v4 : this.v6).unset(e.prefix.bytes, e.prefix.bits);
     this.entries[slot] = undefined;
     this.free.push(slot);

@@ -68,6 +68,11 @@ interface IndexEntry {
   keypair: Keypair | null;
 }
 
+/** Four bytes big-endian as a signed 32-bit integer (what an Int32Array holds). */
+function readU32BEInt(buf: Uint8Array, o: number): number {
+  return (buf[o]! << 24) | (buf[o + 1]! << 16) | (buf[o + 2]! << 8) | buf[o + 3]!;
+}
+
 /** Padded plaintext length for an IP packet of `len` bytes (wireguard-go calculatePaddingSize). */
 export function paddedLength(len: number, mtu: number): number {
   let last = len;
@@ -769,12 +774,38 @@ export class Device {
       this.c.dropRxBadInner++;
       return;
     }
-    if (this.allowed.lookupSource(buf, p, innerLen) !== peer) {
+    if (!this.sourceAllowed(peer, buf, p, innerLen)) {
       this.c.dropRxSourceNotAllowed++;
       return;
     }
     this.c.rxData++;
     sink.writeTun(buf, p, innerLen);
+  }
+
+  /**
+   * Cryptokey routing on receive: the IP packet at buf[p, p+len) (at least a full header) has a
+   * source the allowed-IPs table gives to `peer`. The answer for the peer's last source is kept in
+   * peer.rxSource while the table's version holds: a download's packets all come from one address.
+   */
+  private sourceAllowed(peer: Peer, buf: Uint8Array, p: number, len: number): boolean {
+    const c = peer.rxSource, ver = this.allowed.version;
+    if (buf[p]! >> 4 === 4) {
+      const a = (buf[p + 12]! << 24) | (buf[p + 13]! << 16) | (buf[p + 14]! << 8) | buf[p + 15]!;
+      if (c[0] === ver && c[1] === a) return true;
+      if (this.allowed.lookupSource(buf, p, len) !== peer) return false;
+      c[0] = ver;
+      c[1] = a;
+      return true;
+    }
+    const a0 = readU32BEInt(buf, p + 8), a1 = readU32BEInt(buf, p + 12), a2 = readU32BEInt(buf, p + 16), a3 = readU32BEInt(buf, p + 20);
+    if (c[2] === ver && c[3] === a0 && c[4] === a1 && c[5] === a2 && c[6] === a3) return true;
+    if (this.allowed.lookupSource(buf, p, len) !== peer) return false;
+    c[2] = ver;
+    c[3] = a0;
+    c[4] = a1;
+    c[5] = a2;
+    c[6] = a3;
+    return true;
   }
 
   private receiveHandshake(type: 1 | 2, msg: Uint8Array, from: Endpoint, sink: WgSink): void {

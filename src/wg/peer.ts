@@ -74,6 +74,13 @@ export class Peer {
   pendingInitiationSentAt = -Infinity;
   /** Our last answered initiation, until a packet arrives under its keypair (see AnsweredInitiation). */
   answered: AnsweredInitiation | null = null;
+  /**
+   * The last inner source address the allowed-IPs table gave to this peer, so the next packet from
+   * it skips the trie walk (32 or 128 bits): [0] the table's version for the IPv4 entry (0: none),
+   * [1] the IPv4 address; [2] the version for the IPv6 entry, [3..6] its address as four words.
+   * Int32 words, so that storing them never boxes a number.
+   */
+  readonly rxSource = new Int32Array(7);
 
   constructor(crypto: CryptoBackend, publicKey: Uint8Array) {
     this.publicKey = publicKey.slice();

@@ -96,6 +96,34 @@ describe('Device data path', () => {
     assert.equal(p.b.counters.dropRxSourceNotAllowed, 1);
   });
 
+  it('checks a repeated source again once the allowed IPs change (IPv4 and IPv6), though it skips the table walk for it in between', () => {
+    const p = handshaken();
+    p.b.setPeer(p.aPub, { allowedIPs: ['10.0.0.1/32', 'fd00::1/128'], replaceAllowedIPs: true });
+    p.a.setPeer(p.bPub, { allowedIPs: ['10.0.0.2/32', 'fd00::2/128'], replaceAllowedIPs: true });
+    for (let i = 0; i < 3; i++) {
+      p.send('a', ipv4('10.0.0.1', '10.0.0.2', 10 + i));
+      p.send('a', ipv6('fd00::1', 'fd00::2', 10 + i));
+    }
+    p.deliver();
+    assert.equal(p.tunB.length, 7);
+    // A's addresses are no longer A's: the same sources are refused at once.
+    p.b.setPeer(p.aPub, { allowedIPs: ['10.0.0.3/32', 'fd00::3/128'], replaceAllowedIPs: true });
+    p.send('a', ipv4('10.0.0.1', '10.0.0.2', 20));
+    p.send('a', ipv6('fd00::1', 'fd00::2', 20));
+    p.deliver();
+    assert.equal(p.tunB.length, 7);
+    assert.equal(p.b.counters.dropRxSourceNotAllowed, 2);
+    // A source that differs only in its last bits is looked up, not taken from the last answer.
+    p.b.setPeer(p.aPub, { allowedIPs: ['10.0.0.1/32', 'fd00::1/128'], replaceAllowedIPs: true });
+    p.send('a', ipv4('10.0.0.1', '10.0.0.2', 21));
+    p.send('a', ipv4('10.0.0.0', '10.0.0.2', 22));
+    p.send('a', ipv6('fd00::1', 'fd00::2', 21));
+    p.send('a', ipv6('fd00::', 'fd00::2', 22));
+    p.deliver();
+    assert.deepEqual(p.tunB.slice(7), [ipv4('10.0.0.1', '10.0.0.2', 21), ipv6('fd00::1', 'fd00::2', 21)]);
+    assert.equal(p.b.counters.dropRxSourceNotAllowed, 4);
+  });
+
   it('drops and counts packets with no route, and non-IP packets', () => {
     const p = handshaken();
     const n = p.log.length;
