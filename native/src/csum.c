@@ -48,6 +48,34 @@ static napi_value js_sum16(napi_env env, napi_callback_info info) {
   return v;
 }
 
+// copyBatch(src: Uint8Array, srcOffs: Int32Array, dst: Uint8Array, dstOffs: Int32Array, lens: Int32Array, n)
+// copies src[srcOffs[i], +lens[i]) to dst[dstOffs[i], ...) for i < n, every span checked first; returns n.
+// For the data plane's copy of decrypted packets into the ring to the netstack worker: Node 20's
+// Buffer.copy from an offset makes a Uint8Array per call (perf: ~9% of the main thread's samples in
+// a download with the memmove), this is one call per batch and no object.
+static napi_value js_copy_batch(napi_env env, napi_callback_info info) {
+  ARGS(6);
+  void *src, *so, *dst, *dofs, *ls;
+  size_t ns, nso, nd, ndo, nl;
+  uint32_t n;
+  if (!arg_typed(env, argv[0], napi_uint8_array, "src", &src, &ns) || !arg_typed(env, argv[1], napi_int32_array, "srcOffs", &so, &nso) ||
+      !arg_typed(env, argv[2], napi_uint8_array, "dst", &dst, &nd) || !arg_typed(env, argv[3], napi_int32_array, "dstOffs", &dofs, &ndo) ||
+      !arg_typed(env, argv[4], napi_int32_array, "lens", &ls, &nl) || !arg_uint32(env, argv[5], "n", &n)) {
+    return NULL;
+  }
+  if (n > nso || n > ndo || n > nl) return throw_range(env, "copyBatch: n is past the end of the offset arrays");
+  const int32_t *sof = so, *dof = dofs, *len = ls;
+  for (uint32_t i = 0; i < n; i++) {
+    if (sof[i] < 0 || dof[i] < 0 || len[i] < 0 || (uint64_t)sof[i] + (uint64_t)len[i] > ns || (uint64_t)dof[i] + (uint64_t)len[i] > nd) {
+      return throw_range(env, "copyBatch: a span lies outside its buffer");
+    }
+  }
+  for (uint32_t i = 0; i < n; i++) memcpy((uint8_t *)dst + dof[i], (const uint8_t *)src + sof[i], (size_t)len[i]);
+  napi_value v;
+  napi_create_uint32(env, n, &v);
+  return v;
+}
+
 bool init_csum(napi_env env, napi_value exports) {
-  return export_fn(env, exports, "sum16", js_sum16);
+  return export_fn(env, exports, "sum16", js_sum16) && export_fn(env, exports, "copyBatch", js_copy_batch);
 }

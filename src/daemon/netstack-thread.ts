@@ -19,9 +19,13 @@ import type { NetworkMap } from '../control/netmap.ts';
 import type { HostDevice, HostDeviceStats } from '../tun/device.ts';
 import type { PollStats } from '../native/index.ts';
 import { DEFAULT_HEADROOM, DEFAULT_TAILROOM, slotSizeFor, type RxBatch, type TxBatch } from '../net/batch.ts';
-import { PacketRing, ringConsumer, type FrameBatch, type RingShape } from '../netstack/ring-shared.ts';
+import { PacketRing, ringConsumer, useNativeCopy, type FrameBatch, type RingShape } from '../netstack/ring-shared.ts';
+import { native } from '../native/index.ts';
 import type { Logf } from '../util/log.ts';
 import type { UserspaceOptions } from './userspace.ts';
+
+// Decrypted packets go into the ring with one native copy per frame (ring-shared.ts pushBatch).
+try { useNativeCopy(native().copyBatch?.bind(native())); } catch { /* no addon: Buffer.copy per packet */ }
 
 /** What the worker gets at start (structured-cloned; the SharedArrayBuffers are shared). */
 export interface ThreadInit {
@@ -146,7 +150,7 @@ export class ThreadDevice implements HostDevice {
   writeBatch(tx: TxBatch): number {
     const n = tx.count, ring = this.toStack, buf = tx.buf, offs = tx.offsets, lens = tx.lens;
     if (!this.closed) {
-      for (let i = 0; i < n; i++) ring.push(buf, offs[i]!, lens[i]!);
+      ring.pushBatch(buf, offs, lens, n);
       // A worker that is still behind on earlier frames will not look at this one sooner, so the
       // frame stays open for the rest of this turn's UDP batches (published when full, or at the
       // turn's end) instead of taking a frame per write: the ring then holds ~4000 packets when the

@@ -102,6 +102,8 @@ export interface NativeAddon {
   dupFd?(fd: number): number;
   /** sum + the Internet checksum's one's-complement sum of buf[off, off+len), folded to 16 bits (src/netstack/ip.ts sum16). */
   sum16?(buf: Uint8Array, off: number, len: number, sum: number): number;
+  /** Copies src[srcOffs[i], +lens[i]) to dst at dstOffs[i] for i < n, every span checked first (no ABI bump: callers check that it exists). */
+  copyBatch?(src: Uint8Array, srcOffs: Int32Array, dst: Uint8Array, dstOffs: Int32Array, lens: Int32Array, n: number): number;
   /** glibc mallinfo2() in bytes, all arenas (no ABI bump: callers check that it exists). */
   mallocInfo?(): NativeMallocInfo;
   /** glibc malloc_trim(0): free pages in every arena back to the kernel; true when some were. */

@@ -64,6 +64,19 @@ const waitAsync = (Atomics as unknown as { waitAsync: WaitAsync }).waitAsync;
 
 const copyBytes = Buffer.prototype.copy as (this: Uint8Array, target: Uint8Array, targetStart: number, sourceStart: number, sourceEnd: number) => number;
 
+/** A batch copy (the addon's copyBatch): src[srcOffs[i], +lens[i]) to dst at dstOffs[i], i < n. */
+export type CopyBatch = (src: Uint8Array, srcOffs: Int32Array, dst: Uint8Array, dstOffs: Int32Array, lens: Int32Array, n: number) => number;
+let nativeCopy: CopyBatch | undefined;
+
+/**
+ * Makes pushBatch copy with `fn`, one call per frame's worth of packets (the addon's copyBatch:
+ * Node 20's Buffer.copy from an offset makes a Uint8Array per packet); undefined goes back to
+ * Buffer.copy per packet. The ring's owner installs it; the ring loads nothing.
+ */
+export function useNativeCopy(fn: CopyBatch | undefined): void {
+  nativeCopy = fn;
+}
+
 /** One end of a shared packet ring (both ends construct it over the same SharedArrayBuffer). */
 export class PacketRing {
   readonly sab: SharedArrayBuffer;
@@ -83,6 +96,10 @@ export class PacketRing {
   private fillCount = 0;
   private fillLens: Int32Array | undefined;
   private waiting = false;
+  /** Producer, pushBatch: the copies not yet made (source offset, offset in data, length). */
+  private cpSrc: Int32Array | undefined;
+  private cpDst: Int32Array | undefined;
+  private cpLen: Int32Array | undefined;
   /** Producer: frames published, and how many of those had to wake a sleeping consumer. */
   published = 0;
   notified = 0;
@@ -157,6 +174,43 @@ export class PacketRing {
     copyBytes.call(buf, this.data, at, off, off + len);
     this.commit(len);
     return true;
+  }
+
+  /**
+   * Producer: push() for packets i < n of buf at offs[i], lens[i] (a TxBatch), copied with the
+   * native batch copy when one is installed (useNativeCopy): the copies into a frame are made
+   * before it is published. Returns how many fitted (the rest are counted as dropped).
+   */
+  pushBatch(buf: Uint8Array, offs: Int32Array, lens: Int32Array, n: number): number {
+    const copy = nativeCopy;
+    if (copy === undefined) {
+      let ok = 0;
+      for (let i = 0; i < n; i++) if (this.push(buf, offs[i]!, lens[i]!)) ok++;
+      return ok;
+    }
+    const slots = this.shape.slots;
+    if (this.cpSrc === undefined) {
+      this.cpSrc = new Int32Array(slots);
+      this.cpDst = new Int32Array(slots);
+      this.cpLen = new Int32Array(slots);
+    }
+    const cs = this.cpSrc, cd = this.cpDst!, cl = this.cpLen!;
+    let k = 0, ok = 0;
+    for (let i = 0; i < n; i++) {
+      const len = lens[i]!;
+      // reserve() publishes a full frame: its packets must be in it by then.
+      if (k > 0 && this.fillCount >= slots) { copy(buf, cs, this.data, cd, cl, k); k = 0; }
+      const at = this.reserve(len);
+      if (at < 0) continue;
+      cs[k] = offs[i]!;
+      cd[k] = at;
+      cl[k] = len;
+      k++;
+      this.commit(len);
+      ok++;
+    }
+    if (k > 0) copy(buf, cs, this.data, cd, cl, k);
+    return ok;
   }
 
   /** Producer: publishes the frame being filled (if any packets) and wakes the consumer if it sleeps. */

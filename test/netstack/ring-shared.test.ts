@@ -4,7 +4,8 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Worker } from 'node:worker_threads';
-import { PacketRing, ringBytes, ringConsumer, SLEEP_BOUNDS_MS, SPIN_TURNS, type FrameBatch, type RingShape } from '../../src/netstack/ring-shared.ts';
+import { PacketRing, ringBytes, ringConsumer, SLEEP_BOUNDS_MS, SPIN_TURNS, useNativeCopy, type FrameBatch, type RingShape } from '../../src/netstack/ring-shared.ts';
+import { native } from '../../src/native/index.ts';
 
 const shape: RingShape = { frames: 4, slots: 8, slotSize: 128, headroom: 16 };
 
@@ -50,6 +51,49 @@ describe('PacketRing', () => {
       assert.equal(got, sent);
     }
     assert.equal(prod.dropped, 0);
+  });
+
+  it('pushBatch moves a batch in order across frames with the native batch copy and without, copying into a frame before it is published, and drops what does not fit', () => {
+    const copyBatch = native().copyBatch;
+    assert.ok(copyBatch, 'the addon has copyBatch');
+    const frameBytes = shape.slots * shape.slotSize;
+    for (const mode of ['native', 'Buffer.copy'] as const) {
+      const { prod, cons } = pair();
+      let calls = 0;
+      useNativeCopy(mode === 'Buffer.copy' ? undefined : (src, so, dst, dofs, lens, n) => {
+        calls++;
+        // Every copy lands in the frame being filled: none is published yet (nothing is drained here).
+        for (let j = 0; j < n; j++) assert.equal(Math.floor(dofs[j]! / frameBytes), prod.published % shape.frames);
+        return copyBatch.call(native(), src, so, dst, dofs, lens, n);
+      });
+      try {
+        // One buffer of packets at odd offsets, as a TxBatch holds them (2.5 frames, then the whole ring and 3 more).
+        const first = 2 * shape.slots + 4;
+        const count = first + shape.frames * shape.slots + 3;
+        const offs = new Int32Array(count), lens = new Int32Array(count);
+        const buf = new Uint8Array(count * 130);
+        for (let i = 0, at = 5; i < count; i++) {
+          const p = packet(i);
+          buf.set(p, at);
+          offs[i] = at;
+          lens[i] = p.length;
+          at += p.length + 3;
+        }
+        assert.equal(prod.pushBatch(buf, offs, lens, first), first);
+        prod.publish();
+        const out = collect(cons);
+        assert.deepEqual(out, Array.from({ length: first }, (_, i) => packet(i)), mode);
+        // The ring is empty again: the rest fills it, and 3 do not fit.
+        const rest = count - first;
+        assert.equal(prod.pushBatch(buf, offs.subarray(first), lens.subarray(first), rest), shape.frames * shape.slots);
+        prod.publish();
+        assert.equal(prod.dropped, rest - shape.frames * shape.slots);
+        assert.deepEqual(collect(cons), Array.from({ length: shape.frames * shape.slots }, (_, i) => packet(first + i)), mode);
+        if (mode === 'native') assert.ok(calls >= 3 + shape.frames, `one copy per frame's worth (${calls} calls)`);
+      } finally {
+        useNativeCopy(undefined);
+      }
+    }
   });
 
   it('a full ring drops and counts, loses nothing already published, and takes packets again once drained', () => {
