@@ -75,6 +75,8 @@
 //
 //   npm run build && sudo node scripts/chaos.mjs [--mb 64] [--only loss10,delay50] [--down-seconds 20]
 //   --ss FILE appends the TCP senders' `ss -ti` line every second (cwnd, rto, backoff, retrans)
+//   --logs DIR: meshd logs every non-bulk packet's path (MESHD_PKTLOG); DIR gets m1/m2/t1/t2's logs and
+//     events.txt (link down/up, each ping of the resume check and its reply, wall-clock ms)
 //   --trace FILE writes a JSON line per pair per second: the sender's TCP (ss fields) and, for meshd,
 //     both nodes' path and the counters that moved; --pairs meshd (or tailscaled) moves data
 //     through that pair only (quicker reproductions, no comparison)
