@@ -73,6 +73,10 @@
 //   vs 7.2, 15.8, 300+ (tailscaled not finished)
 //   (the stalls before were the inner TCP's after whole GSO runs were dropped: README)
 //
+// linkdown after the reply follows the peer's UDP source and a queued DERP packet dials at once
+//   (6 runs, shared machine): meshd's first ping after link-up answered in 6 of 6 (resume 0 s each),
+//   tailscaled 0, 0, 0.2, 0, 1.2, 1.2 s; before, meshd's was lost in 7 of 8 (README)
+//
 //   npm run build && sudo node scripts/chaos.mjs [--mb 64] [--only loss10,delay50] [--down-seconds 20]
 //   --ss FILE appends the TCP senders' `ss -ti` line every second (cwnd, rto, backoff, retrans)
 //   --logs DIR: meshd logs every non-bulk packet's path (MESHD_PKTLOG); DIR gets m1/m2/t1/t2's logs and
