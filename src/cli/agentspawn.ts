@@ -74,6 +74,11 @@ export function agentEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
 export interface ControlHint {
   loginServer: string;
   caFile?: string | undefined;
+  /**
+   * The CLI registers for this agent and sends it the identity over IPC (src/cli/earlylogin.ts):
+   * the agent must not load or create keys of its own ahead of `up`.
+   */
+  cliLogin?: boolean | undefined;
 }
 
 /** The environment variable carrying a {@link ControlHint} to the agent. */
@@ -139,6 +144,21 @@ export function parseEarlyUp(argv: readonly string[]): { socket: string; flags: 
 /** The agent bin/meshd.js started for this process's `up`, if any (adopted or stopped by upCommand). */
 export let earlyAgent: StartedAgent | undefined;
 
+/** The login the CLI began for that agent (src/cli/earlylogin.ts), if any; taken by upCommand. */
+export let earlyLogin: Promise<import('./earlylogin.ts').EarlyLogin | undefined> | undefined;
+
+/** Takes the early login (the caller owns it from now: registers with it or closes it). */
+export function takeEarlyLogin(): Promise<import('./earlylogin.ts').EarlyLogin | undefined> {
+  const l = earlyLogin ?? Promise.resolve(undefined);
+  earlyLogin = undefined;
+  return l;
+}
+
+/** The CLI registers for the agent it starts unless MESHD_CLI_REGISTER=0 (then the agent does). */
+export function cliRegisterEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
+  return env.MESHD_CLI_REGISTER !== '0';
+}
+
 /**
  * bin/meshd.js: for `up` as root (or userspace networking) with no agent answering on the socket,
  * starts the agent now. Never throws: the ordinary path reports any problem.
@@ -148,7 +168,16 @@ export async function startEarly(argv: readonly string[]): Promise<void> {
     const up = parseEarlyUp(argv);
     if (!up || (process.getuid?.() !== 0 && up.flags.tun !== 'userspace-networking')) return;
     if (await socketAnswers(up.socket)) return;
-    earlyAgent = spawnAgent(up.socket, up.flags, up.hint);
+    const cliLogin = up.hint !== undefined && cliRegisterEnabled();
+    const agent = spawnAgent(up.socket, up.flags, up.hint && cliLogin ? { ...up.hint, cliLogin } : up.hint);
+    earlyAgent = agent;
+    if (cliLogin) {
+      // GET /key, the identity and the Noise handshake start before the CLI's own modules load
+      // (they then overlap that load); the register request waits for upCommand's checked flags.
+      const target = { url: up.hint!.loginServer, caFile: up.hint!.caFile, stateDir: up.flags.state === MEM ? undefined : up.flags.stateDir ?? defaultStateDir() };
+      earlyLogin = import('./earlylogin.ts').then((m) => m.EarlyLogin.begin(target, agent.child), () => undefined);
+      await earlyLogin;
+    }
   } catch {
     earlyAgent = undefined;
   }
@@ -172,7 +201,16 @@ export function adoptEarly(args: readonly string[]): StartedAgent | undefined {
 export async function releaseEarly(): Promise<void> {
   const e = earlyAgent;
   earlyAgent = undefined;
-  if (!e) return;
+  await (await takeEarlyLogin())?.close();
+  if (e) await stopAgent(e);
+}
+
+/**
+ * Stops an agent `up` started that was not sent `up` (a flag error, or the CLI's register failed):
+ * closing the IPC channel makes it exit on its own (removing its socket); waits for that, up to
+ * 5 s, then kills it.
+ */
+export async function stopAgent(e: StartedAgent): Promise<void> {
   const gone = new Promise<void>((resolve) => {
     if (e.child.exitCode !== null || e.child.signalCode !== null) { resolve(); return; }
     const t = setTimeout(() => { e.child.kill('SIGKILL'); resolve(); }, 5_000);
