@@ -63,7 +63,8 @@ export interface LoginOptions {
  */
 export async function login(client: ControlClient, o: LoginOptions): Promise<RegisterResult> {
   const remaining = (): number => Math.max(1, o.deadline - Date.now());
-  let reg = await withDeadline(client.register({ ...(o.authKey ? { authKey: o.authKey } : {}), hostinfo: o.hostinfo, ...(o.onSent ? { onSent: o.onSent } : {}) }),
+  const onSent = (): void => { timeline('register request sent'); o.onSent?.(); };
+  let reg = await withDeadline(client.register({ ...(o.authKey ? { authKey: o.authKey } : {}), hostinfo: o.hostinfo, onSent }),
     remaining(), 'logging in');
   for (let i = 0; !o.authKey && !reg.machineAuthorized && reg.authUrl && i < 10; i++) {
     o.progress(`${AUTH_URL_PROGRESS}${reg.authUrl}`);
