@@ -3,7 +3,10 @@
 // (a second Node start, ~200 ms) starts while the CLI loads commander and its commands. upCommand
 // then adopts that agent when its checked flags give the same daemon arguments, and stops it
 // otherwise. An agent started this way exits when the CLI goes away before sending `up` (a flag
-// error), so a wrong guess leaves nothing behind. Only node: modules and paths.ts are imported.
+// error), so a wrong guess leaves nothing behind. With a login server on the command line the CLI
+// also begins the login itself (earlylogin.ts, loaded here on demand: GET /key, the identity, the
+// Noise handshake), and upCommand sends the register request from this process. Statically, only
+// node: modules and small helpers are imported.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { dirname, join } from 'node:path';

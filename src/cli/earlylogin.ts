@@ -16,7 +16,7 @@
 // once the agent has taken over. Off with MESHD_CLI_REGISTER=0 (then the agent registers).
 import type { ChildProcess, Serializable } from 'node:child_process';
 import { ControlClient, fetchKeyAhead } from '../control/client.ts';
-import type { DiscoPublic } from '../control/keys.ts';
+import { formatMachinePublic, type DiscoPublic } from '../control/keys.ts';
 import { generateKeyPair } from '../crypto/box.ts';
 import { StateStore, type Identity, type StateFile } from '../state/store.ts';
 import { MemoryStore, type Store } from '../state/memstore.ts';
@@ -44,7 +44,7 @@ interface Prepared {
 
 /** The IPC messages the CLI sends the agent it registers for (handled in tailnet.ts daemonCommand). */
 export interface LoginMessage {
-  login: { url: string; caFile?: string | undefined; state: StateFile };
+  login: { url: string; caFile?: string | undefined; state: StateFile; serverKey?: string };
 }
 
 /** A login begun by the CLI for the agent it started. */
@@ -93,8 +93,10 @@ export class EarlyLogin {
       discoKey: generateKeyPair().publicKey as DiscoPublic, timeoutMs: 15_000,
     });
     void client.connect();
-    // The agent dials with the same keys; it never makes keys of its own.
-    this.send({ login: { url, ...(caFile ? { caFile } : {}), state: { ...state } } } satisfies LoginMessage as unknown as Serializable);
+    // The agent dials with the same keys (it never makes keys of its own), and with the server key
+    // this connection fetched and checked against the pinned one: its own dial then skips GET /key.
+    const serverKey = await client.serverKey().then(formatMachinePublic, () => undefined);
+    this.send({ login: { url, ...(caFile ? { caFile } : {}), state: { ...state }, ...(serverKey ? { serverKey } : {}) } } satisfies LoginMessage as unknown as Serializable);
     timeline('cli: identity sent to the agent');
     return { store, identity, state, client, written };
   }

@@ -17,7 +17,7 @@ import { sanitizeHostname } from '../util/dnsname.ts';
 import { MEM_STATE } from '../state/memstore.ts';
 import { parseHosts, waitAndReport } from './wait.ts';
 import { timeline } from '../util/timeline.ts';
-import { adoptEarly, agentArgs, CONTROL_HINT_ENV, earlyAgent, spawnAgent, stopAgent, takeEarlyLogin, type AgentFlags, type ControlHint } from './agentspawn.ts';
+import { adoptEarly, agentArgs, CONTROL_HINT_ENV, earlyAgent, spawnAgent, stopAgent, takeEarlyLogin, type AgentFlags, type ControlHint, type StartedAgent } from './agentspawn.ts';
 import type { StateFile } from '../state/store.ts';
 import type { CliRegistered } from '../daemon/agent.ts';
 
@@ -115,11 +115,11 @@ export async function daemonCommand(socket: string, f: DaemonFlags): Promise<voi
   // one, with what the CLI's register learned when it registered for us).
   if (f.exitWhenDown && process.send) {
     const onMessage = (m: unknown): void => {
-      const msg = (m ?? {}) as { login?: { url?: unknown; caFile?: unknown; state?: unknown }; registerSent?: unknown; up?: unknown; registered?: unknown };
+      const msg = (m ?? {}) as { login?: { url?: unknown; caFile?: unknown; state?: unknown; serverKey?: unknown }; registerSent?: unknown; up?: unknown; registered?: unknown };
       const l = msg.login;
       if (l && typeof l.url === 'string' && l.state && typeof l.state === 'object') {
         timeline('agent: identity from the CLI');
-        agent.acceptLogin(l.url, typeof l.caFile === 'string' ? l.caFile : undefined, l.state as StateFile);
+        agent.acceptLogin(l.url, typeof l.caFile === 'string' ? l.caFile : undefined, l.state as StateFile, typeof l.serverKey === 'string' ? l.serverKey : undefined);
       } else if (msg.registerSent === true) {
         agent.cliRegisterSent();
       } else if (msg.up && typeof msg.up === 'object' && !agent.upRequested) {
@@ -219,36 +219,48 @@ export function checkedAgentFlags(f: DaemonFlags): AgentFlags {
 async function startAgent(socket: string, f: DaemonFlags, hint: ControlHint, req: UpRequest, progress: (msg: string) => void): Promise<ChildProcess> {
   const flags = checkedAgentFlags(f);
   const early = adoptEarly(agentArgs(socket, flags));
-  const a = early ?? spawnAgent(socket, flags, hint);
   // The register request from this process (src/cli/earlylogin.ts), when bin/meshd.js began one
-  // for the agent it started and these checked flags name the same server and state.
+  // for the agent it started and these checked flags name the same server and state. Any other is
+  // closed first (it waits for new keys it was writing): only then may an agent read or make keys.
   const login = await takeEarlyLogin();
   const mine = early && login?.matches({ url: req.loginServer, caFile: req.caFile, stateDir: flags.state === MEM_STATE ? undefined : flags.stateDir }) ? login : undefined;
-  if (!mine) await login?.close(); // (waits for new keys it was writing: the agent reads them next)
+  if (!mine) await login?.close();
+  const a = early ?? spawnAgent(socket, flags, hint);
   let registered: CliRegistered | undefined;
   if (mine) {
+    const deadline = Date.now() + req.timeoutMs;
+    // An agent that dies meanwhile ends the wait: nothing would take over the registration.
+    const died = a.outcome.then((o) => (o === 'ready' ? new Promise<never>(() => {}) : Promise.reject(agentFailure(a, o))));
+    died.catch(() => {});
     try {
-      registered = await mine.register(req, progress);
+      registered = await Promise.race([mine.register(req, progress), died]);
     } catch (e) {
       // The agent was never told to go on: it exits when the IPC channel closes.
       await mine.close();
       await stopAgent(a);
+      if (e instanceof CliError) throw e;
       const err = e as { code?: unknown; message?: string; retryable?: unknown };
       throw new LocalApiError(typeof err.code === 'string' ? err.code : 'internal', err.message ?? String(e), err.retryable === true);
     }
     void mine.close();
+    // The agent's part of `up` gets what is left of --timeout (the same request object goes over
+    // the local API below, which joins the one sent ahead only when the two are equal).
+    req.timeoutMs = Math.max(1_000, deadline - Date.now());
   }
   // The request goes ahead over the IPC channel (the agent begins `up` as soon as it can, and the
   // same request over the local API below joins it); only this private channel carries the key.
   if (a.child.connected) a.child.send({ up: req, ...(registered ? { registered } : {}) }, () => {});
   const outcome = await a.outcome;
-  if (outcome !== 'ready') {
-    if (outcome === -1) a.child.kill('SIGKILL');
-    const tail = existsSync(a.logPath) ? readFileSync(a.logPath, 'utf8').trim().split('\n').pop() ?? '' : '';
-    throw new CliError(`the agent did not start: ${tail.replace(/^.*?meshd: /, '') || `exit status ${outcome}`}`);
-  }
+  if (outcome !== 'ready') throw agentFailure(a, outcome);
   timeline('cli: agent ready');
   return a.child;
+}
+
+/** The error for an agent that exited (or never said ready) before `up`: its log's last line. */
+function agentFailure(a: StartedAgent, outcome: number): CliError {
+  if (outcome === -1) a.child.kill('SIGKILL');
+  const tail = existsSync(a.logPath) ? readFileSync(a.logPath, 'utf8').trim().split('\n').pop() ?? '' : '';
+  return new CliError(`the agent did not start: ${tail.replace(/^.*?meshd: /, '') || `exit status ${outcome}`}`);
 }
 
 /** Lets the CLI exit without the agent it started: closes the IPC channel (see startAgent). */

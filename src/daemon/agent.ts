@@ -7,7 +7,7 @@ import { ControlClient, fetchKeyAhead, type MapStream } from '../control/client.
 import { ControlError } from '../control/errors.ts';
 import type { NetworkMap, NodeInfo } from '../control/netmap.ts';
 import type { Hostinfo } from '../control/wire.ts';
-import { formatNodePublic, type MachinePublic, type PrivateKey } from '../control/keys.ts';
+import { formatNodePublic, parseMachinePublic, type MachinePublic, type PrivateKey } from '../control/keys.ts';
 import { identityOf, StateStore, type Identity, type StateFile } from '../state/store.ts';
 import { MemoryStore, type Store } from '../state/memstore.ts';
 import type { DataPlane } from './dataplane.ts';
@@ -370,14 +370,16 @@ export class Agent implements LocalBackend {
    * agent dials control with it (its own Noise connection: headscale finds a node by machine and
    * node key, not by connection) while the CLI registers, and takes it for the `up` that follows.
    */
-  acceptLogin(url: string, caFile: string | undefined, state: StateFile): void {
+  acceptLogin(url: string, caFile: string | undefined, state: StateFile, serverKey?: string): void {
     if (this.prepared || this.upRequested) return;
     this.prepared = (async (): Promise<PreparedControl> => {
       const identity = identityOf(state);
       if (this.opts.memState) this.memStore ??= MemoryStore.from(state);
       const store = await this.openStore();
       const disco = generateKeyPair();
-      const client = this.controlClient(url, identity, state, caFile, disco.publicKey as DiscoPublic, 15_000);
+      // The server key the CLI fetched (and checked against a pinned one): no GET /key of our own.
+      const keyAhead = serverKey ? Promise.resolve(parseMachinePublic(serverKey)) : undefined;
+      const client = this.controlClient(url, identity, state, caFile, disco.publicKey as DiscoPublic, 15_000, {}, keyAhead);
       void client.connect();
       return { url, caFile, store, identity, state, disco, client, written: Promise.resolve() };
     })().catch((e: Error) => { this.log(`taking the CLI's login: ${e.message}`); return undefined; });
