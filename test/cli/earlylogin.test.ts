@@ -127,6 +127,29 @@ describe('meshd up registering from the CLI for the agent it starts', () => {
     assert.deepEqual(await noneLeft(socket), [], 'the agent exits after down');
   });
 
+  it('keeps in-memory keys (--state mem:) in the agent: it streams the map and logs out with the key the CLI registered', async () => {
+    const seen: Seen[] = [];
+    serve(fc, seen);
+    const socket = join(dir, 'mem.sock');
+    const r = await meshd(['--socket', socket, 'up', '--tun=userspace-networking', '--port', '0', '--state', 'mem:',
+      '--login-server', fc.url, '--authkey', 'good-key', '--timeout', '5s', '--json']);
+    try {
+      assert.equal(r.status, 0, r.stderr);
+    } finally {
+      await meshd(['--socket', socket, 'down']);
+    }
+    assert.deepEqual(await noneLeft(socket), [], 'the agent exits after down');
+    const regs = seen.filter((s) => s.path === '/machine/register');
+    const map = seen.find((s) => s.path === '/machine/map' && s.body.Stream);
+    assert.ok(map, 'the agent streamed the map');
+    assert.equal(regs.length, 2, 'the CLI\'s register and the agent\'s logout');
+    assert.ok(regs[1]!.body.Expiry, 'the second one logs out');
+    for (const s of [regs[1]!, map]) {
+      assert.equal(s.body.NodeKey, regs[0]!.body.NodeKey);
+      assert.equal(s.machineKey, regs[0]!.machineKey);
+    }
+  });
+
   it('sends the register request the agent itself sends', async () => {
     const cli = await up('same-cli', 'good-key');
     const agent = await up('same-agent', 'good-key', { MESHD_CLI_REGISTER: '0' });
