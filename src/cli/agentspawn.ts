@@ -8,7 +8,7 @@
 // Noise handshake), and upCommand sends the register request from this process. Statically, only
 // node: modules and small helpers are imported.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdirSync, openSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { defaultSocket, defaultStateDir } from './paths.ts';
@@ -144,6 +144,17 @@ export function parseEarlyUp(argv: readonly string[]): { socket: string; flags: 
   return { socket, flags, ...(loginServer ? { hint: { loginServer, ...(caFile ? { caFile } : {}) } } : {}) };
 }
 
+/**
+ * earlylogin.ts: from the bundle, its own CommonJS file compiled with a V8 code cache made at build
+ * time (scripts/bundle.mjs, bin/codecache.js), as the agent's; from dist/src, the module itself.
+ */
+async function loadEarlyLogin(): Promise<typeof import('./earlylogin.ts')> {
+  const cjs = new URL('./early.cjs', import.meta.url);
+  if (!existsSync(cjs)) return import('./earlylogin.ts');
+  const { loadCached } = await import(new URL('../../../bin/codecache.js', import.meta.url).href) as { loadCached(file: string): typeof import('./earlylogin.ts') };
+  return loadCached(fileURLToPath(cjs));
+}
+
 /** The agent bin/meshd.js started for this process's `up`, if any (adopted or stopped by upCommand). */
 export let earlyAgent: StartedAgent | undefined;
 
@@ -178,7 +189,7 @@ export async function startEarly(argv: readonly string[]): Promise<void> {
       // GET /key, the identity and the Noise handshake start before the CLI's own modules load
       // (they then overlap that load); the register request waits for upCommand's checked flags.
       const target = { url: up.hint!.loginServer, caFile: up.hint!.caFile, stateDir: up.flags.state === MEM ? undefined : up.flags.stateDir ?? defaultStateDir() };
-      earlyLogin = import('./earlylogin.ts').then((m) => m.EarlyLogin.begin(target, agent.child), () => undefined);
+      earlyLogin = loadEarlyLogin().then((m) => m.EarlyLogin.begin(target, agent.child), () => undefined);
       await earlyLogin;
     }
   } catch {
