@@ -6,6 +6,7 @@
 // 1 KiB GET, 32 at a time), idle RSS, and CPU seconds per GB of the proxying agent.
 //   sudo node scripts/bench-netstack.mjs [--rounds N] [--mb N] [--json] [--phases]
 //     [--base BIN]  also measure another meshd build (BIN = its bin/meshd.js) in the same lab, alternated
+//     [--down-only]  only the download (upload and connections print 0)
 //     [--node-flags 'FLAGS']  extra Node flags for the meshd daemons (e.g. '--cpu-prof --cpu-prof-dir=/tmp/p', '--trace-gc')
 //     [--subject-flags 'FLAGS']  Node flags for the meshd under test only (not --base)
 //     [--subject-env K=V]  environment for the meshd under test only (repeatable; e.g. MESHD_JIT_FLAGS=0)
@@ -15,13 +16,13 @@
 //     [--threads]  CPU per connection of each agent thread in the connection phase (tid - pid; 0 = main)
 //     [--mem]  meshd's idle memory by kind (its metrics) and each agent's anonymous/file-backed RSS
 //     [--system]  per transfer: machine-wide CPU use (/proc/stat, in CPUs), the peer's tailscaled and HTTP
-//                 server's CPU per GB, and the agent's busiest threads (name: CPU s/GB)
+//                 server's CPU per GB, and the agent's busiest threads (name:CPU s/GB/thousand sleeps per GB/wCPU-wait s per GB)
 //     [--ss DIR]  sample the peer's kernel TCP socket (ss -tin: cwnd, rtt, rwnd_limited, ...) every
 //                 0.25 s during each transfer into DIR/<node>-<down|up>-<round>.txt
 //     [--perf DIR]  record meshd with perf per phase (DIR/down.data, up.data, conns.data; the daemon
 //                   runs with --perf-basic-prof so JIT frames have names; numbers are then skewed)
 import { createHash } from 'node:crypto';
-import { appendFileSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync, spawn as spawnAsync } from 'node:child_process';
 import { TailnetLab, HS_URL } from '../dist/test/harness/hslab.js';
@@ -36,6 +37,8 @@ const conc = arg('--conc', 32);
 const bi = process.argv.indexOf('--base');
 const baseBin = bi > 0 ? process.argv[bi + 1] : undefined;
 const connsOnly = process.argv.includes('--conns-only');
+// --down-only: only the download (a quick look at one direction; upload and connections print 0).
+const downOnly = process.argv.includes('--down-only');
 const si = process.argv.indexOf('--strace');
 const straceDir = si > 0 ? process.argv[si + 1] : undefined;
 const pi = process.argv.indexOf('--perf');
@@ -93,7 +96,7 @@ const machine = () => { const f = readFileSync('/proc/stat', 'utf8').split('\n')
 const threadsNamed = (pid) => {
   const m = new Map();
   for (const tid of readdirSync(`/proc/${pid}/task`)) {
-    try { const st = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8'); const name = tid === String(pid) ? 'main' : st.slice(st.indexOf('(') + 1, st.lastIndexOf(')')); const f = st.slice(st.lastIndexOf(') ') + 2).split(' '); m.set(tid, { name, s: (Number(f[11]) + Number(f[12])) / 100 }); } catch { /* thread gone */ }
+    try { const st = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8'); const name = tid === String(pid) ? 'main' : st.slice(st.indexOf('(') + 1, st.lastIndexOf(')')); const f = st.slice(st.lastIndexOf(') ') + 2).split(' '); const sw = /voluntary_ctxt_switches:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8'))?.[1]; const wait = Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[1]) / 1e9; m.set(tid, { name, s: (Number(f[11]) + Number(f[12])) / 100, sw: Number(sw ?? 0), wait }); } catch { /* thread gone */ }
   }
   return m;
 };
@@ -105,7 +108,8 @@ function systemAround(pid) {
   const m0 = machine(), th0 = threadsNamed(pid), o0 = Object.fromEntries(Object.entries(sysPids).map(([k, p]) => [k, cpuS(p)]));
   return (gb) => {
     const m1 = machine(), th1 = threadsNamed(pid);
-    const threads = [...th1].map(([tid, { name, s }]) => [name, (s - (th0.get(tid)?.s ?? 0)) / gb]).filter(([, v]) => v > 0.05).sort((a, b) => b[1] - a[1]).slice(0, 5).map(([n, v]) => `${n}:${v.toFixed(2)}`).join(' ');
+    // name:CPU s/GB/thousands of voluntary context switches (sleeps) per GB/seconds per GB runnable but waiting for a CPU
+    const threads = [...th1].map(([tid, { name, s, sw, wait }]) => [name, (s - (th0.get(tid)?.s ?? 0)) / gb, (sw - (th0.get(tid)?.sw ?? 0)) / gb / 1000, (wait - (th0.get(tid)?.wait ?? 0)) / gb]).filter(([, v]) => v > 0.05).sort((a, b) => b[1] - a[1]).slice(0, 5).map(([n, v, w, q]) => `${n}:${v.toFixed(2)}/${w.toFixed(0)}k/w${q.toFixed(2)}`).join(' ');
     const others = Object.fromEntries(Object.entries(sysPids).map(([k, p]) => [k, +((cpuS(p) - o0[k]) / gb).toFixed(2)]));
     return { machineBusy: +(2 * (m1.busy - m0.busy) / (m1.tot - m0.tot)).toFixed(2), ...others, threads };
   };
@@ -141,6 +145,7 @@ async function startMeshd(node, bin, key) {
 /** Runs fn while perf records pid into DIR/name.data (when --perf is given and who is meshd). */
 const ssi = process.argv.indexOf('--ss');
 const ssDir = ssi > 0 ? process.argv[ssi + 1] : undefined;
+if (ssDir) mkdirSync(ssDir, { recursive: true });
 const ssRound = {};
 let peerNs;
 function perfAround(who, pid, name, fn) {
@@ -178,6 +183,7 @@ function measure(node, pid, target) {
   const want = /x-sha256: *([0-9a-f]+)/i.exec(readFileSync(`${file}.h`, 'utf8'))?.[1];
   if (createHash('sha256').update(readFileSync(file)).digest('hex') !== want) throw new Error(`${node.name}: download hash mismatch`);
   rmSync(file); rmSync(`${file}.h`);
+  if (downOnly) return { downMbit: Number(dl) * 8 / 1e6, upMbit: 0, cpuSPerGbDown: cpuDown / (bytes / 1e9), cpuSPerGbUp: 0, busySPerGbDown: busyDown / (bytes / 1e9), busySPerGbUp: 0, schedDown, systemDown, connsPerSec: 0, cpuMsPerConn: 0 };
   const up = join(lab.dir, `${node.name}.up`);
   lab.lab.exec(node.ns, ['bash', '-c', `head -c ${bytes} /dev/urandom > ${up}`]);
   const sent = createHash('sha256').update(readFileSync(up)).digest('hex');

@@ -46,6 +46,13 @@ function writeCounters(): void {
   const c = us.counters();
   c['netstack.threadInPackets'] = inPackets;
   c['netstack.threadInWakeups'] = input.wakeups;
+  // How long the worker slept for input (mostly 0.2-5 ms in a download: it waits for the data plane).
+  const sl = input.sleeps;
+  c['netstack.threadInSleeps50us'] = sl[0]!;
+  c['netstack.threadInSleeps200us'] = sl[1]!;
+  c['netstack.threadInSleeps1ms'] = sl[2]!;
+  c['netstack.threadInSleeps5ms'] = sl[3]!;
+  c['netstack.threadInSleepsLonger'] = sl[4]!;
   c['netstack.threadOutFrames'] = fromStack.published;
   c['netstack.threadOutNotifies'] = fromStack.notified;
   // What the device dropped before the ring (its staged output full): the data plane counted it in-thread.

@@ -13,7 +13,8 @@
 // API does not expose the unrelated "meta certificate" tailscaled reads it from.
 //
 // After any failure the client reconnects with exponential backoff and jitter, or on the schedule a
-// Restarting frame asked for. A connection that stops answering is given up: queued writes that
+// Restarting frame asked for; a caller with a packet to send can ask for the next attempt at once
+// (dialSoon: at most one dial per DIAL_SOON_GAP_MS), as tailscale's derphttp client connects on Send. A connection that stops answering is given up: queued writes that
 // make no progress for 5 s (writeTimeoutMs), or no byte read within 5 s of a liveness ping
 // (liveness.ts: pings after 3 s without an answer to what we sent, or 15 s of silence); the TCP
 // connect itself gets 1.5 s (tailscale's dialNodeTimeout), the whole handshake 10 s. Junk from the server is counted, never thrown: short frames are
@@ -147,6 +148,12 @@ export interface DerpClientCounters {
 
 const HTTP_HEAD_MAX = 16 << 10;
 
+/**
+ * Least time between dials that dialSoon brings forward: packets queued while the network is down
+ * (each connect fails at once with ENETUNREACH) cost at most this many attempts per second.
+ */
+export const DIAL_SOON_GAP_MS = 100;
+
 /** Bytes queued in-process per DERP connection before sends are dropped: ~32 full-size packets. */
 export const DERP_MAX_QUEUED_BYTES = 48 << 10;
 
@@ -189,6 +196,11 @@ export class DerpClient extends EventEmitter<DerpClientEvents> {
   private writeFlushed = 0;
   private writeStalledSince: number | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
+  /** When the latest dial began (performance.now()), for dialSoon's gap. */
+  private lastDialAt = -Infinity;
+  /** The latest connect failure's reason and how many in a row had it (logged once, then counted). */
+  private lastFailure = '';
+  private sameFailures = 0;
   private restartHint: { reconnectInMs: number; until: number } | undefined;
   private pings: PendingPing[] = [];
   private bucket: { rate: number; burst: number; tokens: number; at: number } | undefined;
@@ -243,6 +255,28 @@ export class DerpClient extends EventEmitter<DerpClientEvents> {
   start(): void {
     if (this._state !== 'idle') return;
     this.dial();
+  }
+
+  /**
+   * Someone has a packet for this server: while waiting to reconnect, dial now rather than when the
+   * backoff ends (at most one dial per DIAL_SOON_GAP_MS; sooner than that, at the gap's end). After
+   * a network outage the backoff has grown to seconds; the first packet after the network returns
+   * then waits for DERP that long, and a peer's reply over DERP goes to our dead old connection.
+   * tailscale's derphttp client connects on Send. Does nothing unless waiting to reconnect.
+   */
+  dialSoon(): void {
+    if (this._state !== 'waiting' || this.restartHint !== undefined) return;
+    const wait = this.lastDialAt + DIAL_SOON_GAP_MS - performance.now();
+    if (wait <= 0) {
+      clearTimeout(this.retryTimer);
+      this.retryTimer = undefined;
+      this.retryDueAt = Infinity;
+      this.dial();
+      return;
+    }
+    if (this.retryDueAt <= performance.now() + wait) return;
+    clearTimeout(this.retryTimer);
+    this.armRetry(wait);
   }
 
   /** Sends a packet to a node key; false (and counted) when dropped. Never throws for I/O reasons. */
@@ -365,6 +399,7 @@ export class DerpClient extends EventEmitter<DerpClientEvents> {
 
   private dial(): void {
     this._state = 'connecting';
+    this.lastDialAt = performance.now();
     this.reader = new FrameReader();
     this.phase = 'http';
     this.shared = undefined;
@@ -373,7 +408,7 @@ export class DerpClient extends EventEmitter<DerpClientEvents> {
     const host = this.url.hostname.replace(/^\[(.*)\]$/, '$1');
     const target = this.opts.connectAddress ?? host;
     const port = Number(this.url.port || (this.url.protocol === 'https:' ? 443 : 80));
-    this.log(`dialing ${this.url.href} via ${target}:${port}${this.fastStart ? ' (fast start)' : ''}`);
+    if (this.sameFailures <= 1) this.log(`dialing ${this.url.href} via ${target}:${port}${this.fastStart ? ' (fast start)' : ''}`);
     let s: Socket;
     let tcp: Socket;
     if (this.url.protocol === 'https:') {
@@ -551,6 +586,9 @@ export class DerpClient extends EventEmitter<DerpClientEvents> {
     this._state = 'connected';
     this.attempt = 0;
     this.restartHint = undefined;
+    if (this.sameFailures > 1) this.log(`connected after ${this.sameFailures} failed attempts (${this.lastFailure})`);
+    this.sameFailures = 0;
+    this.lastFailure = '';
     this.connGen++;
     this.counters.connects++;
     if (this.preferred) s.write(encodeNotePreferred(true));
@@ -602,7 +640,12 @@ export class DerpClient extends EventEmitter<DerpClientEvents> {
       this.emit('disconnected', reason);
     } else {
       this.counters.connectFailures++;
-      this.log(`connect failed: ${reason}`);
+      // The same failure again and again (the network is down): logged once, then counted.
+      const same = reason.replace(/ - Local .*$/, '') === this.lastFailure;
+      this.sameFailures = same ? this.sameFailures + 1 : 1;
+      this.lastFailure = reason.replace(/ - Local .*$/, '');
+      if (this.sameFailures === 1) this.log(`connect failed: ${reason}`);
+      else if (this.sameFailures === 2) this.log('connect failed again the same way; retrying quietly until something changes');
     }
     this.scheduleReconnect();
   }
@@ -621,8 +664,17 @@ export class DerpClient extends EventEmitter<DerpClientEvents> {
       delay = base / 2 + (base / 2) * this.random(); // jitter in [base/2, base)
     }
     this.attempt++;
+    this.armRetry(delay);
+  }
+
+  /** When the pending reconnect fires (performance.now() ms). */
+  private retryDueAt = Infinity;
+
+  private armRetry(delay: number): void {
+    this.retryDueAt = performance.now() + delay;
     this.retryTimer = setTimeout(() => {
       this.retryTimer = undefined;
+      this.retryDueAt = Infinity;
       if (this._state === 'waiting') this.dial();
     }, delay);
   }

@@ -43,6 +43,13 @@ const HTTPS_LATENCY_TIMEOUT_MS = 2_000;
 const DERP_HEARD_RECENTLY_MS = 8_000;
 /** Timer resolution of heartbeats and cleanups. */
 const TICK_MS = 250;
+/**
+ * MESHD_PKTLOG=1: one log line per WireGuard packet that is not bulk data (handshakes, keepalives,
+ * data under 200 bytes: pings, pure ACKs), per disco message and per DERP queue event, with where
+ * it went (UDP address, DERP sent or queued). For following a packet through an outage; off by
+ * default (one boolean test per packet).
+ */
+const PKTLOG = process.env.MESHD_PKTLOG === '1';
 
 /** The socket under magicsock: its own UdpBind, or a fake in tests. */
 export interface MagicIo {
@@ -299,7 +306,10 @@ export class MagicSock implements Bind {
       if (len < 4 || buf[off]! - 1 >>> 0 > 3 || buf[off + 1] !== 0 || buf[off + 2] !== 0 || buf[off + 3] !== 0) {
         this.receiveOther(buf, off, len, b.endpoint(i));
         lens[i] = 0;
-      } else if (timelineOn) this.markWg(`in udp ${b.endpoint(i).key}`, buf[off]!);
+      } else {
+        if (timelineOn) this.markWg(`in udp ${b.endpoint(i).key}`, buf[off]!);
+        if (PKTLOG && (len < 200 || buf[off] !== 4)) this.log(`pkt in udp ${b.endpoint(i).key} wg${buf[off]} len ${len} ${pktCtr(buf, off, len)}`);
+      }
     }
     recv.receiveBatch(b);
   }
@@ -348,14 +358,18 @@ export class MagicSock implements Bind {
     const p = this.byId.get(to.id);
     if (p === undefined) return null;
     const actions = this.actions;
-    const r = p.path.noteSend(this.now(), actions);
+    const now = this.now();
+    const heard = to.heard;
+    if (heard !== undefined) { to.heard = undefined; p.path.onHeard(heard, now); }
+    const r = p.path.noteSend(now, actions);
     if (timelineOn) this.markWg(`out to ${p.name} ${r & Route.derp ? 'derp' : ''}${r & Route.udp ? ' udp' : ''}`, buf[off]!);
+    if (PKTLOG && (len < 200 || buf[off] !== 4)) this.log(`pkt out ${p.name} wg${buf[off]} len ${len} ${pktCtr(buf, off, len)} route ${r & Route.udp ? `udp ${p.path.udpAddr(now)?.key}` : ''}${r & Route.derp ? ' derp' : ''}${r === Route.none ? 'none' : ''}`);
     // The packet goes to DERP before the call-me-maybe, as tailscale's (asynchronous) one does: a
     // peer that gets the call-me-maybe first pings us and then, answering the packet, finds nothing
     // left to ping and sends us no call-me-maybe of its own.
     if (r & Route.derp) this.sendDerp(p, buf.subarray(off, off + len));
     if (actions.length > 0) this.runActions(p);
-    return (r & Route.udp) !== 0 ? p.path.bestAddr ?? null : null;
+    return (r & Route.udp) !== 0 ? p.path.udpAddr(now) ?? null : null;
   }
 
   /** MESHD_TIMELINE: the first WireGuard message of each type and direction. */
@@ -387,12 +401,14 @@ export class MagicSock implements Bind {
   private sendDiscoUdp(p: MagicPeer, msg: DiscoMessage, to: Endpoint): void {
     const shared = this.sharedOf(p);
     if (!shared) return;
+    if (PKTLOG) this.log(`pkt disco ${msg.type} out udp ${to.key} to ${p.name}`);
     if (!this.io.sendDatagram(encodeDisco(msg, this.discoPublic, shared), to) && msg.type === 'ping') p.path.onPingSendFailed(msg.txId);
   }
 
   private sendDiscoDerp(p: MagicPeer, msg: DiscoMessage, region = this.regionFor(p)): void {
     const shared = this.sharedOf(p);
     if (!shared) return;
+    if (PKTLOG) this.log(`pkt disco ${msg.type} out derp-${region} to ${p.name}`);
     this.sendDerp(p, encodeDisco(msg, this.discoPublic, shared), region);
   }
 
@@ -430,8 +446,11 @@ export class MagicSock implements Bind {
     c.lastUsed = this.now();
     this.counters.txWgDerp++;
     if (c.client.connected && c.queue.length === 0) { c.client.send(p.nodeKey, data); return; }
+    if (PKTLOG) this.log(`pkt derp-${region} queued (${c.client.state}, ${c.queue.length} waiting) to ${p.name} type ${data[0]} len ${data.length}`);
     if (c.queue.length >= DERP_QUEUE_DEPTH) { c.queue.shift(); this.counters.dropDerpQueueFull++; }
     c.queue.push({ dst: p.nodeKey, data: data.slice() });
+    // A packet waits: reconnect now, not when the backoff (grown to seconds in an outage) ends.
+    c.client.dialSoon();
   }
 
   private derpConn(region: number): DerpConn | undefined {
@@ -461,6 +480,7 @@ export class MagicSock implements Bind {
       timeline(`derp-${region} connected${region === this.home ? ' (home)' : ''}`);
       this.checkHomeWaiters();
       const q = conn.queue.splice(0);
+      if (PKTLOG) this.log(`pkt derp-${region} connected: sending ${q.length} queued`);
       for (const m of q) client.send(m.dst, m.data);
     });
     client.on('peer-gone', (peer) => {
@@ -487,6 +507,7 @@ export class MagicSock implements Bind {
     p.lastDerpRegion = region;
     this.counters.rxWgDerp++;
     if (timelineOn) this.markWg(`in derp from ${p.name}`, data[0]!);
+    if (PKTLOG && (data.length < 200 || data[0] !== 4)) this.log(`pkt in derp-${region} from ${p.name} wg${data[0]} len ${data.length} ${pktCtr(data, 0, data.length)}`);
     this.io.receiveWireGuard(data, 0, data.length, p.vep);
   }
 
@@ -562,6 +583,7 @@ export class MagicSock implements Bind {
     }
     if (from === undefined) p.lastDerpRegion = region;
     if (timelineOn) this.markWg(`disco ${m.type} in ${from ? `udp ${from.key}` : 'derp'} from ${p.name}`, 0);
+    if (PKTLOG) this.log(`pkt disco ${m.type} in ${from ? `udp ${from.key}` : `derp-${region}`} from ${p.name}`);
     switch (m.type) {
       case 'ping':
         if (from !== undefined) {
@@ -771,6 +793,9 @@ export class MagicSock implements Bind {
     if (this.closed) return;
     const now = this.now();
     for (const p of this.byNode.values()) {
+      // Where the peer's packets came from, noted within a tick even when we send nothing.
+      const heard = p.vep.heard;
+      if (heard !== undefined) { p.vep.heard = undefined; p.path.onHeard(heard, now); }
       const best = p.path.bestAddr;
       p.path.tick(now, this.actions);
       if (p.path.bestAddr !== best && p.path.bestAddr !== undefined) this.log(`${p.name}: direct path ${p.path.bestAddr.key} (the old one stopped answering)`);
@@ -816,6 +841,15 @@ export class MagicSock implements Bind {
     for (const w of this.homeWaiters.splice(0)) w(false);
     this.udp?.close();
   }
+}
+
+/** MESHD_PKTLOG: a transport message's receiver index and counter, or the handshake's sender index. */
+function pktCtr(b: Uint8Array, off: number, len: number): string {
+  if (len < 16) return '';
+  const idx = (b[off + 4]! | (b[off + 5]! << 8) | (b[off + 6]! << 16) | (b[off + 7]! << 24)) >>> 0;
+  if (b[off] !== 4) return `idx ${idx}`;
+  const lo = (b[off + 8]! | (b[off + 9]! << 8) | (b[off + 10]! << 16) | (b[off + 11]! << 24)) >>> 0;
+  return `rx-idx ${idx} ctr ${lo}`;
 }
 
 /** The DERP URL of a node: https://HostName[:DERPPort]/derp, or plain http (port 3340 by default) when asked. */

@@ -7,6 +7,11 @@
 //   best address confirmed by a pong less than 6.5 s ago  -> UDP to it only
 //   best address known but its trust expired              -> UDP to it and DERP
 //   no best address                                       -> DERP only
+// and, unlike tailscale, while not trusted: an authenticated WireGuard packet from the peer
+// arrived over UDP less than HEARD_MS ago -> UDP to its source (instead of the untrusted best
+// address) and DERP. A reply then goes back the way the request came even when our trust lapsed
+// during an outage: after the peer's link comes back its DERP connection is still being redialled
+// and the DERP server hands our reply to its dead old one (chaos `linkdown`).
 // Candidates: the peer's endpoints from the map, from its call-me-maybe, and sources of its pings.
 import type { Endpoint } from '../net/endpoint.ts';
 
@@ -42,6 +47,11 @@ export const PING_BACK_INTERVAL_MS = 1_000;
  * DERP mirroring, but a moved address is found while the old path is still trusted.
  */
 export const BEST_OVERDUE_MS = 500;
+/**
+ * A UDP address an authenticated WireGuard packet from the peer came from is used this long while
+ * the path is not trusted (tailscale trusts a WireGuard-only peer's source 5 s the same way).
+ */
+export const HEARD_MS = 5_000;
 /** Most pings awaiting a pong per peer. */
 const MAX_PENDING_PINGS = 256;
 
@@ -154,6 +164,9 @@ export class PeerPath {
   private reprobePending: SentPing | undefined;
   /** Whether bestAddr was trusted at the last tick (counts lapses). */
   private trustedAtTick = false;
+  /** Source of the latest authenticated WireGuard packet over UDP, and when it was noted (onHeard). */
+  private heardAddr: Endpoint | undefined;
+  private heardAt = -Infinity;
 
   constructor(newTxId: () => Uint8Array) {
     this.newTxId = newTxId;
@@ -224,7 +237,23 @@ export class PeerPath {
     if (this.nextHeartbeat === Infinity) this.nextHeartbeat = now + HEARTBEAT_MS;
     if (this.bestAddr !== undefined && now < this.trustUntil) return Route.udp;
     if (now >= this.nextDiscovery) this.discover(now, out, true);
-    return this.bestAddr === undefined ? Route.derp : Route.both;
+    return this.bestAddr === undefined && !(now - this.heardAt < HEARD_MS) ? Route.derp : Route.both;
+  }
+
+  /**
+   * The UDP address for a packet noteSend routed over UDP: the trusted bestAddr; else where the
+   * peer's authenticated packets came from in the last HEARD_MS; else the untrusted bestAddr.
+   */
+  udpAddr(now: number): Endpoint | undefined {
+    if (this.bestAddr !== undefined && now < this.trustUntil) return this.bestAddr;
+    if (this.heardAddr !== undefined && now - this.heardAt < HEARD_MS) return this.heardAddr;
+    return this.bestAddr;
+  }
+
+  /** An authenticated WireGuard packet from the peer arrived over UDP from `from` (by `now`). */
+  onHeard(from: Endpoint, now: number): void {
+    this.heardAddr = from;
+    this.heardAt = now;
   }
 
   /** Pings every candidate not pinged within DISCO_PING_INTERVAL_MS; call-me-maybe if any went out. */

@@ -15,6 +15,11 @@ export class PeerEndpoint extends Endpoint {
   readonly id: number;
   /** The rate limiter's key: the peer's node key (hex) as its DERP identity. */
   private readonly source: string;
+  /**
+   * The UDP address the latest authenticated WireGuard packet from the peer came from, until
+   * magicsock takes it (PeerPath.onHeard); undefined when none arrived since.
+   */
+  heard: Endpoint | undefined = undefined;
 
   constructor(id: number, nodeKeyHex = `peer${id}`) {
     const raw = new Uint8Array(ENDPOINT_RAW_LEN);
@@ -22,6 +27,11 @@ export class PeerEndpoint extends Endpoint {
     super(4, DERP_MAGIC_IP, id & 0xffff, raw);
     this.id = id;
     this.source = `derp:${nodeKeyHex}`;
+  }
+
+  /** The device authenticated a packet from the peer (over DERP, `from` is this endpoint: ignored). */
+  override noteAuthenticatedFrom(from: Endpoint): void {
+    if (from !== this) this.heard = from;
   }
 
   override get limiterKey(): string {

@@ -40,6 +40,13 @@ export class Endpoint {
     this.addrBytes[ipLen + 1] = raw[17]!;
   }
 
+  /**
+   * Told where an authenticated packet from the peer this endpoint names came from, when the
+   * device does not roam (the Bind routes: a magicsock PeerEndpoint keeps it, see
+   * src/magicsock/peer-endpoint.ts). A plain address ignores it. Called per packet: no allocation.
+   */
+  noteAuthenticatedFrom(_from: Endpoint): void {}
+
   /** What the handshake rate limiter keys on: the IP, as wireguard-go does (PeerEndpoint names a DERP sender instead). */
   get limiterKey(): string {
     return this.ip;

@@ -250,14 +250,27 @@ export class PacketRing {
  */
 export const SPIN_TURNS = 2;
 
+/** Upper bounds (ms) of the consumer's sleep-length classes (ringConsumer's sleeps; the last class is longer). */
+export const SLEEP_BOUNDS_MS = [0.05, 0.2, 1, 5] as const;
+
 /**
  * Runs a ring's consumer: drain, look again for SPIN_TURNS idle turns, then sleep until the
- * producer publishes. start() begins (a no-op while asleep), stop() ends it for good. (Looking
+ * producer publishes. start() begins (a no-op while asleep), stop() ends it for good; `sleeps`
+ * counts its sleeps by length (SLEEP_BOUNDS_MS), to tell a starved consumer from one woken at once. (Looking
  * longer, up to 200 us by the clock, measured worse: fewer wake-ups did not pay for the polling.)
  */
-export function ringConsumer(ring: PacketRing, onFrame: (b: FrameBatch) => void, maxFrames: number, around?: { before(): void; after(frames: number): void }): { start(): void; stop(): void; readonly wakeups: number } {
-  let idle = 0, stopped = false, wakeups = 0, sleeping = false;
-  const wake = (): void => { sleeping = false; wakeups++; pump(); };
+export function ringConsumer(ring: PacketRing, onFrame: (b: FrameBatch) => void, maxFrames: number, around?: { before(): void; after(frames: number): void }): { start(): void; stop(): void; readonly wakeups: number; readonly sleeps: readonly number[] } {
+  let idle = 0, stopped = false, wakeups = 0, sleeping = false, sleptAt = 0;
+  const sleeps = [0, 0, 0, 0, 0];
+  const wake = (): void => {
+    sleeping = false;
+    wakeups++;
+    const ms = performance.now() - sleptAt;
+    let k = 0;
+    while (k < SLEEP_BOUNDS_MS.length && ms >= SLEEP_BOUNDS_MS[k]!) k++;
+    sleeps[k]!++;
+    pump();
+  };
   const pump = (): void => {
     if (stopped) return;
     let n = 0;
@@ -273,11 +286,13 @@ export function ringConsumer(ring: PacketRing, onFrame: (b: FrameBatch) => void,
     if (idle++ < SPIN_TURNS) { setImmediate(pump); return; }
     idle = 0;
     sleeping = true;
+    sleptAt = performance.now();
     ring.waitNonEmpty(wake);
   };
   return {
     start: () => { if (!sleeping) pump(); },
     stop: () => { stopped = true; ring.interrupt(); },
     get wakeups() { return wakeups; },
+    sleeps,
   };
 }

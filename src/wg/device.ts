@@ -734,8 +734,10 @@ export class Device {
     this.c.rxTransport++;
     this.c.rxCountersSkipped += replay.skipped - skipped;
     this.c.rxCountersLate += replay.late - late;
-    // Authenticated: the peer is at `from` now (roaming, whitepaper 2.1).
+    // Authenticated: the peer is at `from` now (roaming, whitepaper 2.1); a routing Bind's endpoint
+    // (magicsock) is told instead and decides itself.
     if (this.roaming) peer.endpoint = from;
+    else peer.endpoint?.noteAuthenticatedFrom(from);
     // The peer sends under the keypair we took: it kept that answer (see takeAnotherAnswer).
     if (peer.answered !== null && peer.answered.keypair === kp) peer.answered = null;
     if (peer.keypairs.receivedWith(kp, this.releaseKeypair)) {
@@ -816,6 +818,7 @@ export class Device {
       this.c.rxInitiations++;
       peer.rxBytes += msg.length;
       if (this.roaming) peer.endpoint = from;
+      else peer.endpoint?.noteAuthenticatedFrom(from);
       peer.timers.anyAuthenticatedPacketTraversal(now, peer.persistentKeepalive);
       peer.timers.anyAuthenticatedPacketReceived();
       this.sendResponse(peer, sink, now, from);
@@ -839,6 +842,7 @@ export class Device {
     this.c.rxResponses++;
     peer.rxBytes += msg.length;
     if (this.roaming) peer.endpoint = from;
+    else peer.endpoint?.noteAuthenticatedFrom(from);
     peer.timers.anyAuthenticatedPacketTraversal(now, peer.persistentKeepalive);
     peer.timers.anyAuthenticatedPacketReceived();
     if (!this.beginSession(peer, now)) return;
@@ -887,6 +891,7 @@ export class Device {
     this.c.rxResponsesReplacing++;
     peer.rxBytes += msg.length;
     if (this.roaming) peer.endpoint = from;
+    else peer.endpoint?.noteAuthenticatedFrom(from);
     peer.timers.anyAuthenticatedPacketTraversal(now, peer.persistentKeepalive);
     peer.timers.anyAuthenticatedPacketReceived();
     this.log(`peer ${peer.id.slice(0, 8)}: answered our initiation again; using the later answer's keys`);

@@ -320,6 +320,38 @@ describe('derp/client against a fake server', () => {
     assert.ok(dials >= 2);
   });
 
+  it('dials at once when asked while its reconnect backoff has grown (a packet waits after the network returns)', async () => {
+    // The network is down: every connect fails at once (here: refused), and the backoff grows to
+    // seconds. When it is back, a packet to send must not wait for the backoff.
+    const { createServer, connect } = await import('node:net');
+    const closed = createServer();
+    await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+    const deadPort = (closed.address() as { port: number }).port;
+    await new Promise<void>((r) => closed.close(() => r()));
+    let down = true;
+    const logs: string[] = [];
+    const { c } = await setup({
+      backoffInitialMs: 2000, backoffMaxMs: 5000, log: (m) => logs.push(m), random: () => 0.99,
+      dial: () => connect({ host: '127.0.0.1', port: down ? deadPort : server!.port }),
+    });
+    c.start();
+    await waitFor(() => c.counters.connectFailures >= 1 && c.state === 'waiting');
+    c.dialSoon();
+    await waitFor(() => c.counters.connectFailures >= 2 && c.state === 'waiting');
+    c.dialSoon();
+    c.dialSoon();
+    await waitFor(() => c.counters.connectFailures >= 3 && c.state === 'waiting');
+    assert.equal(logs.filter((l) => l.startsWith('connect failed:')).length, 1, `the same failure logged once: ${logs.join(' | ')}`);
+    down = false;
+    const t0 = performance.now();
+    c.dialSoon();
+    await waitFor(() => c.connected, 1500);
+    assert.ok(performance.now() - t0 < 500, `connected ${Math.round(performance.now() - t0)} ms after the ask, not after the ~2-4 s backoff`);
+    assert.ok(logs.some((l) => /connected after 3 failed attempts/.test(l)), logs.join(' | '));
+    c.dialSoon(); // connected: nothing to do
+    assert.equal(c.counters.connects, 1);
+  });
+
   it('keeps at most ~32 packets queued in-process for a server that does not read, dropping and counting the rest', async () => {
     const { s, c } = await setup({ writeTimeoutMs: 60_000 });
     c.start();

@@ -91,6 +91,29 @@ describe('meshd under underlay loss and NAT mapping flushes (real headscale)', {
     await waitFor('traffic to flow again after the flush', () => lab.ping(a, bIp, 1), 30_000, 500);
   });
 
+  it("answers the first ping after a's link was down 15 s (b's reply goes back over UDP while a's DERP reconnects)", async () => {
+    // As chaos.mjs's linkdown: a keeps sending during the outage, so its DERP connection dies and
+    // its reconnects fail (no route) and back off, while b's pings to a go unanswered and b forgets
+    // its path. a's first echo after the link returns reaches b over UDP; b's reply over DERP alone
+    // went to a's dead old connection and was lost (a's new one came up seconds later).
+    const gw = /via (\S+)/.exec(lab.lab.exec(a.ns, ['ip', 'route', 'show', 'default']))?.[1];
+    assert.ok(gw, "a's default route");
+    const pinger = lab.lab.spawn(a.ns, ['ping', '-q', '-i', '0.2', '-w', '20', bIp]);
+    try {
+      lab.lab.exec(a.ns, ['ip', 'link', 'set', 'veth0', 'down']);
+      await new Promise((r) => setTimeout(r, 15_000));
+      pinger.kill('SIGINT');
+      lab.lab.exec(a.ns, ['ip', 'link', 'set', 'veth0', 'up']);
+      lab.lab.tryExec(a.ns, ['ip', 'route', 'replace', 'default', 'via', gw]);
+      const r = lab.lab.tryExec(a.ns, ['ping', '-c', '1', '-W', '3', bIp], 10_000);
+      assert.equal(r.status, 0, `the first ping after the link came back was answered: ${r.stdout}`);
+    } finally {
+      pinger.kill('SIGINT');
+      lab.lab.tryExec(a.ns, ['ip', 'link', 'set', 'veth0', 'up']);
+      lab.lab.tryExec(a.ns, ['ip', 'route', 'replace', 'default', 'via', gw]);
+    }
+  });
+
   it("moves 16 MiB intact when a's NAT gets a new public address mid-transfer, and b goes direct to the new one", async () => {
     // Roaming under magicsock: a's router moves from .101 to .111 (the old mappings go with the old
     // address), and b's NAT drops what comes from .111 until b has sent there.

@@ -72,6 +72,8 @@ export interface PipeOptions {
   random?: (n: number) => Uint8Array;
   /** DeviceOptions.initiationResendMs for both devices. */
   initiationResendMs?: number;
+  /** DeviceOptions.roaming for both devices (default true). */
+  roaming?: boolean;
 }
 
 type Side = 'a' | 'b';
@@ -123,6 +125,7 @@ export class WgPipe {
       ...(opts.mtu !== undefined ? { mtu: opts.mtu } : {}),
       ...(opts.random !== undefined ? { random: opts.random } : {}),
       ...(opts.initiationResendMs !== undefined ? { initiationResendMs: opts.initiationResendMs } : {}),
+      ...(opts.roaming !== undefined ? { roaming: opts.roaming } : {}),
     });
     this.a = mk(crypto);
     this.b = mk(opts.cryptoB ?? crypto);

@@ -82,6 +82,23 @@ describe('MagicSock over an in-memory network', () => {
     assert.equal(a.ms.pathOf(b.node.publicKey)?.direct, '10.0.0.2:41641');
   });
 
+  it('with no direct path, sends over UDP to where the device last authenticated the peer from', () => {
+    const c = make('10.0.0.3:41641');
+    const vepC = b.ms.upsertPeer(nodeInfo(c, 'c'));
+    const wg = new Uint8Array(64);
+    assert.equal(b.ms.route(vepC, wg, 0, 32), null, 'no path: DERP only');
+    queue.length = 0; // the discovery pings: lost
+    vepC.noteAuthenticatedFrom(vepC); // over DERP: says nothing about UDP
+    assert.equal(b.ms.route(vepC, wg, 0, 32), null);
+    vepC.noteAuthenticatedFrom(b.endpoints.parse('10.0.0.3:41641'));
+    assert.equal(b.ms.route(vepC, wg, 0, 32)?.key, '10.0.0.3:41641');
+    assert.equal(b.ms.pathOf(c.node.publicKey)?.direct, null, 'not a confirmed direct path');
+    now += 5_000;
+    assert.equal(b.ms.route(vepC, wg, 0, 32), null, 'heard 5 s ago: DERP only again');
+    queue.length = 0;
+    c.ms.close();
+  });
+
   it('drops random bytes, truncated disco, forged boxes and unknown senders, counting each', () => {
     const from = b.endpoints.parse('10.0.0.9:9');
     const feed = (p: Uint8Array) => b.ms.receiveOther(p, 0, p.length, from);

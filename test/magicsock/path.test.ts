@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Endpoints } from '../../src/net/endpoint.ts';
 import {
-  BEST_OVERDUE_MS, betterAddr, HEARTBEAT_MS, PeerPath, PING_BACK_INTERVAL_MS, PING_TIMEOUT_MS, Route, SESSION_ACTIVE_TIMEOUT_MS, TRUST_UDP_ADDR_MS, type PathAction,
+  BEST_OVERDUE_MS, betterAddr, HEARD_MS, HEARTBEAT_MS, PeerPath, PING_BACK_INTERVAL_MS, PING_TIMEOUT_MS, Route, SESSION_ACTIVE_TIMEOUT_MS, TRUST_UDP_ADDR_MS, type PathAction,
 } from '../../src/magicsock/path.ts';
 
 const eps = new Endpoints();
@@ -88,6 +88,46 @@ describe('PeerPath', () => {
     assert.equal(p.counters.lapses, 1, 'one lapse counted');
     assert.ok(t <= TRUST_UDP_ADDR_MS + HEARTBEAT_MS + PING_TIMEOUT_MS + 200, `after ${t} ms`);
     assert.equal(p.noteSend(t, []), Route.derp);
+  });
+
+  it('after losing its path, answers over UDP where the peer\'s authenticated packets come from (and DERP) for HEARD_MS', () => {
+    // chaos linkdown: the peer's link was down 20 s, our pings to it timed out and the path was
+    // forgotten; its first packet after the link returns arrives over UDP while its DERP connection
+    // is still being redialled. DERP alone would hand our reply to its dead old connection.
+    const p = newPath();
+    const a = eps.parse('198.18.0.10:41641');
+    p.setMapEndpoints([a]);
+    const out: PathAction[] = [];
+    p.noteSend(0, out);
+    p.onPong(pings(out)[0]!.txId, 5);
+    let t = 0;
+    for (; t < 20_000 && p.bestAddr !== undefined; t += 100) { p.noteSend(t, []); p.tick(t, []); }
+    assert.equal(p.bestAddr, undefined, 'path forgotten');
+    assert.equal(p.noteSend(t, []), Route.derp);
+    assert.equal(p.udpAddr(t), undefined);
+    p.onHeard(a, t);
+    assert.equal(p.noteSend(t + 1, []), Route.both);
+    assert.equal(p.udpAddr(t + 1), a);
+    assert.equal(p.noteSend(t + HEARD_MS - 1, []), Route.both);
+    assert.equal(p.noteSend(t + HEARD_MS, []), Route.derp, 'nothing heard since: DERP alone');
+    assert.equal(p.udpAddr(t + HEARD_MS), undefined);
+  });
+
+  it('sends to the trusted best address, not where a packet was last heard from', () => {
+    const p = newPath();
+    const a = eps.parse('198.18.0.10:41641'), b = eps.parse('198.18.0.99:41641');
+    p.setMapEndpoints([a]);
+    const out: PathAction[] = [];
+    p.noteSend(0, out);
+    p.onPong(pings(out)[0]!.txId, 5);
+    p.onHeard(b, 10);
+    assert.equal(p.noteSend(20, []), Route.udp);
+    assert.equal(p.udpAddr(20), a);
+    // Untrusted: the heard address (fresh evidence the peer is there) before the stale best one.
+    assert.equal(p.noteSend(5 + TRUST_UDP_ADDR_MS, []), Route.both);
+    p.onHeard(b, 5 + TRUST_UDP_ADDR_MS);
+    assert.equal(p.udpAddr(5 + TRUST_UDP_ADDR_MS + 1), b);
+    assert.equal(p.udpAddr(5 + TRUST_UDP_ADDR_MS + HEARD_MS), a, 'heard too long ago: the best address');
   });
 
   it('pings call-me-maybe endpoints at once and learns candidates from received pings', () => {

@@ -4,7 +4,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Worker } from 'node:worker_threads';
-import { PacketRing, ringBytes, ringConsumer, SPIN_TURNS, type FrameBatch, type RingShape } from '../../src/netstack/ring-shared.ts';
+import { PacketRing, ringBytes, ringConsumer, SLEEP_BOUNDS_MS, SPIN_TURNS, type FrameBatch, type RingShape } from '../../src/netstack/ring-shared.ts';
 
 const shape: RingShape = { frames: 4, slots: 8, slotSize: 128, headroom: 16 };
 
@@ -146,6 +146,9 @@ describe('PacketRing', () => {
     await new Promise((r) => setTimeout(r, 20));
     assert.equal(got, 201);
     assert.equal(c.wakeups, woken + 1, 'the publish after a sleep wakes it');
+    // The sleep before that publish lasted ~50 ms: counted in the class of 5 ms and longer.
+    assert.equal(c.sleeps.reduce((a, b) => a + b, 0), c.wakeups, 'every wake-up ends one counted sleep');
+    assert.ok(c.sleeps[SLEEP_BOUNDS_MS.length]! >= 1, `sleeps by length ${c.sleeps.join(' ')}`);
     c.stop();
   });
 

@@ -1,5 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { PeerEndpoint } from '../../src/magicsock/peer-endpoint.ts';
 import { nodeCrypto } from '../../src/crypto/backend.ts';
 import { Device, UNDER_LOAD_HANDSHAKES_PER_SECOND, type WgSink } from '../../src/wg/device.ts';
 import { rand, seededRandom } from '../harness/bytes.ts';
@@ -90,6 +91,31 @@ describe('Device under attack and on bad input', () => {
     assert.equal(p.inFlight[0]!.to, roamed);
     p.deliver();
     assert.equal(p.tunA.length, 1);
+  });
+
+  it('without roaming keeps the configured endpoint and tells it where each authenticated packet came from', () => {
+    // Under magicsock the peer's endpoint is a PeerEndpoint: it decides where to send (path.ts).
+    const p = new WgPipe({ roaming: false });
+    const vep = new PeerEndpoint(7);
+    p.route(vep, 'a');
+    p.b.setPeer(p.aPub, { endpoint: vep });
+    p.send('a', ipv4('10.0.0.1', '10.0.0.2', 10));
+    p.deliver();
+    assert.equal(p.tunB.length, 1);
+    assert.equal(p.b.peers()[0]!.endpoint, vep, 'not roamed');
+    assert.equal(vep.heard, p.aAddr, 'told the source of the initiation and the data');
+    vep.heard = undefined;
+    // Junk under a live index (a forged packet from elsewhere) is not authenticated: not told.
+    const forged = p.log.find((d) => typeOf(d) === 4)!.bytes.slice();
+    forged[16] = forged[16]! ^ 1;
+    forged[8] = 0x7f; // an unseen counter, so only decryption can reject it
+    const rx = p.b.counters.dropRxDecryptFailed ?? 0;
+    p.inject({ from: p.eps.of('203.0.113.9', 1), to: p.bAddr, bytes: forged });
+    assert.equal(p.b.counters.dropRxDecryptFailed, rx + 1);
+    assert.equal(vep.heard, undefined);
+    p.send('a', ipv4('10.0.0.1', '10.0.0.2', 11));
+    p.deliver();
+    assert.equal(vep.heard, p.aAddr);
   });
 
   it('roams to an IPv6 endpoint and hands out cookies bound to it under load', () => {
