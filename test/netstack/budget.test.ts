@@ -90,7 +90,7 @@ describe('netstack buffer budget: a stack-wide cap on TCP buffers', () => {
     return { p, srv, cli, sinks: sinks as StallingSink[], data, writers, maxHeld };
   }
 
-  it('many connections whose readers stall stop growing at the pressure threshold and never hold more than the hard limit; reading again, all finish intact', () => {
+  it('many connections whose readers stall grow by no more than the pressure threshold in all and never hold more than the hard limit (plus rcvBufMin each); reading again, all finish intact', () => {
     const s = stalled(small);
     const { p, srv } = s;
     const held = total(srv, (t) => t.unread);
@@ -241,6 +241,22 @@ describe('netstack buffer budget: a stack-wide cap on TCP buffers', () => {
     assert.equal(sha(ss.data()), sha(data));
     assert.equal(cli.snd.max, 1 << 20, 'stayed at sndBuf');
     assert.ok(p.b.counters.bufGrowDenied! >= 1);
+  });
+
+  it('shows the bytes charged and their peak among the stack counters, as status serializes them', () => {
+    const p = new Pair();
+    const ss = new StallingSink(0);
+    p.a.listen(80, (c) => { c.handler = ss; });
+    const cli = p.b.connect('100.64.0.1', 80, new Sink());
+    assert.ok(p.until(() => cli.stateName === 'ESTABLISHED', 5000));
+    assert.equal(cli.write(new Uint8Array(100_000), 0, 100_000), 100_000);
+    p.run(200);
+    const shown = JSON.parse(JSON.stringify(Object.fromEntries(Object.entries(p.a.counters)))) as Record<string, number>;
+    assert.equal(ss.bytes, 100_000);
+    assert.equal(shown.bufBytes, p.a.budget.used);
+    assert.ok(shown.bufBytes! >= 100_000, `charged ${shown.bufBytes}: the unread bytes and the window`);
+    assert.equal(shown.bufBytesPeak, p.a.budget.peak);
+    for (const k of ['bufPressure', 'bufGrowDenied', 'bufWindowClamped', 'bufWriteClamped']) assert.equal(shown[k], 0, k);
   });
 
   it('rejects a budget whose hard limit is below its pressure threshold with a one-line error', () => {
