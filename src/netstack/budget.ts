@@ -11,16 +11,19 @@
 //   used >  pressure ... pressure: no buffer grows until used falls below low (3/4 of pressure);
 //                        counted in `bufPressure`, refusals in `bufGrowDenied`
 //   used reaches hard .. a new receive window is only what the budget can still hold, a write only
-//                        what fits; each connection keeps rcvBufMin / sndBufMin regardless (as
-//                        Linux guarantees tcp_rmem[0] and tcp_wmem[0] to every socket), so none
-//                        stalls for good; windows already advertised are honoured, never shrunk
+//                        what fits; each connection keeps its share regardless: hard / (2 x the
+//                        connections charging), between rcvBufMin / sndBufMin (as Linux guarantees
+//                        tcp_rmem[0] and tcp_wmem[0] to every socket) and its initial buffer, so
+//                        none stalls for good and 100 idle connections' windows do not squeeze the
+//                        next one to a trickle; windows already advertised are honoured, never shrunk
 //
 // The thresholds follow Linux's proportions (tcp_init_mem: low = 3/4 of pressure, hard = twice
 // low). gVisor, tailscaled's stack, has no global cap: only per-connection ceilings
 // (TCPReceiveBufferSizeRangeOption's Max, 8 MiB in tailscale's wgengine/netstack).
 //
 // Bound: the bytes held for receive (unread plus out-of-order, which lie inside the advertised
-// window) and send never exceed hard + (rcvBufMin + sndBufMin) per connection over it. Windows in
+// window) and send never exceed hard plus each connection's share: 2 x hard in all (plus the
+// minimums when more than hard / (2 x rcvBufMin) connections charge). Windows in
 // SYN segments are clamped but charged from ESTABLISHED on, so a SYN flood reserves nothing.
 // Memory a send ring allocated stays with it until the connection ends (ByteRing never shrinks);
 // the budget counts its bytes held, as Linux counts sk_wmem_queued.
@@ -41,6 +44,8 @@ export class BufferBudget {
   peak = 0;
   /** Bytes by which connections' buffers grew beyond their initial sizes (until they end). */
   grown = 0;
+  /** Connections charging (from their first charge until TIME-WAIT or CLOSED). */
+  members = 0;
   /** Between crossing `pressure` and falling below `low`: no buffer grows. */
   underPressure = false;
   readonly pressure: number;
@@ -86,6 +91,11 @@ export class BufferBudget {
   /** A connection ended: its buffers' growth is given back. */
   shrink(delta: number): void {
     this.grown -= delta;
+  }
+
+  /** What each connection may hold in each direction whatever the total: half the hard limit split evenly (the caller bounds it by its minimum and initial buffer). */
+  get share(): number {
+    return Math.floor(this.hard / (2 * Math.max(1, this.members)));
   }
 
   /** Bytes that may still be committed before the hard limit (negative when past it). */

@@ -272,6 +272,8 @@ export class Tcb {
   charged = 0;
   /** Bytes this connection's buffers grew beyond their initial sizes, taken from the budget (given back at TIME-WAIT or CLOSED). */
   private grown = 0;
+  /** Counted in budget.members. */
+  private member = false;
   /** Budget events already counted for this connection: 1 growth refused, 2 window clamped, 4 write clamped. */
   private budgetNoted = 0;
   inDirty = false;
@@ -324,8 +326,14 @@ export class Tcb {
 
   /** What a write may add: the ring's free room, within the budget's hard limit beyond sndBufMin. */
   private sndRoom(free: number): number {
-    const fit = Math.max(this.host.budget.headroom, this.host.cfg.sndBufMin - this.snd.length);
+    const cfg = this.host.cfg;
+    const fit = Math.max(this.host.budget.headroom, this.keep(cfg.sndBufMin, cfg.sndBuf, this.snd.max) - this.snd.length);
     return fit >= free ? free : Math.max(0, fit);
+  }
+
+  /** What a buffer keeps past the hard limit: the budget's share, at least `min`, at most the initial size and the buffer itself. */
+  private keep(min: number, initial: number, size: number): number {
+    return Math.min(size, Math.max(min, Math.min(initial, this.host.budget.share)));
   }
 
   /** Half-close: a FIN goes after the queued data (RFC 9293 3.10.4 CLOSE). */
@@ -964,9 +972,9 @@ export class Tcb {
     // duplicate ACKs (RFC 5681 2: a dup ACK leaves the window unchanged).
     let free = this.rcvBuf - this.unread;
     // The budget: with window w this connection's charge becomes unread + w + send bytes, the rest
-    // of the stack's stays; past the hard limit it keeps rcvBufMin (budget.ts).
+    // of the stack's stays; past the hard limit it keeps its share (keep, budget.ts).
     const fit = this.host.budget.headroom + this.charged - this.unread - this.snd.length;
-    if (fit < free) free = Math.max(fit, Math.min(this.host.cfg.rcvBufMin, this.rcvBuf) - this.unread);
+    if (fit < free) free = Math.max(fit, this.keep(this.host.cfg.rcvBufMin, this.host.cfg.rcvBuf, this.rcvBuf) - this.unread);
     const max = 0xffff << this.rcvShift;
     return Math.min(max, Math.max(0, free));
   }
@@ -1004,8 +1012,15 @@ export class Tcb {
       if (st >= S.ESTABLISHED && !this.finReceived) { const w = sub(this.rcvAdvRight, this.rcvNxt); if (w > 0) n += w; }
     }
     const d = n - this.charged;
-    if (d !== 0) { this.charged = n; this.host.budget.charge(d); }
-    if (n === 0 && this.grown !== 0 && (this.closed || st === S.TIME_WAIT)) { this.host.budget.shrink(this.grown); this.grown = 0; }
+    if (d === 0) return;
+    const b = this.host.budget;
+    this.charged = n;
+    b.charge(d);
+    if (n > 0) { if (!this.member) { this.member = true; b.members++; } }
+    else if (this.closed || st === S.TIME_WAIT) {
+      if (this.member) { this.member = false; b.members--; }
+      if (this.grown !== 0) { b.shrink(this.grown); this.grown = 0; }
+    }
   }
 
   /** Counts a budget event once per connection until it clears (bit: 1/2 growth refused, 4 window clamped, 8 write clamped). */

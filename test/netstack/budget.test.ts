@@ -90,14 +90,15 @@ describe('netstack buffer budget: a stack-wide cap on TCP buffers', () => {
     return { p, srv, cli, sinks: sinks as StallingSink[], data, writers, maxHeld };
   }
 
-  it('many connections whose readers stall grow by no more than the pressure threshold in all and never hold more than the hard limit (plus rcvBufMin each); reading again, all finish intact', () => {
+  it('many connections whose readers stall grow by no more than the pressure threshold in all and never hold more than the hard limit plus each one its share; reading again, all finish intact', () => {
     const s = stalled(small);
     const { p, srv } = s;
     const held = total(srv, (t) => t.unread);
     const bufs = total(srv, (t) => t.rcvBuf);
     assert.ok(s.sinks.every((k) => k.bytes > k.limit), 'every reader stalled with data held');
-    // The bound: the hard limit, plus rcvBufMin per connection (kept whatever the budget, budget.ts).
-    const bound = small.memHard + 16 * small.rcvBufMin;
+    // The bound: the hard limit, plus what each connection keeps whatever the budget (its share of
+    // hard / 32 = 96 KiB, at most its initial 64 KiB; budget.ts).
+    const bound = small.memHard + 16 * small.rcvBuf;
     assert.ok(s.maxHeld <= bound, `held at most ${s.maxHeld} bytes unread, bound ${bound}`);
     assert.ok(held > small.memPressure, `the stalled readers hold ${held}: the budget was used, not idle`);
     assert.ok(bufs - 16 * small.rcvBuf <= small.memPressure, `receive buffers grew by ${bufs - 16 * small.rcvBuf} in all, pressure at ${small.memPressure}`);
@@ -171,8 +172,8 @@ describe('netstack buffer budget: a stack-wide cap on TCP buffers', () => {
     assert.equal(fresh!.rcvBuf, tcp.rcvBufMax);
   });
 
-  it('past the hard limit a window already advertised is honoured in full and never shrunk, while new windows stay at rcvBufMin until the budget frees', () => {
-    const tcp = { rcvBuf: 256 << 10, rcvBufMax: 256 << 10, memPressure: 1 << 20, memHard: 1 << 20, rcvBufMin: 16 << 10 };
+  it('past the hard limit a window already advertised is honoured in full and never shrunk, while new windows stay at the connection\'s share until the budget frees', () => {
+    const tcp = { rcvBuf: 256 << 10, rcvBufMax: 256 << 10, memPressure: 256 << 10, memHard: 256 << 10, rcvBufMin: 16 << 10 };
     const p = new Pair({ tcp, tcpB: {} });
     const ss = new StallingSink(Infinity);
     let srv: Tcb | undefined;
@@ -182,7 +183,7 @@ describe('netstack buffer budget: a stack-wide cap on TCP buffers', () => {
     const seen = watchWindows(p, () => srv!.rcvShift);
     p.wire.delay = 5;
     // A first exchange so A advertises its whole 256 KiB.
-    const data = randomBytes(2 << 20, 40);
+    const data = randomBytes(4 << 20, 40);
     assert.equal(cli.write(data, 0, 1000), 1000);
     assert.ok(p.until(() => cli.sndUna === cli.sndNxt && ss.bytes === 1000, 1000));
     // What B was offered: the window field rounds down to the scale (the edge accepted lies up to 127 bytes further).
@@ -198,14 +199,15 @@ describe('netstack buffer budget: a stack-wide cap on TCP buffers', () => {
     assert.equal(p.a.counters.dropZeroWindow ?? 0, 0);
     assert.equal(p.a.counters.trimmedRight ?? 0, 0, 'no data cut at the right edge'); // (B's zero-window probes count as out of window)
     assert.equal(srv!.rcvWindow(), 0, 'nothing more: the unread bytes fill the buffer');
-    // The reader catches up; the budget has no room, so the window reopens only to rcvBufMin.
+    // The reader catches up; the budget has no room, so the window reopens only to the share (hard / 2 for one connection).
     const from = seen.windows.length;
     ss.limit = Infinity;
     srv!.setUnread(0);
-    p.until(() => { w.pump(); return false; }, 1_000);
+    p.until(() => { w.pump(); return false; }, 200);
     const later = seen.windows.slice(from);
     assert.ok(later.length > 10, `${later.length} segments from A while clamped`);
-    assert.ok(Math.max(...later) <= tcp.rcvBufMin + (1 << srv!.rcvShift), `windows while clamped up to ${Math.max(...later)}`);
+    assert.equal(p.a.budget.share, 128 << 10);
+    assert.ok(Math.max(...later) <= p.a.budget.share, `windows while clamped up to ${Math.max(...later)}`);
     assert.ok(ss.bytes > 1000 + advertised, 'data still moves in the small window');
     assert.ok(p.a.counters.bufWindowClamped! >= 1);
     // The budget frees: windows open to the buffer again and the transfer completes intact.
@@ -217,30 +219,45 @@ describe('netstack buffer budget: a stack-wide cap on TCP buffers', () => {
     assert.equal(seen.shrank, 0, 'no right edge ever moved left');
   });
 
-  it('past the hard limit writes take only sndBufMin, and under pressure the send buffer does not grow', () => {
-    const p = new Pair({ tcp: { memPressure: 4 << 20, memHard: 8 << 20, sndBufMin: 16 << 10 } });
+  it('past the hard limit a write takes only the connection\'s share of the budget', () => {
+    // B: a 4 MiB send buffer, hard limit 4 MiB: one connection's share is 2 MiB.
+    const p = new Pair({ tcp: {}, tcpB: { rcvBuf: 64 << 10, sndBuf: 4 << 20, sndBufMax: 4 << 20, memPressure: 2 << 20, memHard: 4 << 20 } });
     const ss = new Sink();
-    let srv: Tcb | undefined;
-    p.a.listen(80, (c) => { srv = c; c.handler = ss; });
+    p.a.listen(80, (c) => { c.handler = ss; });
     const cli = p.b.connect('100.64.0.1', 80, new Sink());
-    assert.ok(p.until(() => srv !== undefined, 5000));
+    assert.ok(p.until(() => cli.stateName === 'ESTABLISHED', 5000));
     p.wire.delay = 10;
-    const data = randomBytes(12 << 20, 50);
-    p.b.budget.charge(8 << 20);
-    assert.equal(cli.writable, 16 << 10);
-    assert.equal(cli.write(data, 0, data.length), 16 << 10, 'a write fits only sndBufMin');
+    const data = randomBytes(8 << 20, 50);
+    assert.equal(cli.writable, p.b.budget.headroom, 'all the budget has room for (4 MiB less the receive window charged)');
+    p.b.budget.charge(4 << 20); // the rest of the stack takes the hard limit
+    assert.equal(p.b.budget.share, 2 << 20);
+    assert.equal(cli.writable, 2 << 20);
+    assert.equal(cli.write(data, 0, data.length), 2 << 20, 'a write fits only the share');
     assert.equal(p.b.counters.bufWriteClamped, 1);
-    assert.ok(p.until(() => cli.snd.length === 0, 2_000), 'acknowledged');
-    // Room up to sndBufMin again, not more.
-    assert.equal(cli.write(data, 16 << 10, data.length), 16 << 10);
-    // Under pressure but below the hard limit: writes fill the buffer, which does not grow.
+    assert.ok(p.until(() => cli.snd.length === 0, 5_000), 'acknowledged');
+    assert.equal(cli.write(data, 2 << 20, 4 << 20), 2 << 20, 'the share again once acknowledged');
     p.b.budget.charge(-(4 << 20));
+    const w = new Writer(cli, data.subarray(4 << 20));
+    assert.ok(p.until(() => { w.pump(); return ss.ended; }, 600_000), 'transfer finished');
+    assert.equal(sha(ss.data()), sha(data));
+  });
+
+  it('under pressure the send buffer does not grow', () => {
+    const p = new Pair({ tcp: { memPressure: 4 << 20, memHard: 8 << 20 } });
+    const ss = new Sink();
+    p.a.listen(80, (c) => { c.handler = ss; });
+    const cli = p.b.connect('100.64.0.1', 80, new Sink());
+    assert.ok(p.until(() => cli.stateName === 'ESTABLISHED', 5000));
+    p.wire.delay = 10;
+    p.b.budget.charge(5 << 20);
     assert.ok(p.b.budget.underPressure);
-    const w = new Writer(cli, data.subarray(32 << 10));
+    const data = randomBytes(12 << 20, 51);
+    const w = new Writer(cli, data);
     assert.ok(p.until(() => { w.pump(); return ss.ended; }, 600_000), 'transfer finished');
     assert.equal(sha(ss.data()), sha(data));
     assert.equal(cli.snd.max, 1 << 20, 'stayed at sndBuf');
-    assert.ok(p.b.counters.bufGrowDenied! >= 1);
+    assert.equal(p.b.counters.bufGrowDenied, 1, 'counted once for the connection');
+    assert.equal(p.b.counters.bufWriteClamped, 0);
   });
 
   it('shows the bytes charged and their peak among the stack counters, as status serializes them', () => {
