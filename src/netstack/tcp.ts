@@ -76,11 +76,11 @@ export interface TcpConfig {
   maxOoo: number;
   /** Stack-wide: above this many bytes held or promised by all connections, no buffer grows (budget.ts). */
   memPressure: number;
-  /** Stack-wide: new windows and writes stay within this many bytes (beyond each connection's minimum). */
+  /** Stack-wide: new windows and writes stay within this many bytes (beyond each connection's share, budget.ts). */
   memHard: number;
-  /** Receive buffer every connection keeps whatever the budget (Linux's tcp_rmem[0]). */
+  /** Least receive buffer a connection keeps past the hard limit, when its share is smaller (Linux's tcp_rmem[0]). */
   rcvBufMin: number;
-  /** Send buffer every connection keeps whatever the budget (Linux's tcp_wmem[0]). */
+  /** Least send buffer a connection keeps past the hard limit, when its share is smaller (Linux's tcp_wmem[0]). */
   sndBufMin: number;
 }
 
@@ -118,7 +118,7 @@ export const DEFAULT_TCP: TcpConfig = {
   maxOoo: 1024,
   // Linux sizes tcp_mem from RAM (pressure = 1/16 of it, low 3/4 of that, hard 1.5x). Ours is
   // fixed: 64 MiB lets ~8 connections grow both buffers to 4 MiB (one download needs 4 + 4);
-  // 96 MiB (1.5x, as Linux) is the most all connections hold or are promised beyond their minimums.
+  // 96 MiB (1.5x, as Linux) is the most all connections hold or are promised beyond their shares.
   memPressure: 64 << 20,
   memHard: 96 << 20,
   // Linux guarantees 4 KiB; 16 KiB is ~13 segments at the tailnet's MSS, enough for three
@@ -274,7 +274,7 @@ export class Tcb {
   private grown = 0;
   /** Counted in budget.members. */
   private member = false;
-  /** Budget events already counted for this connection: 1 growth refused, 2 window clamped, 4 write clamped. */
+  /** Budget events already counted for this connection: 1 receive and 2 send growth refused, 4 window clamped, 8 write clamped. */
   private budgetNoted = 0;
   inDirty = false;
   closed = false;
@@ -324,7 +324,7 @@ export class Tcb {
     return this.finQueued || this.closed ? 0 : this.sndRoom(this.snd.free);
   }
 
-  /** What a write may add: the ring's free room, within the budget's hard limit beyond sndBufMin. */
+  /** What a write may add: the ring's free room, within the budget's hard limit beyond the connection's share. */
   private sndRoom(free: number): number {
     const cfg = this.host.cfg;
     const fit = Math.max(this.host.budget.headroom, this.keep(cfg.sndBufMin, cfg.sndBuf, this.snd.max) - this.snd.length);
@@ -1004,7 +1004,7 @@ export class Tcb {
    * the peer may still send), and the send buffer's bytes; nothing from TIME-WAIT on. Between
    * calls it can only overstate (reads lower it; the window and writes, which raise it, call this).
    */
-  recharge(): void {
+  private recharge(): void {
     let n = 0;
     const st = this.state;
     if (!this.closed && st !== S.TIME_WAIT) {
@@ -1023,7 +1023,7 @@ export class Tcb {
     }
   }
 
-  /** Counts a budget event once per connection until it clears (bit: 1/2 growth refused, 4 window clamped, 8 write clamped). */
+  /** Counts a budget event once per connection until it clears (the bits of budgetNoted). */
   private noteBudget(bit: number, counter: string): void {
     if (this.budgetNoted & bit) return;
     this.budgetNoted |= bit;
