@@ -59,7 +59,11 @@ export async function timingPairings(lab, key, ref, refName, refIp, rounds, log,
           const until = t0 + (dir ?? first ?? 10_000) + 200;
           const lines = kind === 'meshd'
             ? meshdTimeline(`${u.stderr}\n${readIf(join(n.dir, 'state', 'meshd.log'))}`, t0, until)
-            : tsTimeline(lab.tailscaledLog(n), t0, until, 'subject', opts.timeline === 'all');
+            : tsTimeline(lab.tailscaledLog(n), t0, until, 'subject', true);
+          // When the register request left (meshd: the CLI's or the agent's; tailscaled: RegisterReq).
+          const reg = lines.find(([, what]) => (kind === 'meshd' ? /register request sent/ : /RegisterReq/).test(what));
+          (timing[p.key][kind].registerMs ??= []).push(reg ? reg[0] : null);
+          if (kind !== 'meshd' && opts.timeline !== 'all') lines.splice(0, lines.length, ...lines.filter(([, what]) => TS_STEPS.test(what.slice(11)) || /RegisterReq/.test(what)));
           lines.push(...tsTimeline(lab.tailscaledLog(ref), t0, until, 'ref', opts.timeline === 'all'));
           log(lines.sort((a, b) => a[0] - b[0]).map(([ms, what]) => `  ${String(ms).padStart(6)} ${what}`).join('\n'));
         }
@@ -74,6 +78,10 @@ export async function timingPairings(lab, key, ref, refName, refIp, rounds, log,
   }
   for (const [k, t] of Object.entries(timing)) {
     if (t.meshd.firstMs.length === 0) { delete timing[k]; continue; }
+    if (t.meshd.registerMs) {
+      t.registerSent = { meshd: median(t.meshd.registerMs), tailscaled: median(t.tailscaled.registerMs ?? []) };
+      log(`${t.label}: register request sent, median ms after up: meshd ${t.registerSent.meshd} (${t.meshd.registerMs.join(', ')}), tailscaled ${t.registerSent.tailscaled} (${(t.tailscaled.registerMs ?? []).join(', ')})`);
+    }
     t.summary = Object.fromEntries(['firstMs', 'directMs'].map((k) => {
       const m = { median: median(t.meshd[k]), worst: worst(t.meshd[k]) }, ts = { median: median(t.tailscaled[k]), worst: worst(t.tailscaled[k]) };
       return [k, { meshd: m, tailscaled: ts, ratioMedian: ratio(m.median, ts.median), ratioWorst: ratio(m.worst, ts.worst) }];

@@ -42,7 +42,9 @@ await build({
 const buildId = randomBytes(6).toString('hex');
 await build({
   absWorkingDir: root,
-  entryPoints: { agent: 'src/cli/agentmain.ts' },
+  // early: the login `up` begins in the CLI process for the agent it starts (src/cli/earlylogin.ts,
+  // loaded by agentspawn.ts): its ~100 kB are on the way to the register request as well.
+  entryPoints: { agent: 'src/cli/agentmain.ts', early: 'src/cli/earlylogin.ts' },
   outdir,
   outExtension: { '.js': '.cjs' },
   bundle: true,
@@ -59,5 +61,7 @@ await build({
 // The cache, made in a separate process by the loader itself after loading the modules the agent
 // needs until its first map (agentmain warm()). A failure leaves no cache: the agent then compiles
 // as any script, a few tens of ms slower.
-const warm = spawnSync(process.execPath, [join(root, 'bin', 'codecache.js'), '--write', join(outdir, 'agent.cjs')], { encoding: 'utf8', timeout: 60_000 });
-if (warm.status !== 0) console.error(`bundle: no code cache for the agent: ${(warm.stderr || warm.error?.message || '').trim().split('\n').pop()}`);
+for (const name of ['agent', 'early']) {
+  const warm = spawnSync(process.execPath, [join(root, 'bin', 'codecache.js'), '--write', join(outdir, `${name}.cjs`)], { encoding: 'utf8', timeout: 60_000 });
+  if (warm.status !== 0) console.error(`bundle: no code cache for ${name}.cjs: ${(warm.stderr || warm.error?.message || '').trim().split('\n').pop()}`);
+}

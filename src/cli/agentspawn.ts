@@ -3,9 +3,12 @@
 // (a second Node start, ~200 ms) starts while the CLI loads commander and its commands. upCommand
 // then adopts that agent when its checked flags give the same daemon arguments, and stops it
 // otherwise. An agent started this way exits when the CLI goes away before sending `up` (a flag
-// error), so a wrong guess leaves nothing behind. Only node: modules and paths.ts are imported.
+// error), so a wrong guess leaves nothing behind. With a login server on the command line the CLI
+// also begins the login itself (earlylogin.ts, loaded here on demand: GET /key, the identity, the
+// Noise handshake), and upCommand sends the register request from this process. Statically, only
+// node: modules and small helpers are imported.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdirSync, openSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { defaultSocket, defaultStateDir } from './paths.ts';
@@ -74,6 +77,11 @@ export function agentEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
 export interface ControlHint {
   loginServer: string;
   caFile?: string | undefined;
+  /**
+   * The CLI registers for this agent and sends it the identity over IPC (src/cli/earlylogin.ts):
+   * the agent must not load or create keys of its own ahead of `up`.
+   */
+  cliLogin?: boolean | undefined;
 }
 
 /** The environment variable carrying a {@link ControlHint} to the agent. */
@@ -136,8 +144,34 @@ export function parseEarlyUp(argv: readonly string[]): { socket: string; flags: 
   return { socket, flags, ...(loginServer ? { hint: { loginServer, ...(caFile ? { caFile } : {}) } } : {}) };
 }
 
+/**
+ * earlylogin.ts: from the bundle, its own CommonJS file compiled with a V8 code cache made at build
+ * time (scripts/bundle.mjs, bin/codecache.js), as the agent's; from dist/src, the module itself.
+ */
+async function loadEarlyLogin(): Promise<typeof import('./earlylogin.ts')> {
+  const cjs = new URL('./early.cjs', import.meta.url);
+  if (!existsSync(cjs)) return import('./earlylogin.ts');
+  const { loadCached } = await import(new URL('../../../bin/codecache.js', import.meta.url).href) as { loadCached(file: string): typeof import('./earlylogin.ts') };
+  return loadCached(fileURLToPath(cjs));
+}
+
 /** The agent bin/meshd.js started for this process's `up`, if any (adopted or stopped by upCommand). */
 export let earlyAgent: StartedAgent | undefined;
+
+/** The login the CLI began for that agent (src/cli/earlylogin.ts), if any; taken by upCommand. */
+export let earlyLogin: Promise<import('./earlylogin.ts').EarlyLogin | undefined> | undefined;
+
+/** Takes the early login (the caller owns it from now: registers with it or closes it). */
+export function takeEarlyLogin(): Promise<import('./earlylogin.ts').EarlyLogin | undefined> {
+  const l = earlyLogin ?? Promise.resolve(undefined);
+  earlyLogin = undefined;
+  return l;
+}
+
+/** The CLI registers for the agent it starts unless MESHD_CLI_REGISTER=0 (then the agent does). */
+export function cliRegisterEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
+  return env.MESHD_CLI_REGISTER !== '0';
+}
 
 /**
  * bin/meshd.js: for `up` as root (or userspace networking) with no agent answering on the socket,
@@ -148,7 +182,16 @@ export async function startEarly(argv: readonly string[]): Promise<void> {
     const up = parseEarlyUp(argv);
     if (!up || (process.getuid?.() !== 0 && up.flags.tun !== 'userspace-networking')) return;
     if (await socketAnswers(up.socket)) return;
-    earlyAgent = spawnAgent(up.socket, up.flags, up.hint);
+    const cliLogin = up.hint !== undefined && cliRegisterEnabled();
+    const agent = spawnAgent(up.socket, up.flags, up.hint && cliLogin ? { ...up.hint, cliLogin } : up.hint);
+    earlyAgent = agent;
+    if (cliLogin) {
+      // GET /key, the identity and the Noise handshake start before the CLI's own modules load
+      // (they then overlap that load); the register request waits for upCommand's checked flags.
+      const target = { url: up.hint!.loginServer, caFile: up.hint!.caFile, stateDir: up.flags.state === MEM ? undefined : up.flags.stateDir ?? defaultStateDir() };
+      earlyLogin = loadEarlyLogin().then((m) => m.EarlyLogin.begin(target, agent.child), () => undefined);
+      await earlyLogin;
+    }
   } catch {
     earlyAgent = undefined;
   }
@@ -172,7 +215,16 @@ export function adoptEarly(args: readonly string[]): StartedAgent | undefined {
 export async function releaseEarly(): Promise<void> {
   const e = earlyAgent;
   earlyAgent = undefined;
-  if (!e) return;
+  await (await takeEarlyLogin())?.close();
+  if (e) await stopAgent(e);
+}
+
+/**
+ * Stops an agent `up` started that was not sent `up` (a flag error, or the CLI's register failed):
+ * closing the IPC channel makes it exit on its own (removing its socket); waits for that, up to
+ * 5 s, then kills it.
+ */
+export async function stopAgent(e: StartedAgent): Promise<void> {
   const gone = new Promise<void>((resolve) => {
     if (e.child.exitCode !== null || e.child.signalCode !== null) { resolve(); return; }
     const t = setTimeout(() => { e.child.kill('SIGKILL'); resolve(); }, 5_000);

@@ -17,7 +17,9 @@ import { sanitizeHostname } from '../util/dnsname.ts';
 import { MEM_STATE } from '../state/memstore.ts';
 import { parseHosts, waitAndReport } from './wait.ts';
 import { timeline } from '../util/timeline.ts';
-import { adoptEarly, agentArgs, CONTROL_HINT_ENV, earlyAgent, spawnAgent, type AgentFlags, type ControlHint } from './agentspawn.ts';
+import { adoptEarly, agentArgs, CONTROL_HINT_ENV, earlyAgent, spawnAgent, stopAgent, takeEarlyLogin, type AgentFlags, type ControlHint, type StartedAgent } from './agentspawn.ts';
+import type { StateFile } from '../state/store.ts';
+import type { CliRegistered } from '../daemon/agent.ts';
 
 /** Defaults, as documented in the README (main.ts repeats them for its help text). */
 export const DEFAULTS = {
@@ -104,15 +106,34 @@ export async function daemonCommand(socket: string, f: DaemonFlags): Promise<voi
   if (hint && f.exitWhenDown) {
     try {
       const h = JSON.parse(hint) as ControlHint;
-      if (typeof h.loginServer === 'string') agent.prepareControl(h.loginServer, typeof h.caFile === 'string' ? h.caFile : undefined);
+      // With cliLogin the CLI loads or creates the keys and sends them (below): none made here.
+      if (typeof h.loginServer === 'string' && !h.cliLogin) agent.prepareControl(h.loginServer, typeof h.caFile === 'string' ? h.caFile : undefined);
     } catch { /* not ours: up does it all */ }
   }
-  // The `up` request, sent ahead over IPC by the CLI that started us (upCommand).
+  // From the CLI that started us (upCommand, src/cli/earlylogin.ts): the identity it registers
+  // with, word that its register request is out, and the `up` request (sent ahead of the local API
+  // one, with what the CLI's register learned when it registered for us).
   if (f.exitWhenDown && process.send) {
     const onMessage = (m: unknown): void => {
-      const up = (m as { up?: unknown } | null)?.up;
-      if (up && typeof up === 'object' && !agent.upRequested) { timeline('agent: up request over IPC'); agent.upAhead(up as UpRequest); }
+      const msg = (m ?? {}) as { login?: { url?: unknown; caFile?: unknown; state?: unknown; serverKey?: unknown }; registerSent?: unknown; up?: unknown; registered?: unknown };
+      const l = msg.login;
+      if (l && typeof l.url === 'string' && l.state && typeof l.state === 'object') {
+        timeline('agent: identity from the CLI');
+        agent.acceptLogin(l.url, typeof l.caFile === 'string' ? l.caFile : undefined, l.state as StateFile, typeof l.serverKey === 'string' ? l.serverKey : undefined);
+      } else if (msg.registerSent === true) {
+        agent.cliRegisterSent();
+      } else if (msg.up && typeof msg.up === 'object' && !agent.upRequested) {
+        timeline('agent: up request over IPC');
+        const reg = msg.registered as { loginName?: unknown } | undefined;
+        agent.upAhead(msg.up as UpRequest, reg && typeof reg === 'object' ? { loginName: typeof reg.loginName === 'string' ? reg.loginName : undefined } : undefined);
+      }
     };
+    // Messages that came while the agent loaded (bin/meshd.js queues them from its first line).
+    const early = (globalThis as { meshdEarlyIpc?: { queue: unknown[]; listener: (m: unknown) => void } }).meshdEarlyIpc;
+    if (early) {
+      process.off('message', early.listener);
+      for (const m of early.queue.splice(0)) onMessage(m);
+    }
     process.on('message', onMessage);
     process.once('disconnect', () => process.off('message', onMessage));
   }
@@ -195,20 +216,51 @@ export function checkedAgentFlags(f: DaemonFlags): AgentFlags {
  * and waits until it answers. Returns its process, whose IPC channel the caller closes once the
  * agent has our `up` (until then, the agent exits when the channel closes).
  */
-async function startAgent(socket: string, f: DaemonFlags, hint: ControlHint, req: UpRequest): Promise<ChildProcess> {
+async function startAgent(socket: string, f: DaemonFlags, hint: ControlHint, req: UpRequest, progress: (msg: string) => void): Promise<ChildProcess> {
   const flags = checkedAgentFlags(f);
-  const a = adoptEarly(agentArgs(socket, flags)) ?? spawnAgent(socket, flags, hint);
+  const early = adoptEarly(agentArgs(socket, flags));
+  // The register request from this process (src/cli/earlylogin.ts), when bin/meshd.js began one
+  // for the agent it started and these checked flags name the same server and state. Any other is
+  // closed first (it waits for new keys it was writing): only then may an agent read or make keys.
+  const login = await takeEarlyLogin();
+  const mine = early && login?.matches({ url: req.loginServer, caFile: req.caFile, stateDir: flags.state === MEM_STATE ? undefined : flags.stateDir }) ? login : undefined;
+  if (!mine) await login?.close();
+  const a = early ?? spawnAgent(socket, flags, hint);
+  let registered: CliRegistered | undefined;
+  if (mine) {
+    const deadline = Date.now() + req.timeoutMs;
+    // An agent that dies meanwhile ends the wait: nothing would take over the registration.
+    const died = a.outcome.then((o) => (o === 'ready' ? new Promise<never>(() => {}) : Promise.reject(agentFailure(a, o))));
+    died.catch(() => {});
+    try {
+      registered = await Promise.race([mine.register(req, progress), died]);
+    } catch (e) {
+      // The agent was never told to go on: it exits when the IPC channel closes.
+      await mine.close();
+      await stopAgent(a);
+      if (e instanceof CliError) throw e;
+      const err = e as { code?: unknown; message?: string; retryable?: unknown };
+      throw new LocalApiError(typeof err.code === 'string' ? err.code : 'internal', err.message ?? String(e), err.retryable === true);
+    }
+    void mine.close();
+    // The agent's part of `up` gets what is left of --timeout (the same request object goes over
+    // the local API below, which joins the one sent ahead only when the two are equal).
+    req.timeoutMs = Math.max(1_000, deadline - Date.now());
+  }
   // The request goes ahead over the IPC channel (the agent begins `up` as soon as it can, and the
   // same request over the local API below joins it); only this private channel carries the key.
-  if (a.child.connected) a.child.send({ up: req }, () => {});
+  if (a.child.connected) a.child.send({ up: req, ...(registered ? { registered } : {}) }, () => {});
   const outcome = await a.outcome;
-  if (outcome !== 'ready') {
-    if (outcome === -1) a.child.kill('SIGKILL');
-    const tail = existsSync(a.logPath) ? readFileSync(a.logPath, 'utf8').trim().split('\n').pop() ?? '' : '';
-    throw new CliError(`the agent did not start: ${tail.replace(/^.*?meshd: /, '') || `exit status ${outcome}`}`);
-  }
+  if (outcome !== 'ready') throw agentFailure(a, outcome);
   timeline('cli: agent ready');
   return a.child;
+}
+
+/** The error for an agent that exited (or never said ready) before `up`: its log's last line. */
+function agentFailure(a: StartedAgent, outcome: number): CliError {
+  if (outcome === -1) a.child.kill('SIGKILL');
+  const tail = existsSync(a.logPath) ? readFileSync(a.logPath, 'utf8').trim().split('\n').pop() ?? '' : '';
+  return new CliError(`the agent did not start: ${tail.replace(/^.*?meshd: /, '') || `exit status ${outcome}`}`);
 }
 
 /** Lets the CLI exit without the agent it started: closes the IPC channel (see startAgent). */
@@ -310,6 +362,14 @@ export async function upCommand(socket: string, f: UpFlags): Promise<void> {
     ...(f.caFile ? { caFile: f.caFile } : {}), ...(tags ? { advertiseTags: tags } : {}), ...routing,
     ...(f.acceptDns !== undefined ? { acceptDns: f.acceptDns } : {}),
   };
+  const progress = (msg: string): void => {
+    if (msg.startsWith(AUTH_URL_PROGRESS)) {
+      // Always shown: someone has to open it. --json prints it as a JSON line on stdout.
+      const authUrl = msg.slice(AUTH_URL_PROGRESS.length);
+      if (f.json) console.log(JSON.stringify({ AuthURL: authUrl }));
+      else console.error(`To authenticate, visit:\n\n\t${authUrl}\n`);
+    } else if (tty) process.stderr.write(`${msg}\n`);
+  };
   let t0 = Date.now();
   let st: Status | undefined;
   timeline('cli: up starts');
@@ -320,17 +380,10 @@ export async function upCommand(socket: string, f: UpFlags): Promise<void> {
     try {
       // An agent bin/meshd.js started for this `up` is adopted (it may answer on the socket already).
       if (earlyAgent || !(await socketAnswers(socket))) {
-        child = await startAgent(socket, f, { loginServer: url, ...(f.caFile ? { caFile: f.caFile } : {}) }, req);
+        child = await startAgent(socket, f, { loginServer: url, ...(f.caFile ? { caFile: f.caFile } : {}) }, req, progress);
         started = true;
       }
-      st = await client.up(req, (msg) => {
-        if (msg.startsWith(AUTH_URL_PROGRESS)) {
-          // Always shown: someone has to open it. --json prints it as a JSON line on stdout.
-          const authUrl = msg.slice(AUTH_URL_PROGRESS.length);
-          if (f.json) console.log(JSON.stringify({ AuthURL: authUrl }));
-          else console.error(`To authenticate, visit:\n\n\t${authUrl}\n`);
-        } else if (tty) process.stderr.write(`${msg}\n`);
-      });
+      st = await client.up(req, progress);
       letGo(child);
     } catch (e) {
       if (started) await client.shutdown().catch(() => {});

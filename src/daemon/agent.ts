@@ -7,8 +7,8 @@ import { ControlClient, fetchKeyAhead, type MapStream } from '../control/client.
 import { ControlError } from '../control/errors.ts';
 import type { NetworkMap, NodeInfo } from '../control/netmap.ts';
 import type { Hostinfo } from '../control/wire.ts';
-import { formatNodePublic, type MachinePublic, type PrivateKey } from '../control/keys.ts';
-import { StateStore, type Identity, type StateFile } from '../state/store.ts';
+import { formatNodePublic, parseMachinePublic, type MachinePublic, type PrivateKey } from '../control/keys.ts';
+import { identityOf, StateStore, type Identity, type StateFile } from '../state/store.ts';
 import { MemoryStore, type Store } from '../state/memstore.ts';
 import type { DataPlane } from './dataplane.ts';
 import { NetConf, TAILNET_V4, TAILNET_V6 } from './netconf.ts';
@@ -34,6 +34,7 @@ import { processKeeper, watchMajorGc } from './memory.ts';
 import { whoisIn } from './whois.ts';
 import { agentLogIn, AgentError, AUTH_URL_PROGRESS, checkLoginServer, USERSPACE_TUN } from './upcheck.ts';
 import { timeline } from '../util/timeline.ts';
+import { login, upHostinfo, withDeadline } from './login.ts';
 
 /** The classes `up` needs once registered, from the modules dataPlaneModules loads. */
 interface DataPlaneModules {
@@ -100,6 +101,12 @@ interface PreparedControl {
   client: ControlClient;
   /** Settles once the identity is on disk (new keys are written while control is dialled). */
   written: Promise<void>;
+}
+
+/** What the CLI that started this agent learned by registering for it (src/cli/earlylogin.ts). */
+export interface CliRegistered {
+  /** The user control registered the node to. */
+  loginName?: string | undefined;
 }
 
 /** Options for {@link Agent}. */
@@ -283,7 +290,7 @@ export class Agent implements LocalBackend {
   private ahead: { key: string; result: Promise<Status>; said: string[]; listeners: Set<(msg: string) => void> } | undefined;
 
   /** See LocalBackend.up. An `up` equal to the one begun ahead joins it (its progress so far first). */
-  up(req: UpRequest, progress: (msg: string) => void): Promise<Status> {
+  up(req: UpRequest, progress: (msg: string) => void, registered?: CliRegistered): Promise<Status> {
     this.upRequested = true;
     const a = this.ahead;
     if (a && a.key === JSON.stringify(req)) {
@@ -292,7 +299,7 @@ export class Agent implements LocalBackend {
       a.listeners.add(progress);
       return a.result;
     }
-    return this.serial(() => this.doUp(req, progress));
+    return this.serial(() => this.doUp(req, progress, registered));
   }
 
   /**
@@ -301,10 +308,10 @@ export class Agent implements LocalBackend {
    * leaves as soon as the agent can send it (README, bench-nat). The CLI sends the same request
    * over the local API next, which joins this one for its progress and result.
    */
-  upAhead(req: UpRequest): void {
+  upAhead(req: UpRequest, registered?: CliRegistered): void {
     const said: string[] = [];
     const listeners = new Set<(msg: string) => void>();
-    const result = this.up(req, (m) => { said.push(m); for (const l of listeners) l(m); });
+    const result = this.up(req, (m) => { said.push(m); for (const l of listeners) l(m); }, registered);
     result.catch(() => {}); // the joining request reports it
     this.ahead = { key: JSON.stringify(req), result, said, listeners };
   }
@@ -356,6 +363,38 @@ export class Agent implements LocalBackend {
     });
   }
 
+  /**
+   * For the agent whose starting CLI registers for it (src/cli/earlylogin.ts): the identity that
+   * CLI loaded or created (it is the only writer of new keys; this agent never makes its own, so
+   * the two processes cannot race), sent over the IPC channel as soon as the CLI knows it. The
+   * agent dials control with it (its own Noise connection: headscale finds a node by machine and
+   * node key, not by connection) while the CLI registers, and takes it for the `up` that follows.
+   */
+  acceptLogin(url: string, caFile: string | undefined, state: StateFile, serverKey?: string): void {
+    if (this.prepared || this.upRequested) return;
+    this.prepared = (async (): Promise<PreparedControl> => {
+      const identity = identityOf(state);
+      if (this.opts.memState) this.memStore ??= MemoryStore.from(state);
+      const store = await this.openStore();
+      const disco = generateKeyPair();
+      // The server key the CLI fetched (and checked against a pinned one): no GET /key of our own.
+      const keyAhead = serverKey ? Promise.resolve(parseMachinePublic(serverKey)) : undefined;
+      const client = this.controlClient(url, identity, state, caFile, disco.publicKey as DiscoPublic, 15_000, {}, keyAhead);
+      void client.connect();
+      return { url, caFile, store, identity, state, disco, client, written: Promise.resolve() };
+    })().catch((e: Error) => { this.log(`taking the CLI's login: ${e.message}`); return undefined; });
+  }
+
+  /**
+   * The CLI that registers for this agent sent its register request: the start-up cleanup and the
+   * data plane's modules begin now, while control answers (as onSent in doUp).
+   */
+  cliRegisterSent(): void {
+    if (this.upRequested || this.state !== 'NoState') return;
+    if (!this.cleanedAtStart && !this.userspaceMode) void this.cleanupStale();
+    dataPlaneModules().catch(() => {});
+  }
+
   /** What prepareControl made, if it was for this server and CA file (else closed); undefined without one. */
   private async takePrepared(url: string, caFile: string | undefined): Promise<PreparedControl | undefined> {
     const p = await this.prepared;
@@ -385,7 +424,7 @@ export class Agent implements LocalBackend {
     });
   }
 
-  private async doUp(req: UpRequest, progress: (msg: string) => void): Promise<Status> {
+  private async doUp(req: UpRequest, progress: (msg: string) => void, registered?: CliRegistered): Promise<Status> {
     timeline('agent: up request');
     const url = checkLoginServer(req.loginServer);
     let routesChanged: boolean;
@@ -449,46 +488,31 @@ export class Agent implements LocalBackend {
       }));
       prefsSaved.catch(() => {}); // awaited (through serverSaved) before `up` returns
       this.dns.setAcceptDns(this.acceptDns);
-      // Tags: a pre-auth key carries its own (headscale refuses RequestTags with one, and takes the
-      // key's tags); they are checked against the map below. Without a key, control decides on
-      // RequestTags by the policy's tagOwners.
       this.wantTags = req.advertiseTags ?? [];
-      const hostinfo = {
-        ...(hostname ? { Hostname: hostname } : {}), ...this.routing.hostinfo(),
-        ...(this.wantTags.length && !req.authKey ? { RequestTags: this.wantTags } : {}),
-      };
+      const hostinfo = upHostinfo(hostname, this.routing.prefs, this.wantTags, !!req.authKey);
       // A fresh disco key per start, as tailscaled makes one per process.
       const disco = prep?.disco ?? generateKeyPair();
-      progress(`contacting ${url}`);
       // The prepared client (connected, or dialling) takes the hostinfo with the register request.
       const client = prep?.client ?? this.controlClient(url, identity, state, req.caFile, disco.publicKey as DiscoPublic, Math.min(15_000, remaining()), hostinfo);
       this.client = client;
       // The data plane's modules load while control answers (see dataPlaneModules).
       const onSent = (): void => { registerSent(); dataPlaneModules().catch(() => {}); }; // a failure is reported where awaited
-      let reg = await withDeadline(client.register({ ...(req.authKey ? { authKey: req.authKey } : {}), hostinfo, onSent }), remaining(), 'logging in');
-      // Interactive login (no auth key, a node key control does not know): show the URL control
-      // gives and wait for someone to approve it (headscale auth register, or the web page);
-      // headscale hands out a fresh URL when the old one lapsed.
-      for (let i = 0; !req.authKey && !reg.machineAuthorized && reg.authUrl && i < 10; i++) {
-        progress(`${AUTH_URL_PROGRESS}${reg.authUrl}`);
-        this.log(`waiting for an interactive login at ${reg.authUrl}`);
-        reg = await withDeadline(client.register({ hostinfo, followup: reg.authUrl }), remaining(),
-          `waiting for the login at ${reg.authUrl} (approve it on the server: headscale auth register --auth-id ID --user USER)`);
-      }
-      if (reg.nodeKeyExpired && !req.authKey) {
-        throw new AgentError('needs_login', 'this node is logged out or its key expired: run meshd up again with --authkey');
-      }
-      if (!reg.machineAuthorized) {
-        throw new AgentError('not_authorized', reg.authUrl
-          ? `control wants an interactive login at ${reg.authUrl}: meshd needs a pre-auth key, pass --authkey`
-          : 'control did not authorize this node: check the auth key, or approve the node on the server');
+      let user: string | undefined;
+      if (registered && prep) {
+        // The CLI that started this agent registered these keys already (src/cli/earlylogin.ts).
+        client.setHostinfo(hostinfo);
+        onSent();
+        user = registered.loginName;
+      } else {
+        progress(`contacting ${url}`);
+        user = (await login(client, { authKey: req.authKey, hostinfo, deadline, progress, log: this.log, onSent })).user?.loginName;
       }
       timeline('agent: registered');
       // Written while the tunnel starts; awaited before `up` returns.
       const serverKey = formatServerKey(await client.serverKey());
       const serverSaved = prefsSaved.then(() => store.update({ serverUrl: url, serverKey }));
       serverSaved.catch(() => {}); // awaited below; a failure there fails up
-      progress(`logged in${reg.user ? ` as ${reg.user.loginName}` : ''}; starting the tunnel`);
+      progress(`logged in${user ? ` as ${user}` : ''}; starting the tunnel`);
 
       if (this.opts.userspace) {
         // On a worker thread by default (src/daemon/netstack-thread.ts); MESHD_NETSTACK_THREAD=0 keeps it here.
@@ -1034,16 +1058,4 @@ function asAgentError(e: unknown): Error {
   const err = e as { code?: unknown; message?: string };
   if (typeof err.code === 'string' && err.message) return e as Error;
   return new AgentError('internal', err.message ?? String(e));
-}
-
-async function withDeadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const t = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new AgentError('timeout', `timed out ${what} after the --timeout ran out: check that the login server is reachable, or raise --timeout`, true)), ms);
-  });
-  try {
-    return await Promise.race([p, t]);
-  } finally {
-    clearTimeout(timer);
-  }
 }

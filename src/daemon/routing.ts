@@ -6,7 +6,7 @@ import type { MapDelta, NetworkMap } from '../control/netmap.ts';
 import type { Hostinfo } from '../control/wire.ts';
 import { PacketFilter } from '../filter/filter.ts';
 import { LinuxRouter, cleanupStale, forwardingWarning, type Exec } from '../router/linux.ts';
-import { DEFAULT_PREFS, canonicalPrefix, isExitRoute, offersExit, planRoutes, routableIPs, subnetRoutes, type RoutePlan, type RoutePrefs } from '../router/plan.ts';
+import { DEFAULT_PREFS, canonicalPrefix, mergePrefs, isExitRoute, offersExit, planRoutes, routableIPs, subnetRoutes, type RoutePlan, type RoutePrefs } from '../router/plan.ts';
 import type { DataPlane } from './dataplane.ts';
 import type { Touched } from './peersync.ts';
 import type { NodeInfo } from '../control/netmap.ts';
@@ -78,15 +78,7 @@ export class Routing {
   /** Merges the flags `up` was given; true when the advertised routes changed. */
   setPrefs(p: Partial<RoutePrefs>): boolean {
     const before = routableIPs(this.prefs).join(',');
-    const next: RoutePrefs = { ...this.prefs };
-    if (p.advertiseExitNode !== undefined) next.advertiseExitNode = p.advertiseExitNode;
-    if (p.advertiseRoutes !== undefined) next.advertiseRoutes = p.advertiseRoutes.map(canonicalPrefix);
-    if (p.exitNode !== undefined) next.exitNode = p.exitNode.trim();
-    if (p.exitNodeAllowLanAccess !== undefined) next.exitNodeAllowLanAccess = p.exitNodeAllowLanAccess;
-    if (p.acceptRoutes !== undefined) next.acceptRoutes = p.acceptRoutes;
-    if (next.advertiseExitNode && next.exitNode) {
-      throw new TypeError('cannot offer an exit node and use one at the same time: drop --advertise-exit-node or pass --exit-node=');
-    }
+    const next = mergePrefs(this.prefs, p);
     this.prefs = next;
     return routableIPs(next).join(',') !== before;
   }

@@ -16,6 +16,7 @@
 import { hash, randomFillSync } from 'node:crypto';
 import { IpDrop, IpHeader, Proto, addrEq, addrHash, fold, formatAddr, ipHeaderLen, parseAddr, pseudoSum, sum16, writeIpHeader } from './ip.ts';
 import { F, SegDrop, TcpSeg, put32, writeTcpHeader } from './segment.ts';
+import { BufferBudget } from './budget.ts';
 import { DEFAULT_TCP, Opt, S, Tcb, type TcpConfig, type TcpHandler, type TcpHost } from './tcp.ts';
 
 /** Ephemeral ports for active opens: 32768-60999, Linux's default ip_local_port_range. */
@@ -90,6 +91,7 @@ const COUNTER_NAMES = [
   'synFloodDrop', 'synRefusedFull', 'synNoListener', 'dropOutOfWindow', 'challengeAck', 'retransmits', 'fastRetransmit',
   'rtoExpired', 'dropOooFull', 'windowProbes', 'zeroWindowAbort', 'keepaliveProbes', 'keepaliveTimeout', 'acceptTimeout',
   'dropTooBig', 'dropOutputFull', 'connsOpened', 'connsAccepted',
+  'bufPressure', 'bufGrowDenied', 'bufWindowClamped', 'bufWriteClamped',
 ] as const;
 
 /** A TCP/IP stack for a set of local addresses. */
@@ -98,6 +100,8 @@ export class Netstack implements TcpHost {
   readonly limits: NetstackLimits;
   readonly mtu: number;
   readonly counters: Record<string, number> = Object.fromEntries(COUNTER_NAMES.map((n) => [n, 0]));
+  /** What all TCP connections hold or were promised, against cfg.memPressure and cfg.memHard (budget.ts). */
+  readonly budget: BufferBudget;
   /** Accept TCP and UDP to any destination (exit node, subnet router); ICMP echo stays local-only. */
   promiscuous = false;
   /** Passive opens no listener takes: held SYN-RECEIVED connections (accept() or reject() them). */
@@ -146,6 +150,11 @@ export class Netstack implements TcpHost {
     this.sink = o.sink;
     this.mtu = o.mtu ?? 1280;
     this.cfg = { ...DEFAULT_TCP, ...o.tcp };
+    this.budget = new BufferBudget({ pressure: this.cfg.memPressure, hard: this.cfg.memHard }, this.counters);
+    // Gauges among the counters (read when status or a test looks, nothing written per packet).
+    const b = this.budget;
+    Object.defineProperty(this.counters, 'bufBytes', { enumerable: true, get: () => b.used });
+    Object.defineProperty(this.counters, 'bufBytesPeak', { enumerable: true, get: () => b.peak });
     this.limits = { maxConns: 16384, maxHalfOpen: 1024, ...o.limits };
     this.random = o.random ?? ((b) => { randomFillSync(b); });
     this.pkt = new Uint8Array(this.mtu + 64);

@@ -15,10 +15,13 @@
 //                                               segments (stretch ACKs, as gVisor per batch)
 //   buffer auto-tuning ........................ receive and send buffers grow from 1 MiB to 4 MiB
 //                                               (as Linux and gVisor grow theirs; see Tcb.rcvBuf)
+//   stack-wide buffer budget .................. Linux's tcp_mem: growth stops under pressure, new
+//                                               windows and writes fit the hard limit (budget.ts)
 //   zero-window probes, keepalive ............. RFC 9293 3.8.6.1, 3.8.4
 //   TIME-WAIT ................................. 2*MSL with MSL 30 s (Linux's 60 s TIME-WAIT)
 import { F, type TcpSeg } from './segment.ts';
 import { ByteRing } from './ring.ts';
+import type { BufferBudget } from './budget.ts';
 
 /** Connection states (RFC 9293 3.3.2). */
 export const S = {
@@ -71,6 +74,14 @@ export interface TcpConfig {
   zeroWindowMaxMs: number;
   /** Most out-of-order segments held per connection. */
   maxOoo: number;
+  /** Stack-wide: above this many bytes held or promised by all connections, no buffer grows (budget.ts). */
+  memPressure: number;
+  /** Stack-wide: new windows and writes stay within this many bytes (beyond each connection's share, budget.ts). */
+  memHard: number;
+  /** Least receive buffer a connection keeps past the hard limit, when its share is smaller (Linux's tcp_rmem[0]). */
+  rcvBufMin: number;
+  /** Least send buffer a connection keeps past the hard limit, when its share is smaller (Linux's tcp_wmem[0]). */
+  sndBufMin: number;
 }
 
 export const DEFAULT_TCP: TcpConfig = {
@@ -105,6 +116,15 @@ export const DEFAULT_TCP: TcpConfig = {
   zeroWindowOrphanMs: 60_000,
   zeroWindowMaxMs: 600_000,
   maxOoo: 1024,
+  // Linux sizes tcp_mem from RAM (pressure = 1/16 of it, low 3/4 of that, hard 1.5x). Ours is
+  // fixed: 64 MiB lets ~8 connections grow both buffers to 4 MiB (one download needs 4 + 4);
+  // 96 MiB (1.5x, as Linux) is the most all connections hold or are promised beyond their shares.
+  memPressure: 64 << 20,
+  memHard: 96 << 20,
+  // Linux guarantees 4 KiB; 16 KiB is ~13 segments at the tailnet's MSS, enough for three
+  // duplicate ACKs and fast retransmit while the stack is at its hard limit.
+  rcvBufMin: 16 << 10,
+  sndBufMin: 16 << 10,
 };
 
 /** What the application gets from a connection; methods are called synchronously by the stack. */
@@ -127,6 +147,8 @@ export interface TcpHost {
   readonly now: number;
   readonly cfg: TcpConfig;
   readonly counters: Record<string, number>;
+  /** The stack-wide buffer budget every connection charges (budget.ts). */
+  readonly budget: BufferBudget;
   /** Sends a segment; data comes from the connection's send ring at offset `at` from SND.UNA. */
   emit(c: Tcb, flags: number, seq: number, at: number, len: number, opts: number): void;
   /** Notes that the connection has a timer due at `at` (ms). */
@@ -246,6 +268,14 @@ export class Tcb {
   ackNow = false;
   private quickAcks = 0;
   private lastData = 0;
+  /** Bytes charged to the stack's budget: unread + the advertised window not yet filled + send buffer bytes (see recharge). */
+  charged = 0;
+  /** Bytes this connection's buffers grew beyond their initial sizes, taken from the budget (given back at TIME-WAIT or CLOSED). */
+  private grown = 0;
+  /** Counted in budget.members. */
+  private member = false;
+  /** Budget events already counted for this connection: 1 receive and 2 send growth refused, 4 window clamped, 8 write clamped. */
+  private budgetNoted = 0;
   inDirty = false;
   closed = false;
   private readonly host: TcpHost;
@@ -277,14 +307,33 @@ export class Tcb {
   /** Queues up to len bytes for sending; returns how many were taken (0 when the buffer is full). */
   write(buf: Uint8Array, off: number, len: number): number {
     if (this.finQueued || this.closed || this.state === S.CLOSED) return 0;
-    const n = this.snd.push(buf, off, len);
-    if (n > 0 && (this.state === S.ESTABLISHED || this.state === S.CLOSE_WAIT)) this.output();
+    const free = this.snd.free;
+    const room = this.sndRoom(free);
+    if (room < free && room < len) this.noteBudget(8, 'bufWriteClamped');
+    else this.budgetNoted &= ~8;
+    const n = this.snd.push(buf, off, Math.min(len, room));
+    if (n > 0) {
+      this.recharge();
+      if (this.state === S.ESTABLISHED || this.state === S.CLOSE_WAIT) this.output();
+    }
     return n;
   }
 
   /** Room in the send buffer. */
   get writable(): number {
-    return this.finQueued || this.closed ? 0 : this.snd.free;
+    return this.finQueued || this.closed ? 0 : this.sndRoom(this.snd.free);
+  }
+
+  /** What a write may add: the ring's free room, within the budget's hard limit beyond the connection's share. */
+  private sndRoom(free: number): number {
+    const cfg = this.host.cfg;
+    const fit = Math.max(this.host.budget.headroom, this.keep(cfg.sndBufMin, cfg.sndBuf, this.snd.max) - this.snd.length);
+    return fit >= free ? free : Math.max(0, fit);
+  }
+
+  /** What a buffer keeps past the hard limit: the budget's share, at least `min`, at most the initial size and the buffer itself. */
+  private keep(min: number, initial: number, size: number): number {
+    return Math.min(size, Math.max(min, Math.min(initial, this.host.budget.share)));
   }
 
   /** Half-close: a FIN goes after the queued data (RFC 9293 3.10.4 CLOSE). */
@@ -315,6 +364,7 @@ export class Tcb {
   /** The application holds this many received bytes it has not consumed; opens the window as it shrinks. */
   setUnread(n: number): void {
     this.unread = n;
+    this.recharge();
     // An ACK already due carries the new window.
     if (this.state < S.ESTABLISHED || this.closed || this.finReceived || this.ackPending > 0) return;
     // Window update when the window grew by a segment and doubled or by half the buffer (receiver SWS avoidance, RFC 9293 3.8.6.2.2).
@@ -642,10 +692,18 @@ export class Tcb {
       // Send buffer auto-tuning (gVisor, Linux's tcp_sndbuf_expand): room for twice the congestion
       // window, so the buffer never limits what the window allows in flight.
       if (this.snd.max < cfg.sndBufMax && 2 * this.cwnd > this.snd.max) {
-        this.snd.max = Math.min(cfg.sndBufMax, 2 * this.snd.max);
-        this.host.counters.sndBufGrown = (this.host.counters.sndBufGrown ?? 0) + 1;
+        const next = Math.min(cfg.sndBufMax, 2 * this.snd.max);
+        if (this.host.budget.tryGrow(next - this.snd.max)) {
+          this.grown += next - this.snd.max;
+          this.snd.max = next;
+          this.budgetNoted &= ~2;
+          this.host.counters.sndBufGrown = (this.host.counters.sndBufGrown ?? 0) + 1;
+        } else {
+          this.noteBudget(2, 'bufGrowDenied');
+        }
       }
     }
+    if (dataAcked > 0) this.recharge();
     if (this.sndMax !== this.sndUna) this.armRto(true);
     else this.rtoAt = 0;
     if (dataAcked > 0 && !this.finQueued && !this.closed) this.handler?.onWritable(this);
@@ -796,8 +854,15 @@ export class Tcb {
   private tuneRcvBuf(now: number): void {
     if (this.rcvTuneAt >= 0 && seqLt(this.rcvNxt, this.rcvTuneSeq)) return;
     if (this.rcvTuneAt >= 0 && now - this.rcvTuneAt < RCV_TUNE_MS && this.unread < this.rcvBuf >> 1) {
-      this.rcvBuf = Math.min(this.host.cfg.rcvBufMax, this.rcvBuf * 2);
-      this.host.counters.rcvBufGrown = (this.host.counters.rcvBufGrown ?? 0) + 1;
+      const next = Math.min(this.host.cfg.rcvBufMax, this.rcvBuf * 2);
+      if (this.host.budget.tryGrow(next - this.rcvBuf)) {
+        this.grown += next - this.rcvBuf;
+        this.rcvBuf = next;
+        this.budgetNoted &= ~1;
+        this.host.counters.rcvBufGrown = (this.host.counters.rcvBufGrown ?? 0) + 1;
+      } else {
+        this.noteBudget(1, 'bufGrowDenied');
+      }
     }
     this.rcvTuneAt = now;
     this.rcvTuneSeq = add(this.rcvNxt, this.rcvBuf);
@@ -868,6 +933,7 @@ export class Tcb {
     if (this.finReceived) return;
     this.finReceived = true;
     this.rcvNxt = add(this.rcvNxt, 1);
+    this.recharge(); // nothing more arrives: the window no longer reserves budget
     this.ackNow = true;
     this.host.dirty(this);
     switch (this.state) {
@@ -889,6 +955,7 @@ export class Tcb {
     this.snd.release();
     this.ooo = [];
     this.oooBytes = 0;
+    this.recharge();
     this.armClose(this.host.cfg.timeWaitMs);
     // The application is done with it: tell it now, the TCB lingers for old duplicates.
     const h = this.handler;
@@ -903,21 +970,64 @@ export class Tcb {
     // Out-of-order bytes are not subtracted: they lie inside the window already (and are bounded by
     // it), and a window that shrank with each of them would stop the peer from counting our
     // duplicate ACKs (RFC 5681 2: a dup ACK leaves the window unchanged).
-    const free = Math.max(0, this.rcvBuf - this.unread);
+    let free = this.rcvBuf - this.unread;
+    // The budget: with window w this connection's charge becomes unread + w + send bytes, the rest
+    // of the stack's stays; past the hard limit it keeps its share (keep, budget.ts).
+    const fit = this.host.budget.headroom + this.charged - this.unread - this.snd.length;
+    if (fit < free) free = Math.max(fit, this.keep(this.host.cfg.rcvBufMin, this.host.cfg.rcvBuf, this.rcvBuf) - this.unread);
     const max = 0xffff << this.rcvShift;
-    return Math.min(max, free);
+    return Math.min(max, Math.max(0, free));
   }
 
   /** Window field for a segment, remembering the right edge it advertises. */
   windowField(syn: boolean): number {
     if (syn) { const w = Math.min(0xffff, this.rcvWindow()); this.rcvAdvRight = add(this.rcvNxt, w); return w; }
     let w = this.rcvWindow();
+    const max = 0xffff << this.rcvShift;
+    if (w < max && w < this.rcvBuf - this.unread) this.noteBudget(4, 'bufWindowClamped');
+    else this.budgetNoted &= ~4;
+    // RFC 9293 3.8.6.2.2: the right edge accepted never moves left. The field is the window rounded
+    // down to the scale (as gVisor's getSendParams): rounding up instead moved the edge forward by
+    // up to 2^shift - 1 bytes with each ACK of a stalled connection, past what the budget allowed.
+    // The edge the peer computes may then recede by less than 2^shift (RFC 7323 2.4 window
+    // retraction, which senders tolerate); what it was offered before is still accepted.
     const already = sub(this.rcvAdvRight, this.rcvNxt);
-    if (w < already) w = already; // RFC 9293 3.8.6.2.2: do not shrink the window
-    const field = Math.min(0xffff, Math.ceil(w / (1 << this.rcvShift)));
-    const adv = field << this.rcvShift;
-    if (seqGt(add(this.rcvNxt, adv), this.rcvAdvRight)) this.rcvAdvRight = add(this.rcvNxt, adv);
-    return field;
+    if (w > already) this.rcvAdvRight = add(this.rcvNxt, w);
+    else w = already;
+    this.recharge();
+    return Math.min(0xffff, w >>> this.rcvShift);
+  }
+
+  /**
+   * Brings this connection's charge on the stack's budget up to date: the bytes the application
+   * holds unread, the advertised window not yet filled (from ESTABLISHED until the peer's FIN: what
+   * the peer may still send), and the send buffer's bytes; nothing from TIME-WAIT on. Between
+   * calls it can only overstate (reads lower it; the window and writes, which raise it, call this).
+   */
+  private recharge(): void {
+    let n = 0;
+    const st = this.state;
+    if (!this.closed && st !== S.TIME_WAIT) {
+      n = this.unread + this.snd.length;
+      if (st >= S.ESTABLISHED && !this.finReceived) { const w = sub(this.rcvAdvRight, this.rcvNxt); if (w > 0) n += w; }
+    }
+    const d = n - this.charged;
+    if (d === 0) return;
+    const b = this.host.budget;
+    this.charged = n;
+    b.charge(d);
+    if (n > 0) { if (!this.member) { this.member = true; b.members++; } }
+    else if (this.closed || st === S.TIME_WAIT) {
+      if (this.member) { this.member = false; b.members--; }
+      if (this.grown !== 0) { b.shrink(this.grown); this.grown = 0; }
+    }
+  }
+
+  /** Counts a budget event once per connection until it clears (the bits of budgetNoted). */
+  private noteBudget(bit: number, counter: string): void {
+    if (this.budgetNoted & bit) return;
+    this.budgetNoted |= bit;
+    this.host.counters[counter] = (this.host.counters[counter] ?? 0) + 1;
   }
 
   /** Sends a bare ACK now. */
@@ -1123,6 +1233,7 @@ export class Tcb {
     this.ooo = [];
     this.oooBytes = 0;
     this.snd.release();
+    this.recharge();
     this.host.release(this);
     const h = this.handler;
     this.handler = undefined;

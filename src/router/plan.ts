@@ -40,6 +40,24 @@ export function canonicalPrefix(text: string): string {
   return formatPrefix(parsePrefix(text.trim()));
 }
 
+/**
+ * Prefs with the flags of one `up` laid over them (absent flags keep their value). Throws TypeError
+ * naming the conflict or a bad route. The agent's Routing and the CLI that registers for a fresh
+ * agent (src/cli/earlylogin.ts) merge with this one function, so both send the same RoutableIPs.
+ */
+export function mergePrefs(prev: RoutePrefs, p: Partial<RoutePrefs>): RoutePrefs {
+  const next: RoutePrefs = { ...prev };
+  if (p.advertiseExitNode !== undefined) next.advertiseExitNode = p.advertiseExitNode;
+  if (p.advertiseRoutes !== undefined) next.advertiseRoutes = p.advertiseRoutes.map(canonicalPrefix);
+  if (p.exitNode !== undefined) next.exitNode = p.exitNode.trim();
+  if (p.exitNodeAllowLanAccess !== undefined) next.exitNodeAllowLanAccess = p.exitNodeAllowLanAccess;
+  if (p.acceptRoutes !== undefined) next.acceptRoutes = p.acceptRoutes;
+  if (next.advertiseExitNode && next.exitNode) {
+    throw new TypeError('cannot offer an exit node and use one at the same time: drop --advertise-exit-node or pass --exit-node=');
+  }
+  return next;
+}
+
 /** Hostinfo.RoutableIPs for the prefs: the subnet routes, plus both exit routes for an exit node. */
 export function routableIPs(p: RoutePrefs): string[] {
   const out = p.advertiseRoutes.filter((r) => !isExitRoute(r));

@@ -1,10 +1,7 @@
 // `--state mem:`: the agent's identity lives only in memory, as tailscaled's --state=mem:. Nothing
 // is written to disk; the node is logged out when the agent ends (the keys die with the process).
-import {
-  formatPrivate, parsePrivate, generateKeyPair, publicKeyOf,
-  type MachinePublic, type NodePublic, type PrivateKey,
-} from '../control/keys.ts';
-import { STATE_VERSION, type Identity, type StateFile, type StateStore } from './store.ts';
+import { formatPrivate, generateKeyPair, type PrivateKey } from '../control/keys.ts';
+import { identityOf, STATE_VERSION, type Identity, type StateFile, type StateStore } from './store.ts';
 
 /** The spelling of the in-memory state, as tailscaled's `--state=mem:`. */
 export const MEM_STATE = 'mem:';
@@ -12,22 +9,18 @@ export const MEM_STATE = 'mem:';
 /** What the agent needs from a state store (StateStore on disk, MemoryStore in memory). */
 export type Store = Pick<StateStore, 'dir' | 'read' | 'update' | 'loadOrCreateIdentity' | 'rotateNodeKey'>;
 
-function identityOf(s: StateFile): Identity {
-  const machinePrivate = parsePrivate(s.machineKey);
-  const nodePrivate = parsePrivate(s.nodeKey);
-  return {
-    machinePrivate,
-    machinePublic: publicKeyOf<MachinePublic>(machinePrivate),
-    nodePrivate,
-    nodePublic: publicKeyOf<NodePublic>(nodePrivate),
-  };
-}
-
 /** A state store that never touches the disk. */
 export class MemoryStore implements Store {
   /** Shown where a directory would be. */
   readonly dir = MEM_STATE;
   private state: StateFile | undefined;
+
+  /** A store holding `state` (the identity the CLI that started this agent made: Agent.acceptLogin). */
+  static from(state: StateFile): MemoryStore {
+    const m = new MemoryStore();
+    m.state = { ...state };
+    return m;
+  }
 
   /** The state, undefined before the first identity. */
   async read(): Promise<StateFile | undefined> {

@@ -60,6 +60,18 @@ export interface Identity {
   readonly nodePublic: NodePublic;
 }
 
+/** The keys of a state file (throws on a malformed key). */
+export function identityOf(s: Pick<StateFile, 'machineKey' | 'nodeKey'>): Identity {
+  const machinePrivate = parsePrivate(s.machineKey);
+  const nodePrivate = parsePrivate(s.nodeKey);
+  return {
+    machinePrivate,
+    machinePublic: publicKeyOf<MachinePublic>(machinePrivate),
+    nodePrivate,
+    nodePublic: publicKeyOf<NodePublic>(nodePrivate),
+  };
+}
+
 /** Thrown when the state directory or file is unusable; the message says which and what to do. */
 export class StateError extends Error {
   /** Stable code. */
@@ -173,14 +185,7 @@ export class StateStore {
       };
       created = true;
     }
-    const machinePrivate = parsePrivate(s.machineKey);
-    const nodePrivate = parsePrivate(s.nodeKey);
-    const identity: Identity = {
-      machinePrivate,
-      machinePublic: publicKeyOf<MachinePublic>(machinePrivate),
-      nodePrivate,
-      nodePublic: publicKeyOf<NodePublic>(nodePrivate),
-    };
+    const identity = identityOf(s);
     onIdentity?.(identity, s);
     if (created) await this.write(s);
     return { identity, state: s, created };

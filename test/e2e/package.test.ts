@@ -50,11 +50,14 @@ describe('the npm package, installed into an empty prefix', { skip }, () => {
     assert.equal(sh(bin, ['version']).trim(), MESHD_VERSION);
     // The userspace stack's worker thread is loaded by URL next to the module that starts it.
     for (const f of ['dist/bundle/cli/netstack-worker.js', 'dist/src/daemon/netstack-worker.js']) assert.ok(existsSync(join(root, f)), `${f} is shipped`);
-    // The agent's bundle ships with the V8 code cache made at build time, and the installed copy uses it.
-    const agent = join(root, 'dist', 'bundle', 'cli', 'agent.cjs');
-    const cc = sh(process.execPath, ['--input-type=module', '-e',
-      `const m = await import(${JSON.stringify(pathToFileURL(join(root, 'bin', 'codecache.js')).href)}); m.loadCached(${JSON.stringify(agent)}); console.log(JSON.stringify(m.cacheStats));`]);
-    assert.equal((JSON.parse(cc) as { used: boolean }).used, true, `the installed agent bundle loads with its code cache: ${cc}`);
+    // The agent's bundle and `up`'s early login ship with the V8 code caches made at build time,
+    // and the installed copy uses them.
+    for (const name of ['agent.cjs', 'early.cjs']) {
+      const file = join(root, 'dist', 'bundle', 'cli', name);
+      const cc = sh(process.execPath, ['--input-type=module', '-e',
+        `const m = await import(${JSON.stringify(pathToFileURL(join(root, 'bin', 'codecache.js')).href)}); m.loadCached(${JSON.stringify(file)}); console.log(JSON.stringify(m.cacheStats));`]);
+      assert.equal((JSON.parse(cc) as { used: boolean }).used, true, `the installed ${name} loads with its code cache: ${cc}`);
+    }
     const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { dependencies: Record<string, string> };
     assert.equal(pkg.dependencies.undici, undefined, 'no unused dependency');
   });

@@ -10,8 +10,8 @@ import { NoiseConn } from '../../src/control/noise/conn.ts';
 import { encodeEarlyPayload } from '../../src/control/noise/early.ts';
 import { formatMachinePublic, generateKeyPair, type MachinePublic } from '../../src/control/keys.ts';
 
-/** Handles one HTTP/2 request with its parsed JSON body. */
-export type FakeHandler = (path: string, body: unknown, stream: http2.ServerHttp2Stream) => void;
+/** Handles one HTTP/2 request with its parsed JSON body and the Noise peer's machine key (`mkey:`). */
+export type FakeHandler = (path: string, body: unknown, stream: http2.ServerHttp2Stream, machineKey: string) => void;
 
 /** A running fake control server. */
 export class FakeControl {
@@ -47,10 +47,14 @@ export class FakeControl {
     });
     await new Promise<void>((r) => srv.listen(port, host, () => r()));
     const fc = new FakeControl(srv, h2, `http://${host}:${(srv.address() as AddressInfo).port}`);
+    // The session http2 makes for a connection emitted below gets that connection's client key.
+    const sessionKeys = new WeakMap<http2.Http2Session, string>();
+    let acceptedKey = '';
+    h2.on('session', (session) => sessionKeys.set(session, acceptedKey));
     h2.on('stream', (stream, headers) => {
       let body = '';
       stream.on('data', (c: Buffer) => (body += c.toString('utf8')));
-      stream.on('end', () => fc.handler(String(headers[':path']), body ? JSON.parse(body) : undefined, stream));
+      stream.on('end', () => fc.handler(String(headers[':path']), body ? JSON.parse(body) : undefined, stream, sessionKeys.get(stream.session!) ?? ''));
     });
     srv.on('upgrade', (req: http.IncomingMessage, sock: Duplex) => {
       const init = new Uint8Array(Buffer.from(String(req.headers['x-tailscale-handshake']), 'base64'));
@@ -63,6 +67,7 @@ export class FakeControl {
       conn.on('close', () => fc.conns.delete(conn));
       fc.connections++;
       conn.write(encodeEarlyPayload({ nodeKeyChallenge: 'chalpub:' + '00'.repeat(32) }));
+      acceptedKey = formatMachinePublic(acc.clientPublic);
       h2.emit('connection', conn);
     });
     return fc;
