@@ -1,5 +1,6 @@
 // Transport-data AEAD in batches (TransportAead): the native backend, which seals or opens a whole
-// batch in one call through OpenSSL EVP contexts kept per key in native/src/aead.c, and the
+// batch in one call in native/src/aead.c (OpenSSL's ChaCha20 and Poly1305 called directly where
+// Node's OpenSSL exports them, else EVP contexts kept per key), and the
 // per-packet adapter that runs the node:crypto and @noble backends behind the same interface (they
 // stay as the references the native path is checked against).
 import { native } from '../native/index.ts';
@@ -68,7 +69,7 @@ interface NativeKey extends TransportKey {
   freed: boolean;
 }
 
-/** ChaCha20-Poly1305 batches in one native call each (OpenSSL EVP from Node's own process). */
+/** ChaCha20-Poly1305 batches in one native call each (OpenSSL from Node's own process, without EVP where it can). */
 export class NativeTransport implements TransportAead {
   readonly name = 'native';
 

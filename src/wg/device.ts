@@ -147,7 +147,9 @@ export class Device {
     this.crypto = opts.crypto ?? defaultCrypto();
     if (opts.crypto === undefined) {
       const why = nativeAeadError();
-      this.log(why === null ? 'transport crypto: native batched ChaCha20-Poly1305 (OpenSSL EVP)' : `transport crypto: node:crypto per packet (native AEAD unavailable: ${why})`);
+      // NativeTransport.direct: ChaCha20 and Poly1305 called without EVP (native/src/aead.c).
+      const direct = (this.crypto.transport as { readonly direct?: boolean } | undefined)?.direct === true;
+      this.log(why === null ? `transport crypto: native batched ChaCha20-Poly1305 (OpenSSL ${direct ? 'ChaCha20_ctr32 and Poly1305, no EVP' : 'EVP'})` : `transport crypto: node:crypto per packet (native AEAD unavailable: ${why})`);
     }
     this.transport = this.crypto.transport ?? new PerPacketTransport(this.crypto.name, this.crypto.aead);
     this.batched = opts.batched ?? false;
