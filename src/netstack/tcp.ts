@@ -1011,12 +1011,12 @@ export class Tcb {
       n = this.unread + this.snd.length;
       if (st >= S.ESTABLISHED && !this.finReceived) { const w = sub(this.rcvAdvRight, this.rcvNxt); if (w > 0) n += w; }
     }
-    const d = n - this.charged;
-    if (d === 0) return;
     const b = this.host.budget;
-    this.charged = n;
-    b.charge(d);
+    const d = n - this.charged;
+    if (d !== 0) { this.charged = n; b.charge(d); }
     if (n > 0) { if (!this.member) { this.member = true; b.members++; } }
+    // Also when nothing was charged any more before the end (all read, sent and acknowledged):
+    // membership and growth go back at TIME-WAIT or CLOSED whatever the last charge was.
     else if (this.closed || st === S.TIME_WAIT) {
       if (this.member) { this.member = false; b.members--; }
       if (this.grown !== 0) { b.shrink(this.grown); this.grown = 0; }

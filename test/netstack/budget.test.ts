@@ -157,6 +157,8 @@ describe('netstack buffer budget: a stack-wide cap on TCP buffers', () => {
     assert.ok(p.until(() => srv.every((t) => t.closed || t.stateName === 'TIME-WAIT'), 10_000), 'all closed');
     assert.equal(p.a.budget.used, 0);
     assert.equal(p.a.budget.underPressure, false);
+    assert.equal(p.a.budget.grown, 0, 'their growth given back');
+    assert.equal(p.a.budget.members, 0, 'none still counted for the share');
     // A new connection whose reader keeps up grows its window again.
     const grownBefore = p.a.counters.rcvBufGrown ?? 0;
     const ss = new Sink();
@@ -170,6 +172,12 @@ describe('netstack buffer budget: a stack-wide cap on TCP buffers', () => {
     assert.equal(sha(ss.data()), sha(data));
     assert.ok((p.a.counters.rcvBufGrown ?? 0) > grownBefore, 'grew after the budget came back');
     assert.equal(fresh!.rcvBuf, tcp.rcvBufMax);
+    // It ends orderly with everything read (nothing charged when it reaches TIME-WAIT or CLOSED): its growth comes back too.
+    fresh!.shutdown();
+    assert.ok(p.until(() => fresh!.closed || fresh!.stateName === 'TIME-WAIT', 10_000), 'fresh closed');
+    assert.equal(p.a.budget.used, 0);
+    assert.equal(p.a.budget.grown, 0, 'the fresh connection\'s growth given back');
+    assert.equal(p.a.budget.members, 0);
   });
 
   it('past the hard limit a window already advertised is honoured in full and never shrunk, while new windows stay at the connection\'s share until the budget frees', () => {
