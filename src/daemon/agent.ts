@@ -557,6 +557,13 @@ export class Agent implements LocalBackend {
         });
       });
       firstMap.catch(() => {}); // awaited below; a failure before then is the one reported
+      // Beside the stream, a lite map request with the same disco key and endpoints, as tailscaled's
+      // update routine sends once logged in. headscale 0.29.2 applies both in its next NodeStore
+      // batch (every 500 ms), but queues the peers' change for the lite one at once and for the
+      // stream only after our first map, one batch later; peers get changes on an 800 ms tick. A
+      // tick between those two batches then already gives peers our disco key, before our first
+      // packet, instead of a tick after the first map (up to 800 ms later).
+      client.updateEndpoints(this.magic!.ourEndpoints()).catch((e: Error) => this.log(`first endpoint report: ${e.message}`));
       const localServices = this.us ? undefined : import('../netstack/local.ts');
       this.dp = DataPlane.open({
         name: this.opts.tunName, mtu: TAILNET_MTU, log: this.log, roaming: false, bind: this.magic, initiationResendMs: INITIATION_RESEND_MS,

@@ -17,15 +17,20 @@ import { packageRoot } from '../../src/util/root.ts';
 
 const bin = join(packageRoot(), 'bin', 'meshd.js');
 
-interface Seen { path: string; body: Record<string, unknown>; machineKey: string; session: number }
+interface Seen { path: string; body: Record<string, unknown>; machineKey: string; session: number; mapSent?: boolean }
 
-/** A fake control that registers anyone whose auth key is `good-key` and serves a one-node map. */
-function serve(fc: FakeControl, seen: Seen[]): void {
+/**
+ * A fake control that registers anyone whose auth key is `good-key` and serves a one-node map,
+ * `mapDelayMs` after the streaming request (headscale takes about a second). `mapSent` on each
+ * request says whether a first map had been written by then.
+ */
+function serve(fc: FakeControl, seen: Seen[], mapDelayMs = 0): void {
   const sessions = new Map<unknown, number>();
+  let mapSent = false;
   fc.handler = (path, raw, stream, machineKey) => {
     const body = (raw ?? {}) as Record<string, unknown>;
     if (!sessions.has(stream.session)) sessions.set(stream.session, sessions.size + 1);
-    seen.push({ path, body, machineKey, session: sessions.get(stream.session)! });
+    seen.push({ path, body, machineKey, session: sessions.get(stream.session)!, mapSent });
     if (path === '/machine/register') {
       const auth = (body.Auth as { AuthKey?: string } | undefined)?.AuthKey;
       stream.respond({ ':status': 200, 'content-type': 'application/json' });
@@ -41,7 +46,13 @@ function serve(fc: FakeControl, seen: Seen[]): void {
         ID: 1, StableID: 'n1', Name: 'n1.test.example.', User: 1, Key: body.NodeKey, DiscoKey: body.DiscoKey, Addresses: ['100.64.0.1/32'],
         AllowedIPs: ['100.64.0.1/32'], Endpoints: [], HomeDERP: 0, Hostinfo: { Hostname: 'n1', OS: 'linux' }, Online: true, MachineAuthorized: true,
       };
-      stream.write(encodeMapFrame({ Node: node, Peers: [], DERPMap: { Regions: {} }, PacketFilter: [], Domain: 'test.example', ControlTime: new Date().toISOString() }));
+      const write = (): void => {
+        if (stream.destroyed) return;
+        mapSent = true;
+        stream.write(encodeMapFrame({ Node: node, Peers: [], DERPMap: { Regions: {} }, PacketFilter: [], Domain: 'test.example', ControlTime: new Date().toISOString() }));
+      };
+      if (mapDelayMs > 0) setTimeout(write, mapDelayMs);
+      else write();
       return;
     }
     stream.respond({ ':status': 404 });
@@ -125,6 +136,31 @@ describe('meshd up registering from the CLI for the agent it starts', () => {
       await meshd(['--socket', socket, 'down']);
     }
     assert.deepEqual(await noneLeft(socket), [], 'the agent exits after down');
+  });
+
+  it('reports its disco key and endpoints with a lite map request beside the stream, before the first map (as tailscaled once logged in)', async () => {
+    // headscale queues the peers' change for a lite request as soon as its NodeStore batch applies
+    // it, and for the stream only after our first map: peers can learn us one change tick sooner.
+    const seen: Seen[] = [];
+    serve(fc, seen, 400);
+    const socket = join(dir, 'lite.sock');
+    const r = await meshd(['--socket', socket, 'up', '--tun=userspace-networking', '--port', '0', '--state', 'mem:',
+      '--login-server', fc.url, '--authkey', 'good-key', '--timeout', '5s']);
+    try {
+      assert.equal(r.status, 0, r.stderr);
+    } finally {
+      await meshd(['--socket', socket, 'down']);
+    }
+    const stream = seen.find((s) => s.path === '/machine/map' && s.body.Stream);
+    const lite = seen.find((s) => s.path === '/machine/map' && !s.body.Stream);
+    assert.ok(stream, 'the agent streamed the map');
+    assert.ok(lite, 'a lite map request');
+    assert.equal(lite.mapSent, false, 'the lite request came before the first map');
+    assert.equal(lite.body.OmitPeers, true);
+    assert.equal(lite.body.NodeKey, stream.body.NodeKey);
+    assert.equal(lite.body.DiscoKey, stream.body.DiscoKey);
+    assert.match(String(lite.body.DiscoKey), /^discokey:[0-9a-f]{64}$/);
+    assert.equal(lite.session, stream.session, 'on the agent\'s connection');
   });
 
   it('keeps in-memory keys (--state mem:) in the agent: it streams the map and logs out with the key the CLI registered', async () => {
