@@ -3,6 +3,8 @@
 // answer can end it (a floor or the STUN timeout would never pass).
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { PassThrough } from 'node:stream';
+import type { Socket } from 'node:net';
 import { generateKeyPair } from '../../src/crypto/box.ts';
 import { Endpoints, type Endpoint } from '../../src/net/endpoint.ts';
 import { MagicSock } from '../../src/magicsock/magicsock.ts';
@@ -17,7 +19,7 @@ const derpMap = {
   },
 } as unknown as DERPMap;
 
-function magic(answer: (to: Endpoint) => number | null): { ms: MagicSock; reports: number[] } {
+function magic(answer: (to: Endpoint) => number | null, dialled: string[] = []): { ms: MagicSock; reports: number[] } {
   const endpoints = new Endpoints();
   const node = generateKeyPair(), disco = generateKeyPair();
   const reports: number[] = [];
@@ -36,6 +38,8 @@ function magic(answer: (to: Endpoint) => number | null): { ms: MagicSock; report
       receiveWireGuard: () => {},
     },
     nodePrivate: node.privateKey, discoPrivate: disco.privateKey, log: () => {}, derpHttp: false,
+    // A DERP dial is only recorded: the socket never connects.
+    derpDial: (host: string, port: number) => { dialled.push(`${host}:${port}`); return new PassThrough() as unknown as Socket; },
     localEndpoints: () => ['10.0.0.1:41641'], onReport: (_eps, ni) => { reports.push(Number(ni.PreferredDERP)); }, now: () => now,
   });
   return { ms, reports };
@@ -63,5 +67,26 @@ describe('MagicSock netcheck', () => {
     const r = await within(ms.netcheck(), 300);
     ms.close();
     assert.equal(r, 'still running');
+  });
+
+  it('with a one-region map, dials that region as home at once, before netcheck has any answer', async () => {
+    const one = { Regions: { 7: { RegionID: 7, RegionCode: 'seven', RegionName: 'seven', Nodes: [{ Name: '7a', RegionID: 7, HostName: '192.0.2.7', IPv4: '192.0.2.7', DERPPort: 443 }] } } } as unknown as DERPMap;
+    const dialled: string[] = [];
+    const { ms, reports } = magic(() => null, dialled); // STUN is never answered
+    ms.setDerpMap(one);
+    assert.equal(ms.homeRegion, 7);
+    assert.deepEqual(dialled, ['192.0.2.7:443'], 'the home connection is being dialled');
+    assert.deepEqual(reports, [], 'nothing reported before netcheck ends');
+    ms.close();
+  });
+
+  it('with two regions, leaves the choice to netcheck (no home, no dial before an answer)', async () => {
+    const two = { Regions: { 1: { ...derpMap.Regions![1]!, Nodes: [{ ...derpMap.Regions![1]!.Nodes[0]!, STUNOnly: false }] }, 2: derpMap.Regions![2]! } } as unknown as DERPMap;
+    const dialled: string[] = [];
+    const { ms } = magic(() => null, dialled);
+    ms.setDerpMap(two);
+    assert.equal(ms.homeRegion, 0);
+    assert.deepEqual(dialled, []);
+    ms.close();
   });
 });
