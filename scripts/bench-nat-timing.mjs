@@ -19,19 +19,47 @@ const median = (xs) => { const s = xs.filter((x) => x !== null && Number.isFinit
 const worst = (xs) => (xs.some((x) => x === null) || xs.length === 0 ? null : Math.max(...xs));
 const ratio = (a, b) => (a !== null && b ? +(a / b).toFixed(2) : null);
 
-/** Runs `rounds` rounds of every pairing against `ref` (a tailscaled node named refName at refIp). */
+/** A small seeded PRNG (mulberry32): the pauses of a run can be replayed with --seed. */
+function prng(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * Runs `rounds` rounds of every pairing against `ref` (a tailscaled node named refName at refIp).
+ * opts.phaseSpreadMs (default 4000; 0: none): before each `up`, an untimed pause drawn uniformly
+ * from [0, phaseSpreadMs). headscale 0.29.2 applies node writes on a 500 ms ticker and hands
+ * changes to peers on an 800 ms ticker, both running since it started; where `up` falls in the
+ * 4 s they repeat in decides whether the reference hears of the subject before its first packet.
+ * Without a pause, each kind's rounds took about the same time every round, so each kind kept
+ * landing on its own phase (one run: every meshd round ~150 ms after the tick, every tailscaled
+ * round just before it), and the comparison measured the schedule. The order of the two kinds
+ * also alternates per round. opts.seed replays a run's pauses.
+ */
 export async function timingPairings(lab, key, ref, refName, refIp, rounds, log, opts = {}) {
   const ping = (node, ip) => lab.lab.tryExec(node.ns, ['ping', '-c', '1', '-W', '1', ip], 5000).status === 0;
+  const spread = opts.phaseSpreadMs ?? 4000;
+  const seed = opts.seed ?? (Date.now() % 2 ** 31);
+  const rand = prng(seed);
+  if (spread > 0) log(`phase spread: a pause of 0-${spread} ms before each up (seed ${seed})`);
   const timing = {};
   for (const p of PAIRINGS) timing[p.key] = { label: p.label, meshd: { firstMs: [], directMs: [] }, tailscaled: { firstMs: [], directMs: [] } };
   for (let r = 0; r < rounds; r++) {
     for (const [pi, p] of PAIRINGS.entries()) {
       if (opts.only && !opts.only.includes(p.key)) continue;
-      for (const kind of ['meshd', 'tailscaled']) {
+      for (const kind of r % 2 === 0 ? ['meshd', 'tailscaled'] : ['tailscaled', 'meshd']) {
         const name = `${kind[0]}${pi}r${r}`;
         const n = p.nat === 'portmap' ? await lab.addPortmapNode(name, 'hard', { upnp: true, natpmp: true }) : lab.addNatNode(name, 'easy');
+        if (spread > 0) await new Promise((w) => setTimeout(w, Math.floor(rand() * spread)));
         const t0 = Date.now();
         let myIp, u;
+        const marks = []; // [ms after up, what]: the bench's own steps, for the timeline
         if (kind === 'meshd') {
           u = lab.up(n, key);
           if (u.status !== 0) throw new Error(`meshd up: ${u.stderr}`);
@@ -40,8 +68,10 @@ export async function timingPairings(lab, key, ref, refName, refIp, rounds, log,
           myIp = u.stdout.trim().split('\n').find((a) => /^\d+\.\d+\.\d+\.\d+$/.test(a.trim()))?.trim();
         } else {
           await lab.startTailscaled(n, key, p.nat === 'portmap' ? { TS_DISABLE_PORTMAPPER: '0' } : {});
+          marks.push([Date.now() - t0, 'bench: tailscaled up returned']);
           myIp = lab.tailscale(n, ['ip', '-4']).stdout.trim();
         }
+        marks.push([Date.now() - t0, `bench: ${kind} ready, pinging`]);
         const [src, dstIp] = p.from === 'subject' ? [n, refIp] : [ref, myIp];
         let first = null, dir = null;
         for (let i = 0; i < 600 && Date.now() - t0 < 30_000; i++) {
@@ -64,7 +94,7 @@ export async function timingPairings(lab, key, ref, refName, refIp, rounds, log,
           const reg = lines.find(([, what]) => (kind === 'meshd' ? /register request sent/ : /RegisterReq/).test(what));
           (timing[p.key][kind].registerMs ??= []).push(reg ? reg[0] : null);
           if (kind !== 'meshd' && opts.timeline !== 'all') lines.splice(0, lines.length, ...lines.filter(([, what]) => TS_STEPS.test(what.slice(11)) || /RegisterReq/.test(what)));
-          lines.push(...tsTimeline(lab.tailscaledLog(ref), t0, until, 'ref', opts.timeline === 'all'));
+          lines.push(...tsTimeline(lab.tailscaledLog(ref), t0, until, 'ref', opts.timeline === 'all'), ...marks);
           log(lines.sort((a, b) => a[0] - b[0]).map(([ms, what]) => `  ${String(ms).padStart(6)} ${what}`).join('\n'));
         }
         if (kind === 'meshd') lab.meshd(n, ['down']);

@@ -57,6 +57,8 @@ async function waitDirect(kind, n, peerIp, peerName, t0) {
 }
 
 // --pairings easyOut,easyIn,portmapOut (with --timing-only): only these.
+// --phase-spread MS (with --timing-only; default 4000, 0: none): an untimed random pause before each
+// `up` (see bench-nat-timing.mjs); --seed N replays a run's pauses.
 // --timeline (with --timing-only): per round, the start-up steps of meshd (MESHD_TIMELINE) or the
 // subject tailscaled and of the reference tailscaled (TS_DEBUG_LOG_TIME), in ms after `up`.
 if (o.timeline) { process.env.MESHD_TIMELINE = '1'; process.env.TS_DEBUG_LOG_TIME = '1'; }
@@ -67,7 +69,7 @@ if (o['timing-only']) {
     const key = lab.authKey({ reusable: true });
     const tref = lab.addNatNode('tref', 'easy');
     await lab.startTailscaled(tref, key);
-    timing = await timingPairings(lab, key, tref, 'tref', lab.tailscale(tref, ['ip', '-4']).stdout.trim(), o.rounds, log, { timeline: o.timeline, ...(o.pairings ? { only: String(o.pairings).split(',') } : {}) });
+    timing = await timingPairings(lab, key, tref, 'tref', lab.tailscale(tref, ['ip', '-4']).stdout.trim(), o.rounds, log, { timeline: o.timeline, ...(o['phase-spread'] !== undefined ? { phaseSpreadMs: Number(o['phase-spread']) } : {}), ...(o.seed !== undefined ? { seed: Number(o.seed) } : {}), ...(o.pairings ? { only: String(o.pairings).split(',') } : {}) });
   } finally {
     await lab.dispose();
   }
