@@ -93,6 +93,23 @@ describe('direct mode', () => {
     assert.equal(off.status().host.mode, 'none');
     await off.stop();
   });
+
+  it('reads the host resolver at start, before any map, so the first apply only writes', async () => {
+    const d = etc();
+    writeFileSync(join(d, 'resolv.conf'), ORIGINAL);
+    let reads = 0;
+    const env: ModeEnv = { readFile: (p) => { reads++; return p === '/etc/resolv.conf' ? ORIGINAL : undefined; }, resolvedRunning: () => false, nmUsesResolved: () => false, resolvconfStyle: () => '' };
+    const logs: string[] = [];
+    const svc = new DnsService({ log: (l) => logs.push(l), tunName: 'meshd0', etcDir: d, modeEnv: env });
+    svc.start(() => {});
+    for (let i = 0; i < 50 && !logs.some((l) => /host resolver mode direct/.test(l)); i++) await new Promise((r) => setTimeout(r, 10));
+    assert.ok(logs.some((l) => /host resolver mode direct/.test(l)), 'the mode was decided at start');
+    const before = reads;
+    await svc.apply(labMap());
+    assert.equal(reads, before, 'the first apply did not read the host again');
+    assert.match(readFileSync(join(d, 'resolv.conf'), 'utf8'), /nameserver 100\.100\.100\.100/);
+    await svc.stop();
+  });
 });
 
 describe('a namespace that shares the host\'s /etc', () => {
