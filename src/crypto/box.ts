@@ -8,11 +8,12 @@
 // The second is what disco (after its magic and sender key) and DERP ClientInfo/ServerInfo carry
 // (tailscale types/key/node.go SealTo, types/key/disco.go DiscoShared.Seal).
 //
-// X25519 uses node:crypto (raw keys wrapped in PKCS#8 / SPKI DER); HSalsa20 and
+// X25519 uses node:crypto through src/crypto/x25519.ts (raw keys as JWK, cached KeyObjects); HSalsa20 and
 // XSalsa20-Poly1305 come from @noble/ciphers. A reference X25519 (@noble/curves) is tested
 // against this one in test/crypto/box.test.ts.
-import { createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, randomFillSync } from 'node:crypto';
+import { generateKeyPairSync, randomFillSync } from 'node:crypto';
 import { hsalsa, xsalsa20poly1305 } from '@noble/ciphers/salsa.js';
+import { nodeX25519 } from './x25519.ts';
 
 /** Bytes in an X25519 key (public, private or shared). */
 export const KEY_LEN = 32;
@@ -23,10 +24,6 @@ export const TAG_LEN = 16;
 /** Bytes a sealed message adds to its plaintext: nonce + tag. */
 export const SEAL_OVERHEAD = NONCE_LEN + TAG_LEN;
 
-// DER prefixes for raw X25519 keys (RFC 8410): PKCS#8 private key and SPKI public key.
-const PKCS8_PREFIX = Uint8Array.from([0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x6e, 0x04, 0x22, 0x04, 0x20]);
-const SPKI_PREFIX = Uint8Array.from([0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x6e, 0x03, 0x21, 0x00]);
-
 // "expand 32-byte k" as little-endian words (Salsa20 sigma).
 const SIGMA = Uint32Array.from([0x61707865, 0x3320646e, 0x79622d32, 0x6b206574]);
 
@@ -34,20 +31,6 @@ function checkKey(k: Uint8Array, what: string): void {
   if (!(k instanceof Uint8Array) || k.length !== KEY_LEN) {
     throw new TypeError(`box: ${what} must be ${KEY_LEN} bytes, got ${k instanceof Uint8Array ? k.length : typeof k}`);
   }
-}
-
-function privateKeyObject(priv: Uint8Array) {
-  const der = new Uint8Array(PKCS8_PREFIX.length + KEY_LEN);
-  der.set(PKCS8_PREFIX, 0);
-  der.set(priv, PKCS8_PREFIX.length);
-  return createPrivateKey({ key: Buffer.from(der.buffer, der.byteOffset, der.length), format: 'der', type: 'pkcs8' });
-}
-
-function publicKeyObject(pub: Uint8Array) {
-  const der = new Uint8Array(SPKI_PREFIX.length + KEY_LEN);
-  der.set(SPKI_PREFIX, 0);
-  der.set(pub, SPKI_PREFIX.length);
-  return createPublicKey({ key: Buffer.from(der.buffer, der.byteOffset, der.length), format: 'der', type: 'spki' });
 }
 
 /** A fresh random X25519 key pair (raw 32-byte keys). */
@@ -61,23 +44,18 @@ export function generateKeyPair(): { privateKey: Uint8Array; publicKey: Uint8Arr
 /** The X25519 public key of a raw 32-byte private key. */
 export function publicKeyOf(priv: Uint8Array): Uint8Array {
   checkKey(priv, 'private key');
-  const der = createPublicKey(privateKeyObject(priv)).export({ format: 'der', type: 'spki' });
-  return new Uint8Array(der.subarray(der.length - KEY_LEN));
+  return nodeX25519.publicFromPrivate(priv);
 }
 
 /** X25519(priv, pub), RFC 7748. Throws when the result is all zero (low-order public key). */
 export function x25519(priv: Uint8Array, pub: Uint8Array): Uint8Array {
   checkKey(priv, 'private key');
   checkKey(pub, 'public key');
-  let out: Buffer;
-  try {
-    out = diffieHellman({ privateKey: privateKeyObject(priv), publicKey: publicKeyObject(pub) });
-  } catch (e) {
-    throw new RangeError(`box: X25519 failed (low-order or invalid public key): ${(e as Error).message}`);
-  }
-  let acc = 0;
-  for (const b of out) acc |= b;
-  if (acc === 0) throw new RangeError('box: X25519 produced the all-zero shared secret (low-order public key)');
+  // nodeX25519 imports raw keys as JWK (~40 us against ~490 us through the PKCS#8 DER decoder) and
+  // keeps the KeyObjects of long-lived keys (ours): the DERP handshake and each peer's first disco
+  // key cost ~1 ms each the DER way, on the busy first map. It returns null for an all-zero result.
+  const out = nodeX25519.shared(priv, pub);
+  if (out === null) throw new RangeError('box: X25519 failed or produced the all-zero shared secret (low-order or invalid public key)');
   return new Uint8Array(out);
 }
 
