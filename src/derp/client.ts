@@ -5,9 +5,13 @@
 //   C→S  GET /derp HTTP/1.1 | Host | Upgrade: DERP | Connection: Upgrade [| Derp-Fast-Start: 1]
 //   S→C  HTTP/1.1 101 Switching Protocols ... \r\n\r\n          (absent with fast start)
 //   S→C  ServerKey(magic ‖ server key)
-//   C→S  ClientInfo(our node key ‖ nonce ‖ box{"version":2,"CanAckPings":true})
-//   S→C  ServerInfo(nonce ‖ box{"version":2,...})              -> 'connected'
+//   C→S  ClientInfo(our node key ‖ nonce ‖ box{"version":2,"CanAckPings":true}) -> 'connected'
 //   C→S  NotePreferred(1) when this is our home region
+//   S→C  ServerInfo(nonce ‖ box{"version":2,...})              -> handshake verified
+// As tailscale's derp.NewClient, the connection is usable once ClientInfo is sent: packets written
+// after it are read by the server after it. ServerInfo (its rate limit) is checked when it comes; a
+// bad one closes the connection and counts as a failed connect, and the reconnect backoff is reset
+// only by a good one.
 // then SendPacket out, RecvPacket/KeepAlive/Ping/PeerGone/Health/Restarting in (frames.ts).
 // Fast start is used only when the caller already knows the server key (opts.serverKey); Node's TLS
 // API does not expose the unrelated "meta certificate" tailscaled reads it from.
@@ -101,7 +105,7 @@ export type DerpClientState = 'idle' | 'connecting' | 'connected' | 'waiting' | 
 /** Events a DerpClient emits. Packet bytes are views of receive buffers that are never reused. */
 export interface DerpClientEvents {
   packet: [source: Uint8Array, data: Uint8Array];
-  connected: [info: { serverKey: Uint8Array; serverInfo: ServerInfo; connGen: number; localAddress: string; localPort: number }];
+  connected: [info: { serverKey: Uint8Array; connGen: number; localAddress: string; localPort: number }];
   disconnected: [reason: string];
   'peer-gone': [peer: Uint8Array, reason: number];
   'peer-present': [peer: Uint8Array];
@@ -249,6 +253,11 @@ export class DerpClient extends EventEmitter<DerpClientEvents> {
   /** Whether the handshake is complete and packets can be sent. */
   get connected(): boolean {
     return this._state === 'connected';
+  }
+
+  /** Connected, and the server's ServerInfo came and checked out (its rate limit is applied). */
+  get verified(): boolean {
+    return this._state === 'connected' && this.phase === 'open';
   }
 
   /** Starts connecting (and keeps reconnecting until close()). */
@@ -517,6 +526,7 @@ export class DerpClient extends EventEmitter<DerpClientEvents> {
           this.sendClientInfo(s, key);
         }
         this.phase = 'server-info';
+        this.onConnected(s);
         continue;
       }
       this.onFrame(s, f);
@@ -544,7 +554,7 @@ export class DerpClient extends EventEmitter<DerpClientEvents> {
         const info = parseServerInfo(m.payload, this.shared!);
         if (typeof info === 'string') { this.fail(s, `invalid server info frame: ${info}`, true); return; }
         this.setRateLimit(info);
-        if (this.phase === 'server-info') this.onConnected(s, info);
+        if (this.phase === 'server-info') this.onHandshakeVerified();
         return;
       }
       case 'recv-packet':
@@ -579,25 +589,30 @@ export class DerpClient extends EventEmitter<DerpClientEvents> {
     }
   }
 
-  private onConnected(s: Socket, info: ServerInfo): void {
+  /** ClientInfo is sent: the connection carries packets from now on (the server reads them after it). */
+  private onConnected(s: Socket): void {
     clearTimeout(this.connectTimer);
     this.connectTimer = undefined;
-    this.phase = 'open';
     this._state = 'connected';
-    this.attempt = 0;
-    this.restartHint = undefined;
-    if (this.sameFailures > 1) this.log(`connected after ${this.sameFailures} failed attempts (${this.lastFailure})`);
-    this.sameFailures = 0;
-    this.lastFailure = '';
     this.connGen++;
     this.counters.connects++;
     if (this.preferred) s.write(encodeNotePreferred(true));
     this.armWriteTimer(s);
     this.log(`connected to ${this.url.href} (gen ${this.connGen})`);
     this.emit('connected', {
-      serverKey: this._serverKey!, serverInfo: info, connGen: this.connGen,
+      serverKey: this._serverKey!, connGen: this.connGen,
       localAddress: s.localAddress ?? '', localPort: s.localPort ?? 0,
     });
+  }
+
+  /** A good ServerInfo came: the handshake is complete, and the reconnect backoff starts over. */
+  private onHandshakeVerified(): void {
+    this.phase = 'open';
+    this.attempt = 0;
+    this.restartHint = undefined;
+    if (this.sameFailures > 1) this.log(`connected after ${this.sameFailures} failed attempts (${this.lastFailure})`);
+    this.sameFailures = 0;
+    this.lastFailure = '';
   }
 
   private setRateLimit(info: ServerInfo): void {
@@ -628,17 +643,21 @@ export class DerpClient extends EventEmitter<DerpClientEvents> {
     this.socket = undefined;
     s.destroy();
     const wasConnected = this._state === 'connected';
+    const verified = this.phase === 'open';
     clearTimeout(this.connectTimer);
     clearTimeout(this.dialTimer);
     clearTimeout(this.readTimer);
     clearInterval(this.writeTimer);
     this.connectTimer = this.dialTimer = this.readTimer = this.writeTimer = undefined;
     this.failPings(`derp: connection lost: ${reason}`);
-    if (wasConnected) {
+    if (wasConnected && verified) {
       this.counters.disconnects++;
       this.log(`disconnected: ${reason}`);
       this.emit('disconnected', reason);
     } else {
+      // Usable before its ServerInfo, which then never came right: users saw it up, so it is down
+      // again for them; for the counters and the backoff it is a failed connect.
+      if (wasConnected) this.emit('disconnected', reason);
       this.counters.connectFailures++;
       // The same failure again and again (the network is down): logged once, then counted.
       const same = reason.replace(/ - Local .*$/, '') === this.lastFailure;

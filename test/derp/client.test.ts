@@ -64,6 +64,8 @@ describe('derp/client against a fake server', () => {
     c.start();
     const [info] = await once(c, 'connected');
     assert.equal(toHex(info.serverKey), toHex(s.key.publicKey));
+    // Connected once ClientInfo is sent (as tailscale's derp.NewClient); the server reads it after.
+    await waitFor(() => conn?.clientKey !== undefined && c.verified);
     assert.equal(toHex(conn!.clientKey!), toHex(key.publicKey));
     assert.deepEqual(conn!.info, { version: 2, canAckPings: true, appName: 'meshd-test' });
     assert.match(conn!.head, /^GET \/derp HTTP\/1\.1\r\n/);
@@ -105,6 +107,29 @@ describe('derp/client against a fake server', () => {
     assert.equal(c.counters.packetsIn, 1);
     assert.equal(c.counters.packetsOut, 1);
     assert.equal(c.state, 'connected');
+  });
+
+  it('is usable as soon as ClientInfo is sent: a packet goes out before the server\'s ServerInfo (as tailscale\'s derp.NewClient)', async () => {
+    const { s, c } = await setup();
+    const peer = generateKeyPair().publicKey;
+    let before: { type: number; payload: string } | undefined;
+    s.script = async (fc) => {
+      await fc.readHead();
+      fc.write('HTTP/1.1 101 Switching Protocols\r\n\r\n');
+      fc.write(encodeServerKey(s.key.publicKey));
+      const ci = await fc.nextFrame();
+      assert.equal(ci.type, FrameType.clientInfo);
+      // No ServerInfo until the client's first packet arrived.
+      const f = await fc.nextFrame();
+      before = { type: f.type, payload: toHex(f.payload) };
+      fc.write(encodeServerInfo(boxBefore(ci.payload.slice(0, 32), s.key.privateKey)));
+      for (;;) await fc.nextFrame();
+    };
+    c.on('connected', () => { c.send(peer, Uint8Array.from([0xab])); });
+    c.start();
+    await waitFor(() => c.verified);
+    assert.deepEqual(before, { type: FrameType.sendPacket, payload: `${toHex(peer)}ab` });
+    assert.equal(c.counters.connects, 1);
   });
 
   it('closes on a bogus frame length, counts it, and reconnects', async () => {
@@ -162,9 +187,13 @@ describe('derp/client against a fake server', () => {
       await s.handshake(fc);
     };
     c.start();
-    await once(c, 'connected');
+    // The second attempt is usable once its ClientInfo is sent, then closed by its bad ServerInfo:
+    // a failed connect (not a disconnect), and only the third is verified.
+    await waitFor(() => c.verified);
     assert.equal(c.counters.connectFailures, 2);
     assert.equal(c.counters.protocolErrors, 2);
+    assert.equal(c.counters.disconnects, 0);
+    assert.equal(c.counters.connects, 2, 'attempts 2 and 3 were usable');
   });
 
   it('treats random bytes instead of an HTTP response as a failed connect, then connects', async () => {
@@ -432,6 +461,7 @@ describe('derp/client against a fake server', () => {
     s.script = async (fc) => { await s.handshake(fc, { tokenBucketBytesPerSecond: 10, tokenBucketBytesBurst: 300 }); };
     c.start();
     await once(c, 'connected');
+    await waitFor(() => c.verified); // the token bucket comes with ServerInfo
     assert.equal(c.send(peer, new Uint8Array(65537)), false);
     assert.equal(c.counters.dropTooBig, 1);
     assert.equal(c.send(peer, new Uint8Array(200)), true);
