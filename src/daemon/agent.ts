@@ -457,6 +457,8 @@ export class Agent implements LocalBackend {
     }
     const deadline = Date.now() + req.timeoutMs;
     const remaining = () => Math.max(1, deadline - Date.now());
+    /** This up wrote wantRunning true over a false or absent one (a failure writes it back). */
+    let wantWritten = false;
     try {
       this.state = 'Starting';
       const prep = await this.takePrepared(url, req.caFile);
@@ -510,7 +512,11 @@ export class Agent implements LocalBackend {
       timeline('agent: registered');
       // Written while the tunnel starts; awaited before `up` returns.
       const serverKey = formatServerKey(await client.serverKey());
-      const serverSaved = prefsSaved.then(() => store.update({ serverUrl: url, serverKey }));
+      // wantRunning goes in with them, as tailscaled persists WantRunning when `up` starts: written
+      // while control prepares the first map instead of after it (two fsyncs: 6-14 ms of `up` on a
+      // busy host). A failed `up` writes back what it found (below).
+      const serverSaved = prefsSaved.then(() => store.update({ serverUrl: url, serverKey, wantRunning: true }));
+      wantWritten = state.wantRunning !== true;
       serverSaved.catch(() => {}); // awaited below; a failure there fails up
       progress(`logged in${user ? ` as ${user}` : ''}; starting the tunnel`);
 
@@ -592,7 +598,11 @@ export class Agent implements LocalBackend {
       timeline('agent: first map applied');
       // As tailscaled (Running needs a live DERP): our home region is connected and reported
       // before `up` returns, so peers can reach us at once. Bounded: UDP-less netchecks take longer.
-      if (!await this.magic!.waitHomeDerp(Math.min(remaining(), HOME_DERP_WAIT_MS))) this.log('no home DERP connection yet; up anyway');
+      // The state writes and the tag check need no DERP: they are awaited while it connects.
+      const homeDerp = this.magic!.waitHomeDerp(Math.min(remaining(), HOME_DERP_WAIT_MS));
+      await serverSaved;
+      await this.checkTags(client);
+      if (!await homeDerp) this.log('no home DERP connection yet; up anyway');
       // Control hands our home region to peers in its next batch (headscale: up to 800 ms after our
       // report). A tailscaled that sends to us before then fails its handshake with "no UDP or DERP
       // addr" and retries only 5 s later; `up` does not wait for that batch (as tailscaled), but
@@ -600,10 +610,7 @@ export class Agent implements LocalBackend {
       // together) we handshake with the online peers we have no session with: a peer that tried
       // meanwhile sends what it holds as soon as our handshake completes, instead of 5 s later.
       else this.handshakeWhenHomeOut(this.magic!, this.dp!);
-      await serverSaved;
-      await this.checkTags(client);
       this.state = 'Running';
-      await this.store.update({ wantRunning: true });
       this.endpointTimer = setInterval(() => { this.portmap?.ensure(); this.magic?.maybeReport(); }, ENDPOINT_CHECK_MS);
       this.metricsTimer = setInterval(() => { this.metricsBook.sample(this.dp, this.magic); this.keeper?.tick(Date.now(), this.dataPackets()); }, 1000);
       this.metricsTimer.unref();
@@ -617,6 +624,7 @@ export class Agent implements LocalBackend {
     } catch (e) {
       await this.teardown();
       this.state = 'NeedsLogin';
+      if (wantWritten) await this.store?.update({ wantRunning: false }).catch(() => {});
       throw asAgentError(e);
     }
   }

@@ -51,7 +51,7 @@ function serve(fc: FakeControl, seen: Seen[], mapDelayMs = 0): void {
         mapSent = true;
         stream.write(encodeMapFrame({ Node: node, Peers: [], DERPMap: { Regions: {} }, PacketFilter: [], Domain: 'test.example', ControlTime: new Date().toISOString() }));
       };
-      if (mapDelayMs > 0) setTimeout(write, mapDelayMs);
+      if (mapDelayMs > 0) setTimeout(write, mapDelayMs).unref();
       else write();
       return;
     }
@@ -161,6 +161,29 @@ describe('meshd up registering from the CLI for the agent it starts', () => {
     assert.equal(lite.body.DiscoKey, stream.body.DiscoKey);
     assert.match(String(lite.body.DiscoKey), /^discokey:[0-9a-f]{64}$/);
     assert.equal(lite.session, stream.session, 'on the agent\'s connection');
+  });
+
+  it('persists wantRunning while control prepares the first map, and writes it back when up fails', async () => {
+    // Held map: up times out waiting for it. The state must not say the tailnet was up.
+    const seen: Seen[] = [];
+    serve(fc, seen, 60_000);
+    const stateDir = join(dir, 'want'), socket = join(dir, 'want.sock');
+    const base = ['--socket', socket, 'up', '--tun=userspace-networking', '--port', '0', '--state-dir', stateDir, '--login-server', fc.url, '--authkey', 'good-key'];
+    const failed = await meshd([...base, '--timeout', '2s']);
+    await noneLeft(socket);
+    assert.notEqual(failed.status, 0, 'up without a map fails');
+    const s1 = JSON.parse(readFileSync(join(stateDir, 'state.json'), 'utf8')) as { wantRunning?: boolean; serverKey?: string };
+    assert.ok(s1.serverKey, 'the write with wantRunning happened (the server key came with it)');
+    assert.notEqual(s1.wantRunning, true, 'a failed up does not leave wantRunning behind');
+    serve(fc, seen);
+    const ok = await meshd([...base, '--timeout', '5s']);
+    try {
+      assert.equal(ok.status, 0, ok.stderr);
+      const s2 = JSON.parse(readFileSync(join(stateDir, 'state.json'), 'utf8')) as { wantRunning?: boolean };
+      assert.equal(s2.wantRunning, true);
+    } finally {
+      await meshd(['--socket', socket, 'down']);
+    }
   });
 
   it('keeps in-memory keys (--state mem:) in the agent: it streams the map and logs out with the key the CLI registered', async () => {
