@@ -53,6 +53,25 @@ function junkInitiation(responder: Uint8Array, gen = new CookieGenerator(nodeCry
 }
 
 describe('DataPlane layers', () => {
+  it('sends a first initiation\'s deferred copy when the copy gap ends, not at the next timer beat', async () => {
+    // Beats 10 s apart: only a timer armed for the gap's end can send the copy within the wait.
+    const link = memLink(MTU);
+    const a = DataPlane.open({ name: 'a', mtu: MTU, log: quiet, device: new MemHost(MTU), bind: link.a, initiationResendMs: 1000, tickMs: 10_000 });
+    try {
+      a.device.setPrivateKey(nodeCrypto.x25519.generatePrivate(rand));
+      const peer = nodeCrypto.x25519.publicFromPrivate(nodeCrypto.x25519.generatePrivate(rand));
+      a.device.setPeer(peer, { endpoint: link.b.self, allowedIPs: ['10.0.0.2/32'] }); // nobody answers
+      assert.equal(a.handshakeIfIdle(peer), true, 'the first initiation went');
+      assert.equal(a.resendPendingInitiation(peer), false, 'a copy right after it waits for the gap');
+      assert.equal(a.device.counters.txInitiationResends, 0);
+      const t0 = Date.now();
+      await until(() => a.device.counters.txInitiationResends === 1 || Date.now() - t0 > 1500, 'the copy');
+      assert.equal(a.device.counters.txInitiationResends, 1, 'the copy went within 1.5 s (the gap is 100 ms)');
+    } finally {
+      a.close();
+    }
+  });
+
   it('keeps carrying data while a flood of valid-mac1 initiations waits in the handshake queue, answering the flood with cookie replies', async () => {
     const p = await pair();
     try {
