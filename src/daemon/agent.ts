@@ -82,10 +82,10 @@ const HOME_OUT_AGAIN_MS = 300;
 
 /**
  * After a map update sent pending initiations again: once more this long after
- * (resendPendingInitiations). Above the device's INITIATION_COPY_GAP_MS (100), so that copy goes
- * out at once instead of at the data plane's next 100 ms tick.
+ * (resendPendingInitiations), for a peer that applies the batch after us. Above the device's
+ * INITIATION_COPY_GAP_MS (30), so that copy goes out at once.
  */
-const RESEND_AGAIN_MS = 120;
+const RESEND_AGAIN_MS = 40;
 
 /** Tailscale's MTU for the tailnet interface. */
 export const TAILNET_MTU = 1280;
