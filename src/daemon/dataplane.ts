@@ -335,7 +335,14 @@ export class DataPlane implements BindReceiver {
     const wait = due - this.clock.now();
     if (wait >= this.tickMs) return;
     clearTimeout(this.early);
-    this.early = setTimeout(() => { this.early = undefined; this.runTimers(); }, Math.max(0, Math.ceil(wait)));
+    // +1: the device's clock is whole ms, and a timer may fire a fraction early by it; if it is
+    // still early, it is armed again.
+    this.early = setTimeout(() => {
+      this.early = undefined;
+      this.runTimers();
+      const next = this.device.nextTimerDue();
+      if (next > this.clock.now()) this.runTimersBy(next); // (never a busy loop on a timer left due)
+    }, Math.max(0, Math.ceil(wait) + 1));
     this.early.unref();
   }
 

@@ -376,6 +376,7 @@ describe('derp/client against a fake server', () => {
     c.dialSoon();
     await waitFor(() => c.connected, 1500);
     assert.ok(performance.now() - t0 < 500, `connected ${Math.round(performance.now() - t0)} ms after the ask, not after the ~2-4 s backoff`);
+    await waitFor(() => c.verified, 1500); // the failures are summed up once ServerInfo checks out
     assert.ok(logs.some((l) => /connected after 3 failed attempts/.test(l)), logs.join(' | '));
     c.dialSoon(); // connected: nothing to do
     assert.equal(c.counters.connects, 1);
