@@ -459,6 +459,8 @@ export class Agent implements LocalBackend {
     const remaining = () => Math.max(1, deadline - Date.now());
     /** This up wrote wantRunning true over a false or absent one (a failure writes it back). */
     let wantWritten = false;
+    /** That write (update() reads, merges and writes: the write-back waits for it). */
+    let wantSaved: Promise<unknown> = Promise.resolve();
     try {
       this.state = 'Starting';
       const prep = await this.takePrepared(url, req.caFile);
@@ -517,6 +519,7 @@ export class Agent implements LocalBackend {
       // busy host). A failed `up` writes back what it found (below).
       const serverSaved = prefsSaved.then(() => store.update({ serverUrl: url, serverKey, wantRunning: true }));
       wantWritten = state.wantRunning !== true;
+      wantSaved = serverSaved;
       serverSaved.catch(() => {}); // awaited below; a failure there fails up
       progress(`logged in${user ? ` as ${user}` : ''}; starting the tunnel`);
 
@@ -624,7 +627,10 @@ export class Agent implements LocalBackend {
     } catch (e) {
       await this.teardown();
       this.state = 'NeedsLogin';
-      if (wantWritten) await this.store?.update({ wantRunning: false }).catch(() => {});
+      if (wantWritten) {
+        await wantSaved.catch(() => {});
+        await this.store?.update({ wantRunning: false }).catch(() => {});
+      }
       throw asAgentError(e);
     }
   }
