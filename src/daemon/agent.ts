@@ -457,10 +457,11 @@ export class Agent implements LocalBackend {
     }
     const deadline = Date.now() + req.timeoutMs;
     const remaining = () => Math.max(1, deadline - Date.now());
-    /** This up wrote wantRunning true over a false or absent one (a failure writes it back). */
-    let wantWritten = false;
-    /** That write (update() reads, merges and writes: the write-back waits for it). */
-    let wantSaved: Promise<unknown> = Promise.resolve();
+    /**
+     * The write by which this up set wantRunning over a false or absent one; a failure writes it
+     * back once that write is done (update() reads, merges and writes).
+     */
+    let wantSaved: Promise<unknown> | undefined;
     try {
       this.state = 'Starting';
       const prep = await this.takePrepared(url, req.caFile);
@@ -518,8 +519,7 @@ export class Agent implements LocalBackend {
       // while control prepares the first map instead of after it (two fsyncs: 6-14 ms of `up` on a
       // busy host). A failed `up` writes back what it found (below).
       const serverSaved = prefsSaved.then(() => store.update({ serverUrl: url, serverKey, wantRunning: true }));
-      wantWritten = state.wantRunning !== true;
-      wantSaved = serverSaved;
+      if (state.wantRunning !== true) wantSaved = serverSaved;
       serverSaved.catch(() => {}); // awaited below; a failure there fails up
       progress(`logged in${user ? ` as ${user}` : ''}; starting the tunnel`);
 
@@ -627,7 +627,7 @@ export class Agent implements LocalBackend {
     } catch (e) {
       await this.teardown();
       this.state = 'NeedsLogin';
-      if (wantWritten) {
+      if (wantSaved) {
         await wantSaved.catch(() => {});
         await this.store?.update({ wantRunning: false }).catch(() => {});
       }

@@ -877,7 +877,7 @@ export function regionsOf(map: DERPMap | undefined): DERPRegion[] {
 
 /** The one region a map offers as a home (a non-STUN-only node, not NoMeasureNoHome), or 0 when the map has any other region. */
 export function soleHomeRegion(map: DERPMap): number {
-  const regions = Object.values(map.Regions ?? {}).filter((r) => r !== undefined && r !== null);
+  const regions = regionsOf(map);
   if (regions.length !== 1) return 0;
   const r = regions[0]!;
   return !r.NoMeasureNoHome && r.Nodes.some((n) => !n.STUNOnly) ? r.RegionID : 0;
